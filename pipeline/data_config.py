@@ -1,0 +1,184 @@
+"""The data config (`data_config.json`): which corpora, where their files are, their shape and weight.
+
+Parsed and validated here once; both the Beam job and the trainer import this module. It depends on
+nothing but the standard library (and gcsfs / fsspec only when a pattern is a `gs://` glob is expanded).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Iterable, Sequence
+
+SHAPES = ("pair", "triplet", "set", "query", "query_with_negatives")
+
+_CORPUS_FIELDS = {"name", "files", "shape", "weight", "expected_lines", "symmetric", "description"}
+
+
+class DataConfigError(ValueError):
+    """A data config that cannot be used; the message names the corpus and the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusConfig:
+    name: str
+    files: tuple[str, ...]  # paths or globs, relative to the input root, or absolute (gs:// allowed)
+    shape: str  # one of SHAPES
+    weight: float  # sampling weight; probability = weight / sum of weights
+    expected_lines: int | None = None
+    # Symmetric corpora (duplicate questions, paraphrases) have their pair order swapped at random.
+    symmetric: bool = False
+    description: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["files"] = list(self.files)
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    corpora: tuple[CorpusConfig, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.corpora]
+
+    def get(self, name: str) -> CorpusConfig:
+        for c in self.corpora:
+            if c.name == name:
+                return c
+        raise DataConfigError(f"unknown corpus {name!r}; the config has: {', '.join(self.names)}")
+
+    def select(self, names: Iterable[str] | None) -> "DataConfig":
+        """The sub-config of the named corpora (all when names is None or empty)."""
+        names = [n for n in (names or []) if n]
+        if not names:
+            return self
+        return DataConfig(tuple(self.get(n) for n in names))
+
+    def probabilities(self) -> dict[str, float]:
+        total = sum(c.weight for c in self.corpora)
+        return {c.name: c.weight / total for c in self.corpora}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"corpora": [c.to_json() for c in self.corpora]}
+
+
+def _err(where: str, msg: str) -> DataConfigError:
+    return DataConfigError(f"data config: {where}: {msg}")
+
+
+def _parse_corpus(i: int, raw: Any) -> CorpusConfig:
+    where = f"corpus #{i}"
+    if not isinstance(raw, dict):
+        raise _err(where, f"must be a JSON object, got {type(raw).__name__}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise _err(where, "field 'name' must be a non-empty string")
+    if not all(ch.isalnum() or ch in "-_." for ch in name):
+        raise _err(f"corpus {name!r}", "field 'name' may hold only letters, digits, '-', '_' and '.' (it names a directory)")
+    where = f"corpus {name!r}"
+    unknown = sorted(set(raw) - _CORPUS_FIELDS)
+    if unknown:
+        raise _err(where, f"unknown field(s) {unknown}; allowed: {sorted(_CORPUS_FIELDS)}")
+    files = raw.get("files")
+    if isinstance(files, str):
+        files = [files]
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
+        raise _err(where, "field 'files' must be a non-empty list of path or glob strings")
+    shape = raw.get("shape")
+    if shape not in SHAPES:
+        raise _err(where, f"field 'shape' is {shape!r}; must be one of {', '.join(SHAPES)}")
+    weight = raw.get("weight")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+        raise _err(where, f"field 'weight' must be a positive number, got {weight!r}")
+    expected = raw.get("expected_lines")
+    if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int) or expected < 0):
+        raise _err(where, f"field 'expected_lines' must be a non-negative integer, got {expected!r}")
+    symmetric = raw.get("symmetric", False)
+    if not isinstance(symmetric, bool):
+        raise _err(where, f"field 'symmetric' must be true or false, got {symmetric!r}")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise _err(where, "field 'description' must be a string")
+    return CorpusConfig(name, tuple(files), shape, float(weight), expected, symmetric, description)
+
+
+def parse_data_config(raw: Any) -> DataConfig:
+    """Validates a decoded `data_config.json`; raises DataConfigError naming corpus and field."""
+    if isinstance(raw, list):
+        raw = {"corpora": raw}
+    if not isinstance(raw, dict) or "corpora" not in raw:
+        raise _err("top level", "must be an object with a 'corpora' list")
+    extra = sorted(set(raw) - {"corpora", "description"})
+    if extra:
+        raise _err("top level", f"unknown field(s) {extra}")
+    items = raw["corpora"]
+    if not isinstance(items, list) or not items:
+        raise _err("top level", "'corpora' must be a non-empty list")
+    corpora = [_parse_corpus(i, c) for i, c in enumerate(items)]
+    seen: set[str] = set()
+    for c in corpora:
+        if c.name in seen:
+            raise _err(f"corpus {c.name!r}", "duplicate name")
+        seen.add(c.name)
+    return DataConfig(tuple(corpora))
+
+
+def _open_text(path: str):
+    if path.startswith("gs://"):
+        import fsspec  # gcsfs registers the gs protocol
+
+        return fsspec.open(path, "r", encoding="utf-8").open()
+    return open(path, "r", encoding="utf-8")
+
+
+def load_data_config(path: str) -> DataConfig:
+    try:
+        with _open_text(path) as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        raise DataConfigError(f"data config: file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise DataConfigError(f"data config: {path} is not valid JSON: {e}") from None
+    return parse_data_config(raw)
+
+
+def resolve_path(pattern: str, input_root: str | None) -> str:
+    """A corpus file pattern made absolute against the input root (gs:// and absolute paths kept)."""
+    if pattern.startswith("gs://") or os.path.isabs(pattern) or not input_root:
+        return pattern
+    if input_root.startswith("gs://"):
+        return input_root.rstrip("/") + "/" + pattern
+    return os.path.join(input_root, pattern)
+
+
+def _glob(pattern: str) -> list[str]:
+    if pattern.startswith("gs://"):
+        import fsspec
+
+        fs = fsspec.filesystem("gs")
+        return sorted("gs://" + p for p in fs.glob(pattern))
+    import glob
+
+    if glob.has_magic(pattern):
+        return sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+    return [pattern] if os.path.isfile(pattern) else []
+
+
+def expand_files(corpus: CorpusConfig, input_root: str | None) -> list[str]:
+    """Concrete files of a corpus, in a stable order; an error names the pattern that matched nothing."""
+    out: list[str] = []
+    for pattern in corpus.files:
+        path = resolve_path(pattern, input_root)
+        matched = _glob(path)
+        if not matched:
+            raise _err(f"corpus {corpus.name!r}", f"field 'files': no file matches {path!r}")
+        out.extend(m for m in matched if m not in out)
+    return out
+
+
+def sampling_weights(names: Sequence[str], config: DataConfig) -> list[float]:
+    return [config.get(n).weight for n in names]

