@@ -1,0 +1,128 @@
+"""The Beam job: assembles the pipeline and runs it (the entry point of beam_main.py).
+
+  (corpus, file) -> ReadLineBatches -> Reshuffle -> ProcessLineBatch -+-> <corpus>/train-*.tfrecord.gz
+                                                                     +-> <corpus>/validation-*.tfrecord.gz
+                                                                     +-> rejected/rejected-*.jsonl
+                                                                     +-> stats -> CombinePerKey -+
+  manifest.json <- WriteManifest (side inputs: combined stats, every write's finalised files) <--+
+
+Everything that can be wrong with the configuration (data config, files, output directory,
+tokenizer, flags) is checked on the launcher before the pipeline starts.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+
+import apache_beam as beam
+
+from pipeline import manifest as manifest_lib
+from pipeline import options as options_lib
+from pipeline import processing, splitting, stats, tokenizing, writing
+from pipeline.data_config import DataConfig, DataConfigError, expand_files, load_data_config
+from pipeline.reading import ReadLineBatches
+
+log = logging.getLogger("beam_main")
+
+REJECTED_DIR = "rejected"
+
+
+def train_shards(corpus, opts: options_lib.JobOptions) -> int:
+    if opts.train_shards:
+        return opts.train_shards
+    if corpus.expected_lines:
+        return max(1, math.ceil(corpus.expected_lines / opts.records_per_shard))
+    return 0  # runner decides
+
+
+class WriteManifest(beam.DoFn):
+    """Runs once, after every write is finalised (its side inputs force that order)."""
+
+    def __init__(self, config: DataConfig, files: dict, tokenizer: dict, opts: options_lib.JobOptions):
+        self._config, self._files, self._tokenizer, self._opts = config, files, tokenizer, opts
+
+    def process(self, _, combined_stats, written_files):
+        opts = self._opts
+        entries = []
+        for corpus in self._config.corpora:
+            acc = combined_stats.get(corpus.name) or stats.new_stats(opts.max_seq_length)
+            shard_files = {
+                split: writing.list_files(opts.output_dir, f"{corpus.name}/{split}-*-of-*{manifest_lib.FILE_SUFFIX}")
+                for split in splitting.SPLITS}
+            entries.append(manifest_lib.corpus_entry(corpus, self._files[corpus.name], acc,
+                                                     shard_files[splitting.TRAIN], shard_files[splitting.VALIDATION]))
+        manifest = manifest_lib.build_manifest(entries, self._tokenizer, opts.max_seq_length, opts.validation_fraction)
+        yield manifest_lib.write_manifest(opts.output_dir, manifest)
+
+
+def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_json: str, tokenizer_info: dict,
+                   opts: options_lib.JobOptions):
+    join = beam.io.filesystems.FileSystems.join
+    inputs = [(c.name, f) for c in config.corpora for f in files[c.name]]
+    tags = [processing.output_tag(c.name, s) for c in config.corpora for s in splitting.SPLITS]
+    results = (
+        p
+        | "Files" >> beam.Create(inputs, reshuffle=False)
+        | "ReadLines" >> beam.ParDo(ReadLineBatches(opts.batch_lines, opts.max_line_bytes))
+        | "Spread" >> beam.Reshuffle()
+        | "Process" >> beam.ParDo(processing.ProcessLineBatch(
+            {c.name: c.shape for c in config.corpora}, tokenizer_json, opts.max_seq_length,
+            opts.validation_fraction)).with_outputs(processing.REJECTED, processing.STATS, *tags)
+    )
+    written = []
+    for c in config.corpora:
+        for split in splitting.SPLITS:
+            shards = train_shards(c, opts) if split == splitting.TRAIN else 1
+            written.append(
+                results[processing.output_tag(c.name, split)]
+                | f"Write/{c.name}/{split}" >> writing.WriteRecordBatches(join(opts.output_dir, c.name, split), shards))
+    written.append(
+        results[processing.REJECTED]
+        | "Write/rejected" >> beam.io.WriteToText(join(opts.output_dir, REJECTED_DIR, "rejected"),
+                                                  file_name_suffix=".jsonl", num_shards=1))
+    combined = results[processing.STATS] | "CombineStats" >> beam.CombinePerKey(stats.CombineStats(opts.max_seq_length))
+    all_written = written | "AllWritten" >> beam.Flatten()
+    return (
+        p
+        | "ManifestTrigger" >> beam.Create([None])
+        | "WriteManifest" >> beam.ParDo(WriteManifest(config, files, tokenizer_info, opts),
+                                        beam.pvalue.AsDict(combined), beam.pvalue.AsList(all_written))
+    )
+
+
+def prepare(argv):
+    """Launcher-side checks and set-up; raises a ValueError subclass with a clear message."""
+    opts, beam_args = options_lib.parse_args(argv)
+    config = load_data_config(opts.data_config).select(opts.corpora)
+    files = {c.name: expand_files(c, opts.input_root) for c in config.corpora}
+    writing.prepare_output_dir(opts.output_dir, opts.overwrite)
+    tok = tokenizing.load_hf_tokenizer(opts.tokenizer)
+    info = tokenizing.describe(tok, opts.tokenizer).to_json()
+    tokenizer_json = tokenizing.save_for_workers(tok, opts.output_dir)
+    return opts, beam_args, config, files, tokenizer_json, info
+
+
+def run(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    try:
+        opts, beam_args, config, files, tokenizer_json, info = prepare(argv)
+        pipeline_options = options_lib.pipeline_options(beam_args)
+    except (DataConfigError, options_lib.OptionsError, writing.OutputDirError, tokenizing.TokenizerError) as e:
+        print(f"beam_main.py: error: {e}", file=sys.stderr)
+        return 2
+    log.info("%d corpora, %d files -> %s", len(config.corpora), sum(map(len, files.values())), opts.output_dir)
+    p = beam.Pipeline(options=pipeline_options)
+    build_pipeline(p, config, files, tokenizer_json, info, opts)
+    result = p.run()
+    state = result.wait_until_finish()
+    if state not in ("DONE", None) and str(state) != "DONE":
+        print(f"beam_main.py: error: the pipeline ended in state {state}", file=sys.stderr)
+        return 1
+    manifest = manifest_lib.read_manifest(opts.output_dir)
+    t = manifest["totals"]
+    log.info("done: %d lines read, %d train, %d validation, %d rejected; manifest %s",
+             t["lines_read"], t["train_examples"], t["validation_examples"], t["rejected"],
+             beam.io.filesystems.FileSystems.join(opts.output_dir, manifest_lib.MANIFEST_NAME))
+    return 0

