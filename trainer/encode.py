@@ -68,19 +68,35 @@ def encode(
     buckets: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Unit-norm float32 embeddings [len(sentences), hidden] in the input order."""
-    n = len(sentences)
+    # Never past the position table (sentence-transformers caps its tokenizer the same way).
+    max_seq_length = min(max_seq_length, model.config.max_input_length)
+    ids = tokenize(tokenizer, sentences, max_seq_length) if len(sentences) else []
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.config.pad_token_id
+    return encode_ids(model, params, ids, pad_id, batch_size, max_seq_length, buckets)
+
+
+def encode_ids(
+    model,
+    params: Any,
+    ids: Sequence[Sequence[int]],
+    pad_id: int,
+    batch_size: int = 64,
+    max_seq_length: int = 128,
+    buckets: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Embeddings of already-tokenized texts (ids with special tokens, at most max_seq_length long)."""
+    n = len(ids)
     if n == 0:
         return np.zeros((0, model.config.hidden_size), np.float32)
-    # Never past the position table (sentence-transformers caps its tokenizer the same way).
     max_seq_length = min(max_seq_length, model.config.max_input_length)
     if buckets:  # the caller's buckets, capped, plus max_seq_length so every sentence fits one
         buckets = tuple(sorted({b for b in buckets if b < max_seq_length} | {max_seq_length}))
     else:
         buckets = bucket_lengths(max_seq_length)
-    ids = tokenize(tokenizer, sentences, max_seq_length)
     lengths = np.array([len(x) for x in ids])
+    if lengths.max() > max_seq_length:
+        raise ValueError(f"a text has {lengths.max()} tokens, more than max_seq_length {max_seq_length}")
     order = np.argsort(-lengths, kind="stable")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.config.pad_token_id
     apply = _jitted_apply(model)
     outs = []
     for start in range(0, n, batch_size):
