@@ -203,6 +203,11 @@ def test_build_context_yields_a_wheel_that_requires_exactly_pyproject(tmp_path):
                         "-w", str(tmp_path / "dist"), str(ctx)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     (wheel,) = os.listdir(tmp_path / "dist")
+    # cloud/launch.py's pip mode copies this file to the TPU workers by name.
+    sys.path.insert(0, os.path.join(REPO, "cloud"))
+    import launch
+
+    assert wheel == launch.wheel_name()
     with zipfile.ZipFile(tmp_path / "dist" / wheel) as z:
         names = z.namelist()
         meta_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
