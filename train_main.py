@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import typing
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides our log
 
 from trainer.config import PRESETS, TrainConfig, get_preset
 
@@ -55,6 +58,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("absl", "jax._src.xla_bridge"):  # orbax logs every file it renames at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from trainer.mesh import initialize_distributed
 
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)

@@ -28,7 +28,7 @@ def retrieval_metrics(anchors: np.ndarray, positives: np.ndarray, positive_fp: S
     order = np.argsort(-scores, axis=1, kind="stable")[:, :10]
     hits = np.take_along_axis(correct, order, axis=1)  # [N, 10]
     first = np.where(hits.any(axis=1), hits.argmax(axis=1), -1)
-    mrr = np.where(first >= 0, 1.0 / (first + 1), 0.0)
+    mrr = np.where(first >= 0, 1.0 / (np.maximum(first, 0) + 1), 0.0)
     return {"recall@1": float(hits[:, 0].mean()), "mrr@10": float(mrr.mean()), "n": int(n)}
 
 
