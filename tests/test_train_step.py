@@ -1,0 +1,184 @@
+"""The jit train step: its loss and gradients, dropout keys, the non-finite guard, bfloat16, and
+8 devices against 1 (in a subprocess, since XLA_FLAGS is read when JAX starts)."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests._tiny import random_batch, tiny_model
+from trainer.config import TrainConfig
+from trainer.loss import contrastive_loss
+from trainer.mesh import create_mesh
+from trainer.train_step import compute_dtype, create_train_state, loss_and_grads, make_train_step
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFG = TrainConfig(learning_rate=1e-3, warmup_steps=2, train_steps=50, batch_size=16, seed=7)
+
+
+def _leaves(tree):
+    return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree_util.tree_leaves(tree)])
+
+
+def _rel(a, b):
+    """Relative error of a whole gradient: ||a - b|| / ||b|| (element-wise rtol trips on near-zero entries)."""
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model()
+
+
+def test_step_loss_and_gradients_equal_direct_computation(tiny):
+    model, params = tiny
+    batch = random_batch(0, triplet=True)
+
+    def direct(p):
+        emb = [model.apply({"params": p}, batch[f"{c}_ids"], batch[f"{c}_mask"])
+               for c in ("anchor", "positive", "negative")]
+        return contrastive_loss(*emb, anchor_fp=batch["anchor_fp"], positive_fp=batch["positive_fp"],
+                                negative_fp=batch["negative_fp"], directions=CFG.triplet_directions,
+                                partition_mode=CFG.partition_mode)
+    want_loss, want_grads = jax.jit(jax.value_and_grad(direct))(params)
+    loss, grads = jax.jit(lambda p, b: loss_and_grads(model_apply(model), p, b, CFG, jax.random.PRNGKey(0), True))(
+        params, batch)
+    assert float(loss) == pytest.approx(float(want_loss), rel=1e-6)
+    assert _rel(_leaves(grads), _leaves(want_grads)) < 1e-5
+
+
+def model_apply(model):
+    from trainer.train_step import as_apply_fn
+    return as_apply_fn(model)
+
+
+def test_training_lowers_the_loss_and_reports_metrics(tiny):
+    model, params = tiny
+    mesh = create_mesh()
+    step = make_train_step(model, CFG, mesh)
+    state = create_train_state(params, CFG, mesh)
+    batch = random_batch(1)
+    losses = []
+    for i in range(8):
+        state, m = step(state, batch)
+        losses.append(float(m["loss"]))
+        assert bool(m["finite"])
+    assert int(state.step) == 8
+    assert float(m["learning_rate"]) == pytest.approx(1e-3 * (50 - 7) / 48)
+    assert float(m["grad_norm"]) > 0
+    assert losses[-1] < losses[0] - 0.3, losses
+
+
+def test_dropout_key_depends_on_seed_and_step_only(tiny):
+    model, params = tiny
+    mesh = create_mesh()
+    step = make_train_step(model, CFG, mesh, donate=False)
+    batch = random_batch(2)
+    s0 = create_train_state(params, CFG, mesh)
+    a, ma = step(s0, batch)
+    b, mb = step(create_train_state(params, CFG, mesh), batch)
+    assert float(ma["loss"]) == float(mb["loss"])  # same (seed, step): same dropout, bit for bit
+    np.testing.assert_array_equal(_leaves(a.params), _leaves(b.params))
+    later = s0.replace(step=jnp.asarray(5, jnp.int32))
+    _, mc = step(later, batch)
+    assert float(mc["loss"]) != float(ma["loss"])  # another step draws another dropout
+    det = make_train_step(model, CFG, mesh, dropout=False, donate=False)
+    _, md = det(s0, batch)
+    assert float(md["loss"]) != float(ma["loss"])  # dropout is really on in training
+
+
+def test_pair_and_triplet_batches_use_their_directions(tiny):
+    model, params = tiny
+    batch = random_batch(3)
+    sym = TrainConfig(pair_directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction")
+    one = TrainConfig(pair_directions=("query_to_doc",), partition_mode="per_direction")
+    apply = model_apply(model)
+    key = jax.random.PRNGKey(0)
+    l_sym, _ = jax.jit(lambda p, b: loss_and_grads(apply, p, b, sym, key, True))(params, batch)
+    l_one, _ = jax.jit(lambda p, b: loss_and_grads(apply, p, b, one, key, True))(params, batch)
+    emb = [jax.jit(apply, static_argnums=3)(params, batch[f"{c}_ids"], batch[f"{c}_mask"], True, key)
+           for c in ("anchor", "positive")]
+    fwd = contrastive_loss(*emb, anchor_fp=batch["anchor_fp"], positive_fp=batch["positive_fp"])
+    bwd = contrastive_loss(emb[1], emb[0], anchor_fp=batch["positive_fp"], positive_fp=batch["anchor_fp"])
+    assert float(l_one) == pytest.approx(float(fwd), rel=1e-6)
+    assert float(l_sym) == pytest.approx((float(fwd) + float(bwd)) / 2, rel=1e-5)
+
+
+def test_non_finite_loss_keeps_the_old_state(tiny):
+    model, params = tiny
+    mesh = create_mesh()
+    cfg = CFG.replace(scale=float("nan"))
+    step = make_train_step(model, cfg, mesh, donate=False)
+    state = create_train_state(params, cfg, mesh)
+    new, m = step(state, random_batch(4))
+    assert not bool(m["finite"])
+    assert int(new.step) == 0
+    np.testing.assert_array_equal(_leaves(new.params), _leaves(state.params))
+    np.testing.assert_array_equal(_leaves(new.opt_state), _leaves(state.opt_state))
+
+
+def test_bfloat16_step_is_finite_and_close_to_float32():
+    batch = random_batch(5, triplet=True)
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        model, params = tiny_model(compute_dtype(dtype))
+        cfg = CFG.replace(dtype=dtype)
+        mesh = create_mesh()
+        state = create_train_state(params, cfg, mesh)
+        new, m = make_train_step(model, cfg, mesh, dropout=False, donate=False)(state, batch)
+        assert bool(m["finite"])
+        assert jax.tree_util.tree_leaves(new.params)[0].dtype == jnp.float32  # params stay float32
+        assert jax.tree_util.tree_leaves(new.opt_state)[1].dtype == jnp.float32
+        _, grads = jax.jit(lambda p, b: loss_and_grads(model_apply(model), p, b, cfg, jax.random.PRNGKey(0), True))(
+            params, batch)
+        out[dtype] = (float(m["loss"]), _leaves(grads))
+    (l32, g32), (l16, g16) = out["float32"], out["bfloat16"]
+    # Stated tolerance: loss within 2% relative, gradient direction cosine > 0.98.
+    assert l16 == pytest.approx(l32, rel=2e-2)
+    assert g16 @ g32 / (np.linalg.norm(g16) * np.linalg.norm(g32)) > 0.98
+
+
+MULTI = textwrap.dedent("""
+    import json, jax, numpy as np
+    from tests._tiny import random_batch, tiny_model
+    from trainer.config import TrainConfig
+    from trainer.mesh import create_mesh, shard_batch
+    from trainer.train_step import create_train_state, make_train_step
+    assert jax.device_count() == 8, jax.devices()
+    model, params = tiny_model()
+    cfg = TrainConfig(learning_rate=1e-3, warmup_steps=1, train_steps=10, seed=3)
+    res = {}
+    for name, devs in (("one", jax.devices()[:1]), ("eight", jax.devices())):
+        mesh = create_mesh(devs)
+        step = make_train_step(model, cfg, mesh)
+        state = create_train_state(params, cfg, mesh)
+        losses, norms = [], []
+        for i, triplet in enumerate((False, True, False)):
+            batch = shard_batch(random_batch(10 + i, triplet=triplet), mesh)
+            if name == "eight":
+                assert len(batch["anchor_ids"].sharding.device_set) == 8
+            state, m = step(state, batch)
+            losses.append(float(m["loss"])); norms.append(float(m["grad_norm"]))
+        flat = np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree_util.tree_leaves(state.params)])
+        res[name] = {"losses": losses, "norms": norms, "params": flat.tolist()}
+    print("RESULT" + json.dumps(res))
+""")
+
+
+def test_eight_devices_equal_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", MULTI], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.split("RESULT", 1)[1])
+    one, eight = res["one"], res["eight"]
+    # Dropout is on: the keys and the (partitionable) random bits do not depend on the device count.
+    np.testing.assert_allclose(eight["losses"], one["losses"], rtol=1e-5)
+    np.testing.assert_allclose(eight["norms"], one["norms"], rtol=1e-4)
+    np.testing.assert_allclose(eight["params"], one["params"], rtol=1e-4, atol=1e-6)
+    assert one["losses"][0] > 1.0

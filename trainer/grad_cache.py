@@ -1,0 +1,127 @@
+"""Gradient caching: the contrastive loss over a batch larger than activation memory.
+
+(Gao et al. 2021, "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup".)
+1. Embed every column of the global batch in chunks of `chunk` texts, without keeping activations.
+2. Take the loss and its gradient with respect to the embeddings (the [B, H] arrays are small).
+3. Re-run each chunk under `jax.vjp` and pull its slice of that gradient back to the parameters,
+   accumulating. Peak activation memory is that of one chunk; compute is ~1 extra forward pass.
+
+Both passes give chunk k of column c the same dropout key, fold_in(fold_in(step_key, c), k), so the
+re-run reproduces the embeddings of pass 1 and the gradient is exact. The plain step uses the same
+keys with a single chunk, so `chunk = B` reproduces it exactly, dropout included.
+
+Mesh: a chunk takes the same number of rows from every device's slice of the batch (rows are
+regrouped [D, K, b] -> [K, D, b] by reshapes that need no communication), so every device works
+on every chunk.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from trainer.mesh import DATA_AXIS
+
+# apply_fn(params, input_ids [N, L], attention_mask [N, L], deterministic, dropout_key) -> [N, H]
+ApplyFn = Callable[[Any, jax.Array, jax.Array, bool, jax.Array], jax.Array]
+
+
+def chunk_keys(step_key: jax.Array, n_columns: int, n_chunks: int) -> jax.Array:
+    """Dropout keys [C * K, ...]: fold_in(fold_in(step_key, column), chunk), column-major."""
+    per_col = jax.vmap(lambda c: jax.random.fold_in(step_key, c))(jnp.arange(n_columns))
+    return jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(n_chunks)))(
+        per_col).reshape((n_columns * n_chunks,) + step_key.shape)
+
+
+def _layout(batch_size: int, chunk: int, n_shards: int) -> tuple[int, int]:
+    if chunk <= 0 or batch_size % chunk:
+        raise ValueError(f"grad_cache_chunk {chunk} must divide the global batch {batch_size}")
+    if chunk % n_shards:
+        raise ValueError(f"grad_cache_chunk {chunk} must be a multiple of the {n_shards} data shards")
+    return batch_size // chunk, chunk // n_shards
+
+
+def to_chunks(x: jax.Array, chunk: int, n_shards: int) -> jax.Array:
+    """[C, B, ...] -> [C * K, chunk, ...]; chunk k holds rows k*b..(k+1)*b-1 of every shard's slice."""
+    c, b_all = x.shape[:2]
+    k, b = _layout(b_all, chunk, n_shards)
+    rest = x.shape[2:]
+    x = x.reshape((c, n_shards, k, b) + rest)
+    x = jnp.swapaxes(x, 1, 2)
+    return x.reshape((c * k, chunk) + rest)
+
+
+def from_chunks(x: jax.Array, n_columns: int, n_shards: int) -> jax.Array:
+    """Inverse of `to_chunks`: [C * K, chunk, ...] -> [C, B, ...]."""
+    ck, chunk = x.shape[:2]
+    k, b = ck // n_columns, chunk // n_shards
+    rest = x.shape[2:]
+    x = x.reshape((n_columns, k, n_shards, b) + rest)
+    x = jnp.swapaxes(x, 1, 2)
+    return x.reshape((n_columns, k * chunk) + rest)
+
+
+def _constrain(x: jax.Array, mesh: Mesh | None, spec: P) -> jax.Array:
+    return x if mesh is None else jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def embed_in_chunks(apply_fn: ApplyFn, params: Any, ids: jax.Array, masks: jax.Array, keys: jax.Array,
+                    chunk: int, deterministic: bool, mesh: Mesh | None = None) -> jax.Array:
+    """Embeddings [C, B, H] (float32) of token ids [C, B, L], one encoder call per chunk (a scan).
+
+    Differentiable, but differentiating it keeps every chunk's activations: the cached path below
+    calls it under stop_gradient; tests use it as the reference that shares the dropout keys."""
+    n_shards = 1 if mesh is None else int(mesh.shape[DATA_AXIS])
+    n_cols = ids.shape[0]
+    ids_c = _constrain(to_chunks(ids, chunk, n_shards), mesh, P(None, DATA_AXIS))
+    masks_c = _constrain(to_chunks(masks, chunk, n_shards), mesh, P(None, DATA_AXIS))
+
+    def body(_, xs):
+        i, m, key = xs
+        i, m = _constrain(i, mesh, P(DATA_AXIS)), _constrain(m, mesh, P(DATA_AXIS))
+        return None, apply_fn(params, i, m, deterministic, key).astype(jnp.float32)
+
+    _, embs = jax.lax.scan(body, None, (ids_c, masks_c, keys))
+    return from_chunks(embs, n_cols, n_shards)
+
+
+def cached_value_and_grad(apply_fn: ApplyFn, params: Any, ids: jax.Array, masks: jax.Array,
+                          loss_of_embeddings: Callable[[jax.Array], jax.Array], step_key: jax.Array,
+                          chunk: int, deterministic: bool, mesh: Mesh | None = None) -> tuple[jax.Array, Any]:
+    """(loss, d loss / d params) with activation memory of one chunk.
+
+    ids, masks: [C, B, L] (columns anchor, positive[, negative]); loss_of_embeddings: [C, B, H] -> scalar.
+    """
+    n_shards = 1 if mesh is None else int(mesh.shape[DATA_AXIS])
+    n_cols, batch = ids.shape[:2]
+    n_chunks, _ = _layout(batch, chunk, n_shards)
+    keys = chunk_keys(step_key, n_cols, n_chunks)
+
+    # Pass 1: embeddings without activations kept.
+    embs = jax.lax.stop_gradient(embed_in_chunks(apply_fn, params, ids, masks, keys, chunk, deterministic, mesh))
+    # The loss over the whole global batch, and its gradient w.r.t. the embeddings.
+    loss, g_embs = jax.value_and_grad(loss_of_embeddings)(embs)
+
+    # Pass 2: per chunk, recompute with the same dropout key and pull the embedding gradient back.
+    ids_c = _constrain(to_chunks(ids, chunk, n_shards), mesh, P(None, DATA_AXIS))
+    masks_c = _constrain(to_chunks(masks, chunk, n_shards), mesh, P(None, DATA_AXIS))
+    g_c = _constrain(to_chunks(g_embs, chunk, n_shards), mesh, P(None, DATA_AXIS))
+
+    def body(acc, xs):
+        i, m, key, g = xs
+        i, m, g = (_constrain(t, mesh, P(DATA_AXIS)) for t in (i, m, g))
+        _, vjp = jax.vjp(lambda p: apply_fn(p, i, m, deterministic, key).astype(jnp.float32), params)
+        (gp,) = vjp(g)
+        return jax.tree_util.tree_map(jnp.add, acc, gp), None
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    grads, _ = jax.lax.scan(body, zeros, (ids_c, masks_c, keys, g_c))
+    return loss, grads
+
+
+def stack_columns(batch: dict[str, jax.Array], columns: Sequence[str]) -> tuple[jax.Array, jax.Array]:
+    """[C, B, L] ids and masks from the batch dict's `<column>_ids` / `<column>_mask`."""
+    return (jnp.stack([batch[f"{c}_ids"] for c in columns]),
+            jnp.stack([batch[f"{c}_mask"] for c in columns]))

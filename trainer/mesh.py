@@ -1,0 +1,106 @@
+"""The device mesh, batch sharding and multi-host set-up (no TensorFlow).
+
+One mesh axis, `data`: parameters and optimizer state are replicated, every batch column is split
+along its first (batch) axis. On many hosts each process feeds its own rows (its share of the global
+batch, read from its own file shards) and `make_array_from_process_local_data` assembles the global
+array; process p's rows are global rows [p * B / P, (p + 1) * B / P) because the mesh lists devices
+in process order.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+log = logging.getLogger(__name__)
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, local_device_ids: Sequence[int] | None = None,
+                           cpu_collectives: str = "gloo") -> bool:
+    """Start `jax.distributed` when the run spans several processes; returns whether it did.
+
+    From flags when `coordinator_address` is given (GPU clusters, CPU tests); automatically on
+    multi-host TPU slices (detected from TPU_WORKER_HOSTNAMES, which Cloud TPU sets on every worker),
+    where JAX finds the coordinator itself. Must run before anything touches a JAX backend.
+    """
+    if coordinator_address:
+        if num_processes is None or process_id is None:
+            raise ValueError("--coordinator_address needs --num_processes and --process_id")
+        if num_processes > 1 and cpu_collectives:
+            # CPU backends need a collectives implementation for cross-process all-reduce.
+            jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                                   process_id=process_id, local_device_ids=local_device_ids)
+        return True
+    hosts = [h for h in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
+    if len(hosts) > 1:
+        jax.distributed.initialize()
+        return True
+    return False
+
+
+def create_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D `data` mesh over all devices (of all processes), ordered by process then device id."""
+    devices = list(devices if devices is not None else jax.devices())
+    devices.sort(key=lambda d: (d.process_index, d.id))
+    return Mesh(np.array(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def data_shards(mesh: Mesh) -> int:
+    return int(mesh.shape[DATA_AXIS])
+
+
+def check_batch_layout(global_batch: int, mesh: Mesh, grad_cache_chunk: int = 0) -> None:
+    """Raise ValueError with the numbers when the batch does not split evenly."""
+    n_dev, n_proc = data_shards(mesh), jax.process_count()
+    if global_batch <= 0 or global_batch % n_dev:
+        raise ValueError(f"global batch {global_batch} does not divide over {n_dev} devices; "
+                         f"use a multiple of {n_dev}")
+    if global_batch % n_proc:
+        raise ValueError(f"global batch {global_batch} does not divide over {n_proc} hosts")
+    if grad_cache_chunk:
+        if global_batch % grad_cache_chunk:
+            raise ValueError(f"grad_cache_chunk {grad_cache_chunk} does not divide the global batch {global_batch}")
+        if grad_cache_chunk % n_dev:
+            raise ValueError(f"grad_cache_chunk {grad_cache_chunk} does not divide over {n_dev} devices; "
+                             f"use a multiple of {n_dev}")
+
+
+def local_batch_size(global_batch: int) -> int:
+    """Rows this process feeds per step."""
+    return global_batch // jax.process_count()
+
+
+def layout_report(global_batch: int, mesh: Mesh, grad_cache_chunk: int = 0) -> str:
+    """One line for the start-up log: global, per-host and per-device batch, chunking, hosts."""
+    check_batch_layout(global_batch, mesh, grad_cache_chunk)
+    n_dev = data_shards(mesh)
+    chunk = (f"gradient caching in chunks of {grad_cache_chunk} texts ({grad_cache_chunk // n_dev} per device)"
+             if grad_cache_chunk else "no gradient caching")
+    return (f"global batch {global_batch} = {jax.process_count()} host(s) x {local_batch_size(global_batch)} "
+            f"= {n_dev} device(s) x {global_batch // n_dev} ({jax.devices()[0].platform}); {chunk}")
+
+
+def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
+    """This process's rows of every column -> global arrays sharded on `data` along axis 0."""
+    sharding = batch_sharding(mesh)
+    out = {}
+    for k, v in batch.items():
+        v = np.asarray(v)
+        global_shape = (v.shape[0] * jax.process_count(),) + v.shape[1:]
+        out[k] = jax.make_array_from_process_local_data(sharding, v, global_shape)
+    return out
