@@ -8,6 +8,7 @@ Names map one to one; anything missing, unexpected or misshapen is an error that
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -261,10 +262,15 @@ def init_random(
     in `seed`. `source_dir` names a directory with tokenizer files, kept for export."""
     model = SentenceEncoder(config, dtype=dtype, remat=remat)
     ids = jnp.ones((1, 8), jnp.int32)
-    params = jax.jit(model.init)(jax.random.PRNGKey(seed), ids, jnp.ones_like(ids))
+    params = _jitted_init(model)(jax.random.PRNGKey(seed), ids, jnp.ones_like(ids))
     params = {"params": jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), dict(params["params"]))}
     hf_config = dict(config.to_hf_dict(), architectures=[architecture_name(config)])
     return Pretrained(model, params, config, hf_config, source_dir)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_init(model: SentenceEncoder):
+    return jax.jit(model.init)  # cached per model: other seeds reuse the compiled program
 
 
 def architecture_name(config: EncoderConfig) -> str:

