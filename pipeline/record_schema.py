@@ -44,12 +44,9 @@ def fingerprint(text: str) -> int:
 
 
 def _uvarint(v: int) -> bytes:
-    out = bytearray()
-    while v > 0x7F:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
+    n = max(1, (v.bit_length() + 6) // 7)  # 7 bits per byte, high bit = "more bytes follow"
+    last = 7 * (n - 1)
+    return bytes([((v >> s) & 0x7F) | 0x80 for s in range(0, last, 7)] + [v >> last])
 
 
 # Varints of the common small values (token ids, lengths, roles), looked up instead of computed.
@@ -63,8 +60,10 @@ def _varint(v: int) -> bytes:
 
 
 def _int64_feature(values: Sequence[int]) -> bytes:
-    small = _SMALL_VARINTS
-    packed = b"".join([small[v] if 0 <= v < 65536 else _varint(v) for v in values])
+    if values and min(values) >= 0 and max(values) < 65536:  # token ids, lengths, roles: table look-ups
+        packed = b"".join(map(_SMALL_VARINTS.__getitem__, values))
+    else:
+        packed = b"".join([_varint(v) for v in values])
     int64_list = (b"\x0a" + _varint(len(packed)) + packed) if packed else b""  # Int64List.value (packed)
     return b"\x1a" + _varint(len(int64_list)) + int64_list  # Feature.int64_list = field 3
 
