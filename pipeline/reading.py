@@ -9,8 +9,8 @@ pure-Python line reader.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
-import io
 from typing import Iterator, NamedTuple
 
 import apache_beam as beam
@@ -28,14 +28,19 @@ class LineBatch(NamedTuple):
     read_error: str  # non-empty: the file ended in an error after these lines
 
 
+@contextlib.contextmanager
 def open_binary(path: str):
+    """A binary file object of `path` (local or gs://), gunzipped when the name ends in .gz."""
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    if path.endswith(".gz"):
-        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), buffer_size=1 << 20)
-    return io.BufferedReader(raw, buffer_size=1 << 20) if not isinstance(raw, io.BufferedReader) else raw
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        if path.endswith(".gz"):
+            # GzipFile buffers internally in small steps, so the lines before a corrupt tail still come out.
+            with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                yield f
+        else:
+            yield raw
 
 
 def _strip_eol(line: bytes) -> bytes:
@@ -61,12 +66,14 @@ def iter_line_batches(corpus: str, path: str, batch_lines: int, max_line_bytes: 
                     break
                 number += 1
                 if len(line) > max_line_bytes and not line.endswith(b"\n"):
-                    # Skip the rest of the line in bounded chunks.
+                    # Skip the rest of the line in bounded chunks, keeping its head for the report.
                     head = line[:KEEP_OF_LONG_LINE]
                     while line and not line.endswith(b"\n"):
                         line = f.readline(1 << 20)
+                        if len(head) < KEEP_OF_LONG_LINE:
+                            head += line[: KEEP_OF_LONG_LINE - len(head)]
                     too_long.append(len(lines))
-                    lines.append(head)
+                    lines.append(_strip_eol(head))
                 else:
                     lines.append(_strip_eol(line))
                 if len(lines) >= batch_lines:

@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from pipeline.data_config import CorpusConfig
+from pipeline.manifest import ManifestError, build_manifest, corpus_entry, corpus_files, read_manifest, write_manifest
+from pipeline.stats import new_stats
+
+
+def _acc(lines, train, val, rejected):
+    a = new_stats(4)
+    a.update(lines_read=lines, train=train, validation=val, rejected=rejected, texts=2, truncated=1)
+    a["hist"][2] = 1
+    a["hist"][4] = 1
+    return a
+
+
+CORPUS = CorpusConfig("c", ("c-*.jsonl.gz",), "pair", 3.0, 10, True)
+
+
+def test_entry_and_manifest_fields(tmp_path):
+    e = corpus_entry(CORPUS, ["/in/c-0.jsonl.gz"], _acc(10, 7, 1, {"bad_json": 2}), ["c/train-00000-of-00001.tfrecord.gz"],
+                     ["c/validation-00000-of-00001.tfrecord.gz"])
+    assert e["rejected"] == {"total": 2, "by_reason": {"bad_json": 2}}
+    assert e["token_lengths"] == {"texts": 2, "mean": 3.0, "p50": 2, "p95": 4, "max": 4, "truncated_share": 0.5}
+    assert (e["weight"], e["symmetric"], e["expected_lines"]) == (3.0, True, 10)
+    tok = {"name": "t", "vocab_fingerprint": "f" * 64, "vocab_size": 5, "pad_token_id": 0}
+    m = build_manifest([e], tok, 4, 0.01, created="2026-01-01T00:00:00+00:00")
+    assert m["totals"] == {"lines_read": 10, "train_examples": 7, "validation_examples": 1, "rejected": 2}
+    assert m["schema_version"] == 1 and m["compression"] == "GZIP" and m["tokenizer"] == tok
+    path = write_manifest(str(tmp_path), m)
+    assert path == str(tmp_path / "manifest.json") and not (tmp_path / "manifest.json.tmp").exists()
+    assert read_manifest(str(tmp_path)) == m == read_manifest(path)
+    assert corpus_files(m, str(tmp_path), "c", "validation") == [str(tmp_path / "c/validation-00000-of-00001.tfrecord.gz")]
+    assert corpus_files(m, "gs://b/out/", "c") == ["gs://b/out/c/train-00000-of-00001.tfrecord.gz"]
+    with pytest.raises(ManifestError):
+        corpus_files(m, str(tmp_path), "nope")
+
+
+def test_counts_must_reconcile():
+    with pytest.raises(ManifestError, match="do not reconcile"):
+        corpus_entry(CORPUS, [], _acc(10, 7, 1, {}), [], [])
+
+
+def test_read_errors(tmp_path):
+    with pytest.raises(ManifestError, match="no manifest"):
+        read_manifest(str(tmp_path))
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 99}))
+    with pytest.raises(ManifestError, match="schema version 99"):
+        read_manifest(str(tmp_path))

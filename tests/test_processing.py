@@ -1,0 +1,55 @@
+import json
+
+import pytest
+
+from pipeline.processing import REJECTED, STATS, ProcessLineBatch, output_tag
+from pipeline.reading import LineBatch
+from pipeline.record_schema import ROLE_ANCHOR, ROLE_NEGATIVE, ROLE_POSITIVE, decode_record, fingerprint
+from pipeline.tokenizing import DEMO_TOKENIZER, BatchTokenizer, load_hf_tokenizer
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return load_hf_tokenizer(DEMO_TOKENIZER)
+
+
+def _run(hf, batch, shapes, fraction=0.0):
+    fn = ProcessLineBatch(shapes, "unused", 16, fraction)
+    fn._tokenizer = BatchTokenizer(hf.backend_tokenizer.to_str(), 16)  # what setup() does from a file
+    out = {}
+    for o in fn.process(batch):
+        out.setdefault(o.tag, []).append(o.value)
+    return out
+
+
+def test_a_batch_becomes_records_rejections_and_stats(hf):
+    lines = [b'{"query": "where is paris", "pos": ["Paris is in France."], "neg": ["Rome is in Italy."]}',
+             b'{"query": "bad"}', b'{"query": "  q  ", "pos": ["p"], "neg": ["n", "m"]}', b"\xff"]
+    out = _run(hf, LineBatch("web", "/x/web.jsonl.gz", 41, lines, (), "disk on fire"), {"web": "query_with_negatives"})
+    (records,) = out[output_tag("web", "train")]
+    assert output_tag("web", "validation") not in out  # fraction 0
+    first, second = (decode_record(r) for r in records)
+    texts = ["where is paris", "Paris is in France.", "Rome is in Italy."]
+    assert first["texts"] == hf(texts)["input_ids"]
+    assert first["roles"] == [ROLE_ANCHOR, ROLE_POSITIVE, ROLE_NEGATIVE]
+    assert first["fingerprints"] == [fingerprint(t) for t in texts]
+    assert second["fingerprints"][0] == fingerprint("q")  # surrounding whitespace does not change identity
+    rejected = [json.loads(r) for r in out[REJECTED]]
+    assert [(r["line_number"], r["reason"]) for r in rejected] == [(42, "wrong_shape"), (44, "invalid_utf8"),
+                                                                   (45, "file_read_error")]
+    assert rejected[0]["file"] == "/x/web.jsonl.gz" and rejected[0]["line"] == '{"query": "bad"}'
+    assert rejected[2]["detail"] == "disk on fire"
+    ((corpus, stats),) = out[STATS]
+    assert corpus == "web"
+    assert (stats["lines_read"], stats["train"], stats["validation"], stats["texts"]) == (5, 2, 0, 7)
+    assert stats["rejected"] == {"wrong_shape": 1, "invalid_utf8": 1, "file_read_error": 1}
+    assert sum(stats["hist"]) == 7
+
+
+def test_validation_fraction_routes_records(hf):
+    lines = [json.dumps([f"question {i}", f"answer {i}"]).encode() for i in range(400)]
+    out = _run(hf, LineBatch("qa", "f", 1, lines, (2,), ""), {"qa": "pair"}, fraction=0.25)
+    n_train = len(out[output_tag("qa", "train")][0])
+    n_val = len(out[output_tag("qa", "validation")][0])
+    assert n_train + n_val == 399 and 60 < n_val < 140
+    assert [json.loads(r)["reason"] for r in out[REJECTED]] == ["line_too_long"]

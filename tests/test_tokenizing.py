@@ -1,0 +1,55 @@
+import pytest
+
+from pipeline.tokenizing import (DEMO_TOKENIZER, BatchTokenizer, TokenizerError, describe, load_hf_tokenizer,
+                                 resolve_source, save_for_workers, vocab_fingerprint)
+from trainer.model_paths import demo_model_dir
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return load_hf_tokenizer(DEMO_TOKENIZER)
+
+
+TEXTS = ["A man is riding a bicycle.", "Café au lait, naïve résumé!", "What is the capital of France?",
+         "word " * 400, "x", "Über 東京 ünïcödé   spacing\tand\nnewlines"]
+
+
+def test_demo_name_resolves_to_the_bundled_copy():
+    assert resolve_source(DEMO_TOKENIZER) == demo_model_dir()
+
+
+def test_batch_tokenizer_matches_the_hf_tokenizer(hf, tmp_path):
+    path = save_for_workers(hf, str(tmp_path))
+    assert path == str(tmp_path / "tokenizer" / "tokenizer.json")
+    for max_len in (128, 16):
+        bt = BatchTokenizer.from_path(path, max_len)
+        ids, truncated = bt.encode(TEXTS)
+        assert ids == hf(TEXTS, truncation=True, max_length=max_len)["input_ids"]
+        assert all(i[0] == hf.cls_token_id and i[-1] == hf.sep_token_id for i in ids)  # special tokens kept
+        assert max(map(len, ids)) == max_len
+        full = hf(TEXTS)["input_ids"]
+        assert truncated == [len(f) > max_len for f in full]
+    # Saved tokenizers may carry a padding setting: the ids stay unpadded.
+    assert len(BatchTokenizer.from_path(path, 128).encode(["x"])[0][0]) == 3
+
+
+def test_huge_texts_are_cut_in_characters_first(hf):
+    bt = BatchTokenizer(hf.backend_tokenizer.to_str(), 8)
+    assert bt.max_chars == 160
+    huge = "a" * 5_000_000  # one 5 MB "word": would be slow to tokenize whole
+    ids, truncated = bt.encode([huge, "short text"])
+    assert truncated == [True, False]
+    assert ids[0] == hf(["a" * 160], truncation=True, max_length=8)["input_ids"][0]
+
+
+def test_describe_and_vocab_fingerprint(hf):
+    info = describe(hf, "name")
+    assert info.vocab_size == 30522 and info.pad_token_id == 0 and info.name == "name"
+    assert info.vocab_fingerprint == vocab_fingerprint(dict(hf.get_vocab()))
+    assert vocab_fingerprint({"a": 0, "b": 1}) == vocab_fingerprint({"b": 1, "a": 0})
+    assert vocab_fingerprint({"a": 0, "b": 1}) != vocab_fingerprint({"a": 1, "b": 0})
+
+
+def test_a_missing_tokenizer_is_a_clear_error(tmp_path):
+    with pytest.raises(TokenizerError, match="cannot load a tokenizer"):
+        load_hf_tokenizer(str(tmp_path / "nowhere"))
