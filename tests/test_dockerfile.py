@@ -164,19 +164,22 @@ def _ignored(rel: str, rules) -> bool:
 
 
 def _build_context(dst: str) -> list[str]:
-    """Copies what `docker build .` would send (the tracked and untracked-but-not-gitignored files,
-    minus .dockerignore) to dst; returns the relative paths."""
+    """Copies what `docker build .` would send (the directory minus .dockerignore) to dst; returns
+    the relative paths."""
     rules = _dockerignore_patterns()
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
     kept = []
-    for rel in files:
-        src = os.path.join(REPO, rel)
-        if _ignored(rel, rules) or not os.path.isfile(src):
-            continue
-        os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
-        shutil.copy2(src, os.path.join(dst, rel))
-        kept.append(rel)
+    for dirpath, dirnames, names in os.walk(REPO):
+        rel_dir = os.path.relpath(dirpath, REPO).replace(os.sep, "/")
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        dirnames[:] = [d for d in dirnames if not _ignored(rel_dir + d, rules)]  # prune .venv, .git, out, ...
+        for name in names:
+            rel = rel_dir + name
+            src = os.path.join(REPO, rel)
+            if _ignored(rel, rules) or not os.path.isfile(src):
+                continue
+            os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
+            shutil.copy2(src, os.path.join(dst, rel))
+            kept.append(rel)
     return kept
 
 

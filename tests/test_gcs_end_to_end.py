@@ -145,7 +145,9 @@ def test_beam_job_reads_corpora_from_and_writes_records_and_manifest_to_a_bucket
 
     remote = tmp_path / "remote"
     objects = _download_prefix(b, "data", remote)
-    assert "manifest.json" in objects
+    local_files = sorted(os.path.relpath(os.path.join(d, f), local) for d, _, fs in os.walk(local) for f in fs)
+    assert objects == local_files  # shards, rejected/, tokenizer/, manifest.json: same names, no leftovers
+    assert "manifest.json" in objects and any(o.startswith("rejected/") for o in objects)
     for rel in entry["train_files"] + entry["validation_files"]:
         assert rel in objects, rel
     # The records in the bucket are the records of the local run, shard for shard.
