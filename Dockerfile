@@ -7,10 +7,10 @@
 #      docker run --privileged --net=host --entrypoint python IMAGE train_main.py --config=reference ...
 #
 # Build (see cloud/launch.py image):
-#   docker build --build-arg ACCELERATOR=tpu -t REGION-docker.pkg.dev/PROJECT/REPO/set:tpu .
+#   docker build --build-arg ACCELERATOR=tpu -t REGION-docker.pkg.dev/PROJECT/REPO/sentence-embedding-training:tpu .
 # ACCELERATOR: cpu (Dataflow; the jax wheel pyproject pins), tpu (adds libtpu), cuda12 (adds the
-# CUDA 12 plugin and NVIDIA libraries). The accelerator step reuses the jax version that the project
-# install resolved, so it never differs from pyproject.toml.
+# CUDA 12 plugin and NVIDIA libraries). The accelerator step reuses the jax version that the
+# requirements install resolved, so it never differs from pyproject.toml.
 FROM apache/beam_python3.11_sdk:2.77.0
 
 ARG ACCELERATOR=cpu
@@ -21,16 +21,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The whole requirement set comes from pyproject.toml: the image installs the project itself (".")
-# and nothing else, so the two cannot drift apart. The torch of the dev extra is not installed.
-COPY . /app
-RUN pip install --no-cache-dir . \
+# The whole requirement set comes from pyproject.toml and nothing else, so the image and the project
+# cannot drift apart: first its [project].dependencies (read from the file at build time; a layer
+# that a source-only change does not invalidate), then the project itself without dependencies.
+# The dev extra (torch, tests) is not installed.
+COPY pyproject.toml /app/
+RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+        > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
     && JAX_VERSION="$(python -c 'from importlib.metadata import version; print(version("jax"))')" \
     && case "${ACCELERATOR}" in \
          cpu) ;; \
          tpu|cuda12) pip install --no-cache-dir "jax[${ACCELERATOR}]==${JAX_VERSION}" ;; \
          *) echo "unknown ACCELERATOR=${ACCELERATOR} (cpu|tpu|cuda12)" >&2; exit 1 ;; \
-       esac \
+       esac
+
+COPY . /app
+RUN pip install --no-cache-dir --no-deps . \
     && python -c "import apache_beam, jax, tensorflow, flax, pipeline, trainer; assert apache_beam.__version__ == '2.77.0', apache_beam.__version__"
 
 # The Beam base image's ENTRYPOINT (/opt/apache/beam/boot) is kept: Dataflow starts it.

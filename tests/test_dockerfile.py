@@ -109,18 +109,30 @@ def _pip_installs() -> list[list[str]]:
     return installs
 
 
-def test_image_installs_the_project_and_only_the_accelerator_jax():
-    installs = [[t for t in toks if not t.startswith("-")] for toks in _pip_installs()]
-    assert installs[0] == ["."], "the first install must be the project itself, from the copied pyproject.toml"
-    # The only other install is jax with the accelerator extra at the version the project install resolved.
-    assert installs[1:] == [["jax[${ACCELERATOR}]==${JAX_VERSION}"]]
+def test_image_installs_exactly_pyproject_then_the_accelerator_jax_then_the_project():
+    installs = _pip_installs()
+    args = [[t for t in toks if not t.startswith("-")] for toks in installs]
+    assert args == [["/tmp/requirements.txt"], ["jax[${ACCELERATOR}]==${JAX_VERSION}"], ["."]]
+    assert installs[0][-2:] == ["-r", "/tmp/requirements.txt"]
+    assert "--no-deps" in installs[2]  # the project adds no requirement of its own
     text = open(DOCKERFILE).read()
     assert 'JAX_VERSION="$(python -c \'from importlib.metadata import version; print(version("jax"))\')"' in text
     for accel in ("cpu)", "tpu|cuda12)"):
         assert accel in text
     copies = [args for op, args in _dockerfile() if op == "COPY"]
-    assert copies == [". /app"], "the whole (dockerignored) context, so pyproject.toml and the sources travel together"
+    assert copies == ["pyproject.toml /app/", ". /app"]
     assert _pin("jax") == "0.10.2"
+
+
+def test_requirements_file_the_image_generates_is_pyprojects_dependency_list(tmp_path):
+    # Run the Dockerfile's own generator command on a copy of pyproject.toml, as the build does in /app.
+    (run,) = [args for op, args in _dockerfile() if op == "RUN" and "/tmp/requirements.txt" in args]
+    generator = run.split(">", 1)[0].strip()
+    assert generator.startswith("python -c ")
+    shutil.copy(os.path.join(REPO, "pyproject.toml"), tmp_path / "pyproject.toml")
+    out = subprocess.run(["bash", "-c", generator.replace("python", shlex.quote(sys.executable), 1)],
+                         cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == _pyproject()["project"]["dependencies"]
 
 
 def _dockerignore_patterns() -> list[tuple[bool, re.Pattern]]:
