@@ -211,9 +211,6 @@ def test_build_context_yields_a_wheel_that_requires_exactly_pyproject(tmp_path):
     ctx = tmp_path / "ctx"
     kept = _build_context(str(ctx))
     assert "pyproject.toml" in kept and any(k.startswith("trainer/") for k in kept)
-    if not os.path.isfile(ctx / "README.md"):
-        pytest.fail("README.md is missing: pyproject.toml names it as the readme, so `pip install .` "
-                    "in the image (and here) cannot build the project")
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                         "-w", str(tmp_path / "dist"), str(ctx)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
