@@ -4,6 +4,8 @@
     python cloud/launch.py dataflow --project=P --bucket=gs://B                   [--dry_run]
     python cloud/launch.py tpu      --project=P --bucket=gs://B --name=set-v3-8   [--dry_run]
 
+`dataflow` and `tpu` take --build_image to run the `image` steps first (cpu / tpu image).
+
 Each subcommand builds the exact `gcloud` / `docker` / `python` commands, prints them (one per line,
 shell-quoted, ready to paste) and, unless --dry_run, runs them in order, stopping at the first
 failure. Flags after `--` go verbatim to beam_main.py (dataflow) or train_main.py (tpu).
@@ -66,8 +68,7 @@ def _image_uri_from(args) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- image
-def image_steps(args) -> list[Step]:
-    uri = image_uri(args.project, args.region, args.repository, args.accelerator, args.tag)
+def image_steps(args, accelerator: str, uri: str) -> list[Step]:
     steps = []
     if args.create_repository:
         steps.append(Step("create the Artifact Registry repository (once)", [
@@ -77,12 +78,12 @@ def image_steps(args) -> list[Step]:
         # `gcloud builds submit --tag` cannot pass build arguments, hence the small config file.
         steps.append(Step(f"build and push {uri} on Cloud Build", [
             "gcloud", "builds", "submit", f"--project={args.project}", "--config=cloud/cloudbuild.yaml",
-            f"--substitutions=_IMAGE={uri},_ACCELERATOR={args.accelerator}", "."]))
+            f"--substitutions=_IMAGE={uri},_ACCELERATOR={accelerator}", "."]))
     else:
         steps.append(Step(f"build {uri} with the local Docker engine", [
-            "docker", "build", "--build-arg", f"ACCELERATOR={args.accelerator}", "-t", uri, "."]))
+            "docker", "build", "--build-arg", f"ACCELERATOR={accelerator}", "-t", uri, "."]))
         steps.append(Step("authorize Docker for Artifact Registry (once)", [
-            "gcloud", "auth", "configure-docker", f"{args.region}-docker.pkg.dev", "--quiet"]))
+            "gcloud", "auth", "configure-docker", uri.split("/", 1)[0], "--quiet"]))
         steps.append(Step("push it", ["docker", "push", uri]))
     return steps
 
@@ -264,14 +265,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Artifact Registry Docker repository (default sentence-embedding)")
         sp.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
         sp.add_argument("--python", default="python", help="local interpreter for beam_main.py / pip wheel")
+        sp.add_argument("--builder", choices=("cloudbuild", "docker"), default="cloudbuild",
+                        help="how images are built: Cloud Build, or the local Docker engine + push")
+        sp.add_argument("--create_repository", action="store_true",
+                        help="also create the Artifact Registry repository (once per project)")
+        if sp.prog.split()[-1] != "image":
+            sp.add_argument("--build_image", action="store_true",
+                            help="build and push the image first (the `image` subcommand's steps)")
 
     im = sub.add_parser("image", help="build and push the container image")
     common(im)
     im.add_argument("--accelerator", choices=ACCELERATORS, default="cpu",
                     help="cpu: Dataflow workers; tpu: Cloud TPU VMs; cuda12: GPU hosts")
     im.add_argument("--tag", default=None, help="image tag (default: the accelerator name)")
-    im.add_argument("--builder", choices=("cloudbuild", "docker"), default="cloudbuild")
-    im.add_argument("--create_repository", action="store_true", help="also create the repository")
 
     df = sub.add_parser("dataflow", help="run beam_main.py on Dataflow")
     common(df)
@@ -332,10 +338,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def steps_for(argv: list[str]) -> list[Step]:
     args, extra = parse(argv)
     if args.command == "image":
-        return image_steps(args)
+        return image_steps(args, args.accelerator,
+                           image_uri(args.project, args.region, args.repository, args.accelerator, args.tag))
+    build = image_steps(args, args.image_accelerator, _image_uri_from(args)) if args.build_image else []
     if args.command == "dataflow":
-        return dataflow_steps(args, extra)
-    return tpu_steps(args, extra)
+        return build + dataflow_steps(args, extra)
+    return build + tpu_steps(args, extra)
 
 
 def render(steps: list[Step]) -> str:

@@ -121,6 +121,18 @@ def test_image_commands_match_cloudbuild_config_and_dockerfile():
         assert accel in dockerfile
 
 
+def test_build_image_first_builds_the_image_the_job_then_uses():
+    build, job = _dry_run("dataflow", "--project=proj", "--bucket=gs://b", "--build_image")
+    assert "--substitutions=_IMAGE=" + IMAGE + ":cpu,_ACCELERATOR=cpu" in build
+    assert f"--sdk_container_image={IMAGE}:cpu" in job
+    steps = _dry_run("tpu", "--project=proj", "--bucket=gs://b", "--build_image", "--builder=docker",
+                     "--image=europe-docker.pkg.dev/p/r/img:v7")
+    assert steps[0] == ["docker", "build", "--build-arg", "ACCELERATOR=tpu", "-t", "europe-docker.pkg.dev/p/r/img:v7", "."]
+    assert steps[1][-2:] == ["europe-docker.pkg.dev", "--quiet"]  # Docker is authorized for that registry
+    assert steps[2] == ["docker", "push", "europe-docker.pkg.dev/p/r/img:v7"]
+    assert "sudo docker pull europe-docker.pkg.dev/p/r/img:v7" in _command_of(steps[-2])
+
+
 def _train_args(script: str) -> list[str]:
     """The train_main.py flags inside a remote start script."""
     toks = shlex.split(script.split("train_main", 1)[1].split(" $DIST", 1)[0])
