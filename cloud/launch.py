@@ -206,11 +206,13 @@ def tpu_remote_commands(args, extra: list[str]) -> tuple[str, str]:
     # train_main.py is installed as a top-level module of the wheel. (The venv path stays unquoted
     # for the remote shell's ~ expansion; it contains nothing else to quote.)
     train = f"{venv}/bin/python -m train_main {shlex.join(train_argv(args, extra, python='python')[2:])} $DIST"
+    # A rerun (resume) first stops the trainer an earlier start left running, by its recorded pid.
+    stop_old = "if [ -f ~/train.pid ]; then kill \"$(cat ~/train.pid)\" 2>/dev/null || true; rm -f ~/train.pid; fi"
     if args.foreground:
         run = train
     else:
-        run = f"nohup {train} > ~/train.log 2>&1 < /dev/null &"
-    return install, "; ".join(["set -euo pipefail", _distributed_prelude(), run])
+        run = f"nohup {train} > ~/train.log 2>&1 < /dev/null & echo $! > ~/train.pid"
+    return install, "; ".join(["set -euo pipefail", _distributed_prelude(), stop_old, run])
 
 
 def wheel_name() -> str:

@@ -181,7 +181,9 @@ def test_tpu_pod_slice_reaches_every_worker_and_passes_multi_host_flags():
     assert "python3.11 -m venv" in _command_of(install)
     script = _command_of(start)
     assert "~/set-venv/bin/python -m train_main --config=reference --data_dir=gs://b/data" in script
-    assert script.endswith("$DIST > ~/train.log 2>&1 < /dev/null &")  # detached: survives the ssh session
+    # Detached (survives the ssh session), its pid recorded so that a rerun stops it before resuming.
+    assert script.endswith("$DIST > ~/train.log 2>&1 < /dev/null & echo $! > ~/train.pid")
+    assert 'kill "$(cat ~/train.pid)"' in script.split("nohup")[0]
 
 
 @pytest.mark.parametrize("endpoints,worker,expected", [
