@@ -40,9 +40,9 @@ from trainer.corpus_schedule import MIXED, CorpusSchedule
 
 log = logging.getLogger(__name__)
 
-# Records parsed (and drawn) together. Part of the data order: the stateless draws are keyed per
-# chunk, so changing it changes which pair is drawn from a set; `state()` records it.
-CHUNK = 256
+# Records parsed (and drawn) together: large, because every chunk crossing into python costs ~1 ms.
+# Part of the data order (the stateless draws are keyed per chunk); `state()` records it.
+CHUNK = 1024
 STATE_VERSION = 1
 TRIPLET_SHAPES = ("triplet", "query_with_negatives")
 _MAX_EPOCHS = 1 << 40
@@ -62,17 +62,26 @@ def _join(data_dir: str, rel: str) -> str:
 
 
 def read_manifest(data_dir: str) -> dict:
-    """The Beam job's manifest.json as a dict (via tf.io.gfile, so gs:// works)."""
-    import tensorflow as tf
+    """The Beam job's manifest.json as a dict, checked for what the trainer needs.
 
+    Local and gs:// directories go through the job's own reader (`pipeline.manifest.read_manifest`);
+    other tf.io.gfile schemes (ram://, s3:// with the plugin, ...) are read with tf.io.gfile."""
     path = data_dir if data_dir.endswith(".json") else _join(data_dir, "manifest.json")
-    try:
-        with tf.io.gfile.GFile(path, "r") as f:
-            manifest = json.load(f)
-    except tf.errors.NotFoundError:
-        raise InputPipelineError(f"no manifest at {path}: run the Beam job (beam_main.py) first") from None
-    except json.JSONDecodeError as e:
-        raise InputPipelineError(f"{path} is not valid JSON: {e}") from None
+    if "://" not in data_dir or data_dir.startswith(("gs://", "file://")):
+        from pipeline import manifest as manifest_lib
+
+        try:
+            manifest = manifest_lib.read_manifest(data_dir)
+        except manifest_lib.ManifestError as e:
+            raise InputPipelineError(str(e)) from None
+    else:
+        import tensorflow as tf
+
+        try:
+            with tf.io.gfile.GFile(path, "r") as f:
+                manifest = json.load(f)
+        except tf.errors.NotFoundError:
+            raise InputPipelineError(f"no manifest at {path}: run the Beam job (beam_main.py) first") from None
     _check_manifest(manifest, path)
     return manifest
 
@@ -138,8 +147,9 @@ def _cut(rt, max_len: int):
     return tf.cast(tf.gather(rt.flat_values, src), tf.int32), tf.cast(new, tf.int32)
 
 
-def _draw_chunk(corpus: _Corpus, raw, draw_key, max_len: int):
-    """Parses a chunk of serialized records and draws one (anchor, positive[, negative]) per record.
+def _draw_chunk(corpus: _Corpus, raw, draw_key, max_len: int | None):
+    """Parses a chunk of serialized records and draws one (anchor, positive[, negative]) per record;
+    texts are cut at max_len unless it is None (the job already cut them at least that short).
 
     u[:, 0..3] are per-record uniforms: first member / positive / negative choice / swap coin."""
     import tensorflow as tf
@@ -196,7 +206,7 @@ def _draw_chunk(corpus: _Corpus, raw, draw_key, max_len: int):
         first = tf.identity(lengths.row_starts())  # index of each record's first text among all texts
     texts = tf.RaggedTensor.from_row_lengths(ids.flat_values, lengths.flat_values, validate=False)
     flat_fps, flat_roles = fps.flat_values, roles.flat_values
-    out = {}
+    out = []  # flat (values, lengths, fingerprints) per column: cheaper to hand to python than a dict
     expected = {
         "pair": (record_schema.ROLE_ANCHOR, record_schema.ROLE_POSITIVE, None),
         "triplet": (record_schema.ROLE_ANCHOR, record_schema.ROLE_POSITIVE, record_schema.ROLE_NEGATIVE),
@@ -207,19 +217,21 @@ def _draw_chunk(corpus: _Corpus, raw, draw_key, max_len: int):
     role_checks = []
     for col, local, role in zip(batching.ID_KEYS, (anc, pos, neg), expected):
         if local is None:
-            out[col] = (tf.zeros([0], tf.int32), tf.zeros([n], tf.int32))
-            out[col + "_fp"] = tf.zeros([n], tf.int64)
+            out += [tf.zeros([0], tf.int32), tf.zeros([n], tf.int32), tf.zeros([n], tf.int64)]
             continue
         idx = first + local
         if not corpus.symmetric or col == "negative":
             role_checks.append(tf.debugging.assert_equal(
                 tf.gather(flat_roles, idx), tf.constant(role, tf.int64),
                 message=f"corpus {corpus.name}: record roles do not match shape {corpus.shape}"))
-        out[col] = _cut(tf.gather(texts, idx), max_len)
-        out[col + "_fp"] = tf.gather(flat_fps, idx)
+        picked = tf.gather(texts, idx)
+        if max_len is None:
+            out += [tf.cast(picked.flat_values, tf.int32), tf.cast(picked.row_lengths(), tf.int32)]
+        else:
+            out += list(_cut(picked, max_len))
+        out.append(tf.gather(flat_fps, idx))
     with tf.control_dependencies(role_checks):
-        out = tf.nest.map_structure(tf.identity, out)
-    return out
+        return tuple(tf.identity(t) for t in out)
 
 
 class _Chunk:
@@ -227,17 +239,16 @@ class _Chunk:
 
     __slots__ = ("epoch", "first", "n", "cols", "fps")
 
-    def __init__(self, epoch: int, chunk_no: int, out: Mapping[str, Any]):
+    def __init__(self, epoch: int, chunk_no: int, out: Sequence[Any]):
         self.epoch = epoch
         self.first = chunk_no * CHUNK
         self.cols, self.fps = {}, {}
-        for col in batching.ID_KEYS:
-            values, lengths = out[col]
-            values, lengths = values.numpy(), lengths.numpy()
+        for i, col in enumerate(batching.ID_KEYS):
+            values, lengths, fps = (t.numpy() for t in out[3 * i : 3 * i + 3])
             starts = np.zeros_like(lengths, dtype=np.int64)
             np.cumsum(lengths[:-1], out=starts[1:])
             self.cols[col] = (values, starts, lengths)
-            self.fps[col] = out[col + "_fp"].numpy()
+            self.fps[col] = fps
         self.n = int(self.fps["anchor"].shape[0])
 
 
@@ -255,7 +266,7 @@ class _CorpusReader:
 
     def _front(self) -> _Chunk:
         while self._chunk is None or self._cursor >= self._chunk.n:
-            epoch, chunk_no, out = next(self._iter)
+            epoch, chunk_no, *out = next(self._iter)
             self._chunk = _Chunk(int(epoch), int(chunk_no), out)
             start_epoch, start_offset = self._start
             same = self._chunk.epoch == start_epoch and self._chunk.first == self._aligned
@@ -399,7 +410,9 @@ class InputPipeline:
         host = 0 if corpus.shard_records else self.process_index  # record sharding needs one file order
         base = tf.constant([self.seed, corpus.key], tf.int64)
         cycle = min(n_files, self.read_parallelism)
-        max_len = self.max_seq_length
+        # Cut again only when this run wants shorter texts than the job wrote.
+        job_len = self.manifest.get("max_seq_length")
+        max_len = None if isinstance(job_len, int) and job_len <= self.max_seq_length else self.max_seq_length
 
         no_autograph = tf.autograph.experimental.do_not_convert  # plain graph code; skips slow conversion
 
@@ -421,10 +434,12 @@ class InputPipeline:
         @no_autograph
         def process(epoch, chunk_no, raw):
             key = _fold(base, 3, self.process_index, epoch, chunk_no)
-            return epoch, chunk_no, _draw_chunk(corpus, raw, key, max_len)
+            return (epoch, chunk_no) + _draw_chunk(corpus, raw, key, max_len)
 
         ds = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(epoch_records)
-        ds = ds.map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+        # Keep about two batches of this corpus ready, so a step that picks it rarely waits.
+        depth = max(2, -(-2 * self.batch_size // CHUNK))
+        ds = ds.map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(depth)
         opts = tf.data.Options()
         opts.deterministic = True
         return ds.with_options(opts)
