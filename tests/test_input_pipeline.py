@@ -390,3 +390,20 @@ def test_reads_through_tf_gfile_filesystems(data_dir):
     batch = next(pipe)
     assert batch["corpus"] == "trips"
     check_batch(batch)
+
+
+def test_sync_length_repads_every_batch_to_the_agreed_length(data_dir):
+    asked = []
+
+    def agree(local):  # what a multi-host allgather-max would return when another host needs 128
+        asked.append(local)
+        return 128
+
+    pipe = InputPipeline(data_dir, make_cfg(), corpora=["pairs"], sync_length=agree)
+    batch = next(pipe)
+    local = next(InputPipeline(data_dir, make_cfg(), corpora=["pairs"]))
+    L = local["anchor_ids"].shape[1]
+    assert asked == [L] and L < 128 and batch["anchor_ids"].shape == (8, 128)
+    for c in ("anchor", "positive"):
+        assert np.array_equal(batch[f"{c}_ids"][:, :L], local[f"{c}_ids"]) and not batch[f"{c}_mask"][:, L:].any()
+        assert np.all(batch[f"{c}_ids"][:, L:] == PAD)

@@ -28,7 +28,7 @@ import logging
 import queue
 import threading
 import zlib
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -305,6 +305,12 @@ class InputPipeline:
     Batch keys: anchor_ids, anchor_mask, positive_ids, positive_mask (int32 [B, L]), anchor_fp,
     positive_fp (int32 [B], folded text fingerprints), + negative_ids / negative_mask / negative_fp
     for triplet corpora (not in mixed batches), and `corpus` (name, or "mixed").
+
+    B = batch_size (default cfg.batch_size // process_count). L = the smallest bucket length that
+    fits the batch's longest text; with several hosts pass `sync_length` (local L -> the max over
+    hosts, e.g. via jax.experimental.multihost_utils.process_allgather) so that all hosts agree.
+    `prefetch_batches` > 0 assembles batches on a background thread; state() still describes the
+    batches returned so far.
     """
 
     def __init__(
@@ -320,6 +326,7 @@ class InputPipeline:
         dedup: bool = True,
         prefetch_batches: int = 2,
         read_parallelism: int = 4,
+        sync_length: Callable[[int], int] | None = None,
     ):
         if not 0 <= process_index < process_count:
             raise InputPipelineError(f"process_index {process_index} not in [0, {process_count})")
@@ -352,6 +359,8 @@ class InputPipeline:
         self._readers: dict[int, _CorpusReader] = {}
         self._state = self._snapshot()
         self._prefetch = int(prefetch_batches)
+        self._sync_length = sync_length
+        self._error: BaseException | None = None
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -543,18 +552,24 @@ class InputPipeline:
         return self
 
     def __next__(self) -> dict:
+        if self._error is not None:
+            raise self._error
         if self._prefetch <= 0:
-            batch = self._make_batch()
-            self._state = self._snapshot()
-            return batch
-        if self._thread is None:
-            self._queue = queue.Queue(maxsize=self._prefetch)
-            self._thread = threading.Thread(target=self._produce, name="input-pipeline", daemon=True)
-            self._thread.start()
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        batch, self._state = item
+            batch, self._state = self._make_batch(), self._snapshot()
+        else:
+            if self._thread is None:
+                self._queue = queue.Queue(maxsize=self._prefetch)
+                self._thread = threading.Thread(target=self._produce, name="input-pipeline", daemon=True)
+                self._thread.start()
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._error = item
+                raise item
+            batch, self._state = item
+        if self._sync_length is not None:
+            # Called here, on the caller's thread, once per batch on every host: safe for a collective.
+            length = int(self._sync_length(batch["anchor_ids"].shape[1]))
+            batch = batching.repad(batch, length, self.pad_id)
         return batch
 
     def state(self) -> dict:
