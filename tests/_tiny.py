@@ -5,7 +5,7 @@ import numpy as np
 
 from trainer.modeling import EncoderConfig, SentenceEncoder
 
-TINY = EncoderConfig(vocab_size=97, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+TINY = EncoderConfig(vocab_size=97, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=32, max_position_embeddings=32)
 
 
