@@ -151,8 +151,12 @@ def _model_card(cfg: TrainConfig, manifest: dict, step: int, evaluation: dict, b
     }
 
 
-def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True) -> dict[str, Any]:
-    """Runs (or resumes) training; returns the final evaluation and where the model was exported."""
+def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
+          stop_at_step: int | None = None) -> dict[str, Any]:
+    """Runs (or resumes) training; returns the final evaluation and where the model was exported.
+
+    `stop_at_step` behaves like a preemption at that step (checkpoint, then return): a time-boxed job
+    or a test of exact resume."""
     from tqdm import tqdm
 
     from trainer.encode import load_tokenizer
@@ -232,10 +236,12 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True) 
                 t0, pairs = time.perf_counter(), 0
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.train_steps:
                 writer.write(step, evaluator(state.params))
-            if step % cfg.checkpoint_every == 0 or stop["signal"] is not None:
+            interrupted = stop["signal"] is not None or step == stop_at_step
+            if step % cfg.checkpoint_every == 0 or interrupted:
                 save(step)
-            if stop["signal"] is not None:
-                log.warning("got signal %s: checkpointed step %d, exiting", stop["signal"], step)
+            if interrupted:
+                log.warning("stopping at step %d (signal %s): checkpointed; rerun the same command to resume",
+                            step, stop["signal"])
                 checkpointer.wait()
                 return {"stopped_at": step, "signal": stop["signal"]}
         if checkpointer.latest_step() != step:

@@ -1,0 +1,46 @@
+"""Fixtures shared by several test modules: a small Beam output built from the bundled samples, and a
+tiny random BERT that uses all-MiniLM-L6-v2's real tokenizer (fast to train on 2 cores)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir() -> str:
+    from trainer.model_paths import demo_model_dir as find
+
+    return find()
+
+
+@pytest.fixture(scope="session")
+def sample_data_dir(tmp_path_factory, demo_model_dir) -> str:
+    """The Beam job's output for a pair corpus, a set corpus and a triplet corpus of the samples."""
+    from pipeline.job import run
+
+    out = str(tmp_path_factory.mktemp("data") / "out")
+    rc = run([f"--data_config={REPO}/samples/data_config.json", f"--input_root={REPO}/samples/corpora",
+              f"--output_dir={out}", f"--tokenizer={demo_model_dir}", "--validation_fraction=0.05",
+              "--corpora=sample_paraphrases,sample_captions,sample_nli"])
+    assert rc in (0, None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, demo_model_dir) -> str:
+    """config.json of a 2-layer, 32-wide BERT (random init with from_scratch) + MiniLM's tokenizer files."""
+    d = tmp_path_factory.mktemp("tiny_bert")
+    with open(os.path.join(demo_model_dir, "config.json")) as f:
+        cfg = json.load(f)
+    cfg.update(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    with open(d / "config.json", "w") as f:
+        json.dump(cfg, f)
+    for name in os.listdir(demo_model_dir):
+        if name.startswith(("tokenizer", "vocab", "special_tokens")):
+            shutil.copyfile(os.path.join(demo_model_dir, name), d / name)
+    return str(d)

@@ -1,0 +1,138 @@
+"""End-to-end training on the Beam job's output: exact resume, preemption, non-finite stop, export."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from trainer.config import get_preset
+from trainer.metrics_writer import read_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cfg(model_dir, **kw):
+    base = dict(model=model_dir, from_scratch=True, batch_size=8, train_steps=20, warmup_steps=4,
+                learning_rate=1e-3, log_every=1, eval_every=0, checkpoint_every=1000, eval_max_examples=64,
+                bucket_lengths=(16, 32), max_seq_length=32, seed=3)
+    base.update(kw)
+    return get_preset("demo").replace(**base)
+
+
+def _losses(workdir):
+    return {r["step"]: r["loss"] for r in read_metrics(workdir) if "loss" in r}
+
+
+def _final_params(workdir):
+    from trainer.checkpointing import restore_latest_params
+    import jax
+
+    params, meta = restore_latest_params(workdir)
+    return meta["step"], jax.tree_util.tree_leaves(params)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, sample_data_dir, tiny_bert_dir):
+    from trainer.train_loop import train
+
+    workdir = str(tmp_path_factory.mktemp("straight"))
+    result = train(_cfg(tiny_bert_dir), sample_data_dir, workdir, progress=False)
+    return workdir, result
+
+
+def test_exact_resume(tmp_path, straight_run, sample_data_dir, tiny_bert_dir):
+    from trainer.train_loop import train
+
+    straight, _ = straight_run
+    workdir = str(tmp_path / "resumed")
+    first = train(_cfg(tiny_bert_dir), sample_data_dir, workdir, progress=False, stop_at_step=10)
+    assert first["stopped_at"] == 10
+    train(_cfg(tiny_bert_dir), sample_data_dir, workdir, progress=False)
+    a, b = _losses(straight), _losses(workdir)
+    assert sorted(a) == list(range(1, 21)) and sorted(b) == list(range(1, 21))
+    np.testing.assert_array_equal([a[s] for s in range(1, 21)], [b[s] for s in range(1, 21)])
+    corpora_a = [r.get("corpus") for r in read_metrics(straight) if "loss" in r]
+    corpora_b = [r.get("corpus") for r in read_metrics(workdir) if "loss" in r]
+    assert corpora_a == corpora_b and len(set(corpora_a)) > 1  # batches came from several corpora
+    step_a, leaves_a = _final_params(straight)
+    step_b, leaves_b = _final_params(workdir)
+    assert step_a == step_b == 20
+    for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_training_lowers_the_loss_and_logs_what_was_asked(straight_run):
+    workdir, result = straight_run
+    rows = [r for r in read_metrics(workdir) if "loss" in r]
+    assert {"loss", "learning_rate", "grad_norm", "pairs_per_second", "corpus"} <= set(rows[0])
+    losses = np.array([r["loss"] for r in rows])
+    assert losses[-5:].mean() < losses[:5].mean()
+    assert rows[0]["learning_rate"] == 0.0 and abs(max(r["learning_rate"] for r in rows) - 1e-3) < 1e-4
+    ev = result["evaluation"]
+    assert 0.0 <= ev["eval/mean_recall@1"] <= 1.0 and "eval/sample_nli/mrr@10" in ev
+    assert os.listdir(os.path.join(workdir, "tensorboard"))
+
+
+def test_export_loads_in_sentence_transformers_and_matches_our_encoder(straight_run):
+    from sentence_transformers import SentenceTransformer
+
+    from trainer.checkpointing import restore_latest_params
+    from trainer.encode import encode, load_tokenizer
+    from trainer.hf_loading import load_pretrained
+
+    workdir, result = straight_run
+    export = result["export_dir"]
+    card = open(os.path.join(export, "README.md")).read()
+    assert "sample_nli" in card and "20" in card  # the data mix and the steps
+    sentences = ["A man is playing a guitar.", "Zwei Hunde rennen über die Wiese.", ""]
+    st = SentenceTransformer(export, device="cpu").encode(sentences, convert_to_numpy=True)
+    ours = load_pretrained(export)
+    emb = encode(ours.model, ours.params, load_tokenizer(ours.source_dir), sentences, max_seq_length=32)
+    np.testing.assert_allclose(st, emb, atol=1e-5)
+    params, _ = restore_latest_params(workdir)  # the export holds the last checkpoint's weights
+    import jax
+
+    emb2 = encode(ours.model, {"params": params}, load_tokenizer(ours.source_dir), sentences, max_seq_length=32)
+    np.testing.assert_allclose(emb2, emb, atol=1e-6)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, sample_data_dir, tiny_bert_dir):
+    from trainer.checkpointing import Checkpointer
+    from trainer.train_loop import NonFiniteLossError, train
+
+    workdir = str(tmp_path / "nan")
+    train(_cfg(tiny_bert_dir, train_steps=6), sample_data_dir, workdir, progress=False, stop_at_step=3)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss .* step 4.*last good checkpoint \\(step 3\\)"):
+        train(_cfg(tiny_bert_dir, train_steps=6, scale=float("nan")), sample_data_dir, workdir, progress=False)
+    assert Checkpointer(workdir).latest_step() == 3
+
+
+def test_sigterm_checkpoints_and_the_same_command_resumes(tmp_path, sample_data_dir, tiny_bert_dir):
+    workdir = str(tmp_path / "preempted")
+    cmd = [sys.executable, os.path.join(REPO, "train_main.py"), f"--data_dir={sample_data_dir}",
+           f"--workdir={workdir}", "--config=demo", f"--model={tiny_bert_dir}", "--from_scratch=true",
+           "--batch_size=8", "--train_steps=100000", "--warmup_steps=2", "--log_every=1", "--eval_every=0",
+           "--checkpoint_every=100000", "--max_seq_length=32", "--bucket_lengths=16,32", "--no_progress",
+           "--eval_max_examples=8"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 4:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    from trainer.checkpointing import Checkpointer
+
+    saved = Checkpointer(workdir).latest_step()
+    logged = max(r["step"] for r in read_metrics(workdir) if "loss" in r)
+    assert saved is not None and saved == logged >= 3
+    assert "rerun the same command to resume" in err
