@@ -21,7 +21,7 @@ from pipeline import manifest as manifest_lib
 from pipeline import options as options_lib
 from pipeline import processing, splitting, stats, tokenizing, writing
 from pipeline.data_config import DataConfig, DataConfigError, expand_files, load_data_config
-from pipeline.reading import ReadLineBatches
+from pipeline.reading import LINE_COUNTS, ReadLineBatches
 
 log = logging.getLogger("beam_main")
 
@@ -42,11 +42,17 @@ class WriteManifest(beam.DoFn):
     def __init__(self, config: DataConfig, files: dict, tokenizer: dict, opts: options_lib.JobOptions):
         self._config, self._files, self._tokenizer, self._opts = config, files, tokenizer, opts
 
-    def process(self, _, combined_stats, written_files):
+    def process(self, _, combined_stats, line_counts, written_files):
         opts = self._opts
         entries = []
         for corpus in self._config.corpora:
             acc = combined_stats.get(corpus.name) or stats.new_stats(opts.max_seq_length)
+            read = line_counts.get(corpus.name, 0)
+            if read != acc["lines_read"]:
+                # Counted by the reader before the shuffle vs. by the processing step after it: a
+                # difference is lost (or duplicated) data. Fail the job rather than write a manifest.
+                raise manifest_lib.ManifestError(
+                    f"corpus {corpus.name!r}: {read} lines were read but {acc['lines_read']} processed")
             shard_files = {
                 split: writing.list_files(opts.output_dir, f"{corpus.name}/{split}-*-of-*{manifest_lib.FILE_SUFFIX}")
                 for split in splitting.SPLITS}
@@ -61,10 +67,15 @@ def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_
     join = beam.io.filesystems.FileSystems.join
     inputs = [(c.name, f) for c in config.corpora for f in files[c.name]]
     tags = [processing.output_tag(c.name, s) for c in config.corpora for s in splitting.SPLITS]
-    results = (
+    read = (
         p
         | "Files" >> beam.Create(inputs, reshuffle=False)
-        | "ReadLines" >> beam.ParDo(ReadLineBatches(opts.batch_lines, opts.max_line_bytes))
+        | "ReadLines" >> beam.ParDo(ReadLineBatches(opts.batch_lines, opts.max_line_bytes)).with_outputs(
+            LINE_COUNTS, main="batches")
+    )
+    line_counts = read[LINE_COUNTS] | "CountLines" >> beam.CombinePerKey(sum)
+    results = (
+        read.batches
         | "Spread" >> beam.Reshuffle()
         | "Process" >> beam.ParDo(processing.ProcessLineBatch(
             {c.name: c.shape for c in config.corpora}, tokenizer_json, opts.max_seq_length,
@@ -87,7 +98,8 @@ def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_
         p
         | "ManifestTrigger" >> beam.Create([None])
         | "WriteManifest" >> beam.ParDo(WriteManifest(config, files, tokenizer_info, opts),
-                                        beam.pvalue.AsDict(combined), beam.pvalue.AsList(all_written))
+                                        beam.pvalue.AsDict(combined), beam.pvalue.AsDict(line_counts),
+                                        beam.pvalue.AsList(all_written))
     )
 
 

@@ -14,7 +14,7 @@ import json
 import apache_beam as beam
 
 from pipeline import parsing, stats, splitting
-from pipeline.reading import LineBatch
+from pipeline.reading import LineBatch, batch_units
 from pipeline.record_schema import encode_record, fingerprint
 from pipeline.tokenizing import BatchTokenizer
 
@@ -51,7 +51,7 @@ class ProcessLineBatch(beam.DoFn):
         corpus, path = batch.corpus, batch.path
         shape = self._shapes[corpus]
         acc = stats.new_stats(self._max_seq_length)
-        acc["lines_read"] = len(batch.lines) + (1 if batch.read_error else 0)
+        acc["lines_read"] = batch_units(batch)
         rejected = acc["rejected"]
         too_long = set(batch.too_long)
 

@@ -85,8 +85,18 @@ def iter_line_batches(corpus: str, path: str, batch_lines: int, max_line_bytes: 
         yield LineBatch(corpus, path, first, lines, tuple(too_long), error)
 
 
+LINE_COUNTS = "line_counts"
+
+
+def batch_units(batch: LineBatch) -> int:
+    """The lines a batch accounts for: its lines, plus one for a read error (a rejected record)."""
+    return len(batch.lines) + (1 if batch.read_error else 0)
+
+
 class ReadLineBatches(beam.DoFn):
-    """(corpus, path) -> LineBatch elements."""
+    """(corpus, path) -> LineBatch elements (main output), and (corpus, lines) per file on the
+    LINE_COUNTS output: counted here, before any shuffle, so that the manifest step can prove that
+    every line read was processed (see job.WriteManifest)."""
 
     def __init__(self, batch_lines: int, max_line_bytes: int):
         self._batch_lines = batch_lines
@@ -94,4 +104,8 @@ class ReadLineBatches(beam.DoFn):
 
     def process(self, element):
         corpus, path = element
-        yield from iter_line_batches(corpus, path, self._batch_lines, self._max_line_bytes)
+        n = 0
+        for batch in iter_line_batches(corpus, path, self._batch_lines, self._max_line_bytes):
+            n += batch_units(batch)
+            yield batch
+        yield beam.pvalue.TaggedOutput(LINE_COUNTS, (corpus, n))
