@@ -111,8 +111,7 @@ def pipeline_rate(data_dir: str, batch: int, pairs: int) -> tuple[float, float, 
     cfg = TrainConfig(batch_size=batch, shuffle_buffer=10_000, seed=0)
     pipe = InputPipeline(data_dir, cfg)
     # Open every corpus stream and fill its shuffle buffer before timing (one-off start-up cost).
-    for ci in range(len(pipe.corpora)):
-        pipe._reader(ci)._front()
+    pipe.warm_up()
     next(pipe)
     steps = max(5, pairs // batch)
     t, c = time.perf_counter(), _cpu()

@@ -352,6 +352,7 @@ class InputPipeline:
         self.names = [c.name for c in self.corpora]
         self.schedule = CorpusSchedule([c.weight for c in self.corpora], self.seed, cfg.mixed_batch_share)
         self._step = 0
+        self._resumed = state is not None
         self._positions = {c.name: (0, 0) for c in self.corpora}
         self._skipped = 0
         if state is not None:
@@ -474,6 +475,22 @@ class InputPipeline:
             r = self._readers[ci] = _CorpusReader(self, corpus, epoch, offset)
         return r
 
+    def warm_up(self) -> None:
+        """Opens every corpus stream and waits for its first chunk, all concurrently (TF releases the
+        GIL). After a restore this runs the raw-record skips of all corpora in parallel instead of one
+        by one at each corpus's first batch; the producer calls it before the first batch of a resumed
+        pipeline. Calling it before iterating is optional otherwise."""
+        if self._thread is not None:
+            return  # the producer owns the readers now
+        self._warm_up_readers()
+
+    def _warm_up_readers(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        readers = [self._reader(ci) for ci in range(len(self.corpora))]
+        with ThreadPoolExecutor(max_workers=min(8, len(readers))) as pool:
+            list(pool.map(lambda r: r._front(), readers))
+
     # -- batches
 
     def _make_batch(self) -> dict:
@@ -537,6 +554,8 @@ class InputPipeline:
 
     def _produce(self) -> None:
         try:
+            if self._resumed:
+                self._warm_up_readers()
             while not self._stop.is_set():
                 item = (self._make_batch(), self._snapshot())
                 while not self._stop.is_set():
@@ -555,6 +574,8 @@ class InputPipeline:
         if self._error is not None:
             raise self._error
         if self._prefetch <= 0:
+            if self._resumed and not self._readers:
+                self._warm_up_readers()
             batch, self._state = self._make_batch(), self._snapshot()
         else:
             if self._thread is None:
