@@ -18,7 +18,7 @@ from pipeline import record_schema as rs
 from trainer import batching, input_pipeline
 from trainer.config import TrainConfig
 from trainer.corpus_schedule import CorpusSchedule
-from trainer.input_pipeline import InputPipeline, InputPipelineError, read_manifest, validation_pairs
+from trainer.input_pipeline import InputPipeline, InputPipelineError, merge_states, read_manifest, validation_pairs
 
 CLS, SEP, PAD, FILL = 101, 102, 0, 7
 
@@ -292,6 +292,23 @@ def test_exact_resume_from_state(tmp_path, monkeypatch, mixed_share):
     assert end["small"][0] >= 1
     for b in straight:
         check_batch(b, RESUME_CORPORA)
+
+
+def test_multi_host_resume_from_merged_states(data_dir):
+    cfg = make_cfg(batch_size=16)
+    names = ["pairs", "queries"]  # file-sharded and record-sharded
+    hosts = [InputPipeline(data_dir, cfg, i, 2, corpora=names, prefetch_batches=0) for i in range(2)]
+    straight = [take(h, 6) for h in hosts]
+    hosts = [InputPipeline(data_dir, cfg, i, 2, corpora=names, prefetch_batches=0) for i in range(2)]
+    for h in hosts:
+        take(h, 3)
+    merged = json.loads(json.dumps(merge_states([h.state() for h in reversed(hosts)])))
+    assert [h["process_index"] for h in merged["hosts"]] == [0, 1]  # ordered by host, whatever the input order
+    for i in range(2):
+        rest = take(InputPipeline(data_dir, cfg, i, 2, corpora=names, state=merged), 3)
+        assert all(batches_equal(x, y) for x, y in zip(rest, straight[i][3:]))
+    with pytest.raises(InputPipelineError, match="host positions"):
+        InputPipeline(data_dir, cfg, 0, 1, corpora=names, batch_size=8, state=merged)
 
 
 def test_state_of_another_run_is_refused(data_dir):

@@ -396,6 +396,12 @@ class InputPipeline:
         return out
 
     def _restore(self, state: Mapping[str, Any]) -> None:
+        if "hosts" in state:  # every host's position, as saved by a multi-host run (see merge_states)
+            hosts = state["hosts"]
+            if not isinstance(hosts, list) or len(hosts) != self.process_count:
+                raise InputPipelineError(f"input state holds {len(hosts) if isinstance(hosts, list) else '?'} "
+                                         f"host positions, this run has {self.process_count} hosts")
+            state = hosts[self.process_index]
         if state.get("version") != STATE_VERSION or state.get("chunk") != CHUNK:
             raise InputPipelineError(f"input state has version {state.get('version')} / chunk {state.get('chunk')}; "
                                      f"this pipeline writes {STATE_VERSION} / {CHUNK}")
@@ -612,6 +618,17 @@ class InputPipeline:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def merge_states(host_states: Sequence[Mapping[str, Any]]) -> dict:
+    """One checkpointable position for a multi-host run: every host's `state()`, by process index.
+    Each host resumes from its own entry when given the merged dict as `state=`."""
+    hosts = sorted((dict(s) for s in host_states), key=lambda s: s["process_index"])
+    if [s["process_index"] for s in hosts] != list(range(len(hosts))):
+        raise InputPipelineError("merge_states needs exactly one state per host, process indices 0..P-1")
+    if len({s["step"] for s in hosts}) != 1:
+        raise InputPipelineError(f"hosts are at different steps: {[s['step'] for s in hosts]}")
+    return {"hosts": hosts}
 
 
 # ------------------------------------------------------------------------------------ validation
