@@ -424,3 +424,14 @@ def test_sync_length_repads_every_batch_to_the_agreed_length(data_dir):
     for c in ("anchor", "positive"):
         assert np.array_equal(batch[f"{c}_ids"][:, :L], local[f"{c}_ids"]) and not batch[f"{c}_mask"][:, L:].any()
         assert np.all(batch[f"{c}_ids"][:, L:] == PAD)
+
+
+def test_records_that_do_not_match_the_declared_shape_fail_with_the_corpus_name(tmp_path):
+    d = write_dataset(str(tmp_path), [("liar", "pair", 1.0, False, 20, 1)])
+    with open(os.path.join(d, "manifest.json")) as f:
+        manifest = json.load(f)
+    manifest["corpora"][0]["shape"] = "triplet"  # the records hold pairs
+    with open(os.path.join(d, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="corpus liar: a triplet record has too few texts"):
+        next(InputPipeline(d, make_cfg()))
