@@ -68,8 +68,7 @@ class CombineStats(beam.CombineFn):
         return merge_into(acc, stats)
 
     def merge_accumulators(self, accs):
-        accs = iter(accs)
-        out = next(accs)
+        out = self.create_accumulator()  # a fresh one: never alias an accumulator the runner may still hold
         for a in accs:
             merge_into(out, a)
         return out
