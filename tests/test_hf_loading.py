@@ -194,3 +194,9 @@ def test_resolve_sentence_transformers_subfolder_layout(tmp_path):
     (root / "modules.json").write_text(json.dumps(
         [{"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"}]))
     assert resolve_model_dir(str(root)) == str(root / "0_Transformer")
+
+
+def test_unknown_hub_name_gives_one_clear_error():
+    # Offline: a connection error; online: repository not found. Either way one message naming it.
+    with pytest.raises(FileNotFoundError, match="'no-such-org-x7/no-such-model-x7' is not a local or gs:// directory"):
+        load_pretrained("no-such-org-x7/no-such-model-x7")

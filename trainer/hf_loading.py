@@ -102,7 +102,6 @@ def encoder_tree(params: Any) -> dict:
 def hf_state_dict_to_params(sd: dict[str, Any], config: EncoderConfig) -> dict:
     """HF-named tensors -> SentenceEncoder variables {"params": {"encoder": ...}} of float32 jax arrays."""
     by_name: dict[str, Any] = {}
-    unexpected = []
     for raw, value in sd.items():
         name = _canonical_name(raw)
         if _IGNORED.search(name):
@@ -190,10 +189,11 @@ def resolve_model_dir(name_or_path: str) -> str:
     try:
         from huggingface_hub import snapshot_download
 
-        local = snapshot_download(
-            name_or_path,
-            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "pytorch_model.bin", "*/config.json"],
-        )
+        # Configs, tokenizer files and safetensors; the torch pickle only when there is no safetensors
+        # (many repos hold both, and TF / Flax / ONNX copies that are never fetched).
+        local = snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+        if not any(f.endswith(".safetensors") for f in os.listdir(_transformer_dir(local))):
+            local = snapshot_download(name_or_path, allow_patterns=["*.json", "*.txt", "*.model", "*pytorch_model.bin"])
     except Exception as e:  # noqa: BLE001 - any hub failure becomes one clear message
         raise FileNotFoundError(
             f"{name_or_path!r} is not a local or gs:// directory, and downloading it from the Hugging Face "
