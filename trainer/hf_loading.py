@@ -236,6 +236,28 @@ def read_state_dict(model_dir: str) -> dict[str, np.ndarray]:
     )
 
 
+def read_pooler(model_dir: str, config: EncoderConfig) -> dict[str, np.ndarray]:
+    """Only the pooler tensors of a local model directory ({} if it has none); safetensors files are
+    read lazily, so a large checkpoint is not loaded for two small tensors."""
+    from safetensors import safe_open
+
+    files = []
+    if os.path.isfile(os.path.join(model_dir, "model.safetensors")):
+        files = [os.path.join(model_dir, "model.safetensors")]
+    elif os.path.isfile(os.path.join(model_dir, "model.safetensors.index.json")):
+        with open(os.path.join(model_dir, "model.safetensors.index.json")) as f:
+            files = [os.path.join(model_dir, s) for s in sorted(set(json.load(f)["weight_map"].values()))]
+    elif os.path.isfile(os.path.join(model_dir, "pytorch_model.bin")):
+        return pooler_tensors(read_state_dict(model_dir), config)
+    sd = {}
+    for path in files:
+        with safe_open(path, framework="flax") as f:
+            for k in f.keys():
+                if "pooler." in k:
+                    sd[k] = np.asarray(f.get_tensor(k))
+    return pooler_tensors(sd, config)
+
+
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
     from safetensors import safe_open
 
