@@ -1,4 +1,4 @@
-"""End to end: the Beam job on the DirectRunner (FnApiRunner, 2 workers), on real files.
+"""End to end: the Beam job on the DirectRunner (FnApiRunner), on real files.
 
 Two pipeline runs per module (module-scoped fixtures): the default run (no flags: bundled samples,
 all five shapes) and a run over a corrupt corpus plus one sample corpus (split stability)."""
@@ -177,7 +177,9 @@ def corrupt_run(tmp_path_factory):
     out.mkdir()
     (out / "stale.txt").write_text("left by an earlier run")
     rc = job.run([f"--data_config={config}", f"--input_root={corpora}", f"--output_dir={out}", "--overwrite",
-                  "--max_line_bytes=1000000", "--train_shards=2"])
+                  "--max_line_bytes=1000000", "--train_shards=2",
+                  # the default run is in_memory; this one goes through two worker processes
+                  "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
     assert rc == 0
     return str(out)
 

@@ -28,9 +28,11 @@ def test_beam_flags_pass_through_untouched(tmp_path):
 
 def test_local_runner_defaults_and_overrides():
     po = pipeline_options([]).get_all_options()
+    assert (po["runner"], po["direct_num_workers"], po["direct_running_mode"]) == ("FnApiRunner", 1, "in_memory")
+    po = pipeline_options(["--runner=DirectRunner", "--direct_running_mode=multi_processing"]).get_all_options()
     assert (po["runner"], po["direct_num_workers"], po["direct_running_mode"]) == ("FnApiRunner", 2, "multi_processing")
-    po = pipeline_options(["--runner=DirectRunner", "--direct_running_mode=in_memory"]).get_all_options()
-    assert (po["runner"], po["direct_num_workers"], po["direct_running_mode"]) == ("FnApiRunner", 2, "in_memory")
+    po = pipeline_options(["--direct_running_mode=multi_threading", "--direct_num_workers", "3"]).get_all_options()
+    assert (po["direct_num_workers"], po["direct_running_mode"]) == (3, "multi_threading")
 
 
 @pytest.mark.parametrize("flag", ["--max_seq_length=1", "--validation_fraction=1.0", "--validation_fraction=-0.1",
