@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_processes", type=int, default=None)
     p.add_argument("--process_id", type=int, default=None)
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--stop_at_step", type=int, default=None,
+                   help="checkpoint and stop after this step, as a preemption would (time-boxed jobs)")
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         p.add_argument(f"--{f.name}", type=_field_parser(hints[f.name]), default=None,
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.train_loop import NonFiniteLossError, train
 
     try:
-        result = train(cfg, args.data_dir, args.workdir, progress=not args.no_progress)
+        result = train(cfg, args.data_dir, args.workdir, progress=not args.no_progress,
+                       stop_at_step=args.stop_at_step)
     except NonFiniteLossError as e:
         logging.getLogger("trainer").error("%s", e)
         return 3

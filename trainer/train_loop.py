@@ -30,6 +30,34 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+_STATE_BYTES = 1 << 16  # room for one host's data position (about 1 KB of JSON) when gathered
+
+
+def _gather_data_state(pipeline) -> dict:
+    """The data position to checkpoint: this host's, or with several hosts all of them (each host
+    reads its own shards, so each resumes from its own entry)."""
+    from trainer.input_pipeline import merge_states
+
+    if jax.process_count() == 1:
+        return pipeline.state()
+    from jax.experimental import multihost_utils
+
+    raw = json.dumps(pipeline.state()).encode()
+    if len(raw) > _STATE_BYTES:
+        raise ValueError(f"data position of {len(raw)} bytes exceeds {_STATE_BYTES}")
+    buf = np.zeros(_STATE_BYTES, np.uint8)
+    buf[: len(raw)] = np.frombuffer(raw, np.uint8)
+    gathered = np.asarray(multihost_utils.process_allgather(buf))
+    return merge_states([json.loads(bytes(row).rstrip(b"\0")) for row in gathered])
+
+
+def _sync_length(length: int) -> int:
+    """Hosts pad their rows of a batch to one length: the longest any host needs."""
+    from jax.experimental import multihost_utils
+
+    return int(np.max(multihost_utils.process_allgather(np.int32(length))))
+
+
 def _load_model(cfg: TrainConfig):
     from trainer.hf_loading import init_random, load_pretrained, read_hf_config, resolve_model_dir
     from trainer.modeling import EncoderConfig
@@ -188,7 +216,8 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
     meta = {"model": cfg.model, "model_source": source_dir, "hf_config": pretrained.hf_config,
             "config": cfg.to_json(), "data_dir": data_dir}
 
-    pipeline = InputPipeline(data_dir, cfg, jax.process_index(), jax.process_count(), state=data_state)
+    pipeline = InputPipeline(data_dir, cfg, jax.process_index(), jax.process_count(), state=data_state,
+                             sync_length=_sync_length if jax.process_count() > 1 else None)
     step_fn = make_train_step(pretrained.model, cfg, mesh)
     evaluator = _Evaluator(cfg, pretrained.model, tokenizer, data_dir, manifest, pad_id)
     writer = MetricsWriter(workdir, enabled=is_main)
@@ -207,7 +236,7 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
             log.info("evaluation before training: %s", before)
 
     def save(step: int) -> None:
-        checkpointer.save(step, state, pipeline.state(), meta)
+        checkpointer.save(step, state, _gather_data_state(pipeline), meta)
 
     bar = tqdm(total=cfg.train_steps, initial=start_step, disable=not (progress and is_main), unit="step")
     step = start_step
@@ -256,7 +285,8 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
             params = jax.device_get(state.params)
             export_sentence_transformers({"params": params}, pretrained.config, pretrained.hf_config, source_dir,
                                          export_dir, max_seq_length=cfg.max_seq_length,
-                                         model_card=_model_card(cfg, manifest, step, final, before))
+                                         model_card=_model_card(cfg, manifest, step, final, before),
+                                         extra_tensors=pretrained.extras)
             log.info("exported the model to %s", export_dir)
         return {"step": step, "evaluation": final, "evaluation_before": before, "export_dir": export_dir}
     finally:
