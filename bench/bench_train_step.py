@@ -51,6 +51,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max_seq_length", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--buckets", default=None, help="comma-separated bucket lengths (default: TrainConfig's)")
     args = ap.parse_args()
 
     import jax
@@ -74,6 +75,8 @@ def main() -> int:
     pairs = sentence_pairs(args.sts, bs * n_batches)
     cfg = TrainConfig(batch_size=bs, learning_rate=2e-5, warmup_steps=10, train_steps=10_000,
                       max_seq_length=args.max_seq_length)
+    if args.buckets:
+        cfg = cfg.replace(bucket_lengths=tuple(int(b) for b in args.buckets.split(",")))
 
     pre = load_pretrained(args.model)
     tok = load_tokenizer(pre.source_dir)
