@@ -16,6 +16,7 @@ import math
 import sys
 
 import apache_beam as beam
+from apache_beam.runners.runner import PipelineState
 
 from pipeline import manifest as manifest_lib
 from pipeline import options as options_lib
@@ -127,10 +128,15 @@ def run(argv=None) -> int:
     log.info("%d corpora, %d files -> %s", len(config.corpora), sum(map(len, files.values())), opts.output_dir)
     p = beam.Pipeline(options=pipeline_options)
     build_pipeline(p, config, files, tokenizer_json, info, opts)
-    result = p.run()
-    state = result.wait_until_finish()
-    if state not in ("DONE", None) and str(state) != "DONE":
-        print(f"beam_main.py: error: the pipeline ended in state {state}", file=sys.stderr)
+    try:
+        state = p.run().wait_until_finish()
+    except Exception as e:  # a failed pipeline: runners raise from run() or wait_until_finish()
+        log.exception("the pipeline failed")
+        print(f"beam_main.py: error: the pipeline failed ({type(e).__name__}: {str(e)[-2000:]}); "
+              "no manifest was written", file=sys.stderr)
+        return 1
+    if state != PipelineState.DONE:
+        print(f"beam_main.py: error: the pipeline ended in state {state}; no manifest was written", file=sys.stderr)
         return 1
     manifest = manifest_lib.read_manifest(opts.output_dir)
     t = manifest["totals"]

@@ -3,7 +3,7 @@
 Everything per line happens in this one DoFn, on a whole batch at a time: decoding, parsing by the
 corpus's declared shape, tokenizing all texts of the batch in one fast-tokenizer call, the split,
 and serialisation. Outputs (tagged):
-  "<corpus>/train", "<corpus>/validation": lists of serialised tf.train.Example records
+  output_tag(corpus, split): lists of serialised tf.train.Example records
   "rejected": JSON lines {"corpus", "file", "line_number", "reason", "detail", "line"}
   "stats": (corpus, stats dict of pipeline/stats.py) once per batch
 """
@@ -25,7 +25,9 @@ REJECTED_LINE_CHARS = 1000
 
 
 def output_tag(corpus: str, split: str) -> str:
-    return f"{corpus}/{split}"
+    # Letters, digits, '_', '-', '.' only (corpus names are restricted to these): runners name
+    # PCollections after tags.
+    return f"{split}__{corpus}"
 
 
 def rejected_record(corpus: str, path: str, line_number: int, reason: str, detail: str, raw: bytes) -> str:
