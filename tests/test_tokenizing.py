@@ -53,3 +53,36 @@ def test_describe_and_vocab_fingerprint(hf):
 def test_a_missing_tokenizer_is_a_clear_error(tmp_path):
     with pytest.raises(TokenizerError, match="cannot load a tokenizer"):
         load_hf_tokenizer(str(tmp_path / "nowhere"))
+
+
+def test_gs_tokenizer_directory_and_worker_copy(tmp_path, monkeypatch, hf):
+    """--tokenizer=gs://... is downloaded on the launcher; the workers' copy is written to and read
+    from gs:// (GCS emulator, tests/_gcs_emulator.py)."""
+    import os
+
+    from tests._gcs_emulator import GcsEmulator, server_binary
+
+    binary = server_binary()
+    if binary is None:
+        pytest.skip("fake-gcs-server binary not found (dev extra)")
+    emulator = GcsEmulator(binary, str(tmp_path)).start()
+    try:
+        for k, v in emulator.client_env().items():
+            monkeypatch.setenv(k, v)
+        from google.cloud import storage
+
+        bucket = storage.Client().create_bucket("tokenizers")
+        src = demo_model_dir()
+        for name in os.listdir(src):
+            if os.path.isfile(os.path.join(src, name)):
+                bucket.blob(f"minilm/{name}").upload_from_filename(os.path.join(src, name))
+        bucket.blob("minilm/1_Pooling/config.json").upload_from_string("{}")  # sub-directories are skipped
+        tok = load_hf_tokenizer("gs://tokenizers/minilm")
+        assert tok(TEXTS)["input_ids"] == hf(TEXTS)["input_ids"]
+        assert describe(tok, "x").vocab_fingerprint == describe(hf, "x").vocab_fingerprint
+        path = save_for_workers(tok, "gs://tokenizers/out")
+        assert path == "gs://tokenizers/out/tokenizer/tokenizer.json"
+        ids, _ = BatchTokenizer.from_path(path, 128).encode(TEXTS)
+        assert ids == hf(TEXTS, truncation=True, max_length=128)["input_ids"]
+    finally:
+        emulator.stop()
