@@ -1,10 +1,14 @@
 """The Beam job: assembles the pipeline and runs it (the entry point of beam_main.py).
 
-  (corpus, file) -> ReadLineBatches -> Reshuffle -> ProcessLineBatch -+-> <corpus>/train-*.tfrecord.gz
-                                                                     +-> <corpus>/validation-*.tfrecord.gz
-                                                                     +-> rejected/rejected-*.jsonl
-                                                                     +-> stats -> CombinePerKey -+
-  manifest.json <- WriteManifest (side inputs: combined stats, every write's finalised files) <--+
+  (corpus, file) -> ReadLineBatches -+-> Reshuffle -> ProcessLineBatch -+-> <corpus>/train-*.tfrecord.gz
+                                     |                                  +-> <corpus>/validation-*.tfrecord.gz
+                                     |                                  +-> rejected/rejected-*.jsonl
+                                     |                                  +-> stats -> CombinePerKey ---+
+                                     +-> lines per file -> CombinePerKey(sum) ------------------------+
+  manifest.json <- WriteManifest (side inputs: stats, line counts, every write's finalised files) <--+
+
+WriteManifest runs once, after everything else; it refuses (fails the job) when the lines counted
+by the reader differ from the lines the processing step accounted for.
 
 Everything that can be wrong with the configuration (data config, files, output directory,
 tokenizer, flags) is checked on the launcher before the pipeline starts.
