@@ -8,6 +8,7 @@ in process order.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from typing import Any, Mapping, Sequence
@@ -26,8 +27,8 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     """Start `jax.distributed` when the run spans several processes; returns whether it did.
 
     From flags when `coordinator_address` is given (GPU clusters, CPU tests); automatically on
-    multi-host TPU slices (detected from TPU_WORKER_HOSTNAMES, which Cloud TPU sets on every worker),
-    where JAX finds the coordinator itself. Must run before anything touches a JAX backend.
+    multi-host TPU slices (TPU_WORKER_HOSTNAMES, or libtpu present and JAX's cluster detection
+    succeeding), where JAX finds the coordinator itself. Must run before anything touches a JAX backend.
     """
     if coordinator_address:
         if num_processes is None or process_id is None:
@@ -42,6 +43,15 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     if len(hosts) > 1:
         jax.distributed.initialize()
         return True
+    if importlib.util.find_spec("libtpu") is not None:
+        # A TPU VM without that variable: JAX's own cluster detection (GCE metadata) finds pod
+        # slices; on a single host it either succeeds with one process or refuses, both fine.
+        try:
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError) as e:
+            log.info("jax.distributed not started (single host): %s", e)
+            return False
+        return jax.process_count() > 1
     return False
 
 
