@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import flax
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -58,7 +59,7 @@ def create_train_state(params: Any, cfg: TrainConfig, mesh: Mesh | None = None,
 
 def as_apply_fn(model: Any) -> Callable:
     """A Flax module (SentenceEncoder) or a ready `apply_fn(params, ids, mask, deterministic, key)`."""
-    if hasattr(model, "apply") and isinstance(model, flax.linen.Module):
+    if isinstance(model, nn.Module):
         def apply_fn(params, ids, mask, deterministic, key):
             rngs = None if deterministic else {"dropout": key}
             return model.apply({"params": params}, ids, mask, deterministic=deterministic, rngs=rngs)
