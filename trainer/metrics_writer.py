@@ -6,6 +6,7 @@ Only the main process writes. TensorBoard goes through tf.summary when TensorFlo
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from typing import Any
@@ -24,27 +25,35 @@ class MetricsWriter:
         self.enabled = enabled
         self._tb = None
         self._path = workdir.rstrip("/") + "/metrics.jsonl"
+        self._remote_lines: list[str] | None = None
         if not enabled:
             return
         if not workdir.startswith("gs://"):
             os.makedirs(workdir, exist_ok=True)
         try:
             import tensorflow as tf
-
-            self._tb = tf.summary.create_file_writer(workdir.rstrip("/") + "/tensorboard")
         except ImportError:  # GPU images without TensorFlow still get metrics.jsonl
-            self._tb = None
+            return
+        try:
+            self._tb = tf.summary.create_file_writer(workdir.rstrip("/") + "/tensorboard")
+        except tf.errors.UnimplementedError as e:  # a file system TensorFlow cannot write
+            logging.getLogger(__name__).warning("no TensorBoard summaries: %s", e.message)
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
             return
         record = {"step": int(step), **{k: _clean(v) for k, v in metrics.items()}}
         line = json.dumps(record, sort_keys=False) + "\n"
-        if self._path.startswith("gs://"):
+        if "://" in self._path:
+            # Object stores (gs://) cannot append: keep the file's lines and rewrite it whole.
             import fsspec
 
-            with fsspec.open(self._path, "a") as f:
-                f.write(line)
+            if self._remote_lines is None:
+                fs, path = fsspec.core.url_to_fs(self._path)
+                self._remote_lines = fs.cat_file(path).decode().splitlines(True) if fs.exists(path) else []
+            self._remote_lines.append(line)
+            with fsspec.open(self._path, "w") as f:
+                f.writelines(self._remote_lines)
         else:
             with open(self._path, "a", encoding="utf-8") as f:
                 f.write(line)
