@@ -31,3 +31,19 @@ def random_batch(seed, batch=16, length=12, triplet=False, vocab=97, duplicates=
         out["positive_mask"][3] = out["positive_mask"][5]
         out["positive_fp"][3] = out["positive_fp"][5]
     return out
+
+
+def run_on_cpu_devices(script: str, devices: int = 8, timeout: int = 600) -> dict:
+    """Runs `script` in a fresh Python with `devices` virtual CPU devices (XLA reads the flag at its
+    first import, hence the subprocess); the script prints "RESULT" + json. Returns that JSON."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.split("RESULT", 1)[1])

@@ -1,9 +1,5 @@
 """Gradient caching: the chunk layout, exact loss and gradients against the plain step (pairs and
 triplets, several chunk sizes), the same dropout in both passes, and the 8-device mesh."""
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -11,12 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests._tiny import random_batch, tiny_model
+from tests._tiny import run_on_cpu_devices, random_batch, tiny_model
 from trainer.config import TrainConfig
 from trainer.grad_cache import chunk_keys, embed_in_chunks, from_chunks, stack_columns, to_chunks
 from trainer.train_step import as_apply_fn, batch_columns, loss_and_grads, make_loss_of_embeddings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = TrainConfig()
 
 
@@ -118,10 +113,6 @@ MESH = textwrap.dedent("""
 
 
 def test_cached_step_on_eight_devices_equals_plain_step_on_one():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", MESH], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(proc.stdout.split("RESULT", 1)[1])
+    res = run_on_cpu_devices(MESH, 8)
     np.testing.assert_allclose(res["cached8"]["metrics"], res["plain1"]["metrics"], rtol=1e-5)
     np.testing.assert_allclose(res["cached8"]["params"], res["plain1"]["params"], rtol=1e-4, atol=1e-6)

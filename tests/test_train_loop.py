@@ -1,7 +1,6 @@
 """End-to-end training on the Beam job's output: exact resume, preemption, non-finite stop, export."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -96,7 +95,6 @@ def test_export_loads_in_sentence_transformers_and_matches_our_encoder(straight_
     emb = encode(ours.model, ours.params, load_tokenizer(ours.source_dir), sentences, max_seq_length=32)
     np.testing.assert_allclose(st, emb, atol=1e-5)
     params, _ = restore_latest_params(workdir)  # the export holds the last checkpoint's weights
-    import jax
 
     emb2 = encode(ours.model, {"params": params}, load_tokenizer(ours.source_dir), sentences, max_seq_length=32)
     np.testing.assert_allclose(emb2, emb, atol=1e-6)

@@ -1,9 +1,5 @@
 """The jit train step: its loss and gradients, dropout keys, the non-finite guard, bfloat16, and
 8 devices against 1 (in a subprocess, since XLA_FLAGS is read when JAX starts)."""
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -11,13 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests._tiny import random_batch, tiny_model
+from tests._tiny import run_on_cpu_devices, random_batch, tiny_model
 from trainer.config import TrainConfig
 from trainer.loss import contrastive_loss
 from trainer.mesh import create_mesh
 from trainer.train_step import compute_dtype, create_train_state, loss_and_grads, make_train_step
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = TrainConfig(learning_rate=1e-3, warmup_steps=2, train_steps=50, batch_size=16, seed=7)
 
 
@@ -171,11 +166,7 @@ MULTI = textwrap.dedent("""
 
 
 def test_eight_devices_equal_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", MULTI], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(proc.stdout.split("RESULT", 1)[1])
+    res = run_on_cpu_devices(MULTI, 8)
     one, eight = res["one"], res["eight"]
     # Dropout is on: the keys and the (partitionable) random bits do not depend on the device count.
     np.testing.assert_allclose(eight["losses"], one["losses"], rtol=1e-5)
