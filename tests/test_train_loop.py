@@ -70,8 +70,11 @@ def test_training_lowers_the_loss_and_logs_what_was_asked(straight_run):
     workdir, result = straight_run
     rows = [r for r in read_metrics(workdir) if "loss" in r]
     assert {"loss", "learning_rate", "grad_norm", "pairs_per_second", "corpus"} <= set(rows[0])
-    losses = np.array([r["loss"] for r in rows])
-    assert losses[-5:].mean() < losses[:5].mean()
+    # Per-step losses swing with the corpus drawn (20 steps of a tiny random model): judge learning on
+    # the fixed validation splits instead, scored before and after training.
+    before, after = result["evaluation_before"], result["evaluation"]
+    assert after["eval/mean_mrr@10"] > before["eval/mean_mrr@10"] + 0.02, (before, after)
+    assert all(np.isfinite(r["loss"]) for r in rows)
     assert rows[0]["learning_rate"] == 0.0 and abs(max(r["learning_rate"] for r in rows) - 1e-3) < 1e-4
     ev = result["evaluation"]
     assert 0.0 <= ev["eval/mean_recall@1"] <= 1.0 and "eval/sample_nli/mrr@10" in ev

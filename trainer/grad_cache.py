@@ -121,6 +121,67 @@ def cached_value_and_grad(apply_fn: ApplyFn, params: Any, ids: jax.Array, masks:
     return loss, grads
 
 
+def packed_to_columns(embs: jax.Array, n_columns: int) -> jax.Array:
+    """Packed embeddings [S, C * b, H] (each shard's texts column-major) -> [C, S * b, H], batch order."""
+    s, t = embs.shape[:2]
+    embs = embs.reshape((s, n_columns, t // n_columns) + embs.shape[2:])
+    return jnp.swapaxes(embs, 0, 1).reshape((n_columns, s * (t // n_columns)) + embs.shape[3:])
+
+
+def columns_to_packed(x: jax.Array, n_shards: int) -> jax.Array:
+    """Inverse of `packed_to_columns`: [C, S * b, H] -> [S, C * b, H]."""
+    c, sb = x.shape[:2]
+    x = jnp.swapaxes(x.reshape((c, n_shards, sb // n_shards) + x.shape[2:]), 0, 1)
+    return x.reshape((n_shards, sb // n_shards * c) + x.shape[3:])
+
+
+def cached_value_and_grad_packed(packed_fn: Callable, params: Any, batch: dict[str, jax.Array],
+                                 loss_of_embeddings: Callable[[jax.Array], jax.Array], n_columns: int,
+                                 step_key: jax.Array, n_chunks: int, deterministic: bool,
+                                 mesh: Mesh | None = None) -> tuple[jax.Array, Any]:
+    """Gradient caching of a packed batch (trainer/packing.py): chunk k is rows k*r..(k+1)*r-1 of
+    every shard (r = R / n_chunks). A text lies in one row, so each chunk embeds whole texts; its
+    output is zero for the texts of other chunks (and so is its derivative), and the chunks' outputs
+    sum to the batch's embeddings.
+
+    packed_fn(params, ids, positions, text_index [S, r, L], num_texts, deterministic, key) -> [S, T, H]."""
+    ids, pos, text = (batch[k] for k in ("packed_ids", "packed_positions", "packed_text"))
+    n_shards, rows, length = ids.shape
+    if rows % n_chunks:
+        raise ValueError(f"{rows} packed rows per shard do not split into {n_chunks} gradient-caching chunks")
+    n_texts = n_columns * (batch["anchor_fp"].shape[0] // n_shards)
+    keys = chunk_keys(step_key, 1, n_chunks)
+
+    def split(t):  # [S, R, L] -> [K, S, r, L], each chunk sharded on S like the batch
+        t = jnp.swapaxes(t.reshape(n_shards, n_chunks, rows // n_chunks, length), 0, 1)
+        return _constrain(t, mesh, P(None, DATA_AXIS))
+
+    chunks = (split(ids), split(pos), split(text), keys)
+
+    def embed(p, xs):
+        i, po, t, key = xs
+        i, po, t = (_constrain(a, mesh, P(DATA_AXIS)) for a in (i, po, t))
+        return packed_fn(p, i, po, t, n_texts, deterministic, key).astype(jnp.float32)
+
+    # Pass 1: the batch's embeddings, chunk by chunk, without activations kept.
+    def sum_body(acc, xs):
+        return acc + jax.lax.stop_gradient(embed(params, xs)), None
+
+    hidden = jax.eval_shape(lambda: embed(params, jax.tree_util.tree_map(lambda a: a[0], chunks)))
+    embs, _ = jax.lax.scan(sum_body, jnp.zeros(hidden.shape, jnp.float32), chunks)
+    loss, g = jax.value_and_grad(loss_of_embeddings)(packed_to_columns(embs, n_columns))
+    g = columns_to_packed(g, n_shards)
+
+    # Pass 2: per chunk, recompute with the same dropout key and pull the embedding gradient back.
+    def grad_body(acc, xs):
+        _, vjp = jax.vjp(lambda p: embed(p, xs), params)
+        (gp,) = vjp(g)
+        return jax.tree_util.tree_map(jnp.add, acc, gp), None
+
+    grads, _ = jax.lax.scan(grad_body, jax.tree_util.tree_map(jnp.zeros_like, params), chunks)
+    return loss, grads
+
+
 def stack_columns(batch: dict[str, jax.Array], columns: Sequence[str]) -> tuple[jax.Array, jax.Array]:
     """[C, B, L] ids and masks from the batch dict's `<column>_ids` / `<column>_mask`."""
     return (jnp.stack([batch[f"{c}_ids"] for c in columns]),

@@ -31,7 +31,9 @@ _ROBERTA_LIKE = ("roberta", "xlm-roberta")
 
 # Hugging Face activation names (transformers.activations.ACT2FN) that these encoders use.
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # exact erf GELU, as torch's default
+    # Exact GELU as torch writes it, x/2 (1 + erf(x/sqrt 2)): XLA's erf is a short polynomial,
+    # cheaper on CPU than the erfc (exp + rational) that jax.nn.gelu(approximate=False) uses.
+    "gelu": lambda x: 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0)))),
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
@@ -116,6 +118,20 @@ def _dense(features: int, cfg: EncoderConfig, dtype: Any, name: str) -> nn.Dense
     )
 
 
+class _DenseParams(nn.Module):
+    """The float32 kernel [in, features] and bias of a dense layer, for callers that fuse several."""
+
+    features: int
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self):
+        fan_in = self.config.hidden_size
+        kernel = self.param("kernel", nn.initializers.normal(self.config.initializer_range),
+                            (fan_in, self.features), jnp.float32)
+        return kernel, self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+
+
 def _layer_norm(cfg: EncoderConfig, dtype: Any, name: str) -> nn.LayerNorm:
     # Two-pass variance (use_fast_variance=False): E[x^2]-E[x]^2 loses digits on BERT's large activations.
     return nn.LayerNorm(
@@ -132,12 +148,60 @@ def position_ids(input_ids: jax.Array, cfg: EncoderConfig) -> jax.Array:
     return jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
 
 
+def offset_positions(positions: jax.Array, cfg: EncoderConfig) -> jax.Array:
+    """0-based token positions within each text -> position-table rows (RoBERTa starts at padding_idx+1)."""
+    return positions + (cfg.pad_token_id + 1 if cfg.roberta_like else 0)
+
+
+def packed_attention_mask(text_index: jax.Array) -> jax.Array:
+    """[B, L] text index per token (-1 = padding) -> [B, L, L] bool: a token sees only its own text."""
+    return (text_index[:, :, None] == text_index[:, None, :]) & (text_index[:, None, :] >= 0)
+
+
+def _mix32(x: jax.Array) -> jax.Array:
+    """lowbias32 (C. Wellons' hash-prospector): a bijective, fully avalanching uint32 -> uint32 hash."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def dropout_keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
+    """Bernoulli(1 - rate) keep mask: a counter-based hash of (element index, 32-bit seed from `key`).
+
+    jax.random.bernoulli runs 20 threefry rounds per element, and on CPU those draws cost more than
+    the attention they mask (over 10% of a MiniLM training step); two multiply-xorshift hashes per
+    element are memory-bound instead. Same key -> same mask, so the step stays reproducible."""
+    n = math.prod(shape)
+    if n >= 1 << 32:
+        raise ValueError(f"dropout over {n} elements: the uint32 element counter would wrap")
+    seed = jax.random.bits(key, (), jnp.uint32)
+    bits = _mix32(_mix32(jax.lax.iota(jnp.uint32, n)) ^ seed).reshape(shape)
+    return bits >= jnp.uint32(min(round(rate * (1 << 32)), (1 << 32) - 1))
+
+
+class Dropout(nn.Module):
+    """Inverted dropout (as nn.Dropout) drawing its mask with `dropout_keep_mask`."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        if deterministic or self.rate == 0.0:
+            return x
+        if self.rate >= 1.0:
+            return jnp.zeros_like(x)
+        keep = dropout_keep_mask(self.make_rng("dropout"), x.shape, self.rate)
+        return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros((), x.dtype))
+
+
 class Embeddings(nn.Module):
     config: EncoderConfig
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, input_ids, deterministic: bool = True):
+    def __call__(self, input_ids, deterministic: bool = True, positions=None):
         cfg = self.config
         init = nn.initializers.normal(cfg.initializer_range)
 
@@ -145,11 +209,12 @@ class Embeddings(nn.Module):
             return nn.Embed(n, cfg.hidden_size, dtype=self.dtype, param_dtype=jnp.float32, embedding_init=init, name=name)
 
         x = embed(cfg.vocab_size, "word_embeddings")(input_ids)
-        x = x + embed(cfg.max_position_embeddings, "position_embeddings")(position_ids(input_ids, cfg))
+        pos = position_ids(input_ids, cfg) if positions is None else offset_positions(positions, cfg)
+        x = x + embed(cfg.max_position_embeddings, "position_embeddings")(pos)
         # Single-segment inputs: token type 0 everywhere, as sentence-transformers feeds them.
         x = x + embed(cfg.type_vocab_size, "token_type_embeddings")(jnp.zeros_like(input_ids))
         x = _layer_norm(cfg, self.dtype, "LayerNorm")(x)
-        return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+        return Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 
 
 class Layer(nn.Module):
@@ -165,33 +230,36 @@ class Layer(nn.Module):
         n = cfg.num_attention_heads
         d = h // n
 
-        def heads(t):
-            return t.reshape(b, l, n, d)
-
-        q = heads(_dense(h, cfg, self.dtype, "query")(x))
-        k = heads(_dense(h, cfg, self.dtype, "key")(x))
-        v = heads(_dense(h, cfg, self.dtype, "value")(x))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(d)
+        # One [H, 3H] matmul for query, key and value (kept as three parameters, Hugging Face's
+        # layout): one large dot is faster than three small ones on CPU and no slower elsewhere.
+        wq, wk, wv = (_DenseParams(h, cfg, name=name)() for name in ("query", "key", "value"))
+        kernel = jnp.concatenate([wq[0], wk[0], wv[0]], axis=1).astype(self.dtype)
+        bias = jnp.concatenate([wq[1], wk[1], wv[1]]).astype(self.dtype)
+        qkv = (jnp.dot(x.astype(self.dtype), kernel) + bias).reshape(b, l, 3, n, d)
+        q, k, v = qkv[:, :, 0] * jnp.asarray(1.0 / math.sqrt(d), self.dtype), qkv[:, :, 1], qkv[:, :, 2]
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
         # Masked keys get the float32 minimum (a `where`, not an add, so nothing overflows): an
         # all-padding row (batch filler) then attends uniformly instead of producing NaN.
-        keep = attention_mask[:, None, None, :].astype(bool)
+        # [B, L] key mask, or [B, L, L] query-key mask (packed rows: block-diagonal per text).
+        keep = (attention_mask[:, None, None, :] if attention_mask.ndim == 2 else attention_mask[:, None]).astype(bool)
         scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)  # softmax in float32 even under bf16
-        probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+        probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
         ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, l, h)
         a = _dense(h, cfg, self.dtype, "attention_output")(ctx)
-        a = nn.Dropout(cfg.hidden_dropout_prob)(a, deterministic=deterministic)
+        a = Dropout(cfg.hidden_dropout_prob)(a, deterministic=deterministic)
         x = _layer_norm(cfg, self.dtype, "attention_layer_norm")(a + x)
 
         f = _ACTIVATIONS[cfg.hidden_act](_dense(cfg.intermediate_size, cfg, self.dtype, "intermediate")(x))
         f = _dense(h, cfg, self.dtype, "output")(f)
-        f = nn.Dropout(cfg.hidden_dropout_prob)(f, deterministic=deterministic)
+        f = Dropout(cfg.hidden_dropout_prob)(f, deterministic=deterministic)
         return _layer_norm(cfg, self.dtype, "output_layer_norm")(f + x)
 
 
 class Encoder(nn.Module):
     """Token ids [B, L] and attention mask [B, L] (1 = token, 0 = padding) -> last hidden states [B, L, H]
-    in the compute dtype. Dropout (deterministic=False) draws from the "dropout" rng collection.
+    in the compute dtype. Packed rows (several texts per row) pass a [B, L, L] mask and `positions`
+    (0-based within each text). Dropout (deterministic=False) draws from the "dropout" rng collection.
     `remat=True` recomputes each block's activations in the backward pass (less memory, ~1/3 more compute)."""
 
     config: EncoderConfig
@@ -199,12 +267,12 @@ class Encoder(nn.Module):
     remat: bool = False
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask, deterministic: bool = True):
+    def __call__(self, input_ids, attention_mask, deterministic: bool = True, positions=None):
         if input_ids.shape[1] > self.config.max_input_length:
             raise ValueError(
                 f"sequence length {input_ids.shape[1]} exceeds the model's {self.config.max_input_length} positions"
             )
-        x = Embeddings(self.config, self.dtype, name="embeddings")(input_ids, deterministic)
+        x = Embeddings(self.config, self.dtype, name="embeddings")(input_ids, deterministic, positions)
         block = nn.remat(Layer, static_argnums=(3,)) if self.remat else Layer
         for i in range(self.config.num_hidden_layers):
             x = block(self.config, self.dtype, name=f"layer_{i}")(x, attention_mask, deterministic)
@@ -216,6 +284,14 @@ def mean_pool(hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
     m = attention_mask.astype(jnp.float32)[..., None]
     summed = jnp.sum(hidden.astype(jnp.float32) * m, axis=1)
     return summed / jnp.maximum(jnp.sum(m, axis=1), 1e-9)
+
+
+def packed_mean_pool(hidden: jax.Array, text_index: jax.Array, num_texts: int) -> jax.Array:
+    """Mean of token states [N, H] per text (text_index [N], -1 = padding) -> float32 [num_texts, H]."""
+    seg = jnp.where(text_index >= 0, text_index, num_texts)  # padding -> an extra segment, dropped
+    summed = jax.ops.segment_sum(hidden.astype(jnp.float32), seg, num_segments=num_texts + 1)[:num_texts]
+    counts = jax.ops.segment_sum(jnp.ones(seg.shape, jnp.float32), seg, num_segments=num_texts + 1)[:num_texts]
+    return summed / jnp.maximum(counts, 1e-9)[:, None]
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -237,6 +313,17 @@ class SentenceEncoder(nn.Module):
 
     def __call__(self, input_ids, attention_mask, deterministic: bool = True):
         return l2_normalize(mean_pool(self.encoder(input_ids, attention_mask, deterministic), attention_mask))
+
+    def packed(self, input_ids, positions, text_index, num_texts: int, deterministic: bool = True):
+        """Embeddings of packed rows: ids / positions / text_index [S, R, L] (S shards of R rows, each row
+        holding whole texts back to back; text_index numbers a shard's texts 0..num_texts-1, -1 = padding)
+        -> unit-norm float32 [S, num_texts, H]. Same embeddings as `__call__` on the texts one per row."""
+        s, r, l = input_ids.shape
+        flat = lambda t: t.reshape(s * r, l)
+        hidden = self.encoder(flat(input_ids), packed_attention_mask(flat(text_index)), deterministic, flat(positions))
+        pooled = jax.vmap(lambda h, t: packed_mean_pool(h, t, num_texts))(
+            hidden.reshape(s, r * l, -1), text_index.reshape(s, r * l))
+        return l2_normalize(pooled)
 
     def hidden_states(self, input_ids, attention_mask, deterministic: bool = True):
         """Token states [B, L, H]: `model.apply(v, ids, mask, method=SentenceEncoder.hidden_states)`."""

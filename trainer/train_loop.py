@@ -20,7 +20,7 @@ import numpy as np
 from trainer import storage
 from trainer.checkpointing import Checkpointer
 from trainer.config import TrainConfig
-from trainer.mesh import create_mesh, layout_report, shard_batch
+from trainer.mesh import create_mesh, data_shards, layout_report, shard_batch
 from trainer.metrics_writer import MetricsWriter
 
 log = logging.getLogger("trainer")
@@ -51,11 +51,31 @@ def _gather_data_state(pipeline) -> dict:
     return merge_states([json.loads(bytes(row).rstrip(b"\0")) for row in gathered])
 
 
-def _sync_length(length: int) -> int:
-    """Hosts pad their rows of a batch to one length: the longest any host needs."""
+def _sync_max(values):
+    """Hosts agree on batch shapes: the elementwise max over hosts of a few ints (one collective)."""
     from jax.experimental import multihost_utils
 
-    return int(np.max(multihost_utils.process_allgather(np.int32(length))))
+    return np.max(multihost_utils.process_allgather(np.asarray(values, np.int32)), axis=0)
+
+
+def _sync_length(length: int) -> int:
+    """Hosts pad their rows of a batch to one length: the longest any host needs."""
+    return int(_sync_max(length))
+
+
+def _batch_packer(cfg: TrainConfig, mesh, pad_id: int):
+    """batch -> packed batch (cfg.packing), with this host's devices as the shards; else None."""
+    if not cfg.packing:
+        return None
+    from trainer.batching import effective_buckets
+    from trainer.packing import pack_batch
+
+    buckets = effective_buckets(cfg.bucket_lengths, cfg.max_seq_length)
+    n_chunks = cfg.batch_size // cfg.grad_cache_chunk if cfg.grad_cache_chunk else 1
+    local_shards = data_shards(mesh) // jax.process_count()
+    sync = (lambda shape: tuple(_sync_max(shape))) if jax.process_count() > 1 else None
+    return lambda batch: pack_batch(batch, local_shards, buckets, cfg.pack_min_row_length, pad_id,
+                                    row_multiple=n_chunks, sync=sync)
 
 
 def _load_model(cfg: TrainConfig):
@@ -217,7 +237,8 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
             "config": cfg.to_json(), "data_dir": data_dir}
 
     pipeline = InputPipeline(data_dir, cfg, jax.process_index(), jax.process_count(), state=data_state,
-                             sync_length=_sync_length if jax.process_count() > 1 else None)
+                             sync_length=_sync_length if jax.process_count() > 1 and not cfg.packing else None)
+    pack = _batch_packer(cfg, mesh, pad_id)
     step_fn = make_train_step(pretrained.model, cfg, mesh)
     evaluator = _Evaluator(cfg, pretrained.model, tokenizer, data_dir, manifest, pad_id)
     writer = MetricsWriter(workdir, enabled=is_main)
@@ -246,6 +267,8 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
             batch = next(pipeline)
             corpus = batch.pop("corpus")
             rows = batch["anchor_ids"].shape[0] * jax.process_count()
+            if pack is not None:
+                batch = pack(batch)
             state, metrics = step_fn(state, shard_batch(batch, mesh))
             metrics = jax.device_get(metrics)
             step += 1

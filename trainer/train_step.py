@@ -21,10 +21,12 @@ import optax
 from jax.sharding import Mesh
 
 from trainer.config import TrainConfig
-from trainer.grad_cache import cached_value_and_grad, chunk_keys, stack_columns
+from trainer.grad_cache import (cached_value_and_grad, cached_value_and_grad_packed, chunk_keys, packed_to_columns,
+                                stack_columns)
 from trainer.loss import contrastive_loss, validate_loss_options
 from trainer.mesh import batch_sharding, check_batch_layout, data_shards, replicated
 from trainer.optimizer import learning_rate_schedule, make_optimizer
+from trainer.packing import packed_columns
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -67,13 +69,27 @@ def as_apply_fn(model: Any) -> Callable:
     return model
 
 
+def as_packed_apply_fn(model: Any) -> Callable:
+    """packed_fn(params, ids, positions, text_index [S, R, L], num_texts, deterministic, key) -> [S, T, H]."""
+    if not isinstance(model, nn.Module):
+        raise ValueError("packed batches need the Flax SentenceEncoder module, not a bare apply function")
+
+    def packed_fn(params, ids, positions, text_index, num_texts, deterministic, key):
+        rngs = None if deterministic else {"dropout": key}
+        return model.apply({"params": params}, ids, positions, text_index, num_texts, deterministic=deterministic,
+                           rngs=rngs, method="packed")
+    return packed_fn
+
+
 def batch_columns(batch: Mapping[str, Any]) -> tuple[str, ...]:
+    if "packed_ids" in batch:
+        return packed_columns(batch)
     return ("anchor", "positive", "negative") if "negative_ids" in batch else ("anchor", "positive")
 
 
 def make_loss_of_embeddings(cfg: TrainConfig, batch: Mapping[str, Any]) -> Callable[[jax.Array], jax.Array]:
     """[C, B, H] embeddings -> the contrastive loss, with the directions of this batch's kind."""
-    triplet = "negative_ids" in batch
+    triplet = "negative" in batch_columns(batch)
     directions = cfg.triplet_directions if triplet else cfg.pair_directions
 
     def loss_of_embeddings(embs):
@@ -87,9 +103,23 @@ def make_loss_of_embeddings(cfg: TrainConfig, batch: Mapping[str, Any]) -> Calla
 
 def loss_and_grads(apply_fn: Callable, params: Any, batch: Mapping[str, jax.Array], cfg: TrainConfig,
                    step_key: jax.Array, deterministic: bool, mesh: Mesh | None = None):
-    """(loss, grads) of one batch: plain autodiff, or gradient caching when cfg.grad_cache_chunk > 0."""
+    """(loss, grads) of one batch: plain autodiff, or gradient caching when cfg.grad_cache_chunk > 0.
+    `apply_fn` is the model's (as_apply_fn) or, for a packed batch, as_packed_apply_fn's."""
     columns = batch_columns(batch)
     loss_fn = make_loss_of_embeddings(cfg, batch)
+    if "packed_ids" in batch:
+        if cfg.grad_cache_chunk:
+            n_chunks = batch["anchor_fp"].shape[0] // cfg.grad_cache_chunk
+            return cached_value_and_grad_packed(apply_fn, params, batch, loss_fn, len(columns), step_key, n_chunks,
+                                                deterministic, mesh)
+        key = chunk_keys(step_key, 1, 1)[0]  # the key gradient caching uses with one chunk
+        n_texts = len(columns) * (batch["anchor_fp"].shape[0] // batch["packed_ids"].shape[0])
+
+        def packed_loss(p):
+            embs = apply_fn(p, batch["packed_ids"], batch["packed_positions"], batch["packed_text"], n_texts,
+                            deterministic, key)
+            return loss_fn(packed_to_columns(embs.astype(jnp.float32), len(columns)))
+        return jax.value_and_grad(packed_loss)(params)
     ids, masks = stack_columns(batch, columns)
     if cfg.grad_cache_chunk:
         return cached_value_and_grad(apply_fn, params, ids, masks, loss_fn, step_key,
@@ -119,16 +149,20 @@ def make_train_step(model: Any, cfg: TrainConfig, mesh: Mesh, *, tx: optax.Gradi
     n_shards = data_shards(mesh)
 
     def step(state: TrainState, batch: Mapping[str, jax.Array]):
-        check_batch_layout(batch["anchor_ids"].shape[0], mesh, cfg.grad_cache_chunk)  # trace time
+        packed = "packed_ids" in batch
+        check_batch_layout(batch["anchor_fp" if packed else "anchor_ids"].shape[0], mesh, cfg.grad_cache_chunk)
         step_key = jax.random.fold_in(state.rng, state.step)
-        loss, grads = loss_and_grads(apply_fn, state.params, batch, cfg, step_key, not dropout,
-                                     mesh if n_shards > 1 else None)
+        loss, grads = loss_and_grads(as_packed_apply_fn(model) if packed else apply_fn, state.params, batch, cfg, step_key,
+                                     not dropout, mesh if n_shards > 1 else None)
         grad_norm = optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                            opt_state=opt_state)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, state)
+
+        def update(state):
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                                 opt_state=opt_state)
+        # A branch, not a select over the whole state: one pass over params and moments fewer.
+        new = jax.lax.cond(finite, update, lambda state: state, state)
         metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
                    "finite": finite}
         return new, metrics

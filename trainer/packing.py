@@ -1,0 +1,112 @@
+"""Sequence packing: a padded batch -> rows that hold several whole texts back to back.
+
+Sentence-pair corpora are short (STS-benchmark texts average 16 tokens) while each batch is padded
+to its longest text, so most of a padded batch is padding. Packing puts the texts of each device's
+slice of the batch into rows of `row_length` tokens (best-fit decreasing), and the encoder attends
+within each text only (`modeling.packed_attention_mask`) with positions restarting per text, so the
+embeddings equal the padded ones (to float rounding) at a fraction of the tokens.
+
+Shapes stay static for XLA: the row length is a bucket (at least `min_row_length`), the row count
+per device is rounded up to one of 8 steps per doubling (`row_bucket`, under 1/8 padding rows).
+Each device's texts go to that device's rows only, so pooling needs no communication.
+
+Packed batch (`pack_batch`), S = this host's data shards (devices), b = rows of the padded batch per
+shard, C = columns (anchor, positive[, negative]), T = C * b texts per shard:
+    packed_ids        int32 [S, R, L]  token ids (pad id elsewhere)
+    packed_positions  int32 [S, R, L]  0-based position within its text
+    packed_text       int32 [S, R, L]  shard-local text number c * b + i, -1 = padding
+    <column>_fp       int32 [B]        text fingerprints, unchanged (they also name the columns)
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from trainer.batching import ID_KEYS, bucket_length
+
+PACKED_KEYS = ("packed_ids", "packed_positions", "packed_text")
+
+
+def row_bucket(n: int) -> int:
+    """Smallest count >= n of the form m * 2^e with 8 <= m < 16 (n itself up to 8): < 1/8 waste."""
+    if n <= 8:
+        return max(int(n), 1)
+    step = 1 << (int(n).bit_length() - 4)
+    return -(-int(n) // step) * step
+
+
+def best_fit_decreasing(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Assign items of `lengths` (each <= capacity) to bins of `capacity`: longest first, each into
+    the fullest bin it fits. Returns (bin, offset within the bin, number of bins)."""
+    order = np.argsort(-lengths, kind="stable")
+    bins = np.zeros(len(lengths), np.int64)  # empty texts (no tokens) stay at bin 0, offset 0
+    offsets = np.zeros(len(lengths), np.int64)
+    by_space: list[list[int]] = [[] for _ in range(capacity + 1)]  # free space -> open bins
+    used: list[int] = []
+    for i in order.tolist():
+        n = int(lengths[i])
+        if n == 0:
+            break  # sorted: the rest are empty too
+        space = n
+        while space <= capacity and not by_space[space]:
+            space += 1
+        if space > capacity:  # no open bin fits: open one
+            b = len(used)
+            used.append(0)
+        else:
+            b = by_space[space].pop()
+        bins[i], offsets[i] = b, used[b]
+        used[b] += n
+        by_space[capacity - used[b]].append(b)
+    return bins, offsets, max(len(used), 1)
+
+
+def packed_columns(batch: Mapping[str, object]) -> tuple[str, ...]:
+    return tuple(c for c in ID_KEYS if f"{c}_fp" in batch)
+
+
+def pack_batch(batch: Mapping[str, object], n_shards: int, buckets: Sequence[int], min_row_length: int,
+               pad_id: int, row_multiple: int = 1,
+               sync: Callable[[tuple[int, int]], tuple[int, int]] | None = None) -> dict:
+    """A padded batch (`<column>_ids/_mask` [B, L], `<column>_fp` [B]) -> the packed batch above.
+
+    `buckets`: allowed row lengths (sorted; the last is max_seq_length). `row_multiple`: rows per
+    shard are a multiple of it (gradient caching splits them into that many chunks). `sync`: with
+    several hosts, (row length, rows per shard) -> the max over hosts, so all build the same shapes."""
+    columns = tuple(c for c in ID_KEYS if f"{c}_ids" in batch)
+    missing = [c for c in columns if f"{c}_fp" not in batch]
+    if missing:
+        raise ValueError(f"packing needs text fingerprints; missing {', '.join(f'{c}_fp' for c in missing)}")
+    ids = np.stack([np.asarray(batch[f"{c}_ids"]) for c in columns])  # [C, B, L]
+    mask = np.stack([np.asarray(batch[f"{c}_mask"]) for c in columns]).astype(bool)
+    n_cols, n_rows, _ = ids.shape
+    if n_rows % n_shards:
+        raise ValueError(f"batch of {n_rows} rows does not split over {n_shards} data shards")
+    b = n_rows // n_shards
+    lengths = mask.sum(axis=2)  # [C, B]; texts are left-aligned, as the input pipeline pads them
+    longest = int(lengths.max(initial=0))
+    row_len = bucket_length(min(max(longest, min_row_length), buckets[-1]), buckets)
+
+    # Per shard: texts numbered t = c * b + i (column-major), packed into that shard's rows.
+    shard_lengths = lengths.reshape(n_cols, n_shards, b).transpose(1, 0, 2).reshape(n_shards, n_cols * b)
+    placements = [best_fit_decreasing(shard_lengths[s], row_len) for s in range(n_shards)]
+    rows = -(-row_bucket(max(p[2] for p in placements)) // row_multiple) * row_multiple
+    if sync is not None:
+        row_len, rows = (int(v) for v in sync((row_len, rows)))
+
+    out_ids = np.full((n_shards, rows, row_len), pad_id, np.int32)
+    out_pos = np.zeros((n_shards, rows, row_len), np.int32)
+    out_text = np.full((n_shards, rows, row_len), -1, np.int32)
+    src_ids = ids.reshape(n_cols, n_shards, b, -1).transpose(1, 0, 2, 3).reshape(n_shards, n_cols * b, -1)
+    for s, (bins, offsets, _) in enumerate(placements):
+        lens = shard_lengths[s]
+        text = np.repeat(np.arange(lens.size), lens)  # one entry per token
+        pos = np.arange(text.size) - np.repeat(np.cumsum(lens) - lens, lens)
+        out_ids[s, bins[text], offsets[text] + pos] = src_ids[s, text, pos]
+        out_pos[s, bins[text], offsets[text] + pos] = pos
+        out_text[s, bins[text], offsets[text] + pos] = text
+    out = {"packed_ids": out_ids, "packed_positions": out_pos, "packed_text": out_text}
+    for c in columns:
+        out[f"{c}_fp"] = np.asarray(batch[f"{c}_fp"])
+    return out
