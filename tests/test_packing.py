@@ -25,11 +25,12 @@ def _rel(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def test_row_bucket_wastes_under_an_eighth():
-    assert [row_bucket(n) for n in (0, 1, 5, 8, 9, 15, 16, 17, 33, 34, 100)] == [1, 1, 5, 8, 9, 15, 16, 18, 36, 36, 104]
+def test_row_bucket_wastes_under_a_sixteenth():
+    assert [row_bucket(n) for n in (0, 1, 5, 16, 17, 31, 32, 33, 65, 66, 201)] == [1, 1, 5, 16, 17, 31, 32, 34, 68, 68, 208]
     for n in range(1, 5000):
         b = row_bucket(n)
-        assert n <= b < n * 9 / 8 + 1 and row_bucket(b) == b
+        assert n <= b < n * 17 / 16 + 1 and row_bucket(b) == b
+    assert len({row_bucket(n) for n in range(65, 129)}) == 16
 
 
 def test_best_fit_decreasing_places_every_item_without_overlap():

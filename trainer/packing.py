@@ -7,7 +7,7 @@ within each text only (`modeling.packed_attention_mask`) with positions restarti
 embeddings equal the padded ones (to float rounding) at a fraction of the tokens.
 
 Shapes stay static for XLA: the row length is a bucket (at least `min_row_length`), the row count
-per device is rounded up to one of 8 steps per doubling (`row_bucket`, under 1/8 padding rows).
+per device is rounded up to one of 16 steps per doubling (`row_bucket`, under 1/16 padding rows).
 Each device's texts go to that device's rows only, so pooling needs no communication.
 
 Packed batch (`pack_batch`), S = this host's data shards (devices), b = rows of the padded batch per
@@ -29,10 +29,11 @@ PACKED_KEYS = ("packed_ids", "packed_positions", "packed_text")
 
 
 def row_bucket(n: int) -> int:
-    """Smallest count >= n of the form m * 2^e with 8 <= m < 16 (n itself up to 8): < 1/8 waste."""
-    if n <= 8:
+    """Smallest count >= n of the form m * 2^e with 16 <= m < 32 (n itself up to 16): < 1/16 padding
+    rows, at 16 compiled shapes per doubling of the row count (8 steps measured 3% slower training)."""
+    if n <= 16:
         return max(int(n), 1)
-    step = 1 << (int(n).bit_length() - 4)
+    step = 1 << (int(n).bit_length() - 5)
     return -(-int(n) // step) * step
 
 
