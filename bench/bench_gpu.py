@@ -3,8 +3,9 @@
 Runs without TensorFlow (JAX, PyTorch, sentence-transformers only) and needs no network: models get
 random weights from their configurations (speed does not depend on the values), batches are
 synthetic token ids with realistic lengths (log-normal, median --median_len tokens, cut at
---max_len); our side pads a batch to the smallest bucket (32/64/128) that fits it, ST pads each
-column to its longest text.
+--max_len); our side packs each batch into rows of whole texts as the trainer does (--packing=0:
+pads it to the smallest bucket, 32/64/128, that fits), ST pads each column to its longest text.
+Our FLOPs count what runs: packed rows (or padded texts) at their full length.
 
 Cases (each side of each case runs in its own subprocess, so that JAX's and PyTorch's allocators
 never share the GPU and the peak-memory figures are clean):
@@ -101,6 +102,18 @@ def run_ours(args, case) -> dict:
     state = create_train_state(pre.params["params"], cfg, mesh)
     step = make_train_step(pre.model, cfg, mesh)
     raw = synthetic_batches(args.steps + 2, case["batch"], args.median_len, args.max_len, vocab, pad)
+    from trainer.batching import effective_buckets
+    from trainer.mesh import data_shards
+    from trainer.packing import pack_batch
+
+    buckets = effective_buckets(BUCKETS, args.max_len)
+    n_chunks = case["batch"] // case["chunk"] if case["chunk"] else 1
+
+    def prepare(d):  # the train loop's host-side packing (timed with the step, as the loop pays it)
+        if not args.packing:
+            return d
+        return pack_batch(d, data_shards(mesh), buckets, cfg.pack_min_row_length, pad, row_multiple=n_chunks)
+
     batches, lengths = [], []
     for b in raw:
         longest = max(int(b[c][1].max()) for c in b)
@@ -112,15 +125,19 @@ def run_ours(args, case) -> dict:
             d[f"{col}_mask"] = (np.arange(L)[None, :] < ln[:, None]).astype(np.int32)
             d[f"{col}_fp"] = np.arange(case["batch"], dtype=np.int32) + k * case["batch"]
         batches.append(d)
-        lengths.append([L] * (2 * case["batch"]))
+        if args.packing:  # FLOPs of what runs: packed rows of L' tokens
+            rows, row_len = prepare(d)["packed_ids"].shape[-2:]
+            lengths.append([row_len] * (rows * data_shards(mesh)))
+        else:
+            lengths.append([L] * (2 * case["batch"]))
     t0 = time.perf_counter()
     for d in batches[:2]:  # compile (and a second warm step)
-        state, m = step(state, d)
+        state, m = step(state, prepare(d))
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for d in batches[2:]:
-        state, m = step(state, d)
+        state, m = step(state, prepare(d))
     jax.block_until_ready(m)
     dt = time.perf_counter() - t0
     stats = jax.devices()[0].memory_stats() or {}
@@ -237,6 +254,7 @@ def main() -> int:
     ap.add_argument("--grad_cache_chunk", type=int, default=256, help="texts per chunk, large case (both sides)")
     ap.add_argument("--minilm_chunk", type=int, default=0, help="0: plain step for the MiniLM case")
     ap.add_argument("--remat", action="store_true", help="our encoder recomputes block activations")
+    ap.add_argument("--packing", type=int, default=1, help="ours: 1 packs texts into rows (the trainer's default)")
     ap.add_argument("--peak_tflops", type=float, default=None)
     ap.add_argument("--sides", default="ours,theirs")
     ap.add_argument("--smoke", action="store_true", help="tiny model, batch 16, CPU, float32")
@@ -264,7 +282,7 @@ def main() -> int:
     if args.smoke:
         env["JAX_PLATFORMS"] = "cpu"
     passthrough = [f"--steps={args.steps}", f"--median_len={args.median_len}", f"--max_len={args.max_len}"]
-    passthrough += ["--smoke"] * args.smoke + ["--remat"] * args.remat
+    passthrough += ["--smoke"] * args.smoke + ["--remat"] * args.remat + [f"--packing={args.packing}"]
     rows = []
     t_start = time.perf_counter()
     for case in cases:

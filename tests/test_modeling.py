@@ -139,3 +139,46 @@ def test_config_from_and_to_hf_dict():
         EncoderConfig(hidden_act="mish")
     with pytest.raises(ValueError, match="exceeds"):
         Encoder(EncoderConfig(**TINY)).init(jax.random.PRNGKey(0), jnp.ones((1, 41), jnp.int32), jnp.ones((1, 41)))
+
+
+def test_dropout_masks_keep_the_rate_and_are_independent_across_keys():
+    from trainer.modeling import Dropout, dropout_keep_mask
+
+    key = jax.random.PRNGKey(0)
+    shape, rate = (500, 400), 0.1
+    a = np.asarray(dropout_keep_mask(key, shape, rate))
+    b = np.asarray(dropout_keep_mask(jax.random.fold_in(key, 1), shape, rate))
+    n = a.size
+    sigma = np.sqrt(rate * (1 - rate) / n)
+    assert abs(a.mean() - 0.9) < 3 * sigma and abs(b.mean() - 0.9) < 3 * sigma
+    for x, y in ((a, b), (a[:, 1:], a[:, :-1]), (a[1:], a[:-1])):  # across keys, neighbours in rows and columns
+        assert abs(np.corrcoef(x.ravel(), y.ravel())[0, 1]) < 4 / np.sqrt(x.size)
+    np.testing.assert_array_equal(np.asarray(dropout_keep_mask(key, shape, rate)), a)  # same key, same mask
+    assert np.asarray(dropout_keep_mask(key, shape, 0.0)).all()
+    x = jnp.ones(shape)
+    y = Dropout(rate).apply({}, x, deterministic=False, rngs={"dropout": key})
+    np.testing.assert_allclose(np.unique(np.asarray(y)), [0.0, 1 / 0.9], rtol=1e-6)  # inverted dropout
+    np.testing.assert_array_equal(Dropout(rate).apply({}, x, deterministic=True), x)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_packed_rows_give_the_embeddings_of_padded_rows(model_type):
+    from trainer.packing import pack_batch
+
+    pad = 1 if model_type == "roberta" else 0
+    cfg = EncoderConfig(model_type=model_type, pad_token_id=pad, **TINY)
+    model = SentenceEncoder(cfg)
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 17, size=(2, 6))
+    mask = (np.arange(16)[None, None] < lengths[..., None]).astype(np.int32)
+    ids = np.where(mask == 1, rng.integers(3, 120, size=(2, 6, 16)), pad).astype(np.int32)
+    params = model.init(jax.random.PRNGKey(1), ids[0], mask[0])
+    batch = {"anchor_ids": ids[0], "anchor_mask": mask[0], "anchor_fp": np.arange(6, dtype=np.int32),
+             "positive_ids": ids[1], "positive_mask": mask[1], "positive_fp": np.arange(6, 12, dtype=np.int32)}
+    packed = pack_batch(batch, 2, (8, 16, 32), 8, pad_id=pad)
+    got = model.apply(params, packed["packed_ids"], packed["packed_positions"], packed["packed_text"], 6,
+                      method="packed")  # [2 shards, 2 columns * 3 texts, H]
+    want = [model.apply(params, ids[c], mask[c]) for c in range(2)]
+    for s in range(2):
+        for c in range(2):
+            np.testing.assert_allclose(got[s, c * 3:(c + 1) * 3], want[c][s * 3:(s + 1) * 3], atol=2e-6)
