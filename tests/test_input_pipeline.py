@@ -435,3 +435,27 @@ def test_records_that_do_not_match_the_declared_shape_fail_with_the_corpus_name(
         json.dump(manifest, f)
     with pytest.raises(tf.errors.InvalidArgumentError, match="corpus liar: a triplet record has too few texts"):
         next(InputPipeline(d, make_cfg()))
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_transform_runs_on_every_batch_and_keeps_the_corpus(data_dir, prefetch):
+    threads = []
+
+    def transform(batch):  # what the trainer passes: a function of the batch without its corpus name
+        import threading
+
+        assert "corpus" not in batch
+        threads.append(threading.current_thread().name)
+        return {"n_rows": np.int32(batch["anchor_ids"].shape[0]), **batch}
+
+    plain = InputPipeline(data_dir, make_cfg(), prefetch_batches=prefetch)
+    pipe = InputPipeline(data_dir, make_cfg(), prefetch_batches=prefetch, transform=transform)
+    for _ in range(3):
+        want, got = next(plain), next(pipe)
+        assert got["n_rows"] == 8 and got["corpus"] == want["corpus"]
+        np.testing.assert_array_equal(got["anchor_ids"], want["anchor_ids"])
+    assert pipe.state() == plain.state()
+    # With prefetching the transform runs on the pipeline's thread, overlapping the caller's work.
+    assert set(threads) == ({"input-pipeline"} if prefetch else {"MainThread"})
+    plain.close()
+    pipe.close()

@@ -10,7 +10,7 @@ import pytest
 from tests._tiny import TINY, random_batch, run_on_cpu_devices, tiny_model
 from trainer.config import TrainConfig
 from trainer.modeling import EncoderConfig
-from trainer.packing import best_fit_decreasing, pack_batch, row_bucket
+from trainer.packing import best_fit_decreasing, pack_batch, pad_packed, row_bucket
 from trainer.train_step import as_apply_fn, as_packed_apply_fn, loss_and_grads
 
 BUCKETS = (8, 12, 16, 24, 32)
@@ -76,14 +76,17 @@ def test_pack_batch_row_length_multiple_and_host_sync():
     assert pack_batch(batch, 1, BUCKETS, 20, pad_id=0)["packed_ids"].shape[2] == 24  # at least the minimum
     assert pack_batch(batch, 1, BUCKETS, 99, pad_id=0)["packed_ids"].shape[2] == 32  # capped at the last bucket
     assert pack_batch(batch, 2, BUCKETS, 8, pad_id=0, row_multiple=4)["packed_ids"].shape[1] % 4 == 0
-    seen = []
-
-    def sync(shape):  # another host needs longer rows and more of them
-        seen.append(tuple(shape))
-        return (24, shape[1] + 3)
-    out = pack_batch(batch, 2, BUCKETS, 8, pad_id=7, sync=sync)
-    assert out["packed_ids"].shape == (2, seen[0][1] + 3, 24)
-    assert (out["packed_ids"][:, -3:] == 7).all() and (out["packed_text"][:, -3:] == -1).all()
+    # Several hosts: each grows its packed rows to the longest and most any host has.
+    out = pack_batch(batch, 2, BUCKETS, 8, pad_id=7)
+    _, rows, length = out["packed_ids"].shape
+    grown = pad_packed(out, 24, rows + 3, pad_id=7)
+    assert grown["packed_ids"].shape == (2, rows + 3, 24)
+    assert (grown["packed_ids"][:, rows:] == 7).all() and (grown["packed_text"][:, rows:] == -1).all()
+    assert (grown["packed_text"][:, :, length:] == -1).all()
+    np.testing.assert_array_equal(grown["packed_ids"][:, :rows, :length], out["packed_ids"])
+    np.testing.assert_array_equal(grown["packed_positions"][:, :rows, :length], out["packed_positions"])
+    with pytest.raises(ValueError, match="cannot shrink"):
+        pad_packed(out, length - 1, rows, pad_id=7)
 
 
 def test_pack_batch_rejects_bad_input():

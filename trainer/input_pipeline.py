@@ -310,7 +310,8 @@ class InputPipeline:
     fits the batch's longest text; with several hosts pass `sync_length` (local L -> the max over
     hosts, e.g. via jax.experimental.multihost_utils.process_allgather) so that all hosts agree.
     `prefetch_batches` > 0 assembles batches on a background thread; state() still describes the
-    batches returned so far.
+    batches returned so far. `transform` (batch without `corpus` -> batch) runs where batches are
+    assembled, so on that thread it overlaps the training step (the trainer packs batches there).
     """
 
     def __init__(
@@ -327,6 +328,7 @@ class InputPipeline:
         prefetch_batches: int = 2,
         read_parallelism: int = 4,
         sync_length: Callable[[int], int] | None = None,
+        transform: Callable[[dict], dict] | None = None,
     ):
         if not 0 <= process_index < process_count:
             raise InputPipelineError(f"process_index {process_index} not in [0, {process_count})")
@@ -361,6 +363,7 @@ class InputPipeline:
         self._state = self._snapshot()
         self._prefetch = int(prefetch_batches)
         self._sync_length = sync_length
+        self._transform = transform
         self._error: BaseException | None = None
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
@@ -541,6 +544,8 @@ class InputPipeline:
                     fp[dst] = chunk.fps[k][rows]
                     i += rows.size
             batch[f"{k}_ids"], batch[f"{k}_mask"], batch[f"{k}_fp"] = ids, mask, batching.fold_fingerprint(fp)
+        if self._transform is not None:
+            batch = self._transform(batch)
         batch["corpus"] = name
         self._step = step + 1
         return batch

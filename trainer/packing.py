@@ -19,7 +19,7 @@ shard, C = columns (anchor, positive[, negative]), T = C * b texts per shard:
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -63,18 +63,30 @@ def best_fit_decreasing(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray,
     return bins, offsets, max(len(used), 1)
 
 
+def pad_packed(batch: Mapping[str, object], row_length: int, rows: int, pad_id: int) -> dict:
+    """A packed batch grown to `rows` rows per shard of `row_length` tokens (one shape on every host)."""
+    out = dict(batch)
+    s, r, l = np.asarray(batch["packed_ids"]).shape
+    if row_length < l or rows < r:
+        raise ValueError(f"cannot shrink packed rows [{r}, {l}] to [{rows}, {row_length}]")
+    grow = ((0, 0), (0, rows - r), (0, row_length - l))
+    out["packed_ids"] = np.pad(batch["packed_ids"], grow, constant_values=pad_id)
+    out["packed_positions"] = np.pad(batch["packed_positions"], grow, constant_values=0)
+    out["packed_text"] = np.pad(batch["packed_text"], grow, constant_values=-1)
+    return out
+
+
 def packed_columns(batch: Mapping[str, object]) -> tuple[str, ...]:
     return tuple(c for c in ID_KEYS if f"{c}_fp" in batch)
 
 
 def pack_batch(batch: Mapping[str, object], n_shards: int, buckets: Sequence[int], min_row_length: int,
-               pad_id: int, row_multiple: int = 1,
-               sync: Callable[[tuple[int, int]], tuple[int, int]] | None = None) -> dict:
+               pad_id: int, row_multiple: int = 1) -> dict:
     """A padded batch (`<column>_ids/_mask` [B, L], `<column>_fp` [B]) -> the packed batch above.
 
     `buckets`: allowed row lengths (sorted; the last is max_seq_length). `row_multiple`: rows per
-    shard are a multiple of it (gradient caching splits them into that many chunks). `sync`: with
-    several hosts, (row length, rows per shard) -> the max over hosts, so all build the same shapes."""
+    shard are a multiple of it (gradient caching splits them into that many chunks). With several
+    hosts, agree on the max (row length, rows) over hosts and `pad_packed` every host's batch to it."""
     columns = tuple(c for c in ID_KEYS if f"{c}_ids" in batch)
     missing = [c for c in columns if f"{c}_fp" not in batch]
     if missing:
@@ -93,8 +105,6 @@ def pack_batch(batch: Mapping[str, object], n_shards: int, buckets: Sequence[int
     shard_lengths = lengths.reshape(n_cols, n_shards, b).transpose(1, 0, 2).reshape(n_shards, n_cols * b)
     placements = [best_fit_decreasing(shard_lengths[s], row_len) for s in range(n_shards)]
     rows = -(-row_bucket(max(p[2] for p in placements)) // row_multiple) * row_multiple
-    if sync is not None:
-        row_len, rows = (int(v) for v in sync((row_len, rows)))
 
     out_ids = np.full((n_shards, rows, row_len), pad_id, np.int32)
     out_pos = np.zeros((n_shards, rows, row_len), np.int32)

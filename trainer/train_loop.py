@@ -64,7 +64,8 @@ def _sync_length(length: int) -> int:
 
 
 def _batch_packer(cfg: TrainConfig, mesh, pad_id: int):
-    """batch -> packed batch (cfg.packing), with this host's devices as the shards; else None."""
+    """padded batch -> packed batch (cfg.packing), this host's devices as the shards; else None.
+    Runs on the input pipeline's thread; `_agree_on_packed_shape` then runs on the main thread."""
     if not cfg.packing:
         return None
     from trainer.batching import effective_buckets
@@ -73,9 +74,17 @@ def _batch_packer(cfg: TrainConfig, mesh, pad_id: int):
     buckets = effective_buckets(cfg.bucket_lengths, cfg.max_seq_length)
     n_chunks = cfg.batch_size // cfg.grad_cache_chunk if cfg.grad_cache_chunk else 1
     local_shards = data_shards(mesh) // jax.process_count()
-    sync = (lambda shape: tuple(_sync_max(shape))) if jax.process_count() > 1 else None
     return lambda batch: pack_batch(batch, local_shards, buckets, cfg.pack_min_row_length, pad_id,
-                                    row_multiple=n_chunks, sync=sync)
+                                    row_multiple=n_chunks)
+
+
+def _agree_on_packed_shape(batch: dict, pad_id: int) -> dict:
+    """With several hosts, every host's packed rows grow to the longest and most any host has."""
+    from trainer.packing import pad_packed
+
+    rows, row_length = batch["packed_ids"].shape[1:]
+    rows, row_length = (int(v) for v in _sync_max((rows, row_length)))
+    return pad_packed(batch, row_length, rows, pad_id)
 
 
 def _load_model(cfg: TrainConfig):
@@ -236,9 +245,10 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
     meta = {"model": cfg.model, "model_source": source_dir, "hf_config": pretrained.hf_config,
             "config": cfg.to_json(), "data_dir": data_dir}
 
+    multi_host = jax.process_count() > 1
     pipeline = InputPipeline(data_dir, cfg, jax.process_index(), jax.process_count(), state=data_state,
-                             sync_length=_sync_length if jax.process_count() > 1 and not cfg.packing else None)
-    pack = _batch_packer(cfg, mesh, pad_id)
+                             sync_length=_sync_length if multi_host and not cfg.packing else None,
+                             transform=_batch_packer(cfg, mesh, pad_id))
     step_fn = make_train_step(pretrained.model, cfg, mesh)
     evaluator = _Evaluator(cfg, pretrained.model, tokenizer, data_dir, manifest, pad_id)
     writer = MetricsWriter(workdir, enabled=is_main)
@@ -266,9 +276,9 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
         while step < cfg.train_steps:
             batch = next(pipeline)
             corpus = batch.pop("corpus")
-            rows = batch["anchor_ids"].shape[0] * jax.process_count()
-            if pack is not None:
-                batch = pack(batch)
+            rows = batch["anchor_fp"].shape[0] * jax.process_count()
+            if cfg.packing and multi_host:
+                batch = _agree_on_packed_shape(batch, pad_id)
             state, metrics = step_fn(state, shard_batch(batch, mesh))
             metrics = jax.device_get(metrics)
             step += 1
