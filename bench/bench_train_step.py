@@ -27,12 +27,9 @@ import numpy as np  # noqa: E402
 
 def sentence_pairs(sts: str | None, n: int) -> list[tuple[str, str]]:
     if sts and os.path.isfile(sts):
-        pairs = []
-        with open(sts, encoding="utf-8") as f:
-            for line in f:
-                cols = line.rstrip("\n").split("\t")
-                if len(cols) >= 7:
-                    pairs.append((cols[5], cols[6]))
+        from trainer.sts_eval import read_sts
+
+        pairs = [(a, b) for a, b, _ in read_sts(sts)]
         return (pairs * (n // max(1, len(pairs)) + 1))[:n]
     rng = np.random.default_rng(0)  # fallback: synthetic STS-like sentences of 5-25 words
     words = ("the a man woman dog cat plays eats runs over under river city night music market price "

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from trainer.mesh import DATA_AXIS
+from trainer.packing import PACKED_KEYS, texts_per_shard
 
 # apply_fn(params, input_ids [N, L], attention_mask [N, L], deterministic, dropout_key) -> [N, H]
 ApplyFn = Callable[[Any, jax.Array, jax.Array, bool, jax.Array], jax.Array]
@@ -145,11 +146,11 @@ def cached_value_and_grad_packed(packed_fn: Callable, params: Any, batch: dict[s
     sum to the batch's embeddings.
 
     packed_fn(params, ids, positions, text_index [S, r, L], num_texts, deterministic, key) -> [S, T, H]."""
-    ids, pos, text = (batch[k] for k in ("packed_ids", "packed_positions", "packed_text"))
+    ids, pos, text = (batch[k] for k in PACKED_KEYS)
     n_shards, rows, length = ids.shape
     if rows % n_chunks:
         raise ValueError(f"{rows} packed rows per shard do not split into {n_chunks} gradient-caching chunks")
-    n_texts = n_columns * (batch["anchor_fp"].shape[0] // n_shards)
+    n_texts = texts_per_shard(batch)
     keys = chunk_keys(step_key, 1, n_chunks)
 
     def split(t):  # [S, R, L] -> [K, S, r, L], each chunk sharded on S like the batch

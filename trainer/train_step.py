@@ -26,7 +26,7 @@ from trainer.grad_cache import (cached_value_and_grad, cached_value_and_grad_pac
 from trainer.loss import contrastive_loss, validate_loss_options
 from trainer.mesh import batch_sharding, check_batch_layout, data_shards, replicated
 from trainer.optimizer import learning_rate_schedule, make_optimizer
-from trainer.packing import packed_columns
+from trainer.packing import PACKED_KEYS, packed_columns, texts_per_shard
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -113,11 +113,10 @@ def loss_and_grads(apply_fn: Callable, params: Any, batch: Mapping[str, jax.Arra
             return cached_value_and_grad_packed(apply_fn, params, batch, loss_fn, len(columns), step_key, n_chunks,
                                                 deterministic, mesh)
         key = chunk_keys(step_key, 1, 1)[0]  # the key gradient caching uses with one chunk
-        n_texts = len(columns) * (batch["anchor_fp"].shape[0] // batch["packed_ids"].shape[0])
+        arrays = [batch[k] for k in PACKED_KEYS]
 
         def packed_loss(p):
-            embs = apply_fn(p, batch["packed_ids"], batch["packed_positions"], batch["packed_text"], n_texts,
-                            deterministic, key)
+            embs = apply_fn(p, *arrays, texts_per_shard(batch), deterministic, key)
             return loss_fn(packed_to_columns(embs.astype(jnp.float32), len(columns)))
         return jax.value_and_grad(packed_loss)(params)
     ids, masks = stack_columns(batch, columns)
@@ -152,8 +151,8 @@ def make_train_step(model: Any, cfg: TrainConfig, mesh: Mesh, *, tx: optax.Gradi
         packed = "packed_ids" in batch
         check_batch_layout(batch["anchor_fp" if packed else "anchor_ids"].shape[0], mesh, cfg.grad_cache_chunk)
         step_key = jax.random.fold_in(state.rng, state.step)
-        loss, grads = loss_and_grads(as_packed_apply_fn(model) if packed else apply_fn, state.params, batch, cfg, step_key,
-                                     not dropout, mesh if n_shards > 1 else None)
+        fn = as_packed_apply_fn(model) if packed else apply_fn
+        loss, grads = loss_and_grads(fn, state.params, batch, cfg, step_key, not dropout, mesh if n_shards > 1 else None)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
