@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     cfg = config_from_args(args)
+    from trainer.preflight import PreflightError
     from trainer.train_loop import NonFiniteLossError, train
 
     try:
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         logging.getLogger("trainer").error("%s", e)
         return 3
+    except PreflightError as e:  # the plan does not fit: a user's fix, not a bug
+        print(f"train_main.py: error: {e}", file=sys.stderr)
+        return 2
     logging.getLogger("trainer").info("done: %s", {k: v for k, v in result.items() if k != "evaluation_before"})
     return 0
 

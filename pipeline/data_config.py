@@ -12,6 +12,8 @@ import os
 from typing import Any, Iterable, Sequence
 
 SHAPES = ("pair", "triplet", "set", "query", "query_with_negatives")
+# Shapes whose lines give the trainer (anchor, positive, negative) triplets; the others give pairs.
+TRIPLET_SHAPES = ("triplet", "query_with_negatives")
 
 _CORPUS_FIELDS = {"name", "files", "shape", "weight", "expected_lines", "symmetric", "description"}
 

@@ -9,8 +9,9 @@ import pytest
 
 from tests._tiny import run_on_cpu_devices, random_batch, tiny_model
 from trainer.config import TrainConfig
-from trainer.grad_cache import chunk_keys, embed_in_chunks, from_chunks, stack_columns, to_chunks
-from trainer.train_step import as_apply_fn, batch_columns, loss_and_grads, make_loss_of_embeddings
+from trainer.grad_cache import embed_in_chunks, from_chunks, stack_columns, to_chunks
+from trainer.train_step import (as_apply_fn, batch_columns, loss_and_grads, make_loss_of_embeddings,
+                                padded_token_ids)
 
 CFG = TrainConfig()
 
@@ -59,9 +60,10 @@ def test_cached_loss_and_gradients_equal_plain(tiny, triplet, chunks):
         assert _rel(_leaves(grads), _leaves(plain_grads)) < 1e-5, chunk
 
 
-def test_dropout_is_the_same_in_both_passes(tiny):
-    """With dropout on, the cached gradient equals full autodiff through the chunked forward that
-    uses the same keys; it would not if pass 2 drew other dropout masks than pass 1."""
+def test_dropout_is_the_same_in_both_passes_and_in_every_chunking(tiny):
+    """With dropout on, the cached gradient equals full autodiff through the chunked forward (it would
+    not if pass 2 drew other masks than pass 1), and every chunk size gives the plain step's numbers:
+    masks follow each token's identity, not its chunk."""
     apply_fn, params = tiny
     batch = random_batch(23, batch=16, triplet=True)
     key = jax.random.PRNGKey(2)
@@ -71,9 +73,9 @@ def test_dropout_is_the_same_in_both_passes(tiny):
     @jax.jit
     def reference(p, b):
         ids, masks = stack_columns(b, cols)
-        keys = chunk_keys(key, len(cols), 16 // 4)
         loss_fn = make_loss_of_embeddings(cfg, b)
-        return jax.value_and_grad(lambda q: loss_fn(embed_in_chunks(apply_fn, q, ids, masks, keys, 4, False)))(p)
+        tok = padded_token_ids(*ids.shape)
+        return jax.value_and_grad(lambda q: loss_fn(embed_in_chunks(apply_fn, q, ids, masks, tok, key, 4, False)))(p)
 
     want_loss, want_grads = reference(params, batch)
     loss, grads = jax.jit(lambda p, b: loss_and_grads(apply_fn, p, b, cfg, key, False))(params, batch)
@@ -81,12 +83,12 @@ def test_dropout_is_the_same_in_both_passes(tiny):
     assert float(loss) != pytest.approx(float(det_loss), rel=1e-3)  # dropout is really on
     assert float(loss) == pytest.approx(float(want_loss), rel=1e-5)
     assert _rel(_leaves(grads), _leaves(want_grads)) < 1e-5
-    # One chunk of the whole batch reproduces the plain step exactly, dropout included.
-    full, full_g = jax.jit(lambda p, b: loss_and_grads(apply_fn, p, b, CFG.replace(grad_cache_chunk=16), key,
-                                                       False))(params, batch)
     plain, plain_g = jax.jit(lambda p, b: loss_and_grads(apply_fn, p, b, CFG, key, False))(params, batch)
-    assert float(full) == pytest.approx(float(plain), rel=1e-5)
-    assert _rel(_leaves(full_g), _leaves(plain_g)) < 1e-5
+    for chunk in (4, 8, 16):
+        c = CFG.replace(grad_cache_chunk=chunk)
+        got, got_g = jax.jit(lambda p, b: loss_and_grads(apply_fn, p, b, c, key, False))(params, batch)
+        assert float(got) == pytest.approx(float(plain), rel=1e-5), chunk
+        assert _rel(_leaves(got_g), _leaves(plain_g)) < 1e-5, chunk
 
 
 MESH = textwrap.dedent("""

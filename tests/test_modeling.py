@@ -141,24 +141,45 @@ def test_config_from_and_to_hf_dict():
         Encoder(EncoderConfig(**TINY)).init(jax.random.PRNGKey(0), jnp.ones((1, 41), jnp.int32), jnp.ones((1, 41)))
 
 
-def test_dropout_masks_keep_the_rate_and_are_independent_across_keys():
-    from trainer.modeling import Dropout, dropout_keep_mask
+def _corr_ok(x, y):
+    return abs(np.corrcoef(np.ravel(x), np.ravel(y))[0, 1]) < 4 / np.sqrt(np.size(x))
 
-    key = jax.random.PRNGKey(0)
-    shape, rate = (500, 400), 0.1
-    a = np.asarray(dropout_keep_mask(key, shape, rate))
-    b = np.asarray(dropout_keep_mask(jax.random.fold_in(key, 1), shape, rate))
-    n = a.size
-    sigma = np.sqrt(rate * (1 - rate) / n)
+
+def test_dropout_masks_keep_the_rate_and_are_independent():
+    from trainer.modeling import Dropout, attention_keep_mask, dropout_token_ids, hidden_keep_mask
+
+    rate = 0.1
+    text = np.repeat(np.arange(50), 10).reshape(50, 10)
+    tok = dropout_token_ids(jnp.asarray(text), jnp.asarray(np.tile(np.arange(10), (50, 1))))  # 50 texts x 10
+    seed, other = jnp.uint32(12345), jnp.uint32(12346)
+    a = np.asarray(hidden_keep_mask(seed, tok, 400, rate))  # [50, 10, 400]
+    b = np.asarray(hidden_keep_mask(other, tok, 400, rate))
+    sigma = np.sqrt(rate * (1 - rate) / a.size)
     assert abs(a.mean() - 0.9) < 3 * sigma and abs(b.mean() - 0.9) < 3 * sigma
-    for x, y in ((a, b), (a[:, 1:], a[:, :-1]), (a[1:], a[:-1])):  # across keys, neighbours in rows and columns
-        assert abs(np.corrcoef(x.ravel(), y.ravel())[0, 1]) < 4 / np.sqrt(x.size)
-    np.testing.assert_array_equal(np.asarray(dropout_keep_mask(key, shape, rate)), a)  # same key, same mask
-    assert np.asarray(dropout_keep_mask(key, shape, 0.0)).all()
-    x = jnp.ones(shape)
-    y = Dropout(rate).apply({}, x, deterministic=False, rngs={"dropout": key})
+    # across seeds (sites, steps), neighbouring units, neighbouring positions, neighbouring texts
+    for x, y in ((a, b), (a[..., 1:], a[..., :-1]), (a[:, 1:], a[:, :-1]), (a[1:], a[:-1])):
+        assert _corr_ok(x, y)
+    np.testing.assert_array_equal(np.asarray(hidden_keep_mask(seed, tok, 400, rate)), a)  # same inputs, same mask
+    assert np.asarray(hidden_keep_mask(seed, tok, 400, 0.0)).all()
+
+    att = np.asarray(attention_keep_mask(seed, tok, 12, rate))  # [50, 12 heads, 10, 10]
+    sigma = np.sqrt(rate * (1 - rate) / att.size)
+    assert abs(att.mean() - 0.9) < 3 * sigma
+    off = ~np.eye(10, dtype=bool)  # (q, k) against (k, q): off the diagonal, which maps to itself
+    for x, y in ((att[:, 1:], att[:, :-1]), (att[..., 1:], att[..., :-1]), (att[:, :, 1:], att[:, :, :-1]),
+                 (att[:, :, off], np.swapaxes(att, 2, 3)[:, :, off]),
+                 (att, np.asarray(attention_keep_mask(other, tok, 12, rate)))):
+        assert _corr_ok(x, y)  # heads, keys, queries, (q, k) vs (k, q), seeds
+
+    # A token's mask follows its identity: the same texts in another order give the same masks, moved.
+    perm = np.random.default_rng(0).permutation(50)
+    moved = np.asarray(hidden_keep_mask(seed, tok[perm], 400, rate))
+    np.testing.assert_array_equal(moved, a[perm])
+
+    x = jnp.ones((50, 10, 400))
+    y = Dropout(rate).apply({}, x, tok, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
     np.testing.assert_allclose(np.unique(np.asarray(y)), [0.0, 1 / 0.9], rtol=1e-6)  # inverted dropout
-    np.testing.assert_array_equal(Dropout(rate).apply({}, x, deterministic=True), x)
+    np.testing.assert_array_equal(Dropout(rate).apply({}, x, tok, deterministic=True), x)
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])

@@ -96,7 +96,7 @@ def test_pair_and_triplet_batches_use_their_directions(tiny):
     key = jax.random.PRNGKey(0)
     l_sym, _ = jax.jit(lambda p, b: loss_and_grads(apply, p, b, sym, key, True))(params, batch)
     l_one, _ = jax.jit(lambda p, b: loss_and_grads(apply, p, b, one, key, True))(params, batch)
-    emb = [jax.jit(apply, static_argnums=3)(params, batch[f"{c}_ids"], batch[f"{c}_mask"], True, key)
+    emb = [jax.jit(apply, static_argnums=4)(params, batch[f"{c}_ids"], batch[f"{c}_mask"], None, True, key)
            for c in ("anchor", "positive")]
     fwd = contrastive_loss(*emb, anchor_fp=batch["anchor_fp"], positive_fp=batch["positive_fp"])
     bwd = contrastive_loss(emb[1], emb[0], anchor_fp=batch["positive_fp"], positive_fp=batch["anchor_fp"])

@@ -1,0 +1,4 @@
+"""The JAX/Flax trainer. Importing it keeps JAX off an absent TPU when libtpu is installed (trainer/tpu.py)."""
+from trainer.tpu import quiet_start as _quiet_start
+
+_quiet_start()

@@ -36,7 +36,12 @@ class TrainConfig:
     grad_clip_norm: float = 1.0
     train_steps: int = 540_000
     batch_size: int = 1024  # global batch, over all devices and hosts
-    grad_cache_chunk: int = 0  # 0 = off; else embed the batch in chunks of this many texts
+    adam_mu_dtype: str = "float32"  # AdamW's first moment: float32 | bfloat16 (the second stays float32)
+    # Memory plan (trainer/memory_plan.py; none of it changes the numbers, only memory and speed):
+    grad_cache_chunk: int = 0  # 0 = off; else embed every batch in chunks of this many texts
+    chunk_tokens: int = 0  # per device, most tokens one encoder pass holds; larger shapes are chunked
+    shard_optimizer: bool = False  # ZeRO-1: AdamW moments sharded over the devices
+    remat: str = "none"  # none | dots | full: recompute parts of each block in the backward pass
     # Data
     mixed_batch_share: float = 0.0  # share of batches drawn from all corpora (reference: 0)
     # Each batch is padded to the smallest bucket that fits it: static shapes (one compiled program
@@ -46,6 +51,9 @@ class TrainConfig:
     # length >= pack_min_row_length, attending within their own text; same embeddings, far fewer tokens.
     packing: bool = True
     pack_min_row_length: int = 64
+    # Rows per device come from a ladder with this many steps per doubling (padding rows < 1/steps):
+    # more steps waste fewer tokens, fewer steps compile fewer programs (trainer/program_count.py).
+    pack_row_steps: int = 16
     shuffle_buffer: int = 10_000
     seed: int = 42
     # Loop
@@ -56,6 +64,13 @@ class TrainConfig:
     eval_max_examples: int = 1000  # per corpus validation split, for retrieval eval
     sts_dev: str | None = None
     export_dir: str | None = None  # default: <workdir>/export
+    # Start-up: compile the worst-case batch shapes and stop before step 1 if one does not fit
+    # (trainer/preflight.py); the budget is the device's memory, or this many GiB when > 0.
+    preflight: bool = True
+    memory_budget_gib: float = 0.0
+    # JAX's persistent compilation cache: "workdir" (<workdir>/compilation_cache), "off", or a
+    # directory (local or gs://), so that a restarted run does not compile its programs again.
+    compilation_cache: str = "workdir"
 
     def replace(self, **kw: Any) -> "TrainConfig":
         return dataclasses.replace(self, **kw)

@@ -6,9 +6,10 @@
 3. Re-run each chunk under `jax.vjp` and pull its slice of that gradient back to the parameters,
    accumulating. Peak activation memory is that of one chunk; compute is ~1 extra forward pass.
 
-Both passes give chunk k of column c the same dropout key, fold_in(fold_in(step_key, c), k), so the
-re-run reproduces the embeddings of pass 1 and the gradient is exact. The plain step uses the same
-keys with a single chunk, so `chunk = B` reproduces it exactly, dropout included.
+Dropout masks are functions of each token's identity (its text's index in the global batch and its
+position: modeling.dropout_token_ids, carried beside the ids), and every pass uses the step's one key,
+so the re-run reproduces the embeddings of pass 1, the gradient is exact, and any chunking gives the
+plain step's numbers, dropout included.
 
 Mesh: a chunk takes the same number of rows from every device's slice of the batch (rows are
 regrouped [D, K, b] -> [K, D, b] by reshapes that need no communication), so every device works
@@ -23,17 +24,9 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from trainer.mesh import DATA_AXIS
-from trainer.packing import PACKED_KEYS, texts_per_shard
 
-# apply_fn(params, input_ids [N, L], attention_mask [N, L], deterministic, dropout_key) -> [N, H]
-ApplyFn = Callable[[Any, jax.Array, jax.Array, bool, jax.Array], jax.Array]
-
-
-def chunk_keys(step_key: jax.Array, n_columns: int, n_chunks: int) -> jax.Array:
-    """Dropout keys [C * K, ...]: fold_in(fold_in(step_key, column), chunk), column-major."""
-    per_col = jax.vmap(lambda c: jax.random.fold_in(step_key, c))(jnp.arange(n_columns))
-    return jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(n_chunks)))(
-        per_col).reshape((n_columns * n_chunks,) + step_key.shape)
+# apply_fn(params, input_ids [N, L], attention_mask [N, L], token_ids [N, L], deterministic, key) -> [N, H]
+ApplyFn = Callable[[Any, jax.Array, jax.Array, jax.Array, bool, jax.Array], jax.Array]
 
 
 def _layout(batch_size: int, chunk: int, n_shards: int) -> tuple[int, int]:
@@ -68,57 +61,52 @@ def _constrain(x: jax.Array, mesh: Mesh | None, spec: P) -> jax.Array:
     return x if mesh is None else jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
-def embed_in_chunks(apply_fn: ApplyFn, params: Any, ids: jax.Array, masks: jax.Array, keys: jax.Array,
-                    chunk: int, deterministic: bool, mesh: Mesh | None = None) -> jax.Array:
+def embed_in_chunks(apply_fn: ApplyFn, params: Any, ids: jax.Array, masks: jax.Array, token_ids: jax.Array,
+                    key: jax.Array, chunk: int, deterministic: bool, mesh: Mesh | None = None) -> jax.Array:
     """Embeddings [C, B, H] (float32) of token ids [C, B, L], one encoder call per chunk (a scan).
 
     Differentiable, but differentiating it keeps every chunk's activations: the cached path below
-    calls it under stop_gradient; tests use it as the reference that shares the dropout keys."""
+    calls it under stop_gradient; tests use it as a reference."""
     n_shards = 1 if mesh is None else int(mesh.shape[DATA_AXIS])
     n_cols = ids.shape[0]
-    ids_c = _constrain(to_chunks(ids, chunk, n_shards), mesh, P(None, DATA_AXIS))
-    masks_c = _constrain(to_chunks(masks, chunk, n_shards), mesh, P(None, DATA_AXIS))
+    chunks = tuple(_constrain(to_chunks(x, chunk, n_shards), mesh, P(None, DATA_AXIS)) for x in (ids, masks, token_ids))
 
     def body(_, xs):
-        i, m, key = xs
-        i, m = _constrain(i, mesh, P(DATA_AXIS)), _constrain(m, mesh, P(DATA_AXIS))
-        return None, apply_fn(params, i, m, deterministic, key).astype(jnp.float32)
+        i, m, t = (_constrain(x, mesh, P(DATA_AXIS)) for x in xs)
+        return None, apply_fn(params, i, m, t, deterministic, key).astype(jnp.float32)
 
-    _, embs = jax.lax.scan(body, None, (ids_c, masks_c, keys))
+    _, embs = jax.lax.scan(body, None, chunks)
     return from_chunks(embs, n_cols, n_shards)
 
 
-def cached_value_and_grad(apply_fn: ApplyFn, params: Any, ids: jax.Array, masks: jax.Array,
-                          loss_of_embeddings: Callable[[jax.Array], jax.Array], step_key: jax.Array,
+def cached_value_and_grad(apply_fn: ApplyFn, params: Any, ids: jax.Array, masks: jax.Array, token_ids: jax.Array,
+                          loss_of_embeddings: Callable[[jax.Array], jax.Array], key: jax.Array,
                           chunk: int, deterministic: bool, mesh: Mesh | None = None) -> tuple[jax.Array, Any]:
     """(loss, d loss / d params) with activation memory of one chunk.
 
-    ids, masks: [C, B, L] (columns anchor, positive[, negative]); loss_of_embeddings: [C, B, H] -> scalar.
-    """
+    ids, masks, token_ids: [C, B, L] (columns anchor, positive[, negative]); loss_of_embeddings:
+    [C, B, H] -> scalar."""
     n_shards = 1 if mesh is None else int(mesh.shape[DATA_AXIS])
-    n_cols, batch = ids.shape[:2]
-    n_chunks, _ = _layout(batch, chunk, n_shards)
-    keys = chunk_keys(step_key, n_cols, n_chunks)
+    _layout(ids.shape[1], chunk, n_shards)
 
     # Pass 1: embeddings without activations kept.
-    embs = jax.lax.stop_gradient(embed_in_chunks(apply_fn, params, ids, masks, keys, chunk, deterministic, mesh))
+    embs = jax.lax.stop_gradient(
+        embed_in_chunks(apply_fn, params, ids, masks, token_ids, key, chunk, deterministic, mesh))
     # The loss over the whole global batch, and its gradient w.r.t. the embeddings.
     loss, g_embs = jax.value_and_grad(loss_of_embeddings)(embs)
 
-    # Pass 2: per chunk, recompute with the same dropout key and pull the embedding gradient back.
-    ids_c = _constrain(to_chunks(ids, chunk, n_shards), mesh, P(None, DATA_AXIS))
-    masks_c = _constrain(to_chunks(masks, chunk, n_shards), mesh, P(None, DATA_AXIS))
-    g_c = _constrain(to_chunks(g_embs, chunk, n_shards), mesh, P(None, DATA_AXIS))
+    # Pass 2: per chunk, recompute (same masks) and pull the embedding gradient back.
+    chunks = tuple(_constrain(to_chunks(x, chunk, n_shards), mesh, P(None, DATA_AXIS))
+                   for x in (ids, masks, token_ids, g_embs))
 
     def body(acc, xs):
-        i, m, key, g = xs
-        i, m, g = (_constrain(t, mesh, P(DATA_AXIS)) for t in (i, m, g))
-        _, vjp = jax.vjp(lambda p: apply_fn(p, i, m, deterministic, key).astype(jnp.float32), params)
+        i, m, t, g = (_constrain(x, mesh, P(DATA_AXIS)) for x in xs)
+        _, vjp = jax.vjp(lambda p: apply_fn(p, i, m, t, deterministic, key).astype(jnp.float32), params)
         (gp,) = vjp(g)
         return jax.tree_util.tree_map(jnp.add, acc, gp), None
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-    grads, _ = jax.lax.scan(body, zeros, (ids_c, masks_c, keys, g_c))
+    grads, _ = jax.lax.scan(body, zeros, chunks)
     return loss, grads
 
 
@@ -136,33 +124,30 @@ def columns_to_packed(x: jax.Array, n_shards: int) -> jax.Array:
     return x.reshape((n_shards, sb // n_shards * c) + x.shape[3:])
 
 
-def cached_value_and_grad_packed(packed_fn: Callable, params: Any, batch: dict[str, jax.Array],
+def cached_value_and_grad_packed(packed_fn: Callable, params: Any, arrays: Sequence[jax.Array], n_texts: int,
                                  loss_of_embeddings: Callable[[jax.Array], jax.Array], n_columns: int,
-                                 step_key: jax.Array, n_chunks: int, deterministic: bool,
+                                 key: jax.Array, n_chunks: int, deterministic: bool,
                                  mesh: Mesh | None = None) -> tuple[jax.Array, Any]:
     """Gradient caching of a packed batch (trainer/packing.py): chunk k is rows k*r..(k+1)*r-1 of
     every shard (r = R / n_chunks). A text lies in one row, so each chunk embeds whole texts; its
     output is zero for the texts of other chunks (and so is its derivative), and the chunks' outputs
     sum to the batch's embeddings.
 
-    packed_fn(params, ids, positions, text_index [S, r, L], num_texts, deterministic, key) -> [S, T, H]."""
-    ids, pos, text = (batch[k] for k in PACKED_KEYS)
-    n_shards, rows, length = ids.shape
+    arrays: ids, positions, text_index, token_ids [S, R, L];
+    packed_fn(params, ids, positions, text_index, token_ids [S, r, L], num_texts, deterministic, key) -> [S, T, H]."""
+    n_shards, rows, length = arrays[0].shape
     if rows % n_chunks:
         raise ValueError(f"{rows} packed rows per shard do not split into {n_chunks} gradient-caching chunks")
-    n_texts = texts_per_shard(batch)
-    keys = chunk_keys(step_key, 1, n_chunks)
 
     def split(t):  # [S, R, L] -> [K, S, r, L], each chunk sharded on S like the batch
         t = jnp.swapaxes(t.reshape(n_shards, n_chunks, rows // n_chunks, length), 0, 1)
         return _constrain(t, mesh, P(None, DATA_AXIS))
 
-    chunks = (split(ids), split(pos), split(text), keys)
+    chunks = tuple(split(a) for a in arrays)
 
     def embed(p, xs):
-        i, po, t, key = xs
-        i, po, t = (_constrain(a, mesh, P(DATA_AXIS)) for a in (i, po, t))
-        return packed_fn(p, i, po, t, n_texts, deterministic, key).astype(jnp.float32)
+        xs = [_constrain(a, mesh, P(DATA_AXIS)) for a in xs]
+        return packed_fn(p, *xs, n_texts, deterministic, key).astype(jnp.float32)
 
     # Pass 1: the batch's embeddings, chunk by chunk, without activations kept.
     def sum_body(acc, xs):
@@ -173,7 +158,7 @@ def cached_value_and_grad_packed(packed_fn: Callable, params: Any, batch: dict[s
     loss, g = jax.value_and_grad(loss_of_embeddings)(packed_to_columns(embs, n_columns))
     g = columns_to_packed(g, n_shards)
 
-    # Pass 2: per chunk, recompute with the same dropout key and pull the embedding gradient back.
+    # Pass 2: per chunk, recompute (same masks) and pull the embedding gradient back.
     def grad_body(acc, xs):
         _, vjp = jax.vjp(lambda p: embed(p, xs), params)
         (gp,) = vjp(g)

@@ -271,7 +271,7 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------------------------------- API
 
-def load_pretrained(name_or_path: str, dtype: Any = jnp.float32, remat: bool = False) -> Pretrained:
+def load_pretrained(name_or_path: str, dtype: Any = jnp.float32, remat: bool | str = "none") -> Pretrained:
     """Loads a BERT / RoBERTa / XLM-RoBERTa checkpoint as a SentenceEncoder with float32 parameters."""
     model_dir = resolve_model_dir(name_or_path)
     hf_config = read_hf_config(model_dir)
@@ -295,7 +295,8 @@ def pooler_tensors(sd: dict[str, Any], config: EncoderConfig) -> dict[str, np.nd
 
 
 def init_random(
-    config: EncoderConfig, seed: int = 0, dtype: Any = jnp.float32, source_dir: str | None = None, remat: bool = False
+    config: EncoderConfig, seed: int = 0, dtype: Any = jnp.float32, source_dir: str | None = None,
+    remat: bool | str = "none"
 ) -> Pretrained:
     """Randomly initialised parameters (normal(initializer_range) weights, unit LayerNorm), deterministic
     in `seed`. `source_dir` names a directory with tokenizer files, kept for export."""

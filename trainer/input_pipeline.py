@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from pipeline import record_schema
-from pipeline.data_config import SHAPES
+from pipeline.data_config import SHAPES, TRIPLET_SHAPES
 from trainer import batching
 from trainer.config import TrainConfig
 from trainer.corpus_schedule import MIXED, CorpusSchedule
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 # Part of the data order (the stateless draws are keyed per chunk); `state()` records it.
 CHUNK = 1024
 STATE_VERSION = 1
-TRIPLET_SHAPES = ("triplet", "query_with_negatives")
 _MAX_EPOCHS = 1 << 40
 
 

@@ -167,32 +167,69 @@ def _mix32(x: jax.Array) -> jax.Array:
     return x ^ (x >> 16)
 
 
-def dropout_keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
-    """Bernoulli(1 - rate) keep mask: a counter-based hash of (element index, 32-bit seed from `key`).
+# Dropout is a function of (seed, step, site, text, position within the text, unit), never of where a
+# token sits in memory: padded or packed rows, 1 or 8 devices, gradient-caching chunks or none give the
+# same masks, so a memory plan cannot change the math. A token's identity is its text's index in the
+# global batch (column-major: column * B + row) and its position within the text.
+POSITION_BITS = 12  # positions < 4096 (BERT/RoBERTa: 512); texts per global batch < 2^20
 
-    jax.random.bernoulli runs 20 threefry rounds per element, and on CPU those draws cost more than
-    the attention they mask (over 10% of a MiniLM training step); two multiply-xorshift hashes per
-    element are memory-bound instead. Same key -> same mask, so the step stays reproducible."""
-    n = math.prod(shape)
-    if n >= 1 << 32:
-        raise ValueError(f"dropout over {n} elements: the uint32 element counter would wrap")
-    seed = jax.random.bits(key, (), jnp.uint32)
-    bits = _mix32(_mix32(jax.lax.iota(jnp.uint32, n)) ^ seed).reshape(shape)
-    return bits >= jnp.uint32(min(round(rate * (1 << 32)), (1 << 32) - 1))
+
+def dropout_token_ids(text_index: jax.Array, positions: jax.Array) -> jax.Array:
+    """uint32 identity of each token: (global text index, 0-based position within its text), hashed."""
+    t = text_index.astype(jnp.uint32) << POSITION_BITS
+    return _mix32(t | positions.astype(jnp.uint32))
+
+
+def default_dropout_token_ids(shape: tuple[int, int], positions: jax.Array | None = None) -> jax.Array:
+    """Identities when the caller gives none: row r holds text r, positions count from 0 (or `positions`)."""
+    b, l = shape
+    rows = jax.lax.broadcasted_iota(jnp.int32, (b, l), 0)
+    pos = jax.lax.broadcasted_iota(jnp.int32, (b, l), 1) if positions is None else positions
+    return dropout_token_ids(rows, pos)
+
+
+def _threshold(rate: float) -> jax.Array:
+    return jnp.uint32(min(round(rate * (1 << 32)), (1 << 32) - 1))
+
+
+def hidden_keep_mask(seed: jax.Array, token_ids: jax.Array, units: int, rate: float) -> jax.Array:
+    """Keep mask [B, L, units] of Bernoulli(1 - rate): hash of (seed, token identity, unit).
+
+    One multiply-xorshift hash per element (threefry's 20 rounds, as jax.random.bernoulli draws them,
+    cost over 10% of a CPU training step); the per-token and per-unit parts are hashed once each."""
+    tok = _mix32(token_ids ^ seed)  # [B, L]
+    unit = _mix32(jax.lax.iota(jnp.uint32, units) + jnp.uint32(0x9E3779B9))  # [units]
+    return _mix32(tok[..., None] ^ unit) >= _threshold(rate)
+
+
+def attention_keep_mask(seed: jax.Array, token_ids: jax.Array, heads: int, rate: float) -> jax.Array:
+    """Keep mask [B, heads, L, L] for attention probabilities: hash of (seed, query token, head, key token).
+    Query and key are named by their identities, so the mask of a (query, key) pair of one text is the
+    same wherever the text lies; pairs across texts have zero probability and any mask."""
+    q = _mix32(token_ids ^ seed)  # [B, L]
+    head = _mix32((jax.lax.iota(jnp.uint32, heads) + jnp.uint32(1)) * jnp.uint32(0x9E3779B9) ^ seed)  # [heads]
+    k = _mix32(token_ids[:, None, :] ^ head[None, :, None])  # [B, heads, L]
+    return _mix32(q[:, None, :, None] ^ k[:, :, None, :]) >= _threshold(rate)
 
 
 class Dropout(nn.Module):
-    """Inverted dropout (as nn.Dropout) drawing its mask with `dropout_keep_mask`."""
+    """Inverted dropout (as nn.Dropout) with layout-invariant masks: `hidden_keep_mask` for [B, L, H]
+    activations, `attention_keep_mask` for [B, heads, L, L] probabilities. The seed is this site's
+    draw from the "dropout" rng (Flax folds in the module path), so sites and steps differ."""
 
     rate: float
 
     @nn.compact
-    def __call__(self, x, deterministic: bool):
+    def __call__(self, x, token_ids, deterministic: bool):
         if deterministic or self.rate == 0.0:
             return x
         if self.rate >= 1.0:
             return jnp.zeros_like(x)
-        keep = dropout_keep_mask(self.make_rng("dropout"), x.shape, self.rate)
+        seed = jax.random.bits(self.make_rng("dropout"), (), jnp.uint32)
+        if x.ndim == 4:
+            keep = attention_keep_mask(seed, token_ids, x.shape[1], self.rate)
+        else:
+            keep = hidden_keep_mask(seed, token_ids, x.shape[-1], self.rate)
         return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros((), x.dtype))
 
 
@@ -201,7 +238,7 @@ class Embeddings(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, input_ids, deterministic: bool = True, positions=None):
+    def __call__(self, input_ids, token_ids, deterministic: bool = True, positions=None):
         cfg = self.config
         init = nn.initializers.normal(cfg.initializer_range)
 
@@ -214,7 +251,7 @@ class Embeddings(nn.Module):
         # Single-segment inputs: token type 0 everywhere, as sentence-transformers feeds them.
         x = x + embed(cfg.type_vocab_size, "token_type_embeddings")(jnp.zeros_like(input_ids))
         x = _layer_norm(cfg, self.dtype, "LayerNorm")(x)
-        return Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+        return Dropout(cfg.hidden_dropout_prob)(x, token_ids, deterministic)
 
 
 class Layer(nn.Module):
@@ -224,7 +261,7 @@ class Layer(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, attention_mask, deterministic: bool = True):
+    def __call__(self, x, attention_mask, token_ids, deterministic: bool = True):
         cfg = self.config
         b, l, h = x.shape
         n = cfg.num_attention_heads
@@ -244,38 +281,55 @@ class Layer(nn.Module):
         keep = (attention_mask[:, None, None, :] if attention_mask.ndim == 2 else attention_mask[:, None]).astype(bool)
         scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)  # softmax in float32 even under bf16
-        probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+        probs = Dropout(cfg.attention_probs_dropout_prob)(probs, token_ids, deterministic)
         ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, l, h)
         a = _dense(h, cfg, self.dtype, "attention_output")(ctx)
-        a = Dropout(cfg.hidden_dropout_prob)(a, deterministic=deterministic)
+        a = Dropout(cfg.hidden_dropout_prob)(a, token_ids, deterministic)
         x = _layer_norm(cfg, self.dtype, "attention_layer_norm")(a + x)
 
         f = _ACTIVATIONS[cfg.hidden_act](_dense(cfg.intermediate_size, cfg, self.dtype, "intermediate")(x))
         f = _dense(h, cfg, self.dtype, "output")(f)
-        f = Dropout(cfg.hidden_dropout_prob)(f, deterministic=deterministic)
+        f = Dropout(cfg.hidden_dropout_prob)(f, token_ids, deterministic)
         return _layer_norm(cfg, self.dtype, "output_layer_norm")(f + x)
+
+
+# Rematerialisation (activation checkpointing) of each encoder block in the backward pass:
+#   "none": keep every activation; "full": keep only each block's input (~1/3 more compute);
+#   "dots": keep the outputs of the weight matmuls, recompute the cheap rest (attention scores,
+#           softmax, GELU, LayerNorm, dropout): most of the memory saving for a few % of compute.
+REMAT_POLICIES = {"none": None, "full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+def remat_mode(remat: bool | str) -> str:
+    mode = {True: "full", False: "none"}.get(remat, remat) if isinstance(remat, bool) else remat
+    if mode not in REMAT_POLICIES:
+        raise ValueError(f"remat must be one of {', '.join(REMAT_POLICIES)}, got {remat!r}")
+    return mode
 
 
 class Encoder(nn.Module):
     """Token ids [B, L] and attention mask [B, L] (1 = token, 0 = padding) -> last hidden states [B, L, H]
     in the compute dtype. Packed rows (several texts per row) pass a [B, L, L] mask and `positions`
-    (0-based within each text). Dropout (deterministic=False) draws from the "dropout" rng collection.
-    `remat=True` recomputes each block's activations in the backward pass (less memory, ~1/3 more compute)."""
+    (0-based within each text). Dropout (deterministic=False) draws from the "dropout" rng collection,
+    per token by `token_ids` (`dropout_token_ids`; default: row r is text r). `remat`: see REMAT_POLICIES."""
 
     config: EncoderConfig
     dtype: Any = jnp.float32
-    remat: bool = False
+    remat: bool | str = "none"
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask, deterministic: bool = True, positions=None):
+    def __call__(self, input_ids, attention_mask, deterministic: bool = True, positions=None, token_ids=None):
         if input_ids.shape[1] > self.config.max_input_length:
             raise ValueError(
                 f"sequence length {input_ids.shape[1]} exceeds the model's {self.config.max_input_length} positions"
             )
-        x = Embeddings(self.config, self.dtype, name="embeddings")(input_ids, deterministic, positions)
-        block = nn.remat(Layer, static_argnums=(3,)) if self.remat else Layer
+        if token_ids is None:
+            token_ids = default_dropout_token_ids(input_ids.shape, positions)
+        x = Embeddings(self.config, self.dtype, name="embeddings")(input_ids, token_ids, deterministic, positions)
+        mode = remat_mode(self.remat)
+        block = Layer if mode == "none" else nn.remat(Layer, static_argnums=(4,), policy=REMAT_POLICIES[mode])
         for i in range(self.config.num_hidden_layers):
-            x = block(self.config, self.dtype, name=f"layer_{i}")(x, attention_mask, deterministic)
+            x = block(self.config, self.dtype, name=f"layer_{i}")(x, attention_mask, token_ids, deterministic)
         return x
 
 
@@ -306,21 +360,27 @@ class SentenceEncoder(nn.Module):
 
     config: EncoderConfig
     dtype: Any = jnp.float32
-    remat: bool = False
+    remat: bool | str = "none"
 
     def setup(self):
         self.encoder = Encoder(self.config, self.dtype, self.remat)
 
-    def __call__(self, input_ids, attention_mask, deterministic: bool = True):
-        return l2_normalize(mean_pool(self.encoder(input_ids, attention_mask, deterministic), attention_mask))
+    def __call__(self, input_ids, attention_mask, deterministic: bool = True, token_ids=None):
+        hidden = self.encoder(input_ids, attention_mask, deterministic, token_ids=token_ids)
+        return l2_normalize(mean_pool(hidden, attention_mask))
 
-    def packed(self, input_ids, positions, text_index, num_texts: int, deterministic: bool = True):
+    def packed(self, input_ids, positions, text_index, num_texts: int, deterministic: bool = True, token_ids=None):
         """Embeddings of packed rows: ids / positions / text_index [S, R, L] (S shards of R rows, each row
         holding whole texts back to back; text_index numbers a shard's texts 0..num_texts-1, -1 = padding)
-        -> unit-norm float32 [S, num_texts, H]. Same embeddings as `__call__` on the texts one per row."""
+        -> unit-norm float32 [S, num_texts, H]. Same embeddings as `__call__` on the texts one per row.
+        `token_ids` [S, R, L]: dropout identities (default: shard-local text index and position)."""
         s, r, l = input_ids.shape
         flat = lambda t: t.reshape(s * r, l)
-        hidden = self.encoder(flat(input_ids), packed_attention_mask(flat(text_index)), deterministic, flat(positions))
+        if token_ids is None:  # shard-local text t of shard i is text i * num_texts + t
+            shard = jax.lax.broadcasted_iota(jnp.int32, text_index.shape, 0)
+            token_ids = dropout_token_ids(shard * num_texts + jnp.maximum(text_index, 0), positions)
+        hidden = self.encoder(flat(input_ids), packed_attention_mask(flat(text_index)), deterministic,
+                              flat(positions), flat(token_ids))
         pooled = jax.vmap(lambda h, t: packed_mean_pool(h, t, num_texts))(
             hidden.reshape(s, r * l, -1), text_index.reshape(s, r * l))
         return l2_normalize(pooled)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from trainer.config import TrainConfig
@@ -33,7 +34,12 @@ def weight_decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(lambda p, _: not _no_decay(p), params)
 
 
+MU_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # None: the parameters' dtype (float32)
+
+
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    if cfg.adam_mu_dtype not in MU_DTYPES:
+        raise ValueError(f"adam_mu_dtype must be one of {', '.join(MU_DTYPES)}, got {cfg.adam_mu_dtype!r}")
     tx = optax.adamw(
         learning_rate_schedule(cfg),
         b1=cfg.adam_b1,
@@ -41,6 +47,7 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
         eps=cfg.adam_eps,
         weight_decay=cfg.weight_decay,
         mask=weight_decay_mask,
+        mu_dtype=MU_DTYPES[cfg.adam_mu_dtype],
     )
     if cfg.grad_clip_norm and cfg.grad_clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), tx)

@@ -19,7 +19,7 @@ shard, C = columns (anchor, positive[, negative]), T = C * b texts per shard:
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -38,12 +38,15 @@ def texts_per_shard(batch: Mapping[str, object]) -> int:
     return len(packed_columns(batch)) * (np.shape(batch["anchor_fp"])[0] // np.shape(batch["packed_ids"])[0])
 
 
-def row_bucket(n: int) -> int:
-    """Smallest count >= n of the form m * 2^e with 16 <= m < 32 (n itself up to 16): < 1/16 padding
-    rows, at 16 compiled shapes per doubling of the row count (8 steps measured 3% slower training)."""
-    if n <= 16:
+def row_bucket(n: int, steps: int = 16) -> int:
+    """Smallest count >= n of the form m * 2^e with steps <= m < 2 * steps (n itself up to `steps`):
+    under 1/steps padding rows, at `steps` compiled shapes per doubling of the row count. 16 suits
+    CPU and GPU (8 steps measured 3% slower training on CPU); TPU runs take fewer programs."""
+    if steps < 1 or steps & (steps - 1):
+        raise ValueError(f"row-count steps per doubling must be a power of two, got {steps}")
+    if n <= steps:
         return max(int(n), 1)
-    step = 1 << (int(n).bit_length() - 5)
+    step = 1 << (int(n).bit_length() - steps.bit_length())
     return -(-int(n) // step) * step
 
 
@@ -89,13 +92,34 @@ def packed_columns(batch: Mapping[str, object]) -> tuple[str, ...]:
     return tuple(c for c in ID_KEYS if f"{c}_fp" in batch)
 
 
+def place_texts(lengths: np.ndarray, n_shards: int, buckets: Sequence[int], min_row_length: int,
+                row_steps: int = 16, rows_for: Callable[[int, int], int] | None = None):
+    """Where pack_batch puts each text, from the token counts [C, B] alone (the shape simulation of
+    trainer/program_count.py uses it without token ids). Returns (per-shard lengths [S, C * b], the
+    per-shard placements (bin, offset, bins), rows per shard, row length)."""
+    n_cols, n_rows = lengths.shape
+    if n_rows % n_shards:
+        raise ValueError(f"batch of {n_rows} rows does not split over {n_shards} data shards")
+    b = n_rows // n_shards
+    longest = int(lengths.max(initial=0))
+    row_len = bucket_length(min(max(longest, min_row_length), buckets[-1]), buckets)
+    # Per shard: texts numbered t = c * b + i (column-major), packed into that shard's rows.
+    shard_lengths = lengths.reshape(n_cols, n_shards, b).transpose(1, 0, 2).reshape(n_shards, n_cols * b)
+    placements = [best_fit_decreasing(shard_lengths[s], row_len) for s in range(n_shards)]
+    rows = row_bucket(max(p[2] for p in placements), row_steps)
+    if rows_for is not None:
+        rows = rows_for(rows, row_len)
+    return shard_lengths, placements, rows, row_len
+
+
 def pack_batch(batch: Mapping[str, object], n_shards: int, buckets: Sequence[int], min_row_length: int,
-               pad_id: int, row_multiple: int = 1) -> dict:
+               pad_id: int, row_steps: int = 16, rows_for: Callable[[int, int], int] | None = None) -> dict:
     """A padded batch (`<column>_ids/_mask` [B, L], `<column>_fp` [B]) -> the packed batch above.
 
-    `buckets`: allowed row lengths (sorted; the last is max_seq_length). `row_multiple`: rows per
-    shard are a multiple of it (gradient caching splits them into that many chunks). With several
-    hosts, agree on the max (row length, rows) over hosts and `pad_packed` every host's batch to it."""
+    `buckets`: allowed row lengths (sorted; the last is max_seq_length). Rows per shard: the ladder
+    (`row_bucket(n, row_steps)`), then `rows_for(rows, row_length)` when given (the memory plan grows
+    them to a multiple of their gradient-caching chunks: ChunkPlan.packed_rows). With several hosts,
+    agree on the max (row length, rows) over hosts and `pad_packed` every host's batch to it."""
     columns = tuple(c for c in ID_KEYS if f"{c}_ids" in batch)
     missing = [c for c in columns if f"{c}_fp" not in batch]
     if missing:
@@ -103,17 +127,10 @@ def pack_batch(batch: Mapping[str, object], n_shards: int, buckets: Sequence[int
     ids = np.stack([np.asarray(batch[f"{c}_ids"]) for c in columns])  # [C, B, L]
     mask = np.stack([np.asarray(batch[f"{c}_mask"]) for c in columns]).astype(bool)
     n_cols, n_rows, _ = ids.shape
-    if n_rows % n_shards:
-        raise ValueError(f"batch of {n_rows} rows does not split over {n_shards} data shards")
     b = n_rows // n_shards
     lengths = mask.sum(axis=2)  # [C, B]; texts are left-aligned, as the input pipeline pads them
-    longest = int(lengths.max(initial=0))
-    row_len = bucket_length(min(max(longest, min_row_length), buckets[-1]), buckets)
-
-    # Per shard: texts numbered t = c * b + i (column-major), packed into that shard's rows.
-    shard_lengths = lengths.reshape(n_cols, n_shards, b).transpose(1, 0, 2).reshape(n_shards, n_cols * b)
-    placements = [best_fit_decreasing(shard_lengths[s], row_len) for s in range(n_shards)]
-    rows = -(-row_bucket(max(p[2] for p in placements)) // row_multiple) * row_multiple
+    shard_lengths, placements, rows, row_len = place_texts(lengths, n_shards, buckets, min_row_length, row_steps,
+                                                           rows_for)
 
     out_ids, out_pos, out_text = (np.full((n_shards, rows, row_len), fill, np.int32) for fill in _fills(pad_id))
     src_ids = ids.reshape(n_cols, n_shards, b, -1).transpose(1, 0, 2, 3).reshape(n_shards, n_cols * b, -1)

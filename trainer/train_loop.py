@@ -19,6 +19,7 @@ import numpy as np
 
 from trainer import storage
 from trainer.checkpointing import Checkpointer
+from pipeline.data_config import TRIPLET_SHAPES
 from trainer.config import TrainConfig
 from trainer.mesh import create_mesh, data_shards, layout_report, shard_batch
 from trainer.metrics_writer import MetricsWriter
@@ -63,28 +64,24 @@ def _sync_length(length: int) -> int:
     return int(_sync_max(length))
 
 
-def _batch_packer(cfg: TrainConfig, mesh, pad_id: int):
-    """padded batch -> packed batch (cfg.packing), this host's devices as the shards; else None.
-    Runs on the input pipeline's thread; `_agree_on_packed_shape` then runs on the main thread."""
-    if not cfg.packing:
-        return None
-    from trainer.batching import effective_buckets
-    from trainer.packing import pack_batch
-
-    buckets = effective_buckets(cfg.bucket_lengths, cfg.max_seq_length)
-    n_chunks = cfg.batch_size // cfg.grad_cache_chunk if cfg.grad_cache_chunk else 1
-    local_shards = data_shards(mesh) // jax.process_count()
-    return lambda batch: pack_batch(batch, local_shards, buckets, cfg.pack_min_row_length, pad_id,
-                                    row_multiple=n_chunks)
-
-
-def _agree_on_packed_shape(batch: dict, pad_id: int) -> dict:
-    """With several hosts, every host's packed rows grow to the longest and most any host has."""
+def _agree_on_packed_shape(batch: dict, pad_id: int, plan) -> dict:
+    """With several hosts, every host's packed rows grow to the longest and most any host has (then
+    to a row count the memory plan can chunk)."""
     from trainer.packing import pad_packed
 
     rows, row_length = batch["packed_ids"].shape[1:]
     rows, row_length = (int(v) for v in _sync_max((rows, row_length)))
-    return pad_packed(batch, row_length, rows, pad_id)
+    return pad_packed(batch, row_length, plan.packed_rows(rows, row_length), pad_id)
+
+
+def enable_compilation_cache(setting: str, workdir: str) -> str | None:
+    """JAX's persistent compilation cache (local or gs://): a restarted run (preemption, resume) loads
+    its programs instead of compiling them again. Returns the directory, or None when "off"."""
+    if setting == "off":
+        return None
+    path = storage.join(workdir, "compilation_cache") if setting == "workdir" else setting
+    jax.config.update("jax_compilation_cache_dir", path)
+    return path
 
 
 def _load_model(cfg: TrainConfig):
@@ -96,8 +93,8 @@ def _load_model(cfg: TrainConfig):
     if cfg.from_scratch:
         model_dir = resolve_model_dir(cfg.model)
         config = EncoderConfig.from_hf_dict(read_hf_config(model_dir))
-        return init_random(config, seed=cfg.seed, dtype=dtype, source_dir=model_dir)
-    return load_pretrained(cfg.model, dtype=dtype)
+        return init_random(config, seed=cfg.seed, dtype=dtype, source_dir=model_dir, remat=cfg.remat)
+    return load_pretrained(cfg.model, dtype=dtype, remat=cfg.remat)
 
 
 def _save_model_source(pretrained, workdir: str) -> str:
@@ -219,12 +216,15 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
     from trainer.encode import load_tokenizer
     from trainer.export import export_sentence_transformers
     from trainer.input_pipeline import InputPipeline, read_manifest
-    from trainer.train_step import create_train_state, make_train_step
+    from trainer.memory_plan import ChunkPlan, batch_packer
+    from trainer.train_step import create_train_state, make_train_step, train_state_sharding
 
     is_main = jax.process_index() == 0
+    cache_dir = enable_compilation_cache(cfg.compilation_cache, workdir)
     mesh = create_mesh()
     log.info("devices: %d (%s), hosts: %d", jax.device_count(), jax.devices()[0].platform, jax.process_count())
     log.info("%s", layout_report(cfg.batch_size, mesh, cfg.grad_cache_chunk))
+    log.info("compilation cache: %s", cache_dir or "off")
 
     manifest = read_manifest(data_dir)
     pretrained = _load_model(cfg)
@@ -234,6 +234,11 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
     pad_id = int(manifest["tokenizer"]["pad_token_id"])
 
     state = create_train_state(pretrained.params["params"], cfg, mesh)
+    if cfg.preflight:  # before any thread starts: a refusal leaves nothing running
+        from trainer.preflight import run_preflight
+
+        kinds = {"triplet" if c["shape"] in TRIPLET_SHAPES else "pair" for c in manifest["corpora"]}
+        run_preflight(pretrained.model, cfg, mesh, state, (kinds | {"pair"}) if cfg.mixed_batch_share else kinds)
     checkpointer = Checkpointer(workdir, keep=cfg.keep_checkpoints)
     data_state = None
     if checkpointer.latest_step() is not None:
@@ -246,10 +251,13 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
             "config": cfg.to_json(), "data_dir": data_dir}
 
     multi_host = jax.process_count() > 1
+    plan = ChunkPlan.from_config(cfg, data_shards(mesh))
+    packer = (batch_packer(cfg, data_shards(mesh), data_shards(mesh) // jax.process_count(), pad_id)
+              if cfg.packing else None)
     pipeline = InputPipeline(data_dir, cfg, jax.process_index(), jax.process_count(), state=data_state,
                              sync_length=_sync_length if multi_host and not cfg.packing else None,
-                             transform=_batch_packer(cfg, mesh, pad_id))
-    step_fn = make_train_step(pretrained.model, cfg, mesh)
+                             transform=packer)
+    step_fn = make_train_step(pretrained.model, cfg, mesh, state_sharding=train_state_sharding(state, cfg, mesh))
     evaluator = _Evaluator(cfg, pretrained.model, tokenizer, data_dir, manifest, pad_id)
     writer = MetricsWriter(workdir, enabled=is_main)
 
@@ -278,7 +286,7 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
             corpus = batch.pop("corpus")
             rows = batch["anchor_fp"].shape[0] * jax.process_count()
             if cfg.packing and multi_host:
-                batch = _agree_on_packed_shape(batch, pad_id)
+                batch = _agree_on_packed_shape(batch, pad_id, plan)
             state, metrics = step_fn(state, shard_batch(batch, mesh))
             metrics = jax.device_get(metrics)
             step += 1

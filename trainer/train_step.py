@@ -5,7 +5,10 @@ contrastive loss over the whole global batch (XLA inserts the gathers the simila
 clips, applies AdamW and returns the new state with metrics. Pair batches use
 `cfg.pair_directions`, triplet batches (a `negative_ids` column) `cfg.triplet_directions`.
 
-Dropout keys come from (seed, step) by fold_in, so a resumed run draws the same dropout. A
+Dropout: one key per step, fold_in(seed, step), so a resumed run draws the same dropout; each mask is
+a hash of that key, the site and the token's identity (its text's index in the global batch and its
+position within the text: `padded_token_ids`, `packed_token_ids`), so padded or packed rows, any
+device count and any gradient-caching chunks (trainer/memory_plan.py) give the same numbers. A
 non-finite loss or gradient leaves the state untouched (metrics["finite"] is False) so the loop can
 stop with the last good state and checkpoint intact.
 """
@@ -21,10 +24,12 @@ import optax
 from jax.sharding import Mesh
 
 from trainer.config import TrainConfig
-from trainer.grad_cache import (cached_value_and_grad, cached_value_and_grad_packed, chunk_keys, packed_to_columns,
+from trainer.grad_cache import (cached_value_and_grad, cached_value_and_grad_packed, packed_to_columns,
                                 stack_columns)
 from trainer.loss import contrastive_loss, validate_loss_options
+from trainer.memory_plan import ChunkPlan, state_shardings
 from trainer.mesh import batch_sharding, check_batch_layout, data_shards, replicated
+from trainer.modeling import dropout_token_ids
 from trainer.optimizer import learning_rate_schedule, make_optimizer
 from trainer.packing import PACKED_KEYS, packed_columns, texts_per_shard
 
@@ -46,39 +51,64 @@ class TrainState:
     rng: jax.Array  # base PRNG key from the seed; the step's key is fold_in(rng, step)
 
 
+def train_state_sharding(state: TrainState, cfg: TrainConfig, mesh: Mesh) -> Any:
+    """Per-leaf shardings of `state` (or of its abstract shapes): replicated, or with the optimizer
+    state sharded over the devices when cfg.shard_optimizer (ZeRO-1)."""
+    return state_shardings(state, mesh, cfg.shard_optimizer)
+
+
 def create_train_state(params: Any, cfg: TrainConfig, mesh: Mesh | None = None,
                        tx: optax.GradientTransformation | None = None) -> TrainState:
-    """A fresh state (step 0) around float32 params; replicated over the mesh when one is given."""
+    """A fresh state (step 0) around float32 params; placed on the mesh when one is given."""
     tx = tx or make_optimizer(cfg)
     # A copy: the step donates the state, which must not delete the caller's arrays.
     params = jax.tree_util.tree_map(lambda p: jnp.array(p, jnp.float32, copy=True), params)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                        rng=jax.random.PRNGKey(cfg.seed))
     if mesh is not None:
-        state = jax.device_put(state, replicated(mesh))
+        state = jax.device_put(state, train_state_sharding(state, cfg, mesh))
     return state
 
 
 def as_apply_fn(model: Any) -> Callable:
-    """A Flax module (SentenceEncoder) or a ready `apply_fn(params, ids, mask, deterministic, key)`."""
+    """apply_fn(params, ids, mask, token_ids, deterministic, key) -> [N, H] for a Flax SentenceEncoder
+    (or a ready function of that signature)."""
     if isinstance(model, nn.Module):
-        def apply_fn(params, ids, mask, deterministic, key):
+        def apply_fn(params, ids, mask, token_ids, deterministic, key):
             rngs = None if deterministic else {"dropout": key}
-            return model.apply({"params": params}, ids, mask, deterministic=deterministic, rngs=rngs)
+            return model.apply({"params": params}, ids, mask, deterministic=deterministic, token_ids=token_ids,
+                               rngs=rngs)
         return apply_fn
     return model
 
 
 def as_packed_apply_fn(model: Any) -> Callable:
-    """packed_fn(params, ids, positions, text_index [S, R, L], num_texts, deterministic, key) -> [S, T, H]."""
+    """packed_fn(params, ids, positions, text_index, token_ids [S, R, L], num_texts, deterministic, key) -> [S, T, H]."""
     if not isinstance(model, nn.Module):
         raise ValueError("packed batches need the Flax SentenceEncoder module, not a bare apply function")
 
-    def packed_fn(params, ids, positions, text_index, num_texts, deterministic, key):
+    def packed_fn(params, ids, positions, text_index, token_ids, num_texts, deterministic, key):
         rngs = None if deterministic else {"dropout": key}
         return model.apply({"params": params}, ids, positions, text_index, num_texts, deterministic=deterministic,
-                           rngs=rngs, method="packed")
+                           token_ids=token_ids, rngs=rngs, method="packed")
     return packed_fn
+
+
+def padded_token_ids(n_columns: int, batch_size: int, length: int) -> jax.Array:
+    """Dropout identities [C, B, L] of a padded global batch: text c * B + row, position = column."""
+    shape = (n_columns, batch_size, length)
+    text = (jax.lax.broadcasted_iota(jnp.int32, shape, 0) * batch_size + jax.lax.broadcasted_iota(jnp.int32, shape, 1))
+    return dropout_token_ids(text, jax.lax.broadcasted_iota(jnp.int32, shape, 2))
+
+
+def packed_token_ids(text_index: jax.Array, positions: jax.Array, batch_size: int) -> jax.Array:
+    """Dropout identities [S, R, L] of packed rows: shard s's local text t = c * b + i (b = B / S) is
+    global text c * B + s * b + i, the same number `padded_token_ids` gives it."""
+    n_shards = text_index.shape[0]
+    b = batch_size // n_shards
+    t = jnp.maximum(text_index, 0)  # padding slots: any identity (nothing reads them)
+    shard = jax.lax.broadcasted_iota(jnp.int32, text_index.shape, 0)
+    return dropout_token_ids((t // b) * batch_size + shard * b + t % b, positions)
 
 
 def batch_columns(batch: Mapping[str, Any]) -> tuple[str, ...]:
@@ -103,45 +133,58 @@ def make_loss_of_embeddings(cfg: TrainConfig, batch: Mapping[str, Any]) -> Calla
 
 def loss_and_grads(apply_fn: Callable, params: Any, batch: Mapping[str, jax.Array], cfg: TrainConfig,
                    step_key: jax.Array, deterministic: bool, mesh: Mesh | None = None):
-    """(loss, grads) of one batch: plain autodiff, or gradient caching when cfg.grad_cache_chunk > 0.
+    """(loss, grads) of one batch: plain autodiff, or gradient caching where the memory plan
+    (cfg.grad_cache_chunk / cfg.chunk_tokens, trainer/memory_plan.py) chunks this batch's shape.
     `apply_fn` is the model's (as_apply_fn) or, for a packed batch, as_packed_apply_fn's."""
     columns = batch_columns(batch)
     loss_fn = make_loss_of_embeddings(cfg, batch)
+    n_shards = 1 if mesh is None else data_shards(mesh)
     if "packed_ids" in batch:
-        if cfg.grad_cache_chunk:
-            n_chunks = batch["anchor_fp"].shape[0] // cfg.grad_cache_chunk
-            return cached_value_and_grad_packed(apply_fn, params, batch, loss_fn, len(columns), step_key, n_chunks,
-                                                deterministic, mesh)
-        key = chunk_keys(step_key, 1, 1)[0]  # the key gradient caching uses with one chunk
-        arrays = [batch[k] for k in PACKED_KEYS]
+        batch_size = batch["anchor_fp"].shape[0]
+        plan = ChunkPlan(batch_size, n_shards, cfg.grad_cache_chunk, cfg.chunk_tokens)
+        ids, pos, text = (batch[k] for k in PACKED_KEYS)
+        arrays = (ids, pos, text, packed_token_ids(text, pos, batch_size))
+        n_texts = texts_per_shard(batch)
+        n_chunks = plan.packed_chunks(*ids.shape[1:])
+        if n_chunks > 1:
+            return cached_value_and_grad_packed(apply_fn, params, arrays, n_texts, loss_fn, len(columns), step_key,
+                                                n_chunks, deterministic, mesh)
 
         def packed_loss(p):
-            embs = apply_fn(p, *arrays, texts_per_shard(batch), deterministic, key)
+            embs = apply_fn(p, *arrays, n_texts, deterministic, step_key)
             return loss_fn(packed_to_columns(embs.astype(jnp.float32), len(columns)))
         return jax.value_and_grad(packed_loss)(params)
     ids, masks = stack_columns(batch, columns)
-    if cfg.grad_cache_chunk:
-        return cached_value_and_grad(apply_fn, params, ids, masks, loss_fn, step_key,
-                                     cfg.grad_cache_chunk, deterministic, mesh)
-    keys = chunk_keys(step_key, len(columns), 1)  # the keys gradient caching uses with one chunk
+    token_ids = padded_token_ids(*ids.shape)
+    plan = ChunkPlan(ids.shape[1], n_shards, cfg.grad_cache_chunk, cfg.chunk_tokens)
+    chunk = plan.padded_chunk(len(columns), ids.shape[2])
+    if chunk:
+        return cached_value_and_grad(apply_fn, params, ids, masks, token_ids, loss_fn, step_key, chunk,
+                                     deterministic, mesh)
 
     def full_loss(p):
-        embs = jnp.stack([apply_fn(p, ids[c], masks[c], deterministic, keys[c]).astype(jnp.float32)
+        embs = jnp.stack([apply_fn(p, ids[c], masks[c], token_ids[c], deterministic, step_key).astype(jnp.float32)
                           for c in range(len(columns))])
         return loss_fn(embs)
     return jax.value_and_grad(full_loss)(params)
 
 
-def make_train_step(model: Any, cfg: TrainConfig, mesh: Mesh, *, tx: optax.GradientTransformation | None = None,
-                    dropout: bool = True, donate: bool = True):
+def make_train_step(model: Any, cfg: TrainConfig, mesh: Mesh, *, state_sharding: Any = None,
+                    tx: optax.GradientTransformation | None = None, dropout: bool = True, donate: bool = True):
     """jit(step)(state, batch) -> (state, metrics{loss, grad_norm, learning_rate, finite}).
 
-    `batch`: dict of `anchor_ids/anchor_mask/positive_ids/positive_mask[/negative_*]` int32 [B, L] and
-    `*_fp` int32 [B] (global arrays from `mesh.shard_batch`, or NumPy arrays in a single process).
-    `dropout=False` runs the encoder deterministically (tests). The state argument is donated.
+    `batch`: dict of `anchor_ids/anchor_mask/positive_ids/positive_mask[/negative_*]` int32 [B, L] (or
+    packed rows, trainer/packing.py) and `*_fp` int32 [B] (global arrays from `mesh.shard_batch`, or
+    NumPy arrays in a single process). `state_sharding`: `train_state_sharding(state, cfg, mesh)`
+    (required with cfg.shard_optimizer; default replicated). `dropout=False` runs the encoder
+    deterministically (tests). The state argument is donated.
     """
     validate_loss_options(cfg.pair_directions, cfg.partition_mode)
     validate_loss_options(cfg.triplet_directions, cfg.partition_mode)
+    if state_sharding is None:
+        if cfg.shard_optimizer and data_shards(mesh) > 1:
+            raise ValueError("shard_optimizer needs state_sharding=train_state_sharding(state, cfg, mesh)")
+        state_sharding = replicated(mesh)
     apply_fn = as_apply_fn(model)
     tx = tx or make_optimizer(cfg)
     schedule = learning_rate_schedule(cfg)
@@ -149,7 +192,7 @@ def make_train_step(model: Any, cfg: TrainConfig, mesh: Mesh, *, tx: optax.Gradi
 
     def step(state: TrainState, batch: Mapping[str, jax.Array]):
         packed = "packed_ids" in batch
-        check_batch_layout(batch["anchor_fp" if packed else "anchor_ids"].shape[0], mesh, cfg.grad_cache_chunk)
+        check_batch_layout(batch["anchor_fp"].shape[0], mesh, cfg.grad_cache_chunk)
         step_key = jax.random.fold_in(state.rng, state.step)
         fn = as_packed_apply_fn(model) if packed else apply_fn
         loss, grads = loss_and_grads(fn, state.params, batch, cfg, step_key, not dropout, mesh if n_shards > 1 else None)
@@ -166,6 +209,6 @@ def make_train_step(model: Any, cfg: TrainConfig, mesh: Mesh, *, tx: optax.Gradi
                    "finite": finite}
         return new, metrics
 
-    return jax.jit(step, in_shardings=(replicated(mesh), batch_sharding(mesh)),
-                   out_shardings=(replicated(mesh), replicated(mesh)),
+    return jax.jit(step, in_shardings=(state_sharding, batch_sharding(mesh)),
+                   out_shardings=(state_sharding, replicated(mesh)),
                    donate_argnums=(0,) if donate else ())

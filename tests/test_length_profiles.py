@@ -1,0 +1,73 @@
+"""Token-length profiles: the stated table covers the corpora, the manifest's statistics convert, draws clip."""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from pipeline.data_config import load_data_config
+from trainer.length_profiles import (KINDS, STATED, ColumnProfile, CorpusProfile, manifest_profiles,
+                                     sample_lengths, stated_profiles)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_sample_lengths_clip_and_median():
+    rng = np.random.default_rng(0)
+    p = CorpusProfile("x", "pair", 1.0, (KINDS["short"], KINDS["long"]))
+    lengths = sample_lengths(p, 20_000, rng, 128)
+    assert lengths.shape == (2, 20_000) and lengths.dtype.kind == "i"
+    assert lengths.min() >= 3 and lengths.max() == 128
+    assert abs(np.median(lengths[0]) - 14) <= 1
+    # "long" texts: most are cut at 128, P(draw rounds to >= 128) = Phi(ln(140 / 127.5) / 0.45) = 0.58
+    cut = 0.5 * (1 + math.erf(math.log(140 / 127.5) / 0.45 / math.sqrt(2)))
+    assert (lengths[1] == 128).mean() == pytest.approx(cut, abs=0.015) and cut > 0.5
+    tiny = CorpusProfile("t", "pair", 1.0, (ColumnProfile(2, 0.1),) * 2)
+    assert sample_lengths(tiny, 100, rng, 128).min() == 3
+
+
+def test_sample_lengths_is_reproducible():
+    p = CorpusProfile("x", "triplet", 1.0, (KINDS["medium"],) * 3)
+    a = sample_lengths(p, 50, np.random.default_rng(7), 64)
+    b = sample_lengths(p, 50, np.random.default_rng(7), 64)
+    assert a.shape == (3, 50) and np.array_equal(a, b) and a.max() <= 64
+
+
+def test_stated_profiles_cover_the_27_corpora():
+    config = load_data_config(os.path.join(REPO, "data_config.json"))
+    profiles = stated_profiles(config.corpora)
+    assert len(profiles) == 27 and set(STATED) == set(config.names)
+    for c, p in zip(config.corpora, profiles):
+        assert (p.name, p.record_format, p.weight) == (c.name, c.shape, c.weight)
+        assert p.triplet == (c.shape in ("triplet", "query_with_negatives")), c.name
+        assert len(p.columns) == (3 if p.triplet else 2)
+    by_name = {p.name: p for p in profiles}
+    assert by_name["msmarco"].columns == (KINDS["short"], KINDS["long"], KINDS["long"])
+    assert by_name["gooaq"].columns == (KINDS["short"], KINDS["medium"])
+    assert by_name["allnli"].columns == (KINDS["sentence"],) * 3
+
+
+def test_stated_profiles_of_unknown_and_reshaped_corpora():
+    got = stated_profiles([{"name": "new", "shape": "query_with_negatives", "weight": 2},
+                           {"name": "new2", "shape": "set", "weight": 1},
+                           {"name": "specter", "shape": "pair", "weight": 3}])
+    assert [len(p.columns) for p in got] == [3, 2, 2]
+    assert got[0].columns == (KINDS["sentence"],) * 3 and got[0].weight == 2.0
+    assert got[2].columns == (KINDS["short"],) * 2
+
+
+def test_manifest_profiles():
+    def entry(name, shape, texts, p50, p95):
+        return {"name": name, "shape": shape, "weight": 5,
+                "token_lengths": {"texts": texts, "mean": p50, "p50": p50, "p95": p95, "max": 128,
+                                  "truncated_share": 0.0}}
+
+    manifest = {"max_seq_length": 128, "corpora": [entry("a", "pair", 100, 20, 40), entry("empty", "pair", 0, 0, 0),
+                                                   entry("b", "triplet", 10, 30, 30)]}
+    a, b = manifest_profiles(manifest)
+    assert (a.name, a.weight, len(a.columns)) == ("a", 5.0, 2)
+    assert a.columns[0] == a.columns[1]
+    assert a.columns[0].median == 20 and a.columns[0].sigma == pytest.approx(math.log(2) / 1.645)
+    assert b.triplet and b.columns[0] == ColumnProfile(30.0, 0.05)  # p95 == p50: the sigma floor

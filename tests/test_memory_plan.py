@@ -1,0 +1,78 @@
+"""The memory plan: chunk counts as a function of shape, rows the packer emits for them, and ZeRO-1
+shardings of the optimizer state (8 virtual devices, in a subprocess)."""
+import textwrap
+
+import numpy as np
+import pytest
+
+from tests._tiny import run_on_cpu_devices
+from trainer.memory_plan import ChunkPlan, moment_spec
+
+
+def test_chunks_follow_the_shape_and_rows_divide_into_them():
+    plan = ChunkPlan(batch_size=1024, n_shards=8, max_tokens=16384)
+    assert plan.packed_chunks(128, 128) == 1  # 16384 tokens: fits one pass
+    assert plan.packed_chunks(256, 128) == 2 and plan.packed_chunks(384, 128) == 3
+    assert plan.packed_chunks(200, 64) == 1  # short rows: 12800 tokens
+    for rows in range(1, 600):
+        for length in (64, 128):
+            grown = plan.packed_rows(rows, length)
+            n = plan.packed_chunks(grown, length)
+            assert grown >= rows and grown % n == 0, (rows, length)
+            assert grown // n * length <= 16384  # every chunk within the budget
+            assert plan.packed_rows(grown, length) == grown  # a fixed point: hosts can re-apply it
+    assert ChunkPlan(1024, 8).packed_chunks(384, 128) == 1  # no limit: never chunked
+    fixed = ChunkPlan(1024, 8, fixed_texts=256)  # --grad_cache_chunk: every shape in B / 256 chunks
+    assert fixed.packed_chunks(10, 64) == 4 and fixed.packed_rows(10, 64) == 12
+
+
+def test_padded_chunks_divide_the_device_rows():
+    plan = ChunkPlan(batch_size=64, n_shards=2, max_tokens=1000)
+    assert plan.padded_chunk(2, 8) == 0  # 2 columns x 32 texts x 8 tokens = 512: plain step
+    chunk = plan.padded_chunk(2, 128)  # 32 texts x 128 per device: <= 7 texts a pass -> 8 chunks of 4 (8 global)
+    assert chunk == 8 and (chunk // 2) * 128 <= 1000
+    assert ChunkPlan(64, 2, fixed_texts=8).padded_chunk(3, 16) == 8
+    with pytest.raises(ValueError, match="not both"):
+        ChunkPlan(64, 2, fixed_texts=8, max_tokens=100)
+
+
+def test_moments_shard_on_an_axis_that_divides():
+    assert tuple(moment_spec((50265, 1024), 8)) == (None, "data")  # the vocabulary does not divide, hidden does
+    assert tuple(moment_spec((1024, 4096), 8)) == ("data",)
+    assert tuple(moment_spec((), 8)) == () and tuple(moment_spec((3,), 8)) == ()
+
+
+ZERO = textwrap.dedent("""
+    import json, jax, numpy as np
+    from tests._tiny import random_batch, tiny_model
+    from trainer.config import TrainConfig
+    from trainer.memory_plan import state_bytes_per_device
+    from trainer.mesh import create_mesh, shard_batch
+    from trainer.train_step import create_train_state, make_train_step, train_state_sharding
+    model, params = tiny_model()
+    mesh = create_mesh()
+    res = {}
+    for zero in (False, True):
+        cfg = TrainConfig(learning_rate=1e-3, warmup_steps=1, train_steps=10, shard_optimizer=zero, batch_size=16)
+        state = create_train_state(params, cfg, mesh)
+        sharding = train_state_sharding(state, cfg, mesh)
+        step = make_train_step(model, cfg, mesh, state_sharding=sharding)
+        losses = []
+        for i in range(3):
+            state, m = step(state, shard_batch(random_batch(50 + i), mesh))
+            losses.append(float(m["loss"]))
+        mu = state.opt_state[1][0].mu["encoder"]["layer_0"]["intermediate"]["kernel"]
+        res[str(zero)] = {"losses": losses, "bytes": state_bytes_per_device(state, sharding),
+                          "mu_shard": list(mu.addressable_shards[0].data.shape),
+                          "params": np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(state.params)]).tolist()}
+    print("RESULT" + json.dumps(res))
+""")
+
+
+def test_zero1_shards_the_moments_and_changes_no_number():
+    res = run_on_cpu_devices(ZERO, 8)
+    plain, zero = res["False"], res["True"]
+    np.testing.assert_allclose(zero["losses"], plain["losses"], rtol=1e-6)
+    np.testing.assert_allclose(zero["params"], plain["params"], rtol=1e-6, atol=1e-7)
+    assert zero["mu_shard"] == [2, 32]  # intermediate kernel [16, 32]: 16 rows over 8 devices
+    assert zero["bytes"] < plain["bytes"] * 0.5  # moments are 2/3 of the state; 7/8 of them gone per device

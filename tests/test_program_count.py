@@ -1,0 +1,130 @@
+"""The program-count simulation: exact placement, consistent counts, and the reference run's bounds."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from pipeline.data_config import load_data_config
+from trainer.batching import effective_buckets
+from trainer.config import TrainConfig
+from trainer.length_profiles import stated_profiles
+from trainer.packing import best_fit_decreasing
+from trainer.program_count import Shape, bin_count, main, simulate, summary_lines, typical_shapes, worst_shapes
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROFILES = stated_profiles(load_data_config(os.path.join(REPO, "data_config.json")).corpora)
+SMALL = TrainConfig(batch_size=256)
+
+
+def test_bin_count_equals_best_fit_decreasing():
+    rng = np.random.default_rng(0)
+    for t in range(400):
+        cap = int(rng.choice([8, 24, 64, 128]))
+        n = int(rng.integers(0, 300))
+        if t % 3 == 0:
+            lengths = rng.integers(0, cap + 1, n)
+        elif t % 3 == 1:  # log-normal, as the profiles draw
+            lengths = np.clip(np.rint(np.exp(rng.normal(np.log(cap / 5), 0.8, n))), 0, cap).astype(np.int64)
+        else:  # few distinct lengths: long runs of equal items
+            lengths = rng.choice(rng.integers(1, cap + 1, 3), n)
+        assert bin_count(lengths, cap) == best_fit_decreasing(lengths, cap)[2], (cap, lengths.tolist())
+    with pytest.raises(ValueError):
+        bin_count(np.array([5, 9]), 8)
+
+
+def test_simulation_equals_the_packer_itself():
+    cfg = SMALL.replace(mixed_batch_share=0.2, chunk_tokens=2048)
+    fast = simulate(PROFILES, cfg, 4, steps=60, seed=3)
+    exact = simulate(PROFILES, cfg, 4, steps=60, seed=3, exact_packer=True)
+    assert fast == exact
+
+
+def test_simulation_counts_add_up_and_repeat():
+    sim = simulate(PROFILES, SMALL, 8, steps=300, seed=1)
+    assert sum(sim.counts.values()) == sim.steps == 300
+    assert sim.programs == len(sim.counts) > 1
+    assert 0 < sim.real_tokens <= sim.slot_tokens <= sim.seed_tokens
+    assert sim.padding >= 1 and sim.seed_padding >= sim.padding and sim.compute_saved >= 1
+    assert {s.kind for s in sim.counts} == {"pair", "triplet"}
+    for s in sim.counts:
+        assert s.packed and s.length in effective_buckets(SMALL.bucket_lengths, SMALL.max_seq_length)
+        assert s.length >= SMALL.pack_min_row_length and s.chunks == 1
+    assert simulate(PROFILES, SMALL, 8, steps=300, seed=1) == sim
+    assert simulate(PROFILES, SMALL, 8, steps=300, seed=2) != sim
+    typical = typical_shapes(sim)
+    assert [s.kind for s in typical] == ["pair", "triplet"]
+    assert all(sim.counts[s] == max(n for t, n in sim.counts.items() if t.kind == s.kind) for s in typical)
+    lines = summary_lines(sim)
+    assert f"{sim.programs} programs" in lines[0] and len(lines) == sim.programs + 2
+    assert "padding" in lines[-1]
+
+
+def test_mixed_batches_are_pair_batches():
+    sim = simulate(PROFILES, SMALL.replace(mixed_batch_share=1.0), 8, steps=50)
+    assert {s.kind for s in sim.counts} == {"pair"}
+    assert sim.seed_tokens == 50 * 2 * SMALL.batch_size * SMALL.max_seq_length
+
+
+def test_min_row_length_at_max_gives_one_row_length():
+    sim = simulate(PROFILES, SMALL.replace(pack_min_row_length=128), 8, steps=200)
+    assert {s.length for s in sim.counts} == {128}
+
+
+def test_fewer_row_steps_never_more_programs():
+    programs = [simulate(PROFILES, SMALL.replace(pack_row_steps=k), 8, steps=300, seed=5).programs
+                for k in (16, 8, 4, 2)]
+    assert programs == sorted(programs, reverse=True) and programs[-1] < programs[0]
+
+
+def test_small_chunk_tokens_chunk_the_long_shapes():
+    cfg = SMALL.replace(chunk_tokens=2048)
+    sim = simulate(PROFILES, cfg, 8, steps=200)
+    assert any(s.chunks > 1 for s in sim.counts)
+    for s in sim.counts:
+        assert s.rows % s.chunks == 0
+        assert s.tokens_per_device / s.chunks <= cfg.chunk_tokens  # rows of 128 tokens: 16 per chunk
+    assert all(s.chunks == 1 for s in sim.counts if s.tokens_per_device <= 2048)
+
+
+def test_padded_shapes_without_packing():
+    cfg = SMALL.replace(packing=False)
+    sim = simulate(PROFILES, cfg, 8, steps=200)
+    buckets = effective_buckets(cfg.bucket_lengths, cfg.max_seq_length)
+    for s in sim.counts:
+        assert not s.packed and s.rows == 32 and s.length in buckets and s.chunks == 1
+        assert s.tokens_per_device == s.columns * 32 * s.length
+    assert sim.padding >= 1
+    assert sim.seed_tokens >= sim.slot_tokens
+    # Gradient caching embeds one column at a time, in `chunks` chunks of texts.
+    chunked = simulate(PROFILES, cfg.replace(chunk_tokens=2048), 8, steps=100)
+    assert any(s.chunks > 1 for s in chunked.counts)
+    assert all(s.rows % s.chunks == 0 and s.rows * s.length / s.chunks <= 2048 for s in chunked.counts)
+
+
+def test_worst_shapes_of_the_reference_run():
+    pair, triplet = worst_shapes(TrainConfig(), 8)
+    assert (pair.kind, pair.packed, pair.rows, pair.length, pair.chunks) == ("pair", True, 256, 128, 1)
+    assert (triplet.kind, triplet.rows, triplet.length, triplet.chunks) == ("triplet", 384, 128, 1)
+    pair, triplet = worst_shapes(TrainConfig(chunk_tokens=16384), 8)
+    assert (pair.rows, pair.chunks) == (256, 2) and pair.label == "pair 256x128 (2 chunks)"
+    assert triplet.chunks == 3 and triplet.rows % 3 == 0
+    padded = worst_shapes(TrainConfig(packing=False), 8)
+    assert padded == [Shape("pair", False, 128, 128, 1), Shape("triplet", False, 128, 128, 1)]
+
+
+def test_reference_tpu_setting_compiles_few_programs():
+    """The reference run on a v3-8 with one row length and 2 ladder steps per doubling: at most 16 programs."""
+    cfg = TrainConfig(dtype="bfloat16", pack_min_row_length=128, pack_row_steps=2)
+    sim = simulate(PROFILES, cfg, 8, steps=300)
+    assert sim.programs <= 16
+    assert {s.length for s in sim.counts} == {128}
+    assert sim.compute_saved > 1.5
+
+
+def test_cli(capsys):
+    assert main(["--config=reference", "--devices=4", "--steps=20", "--batch_size=64", "--pack_row_steps=4"]) == 0
+    out = capsys.readouterr().out
+    assert "20 steps of batch 64 over 4 devices" in out and "pack_row_steps=4" in out
+    assert "worst shapes: pair 32x128, triplet 48x128" in out

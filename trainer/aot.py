@@ -1,0 +1,359 @@
+"""The compile-only planner: will a run fit its TPU slice, how many programs will it compile, how long
+will it take? Answered by XLA's TPU compiler on any machine, before renting a core.
+
+  python -m trainer.aot --topology=v3-8 --config=reference [any train_main.py flag]
+  python -m trainer.aot --topology=v5litepod-8 --config=reference --chunk_tokens=0 --json=plan.json
+
+For the batch shapes the input pipeline can emit under this configuration (trainer/program_count.py:
+the worst case, every text at max_seq_length, and the most frequent case of pair and triplet batches)
+it compiles the real train step (trainer/train_step.py, with the memory plan of the flags) for the
+slice's devices and prints, per shape and per device: arguments, temporaries and total GiB against
+the compiler's usable HBM, fits or not, compile seconds, the compiler's FLOPs and roofline time.
+Then it projects the run: the shape mix of a simulated schedule, each step's executed FLOPs (model
+FLOPs plus what the plan recomputes) at a stated share of the slice's peak, as pairs/s and days for
+`train_steps`; and the same run done the seed's way (every text padded to max_seq_length, no
+packing). Figures are the compiler's and a projection, not measured TPU time. Exit status 0 only
+when every compiled shape fits.
+
+Model configurations come from a config.json: roberta-large's and roberta-base's ship in
+trainer/model_configs/, the demo model's with its package; other names need the model directory.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import sys
+import time
+from typing import Any, Sequence
+
+from trainer import tpu
+from trainer.config import DEMO_MODEL, TrainConfig
+
+GIB = 1024 ** 3
+MODEL_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_configs")
+
+
+# ------------------------------------------------------------------------------------- the model
+
+def read_model_config(model: str) -> dict:
+    """The Hugging Face config.json of `model`: a shipped one by the name's last part (roberta-large,
+    roberta-base), the demo model's, a directory's, or (network) the hub's."""
+    shipped = os.path.join(MODEL_CONFIGS, model.rstrip("/").split("/")[-1] + ".json")
+    if os.path.isfile(shipped):
+        path = shipped
+    elif model == DEMO_MODEL:
+        from trainer.model_paths import demo_model_dir
+
+        path = os.path.join(demo_model_dir(), "config.json")
+    elif os.path.isfile(model):
+        path = model
+    elif os.path.isfile(os.path.join(model, "config.json")):
+        path = os.path.join(model, "config.json")
+    else:
+        from trainer.hf_loading import read_hf_config, resolve_model_dir
+
+        return read_hf_config(resolve_model_dir(model))
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def build_model(cfg: TrainConfig, hf_config: dict):
+    from trainer.modeling import EncoderConfig, SentenceEncoder
+    from trainer.train_step import compute_dtype
+
+    enc = EncoderConfig.from_hf_dict(hf_config)
+    return enc, SentenceEncoder(enc, dtype=compute_dtype(cfg.dtype), remat=cfg.remat)
+
+
+# ------------------------------------------------------------------------------------- abstract inputs
+
+def abstract_state(model: Any, cfg: TrainConfig, mesh: Any) -> Any:
+    """The TrainState as ShapeDtypeStructs with its shardings (memory plan included): no parameters
+    are materialised, so roberta-large plans on a laptop."""
+    import jax
+    import jax.numpy as jnp
+
+    from trainer.train_step import create_train_state, train_state_sharding
+
+    ids = jnp.ones((1, 8), jnp.int32)
+    params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, ids)["params"])
+    state = jax.eval_shape(lambda p: create_train_state(p, cfg), params)
+    shardings = train_state_sharding(state, cfg, mesh)
+    return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+
+
+def abstract_batch(shape: Any, cfg: TrainConfig, mesh: Any) -> dict:
+    """The global batch of a `program_count.Shape` as ShapeDtypeStructs sharded on `data`."""
+    import jax
+    import jax.numpy as jnp
+
+    from trainer.batching import ID_KEYS
+    from trainer.mesh import batch_sharding, data_shards
+    from trainer.packing import PACKED_KEYS
+
+    sharding = batch_sharding(mesh)
+    columns = ID_KEYS if shape.kind == "triplet" else ID_KEYS[:2]
+
+    def spec(*dims):
+        return jax.ShapeDtypeStruct(dims, jnp.int32, sharding=sharding)
+
+    B = cfg.batch_size
+    batch = {f"{c}_fp": spec(B) for c in columns}
+    if shape.packed:
+        batch.update({k: spec(data_shards(mesh), shape.rows, shape.length) for k in PACKED_KEYS})
+    else:
+        for c in columns:
+            batch[f"{c}_ids"] = batch[f"{c}_mask"] = spec(B, shape.length)
+    return batch
+
+
+# ------------------------------------------------------------------------------------- compile
+
+@dataclasses.dataclass
+class ShapeReport:
+    """Per device: bytes of the compiled step for one batch shape."""
+
+    shape: Any
+    case: str  # "worst" | "typical"
+    usable_bytes: int
+    argument_bytes: int = 0
+    output_bytes: int = 0
+    temp_bytes: int = 0
+    alias_bytes: int = 0
+    compile_s: float = 0.0
+    flops: float | None = None  # compiler's, per device (a while loop's body counted once)
+    bytes_accessed: float | None = None
+    error: str | None = None
+
+    @property
+    def total_bytes(self) -> int:
+        # Donated state: the outputs reuse the arguments' buffers (alias), counted once.
+        return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.error is None and self.total_bytes <= self.usable_bytes
+
+    def roofline_s(self, peak_tflops: float, hbm_gbps: float) -> float | None:
+        if self.flops is None:
+            return None
+        return max(self.flops / (peak_tflops * 1e12), (self.bytes_accessed or 0.0) / (hbm_gbps * 1e9))
+
+    def to_json(self) -> dict:
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "shape"}
+        d.update(shape=self.shape.label, total_bytes=self.total_bytes, fits=self.fits)
+        return d
+
+
+_NEEDS = re.compile(r"required for HLO temporaries \(([0-9.]+)([KMGT]?)\)")
+
+
+def compile_shapes(model: Any, cfg: TrainConfig, mesh: Any, shapes: Sequence[tuple[str, Any]], usable_bytes: int,
+                   state: Any = None, jobs: int = 1) -> list[ShapeReport]:
+    """Lower the train step for each (case, shape) on `mesh` (real devices or a TPU topology's), then
+    compile them, `jobs` at a time (XLA compiles outside the GIL: 2 cores, half the wait)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trainer.train_step import make_train_step
+
+    state = state if state is not None else abstract_state(model, cfg, mesh)
+    step = make_train_step(model, cfg, mesh, state_sharding=jax_shardings(state))
+    lowered = [step.lower(state, abstract_batch(shape, cfg, mesh)) for _, shape in shapes]
+
+    def run(i: int) -> ShapeReport:
+        case, shape = shapes[i]
+        report = ShapeReport(shape, case, usable_bytes)
+        t0 = time.perf_counter()
+        try:
+            compiled = lowered[i].compile()
+        except Exception as e:  # noqa: BLE001 -- XlaRuntimeError: the compiler refused (out of memory)
+            report.compile_s = time.perf_counter() - t0
+            m = _NEEDS.search(str(e))
+            if not m:
+                raise
+            report.temp_bytes = int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2) or " "))
+            report.argument_bytes = _state_bytes(state)
+            report.error = str(e).split("\n")[0][:300]
+            return report
+        report.compile_s = time.perf_counter() - t0
+        mem = compiled.memory_analysis()
+        report.argument_bytes = int(mem.argument_size_in_bytes)
+        report.output_bytes = int(mem.output_size_in_bytes)
+        report.temp_bytes = int(mem.temp_size_in_bytes)
+        report.alias_bytes = int(mem.alias_size_in_bytes)
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        if cost:
+            report.flops = float(cost.get("flops", 0.0)) or None
+            report.bytes_accessed = float(cost.get("bytes accessed", 0.0)) or None
+        return report
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        return list(pool.map(run, range(len(shapes))))
+
+
+def jax_shardings(abstract: Any) -> Any:
+    import jax
+
+    return jax.tree_util.tree_map(lambda x: x.sharding, abstract)
+
+
+def _state_bytes(state: Any) -> int:
+    from trainer.memory_plan import state_bytes_per_device
+
+    return state_bytes_per_device(state, jax_shardings(state))
+
+
+# ------------------------------------------------------------------------------------- projection
+
+def shape_step_flops(enc: Any, shape: Any, n_shards: int, cfg: TrainConfig) -> tuple[float, float]:
+    """(model, executed) FLOPs of one step of `shape` over all devices."""
+    from trainer.flops import step_flops
+
+    columns = 3 if shape.kind == "triplet" else 2
+    rows = shape.rows * n_shards * (1 if shape.packed else columns)
+    return step_flops(enc, rows, shape.length, chunked=shape.chunks > 1, remat=cfg.remat)
+
+
+def project(sim: Any, enc: Any, cfg: TrainConfig, n_shards: int, peak_tflops: float, efficiency: float) -> dict:
+    """Days and pairs/s of cfg.train_steps steps with the simulated shape mix, executed FLOPs at
+    `efficiency` of the slice's peak; the seed's way (every text padded to max_seq_length) beside it."""
+    from trainer.flops import step_flops
+
+    peak = peak_tflops * 1e12 * n_shards
+    model = executed = seed = 0.0
+    for shape, count in sim.counts.items():
+        m, e = shape_step_flops(enc, shape, n_shards, cfg)
+        model += m * count
+        executed += e * count
+        columns = 3 if shape.kind == "triplet" else 2
+        seed += step_flops(enc, columns * cfg.batch_size, cfg.max_seq_length)[0] * count
+    per_step = {k: v / sim.steps for k, v in (("model", model), ("executed", executed), ("seed", seed))}
+    step_s = per_step["executed"] / (efficiency * peak)
+    seed_s = per_step["seed"] / (efficiency * peak)
+    return {
+        "efficiency": efficiency, "train_steps": cfg.train_steps,
+        "model_tflops_per_step": per_step["model"] / 1e12, "executed_tflops_per_step": per_step["executed"] / 1e12,
+        "step_s": step_s, "pairs_per_s": cfg.batch_size / step_s, "days": step_s * cfg.train_steps / 86400,
+        "mfu": efficiency * per_step["model"] / per_step["executed"],
+        "seed_way_step_s": seed_s, "seed_way_days": seed_s * cfg.train_steps / 86400,
+        "compute_saved": per_step["seed"] / per_step["executed"],
+        "programs": sim.programs, "padding": sim.padding,
+    }
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:5.2f}"
+
+
+def format_report(r: ShapeReport, s: tpu.Slice | None) -> str:
+    verdict = "fits" if r.fits else "DOES NOT FIT"
+    line = (f"{r.case:>7} {r.shape.label:<28} args {_gib(r.argument_bytes)}  temps {_gib(r.temp_bytes)}  "
+            f"total {_gib(r.total_bytes)} / {_gib(r.usable_bytes)} GiB  {verdict:<12}  compile {r.compile_s:4.0f} s")
+    if r.flops is not None:
+        line += f"  {r.flops / 1e12:6.2f} TFLOP/device"
+        if s is not None:
+            line += f"  roofline {1e3 * r.roofline_s(s.peak_tflops, s.hbm_gbps):6.1f} ms"
+    return line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import train_main
+
+    p = train_main.build_parser()
+    p.description = __doc__
+    p.add_argument("--topology", default="v3-8", choices=sorted(tpu.SLICES), help="the TPU slice to compile for")
+    p.add_argument("--shapes", default="worst,typical", help="which shapes to compile: worst, typical")
+    p.add_argument("--sim_steps", type=int, default=10_000, help="schedule steps simulated for the shape mix")
+    p.add_argument("--manifest", default=None, help="length statistics from a Beam job's manifest.json "
+                   "(default: the length profiles stated in trainer/length_profiles.py)")
+    p.add_argument("--data_config", default=None, help="corpora and weights (default: data_config.json)")
+    p.add_argument("--efficiency", type=float, default=0.4,
+                   help="share of peak reached on the executed FLOPs, for the projection")
+    p.add_argument("--json", default=None, help="also write the report as JSON here")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="programs compiled at once")
+    return p
+
+
+def corpus_profiles(manifest: str | None, data_config: str | None) -> list:
+    from trainer.length_profiles import manifest_profiles, stated_profiles
+
+    if manifest:
+        with open(manifest, encoding="utf-8") as f:
+            return manifest_profiles(json.load(f))
+    from pipeline.data_config import load_data_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return stated_profiles(load_data_config(data_config or os.path.join(root, "data_config.json")).corpora)
+
+
+def plan(cfg: TrainConfig, slice_: tpu.Slice, shapes: Sequence[str] = ("worst", "typical"), sim_steps: int = 10_000,
+         profiles: list | None = None, efficiency: float = 0.4, jobs: int = 1, memory_budget_gib: float = 0.0,
+         log=print) -> dict:
+    """Compile and project; returns the JSON report (with "fits"). `memory_budget_gib` > 0 lowers the
+    budget below the compiler's usable HBM (to leave headroom)."""
+    tpu.prepare_offline_compile(slice_.accelerator_type)
+    from jax.sharding import Mesh
+    import numpy as np
+
+    from trainer.mesh import DATA_AXIS
+    from trainer.program_count import simulate, typical_shapes, worst_shapes
+
+    devices = tpu.topology_devices(slice_)
+    devices.sort(key=lambda d: (d.process_index, d.id))
+    mesh = Mesh(np.array(devices), (DATA_AXIS,))
+    n = len(devices)
+    usable = tpu.usable_hbm_bytes(devices[0])
+    enc, model = build_model(cfg, read_model_config(cfg.model))
+    log(f"{slice_.name}: {n} devices on {slice_.hosts} host(s), {usable / GIB:.2f} GiB usable HBM per device "
+        f"(compiler), {slice_.peak_tflops:g} TFLOP/s bf16 peak per device; model {cfg.model} "
+        f"({enc.num_hidden_layers} x {enc.hidden_size}); global batch {cfg.batch_size}; memory plan: "
+        f"chunk_tokens={cfg.chunk_tokens} grad_cache_chunk={cfg.grad_cache_chunk} "
+        f"shard_optimizer={cfg.shard_optimizer} remat={cfg.remat} adam_mu_dtype={cfg.adam_mu_dtype}")
+    sim = simulate(profiles if profiles is not None else corpus_profiles(None, None), cfg, n, steps=sim_steps)
+    todo = []
+    if "worst" in shapes:
+        todo += [("worst", s) for s in worst_shapes(cfg, n)]
+    if "typical" in shapes:
+        todo += [("typical", s) for s in typical_shapes(sim) if ("worst", s) not in todo]
+    if memory_budget_gib:
+        usable = min(usable, int(memory_budget_gib * GIB))
+    reports = compile_shapes(model, cfg, mesh, todo, usable, jobs=jobs)
+    for r in reports:
+        log(format_report(r, slice_))
+    proj = project(sim, enc, cfg, n, slice_.peak_tflops, efficiency)
+    log(f"programs: {proj['programs']} distinct batch shapes over {sim.steps} simulated steps; "
+        f"token slots / real tokens {proj['padding']:.3f}")
+    log(f"projection at {efficiency:.0%} of peak on the executed FLOPs (MFU {proj['mfu']:.1%}): "
+        f"{proj['executed_tflops_per_step']:.1f} TFLOP/step, {proj['step_s'] * 1e3:.0f} ms/step, "
+        f"{proj['pairs_per_s']:,.0f} pairs/s, {proj['days']:.2f} days for {cfg.train_steps:,} steps")
+    log(f"the seed's way (every text padded to {cfg.max_seq_length}, no packing): "
+        f"{proj['seed_way_step_s'] * 1e3:.0f} ms/step, {proj['seed_way_days']:.2f} days; "
+        f"compute saved {proj['compute_saved']:.2f}x")
+    log("(compiler figures and a projection, not measured TPU time)")
+    return {"topology": slice_.name, "devices": n, "usable_bytes": usable, "model": cfg.model,
+            "config": cfg.to_json(), "shapes": [r.to_json() for r in reports], "projection": proj,
+            "fits": all(r.fits for r in reports)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import train_main
+
+    args = build_parser().parse_args(argv)
+    cfg = train_main.config_from_args(args)
+    s = tpu.get_slice(args.topology)
+    report = plan(cfg, s, [x for x in args.shapes.split(",") if x], args.sim_steps,
+                  corpus_profiles(args.manifest, args.data_config), args.efficiency, args.jobs, cfg.memory_budget_gib)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+    return 0 if report["fits"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

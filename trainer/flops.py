@@ -1,0 +1,35 @@
+"""FLOPs of a training step, counted analytically from the encoder's shape and the batch's layout.
+
+Model FLOPs (the MFU convention): forward + backward = 3 x forward, where the forward of a row of L
+tokens through a layer costs 2 x (its non-embedding parameters) per token plus 4 L^2 H for the
+attention scores and values. Executed FLOPs add what a memory plan recomputes: gradient caching runs
+the forward twice, full rematerialisation recomputes each block's forward, "dots" remat only the
+attention part. Both count what runs: padded or packed slots at their full length.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def nonembed_params(hidden: int, layers: int, intermediate: int) -> int:
+    """Per-token matmul parameters of the blocks (QKV, attention output, FFN) plus biases and norms."""
+    per_layer = 4 * hidden * hidden + 4 * hidden + 2 * hidden * intermediate + intermediate + hidden + 4 * hidden
+    return layers * per_layer
+
+
+def forward_flops(enc: Any, rows: int, length: int) -> tuple[float, float]:
+    """(dense, attention) forward FLOPs of `rows` rows of `length` tokens through the encoder `enc`
+    (an EncoderConfig)."""
+    dense = 2.0 * nonembed_params(enc.hidden_size, enc.num_hidden_layers, enc.intermediate_size) * rows * length
+    attention = 4.0 * enc.num_hidden_layers * enc.hidden_size * rows * length * length
+    return dense, attention
+
+
+def step_flops(enc: Any, rows: int, length: int, chunked: bool = False, remat: str = "none") -> tuple[float, float]:
+    """(model FLOPs, executed FLOPs) of one step over `rows` rows of `length` tokens (all devices)."""
+    dense, attention = forward_flops(enc, rows, length)
+    fwd = dense + attention
+    model = 3.0 * fwd
+    executed = model + (fwd if chunked else 0.0)
+    executed += {"none": 0.0, "dots": attention, "full": fwd}[remat]
+    return model, executed

@@ -1,0 +1,88 @@
+"""Start-up check: compile the worst-case batch shapes for the devices the run has, and stop before
+step 1 with a message that names the shape, the GiB and the flag that fixes it, instead of dying on
+the first long-text batch hours in.
+
+The worst cases are the pair and the triplet batch whose every text has max_seq_length tokens
+(trainer/program_count.py `worst_shapes`); only the kinds the data has are checked. The budget is the
+device's own memory limit (`memory_stats()["bytes_limit"]`, GPU and TPU), or cfg.memory_budget_gib;
+a CPU has no limit to check against unless that flag sets one. With the persistent compilation cache
+on (cfg.compilation_cache), the training step later finds these programs compiled.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+import jax
+
+from trainer.aot import GIB, ShapeReport, compile_shapes
+from trainer.config import TrainConfig
+from trainer.mesh import data_shards
+from trainer.program_count import worst_shapes
+
+log = logging.getLogger("trainer")
+
+
+class PreflightError(RuntimeError):
+    """A worst-case batch shape does not fit the device memory; the message says what to change."""
+
+
+def memory_budget(cfg: TrainConfig, device: Any) -> int | None:
+    """Bytes per device to fit in: the flag, else the device's limit, else None (no limit known)."""
+    if cfg.memory_budget_gib > 0:
+        return int(cfg.memory_budget_gib * GIB)
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # noqa: BLE001 -- backends without memory statistics
+        stats = {}
+    limit = stats.get("bytes_limit")
+    return int(limit) if limit else None
+
+
+def _suggestion(r: ShapeReport, cfg: TrainConfig) -> str:
+    """The flag that fixes it: chunks small enough for the room the state leaves, else ZeRO-1."""
+    room = r.usable_bytes - (r.argument_bytes + r.output_bytes - r.alias_bytes)
+    fixes = []
+    if not cfg.shard_optimizer:
+        fixes.append("--shard_optimizer=true (AdamW moments sharded over the devices)")
+    if room > 0 and r.temp_bytes > 0 and not cfg.grad_cache_chunk:
+        # Activations grow about linearly with the tokens of one pass; keep a tenth in reserve.
+        tokens = int(r.shape.tokens_per_device * 0.9 * room / r.temp_bytes)
+        tokens = max(cfg.max_seq_length, tokens // cfg.max_seq_length * cfg.max_seq_length)
+        if tokens < r.shape.tokens_per_device:
+            fixes.append(f"--chunk_tokens={tokens} (gradient caching on shapes over {tokens} tokens per device)")
+    if cfg.remat == "none":
+        fixes.append("--remat=dots")
+    if not fixes:
+        fixes.append("a smaller --batch_size or --max_seq_length, or more devices")
+    return "; or ".join(fixes)
+
+
+def check_reports(reports: Iterable[ShapeReport], cfg: TrainConfig) -> None:
+    bad = [r for r in reports if not r.fits]
+    if not bad:
+        return
+    r = bad[0]
+    raise PreflightError(
+        f"preflight: the worst-case {r.shape.label} batch (every text at {cfg.max_seq_length} tokens) needs "
+        f"{r.total_bytes / GIB:.2f} GiB per device (state and batch {(r.argument_bytes) / GIB:.2f}, temporaries "
+        f"{r.temp_bytes / GIB:.2f}) but the budget is {r.usable_bytes / GIB:.2f} GiB. Fix: {_suggestion(r, cfg)}. "
+        f"Plan offline with: python -m trainer.aot --topology=... --config=... [flags]")
+
+
+def run_preflight(model: Any, cfg: TrainConfig, mesh: Any, state: Any, kinds: Iterable[str]) -> list[ShapeReport]:
+    """Compile the worst-case shapes of `kinds` ("pair", "triplet") on `mesh`; raise PreflightError
+    if one does not fit. Returns the reports ([] when no budget is known)."""
+    budget = memory_budget(cfg, mesh.devices.flat[0])
+    if budget is None:
+        log.info("preflight: %s devices report no memory limit; skipped (set --memory_budget_gib to check)",
+                 mesh.devices.flat[0].platform)
+        return []
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    shapes = [("worst", s) for s in worst_shapes(cfg, data_shards(mesh)) if s.kind in set(kinds)]
+    reports = compile_shapes(model, cfg, mesh, shapes, budget, abstract)
+    for r in reports:
+        log.info("preflight: %s: %.2f GiB of %.2f GiB per device (compiled in %.0f s)", r.shape.label,
+                 r.total_bytes / GIB, budget / GIB, r.compile_s)
+    check_reports(reports, cfg)
+    return reports
