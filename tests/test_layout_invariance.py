@@ -15,11 +15,11 @@ from trainer.metrics_writer import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# Four runs (two at a time) keep CI time down; packed on 1 device and fixed chunks of N texts were
+# also checked this way (the same losses) and are covered by tests/test_packing.py and test_grad_cache.py.
 LAYOUTS = {
     "padded, 1 device": (1, ["--packing=false"]),
-    "packed, 1 device": (1, []),
     "packed, 8 devices": (8, []),
-    "packed, 8 devices, chunks of 8 texts": (8, ["--grad_cache_chunk=8"]),
     "padded, 8 devices, chunks per shape": (8, ["--packing=false", "--chunk_tokens=40"]),
     "packed, 8 devices, chunks per shape, ZeRO-1, remat": (8, ["--chunk_tokens=32", "--shard_optimizer=true",
                                                                 "--remat=dots"]),
@@ -31,7 +31,9 @@ def _start(data_dir, model_dir, workdir, devices, extra):
     cmd = [sys.executable, os.path.join(REPO, "train_main.py"), f"--data_dir={data_dir}", f"--workdir={workdir}",
            f"--model={model_dir}", "--from_scratch=true", "--batch_size=16", "--train_steps=5", "--warmup_steps=1",
            "--learning_rate=1e-3", "--log_every=1", "--eval_every=0", "--checkpoint_every=1000",
-           "--max_seq_length=32", "--bucket_lengths=16,32", "--pack_min_row_length=16", "--no_progress",
+           # One row length and a power-of-two row ladder: few programs to compile per run.
+           "--max_seq_length=32", "--bucket_lengths=32", "--pack_min_row_length=32", "--pack_row_steps=1",
+           "--no_progress",
            "--eval_max_examples=8", "--seed=11", *extra]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

@@ -9,6 +9,9 @@ def test_reference_preset_is_the_published_recipe():
     assert (ref.batch_size, ref.train_steps, ref.learning_rate, ref.warmup_steps, ref.max_seq_length, ref.scale) == (
         1024, 540_000, 2e-5, 500, 128, 20.0)
     assert "roberta-large" in ref.model and ref.weight_decay == 0.01 and ref.grad_clip_norm == 1.0
+    # The v3-8 memory plan (tests/test_aot.py, slow: it fits every shape there).
+    assert (ref.dtype, ref.shard_optimizer, ref.chunk_tokens, ref.pack_min_row_length, ref.pack_row_steps) == (
+        "bfloat16", True, 32768, 128, 4)
 
 
 def test_flags_override_single_fields():

@@ -259,6 +259,8 @@ def format_report(r: ShapeReport, s: tpu.Slice | None) -> str:
         line += f"  {r.flops / 1e12:6.2f} TFLOP/device"
         if s is not None:
             line += f"  roofline {1e3 * r.roofline_s(s.peak_tflops, s.hbm_gbps):6.1f} ms"
+        if r.shape.chunks > 1:  # XLA's cost analysis counts a while loop's body once
+            line += " (one chunk of the scans)"
     return line
 
 

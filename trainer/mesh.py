@@ -8,7 +8,6 @@ in process order.
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from typing import Any, Mapping, Sequence
@@ -16,6 +15,8 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from trainer.tpu import tpu_attached
 
 DATA_AXIS = "data"
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     """Start `jax.distributed` when the run spans several processes; returns whether it did.
 
     From flags when `coordinator_address` is given (GPU clusters, CPU tests); automatically on
-    multi-host TPU slices (TPU_WORKER_HOSTNAMES, or libtpu present and JAX's cluster detection
+    multi-host TPU slices (TPU_WORKER_HOSTNAMES, or a TPU attached and JAX's cluster detection
     succeeding), where JAX finds the coordinator itself. Must run before anything touches a JAX backend.
     """
     if coordinator_address:
@@ -43,9 +44,10 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     if len(hosts) > 1:
         jax.distributed.initialize()
         return True
-    if importlib.util.find_spec("libtpu") is not None:
+    if tpu_attached():
         # A TPU VM without that variable: JAX's own cluster detection (GCE metadata) finds pod
         # slices; on a single host it either succeeds with one process or refuses, both fine.
+        # (Not merely libtpu installed: the planner installs it on machines without TPUs.)
         try:
             jax.distributed.initialize()
         except (ValueError, RuntimeError) as e:

@@ -1,0 +1,58 @@
+"""The start-up check: the worst-case shapes compiled for the run's devices, refused with a message
+that names the shape, the GiB and the flag that fixes it (a tiny budget stands in for small HBM)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests._tiny import tiny_model
+from trainer.config import TrainConfig
+from trainer.mesh import create_mesh
+from trainer.preflight import PreflightError, memory_budget, run_preflight
+from trainer.train_step import create_train_state
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFG = TrainConfig(batch_size=16, max_seq_length=32, bucket_lengths=(16, 32), pack_min_row_length=32, train_steps=10)
+
+
+def test_worst_shapes_fit_a_generous_budget_and_are_refused_by_a_tiny_one():
+    model, params = tiny_model()
+    mesh = create_mesh()
+    cfg = CFG.replace(memory_budget_gib=1.0)
+    state = create_train_state(params, cfg, mesh)
+    reports = run_preflight(model, cfg, mesh, state, {"pair", "triplet"})
+    assert [r.shape.label for r in reports] == ["pair 32x32", "triplet 48x32"]  # 16 texts x 32 tokens a column
+    assert all(r.fits and 0 < r.total_bytes < 2**30 for r in reports)
+    assert reports[1].temp_bytes > reports[0].temp_bytes  # three columns hold more than two
+    assert run_preflight(model, cfg, mesh, state, {"pair"})[0].shape.kind == "pair"  # only the kinds the data has
+
+    tiny = CFG.replace(memory_budget_gib=reports[0].total_bytes / 2**30 * 0.5)
+    with pytest.raises(PreflightError) as e:
+        run_preflight(model, tiny, mesh, state, {"pair"})
+    msg = str(e.value)
+    assert "worst-case pair 32x32 batch (every text at 32 tokens)" in msg and "GiB per device" in msg
+    assert "--shard_optimizer=true" in msg and "python -m trainer.aot" in msg
+
+
+def test_no_budget_on_cpu_unless_asked():
+    device = create_mesh().devices.flat[0]
+    assert memory_budget(CFG, device) is None
+    assert memory_budget(CFG.replace(memory_budget_gib=2.0), device) == 2 * 2**30
+
+
+def test_train_main_stops_before_step_one_with_one_line(tmp_path, sample_data_dir, tiny_bert_dir):
+    workdir = tmp_path / "run"
+    cmd = [sys.executable, os.path.join(REPO, "train_main.py"), f"--data_dir={sample_data_dir}",
+           f"--workdir={workdir}", f"--model={tiny_bert_dir}", "--from_scratch=true", "--batch_size=8",
+           "--train_steps=5", "--max_seq_length=32", "--bucket_lengths=16,32", "--no_progress",
+           "--memory_budget_gib=0.0001"]
+    proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("train_main.py: error: preflight: the worst-case ") and "Fix: " in last
+    assert "Traceback" not in proc.stderr
+    assert not (workdir / "checkpoints").exists() and not (workdir / "metrics.jsonl").exists()
