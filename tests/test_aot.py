@@ -32,8 +32,9 @@ def test_minilm_reference_step_fits_a_v3_8_with_the_compilers_numbers():
     n_params = 22_565_376  # all-MiniLM-L6-v2 (no pooler)
     for label, s in shapes.items():
         rows = 8 * int(label.split()[1].split("x")[0])
-        # Arguments: float32 parameters and two AdamW moments, replicated, plus the batch.
-        assert 3 * 4 * n_params <= s["argument_bytes"] <= 3 * 4 * n_params * 1.05
+        # Arguments: float32 parameters (replicated) and two AdamW moments sharded over 8 cores (ZeRO-1,
+        # the preset's plan; a few odd-sized vectors stay replicated), plus the batch.
+        assert 5 * 4 * n_params // 4 <= s["argument_bytes"] <= 5 * 4 * n_params // 4 * 1.05
         assert 0 < s["temp_bytes"] < s["usable_bytes"] and s["total_bytes"] < s["usable_bytes"]
         # The compiler's FLOPs (per core) against the analytic model FLOPs of what runs.
         assert s["flops"] * 8 == pytest.approx(step_flops(enc, rows, 128)[0], rel=0.15)
@@ -45,18 +46,17 @@ def test_minilm_reference_step_fits_a_v3_8_with_the_compilers_numbers():
 
 
 def test_planner_exit_status_multi_host_slice_and_chunked_shapes(tmp_path, tiny_bert_dir):
-    """A 2-layer BERT on the multi-host v3-32 (4 hosts of 8 cores): fits with chunking of the long
-    shapes; refused (exit 1) against a budget it cannot meet, with the JSON saying why."""
-    common = [f"--model={tiny_bert_dir}", "--config=reference", "--batch_size=64", "--shapes=worst",
-              "--sim_steps=50", "--topology=v3-32", "--jobs=2"]
-    ok = tmp_path / "ok.json"
-    assert aot.main(common + ["--chunk_tokens=128", f"--json={ok}"]) == 0
-    report = json.loads(ok.read_text())
-    assert report["devices"] == 32 and report["fits"]
-    assert [s["shape"] for s in report["shapes"]] == ["pair 4x128 (4 chunks)", "triplet 6x128 (6 chunks)"]
+    """A 2-layer BERT on the multi-host v3-32 (4 hosts of 8 cores) with chunked long shapes compiles;
+    against a budget it cannot meet the planner exits 1, with the JSON saying why (exit 0 when all
+    fit: the MiniLM test above)."""
     bad = tmp_path / "bad.json"
-    assert aot.main(common + ["--memory_budget_gib=0.0001", f"--json={bad}"]) == 1
-    assert not json.loads(bad.read_text())["fits"]
+    assert aot.main([f"--model={tiny_bert_dir}", "--config=reference", "--batch_size=64", "--shapes=worst",
+                     "--sim_steps=50", "--topology=v3-32", "--jobs=2", "--chunk_tokens=128",
+                     "--memory_budget_gib=0.0001", f"--json={bad}"]) == 1
+    report = json.loads(bad.read_text())
+    assert report["devices"] == 32 and not report["fits"]
+    assert [s["shape"] for s in report["shapes"]] == ["pair 4x128 (4 chunks)", "triplet 6x128 (6 chunks)"]
+    assert all(0 < s["total_bytes"] < 2**30 and not s["fits"] for s in report["shapes"])  # compiled, over budget
 
 
 @pytest.mark.slow

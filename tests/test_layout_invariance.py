@@ -10,20 +10,23 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from trainer.metrics_writer import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Four runs (two at a time) keep CI time down; packed on 1 device and fixed chunks of N texts were
-# also checked this way (the same losses) and are covered by tests/test_packing.py and test_grad_cache.py.
 LAYOUTS = {
     "padded, 1 device": (1, ["--packing=false"]),
-    "packed, 8 devices": (8, []),
-    "padded, 8 devices, chunks per shape": (8, ["--packing=false", "--chunk_tokens=40"]),
     "packed, 8 devices, chunks per shape, ZeRO-1, remat": (8, ["--chunk_tokens=32", "--shard_optimizer=true",
                                                                 "--remat=dots"]),
+    "packed, 1 device": (1, []),
+    "packed, 8 devices": (8, []),
+    "packed, 8 devices, chunks of 8 texts": (8, ["--grad_cache_chunk=8"]),
+    "padded, 8 devices, chunks per shape": (8, ["--packing=false", "--chunk_tokens=40"]),
 }
+# CI runs the first two (one pair of processes, ~2 min): the farthest apart; -m slow runs all six.
+CI_LAYOUTS = 2
 
 
 def _start(data_dir, model_dir, workdir, devices, extra):
@@ -38,10 +41,10 @@ def _start(data_dir, model_dir, workdir, devices, extra):
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def test_losses_are_the_same_in_every_memory_layout(tmp_path, sample_data_dir, tiny_bert_dir):
-    runs, losses = list(LAYOUTS.items()), {}
+def _check(tmp_path, data_dir, model_dir, runs):
+    losses = {}
     for i in range(0, len(runs), 2):  # two at a time: two cores
-        procs = {name: _start(sample_data_dir, tiny_bert_dir, str(tmp_path / str(i + j)), *runs[i + j][1])
+        procs = {name: _start(data_dir, model_dir, str(tmp_path / str(i + j)), *runs[i + j][1])
                  for j, name in enumerate(n for n, _ in runs[i:i + 2])}
         for name, p in procs.items():
             _, err = p.communicate(timeout=900)
@@ -52,3 +55,13 @@ def test_losses_are_the_same_in_every_memory_layout(tmp_path, sample_data_dir, t
     assert len(want) == 5 and len(set(np.round(want, 4))) == 5
     for name, got in losses.items():
         np.testing.assert_allclose(got, want, atol=1e-5, err_msg=name)
+
+
+def test_losses_are_the_same_padded_on_one_device_and_packed_chunked_sharded_on_eight(
+        tmp_path, sample_data_dir, tiny_bert_dir):
+    _check(tmp_path, sample_data_dir, tiny_bert_dir, list(LAYOUTS.items())[:CI_LAYOUTS])
+
+
+@pytest.mark.slow  # about 6 minutes
+def test_losses_are_the_same_in_every_memory_layout(tmp_path, sample_data_dir, tiny_bert_dir):
+    _check(tmp_path, sample_data_dir, tiny_bert_dir, list(LAYOUTS.items()))

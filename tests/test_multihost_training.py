@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from trainer.metrics_writer import read_metrics
 
@@ -39,6 +40,7 @@ def _run_two_hosts(data_dir, model_dir, workdir, *extra):
     return err
 
 
+@pytest.mark.slow  # 5-8 min; tests/test_mesh.py keeps two processes in CI
 def test_two_hosts_train_and_resume_exactly(tmp_path, sample_data_dir, tiny_bert_dir):
     straight = str(tmp_path / "straight")
     err = _run_two_hosts(sample_data_dir, tiny_bert_dir, straight)

@@ -170,6 +170,7 @@ MESH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # ~1 min; CI keeps tests/test_layout_invariance.py (8 devices, packed, through train_main)
 def test_packed_steps_on_eight_devices_equal_the_padded_step_on_one():
     res = run_on_cpu_devices(MESH, 8)
     for name in ("packed8", "cached8"):

@@ -103,6 +103,7 @@ def test_export_loads_in_sentence_transformers_and_matches_our_encoder(straight_
     np.testing.assert_allclose(emb2, emb, atol=1e-6)
 
 
+@pytest.mark.slow  # ~40 s; the step's guard stays in tests/test_train_step.py
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, sample_data_dir, tiny_bert_dir):
     from trainer.checkpointing import Checkpointer
     from trainer.train_loop import NonFiniteLossError, train
@@ -114,6 +115,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, samp
     assert Checkpointer(workdir).latest_step() == 3
 
 
+@pytest.mark.slow  # ~65 s; exact resume stays in test_exact_resume
 def test_sigterm_checkpoints_and_the_same_command_resumes(tmp_path, sample_data_dir, tiny_bert_dir):
     workdir = str(tmp_path / "preempted")
     cmd = [sys.executable, os.path.join(REPO, "train_main.py"), f"--data_dir={sample_data_dir}",

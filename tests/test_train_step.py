@@ -117,6 +117,7 @@ def test_non_finite_loss_keeps_the_old_state(tiny):
     np.testing.assert_array_equal(_leaves(new.opt_state), _leaves(state.opt_state))
 
 
+@pytest.mark.slow  # ~35 s; bfloat16 compute stays covered by tests/test_modeling.py
 def test_bfloat16_step_is_finite_and_close_to_float32():
     batch = random_batch(5, triplet=True)
     out = {}
@@ -165,6 +166,7 @@ MULTI = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # ~1 min; CI keeps tests/test_layout_invariance.py and test_memory_plan.py (8 devices)
 def test_eight_devices_equal_one_device():
     res = run_on_cpu_devices(MULTI, 8)
     one, eight = res["one"], res["eight"]
