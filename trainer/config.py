@@ -68,9 +68,11 @@ class TrainConfig:
     # (trainer/preflight.py); the budget is the device's memory, or this many GiB when > 0.
     preflight: bool = True
     memory_budget_gib: float = 0.0
-    # JAX's persistent compilation cache: "workdir" (<workdir>/compilation_cache), "off", or a
-    # directory (local or gs://), so that a restarted run does not compile its programs again.
-    compilation_cache: str = "workdir"
+    # JAX's persistent compilation cache, so that a restarted run does not compile its programs again:
+    # "auto" (<workdir>/compilation_cache on TPU and GPU; off on CPU, where writing the entries cost
+    # more than the restart saved: BENCHMARKS.md), "workdir" (there, always), "off", or a directory
+    # (local or gs://).
+    compilation_cache: str = "auto"
 
     def replace(self, **kw: Any) -> "TrainConfig":
         return dataclasses.replace(self, **kw)

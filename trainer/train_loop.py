@@ -76,10 +76,10 @@ def _agree_on_packed_shape(batch: dict, pad_id: int, plan) -> dict:
 
 def enable_compilation_cache(setting: str, workdir: str) -> str | None:
     """JAX's persistent compilation cache (local or gs://): a restarted run (preemption, resume) loads
-    its programs instead of compiling them again. Returns the directory, or None when "off"."""
-    if setting == "off":
+    its programs instead of compiling them again. Returns the directory, or None when off."""
+    if setting == "off" or (setting == "auto" and jax.devices()[0].platform == "cpu"):
         return None
-    path = storage.join(workdir, "compilation_cache") if setting == "workdir" else setting
+    path = storage.join(workdir, "compilation_cache") if setting in ("auto", "workdir") else setting
     jax.config.update("jax_compilation_cache_dir", path)
     return path
 
