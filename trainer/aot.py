@@ -154,12 +154,17 @@ _NEEDS = re.compile(r"required for HLO temporaries \(([0-9.]+)([KMGT]?)\)")
 def compile_shapes(model: Any, cfg: TrainConfig, mesh: Any, shapes: Sequence[tuple[str, Any]], usable_bytes: int,
                    state: Any = None, jobs: int = 1) -> list[ShapeReport]:
     """Lower the train step for each (case, shape) on `mesh` (real devices or a TPU topology's), then
-    compile them, `jobs` at a time (XLA compiles outside the GIL: 2 cores, half the wait)."""
+    compile them, `jobs` at a time (XLA compiles outside the GIL: 2 cores, half the wait). `state`:
+    the train state, abstract or concrete (default: `abstract_state`)."""
     from concurrent.futures import ThreadPoolExecutor
+
+    import jax
 
     from trainer.train_step import make_train_step
 
-    state = state if state is not None else abstract_state(model, cfg, mesh)
+    # A concrete state (the preflight's) compiles as its shapes, dtypes and shardings.
+    state = abstract_state(model, cfg, mesh) if state is None else jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
     step = make_train_step(model, cfg, mesh, state_sharding=jax_shardings(state))
     lowered = [step.lower(state, abstract_batch(shape, cfg, mesh)) for _, shape in shapes]
 

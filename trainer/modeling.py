@@ -301,7 +301,7 @@ REMAT_POLICIES = {"none": None, "full": None, "dots": jax.checkpoint_policies.do
 
 
 def remat_mode(remat: bool | str) -> str:
-    mode = {True: "full", False: "none"}.get(remat, remat) if isinstance(remat, bool) else remat
+    mode = ("full" if remat else "none") if isinstance(remat, bool) else remat
     if mode not in REMAT_POLICIES:
         raise ValueError(f"remat must be one of {', '.join(REMAT_POLICIES)}, got {remat!r}")
     return mode

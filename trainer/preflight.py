@@ -13,8 +13,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable
 
-import jax
-
 from trainer.aot import GIB, ShapeReport, compile_shapes
 from trainer.config import TrainConfig
 from trainer.mesh import data_shards
@@ -78,9 +76,8 @@ def run_preflight(model: Any, cfg: TrainConfig, mesh: Any, state: Any, kinds: It
         log.info("preflight: %s devices report no memory limit; skipped (set --memory_budget_gib to check)",
                  mesh.devices.flat[0].platform)
         return []
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
     shapes = [("worst", s) for s in worst_shapes(cfg, data_shards(mesh)) if s.kind in set(kinds)]
-    reports = compile_shapes(model, cfg, mesh, shapes, budget, abstract)
+    reports = compile_shapes(model, cfg, mesh, shapes, budget, state)
     for r in reports:
         log.info("preflight: %s: %.2f GiB of %.2f GiB per device (compiled in %.0f s)", r.shape.label,
                  r.total_bytes / GIB, budget / GIB, r.compile_s)
