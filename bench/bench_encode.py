@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 def sentences(sts: str | None, n: int) -> list[str]:
     if sts and os.path.isfile(sts):
-        from trainer.sts_eval import read_sts
+        from trainer.evaluators.sts import read_sts
 
         uniq = sorted({s for a, b, _ in read_sts(sts) for s in (a, b)})
         return uniq[:n]

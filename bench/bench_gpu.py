@@ -116,7 +116,7 @@ def longest_text(b: dict) -> int:
 
 def padded_batch(b: dict, buckets) -> dict:
     """The input pipeline's padded batch: every column padded to the smallest bucket that fits."""
-    from trainer.batching import bucket_length
+    from trainer.data.batching import bucket_length
 
     L = bucket_length(longest_text(b), buckets)
     d = {}
@@ -155,7 +155,7 @@ def run_ours(args, case) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from trainer.batching import effective_buckets
+    from trainer.data.batching import effective_buckets
     from trainer.config import TrainConfig
     from trainer.hf_loading import init_random
     from trainer.memory_plan import ChunkPlan, batch_packer

@@ -1,4 +1,4 @@
-"""Input pipeline throughput: training pairs per second out of trainer.input_pipeline.InputPipeline.
+"""Input pipeline throughput: training pairs per second out of trainer.data.pipeline.InputPipeline.
 
 Generates (once, cached) ~100k synthetic records in the Beam job's layout with realistic text
 lengths (log-normal token counts, median ~20, capped at 128, as in the pair corpora), then measures
@@ -75,7 +75,7 @@ def generate(out_dir: str, records: int, seed: int = 0) -> None:
             writers[j % n_files].write(rs.encode_record(ids, roles, fps))
         for w in writers:
             w.close()
-        entries.append({"name": name, "shape": shape, "weight": weight, "symmetric": shape == "pair",
+        entries.append({"name": name, "record_format": shape, "weight": weight, "symmetric": shape == "pair",
                         "train_examples": n, "validation_examples": 0, "train_files": rels, "validation_files": []})
     manifest = {"schema_version": rs.SCHEMA_VERSION, "created": "bench", "max_seq_length": 128,
                 "compression": rs.COMPRESSION,
@@ -106,7 +106,7 @@ def raw_read_rate(data_dir: str) -> tuple[float, float, int]:
 
 def pipeline_rate(data_dir: str, batch: int, pairs: int) -> tuple[float, float, dict]:
     from trainer.config import TrainConfig
-    from trainer.input_pipeline import InputPipeline
+    from trainer.data.pipeline import InputPipeline
 
     cfg = TrainConfig(batch_size=batch, shuffle_buffer=10_000, seed=0)
     pipe = InputPipeline(data_dir, cfg)

@@ -68,7 +68,7 @@ def main(argv=None) -> None:
                 f.write(json.dumps(p) + "\n")
         config = os.path.join(tmp, "data_config.json")
         with open(config, "w") as f:
-            json.dump({"corpora": [{"name": "bench_pairs", "files": ["bench_pairs.jsonl.gz"], "shape": "pair",
+            json.dump({"corpora": [{"name": "bench_pairs", "files": ["bench_pairs.jsonl.gz"], "record_format": "pair",
                                     "weight": 1, "expected_lines": len(pairs)}]}, f)
         texts = [t for p in pairs for t in p]
 

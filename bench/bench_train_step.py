@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 def sentence_pairs(sts: str | None, n: int) -> list[tuple[str, str]]:
     if sts and os.path.isfile(sts):
-        from trainer.sts_eval import read_sts
+        from trainer.evaluators.sts import read_sts
 
         pairs = [(a, b) for a, b, _ in read_sts(sts)]
         return (pairs * (n // max(1, len(pairs)) + 1))[:n]
@@ -60,12 +60,12 @@ def main() -> int:
         MultipleNegativesRankingLoss,
     )
 
-    from trainer.batching import bucket_length, effective_buckets
+    from trainer.data.batching import bucket_length, effective_buckets
     from trainer.config import TrainConfig
     from trainer.encode import load_tokenizer, tokenize
     from trainer.hf_loading import load_pretrained
     from trainer.mesh import create_mesh, data_shards
-    from trainer.packing import pack_batch
+    from trainer.data.packing import pack_batch
     from trainer.train_step import create_train_state, make_train_step
 
     torch.set_num_threads(args.threads)

@@ -1,4 +1,4 @@
-"""The data config (`data_config.json`): which corpora, where their files are, their shape and weight.
+"""The data config (`data_config.json`): which corpora, where their files are, their record format and weight.
 
 Parsed and validated here once; both the Beam job and the trainer import this module. It depends on
 nothing but the standard library (and gcsfs / fsspec only when a pattern is a `gs://` glob is expanded).
@@ -11,11 +11,9 @@ import math
 import os
 from typing import Any, Iterable, Sequence
 
-SHAPES = ("pair", "triplet", "set", "query", "query_with_negatives")
-# Shapes whose lines give the trainer (anchor, positive, negative) triplets; the others give pairs.
-TRIPLET_SHAPES = ("triplet", "query_with_negatives")
+from pipeline.record_schema import RECORD_FORMATS
 
-_CORPUS_FIELDS = {"name", "files", "shape", "weight", "expected_lines", "symmetric", "description"}
+_CORPUS_FIELDS = {"name", "files", "record_format", "weight", "expected_lines", "symmetric", "description"}
 
 
 class DataConfigError(ValueError):
@@ -26,7 +24,7 @@ class DataConfigError(ValueError):
 class CorpusConfig:
     name: str
     files: tuple[str, ...]  # paths or globs, relative to the input root, or absolute (gs:// allowed)
-    shape: str  # one of SHAPES
+    record_format: str  # one of RECORD_FORMATS (pipeline/record_schema.py)
     weight: float  # sampling weight; probability = weight / sum of weights
     expected_lines: int | None = None
     # Symmetric corpora (duplicate questions, paraphrases) have their pair order swapped at random.
@@ -82,6 +80,8 @@ def _parse_corpus(i: int, raw: Any) -> CorpusConfig:
     if not all(ch.isalnum() or ch in "-_." for ch in name):
         raise _err(f"corpus {name!r}", "field 'name' may hold only letters, digits, '-', '_' and '.' (it names a directory)")
     where = f"corpus {name!r}"
+    if "shape" in raw:  # the field's name before 0.2
+        raise _err(where, "field 'shape' is now called 'record_format'")
     unknown = sorted(set(raw) - _CORPUS_FIELDS)
     if unknown:
         raise _err(where, f"unknown field(s) {unknown}; allowed: {sorted(_CORPUS_FIELDS)}")
@@ -90,9 +90,9 @@ def _parse_corpus(i: int, raw: Any) -> CorpusConfig:
         files = [files]
     if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
         raise _err(where, "field 'files' must be a non-empty list of path or glob strings")
-    shape = raw.get("shape")
-    if shape not in SHAPES:
-        raise _err(where, f"field 'shape' is {shape!r}; must be one of {', '.join(SHAPES)}")
+    record_format = raw.get("record_format")
+    if record_format not in RECORD_FORMATS:
+        raise _err(where, f"field 'record_format' is {record_format!r}; must be one of {', '.join(RECORD_FORMATS)}")
     weight = raw.get("weight")
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
         raise _err(where, f"field 'weight' must be a positive number, got {weight!r}")
@@ -105,7 +105,7 @@ def _parse_corpus(i: int, raw: Any) -> CorpusConfig:
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise _err(where, "field 'description' must be a string")
-    return CorpusConfig(name, tuple(files), shape, float(weight), expected, symmetric, description)
+    return CorpusConfig(name, tuple(files), record_format, float(weight), expected, symmetric, description)
 
 
 def parse_data_config(raw: Any) -> DataConfig:

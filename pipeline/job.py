@@ -83,7 +83,7 @@ def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_
         read.batches
         | "Spread" >> beam.Reshuffle()
         | "Process" >> beam.ParDo(processing.ProcessLineBatch(
-            {c.name: c.shape for c in config.corpora}, tokenizer_json, opts.max_seq_length,
+            {c.name: c.record_format for c in config.corpora}, tokenizer_json, opts.max_seq_length,
             opts.validation_fraction)).with_outputs(processing.REJECTED, processing.STATS, *tags)
     )
     written = []

@@ -26,7 +26,7 @@ def corpus_entry(corpus, files: list[str], acc: dict, train_files: list[str],
     rejected_total = sum(acc["rejected"].values())
     entry = {
         "name": corpus.name,
-        "shape": corpus.shape,
+        "record_format": corpus.record_format,
         "weight": corpus.weight,
         "symmetric": corpus.symmetric,
         "files": list(files),

@@ -1,7 +1,7 @@
 """One batch of raw lines -> encoded records (train / validation), rejected lines and statistics.
 
 Everything per line happens in this one DoFn, on a whole batch at a time: decoding, parsing by the
-corpus's declared shape, tokenizing all texts of the batch in one fast-tokenizer call, the split,
+corpus's declared record format, tokenizing all texts of the batch in one fast-tokenizer call, the split,
 and serialisation. Outputs (tagged):
   output_tag(corpus, split): lists of serialised tf.train.Example records
   "rejected": JSON lines {"corpus", "file", "line_number", "reason", "detail", "line"}
@@ -37,9 +37,9 @@ def rejected_record(corpus: str, path: str, line_number: int, reason: str, detai
 
 
 class ProcessLineBatch(beam.DoFn):
-    def __init__(self, shapes: dict[str, str], tokenizer_json_path: str, max_seq_length: int,
+    def __init__(self, record_formats: dict[str, str], tokenizer_json_path: str, max_seq_length: int,
                  validation_fraction: float):
-        self._shapes = shapes  # corpus name -> declared shape
+        self._formats = record_formats  # corpus name -> declared record format
         self._tokenizer_json_path = tokenizer_json_path
         self._max_seq_length = max_seq_length
         self._validation_fraction = validation_fraction
@@ -51,7 +51,7 @@ class ProcessLineBatch(beam.DoFn):
 
     def process(self, batch: LineBatch):
         corpus, path = batch.corpus, batch.path
-        shape = self._shapes[corpus]
+        record_format = self._formats[corpus]
         acc = stats.new_stats(self._max_seq_length)
         acc["lines_read"] = batch_units(batch)
         rejected = acc["rejected"]
@@ -69,7 +69,7 @@ class ProcessLineBatch(beam.DoFn):
                 yield reject(i, parsing.LINE_TOO_LONG, "line longer than --max_line_bytes", raw)
                 continue
             try:
-                texts, roles = parsing.parse_line(raw, shape)
+                texts, roles = parsing.parse_line(raw, record_format)
             except parsing.Rejection as r:
                 yield reject(i, r.reason, r.detail, raw)
                 continue

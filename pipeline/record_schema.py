@@ -9,7 +9,8 @@ One record per accepted input line, as a `tf.train.Example`:
   fingerprints  int64[n_texts]       fingerprint(text): equal texts have equal fingerprints, so the
                                      loss can mask in-batch false negatives
 
-Texts keep the order they had in the line. Roles per shape:
+Texts keep the order they had in the line. Roles per record format (FORMATS below, the one table
+that the job's parser, the trainer's draw and the validation reader all follow):
   pair                  [ANCHOR, POSITIVE]
   triplet               [ANCHOR, POSITIVE, NEGATIVE]
   set                   [MEMBER, MEMBER, ...]           (two drawn at training time)
@@ -20,6 +21,7 @@ TensorFlow is imported lazily so that modules importing the constants stay light
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Sequence
 
@@ -31,6 +33,47 @@ ROLE_NEGATIVE = 2
 ROLE_MEMBER = 3
 
 FEATURE_NAMES = ("input_ids", "lengths", "roles", "fingerprints")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordFormat:
+    """What a corpus's lines hold and which texts a training example takes from them."""
+
+    name: str
+    anchor_role: int  # the role of the example's anchor text
+    positive_role: int  # the role of its positive (another text than the anchor)
+    negative_role: int | None  # the role of its hard negative; None: the format has none
+    # How the example's texts are chosen from a record: "fixed" (texts 0, 1[, 2]), "two_members"
+    # (two distinct members drawn), "drawn" (the anchor, one positive drawn[, one negative drawn]).
+    selection: str
+
+    @property
+    def has_negative(self) -> bool:
+        return self.negative_role is not None
+
+    def line_roles(self, n_positives: int = 1, n_negatives: int = 0) -> list[int]:
+        """The roles of a parsed line's texts, in line order (a set's n_positives = its member count)."""
+        if self.selection == "two_members":
+            return [ROLE_MEMBER] * n_positives
+        negatives = [ROLE_NEGATIVE] * (n_negatives if self.selection == "drawn" else int(self.has_negative))
+        return [ROLE_ANCHOR] + [ROLE_POSITIVE] * (n_positives if self.selection == "drawn" else 1) + negatives
+
+    def first_pair(self, roles: Sequence[int]) -> tuple[int, int]:
+        """Indices of a record's first (anchor, positive): the deterministic pair evaluation uses."""
+        a = list(roles).index(self.anchor_role)
+        return a, list(roles).index(self.positive_role, a + 1)
+
+
+FORMATS = {f.name: f for f in (
+    RecordFormat("pair", ROLE_ANCHOR, ROLE_POSITIVE, None, "fixed"),
+    RecordFormat("triplet", ROLE_ANCHOR, ROLE_POSITIVE, ROLE_NEGATIVE, "fixed"),
+    RecordFormat("set", ROLE_MEMBER, ROLE_MEMBER, None, "two_members"),
+    RecordFormat("query", ROLE_ANCHOR, ROLE_POSITIVE, None, "drawn"),
+    RecordFormat("query_with_negatives", ROLE_ANCHOR, ROLE_POSITIVE, ROLE_NEGATIVE, "drawn"),
+)}
+RECORD_FORMATS = tuple(FORMATS)
+# Formats whose lines give the trainer (anchor, positive, negative) triplets; the others give pairs.
+TRIPLET_FORMATS = tuple(n for n, f in FORMATS.items() if f.has_negative)
 
 # Output files are gzip-compressed TFRecords: token ids compress ~2-3x and Dataflow/GCS egress is billed.
 COMPRESSION = "GZIP"

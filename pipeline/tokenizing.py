@@ -71,7 +71,7 @@ def resolve_source(spec: str) -> str:
         return _download_dir(spec)
     if spec == DEMO_TOKENIZER and not os.path.isdir(spec):
         try:
-            from trainer.model_paths import demo_model_dir
+            from pipeline.model_source import demo_model_dir
 
             return demo_model_dir()
         except (ImportError, FileNotFoundError):

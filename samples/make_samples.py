@@ -266,7 +266,7 @@ def main() -> None:
             for p in range(parts):
                 write_jsonl_gz(os.path.join(out_dir, f"{name}-{p}.jsonl.gz"), rows[p * step:(p + 1) * step])
             pattern = f"{name}-*.jsonl.gz"
-        config.append({"name": name, "files": [pattern], "shape": shape, "weight": weight,
+        config.append({"name": name, "files": [pattern], "record_format": shape, "weight": weight,
                        "expected_lines": len(rows), "symmetric": symmetric, "description": desc})
     with open(os.path.join(HERE, "data_config.json"), "w") as f:
         json.dump({"description": "Bundled sample corpora (samples/make_samples.py); input root: samples/corpora",

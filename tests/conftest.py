@@ -13,7 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="session")
 def demo_model_dir() -> str:
-    from trainer.model_paths import demo_model_dir as find
+    from pipeline.model_source import demo_model_dir as find
 
     return find()
 

@@ -23,7 +23,7 @@ from pipeline.writing import iter_tfrecords
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(REPO, "samples")
-SHAPES = {"sample_paraphrases": "pair", "sample_qa": "pair", "sample_captions": "set", "sample_nli": "triplet",
+FORMAT_OF = {"sample_paraphrases": "pair", "sample_qa": "pair", "sample_captions": "set", "sample_nli": "triplet",
           "sample_faq": "query", "sample_search": "query_with_negatives"}
 
 
@@ -79,7 +79,7 @@ def test_default_run_writes_every_corpus_and_reconciles(default_run):
     assert m["tokenizer"]["name"] == DEMO_TOKENIZER and m["tokenizer"]["vocab_size"] == 30522
     assert m["tokenizer"]["pad_token_id"] == 0 and len(m["tokenizer"]["vocab_fingerprint"]) == 64
     for c, cfg in zip(m["corpora"], config.corpora):
-        assert c["shape"] == cfg.shape == SHAPES[c["name"]]
+        assert c["record_format"] == cfg.record_format == FORMAT_OF[c["name"]]
         assert c["lines_read"] == cfg.expected_lines
         assert c["rejected"] == {"total": 0, "by_reason": {}}
         assert c["lines_read"] == c["train_examples"] + c["validation_examples"] + c["rejected"]["total"]
@@ -98,7 +98,7 @@ def test_default_run_writes_every_corpus_and_reconciles(default_run):
     assert os.path.basename(newest) == "manifest.json"
 
 
-@pytest.mark.parametrize("corpus", sorted(SHAPES))
+@pytest.mark.parametrize("corpus", sorted(FORMAT_OF))
 def test_each_shape_round_trips_to_the_original_texts(default_run, tokenizer, corpus):
     """Every line's texts come back: the ids equal the HF tokenizer's, decoding gives the text
     (uncased, whitespace aside), roles and fingerprints follow the shape."""
@@ -108,7 +108,7 @@ def test_each_shape_round_trips_to_the_original_texts(default_run, tokenizer, co
     cfg = load_data_config(os.path.join(SAMPLES, "data_config.json")).get(corpus)
     expected = collections.Counter()
     for obj in _lines(cfg.files[0]):
-        texts, roles = _texts_and_roles(obj, SHAPES[corpus])
+        texts, roles = _texts_and_roles(obj, FORMAT_OF[corpus])
         ids = tokenizer(texts, truncation=True, max_length=128)["input_ids"]
         expected[(tuple(map(tuple, ids)), tuple(roles), tuple(fingerprint(t.strip()) for t in texts))] += 1
     actual = collections.Counter((tuple(map(tuple, r["texts"])), tuple(r["roles"]), tuple(r["fingerprints"]))
@@ -116,7 +116,7 @@ def test_each_shape_round_trips_to_the_original_texts(default_run, tokenizer, co
     assert actual == expected
     # Decoding the stored ids gives the texts back.
     for obj in _lines(cfg.files[0])[:50]:
-        texts, _ = _texts_and_roles(obj, SHAPES[corpus])
+        texts, _ = _texts_and_roles(obj, FORMAT_OF[corpus])
         ids = tokenizer(texts, truncation=True, max_length=128)["input_ids"]
         for text, one in zip(texts, ids):
             decoded = tokenizer.decode(one, skip_special_tokens=True)
@@ -133,9 +133,9 @@ LONG_TEXT = "word " * 20_000  # 100 KB: accepted, cut in characters, then at 128
 CORRUPT_PAIRS = [  # (line bytes, expected reason or None)
     (b'["a good first line", "its good partner"]', None),
     (b'{"not json', "bad_json"),
-    (b'["only one text"]', "wrong_shape"),
-    (b'["one", "two", "three"]', "wrong_shape"),
-    (b'{"query": "q", "pos": ["p"]}', "wrong_shape"),
+    (b'["only one text"]', "wrong_format"),
+    (b'["one", "two", "three"]', "wrong_format"),
+    (b'{"query": "q", "pos": ["p"]}', "wrong_format"),
     (b'["", "empty anchor"]', "empty_text"),
     (b'["   ", "blank anchor"]', "empty_text"),
     (b'["number partner", 5]', "non_string_text"),
@@ -150,11 +150,11 @@ CORRUPT_PAIRS = [  # (line bytes, expected reason or None)
 ]
 CORRUPT_QUERIES = [
     (b'{"query": "q1", "pos": ["p1", "p2"], "neg": ["n1"]}', None),
-    (b'{"query": "q2", "pos": ["p"]}', "wrong_shape"),
-    (b'{"query": "q3", "pos": "p", "neg": ["n"]}', "wrong_shape"),
-    (b'{"query": "q4", "pos": ["p"], "neg": []}', "wrong_shape"),
+    (b'{"query": "q2", "pos": ["p"]}', "wrong_format"),
+    (b'{"query": "q3", "pos": "p", "neg": ["n"]}', "wrong_format"),
+    (b'{"query": "q4", "pos": ["p"], "neg": []}', "wrong_format"),
     (b'{"query": 4, "pos": ["p"], "neg": ["n"]}', "non_string_text"),
-    (b'["a", "b"]', "wrong_shape"),
+    (b'["a", "b"]', "wrong_format"),
     (b'{"query": "q5", "pos": ["p5"], "neg": ["n5"]}', None),
 ]
 
@@ -169,9 +169,9 @@ def corrupt_run(tmp_path_factory):
     (corpora / "queries.jsonl").write_bytes(b"\n".join(line for line, _ in CORRUPT_QUERIES) + b"\n")
     config = root / "data_config.json"
     config.write_text(json.dumps({"corpora": [
-        {"name": "sample_qa", "files": [os.path.join(SAMPLES, "corpora", "sample_qa-*.jsonl.gz")], "shape": "pair", "weight": 1},
-        {"name": "corrupt_pairs", "files": ["pairs-*.jsonl.gz"], "shape": "pair", "weight": 1},
-        {"name": "corrupt_queries", "files": ["queries.jsonl"], "shape": "query_with_negatives", "weight": 2},
+        {"name": "sample_qa", "files": [os.path.join(SAMPLES, "corpora", "sample_qa-*.jsonl.gz")], "record_format": "pair", "weight": 1},
+        {"name": "corrupt_pairs", "files": ["pairs-*.jsonl.gz"], "record_format": "pair", "weight": 1},
+        {"name": "corrupt_queries", "files": ["queries.jsonl"], "record_format": "query_with_negatives", "weight": 2},
     ]}))
     out = root / "out"
     out.mkdir()
@@ -249,13 +249,13 @@ def test_non_empty_output_dir_is_refused(default_run, capsys):
 
 
 @pytest.mark.parametrize("corpus_patch,message", [
-    ({"shape": "quad"}, "field 'shape' is 'quad'"),
+    ({"record_format": "quad"}, "field 'record_format' is 'quad'"),
     ({"weight": 0}, "field 'weight' must be a positive number"),
     ({"weight": -2.5}, "field 'weight' must be a positive number"),
     ({"files": ["nothing-*.jsonl.gz"]}, "no file matches"),
 ])
 def test_config_errors_end_the_job_before_any_work(tmp_path, capsys, corpus_patch, message):
-    corpus = {"name": "c1", "files": ["c1.jsonl.gz"], "shape": "pair", "weight": 1, **corpus_patch}
+    corpus = {"name": "c1", "files": ["c1.jsonl.gz"], "record_format": "pair", "weight": 1, **corpus_patch}
     _write_gz(tmp_path / "c1.jsonl.gz", b'["a", "b"]\n')
     (tmp_path / "cfg.json").write_text(json.dumps({"corpora": [corpus]}))
     out = tmp_path / "out"
@@ -268,7 +268,7 @@ def test_config_errors_end_the_job_before_any_work(tmp_path, capsys, corpus_patc
 
 def test_duplicate_names_and_unknown_corpora_are_config_errors(tmp_path, capsys):
     _write_gz(tmp_path / "c1.jsonl.gz", b'["a", "b"]\n')
-    c = {"name": "c1", "files": ["c1.jsonl.gz"], "shape": "pair", "weight": 1}
+    c = {"name": "c1", "files": ["c1.jsonl.gz"], "record_format": "pair", "weight": 1}
     (tmp_path / "dup.json").write_text(json.dumps({"corpora": [c, c]}))
     assert job.run([f"--data_config={tmp_path / 'dup.json'}", f"--output_dir={tmp_path / 'o1'}"]) == 2
     assert "corpus 'c1': duplicate name" in capsys.readouterr().err
@@ -279,7 +279,7 @@ def test_duplicate_names_and_unknown_corpora_are_config_errors(tmp_path, capsys)
 
 def test_command_line_exit_status_and_message(tmp_path):
     """The script itself: a config error exits non-zero with the message on stderr."""
-    (tmp_path / "cfg.json").write_text(json.dumps({"corpora": [{"name": "x", "files": ["x"], "shape": "pair", "weight": 0}]}))
+    (tmp_path / "cfg.json").write_text(json.dumps({"corpora": [{"name": "x", "files": ["x"], "record_format": "pair", "weight": 0}]}))
     proc = subprocess.run([sys.executable, os.path.join(REPO, "beam_main.py"), f"--data_config={tmp_path / 'cfg.json'}",
                            f"--output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2

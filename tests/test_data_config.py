@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from pipeline.data_config import SHAPES, DataConfigError, expand_files, load_data_config, parse_data_config
+from pipeline.data_config import RECORD_FORMATS, DataConfigError, expand_files, load_data_config, parse_data_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -12,9 +12,9 @@ def test_the_27_corpora_config():
     c = load_data_config(os.path.join(REPO, "data_config.json"))
     assert len(c.corpora) == 27 and len(set(c.names)) == 27
     assert sum(x.expected_lines for x in c.corpora) == 1_099_060_508  # the rows of corpora.md
-    assert {x.shape for x in c.corpora} == {"pair", "set", "triplet"}
+    assert {x.record_format for x in c.corpora} == {"pair", "set", "triplet"}
     assert c.get("gooaq").weight == 247 and c.get("reddit").weight == 328 and len(c.get("reddit").files) == 4
-    assert c.get("coco_captions").shape == "set" and c.get("msmarco").shape == "triplet"
+    assert c.get("coco_captions").record_format == "set" and c.get("msmarco").record_format == "triplet"
     assert {x.name for x in c.corpora if x.symmetric} == {
         "stackexchange_duplicate_questions", "quora_duplicates", "wikianswers", "simple_wiki", "altlex"}
     assert c.probabilities()["gooaq"] == pytest.approx(247 / 2711)
@@ -22,7 +22,7 @@ def test_the_27_corpora_config():
 
 def test_the_sample_config_covers_every_shape_and_its_files_exist():
     c = load_data_config(os.path.join(REPO, "samples", "data_config.json"))
-    assert {x.shape for x in c.corpora} == set(SHAPES)
+    assert {x.record_format for x in c.corpora} == set(RECORD_FORMATS)
     assert any(x.symmetric for x in c.corpora)
     for corpus in c.corpora:
         files = expand_files(corpus, os.path.join(REPO, "samples", "corpora"))
@@ -34,11 +34,12 @@ def test_the_sample_config_covers_every_shape_and_its_files_exist():
 
 
 def _one(**patch):
-    return {"corpora": [{"name": "c", "files": ["c.jsonl.gz"], "shape": "pair", "weight": 1, **patch}]}
+    return {"corpora": [{"name": "c", "files": ["c.jsonl.gz"], "record_format": "pair", "weight": 1, **patch}]}
 
 
 @pytest.mark.parametrize("raw,message", [
-    (_one(shape="quad"), "corpus 'c': field 'shape' is 'quad'"),
+    (_one(record_format="quad"), "corpus 'c': field 'record_format' is 'quad'"),
+    (_one(shape="pair"), "corpus 'c': field 'shape' is now called 'record_format'"),
     (_one(weight=0), "corpus 'c': field 'weight' must be a positive number, got 0"),
     (_one(weight="1"), "corpus 'c': field 'weight' must be a positive number"),
     (_one(weight=float("nan")), "field 'weight'"),

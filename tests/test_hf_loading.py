@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from trainer import storage
+from pipeline import storage
 from trainer.hf_loading import (
     CheckpointMismatchError,
     hf_state_dict_to_params,
@@ -20,7 +20,7 @@ from trainer.hf_loading import (
     params_to_hf_state_dict,
     resolve_model_dir,
 )
-from trainer.model_paths import demo_model_dir
+from pipeline.model_source import demo_model_dir
 from trainer.modeling import EncoderConfig
 
 TINY = EncoderConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,

@@ -10,9 +10,9 @@ from pipeline.manifest import ManifestError
 from pipeline.stats import new_stats
 
 CONFIG = parse_data_config({"corpora": [
-    {"name": "big", "files": ["b"], "shape": "pair", "weight": 1, "expected_lines": 2_500_001},
-    {"name": "small", "files": ["s"], "shape": "set", "weight": 1, "expected_lines": 10},
-    {"name": "unknown", "files": ["u"], "shape": "pair", "weight": 1}]})
+    {"name": "big", "files": ["b"], "record_format": "pair", "weight": 1, "expected_lines": 2_500_001},
+    {"name": "small", "files": ["s"], "record_format": "set", "weight": 1, "expected_lines": 10},
+    {"name": "unknown", "files": ["u"], "record_format": "pair", "weight": 1}]})
 
 
 def test_train_shards():

@@ -40,8 +40,8 @@ def test_stated_profiles_cover_the_27_corpora():
     profiles = stated_profiles(config.corpora)
     assert len(profiles) == 27 and set(STATED) == set(config.names)
     for c, p in zip(config.corpora, profiles):
-        assert (p.name, p.record_format, p.weight) == (c.name, c.shape, c.weight)
-        assert p.triplet == (c.shape in ("triplet", "query_with_negatives")), c.name
+        assert (p.name, p.record_format, p.weight) == (c.name, c.record_format, c.weight)
+        assert p.triplet == (c.record_format in ("triplet", "query_with_negatives")), c.name
         assert len(p.columns) == (3 if p.triplet else 2)
     by_name = {p.name: p for p in profiles}
     assert by_name["msmarco"].columns == (KINDS["short"], KINDS["long"], KINDS["long"])
@@ -50,9 +50,9 @@ def test_stated_profiles_cover_the_27_corpora():
 
 
 def test_stated_profiles_of_unknown_and_reshaped_corpora():
-    got = stated_profiles([{"name": "new", "shape": "query_with_negatives", "weight": 2},
-                           {"name": "new2", "shape": "set", "weight": 1},
-                           {"name": "specter", "shape": "pair", "weight": 3}])
+    got = stated_profiles([{"name": "new", "record_format": "query_with_negatives", "weight": 2},
+                           {"name": "new2", "record_format": "set", "weight": 1},
+                           {"name": "specter", "record_format": "pair", "weight": 3}])
     assert [len(p.columns) for p in got] == [3, 2, 2]
     assert got[0].columns == (KINDS["sentence"],) * 3 and got[0].weight == 2.0
     assert got[2].columns == (KINDS["short"],) * 2
@@ -60,7 +60,7 @@ def test_stated_profiles_of_unknown_and_reshaped_corpora():
 
 def test_manifest_profiles():
     def entry(name, shape, texts, p50, p95):
-        return {"name": name, "shape": shape, "weight": 5,
+        return {"name": name, "record_format": shape, "weight": 5,
                 "token_lengths": {"texts": texts, "mean": p50, "p50": p50, "p95": p95, "max": 128,
                                   "truncated_share": 0.0}}
 

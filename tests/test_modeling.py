@@ -184,7 +184,7 @@ def test_dropout_masks_keep_the_rate_and_are_independent():
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
 def test_packed_rows_give_the_embeddings_of_padded_rows(model_type):
-    from trainer.packing import pack_batch
+    from trainer.data.packing import pack_batch
 
     pad = 1 if model_type == "roberta" else 0
     cfg = EncoderConfig(model_type=model_type, pad_token_id=pad, **TINY)

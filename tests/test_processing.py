@@ -35,14 +35,14 @@ def test_a_batch_becomes_records_rejections_and_stats(hf):
     assert first["fingerprints"] == [fingerprint(t) for t in texts]
     assert second["fingerprints"][0] == fingerprint("q")  # surrounding whitespace does not change identity
     rejected = [json.loads(r) for r in out[REJECTED]]
-    assert [(r["line_number"], r["reason"]) for r in rejected] == [(42, "wrong_shape"), (44, "invalid_utf8"),
+    assert [(r["line_number"], r["reason"]) for r in rejected] == [(42, "wrong_format"), (44, "invalid_utf8"),
                                                                    (45, "file_read_error")]
     assert rejected[0]["file"] == "/x/web.jsonl.gz" and rejected[0]["line"] == '{"query": "bad"}'
     assert rejected[2]["detail"] == "disk on fire"
     ((corpus, stats),) = out[STATS]
     assert corpus == "web"
     assert (stats["lines_read"], stats["train"], stats["validation"], stats["texts"]) == (5, 2, 0, 7)
-    assert stats["rejected"] == {"wrong_shape": 1, "invalid_utf8": 1, "file_read_error": 1}
+    assert stats["rejected"] == {"wrong_format": 1, "invalid_utf8": 1, "file_read_error": 1}
     assert sum(stats["hist"]) == 7
 
 

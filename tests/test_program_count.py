@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from pipeline.data_config import load_data_config
-from trainer.batching import effective_buckets
+from trainer.data.batching import effective_buckets
 from trainer.config import TrainConfig
 from trainer.length_profiles import stated_profiles
-from trainer.packing import best_fit_decreasing
+from trainer.data.packing import best_fit_decreasing
 from trainer.program_count import Shape, bin_count, main, simulate, summary_lines, typical_shapes, worst_shapes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

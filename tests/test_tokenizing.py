@@ -2,7 +2,7 @@ import pytest
 
 from pipeline.tokenizing import (DEMO_TOKENIZER, BatchTokenizer, TokenizerError, describe, load_hf_tokenizer,
                                  resolve_source, save_for_workers, vocab_fingerprint)
-from trainer.model_paths import demo_model_dir
+from pipeline.model_source import demo_model_dir
 
 
 @pytest.fixture(scope="module")

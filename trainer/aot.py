@@ -45,7 +45,7 @@ def read_model_config(model: str) -> dict:
     if os.path.isfile(shipped):
         path = shipped
     elif model == DEMO_MODEL:
-        from trainer.model_paths import demo_model_dir
+        from pipeline.model_source import demo_model_dir
 
         path = os.path.join(demo_model_dir(), "config.json")
     elif os.path.isfile(model):
@@ -90,9 +90,9 @@ def abstract_batch(shape: Any, cfg: TrainConfig, mesh: Any) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from trainer.batching import ID_KEYS
+    from trainer.data.batching import ID_KEYS
     from trainer.mesh import batch_sharding, data_shards
-    from trainer.packing import PACKED_KEYS
+    from trainer.data.packing import PACKED_KEYS
 
     sharding = batch_sharding(mesh)
     columns = ID_KEYS if shape.kind == "triplet" else ID_KEYS[:2]

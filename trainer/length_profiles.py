@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from pipeline.data_config import TRIPLET_SHAPES
+from pipeline.record_schema import TRIPLET_FORMATS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +28,7 @@ class ColumnProfile:
 @dataclasses.dataclass(frozen=True)
 class CorpusProfile:
     name: str
-    record_format: str  # the corpus's shape in data_config.json
+    record_format: str  # the corpus's record_format in data_config.json
     weight: float
     columns: tuple[ColumnProfile, ...]  # anchor, positive[, negative]
 
@@ -76,19 +76,19 @@ def _field(corpus: Any, key: str) -> Any:
 
 
 def n_columns(record_format: str) -> int:
-    return 3 if record_format in TRIPLET_SHAPES else 2
+    return 3 if record_format in TRIPLET_FORMATS else 2
 
 
 def stated_profiles(corpora: Iterable[Any]) -> list[CorpusProfile]:
-    """Profiles from the table above for DataConfig corpora or manifest entries (name, shape, weight).
-    A corpus not in the table gets sentence-like columns; the column count always follows the shape."""
+    """Profiles from the table above for DataConfig corpora or manifest entries (name, record_format, weight).
+    A corpus not in the table gets sentence-like columns; the column count always follows the record format."""
     out = []
     for c in corpora:
-        shape = _field(c, "shape")
-        n = n_columns(shape)
+        record_format = _field(c, "record_format")
+        n = n_columns(record_format)
         kinds = STATED.get(_field(c, "name"), ("sentence",) * n)
-        kinds = (tuple(kinds) + (kinds[-1],) * n)[:n]  # a shape changed since the table: pad or cut
-        out.append(CorpusProfile(_field(c, "name"), shape, float(_field(c, "weight")),
+        kinds = (tuple(kinds) + (kinds[-1],) * n)[:n]  # a format changed since the table: pad or cut
+        out.append(CorpusProfile(_field(c, "name"), record_format, float(_field(c, "weight")),
                                  tuple(KINDS[k] for k in kinds)))
     return out
 
@@ -106,8 +106,8 @@ def manifest_profiles(manifest: Mapping[str, Any]) -> list[CorpusProfile]:
             continue
         p50 = max(float(tl["p50"]), 1.0)
         sigma = max(math.log(max(float(tl["p95"]), p50) / p50) / _Z95, 0.05)
-        out.append(CorpusProfile(c["name"], c["shape"], float(c["weight"]),
-                                 (ColumnProfile(p50, sigma),) * n_columns(c["shape"])))
+        out.append(CorpusProfile(c["name"], c["record_format"], float(c["weight"]),
+                                 (ColumnProfile(p50, sigma),) * n_columns(c["record_format"])))
     return out
 
 

@@ -26,9 +26,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from trainer.batching import effective_buckets
+from trainer.data.batching import effective_buckets
 from trainer.mesh import DATA_AXIS, data_shards, replicated
-from trainer.packing import pack_batch
+from trainer.data.packing import pack_batch
 
 
 @dataclasses.dataclass(frozen=True)

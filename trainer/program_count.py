@@ -1,6 +1,6 @@
 """How many programs a run compiles, and the padding its batch shapes cost, before it runs.
 
-XLA compiles one program per batch shape. With packing (trainer/packing.py) a shape is (kind, rows per
+XLA compiles one program per batch shape. With packing (trainer/data/packing.py) a shape is (kind, rows per
 device, row length, chunks): the row length from the buckets, the rows from the row ladder
 (`pack_row_steps` steps per doubling), grown by the memory plan to a multiple of their gradient-caching
 chunks (trainer/memory_plan.py). Fewer steps compile fewer programs but pad more rows; a TPU run, whose
@@ -23,13 +23,13 @@ from typing import Sequence
 
 import numpy as np
 
-from trainer.batching import bucket_length, effective_buckets
-from trainer.corpus_schedule import MIXED, CorpusSchedule
+from trainer.data.batching import bucket_length, effective_buckets
+from trainer.data.corpus_schedule import MIXED, CorpusSchedule
 from trainer.length_profiles import CorpusProfile, sample_lengths
 from trainer.memory_plan import ChunkPlan
-from trainer.packing import place_texts, row_bucket
+from trainer.data.packing import place_texts, row_bucket
 
-# Distinguishes the length draws from the corpus schedule's stream (trainer/corpus_schedule.py).
+# Distinguishes the length draws from the corpus schedule's stream (trainer/data/corpus_schedule.py).
 _STREAM_TAG = 0x1E4C7
 
 

@@ -17,9 +17,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from trainer import storage
+from pipeline import storage
 from trainer.checkpointing import Checkpointer
-from pipeline.data_config import TRIPLET_SHAPES
+from pipeline.record_schema import TRIPLET_FORMATS
 from trainer.config import TrainConfig
 from trainer.mesh import create_mesh, data_shards, layout_report, shard_batch
 from trainer.metrics_writer import MetricsWriter
@@ -37,7 +37,7 @@ _STATE_BYTES = 1 << 16  # room for one host's data position (about 1 KB of JSON)
 def _gather_data_state(pipeline) -> dict:
     """The data position to checkpoint: this host's, or with several hosts all of them (each host
     reads its own shards, so each resumes from its own entry)."""
-    from trainer.input_pipeline import merge_states
+    from trainer.data.pipeline import merge_states
 
     if jax.process_count() == 1:
         return pipeline.state()
@@ -67,7 +67,7 @@ def _sync_length(length: int) -> int:
 def _agree_on_packed_shape(batch: dict, pad_id: int, plan) -> dict:
     """With several hosts, every host's packed rows grow to the longest and most any host has (then
     to a row count the memory plan can chunk)."""
-    from trainer.packing import pad_packed
+    from trainer.data.packing import pad_packed
 
     rows, row_length = batch["packed_ids"].shape[1:]
     rows, row_length = (int(v) for v in _sync_max((rows, row_length)))
@@ -138,7 +138,7 @@ class _Evaluator:
     """Retrieval on each corpus's validation split and, optionally, STS Spearman."""
 
     def __init__(self, cfg: TrainConfig, model, tokenizer, data_dir: str, manifest: dict, pad_id: int):
-        from trainer.input_pipeline import validation_pairs
+        from trainer.data.pipeline import validation_pairs
 
         self.cfg, self.model, self.tokenizer, self.pad_id = cfg, model, tokenizer, pad_id
         self.splits = {}
@@ -150,7 +150,7 @@ class _Evaluator:
 
     def __call__(self, params) -> dict[str, float]:
         from trainer.encode import encode, encode_ids
-        from trainer.retrieval_eval import evaluate_corpus
+        from trainer.evaluators.retrieval import evaluate_corpus
         from pipeline.record_schema import fingerprint
 
         variables = {"params": params}
@@ -172,7 +172,7 @@ class _Evaluator:
             out["eval/mean_recall@1"] = float(np.mean(recalls))
             out["eval/mean_mrr@10"] = float(np.mean(mrrs))
         if self.cfg.sts_dev:
-            from trainer.sts_eval import sts_spearman
+            from trainer.evaluators.sts import sts_spearman
 
             out["eval/sts_spearman"] = sts_spearman(
                 lambda s: encode(self.model, variables, self.tokenizer, s, batch_size=64,
@@ -193,7 +193,7 @@ def _truncate_metrics(workdir: str, last_step: int) -> None:
 
 def _model_card(cfg: TrainConfig, manifest: dict, step: int, evaluation: dict, before: dict | None) -> dict:
     total = sum(c["weight"] for c in manifest["corpora"])
-    mix = {c["name"]: {"shape": c["shape"], "weight": c["weight"], "probability": round(c["weight"] / total, 4),
+    mix = {c["name"]: {"record_format": c["record_format"], "weight": c["weight"], "probability": round(c["weight"] / total, 4),
                        "train_examples": c["train_examples"]} for c in manifest["corpora"]}
     return {
         "base_model": cfg.model,
@@ -215,7 +215,7 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
 
     from trainer.encode import load_tokenizer
     from trainer.export import export_sentence_transformers
-    from trainer.input_pipeline import InputPipeline, read_manifest
+    from trainer.data.pipeline import InputPipeline, read_manifest
     from trainer.memory_plan import ChunkPlan, batch_packer
     from trainer.train_step import create_train_state, make_train_step, train_state_sharding
 
@@ -237,7 +237,7 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
     if cfg.preflight:  # before any thread starts: a refusal leaves nothing running
         from trainer.preflight import run_preflight
 
-        kinds = {"triplet" if c["shape"] in TRIPLET_SHAPES else "pair" for c in manifest["corpora"]}
+        kinds = {"triplet" if c["record_format"] in TRIPLET_FORMATS else "pair" for c in manifest["corpora"]}
         run_preflight(pretrained.model, cfg, mesh, state, (kinds | {"pair"}) if cfg.mixed_batch_share else kinds)
     checkpointer = Checkpointer(workdir, keep=cfg.keep_checkpoints)
     data_state = None

@@ -31,7 +31,7 @@ from trainer.memory_plan import ChunkPlan, state_shardings
 from trainer.mesh import batch_sharding, check_batch_layout, data_shards, replicated
 from trainer.modeling import dropout_token_ids
 from trainer.optimizer import learning_rate_schedule, make_optimizer
-from trainer.packing import PACKED_KEYS, packed_columns, texts_per_shard
+from trainer.data.packing import PACKED_KEYS, packed_columns, texts_per_shard
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -174,7 +174,7 @@ def make_train_step(model: Any, cfg: TrainConfig, mesh: Mesh, *, state_sharding:
     """jit(step)(state, batch) -> (state, metrics{loss, grad_norm, learning_rate, finite}).
 
     `batch`: dict of `anchor_ids/anchor_mask/positive_ids/positive_mask[/negative_*]` int32 [B, L] (or
-    packed rows, trainer/packing.py) and `*_fp` int32 [B] (global arrays from `mesh.shard_batch`, or
+    packed rows, trainer/data/packing.py) and `*_fp` int32 [B] (global arrays from `mesh.shard_batch`, or
     NumPy arrays in a single process). `state_sharding`: `train_state_sharding(state, cfg, mesh)`
     (required with cfg.shard_optimizer; default replicated). `dropout=False` runs the encoder
     deterministically (tests). The state argument is donated.

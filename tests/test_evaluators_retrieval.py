@@ -1,6 +1,6 @@
 import numpy as np
 
-from trainer.retrieval_eval import evaluate_corpus, retrieval_metrics
+from trainer.evaluators.retrieval import evaluate_corpus, retrieval_metrics
 
 
 def _unit(x):

@@ -1,4 +1,4 @@
-"""Tests of trainer/input_pipeline.py on small TFRecord files written here with the shared schema.
+"""Tests of trainer/data/pipeline.py on small TFRecord files written here with the shared schema.
 
 Token ids are synthetic and self-describing: every text is [CLS, 1000 + corpus, 3000 + record // 1000,
 5000 + record % 1000, 2000 + text index, filler..., SEP], so a batch row can be decoded back to the record
@@ -15,10 +15,10 @@ import pytest
 import tensorflow as tf
 
 from pipeline import record_schema as rs
-from trainer import batching, input_pipeline
+from trainer.data import batching, input_pipeline
 from trainer.config import TrainConfig
-from trainer.corpus_schedule import CorpusSchedule
-from trainer.input_pipeline import InputPipeline, InputPipelineError, merge_states, read_manifest, validation_pairs
+from trainer.data.corpus_schedule import CorpusSchedule
+from trainer.data.pipeline import InputPipeline, InputPipelineError, merge_states, read_manifest, validation_pairs
 
 CLS, SEP, PAD, FILL = 101, 102, 0, 7
 
@@ -90,7 +90,7 @@ def write_dataset(out_dir, corpora=CORPORA, long_every=0, pad_id=PAD, dup_every=
             for w in writers:
                 w.close()
         entries.append({
-            "name": name, "shape": shape, "weight": weight, "symmetric": symmetric, "files": [f"{name}.jsonl.gz"],
+            "name": name, "record_format": shape, "weight": weight, "symmetric": symmetric, "files": [f"{name}.jsonl.gz"],
             "lines_read": n + 10, "train_examples": n, "validation_examples": 10,
             "rejected": {"total": 0, "by_reason": {}}, "train_files": train_files, "validation_files": val_files,
             "token_lengths": {"texts": 0, "mean": 0, "p50": 0, "p95": 0, "max": 0, "truncated_share": 0},
@@ -430,7 +430,7 @@ def test_records_that_do_not_match_the_declared_shape_fail_with_the_corpus_name(
     d = write_dataset(str(tmp_path), [("liar", "pair", 1.0, False, 20, 1)])
     with open(os.path.join(d, "manifest.json")) as f:
         manifest = json.load(f)
-    manifest["corpora"][0]["shape"] = "triplet"  # the records hold pairs
+    manifest["corpora"][0]["record_format"] = "triplet"  # the records hold pairs
     with open(os.path.join(d, "manifest.json"), "w") as f:
         json.dump(manifest, f)
     with pytest.raises(tf.errors.InvalidArgumentError, match="corpus liar: a triplet record has too few texts"):

@@ -10,7 +10,7 @@ import pytest
 from tests._tiny import TINY, random_batch, run_on_cpu_devices, tiny_model
 from trainer.config import TrainConfig
 from trainer.modeling import EncoderConfig
-from trainer.packing import best_fit_decreasing, pack_batch, pad_packed, row_bucket
+from trainer.data.packing import best_fit_decreasing, pack_batch, pad_packed, row_bucket
 from trainer.train_step import as_apply_fn, as_packed_apply_fn, loss_and_grads
 
 BUCKETS = (8, 12, 16, 24, 32)
@@ -146,7 +146,7 @@ MESH = textwrap.dedent("""
     from tests._tiny import random_batch, tiny_model
     from trainer.config import TrainConfig
     from trainer.mesh import create_mesh, shard_batch
-    from trainer.packing import pack_batch
+    from trainer.data.packing import pack_batch
     from trainer.train_step import create_train_state, make_train_step
     model, params = tiny_model()
     res = {}

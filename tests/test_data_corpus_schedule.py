@@ -1,8 +1,8 @@
-"""Tests of trainer/corpus_schedule.py: a pure function of (seed, step) that follows the weights."""
+"""Tests of trainer/data/corpus_schedule.py: a pure function of (seed, step) that follows the weights."""
 import numpy as np
 import pytest
 
-from trainer.corpus_schedule import MIXED, CorpusSchedule
+from trainer.data.corpus_schedule import MIXED, CorpusSchedule
 
 WEIGHTS = [247, 91, 1, 26, 123]
 

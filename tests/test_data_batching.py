@@ -1,8 +1,8 @@
-"""Tests of trainer/batching.py: buckets, padding, fingerprint folding, de-duplication, re-padding."""
+"""Tests of trainer/data/batching.py: buckets, padding, fingerprint folding, de-duplication, re-padding."""
 import numpy as np
 import pytest
 
-from trainer import batching
+from trainer.data import batching
 
 
 def test_effective_buckets_cap_at_max_seq_length():

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from trainer.sts_eval import read_sts, sts_spearman
+from trainer.evaluators.sts import read_sts, sts_spearman
 
 # STS benchmark layout: genre, file, year, id, score, sentence1, sentence2 (quotes are literal).
 SAMPLE = [

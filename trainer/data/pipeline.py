@@ -33,10 +33,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from pipeline import record_schema
-from pipeline.data_config import SHAPES, TRIPLET_SHAPES
-from trainer import batching
+from pipeline.record_schema import RECORD_FORMATS, TRIPLET_FORMATS
+from trainer.data import batching
 from trainer.config import TrainConfig
-from trainer.corpus_schedule import MIXED, CorpusSchedule
+from trainer.data.corpus_schedule import MIXED, CorpusSchedule
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,11 @@ def _check_manifest(m: Any, path: str) -> None:
         raise InputPipelineError(f"{path}: tokenizer.pad_token_id is missing")
     for c in m["corpora"]:
         name = c.get("name")
-        for key in ("name", "shape", "weight", "train_files"):
+        for key in ("name", "record_format", "weight", "train_files"):
             if key not in c:
                 raise InputPipelineError(f"{path}: corpus {name!r} lacks field {key!r}")
-        if c["shape"] not in SHAPES:
-            raise InputPipelineError(f"{path}: corpus {name!r} has unknown shape {c['shape']!r}")
+        if c["record_format"] not in RECORD_FORMATS:
+            raise InputPipelineError(f"{path}: corpus {name!r} has unknown shape {c['record_format']!r}")
 
 
 # ------------------------------------------------------------------------------------ per corpus
@@ -120,7 +120,7 @@ class _Corpus:
 
     @property
     def has_negative(self) -> bool:
-        return self.shape in TRIPLET_SHAPES
+        return self.shape in TRIPLET_FORMATS
 
 
 def _fold(key, *values):
@@ -176,14 +176,14 @@ def _draw_chunk(corpus: _Corpus, raw, draw_key, max_len: int | None):
     n_pos = tf.reduce_sum(tf.cast(roles == record_schema.ROLE_POSITIVE, tf.int64), axis=1)
     n_neg = tf.reduce_sum(tf.cast(roles == record_schema.ROLE_NEGATIVE, tf.int64), axis=1)
     neg = None
-    if corpus.shape in ("pair", "triplet"):
+    if corpus.record_format in ("pair", "triplet"):
         anc, pos = zero, zero + 1
-        need = 3 if corpus.shape == "triplet" else 2
+        need = 3 if corpus.record_format == "triplet" else 2
         checks.append(tf.debugging.assert_greater_equal(n_texts, tf.cast(need, tf.int64),
-                                                        message=f"corpus {corpus.name}: a {corpus.shape} record has too few texts"))
-        if corpus.shape == "triplet":
+                                                        message=f"corpus {corpus.name}: a {corpus.record_format} record has too few texts"))
+        if corpus.record_format == "triplet":
             neg = zero + 2
-    elif corpus.shape == "set":
+    elif corpus.record_format == "set":
         checks.append(tf.debugging.assert_greater_equal(n_texts, tf.constant(2, tf.int64),
                                                         message=f"corpus {corpus.name}: a set record has fewer than 2 members"))
         anc = pick(u[:, 0], n_texts)
@@ -193,7 +193,7 @@ def _draw_chunk(corpus: _Corpus, raw, draw_key, max_len: int | None):
         checks.append(tf.debugging.assert_positive(n_pos, message=f"corpus {corpus.name}: a query record has no positive"))
         anc = zero
         pos = 1 + pick(u[:, 1], n_pos)
-        if corpus.shape == "query_with_negatives":
+        if corpus.record_format == "query_with_negatives":
             checks.append(tf.debugging.assert_positive(
                 n_neg, message=f"corpus {corpus.name}: a query_with_negatives record has no negative"))
             neg = 1 + n_pos + pick(u[:, 2], n_neg)
@@ -212,7 +212,7 @@ def _draw_chunk(corpus: _Corpus, raw, draw_key, max_len: int | None):
         "query": (record_schema.ROLE_ANCHOR, record_schema.ROLE_POSITIVE, None),
         "query_with_negatives": (record_schema.ROLE_ANCHOR, record_schema.ROLE_POSITIVE, record_schema.ROLE_NEGATIVE),
         "set": (record_schema.ROLE_MEMBER, record_schema.ROLE_MEMBER, None),
-    }[corpus.shape]
+    }[corpus.record_format]
     role_checks = []
     for col, local, role in zip(batching.ID_KEYS, (anc, pos, neg), expected):
         if local is None:
@@ -222,7 +222,7 @@ def _draw_chunk(corpus: _Corpus, raw, draw_key, max_len: int | None):
         if not corpus.symmetric or col == "negative":
             role_checks.append(tf.debugging.assert_equal(
                 tf.gather(flat_roles, idx), tf.constant(role, tf.int64),
-                message=f"corpus {corpus.name}: record roles do not match shape {corpus.shape}"))
+                message=f"corpus {corpus.name}: record roles do not match shape {corpus.record_format}"))
         picked = tf.gather(texts, idx)
         if max_len is None:
             out += [tf.cast(picked.flat_values, tf.int32), tf.cast(picked.row_lengths(), tf.int32)]
@@ -393,7 +393,7 @@ class InputPipeline:
                         f"{self.process_count} hosts; drop it or run with fewer hosts")
             else:
                 files = files[self.process_index :: self.process_count]
-            out.append(_Corpus(i, name, c["shape"], float(c["weight"]), bool(c.get("symmetric", False)),
+            out.append(_Corpus(i, name, c["record_format"], float(c["weight"]), bool(c.get("symmetric", False)),
                                tuple(files), shard_records, zlib.crc32(name.encode())))
         return out
 
@@ -662,7 +662,7 @@ def validation_pairs(data_dir: str, corpus: str, max_examples: int, max_seq_leng
     for raw in tf.data.TFRecordDataset(files, compression_type=compression):
         rec = record_schema.decode_record(raw.numpy())
         texts, roles = rec["texts"], rec["roles"]
-        if entry["shape"] == "set":
+        if entry["record_format"] == "set":
             if len(texts) < 2:
                 continue
             a, p = texts[0], texts[1]

@@ -1,0 +1,1 @@
+"""The trainer's input: records -> per-corpus streams -> batches -> packed rows."""

@@ -1,0 +1,1 @@
+"""Evaluations run on parameters during training and from the command line: retrieval, STS."""
