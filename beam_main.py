@@ -10,5 +10,12 @@ import sys
 
 from pipeline.job import run
 
+
+def main(argv: list[str] | None = None) -> int:
+    """The job (console script `set-preprocess`): exit status 0, 1 when the pipeline failed, 2 for a
+    user's mistake (one line on stderr)."""
+    return run(sys.argv[1:] if argv is None else argv)
+
+
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1:]))
+    sys.exit(main())

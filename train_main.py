@@ -4,7 +4,9 @@
   python train_main.py --data_dir=gs://B/data --workdir=gs://B/run --config=reference
 
 Every TrainConfig field (trainer/config.py) is a flag that overrides the preset. Rerunning the same
-command with the same workdir resumes from its latest checkpoint.
+command with the same workdir resumes from its latest checkpoint. Exit status: 0; 2 for a user's
+mistake (a bad flag or value, a missing manifest or model), said in one line; 3 when the loss went
+non-finite.
 """
 from __future__ import annotations
 
@@ -17,23 +19,53 @@ import typing
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides our log
 
+from pipeline.model_source import is_hub_name
+from pipeline.storage import is_remote
+from pipeline.user_errors import ArgumentParser, UserError, prog_name, run_cli
 from trainer.config import PRESETS, TrainConfig, get_preset
+
+BOOLEANS = {"1": True, "true": True, "yes": True, "y": True, "0": False, "false": False, "no": False, "n": False}
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
+
+
+def _parse_bool(s: str) -> bool:
+    if s.strip().lower() not in BOOLEANS:
+        raise argparse.ArgumentTypeError(f"expected true or false (or 1/0, yes/no), got {s!r}")
+    return BOOLEANS[s.strip().lower()]
+
+
+def _expecting(parse, what: str):
+    """`parse`, with a value it refuses reported as `expected <what>` (argparse names the flag)."""
+    def parser(s: str):
+        try:
+            return parse(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}") from None
+    return parser
 
 
 def _field_parser(tp):
-    """A flag parser for a TrainConfig field's type: tuples are comma-separated, `X | None` takes 'none'."""
+    """A flag parser for a TrainConfig field's type: booleans are strict, tuples comma-separated,
+    `X | None` takes 'none'."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     if typing.get_origin(tp) is tuple:
-        return lambda s: tuple(args[0](x) for x in s.split(",") if x)
+        return _expecting(lambda s: tuple(args[0](x) for x in s.split(",") if x),
+                          f"comma-separated values, each {TYPE_NAMES[args[0]]}")
     if tp is bool:
-        return lambda s: s.lower() in ("1", "true", "yes", "y")
+        return _parse_bool
     if type(None) in typing.get_args(tp):
-        return lambda s: None if s.lower() in ("", "none") else args[0](s)
-    return tp
+        return _expecting(lambda s: None if s.lower() in ("", "none") else args[0](s), f"{TYPE_NAMES[args[0]]} or none")
+    return _expecting(tp, TYPE_NAMES[tp])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def program_name() -> str:
+    """train_main.py, or set-train when run as that console script."""
+    return prog_name("set-train", "train_main.py")
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The flags; `prog` names the program in messages (argparse's default: the script's file name)."""
+    p = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", default="out/data", help="the Beam job's output_dir (with manifest.json)")
     p.add_argument("--workdir", default="out/train", help="checkpoints, metrics, TensorBoard; resumes if present")
     p.add_argument("--config", default="demo", choices=sorted(PRESETS), help="preset; flags override its fields")
@@ -57,16 +89,34 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return cfg.replace(**overrides)
 
 
+def check_inputs(cfg: TrainConfig, data_dir: str) -> None:
+    """What the user named, checked before the trainer (and TensorFlow) starts: --model when it is a
+    local path, the batch over this run's devices, and the Beam job's manifest in --data_dir."""
+    from pipeline.manifest import load_manifest
+    from trainer.mesh import check_batch_layout, create_mesh
+
+    if not (is_remote(cfg.model) or is_hub_name(cfg.model) or os.path.isdir(cfg.model)):
+        raise UserError(f"--model={cfg.model}: no such directory (give a local or gs:// model directory, "
+                        "or a Hugging Face name)")
+    check_batch_layout(cfg.batch_size, create_mesh(), cfg.grad_cache_chunk)
+    load_manifest(data_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Train (console script `set-train`); a user's mistake is one line on stderr and exit status 2."""
+    return run_cli(program_name(), _train, argv)
+
+
+def _train(argv: list[str] | None) -> int:
+    args = build_parser(program_name()).parse_args(argv)
+    cfg = config_from_args(args)  # every value checked (trainer/config.py) before anything starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "jax._src.xla_bridge"):  # orbax logs every file it renames at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from trainer.mesh import initialize_distributed
 
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    cfg = config_from_args(args)
-    from trainer.preflight import PreflightError
+    check_inputs(cfg, args.data_dir)
     from trainer.train_loop import NonFiniteLossError, train
 
     try:
@@ -75,10 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         logging.getLogger("trainer").error("%s", e)
         return 3
-    except PreflightError as e:  # the plan does not fit: a user's fix, not a bug
-        print(f"train_main.py: error: {e}", file=sys.stderr)
-        return 2
-    logging.getLogger("trainer").info("done: %s", {k: v for k, v in result.items() if k != "evaluation_before"})
+    if result.finished:
+        logging.getLogger("trainer").info("done at step %d: %s; exported to %s", result.step, result.evaluation,
+                                          result.export_dir)
     return 0
 
 

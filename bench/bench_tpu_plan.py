@@ -56,8 +56,8 @@ def main() -> int:
         p = report["projection"]
         for r in report["shapes"]:
             roof = "" if r["flops"] is None else f"{1e3 * max(r['flops'] / (s.peak_tflops * 1e12), (r['bytes_accessed'] or 0) / (s.hbm_gbps * 1e9)):.0f}"
-            roof += "*" if "chunks" in r["record_format"] else ""  # the compiler counts a loop body once
-            print(f"| {topology} | {model} | {plan_name} | {r['case']} {r['record_format']} | "
+            roof += "*" if "chunks" in r["shape"] else ""  # the compiler counts a loop body once
+            print(f"| {topology} | {model} | {plan_name} | {r['case']} {r['shape']} | "
                   f"{r['argument_bytes'] / aot.GIB:.2f} | {r['temp_bytes'] / aot.GIB:.2f} | "
                   f"{r['total_bytes'] / aot.GIB:.2f} / {r['usable_bytes'] / aot.GIB:.2f} | "
                   f"{'yes' if r['fits'] else '**no**'} | {r['compile_s']:.0f} | {roof} | {p['days']:.2f} | "

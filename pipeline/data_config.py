@@ -1,7 +1,7 @@
 """The data config (`data_config.json`): which corpora, where their files are, their record format and weight.
 
-Parsed and validated here once; both the Beam job and the trainer import this module. It depends on
-nothing but the standard library (and gcsfs / fsspec only when a pattern is a `gs://` glob is expanded).
+Parsed and validated here once; both the Beam job and the trainer import this module (on the
+launcher, not on Beam workers). Files are read and globbed through pipeline/storage.py (local or gs://).
 """
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import math
 import os
 from typing import Any, Iterable, Sequence
 
+from pipeline import storage
 from pipeline.record_schema import RECORD_FORMATS
+from pipeline.user_errors import UserError
 
 _CORPUS_FIELDS = {"name", "files", "record_format", "weight", "expected_lines", "symmetric", "description"}
 
 
-class DataConfigError(ValueError):
+class DataConfigError(UserError):
     """A data config that cannot be used; the message names the corpus and the field."""
 
 
@@ -129,17 +131,9 @@ def parse_data_config(raw: Any) -> DataConfig:
     return DataConfig(tuple(corpora))
 
 
-def _open_text(path: str):
-    if path.startswith("gs://"):
-        import fsspec  # gcsfs registers the gs protocol
-
-        return fsspec.open(path, "r", encoding="utf-8").open()
-    return open(path, "r", encoding="utf-8")
-
-
 def load_data_config(path: str) -> DataConfig:
     try:
-        with _open_text(path) as f:
+        with storage.open_file(path, "r", encoding="utf-8") as f:
             raw = json.load(f)
     except FileNotFoundError:
         raise DataConfigError(f"data config: file not found: {path}") from None
@@ -150,24 +144,9 @@ def load_data_config(path: str) -> DataConfig:
 
 def resolve_path(pattern: str, input_root: str | None) -> str:
     """A corpus file pattern made absolute against the input root (gs:// and absolute paths kept)."""
-    if pattern.startswith("gs://") or os.path.isabs(pattern) or not input_root:
+    if storage.is_remote(pattern) or os.path.isabs(pattern) or not input_root:
         return pattern
-    if input_root.startswith("gs://"):
-        return input_root.rstrip("/") + "/" + pattern
-    return os.path.join(input_root, pattern)
-
-
-def _glob(pattern: str) -> list[str]:
-    if pattern.startswith("gs://"):
-        import fsspec
-
-        fs = fsspec.filesystem("gs")
-        return sorted("gs://" + p for p in fs.glob(pattern))
-    import glob
-
-    if glob.has_magic(pattern):
-        return sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
-    return [pattern] if os.path.isfile(pattern) else []
+    return storage.join(input_root, pattern)
 
 
 def expand_files(corpus: CorpusConfig, input_root: str | None) -> list[str]:
@@ -175,7 +154,7 @@ def expand_files(corpus: CorpusConfig, input_root: str | None) -> list[str]:
     out: list[str] = []
     for pattern in corpus.files:
         path = resolve_path(pattern, input_root)
-        matched = _glob(path)
+        matched = storage.glob(path)
         if not matched:
             raise _err(f"corpus {corpus.name!r}", f"field 'files': no file matches {path!r}")
         out.extend(m for m in matched if m not in out)

@@ -25,8 +25,9 @@ from apache_beam.runners.runner import PipelineState
 from pipeline import manifest as manifest_lib
 from pipeline import options as options_lib
 from pipeline import processing, splitting, stats, tokenizing, writing
-from pipeline.data_config import DataConfig, DataConfigError, expand_files, load_data_config
+from pipeline.data_config import DataConfig, expand_files, load_data_config
 from pipeline.reading import LINE_COUNTS, ReadLineBatches
+from pipeline.user_errors import run_cli
 
 log = logging.getLogger("beam_main")
 
@@ -108,39 +109,52 @@ def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_
     )
 
 
+def new_pipeline(pipeline_options) -> beam.Pipeline:
+    """The Beam pipeline; Beam's own refusals (an unknown runner, options the runner requires, such
+    as Dataflow's --project and --region) become an OptionsError."""
+    try:
+        return beam.Pipeline(options=pipeline_options)
+    except ValueError as e:  # "Unexpected pipeline runner: ...", "Pipeline has validations errors: ..."
+        lines = "; ".join(line.strip().rstrip(".") for line in str(e).splitlines() if line.strip())
+        raise options_lib.OptionsError(f"Beam pipeline options: {lines.replace(':;', ':')}") from None
+
+
 def prepare(argv):
-    """Launcher-side checks and set-up; raises a ValueError subclass with a clear message."""
+    """Launcher-side checks and set-up; raises a UserError with a clear message (flags and pipeline
+    options first, before anything is written)."""
     opts, beam_args = options_lib.parse_args(argv)
+    pipeline = new_pipeline(options_lib.pipeline_options(beam_args))
     config = load_data_config(opts.data_config).select(opts.corpora)
     files = {c.name: expand_files(c, opts.input_root) for c in config.corpora}
     writing.prepare_output_dir(opts.output_dir, opts.overwrite)
     tok = tokenizing.load_hf_tokenizer(opts.tokenizer)
     info = tokenizing.describe(tok, opts.tokenizer).to_json()
     tokenizer_json = tokenizing.save_for_workers(tok, opts.output_dir)
-    return opts, beam_args, config, files, tokenizer_json, info
+    return opts, pipeline, config, files, tokenizer_json, info
 
 
 def run(argv=None) -> int:
+    """The job; a user's mistake (flags, data config, files, output directory, tokenizer) is one
+    line on stderr and exit status 2, before any work."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    try:
-        opts, beam_args, config, files, tokenizer_json, info = prepare(argv)
-        pipeline_options = options_lib.pipeline_options(beam_args)
-    except (DataConfigError, options_lib.OptionsError, writing.OutputDirError, tokenizing.TokenizerError) as e:
-        print(f"beam_main.py: error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(options_lib.program_name(), _run, argv)
+
+
+def _run(argv) -> int:
+    opts, p, config, files, tokenizer_json, info = prepare(argv)
     log.info("%d corpora, %d files -> %s", len(config.corpora), sum(map(len, files.values())), opts.output_dir)
-    p = beam.Pipeline(options=pipeline_options)
     build_pipeline(p, config, files, tokenizer_json, info, opts)
+    prog = options_lib.program_name()
     try:
         state = p.run().wait_until_finish()
     except Exception as e:  # a failed pipeline: runners raise from run() or wait_until_finish()
         log.exception("the pipeline failed")
-        print(f"beam_main.py: error: the pipeline failed ({type(e).__name__}: {str(e)[-2000:]}); "
-              "no manifest was written", file=sys.stderr)
+        print(f"{prog}: error: the pipeline failed ({type(e).__name__}: {str(e)[-2000:]}); no manifest was written",
+              file=sys.stderr)
         return 1
     if state != PipelineState.DONE:
-        print(f"beam_main.py: error: the pipeline ended in state {state}; no manifest was written", file=sys.stderr)
+        print(f"{prog}: error: the pipeline ended in state {state}; no manifest was written", file=sys.stderr)
         return 1
     manifest = manifest_lib.read_manifest(opts.output_dir)
     t = manifest["totals"]

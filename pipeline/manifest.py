@@ -1,24 +1,28 @@
 """The manifest (`<output_dir>/manifest.json`): what the job wrote, read by the trainer.
 
-Built and written by the job's last step, after every shard is finalised; the format is in
-docs/HELPERS_COMMON.md and docs/pipeline.md. `read_manifest` is the reader for everyone.
+Built and written by the job's last step (through Beam's FileSystems, where the job runs), after
+every shard is finalised; the format is in docs/pipeline.md. `load_manifest` is the reader for
+everyone else: it reads the file once (pipeline/storage.py) into a typed `Manifest`.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
 from pipeline import stats as stats_lib
-from pipeline.record_schema import COMPRESSION, FILE_SUFFIX, SCHEMA_VERSION
+from pipeline import storage
+from pipeline.record_schema import COMPRESSION, FILE_SUFFIX, FORMATS, SCHEMA_VERSION, RecordFormat
+from pipeline.user_errors import UserError
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: a corpus's `shape` became `record_format`
 
 
-class ManifestError(ValueError):
-    pass
+class ManifestError(UserError):
+    """A manifest that is missing, unreadable, of another schema version, or inconsistent."""
 
 
 def corpus_entry(corpus, files: list[str], acc: dict, train_files: list[str],
@@ -77,27 +81,112 @@ def write_manifest(output_dir: str, manifest: dict) -> str:
 
 
 def read_manifest(path_or_dir: str) -> dict:
-    """The manifest of an output directory (or the manifest file itself); local or gs://."""
-    from apache_beam.io.filesystems import FileSystems
-
-    path = path_or_dir
-    if not path.endswith(".json"):
-        path = FileSystems.join(path_or_dir, MANIFEST_NAME)
-    if not FileSystems.exists(path):
-        raise ManifestError(f"no manifest at {path}: has the Beam job (beam_main.py) finished there?")
-    with FileSystems.open(path) as f:
-        manifest = json.loads(f.read().decode("utf-8"))
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ManifestError(f"{path}: record schema version {manifest.get('schema_version')} "
-                            f"but this code reads version {SCHEMA_VERSION}")
+    """The manifest of an output directory (or the manifest file itself) as JSON; local or any
+    fsspec URL (gs://). Checks the record schema version; `load_manifest` gives the typed form."""
+    path = path_or_dir if path_or_dir.endswith(".json") else storage.join(path_or_dir, MANIFEST_NAME)
+    if not storage.exists(path):
+        raise ManifestError(f"no manifest at {path}: run the Beam job (beam_main.py) there first")
+    with storage.open_file(path, "r", encoding="utf-8") as f:
+        try:
+            manifest = json.load(f)
+        except ValueError as e:
+            raise ManifestError(f"{path} is not valid JSON: {e}") from None
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+    if version != SCHEMA_VERSION:
+        raise ManifestError(f"{path}: record schema version {version} but this code reads version {SCHEMA_VERSION}")
     return manifest
 
 
-def corpus_files(manifest: dict, output_dir: str, corpus: str, split: str = "train") -> list[str]:
-    """Absolute paths of one corpus's shards of a split."""
-    for c in manifest["corpora"]:
-        if c["name"] == corpus:
-            base = output_dir.rstrip("/")
-            return [f"{base}/{rel}" if base.startswith("gs://") else os.path.join(base, rel)
-                    for rel in c[f"{split}_files"]]
-    raise ManifestError(f"no corpus {corpus!r} in the manifest")
+@dataclasses.dataclass(frozen=True)
+class CorpusEntry:
+    """One corpus as the job wrote it; file paths are absolute (joined to the data directory)."""
+
+    name: str
+    record_format: str
+    weight: float
+    symmetric: bool
+    train_examples: int
+    validation_examples: int
+    train_files: tuple[str, ...]
+    validation_files: tuple[str, ...]
+    token_lengths: dict
+
+    @property
+    def format(self) -> RecordFormat:
+        return FORMATS[self.record_format]
+
+    @property
+    def has_negative(self) -> bool:
+        return self.format.has_negative
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """The typed manifest the trainer reads once and hands down (tokenizer check, input pipeline,
+    evaluators, model card)."""
+
+    path: str
+    corpora: tuple[CorpusEntry, ...]
+    tokenizer: dict
+    pad_token_id: int
+    max_seq_length: int | None  # the job's cut; None if unknown
+    compression: str  # tf.data's compression_type ("GZIP" or "")
+    raw: dict  # the JSON as written
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.corpora]
+
+    def corpus(self, name: str) -> CorpusEntry:
+        for c in self.corpora:
+            if c.name == name:
+                return c
+        raise ManifestError(f"corpus {name!r} is not in the manifest {self.path} (it has {', '.join(self.names)})")
+
+    def select(self, names: Sequence[str] | None) -> tuple[CorpusEntry, ...]:
+        """The named corpora in the given order (all of them when names is None or empty)."""
+        return tuple(self.corpus(n) for n in names) if names else self.corpora
+
+    @classmethod
+    def from_json(cls, raw: dict, data_dir: str, path: str | None = None) -> "Manifest":
+        path = path or storage.join(data_dir, MANIFEST_NAME)
+
+        def fail(msg: str) -> ManifestError:
+            return ManifestError(f"{path}: {msg}")
+
+        if not isinstance(raw.get("corpora"), list) or not raw["corpora"]:
+            raise fail("'corpora' must be a non-empty list")
+        tokenizer = raw.get("tokenizer")
+        if not isinstance(tokenizer, dict) or not isinstance(tokenizer.get("pad_token_id"), int):
+            raise fail("tokenizer.pad_token_id is missing")
+        entries = []
+        for c in raw["corpora"]:
+            name = c.get("name")
+            record_format = c.get("record_format", c.get("shape"))  # manifests before 0.2 say "shape"
+            for key, value in (("name", name), ("record_format", record_format), ("weight", c.get("weight")),
+                               ("train_files", c.get("train_files"))):
+                if value is None:
+                    raise fail(f"corpus {name!r} lacks field {key!r}")
+            if record_format not in FORMATS:
+                raise fail(f"corpus {name!r} has unknown record format {record_format!r}")
+            entries.append(CorpusEntry(
+                name, record_format, float(c["weight"]), bool(c.get("symmetric", False)),
+                int(c.get("train_examples", 0)), int(c.get("validation_examples", 0)),
+                tuple(_absolute(data_dir, f) for f in c["train_files"]),
+                tuple(_absolute(data_dir, f) for f in c.get("validation_files", [])),
+                dict(c.get("token_lengths", {}))))
+        job_len = raw.get("max_seq_length")
+        return cls(path, tuple(entries), dict(tokenizer), int(tokenizer["pad_token_id"]),
+                   job_len if isinstance(job_len, int) else None, raw.get("compression", COMPRESSION) or "", raw)
+
+
+def _absolute(data_dir: str, rel: str) -> str:
+    return rel if storage.is_remote(rel) or os.path.isabs(rel) else storage.join(data_dir, rel)
+
+
+def load_manifest(path_or_dir: str) -> Manifest:
+    """The typed manifest of a data directory (or of the manifest file itself)."""
+    data_dir = path_or_dir
+    if data_dir.endswith(".json"):
+        data_dir = data_dir.rsplit("/", 1)[0] if "/" in data_dir else "."
+    return Manifest.from_json(read_manifest(path_or_dir), data_dir)

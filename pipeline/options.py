@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 
+from pipeline import storage
 from pipeline.tokenizing import DEMO_TOKENIZER
+from pipeline.user_errors import ArgumentParser, UserError, prog_name
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_CONFIG = os.path.join(REPO_ROOT, "samples", "data_config.json")
@@ -37,13 +40,18 @@ class JobOptions:
     records_per_shard: int
 
 
-class OptionsError(ValueError):
+class OptionsError(UserError):
     pass
 
 
+def program_name() -> str:
+    """The job's name in its messages: beam_main.py, or the console script set-preprocess."""
+    return prog_name("set-preprocess", "beam_main.py")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="beam_main.py",
+    p = ArgumentParser(
+        prog=program_name(),
         description="Tokenizes JSON-lines corpora into per-corpus TFRecord shards and a manifest. "
                     "Flags not listed here are Beam pipeline options (e.g. --runner=DataflowRunner).")
     p.add_argument("--data_config", default=None,
@@ -77,13 +85,9 @@ def parse_args(argv: list[str] | None) -> tuple[JobOptions, list[str]]:
     if input_root is None:
         if data_config == SAMPLE_CONFIG:
             input_root = SAMPLE_INPUT_ROOT
-        elif data_config.startswith("gs://"):
-            input_root = data_config.rsplit("/", 1)[0]
         else:
-            input_root = os.path.dirname(os.path.abspath(data_config))
-    output_dir = args.output_dir
-    if not output_dir.startswith("gs://"):
-        output_dir = os.path.abspath(output_dir)
+            input_root = storage.dirname(storage.abspath(data_config))
+    output_dir = storage.abspath(args.output_dir)
     if args.max_seq_length < 2:
         raise OptionsError(f"--max_seq_length must be at least 2 (room for the special tokens), got {args.max_seq_length}")
     if not 0.0 <= args.validation_fraction < 1.0:
@@ -102,7 +106,8 @@ def pipeline_options(beam_args: list[str]):
 
     Local runs (no --runner, or --runner=DirectRunner) use the FnApiRunner: it is the DirectRunner's
     batch engine, and naming it skips the DirectRunner's attempt to start the Prism runner, which
-    downloads a binary (no network here) before falling back."""
+    downloads a binary (no network here) before falling back. A flag Beam does not know either is an
+    OptionsError."""
     from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
     opts = PipelineOptions(beam_args)
@@ -119,4 +124,19 @@ def pipeline_options(beam_args: list[str]):
         if not given("direct_num_workers"):
             # Both cores for the parallel modes; in_memory has exactly one worker.
             direct.direct_num_workers = 1 if direct.direct_running_mode == "in_memory" else 2
+    _refuse_unknown_flags(opts)
     return opts
+
+
+def _refuse_unknown_flags(opts) -> None:
+    """A flag that is neither ours nor a pipeline option is an OptionsError: Beam would only warn
+    and drop it (a misspelt --runner would run the job locally)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    beam_flags = PipelineOptions([]).get_all_options()  # every option Beam defines (no flags: no warning)
+    unknown = sorted(set(opts.get_all_options(retain_unknown_options=True)) - set(beam_flags))
+    if unknown:
+        known = [o for a in build_parser()._actions for o in a.option_strings] + [f"--{k}" for k in beam_flags]
+        close = difflib.get_close_matches(f"--{unknown[0]}", known, n=1)
+        raise OptionsError(f"unknown flag --{unknown[0]}: neither a beam_main.py flag nor a Beam pipeline option"
+                           + (f"; did you mean {close[0]}?" if close else ""))

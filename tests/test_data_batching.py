@@ -60,3 +60,9 @@ def test_repad_grows_or_cuts_padding_only():
     assert down["anchor_ids"].tolist() == [[5, 6]]
     with pytest.raises(ValueError, match="longer"):
         batching.repad(batch, 1, pad_id=0)
+
+
+def test_bucket_ladder_steps_by_one_and_a_half_and_two():
+    assert batching.bucket_ladder(128) == (16, 24, 32, 48, 64, 96, 128)
+    assert batching.bucket_ladder(100) == (16, 24, 32, 48, 64, 96, 100)
+    assert batching.bucket_ladder(8) == (8,)

@@ -15,10 +15,12 @@ import pytest
 import tensorflow as tf
 
 from pipeline import record_schema as rs
-from trainer.data import batching, input_pipeline
+from pipeline.manifest import ManifestError, load_manifest
+from trainer.data import batching, records
 from trainer.config import TrainConfig
 from trainer.data.corpus_schedule import CorpusSchedule
-from trainer.data.pipeline import InputPipeline, InputPipelineError, merge_states, read_manifest, validation_pairs
+from trainer.data.pipeline import InputPipeline, InputPipelineError, merge_states
+from trainer.evaluators.retrieval import validation_pairs
 
 CLS, SEP, PAD, FILL = 101, 102, 0, 7
 
@@ -272,7 +274,7 @@ RESUME_CORPORA = [
 @pytest.mark.parametrize("mixed_share", [0.0, 0.3])
 def test_exact_resume_from_state(tmp_path, monkeypatch, mixed_share):
     # Small chunks, so that 20 batches of small data cross chunk boundaries (same code path).
-    monkeypatch.setattr(input_pipeline, "CHUNK", 48)
+    monkeypatch.setattr(records, "CHUNK", 48)
     d = write_dataset(str(tmp_path), RESUME_CORPORA)
     cfg = make_cfg(batch_size=40, mixed_batch_share=mixed_share, shuffle_buffer=100)
     straight = take(InputPipeline(d, cfg), 20)
@@ -370,8 +372,9 @@ def test_in_batch_duplicate_texts_are_skipped(tmp_path):
 
 
 def test_validation_pairs_are_deterministic_first_texts(data_dir):
+    manifest = load_manifest(data_dir)
     for ci, (name, shape, *_) in enumerate(CORPORA):
-        anchors, positives = validation_pairs(data_dir, name, 4)
+        anchors, positives = validation_pairs(manifest.corpus(name), manifest.compression, 4)
         assert len(anchors) == len(positives) == 4
         want = (0, 1)  # first positive of query shapes, first two members of sets
         for k, (a, p) in enumerate(zip(anchors, positives)):
@@ -380,50 +383,42 @@ def test_validation_pairs_are_deterministic_first_texts(data_dir):
             assert decode_row(np.array(a), ones)[2] == want[0]
             assert decode_row(np.array(p), np.ones(len(p), np.int32))[2] == want[1]
             assert decode_row(np.array(a), ones)[1] == 100_000 + k  # file order
-        assert validation_pairs(data_dir, name, 4) == (anchors, positives)
-    a, _ = validation_pairs(data_dir, "pairs", 100, max_seq_length=10)
+        assert validation_pairs(manifest.corpus(name), manifest.compression, 4) == (anchors, positives)
+    a, _ = validation_pairs(manifest.corpus("pairs"), manifest.compression, 100, max_seq_length=10)
     assert len(a) == 10 and max(len(x) for x in a) <= 10 and all(x[-1] == SEP for x in a)
 
 
 def test_missing_or_unusable_data_fails_clearly(tmp_path, data_dir):
-    with pytest.raises(InputPipelineError, match="no manifest"):
+    with pytest.raises(ManifestError, match="no manifest"):
         InputPipeline(str(tmp_path), make_cfg())
     with pytest.raises(InputPipelineError, match="divisible"):
         InputPipeline(data_dir, make_cfg(batch_size=9), 0, 2)
     with pytest.raises(InputPipelineError, match="not in the manifest"):
         InputPipeline(data_dir, make_cfg(), corpora=["nope"])
-    assert read_manifest(data_dir)["tokenizer"]["pad_token_id"] == PAD
+    assert load_manifest(data_dir).pad_token_id == PAD
 
 
-def test_reads_through_tf_gfile_filesystems(data_dir):
-    """Paths go through tf.io.gfile, so gs:// works like this in-memory ram:// filesystem."""
+def test_reads_records_through_tf_gfile_filesystems(data_dir, tmp_path):
+    """Records go through tf.io.gfile (gs:// in real runs; its in-memory ram:// here), wherever the
+    manifest lives: train files given as URLs are read as they are."""
     root = "ram://input_pipeline_test"
     for dirpath, _, files in os.walk(data_dir):
         rel = os.path.relpath(dirpath, data_dir)
         tf.io.gfile.makedirs(root if rel == "." else f"{root}/{rel}")
         for f in files:
             tf.io.gfile.copy(os.path.join(dirpath, f), f"{root}/{f}" if rel == "." else f"{root}/{rel}/{f}", overwrite=True)
-    pipe = InputPipeline(root, make_cfg(), corpora=["trips"], prefetch_batches=0)
+    with open(os.path.join(data_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    for c in manifest["corpora"]:
+        c["train_files"] = [f"{root}/{rel}" for rel in c["train_files"]]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    pipe = InputPipeline(str(tmp_path), make_cfg(), corpora=["trips"], prefetch_batches=0)
+    assert all(f.startswith(root) for f in pipe.corpora[0].files)
     batch = next(pipe)
     assert batch["corpus"] == "trips"
     check_batch(batch)
-
-
-def test_sync_length_repads_every_batch_to_the_agreed_length(data_dir):
-    asked = []
-
-    def agree(local):  # what a multi-host allgather-max would return when another host needs 128
-        asked.append(local)
-        return 128
-
-    pipe = InputPipeline(data_dir, make_cfg(), corpora=["pairs"], sync_length=agree)
-    batch = next(pipe)
-    local = next(InputPipeline(data_dir, make_cfg(), corpora=["pairs"]))
-    L = local["anchor_ids"].shape[1]
-    assert asked == [L] and L < 128 and batch["anchor_ids"].shape == (8, 128)
-    for c in ("anchor", "positive"):
-        assert np.array_equal(batch[f"{c}_ids"][:, :L], local[f"{c}_ids"]) and not batch[f"{c}_mask"][:, L:].any()
-        assert np.all(batch[f"{c}_ids"][:, L:] == PAD)
+    np.testing.assert_array_equal(batch["anchor_ids"], next(InputPipeline(data_dir, make_cfg(), corpora=["trips"],
+                                                                       prefetch_batches=0))["anchor_ids"])
 
 
 def test_records_that_do_not_match_the_declared_shape_fail_with_the_corpus_name(tmp_path):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from trainer.encode import bucket_lengths, encode, load_tokenizer, pick_bucket
+from trainer.encode import encode, load_tokenizer
 from trainer.hf_loading import load_pretrained
 
 WORDS = ("the a man woman child dog cat is was plays eats runs quickly slowly over under bright dark river "
@@ -72,10 +72,3 @@ def test_order_and_padding_do_not_change_results(minilm):
     assert encode(pre.model, pre.params, tok, [], max_seq_length=64).shape == (0, 384)
     with pytest.raises(TypeError, match="must be str"):
         encode(pre.model, pre.params, tok, ["ok", None])
-
-
-def test_bucket_lengths():
-    assert bucket_lengths(128) == (16, 24, 32, 48, 64, 96, 128)
-    assert bucket_lengths(100) == (16, 24, 32, 48, 64, 96, 100)
-    assert bucket_lengths(8) == (8,)
-    assert [pick_bucket(n, (16, 32, 64)) for n in (1, 16, 17, 64, 99)] == [16, 16, 32, 64, 64]

@@ -10,7 +10,8 @@ import pytest
 from safetensors.numpy import load_file
 
 from trainer.encode import encode, load_tokenizer
-from trainer.export import export_sentence_transformers, main, render_model_card
+from trainer.cli import export_main as main
+from trainer.export import export_sentence_transformers, render_model_card
 from trainer.hf_loading import init_random, load_pretrained
 from pipeline.model_source import demo_model_dir
 from trainer.modeling import EncoderConfig
@@ -148,7 +149,7 @@ def test_export_from_workdir_checkpoint(tmp_path, exported):
 
 
 def test_cli_errors(tmp_path, capsys):
-    assert main([f"--init_from={tmp_path / 'missing'}", f"--output_dir={tmp_path / 'o'}"]) == 1
+    assert main([f"--init_from={tmp_path / 'missing'}", f"--output_dir={tmp_path / 'o'}"]) == 2
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--output_dir=x"])  # a source is required

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.data_config import load_data_config
+from pipeline.manifest import Manifest
 from trainer.length_profiles import (KINDS, STATED, ColumnProfile, CorpusProfile, manifest_profiles,
                                      sample_lengths, stated_profiles)
 
@@ -60,13 +61,14 @@ def test_stated_profiles_of_unknown_and_reshaped_corpora():
 
 def test_manifest_profiles():
     def entry(name, shape, texts, p50, p95):
-        return {"name": name, "record_format": shape, "weight": 5,
+        return {"name": name, "record_format": shape, "weight": 5, "train_files": [f"{name}/train-0.tfrecord.gz"],
                 "token_lengths": {"texts": texts, "mean": p50, "p50": p50, "p95": p95, "max": 128,
                                   "truncated_share": 0.0}}
 
-    manifest = {"max_seq_length": 128, "corpora": [entry("a", "pair", 100, 20, 40), entry("empty", "pair", 0, 0, 0),
-                                                   entry("b", "triplet", 10, 30, 30)]}
-    a, b = manifest_profiles(manifest)
+    manifest = {"max_seq_length": 128, "tokenizer": {"pad_token_id": 0},
+                "corpora": [entry("a", "pair", 100, 20, 40), entry("empty", "pair", 0, 0, 0),
+                            entry("b", "triplet", 10, 30, 30)]}
+    a, b = manifest_profiles(Manifest.from_json(manifest, "data"))
     assert (a.name, a.weight, len(a.columns)) == ("a", 5.0, 2)
     assert a.columns[0] == a.columns[1]
     assert a.columns[0].median == 20 and a.columns[0].sigma == pytest.approx(math.log(2) / 1.645)

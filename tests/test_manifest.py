@@ -3,7 +3,7 @@ import json
 import pytest
 
 from pipeline.data_config import CorpusConfig
-from pipeline.manifest import ManifestError, build_manifest, corpus_entry, corpus_files, read_manifest, write_manifest
+from pipeline.manifest import Manifest, ManifestError, build_manifest, corpus_entry, load_manifest, read_manifest, write_manifest
 from pipeline.stats import new_stats
 
 
@@ -31,10 +31,32 @@ def test_entry_and_manifest_fields(tmp_path):
     path = write_manifest(str(tmp_path), m)
     assert path == str(tmp_path / "manifest.json") and not (tmp_path / "manifest.json.tmp").exists()
     assert read_manifest(str(tmp_path)) == m == read_manifest(path)
-    assert corpus_files(m, str(tmp_path), "c", "validation") == [str(tmp_path / "c/validation-00000-of-00001.tfrecord.gz")]
-    assert corpus_files(m, "gs://b/out/", "c") == ["gs://b/out/c/train-00000-of-00001.tfrecord.gz"]
-    with pytest.raises(ManifestError):
-        corpus_files(m, str(tmp_path), "nope")
+    typed = load_manifest(str(tmp_path))
+    assert typed.raw == m and typed.pad_token_id == 0 and typed.max_seq_length == 4 and typed.compression == "GZIP"
+    (c,) = typed.corpora
+    assert (c.name, c.record_format, c.weight, c.symmetric, c.train_examples, c.validation_examples) == (
+        "c", "pair", 3.0, True, 7, 1)
+    assert c.validation_files == (str(tmp_path / "c/validation-00000-of-00001.tfrecord.gz"),)
+    assert load_manifest(path).corpora == typed.corpora
+    remote = Manifest.from_json(m, "gs://b/out/")
+    assert remote.corpus("c").train_files == ("gs://b/out/c/train-00000-of-00001.tfrecord.gz",)
+    with pytest.raises(ManifestError, match="corpus 'nope' is not in the manifest"):
+        typed.corpus("nope")
+
+
+def test_typed_manifest_checks_what_the_trainer_needs():
+    tok = {"name": "t", "vocab_fingerprint": "f" * 64, "vocab_size": 5, "pad_token_id": 0}
+    entry = {"name": "c", "shape": "set", "weight": 1, "train_files": ["c/train-0.tfrecord.gz"]}
+    # A manifest written before `shape` was renamed still reads.
+    assert Manifest.from_json({"corpora": [entry], "tokenizer": tok}, "d").corpora[0].record_format == "set"
+    with pytest.raises(ManifestError, match="unknown record format 'quad'"):
+        Manifest.from_json({"corpora": [dict(entry, shape="quad")], "tokenizer": tok}, "d")
+    with pytest.raises(ManifestError, match="lacks field 'train_files'"):
+        Manifest.from_json({"corpora": [{"name": "c", "record_format": "pair", "weight": 1}], "tokenizer": tok}, "d")
+    with pytest.raises(ManifestError, match="pad_token_id is missing"):
+        Manifest.from_json({"corpora": [entry], "tokenizer": {}}, "d")
+    with pytest.raises(ManifestError, match="'corpora' must be a non-empty list"):
+        Manifest.from_json({"corpora": [], "tokenizer": tok}, "d")
 
 
 def test_counts_must_reconcile():

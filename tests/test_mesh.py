@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from trainer.mesh import check_batch_layout, create_mesh, layout_report, shard_batch
+from trainer.mesh import BatchLayoutError, check_batch_layout, create_mesh, layout_report, shard_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +21,7 @@ def test_single_device_layout_and_shard_batch():
     batch = shard_batch({"anchor_ids": np.arange(12).reshape(4, 3).astype(np.int32)}, mesh)
     np.testing.assert_array_equal(np.asarray(batch["anchor_ids"]), np.arange(12).reshape(4, 3))
     assert "global batch 32" in layout_report(32, mesh, 8)
-    with pytest.raises(ValueError, match="grad_cache_chunk 5 does not divide"):
+    with pytest.raises(BatchLayoutError, match="--grad_cache_chunk=5 does not divide --batch_size=32"):
         check_batch_layout(32, mesh, 5)
 
 

@@ -1,8 +1,8 @@
 import pytest
 
 from pipeline.tokenizing import (DEMO_TOKENIZER, BatchTokenizer, TokenizerError, describe, load_hf_tokenizer,
-                                 resolve_source, save_for_workers, vocab_fingerprint)
-from pipeline.model_source import demo_model_dir
+                                 save_for_workers, vocab_fingerprint)
+from pipeline.model_source import DEMO_MODEL, demo_model_dir, is_hub_name, resolve_model_source
 
 
 @pytest.fixture(scope="module")
@@ -14,8 +14,12 @@ TEXTS = ["A man is riding a bicycle.", "Café au lait, naïve résumé!", "What 
          "word " * 400, "x", "Über 東京 ünïcödé   spacing\tand\nnewlines"]
 
 
-def test_demo_name_resolves_to_the_bundled_copy():
-    assert resolve_source(DEMO_TOKENIZER) == demo_model_dir()
+def test_demo_names_resolve_to_the_bundled_copy(tmp_path):
+    assert resolve_model_source(DEMO_TOKENIZER) == resolve_model_source(DEMO_MODEL) == demo_model_dir()
+    assert resolve_model_source("bert-base-uncased") == "bert-base-uncased"  # hub names: for the hub client
+    assert resolve_model_source(str(tmp_path)) == str(tmp_path)
+    assert [is_hub_name(s) for s in ("org/name", "name", "./name", "/abs/dir", "a/b/c", "gs://b/m")] == [
+        True, True, False, False, False, False]
 
 
 def test_batch_tokenizer_matches_the_hf_tokenizer(hf, tmp_path):
@@ -69,6 +73,7 @@ def test_gs_tokenizer_directory_and_worker_copy(tmp_path, monkeypatch, hf):
     try:
         for k, v in emulator.client_env().items():
             monkeypatch.setenv(k, v)
+        monkeypatch.setenv("SET_CACHE_DIR", str(tmp_path / "cache"))  # where the launcher's copy goes
         from google.cloud import storage
 
         bucket = storage.Client().create_bucket("tokenizers")
@@ -76,7 +81,7 @@ def test_gs_tokenizer_directory_and_worker_copy(tmp_path, monkeypatch, hf):
         for name in os.listdir(src):
             if os.path.isfile(os.path.join(src, name)):
                 bucket.blob(f"minilm/{name}").upload_from_filename(os.path.join(src, name))
-        bucket.blob("minilm/1_Pooling/config.json").upload_from_string("{}")  # sub-directories are skipped
+        bucket.blob("minilm/1_Pooling/config.json").upload_from_string("{}")  # sub-directories are harmless
         tok = load_hf_tokenizer("gs://tokenizers/minilm")
         assert tok(TEXTS)["input_ids"] == hf(TEXTS)["input_ids"]
         assert describe(tok, "x").vocab_fingerprint == describe(hf, "x").vocab_fingerprint

@@ -51,7 +51,7 @@ def test_exact_resume(tmp_path, straight_run, sample_data_dir, tiny_bert_dir):
     straight, _ = straight_run
     workdir = str(tmp_path / "resumed")
     first = train(_cfg(tiny_bert_dir), sample_data_dir, workdir, progress=False, stop_at_step=10)
-    assert first["stopped_at"] == 10
+    assert (first.step, first.finished) == (10, False)
     train(_cfg(tiny_bert_dir), sample_data_dir, workdir, progress=False)
     a, b = _losses(straight), _losses(workdir)
     assert sorted(a) == list(range(1, 21)) and sorted(b) == list(range(1, 21))
@@ -72,11 +72,11 @@ def test_training_lowers_the_loss_and_logs_what_was_asked(straight_run):
     assert {"loss", "learning_rate", "grad_norm", "pairs_per_second", "corpus"} <= set(rows[0])
     # Per-step losses swing with the corpus drawn (20 steps of a tiny random model): judge learning on
     # the fixed validation splits instead, scored before and after training.
-    before, after = result["evaluation_before"], result["evaluation"]
+    before, after = result.evaluation_before, result.evaluation
     assert after["eval/mean_mrr@10"] > before["eval/mean_mrr@10"] + 0.02, (before, after)
     assert all(np.isfinite(r["loss"]) for r in rows)
     assert rows[0]["learning_rate"] == 0.0 and abs(max(r["learning_rate"] for r in rows) - 1e-3) < 1e-4
-    ev = result["evaluation"]
+    ev = result.evaluation
     assert 0.0 <= ev["eval/mean_recall@1"] <= 1.0 and "eval/sample_nli/mrr@10" in ev
     assert os.listdir(os.path.join(workdir, "tensorboard"))
 
@@ -89,7 +89,7 @@ def test_export_loads_in_sentence_transformers_and_matches_our_encoder(straight_
     from trainer.hf_loading import load_pretrained
 
     workdir, result = straight_run
-    export = result["export_dir"]
+    export = result.export_dir
     card = open(os.path.join(export, "README.md")).read()
     assert "sample_nli" in card and "20" in card  # the data mix and the steps
     sentences = ["A man is playing a guitar.", "Zwei Hunde rennen über die Wiese.", ""]

@@ -1,7 +1,13 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 import train_main
 from trainer.config import PRESETS, TrainConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_reference_preset_is_the_published_recipe():
@@ -35,3 +41,57 @@ def test_every_config_field_is_a_flag():
 def test_unknown_preset_is_refused():
     with pytest.raises(SystemExit):
         train_main.build_parser().parse_args(["--config=huge"])
+
+
+# User errors: one line on stderr, `train_main.py: error: <message>`, exit status 2, before any work.
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err.rstrip("\n")
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--batch_size=0", "--batch_size must be an integer >= 1 (the global batch, over all devices), got 0"),
+    ("--dtype=float16", "--dtype must be one of float32, bfloat16, got 'float16'"),
+    ("--model=/no/such/dir", "--model=/no/such/dir: no such directory"),
+])
+def test_bad_values_are_one_line(tmp_path, capsys, flag, message):
+    assert train_main.main([f"--data_dir={tmp_path}", f"--workdir={tmp_path / 'run'}", flag]) == 2
+    assert _one_line(capsys).startswith(f"train_main.py: error: {message}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_manifest_is_one_line(tmp_path, capsys):
+    assert train_main.main([f"--data_dir={tmp_path / 'nope'}", f"--workdir={tmp_path / 'run'}"]) == 2
+    assert _one_line(capsys) == (f"train_main.py: error: no manifest at {tmp_path / 'nope' / 'manifest.json'}: "
+                                 "run the Beam job (beam_main.py) there first")
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--learning_rate=abc", "argument --learning_rate: expected a number, got 'abc'"),
+    ("--shard_optimizer=maybe", "argument --shard_optimizer: expected true or false (or 1/0, yes/no), got 'maybe'"),
+    ("--bucket_lengths=16,x", "argument --bucket_lengths: expected comma-separated values, each an integer"),
+    ("--config=huge", "argument --config: invalid choice: 'huge'"),
+])
+def test_unparseable_flags_are_one_line(capsys, flag, message):
+    with pytest.raises(SystemExit) as e:
+        train_main.main([flag])
+    assert e.value.code == 2
+    assert _one_line(capsys).startswith(f"train_main.py: error: {message}")
+
+
+def test_booleans_are_strict():
+    args = train_main.build_parser().parse_args(["--packing=0", "--preflight=YES", "--shard_optimizer=n"])
+    assert (args.packing, args.preflight, args.shard_optimizer) == (False, True, False)
+
+
+def test_script_batch_that_does_not_divide_over_the_devices(tmp_path):
+    """The script itself, on 2 CPU devices: one line and exit status 2 before the trainer starts."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "train_main.py"), f"--data_dir={tmp_path}",
+                           f"--workdir={tmp_path / 'run'}", "--batch_size=3"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr == ("train_main.py: error: --batch_size=3: the global batch does not divide over 2 devices; "
+                           "use a multiple of 2\n")

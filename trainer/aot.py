@@ -1,7 +1,7 @@
 """The compile-only planner: will a run fit its TPU slice, how many programs will it compile, how long
 will it take? Answered by XLA's TPU compiler on any machine, before renting a core.
 
-  python -m trainer.aot --topology=v3-8 --config=reference [any train_main.py flag]
+  python -m trainer.aot --topology=v3-8 --config=reference [any train_main.py flag]   # or: set-plan ...
   python -m trainer.aot --topology=v5litepod-8 --config=reference --chunk_tokens=0 --json=plan.json
 
 For the batch shapes the input pipeline can emit under this configuration (trainer/program_count.py:
@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Any, Sequence
 
+from pipeline.user_errors import UserError, as_user_errors, prog_name, run_cli
 from trainer import tpu
 from trainer.config import DEMO_MODEL, TrainConfig
 
@@ -272,7 +273,7 @@ def format_report(r: ShapeReport, s: tpu.Slice | None) -> str:
 def build_parser() -> argparse.ArgumentParser:
     import train_main
 
-    p = train_main.build_parser()
+    p = train_main.build_parser(program_name())
     p.description = __doc__
     p.add_argument("--topology", default="v3-8", choices=sorted(tpu.SLICES), help="the TPU slice to compile for")
     p.add_argument("--shapes", default="worst,typical", help="which shapes to compile: worst, typical")
@@ -291,8 +292,9 @@ def corpus_profiles(manifest: str | None, data_config: str | None) -> list:
     from trainer.length_profiles import manifest_profiles, stated_profiles
 
     if manifest:
-        with open(manifest, encoding="utf-8") as f:
-            return manifest_profiles(json.load(f))
+        from pipeline.manifest import load_manifest
+
+        return manifest_profiles(load_manifest(manifest))
     from pipeline.data_config import load_data_config
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -348,14 +350,35 @@ def plan(cfg: TrainConfig, slice_: tpu.Slice, shapes: Sequence[str] = ("worst", 
             "fits": all(r.fits for r in reports)}
 
 
+def program_name() -> str:
+    """python -m trainer.aot, or set-plan when run as that console script."""
+    return prog_name("set-plan", "python -m trainer.aot")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The planner's command line (console script set-plan): exit 0 when every shape fits, 1 when one
+    does not, 2 with one line for a user's mistake (a flag, a config value, a missing model or file)."""
+    return run_cli(program_name(), _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     import train_main
 
     args = build_parser().parse_args(argv)
     cfg = train_main.config_from_args(args)
     s = tpu.get_slice(args.topology)
-    report = plan(cfg, s, [x for x in args.shapes.split(",") if x], args.sim_steps,
-                  corpus_profiles(args.manifest, args.data_config), args.efficiency, args.jobs, cfg.memory_budget_gib)
+    shapes = [x for x in args.shapes.split(",") if x]
+    if set(shapes) - {"worst", "typical"}:
+        raise UserError(f"--shapes={args.shapes}: choose from worst, typical (comma-separated)")
+    if cfg.batch_size % s.devices:
+        raise UserError(f"--batch_size={cfg.batch_size} does not divide over the {s.devices} devices of a "
+                        f"{s.name}; use a multiple of {s.devices}")
+    if args.sim_steps < 1 or args.jobs < 1 or not 0 < args.efficiency <= 1:
+        raise UserError("--sim_steps and --jobs must be at least 1, --efficiency in (0, 1]")
+    with as_user_errors(FileNotFoundError):  # the model's config.json, the manifest or data config named
+        read_model_config(cfg.model)
+        profiles = corpus_profiles(args.manifest, args.data_config)
+    report = plan(cfg, s, shapes, args.sim_steps, profiles, args.efficiency, args.jobs, cfg.memory_budget_gib)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)

@@ -6,16 +6,16 @@ configuration and model description needed to export from a workdir alone. Tenso
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from pipeline import storage
+
 
 def checkpoint_dir(workdir: str) -> str:
-    path = workdir.rstrip("/") + "/checkpoints"
-    return path if path.startswith("gs://") else os.path.abspath(path)
+    return storage.abspath(storage.join(workdir, "checkpoints"))
 
 
 class Checkpointer:

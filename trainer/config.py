@@ -1,14 +1,24 @@
 """Every training hyperparameter in one place, with the reference run's defaults and presets.
 
 `reference` reproduces the published recipe (roberta-large on a TPU v3-8); `demo` is a CPU run on the
-bundled samples. Command-line flags override single fields (see train_main.py).
+bundled samples. Command-line flags override single fields (see train_main.py). Every value is
+checked where a TrainConfig is built (`check_config`): a ConfigError names the flag.
 """
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any
 
 from pipeline.model_source import DEMO_MODEL
+from pipeline.user_errors import UserError
+
+DTYPES = ("float32", "bfloat16")  # compute dtype (train_step.COMPUTE_DTYPES) and AdamW's mu (optimizer.MU_DTYPES)
+REMAT_MODES = ("none", "dots", "full")  # modeling.REMAT_POLICIES
+
+
+class ConfigError(UserError):
+    """A TrainConfig value out of range; the message names its flag."""
 
 
 @dataclasses.dataclass
@@ -73,11 +83,107 @@ class TrainConfig:
     # (local or gs://).
     compilation_cache: str = "auto"
 
+    def __post_init__(self):
+        check_config(self)
+
     def replace(self, **kw: Any) -> "TrainConfig":
         return dataclasses.replace(self, **kw)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# Integer fields: the least value, and what the bound means where it is not plain.
+_INT_MINIMUMS: dict[str, tuple[int, str]] = {
+    "max_seq_length": (2, "room for the special tokens"),
+    "train_steps": (1, ""),
+    "batch_size": (1, "the global batch, over all devices"),
+    "warmup_steps": (0, ""),
+    "grad_cache_chunk": (0, "0: off"),
+    "chunk_tokens": (0, "0: off"),
+    "pack_min_row_length": (1, ""),
+    "pack_row_steps": (1, ""),
+    "shuffle_buffer": (1, ""),
+    "log_every": (1, ""),
+    "eval_every": (0, "0: no evaluation during training"),
+    "checkpoint_every": (1, ""),
+    "keep_checkpoints": (1, ""),
+    "eval_max_examples": (0, ""),
+}
+# Number fields: (low, low excluded, high or None, high excluded). NaN is not refused: the loop
+# stops on the non-finite loss it gives (exit 3), and tests provoke one that way.
+_RANGES: dict[str, tuple[float, bool, float | None, bool]] = {
+    "scale": (0.0, True, None, False),
+    "learning_rate": (0.0, True, None, False),
+    "weight_decay": (0.0, False, None, False),
+    "adam_b1": (0.0, False, 1.0, True),
+    "adam_b2": (0.0, False, 1.0, True),
+    "adam_eps": (0.0, True, None, False),
+    "grad_clip_norm": (0.0, False, None, False),  # 0: no clipping
+    "mixed_batch_share": (0.0, False, 1.0, False),
+    "memory_budget_gib": (0.0, False, None, False),  # 0: the device's own limit
+}
+
+
+def _shown(value: Any) -> str:
+    """A value as its flag is written: tuples comma-separated."""
+    return repr(",".join(map(str, value)) if isinstance(value, (tuple, list)) else value)
+
+
+def _refuse(name: str, value: Any, want: str) -> None:
+    raise ConfigError(f"--{name} must be {want}, got {_shown(value)}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _range_text(low: float, low_out: bool, high: float | None, high_out: bool) -> str:
+    if high is None:
+        return f"a number {'>' if low_out else '>='} {low:g}"
+    return f"a number in {'(' if low_out else '['}{low:g}, {high:g}{')' if high_out else ']'}"
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Every value of `cfg` in its range, or a ConfigError naming the flag; runs whenever a
+    TrainConfig is built (flags, presets, replace)."""
+    for name, (least, note) in _INT_MINIMUMS.items():
+        v = getattr(cfg, name)
+        if not _is_int(v) or v < least:
+            _refuse(name, v, f"an integer >= {least}" + (f" ({note})" if note else ""))
+    for name, (low, low_out, high, high_out) in _RANGES.items():
+        v = getattr(cfg, name)
+        if (not isinstance(v, numbers.Real) or isinstance(v, bool) or v < low or (low_out and v == low)
+                or (high is not None and (v > high or (high_out and v == high)))):
+            _refuse(name, v, _range_text(low, low_out, high, high_out))
+    if cfg.pack_row_steps & (cfg.pack_row_steps - 1):
+        _refuse("pack_row_steps", cfg.pack_row_steps, "a power of two (row counts per doubling)")
+    if not all(_is_int(b) and b >= 1 for b in cfg.bucket_lengths):
+        _refuse("bucket_lengths", cfg.bucket_lengths, "positive integers (comma-separated)")
+    if cfg.grad_cache_chunk and cfg.chunk_tokens:
+        raise ConfigError(f"set either --grad_cache_chunk or --chunk_tokens, not both (got {cfg.grad_cache_chunk} "
+                          f"and {cfg.chunk_tokens})")
+    for name, choices in (("dtype", DTYPES), ("adam_mu_dtype", DTYPES), ("remat", REMAT_MODES)):
+        if getattr(cfg, name) not in choices:
+            _refuse(name, getattr(cfg, name), f"one of {', '.join(choices)}")
+    for name in ("model", "compilation_cache"):
+        if not isinstance(getattr(cfg, name), str) or not getattr(cfg, name):
+            _refuse(name, getattr(cfg, name), "a non-empty string")
+    _check_loss_options(cfg)
+
+
+def _check_loss_options(cfg: TrainConfig) -> None:
+    """The loss's own rules (trainer/loss.py: known directions, query_to_doc among them, per_direction
+    only with query_to_doc and doc_to_query)."""
+    from trainer.loss import PARTITION_MODES, validate_loss_options
+
+    if cfg.partition_mode not in PARTITION_MODES:
+        _refuse("partition_mode", cfg.partition_mode, f"one of {', '.join(PARTITION_MODES)}")
+    for name in ("pair_directions", "triplet_directions"):
+        try:
+            validate_loss_options(getattr(cfg, name), cfg.partition_mode)
+        except ValueError as e:
+            raise ConfigError(f"--{name}={_shown(getattr(cfg, name))}: {e}") from None
 
 
 PRESETS: dict[str, TrainConfig] = {
@@ -104,5 +210,5 @@ PRESETS: dict[str, TrainConfig] = {
 
 def get_preset(name: str) -> TrainConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise ConfigError(f"--config: unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return dataclasses.replace(PRESETS[name])

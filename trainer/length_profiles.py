@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from pipeline.manifest import Manifest
 from pipeline.record_schema import TRIPLET_FORMATS
 
 
@@ -93,21 +94,21 @@ def stated_profiles(corpora: Iterable[Any]) -> list[CorpusProfile]:
     return out
 
 
-def manifest_profiles(manifest: Mapping[str, Any]) -> list[CorpusProfile]:
+def manifest_profiles(manifest: Manifest) -> list[CorpusProfile]:
     """Profiles from the Beam job's measured token lengths: median = p50, sigma from p95 / p50.
 
     The manifest counts all texts of a corpus together, so every column gets the same profile; its
     lengths are after the cut at max_seq_length, which only matters above the cut. Corpora without
     texts are skipped (the trainer has nothing to draw from them either)."""
     out = []
-    for c in manifest["corpora"]:
-        tl = c["token_lengths"]
+    for c in manifest.corpora:
+        tl = c.token_lengths
         if not tl.get("texts"):
             continue
         p50 = max(float(tl["p50"]), 1.0)
         sigma = max(math.log(max(float(tl["p95"]), p50) / p50) / _Z95, 0.05)
-        out.append(CorpusProfile(c["name"], c["record_format"], float(c["weight"]),
-                                 (ColumnProfile(p50, sigma),) * n_columns(c["record_format"])))
+        out.append(CorpusProfile(c.name, c.record_format, c.weight,
+                                 (ColumnProfile(p50, sigma),) * n_columns(c.record_format)))
     return out
 
 

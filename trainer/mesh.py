@@ -16,10 +16,15 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from pipeline.user_errors import UserError
 from trainer.tpu import tpu_attached
 
 DATA_AXIS = "data"
 log = logging.getLogger(__name__)
+
+
+class BatchLayoutError(UserError):
+    """The global batch (or the gradient-caching chunk) does not split evenly over the devices or hosts."""
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -33,7 +38,7 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     """
     if coordinator_address:
         if num_processes is None or process_id is None:
-            raise ValueError("--coordinator_address needs --num_processes and --process_id")
+            raise UserError("--coordinator_address needs --num_processes and --process_id")
         if num_processes > 1 and cpu_collectives:
             # CPU backends need a collectives implementation for cross-process all-reduce.
             jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
@@ -77,19 +82,20 @@ def data_shards(mesh: Mesh) -> int:
 
 
 def check_batch_layout(global_batch: int, mesh: Mesh, grad_cache_chunk: int = 0) -> None:
-    """Raise ValueError with the numbers when the batch does not split evenly."""
+    """Raise BatchLayoutError, with the numbers and the flag, when the batch does not split evenly."""
     n_dev, n_proc = data_shards(mesh), jax.process_count()
     if global_batch <= 0 or global_batch % n_dev:
-        raise ValueError(f"global batch {global_batch} does not divide over {n_dev} devices; "
-                         f"use a multiple of {n_dev}")
+        raise BatchLayoutError(f"--batch_size={global_batch}: the global batch does not divide over {n_dev} "
+                               f"devices; use a multiple of {n_dev}")
     if global_batch % n_proc:
-        raise ValueError(f"global batch {global_batch} does not divide over {n_proc} hosts")
+        raise BatchLayoutError(f"--batch_size={global_batch}: the global batch does not divide over {n_proc} "
+                               f"hosts; use a multiple of {n_proc}")
     if grad_cache_chunk:
         if global_batch % grad_cache_chunk:
-            raise ValueError(f"grad_cache_chunk {grad_cache_chunk} does not divide the global batch {global_batch}")
+            raise BatchLayoutError(f"--grad_cache_chunk={grad_cache_chunk} does not divide --batch_size={global_batch}")
         if grad_cache_chunk % n_dev:
-            raise ValueError(f"grad_cache_chunk {grad_cache_chunk} does not divide over {n_dev} devices; "
-                             f"use a multiple of {n_dev}")
+            raise BatchLayoutError(f"--grad_cache_chunk={grad_cache_chunk} does not divide over {n_dev} devices; "
+                                   f"use a multiple of {n_dev}")
 
 
 def local_batch_size(global_batch: int) -> int:

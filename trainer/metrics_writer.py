@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from typing import Any
+
+from pipeline import storage
 
 
 def _clean(value: Any) -> Any:
@@ -24,18 +25,17 @@ class MetricsWriter:
     def __init__(self, workdir: str, enabled: bool = True):
         self.enabled = enabled
         self._tb = None
-        self._path = workdir.rstrip("/") + "/metrics.jsonl"
+        self._path = _metrics_path(workdir)
         self._remote_lines: list[str] | None = None
         if not enabled:
             return
-        if not workdir.startswith("gs://"):
-            os.makedirs(workdir, exist_ok=True)
+        storage.makedirs(workdir)
         try:
             import tensorflow as tf
         except ImportError:  # GPU images without TensorFlow still get metrics.jsonl
             return
         try:
-            self._tb = tf.summary.create_file_writer(workdir.rstrip("/") + "/tensorboard")
+            self._tb = tf.summary.create_file_writer(storage.join(workdir, "tensorboard"))
         except tf.errors.UnimplementedError as e:  # a file system TensorFlow cannot write
             logging.getLogger(__name__).warning("no TensorBoard summaries: %s", e.message)
 
@@ -44,15 +44,12 @@ class MetricsWriter:
             return
         record = {"step": int(step), **{k: _clean(v) for k, v in metrics.items()}}
         line = json.dumps(record, sort_keys=False) + "\n"
-        if "://" in self._path:
+        if storage.is_remote(self._path):
             # Object stores (gs://) cannot append: keep the file's lines and rewrite it whole.
-            import fsspec
-
             if self._remote_lines is None:
-                fs, path = fsspec.core.url_to_fs(self._path)
-                self._remote_lines = fs.cat_file(path).decode().splitlines(True) if fs.exists(path) else []
+                self._remote_lines = _read_lines(self._path) if storage.exists(self._path) else []
             self._remote_lines.append(line)
-            with fsspec.open(self._path, "w") as f:
+            with storage.open_file(self._path, "w", encoding="utf-8") as f:
                 f.writelines(self._remote_lines)
         else:
             with open(self._path, "a", encoding="utf-8") as f:
@@ -67,7 +64,24 @@ class MetricsWriter:
             self._tb.flush()
 
 
+def _metrics_path(workdir: str) -> str:
+    return storage.join(workdir, "metrics.jsonl")
+
+
+def _read_lines(path: str) -> list[str]:
+    with storage.open_file(path, "r", encoding="utf-8") as f:
+        return f.readlines()
+
+
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-    path = workdir.rstrip("/") + "/metrics.jsonl"
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in _read_lines(_metrics_path(workdir)) if line.strip()]
+
+
+def truncate_metrics(workdir: str, last_step: int) -> None:
+    """On resume, drops metrics logged after the restored checkpoint: they are recomputed exactly."""
+    path = _metrics_path(workdir)
+    if not storage.exists(path):
+        return
+    keep = [line for line in _read_lines(path) if line.strip() and json.loads(line)["step"] <= last_step]
+    with storage.open_file(path, "w", encoding="utf-8") as f:
+        f.writelines(keep)

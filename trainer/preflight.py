@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable
 
+from pipeline.user_errors import UserError
 from trainer.aot import GIB, ShapeReport, compile_shapes
 from trainer.config import TrainConfig
 from trainer.mesh import data_shards
@@ -21,7 +22,7 @@ from trainer.program_count import worst_shapes
 log = logging.getLogger("trainer")
 
 
-class PreflightError(RuntimeError):
+class PreflightError(UserError):
     """A worst-case batch shape does not fit the device memory; the message says what to change."""
 
 

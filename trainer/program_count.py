@@ -265,11 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = train_main.config_from_args(args)
     if args.manifest:
-        from pipeline.manifest import read_manifest
+        from pipeline.manifest import load_manifest
 
-        manifest = read_manifest(args.manifest)
-        cfg = cfg.replace(max_seq_length=min(cfg.max_seq_length, int(manifest.get("max_seq_length",
-                                                                                  cfg.max_seq_length))))
+        manifest = load_manifest(args.manifest)
+        cfg = cfg.replace(max_seq_length=min(cfg.max_seq_length, manifest.max_seq_length or cfg.max_seq_length))
         profiles, source = manifest_profiles(manifest), f"measured lengths of {args.manifest}"
     else:
         profiles, source = stated_profiles(load_data_config(args.data_config).corpora), "stated length table"

@@ -5,11 +5,24 @@ pick the bucket length, pad, build masks, fold fingerprints and drop in-batch du
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 ID_KEYS = ("anchor", "positive", "negative")
+
+
+def bucket_ladder(max_seq_length: int) -> tuple[int, ...]:
+    """16, 24, 32, 48, 64, 96, 128, ... (steps of 1.5x / 2x) up to and including max_seq_length:
+    at most ~1/3 padding waste per batch, about two programs per doubling of length."""
+    out, b = [], 16
+    while b < max_seq_length:
+        out.append(b)
+        if b * 3 // 2 < max_seq_length:
+            out.append(b * 3 // 2)
+        b *= 2
+    out.append(max_seq_length)
+    return tuple(sorted(set(out)))
 
 
 def effective_buckets(bucket_lengths: Sequence[int], max_seq_length: int) -> tuple[int, ...]:
@@ -66,6 +79,29 @@ def select_unique(fps: np.ndarray, seen: set) -> np.ndarray:
     return keep
 
 
+def assemble(slots, columns: Sequence[str], batch_size: int, length: int, pad_id: int) -> dict:
+    """A padded batch from examples taken out of drawn chunks (trainer/data/reader.py).
+
+    `slots`: [(parts, where)], `parts` = [(chunk, rows)] of examples in order, `where` = the batch
+    positions they fill. Returns <column>_ids, <column>_mask (int32 [batch_size, length]) and
+    <column>_fp (int32 [batch_size], folded fingerprints) for each column."""
+    batch: dict = {}
+    for col in columns:
+        ids = np.empty((batch_size, length), np.int32)
+        mask = np.empty((batch_size, length), np.int32)
+        fp = np.empty((batch_size,), np.int64)
+        for parts, where in slots:
+            i = 0
+            for chunk, rows in parts:
+                values, starts, lengths = chunk.columns[col]
+                dst = where[i : i + rows.size]
+                ids[dst], mask[dst] = pad_rows(values, starts[rows], lengths[rows], length, pad_id)
+                fp[dst] = chunk.fingerprints[col][rows]
+                i += rows.size
+        batch[f"{col}_ids"], batch[f"{col}_mask"], batch[f"{col}_fp"] = ids, mask, fold_fingerprint(fp)
+    return batch
+
+
 def repad(batch: Mapping[str, object], length: int, pad_id: int) -> dict:
     """The batch with every `*_ids` / `*_mask` array padded (or cut) to `length` columns.
 
@@ -87,8 +123,3 @@ def repad(batch: Mapping[str, object], length: int, pad_id: int) -> dict:
             out[f"{key}_ids"] = np.pad(ids, ((0, 0), (0, extra)), constant_values=pad_id)
             out[f"{key}_mask"] = np.pad(mask, ((0, 0), (0, extra)), constant_values=0)
     return out
-
-
-def concat_or_empty(parts: Iterable[np.ndarray], dtype) -> np.ndarray:
-    parts = list(parts)
-    return np.concatenate(parts) if parts else np.zeros((0,), dtype)

@@ -1,13 +1,20 @@
-"""Retrieval evaluation on a corpus's validation split: anchor -> positive among the split's positives.
+"""Retrieval evaluation on each corpus's validation split: anchor -> positive among the split's positives.
 
 Recall@1 and MRR@10 of the true positive when each anchor ranks all positives of the split by cosine
-similarity (embeddings are L2-normalised, so a dot product). Pure numpy; embedding is injected.
+similarity (embeddings are L2-normalised, so a dot product). The metrics are pure numpy; the
+evaluator reads the splits once (the first anchor and positive of each record, by the record
+format's rule in pipeline/record_schema.py) and embeds them with the parameters it is given.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from pipeline import record_schema
+from pipeline.manifest import CorpusEntry, Manifest
+from trainer.data import records
+from trainer.encode import encode_ids
 
 
 def retrieval_metrics(anchors: np.ndarray, positives: np.ndarray, positive_fp: Sequence[int] | None = None) -> dict[str, float]:
@@ -38,3 +45,62 @@ def evaluate_corpus(embed_ids: Callable[[list[list[int]]], np.ndarray], anchors:
     if not anchors:
         return {"recall@1": float("nan"), "mrr@10": float("nan"), "n": 0}
     return retrieval_metrics(embed_ids(anchors), embed_ids(positives), positive_fp)
+
+
+def _cut(ids: list[int], max_len: int | None) -> list[int]:
+    """A text cut as the training stream cuts it: the first max_len - 1 tokens and the final one."""
+    if max_len is None or len(ids) <= max_len:
+        return list(ids)
+    return list(ids[: max_len - 1]) + [ids[-1]]
+
+
+def validation_pairs(corpus: CorpusEntry, compression: str, max_examples: int, max_seq_length: int | None = None):
+    """A corpus's validation split as (anchors, positives): lists of token-id lists, in file order.
+    Deterministic: each record's first anchor and first positive after it (a set's first two members)."""
+    anchors, positives = [], []
+    if not corpus.validation_files or max_examples <= 0:
+        return anchors, positives
+    for raw in records.read_records(corpus.validation_files, compression):
+        rec = record_schema.decode_record(raw)
+        try:
+            a, p = corpus.format.first_pair(rec["roles"])
+        except ValueError:
+            raise ValueError(f"corpus {corpus.name!r}: a validation record lacks an anchor or positive "
+                             f"(roles {rec['roles']})") from None
+        anchors.append(_cut(rec["texts"][a], max_seq_length))
+        positives.append(_cut(rec["texts"][p], max_seq_length))
+        if len(anchors) >= max_examples:
+            break
+    return anchors, positives
+
+
+class RetrievalEvaluator:
+    """Recall@1 and MRR@10 per corpus with a validation split (and their means), on given parameters."""
+
+    def __init__(self, model, manifest: Manifest, max_examples: int, max_seq_length: int, batch_size: int = 64):
+        self.model, self.pad_id = model, manifest.pad_token_id
+        self.max_seq_length, self.batch_size = max_seq_length, batch_size
+        self.splits = {}
+        for c in manifest.corpora:
+            if c.validation_examples > 0:
+                anchors, positives = validation_pairs(c, manifest.compression, max_examples, max_seq_length)
+                if len(anchors) >= 2:
+                    # Equal ids are equal texts: a repeated positive counts for every anchor that owns it.
+                    fps = [record_schema.fingerprint(" ".join(map(str, p))) for p in positives]
+                    self.splits[c.name] = (anchors, positives, fps)
+
+    def run(self, params: Any) -> dict[str, float]:
+        variables = {"params": params}
+
+        def embed_ids(ids):
+            return encode_ids(self.model, variables, ids, self.pad_id, batch_size=self.batch_size,
+                              max_seq_length=self.max_seq_length)
+
+        out: dict[str, float] = {}
+        for name, (anchors, positives, fps) in self.splits.items():
+            m = evaluate_corpus(embed_ids, anchors, positives, fps)
+            out[f"eval/{name}/recall@1"], out[f"eval/{name}/mrr@10"] = m["recall@1"], m["mrr@10"]
+        if self.splits:
+            out["eval/mean_recall@1"] = float(np.mean([out[f"eval/{n}/recall@1"] for n in self.splits]))
+            out["eval/mean_mrr@10"] = float(np.mean([out[f"eval/{n}/mrr@10"] for n in self.splits]))
+        return out

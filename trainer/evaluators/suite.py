@@ -1,0 +1,26 @@
+"""The evaluations a training run does, built once from its config and run on parameters.
+
+Each evaluator reads its data when built and maps parameters to named metrics (`run(params)`); the
+suite merges them. Retrieval runs on every corpus with a validation split; STS when `sts_dev` is set.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.manifest import Manifest
+from trainer.config import TrainConfig
+from trainer.evaluators.retrieval import RetrievalEvaluator
+from trainer.evaluators.sts import StsEvaluator
+
+
+class EvaluationSuite:
+    def __init__(self, cfg: TrainConfig, model, tokenizer, manifest: Manifest):
+        self.evaluators: list[Any] = [RetrievalEvaluator(model, manifest, cfg.eval_max_examples, cfg.max_seq_length)]
+        if cfg.sts_dev:
+            self.evaluators.append(StsEvaluator(model, tokenizer, cfg.sts_dev, cfg.max_seq_length))
+
+    def run(self, params: Any) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for evaluator in self.evaluators:
+            out.update(evaluator.run(params))
+        return out

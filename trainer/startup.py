@@ -1,0 +1,62 @@
+"""What a training run prepares before its first step: the compilation cache, the model, a copy of
+its source files in the workdir, and the check that the data was tokenized with its vocabulary."""
+from __future__ import annotations
+
+import logging
+
+import jax
+
+from pipeline import storage
+from pipeline.manifest import Manifest
+from pipeline.tokenizing import vocab_fingerprint
+from pipeline.user_errors import UserError
+from trainer.config import TrainConfig
+from trainer.hf_loading import Pretrained, init_random, load_pretrained, read_hf_config, resolve_model_dir, tokenizer_files
+from trainer.modeling import EncoderConfig
+from trainer.train_step import compute_dtype
+
+log = logging.getLogger("trainer")
+
+
+def enable_compilation_cache(setting: str, workdir: str) -> str | None:
+    """JAX's persistent compilation cache (local or gs://): a restarted run (preemption, resume) loads
+    its programs instead of compiling them again. Returns the directory, or None when off."""
+    if setting == "off" or (setting == "auto" and jax.devices()[0].platform == "cpu"):
+        return None
+    path = storage.join(workdir, "compilation_cache") if setting in ("auto", "workdir") else setting
+    jax.config.update("jax_compilation_cache_dir", path)
+    return path
+
+
+def load_model(cfg: TrainConfig) -> Pretrained:
+    """The pretrained encoder named by cfg.model (or, with from_scratch, its architecture freshly initialised)."""
+    dtype = compute_dtype(cfg.dtype)
+    if cfg.from_scratch:
+        model_dir = resolve_model_dir(cfg.model)
+        config = EncoderConfig.from_hf_dict(read_hf_config(model_dir))
+        return init_random(config, seed=cfg.seed, dtype=dtype, source_dir=model_dir, remat=cfg.remat)
+    return load_pretrained(cfg.model, dtype=dtype, remat=cfg.remat)
+
+
+def save_model_source(pretrained: Pretrained, workdir: str) -> str:
+    """Copies config.json and the tokenizer files into <workdir>/model_source, so that a workdir alone
+    is enough to export (and the run does not depend on a hub or a package later)."""
+    dst = storage.join(workdir, "model_source")
+    if jax.process_index() == 0:
+        storage.copy_files(pretrained.source_dir, tokenizer_files(pretrained.source_dir), dst)
+        storage.write_json(storage.join(dst, "config.json"), pretrained.hf_config)
+    return dst
+
+
+class TokenizerMismatchError(UserError):
+    pass
+
+
+def check_tokenizer(manifest: Manifest, tokenizer) -> None:
+    """The data must have been tokenized with the model's vocabulary, or every id means something else."""
+    want = manifest.tokenizer.get("vocab_fingerprint")
+    have = vocab_fingerprint(tokenizer.get_vocab())
+    if want and want != have:
+        raise TokenizerMismatchError(
+            f"the data was tokenized with {manifest.tokenizer.get('name')!r} whose vocabulary differs from "
+            f"the model's; rerun beam_main.py with --tokenizer set to the model ({want[:12]} != {have[:12]})")
