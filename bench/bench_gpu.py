@@ -65,52 +65,16 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-import types
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_BENCH = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(_BENCH), _BENCH]  # the repository (trainer/) and bench/ (gpu_cases, ...)
 
 import numpy as np  # noqa: E402
 
-from trainer.flops import step_flops  # noqa: E402  (no JAX: the PyTorch side imports it too)
-
-CASES = {
-    # name: (model_type, hidden, layers, heads, intermediate, vocab, max_positions, pad_id)
-    "minilm": ("bert", 384, 6, 12, 1536, 30522, 512, 0),
-    "large": ("roberta", 1024, 24, 16, 4096, 50265, 514, 1),
-    "tiny": ("bert", 32, 2, 2, 64, 1000, 128, 0),
-}
-WARMUP_BATCHES = 2  # batches 0 and 1: ST's warm-up; both sides time the batches after them
-COLUMNS = ("anchor", "positive")
-
-
-def encoder_shape(model: str) -> types.SimpleNamespace:
-    """What trainer/flops.py reads of an encoder config (no JAX needed)."""
-    _, h, nl, _, inter, *_ = CASES[model]
-    return types.SimpleNamespace(hidden_size=h, num_hidden_layers=nl, intermediate_size=inter)
-
-
-def synthetic_batches(n: int, batch: int, median_len: int, max_len: int, vocab: int, pad: int, seed: int = 0):
-    """n pair batches: {column: (ids [B, Lmax] int32, lengths [B])} with log-normal text lengths."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        b = {}
-        for col in COLUMNS:
-            lengths = np.clip(np.round(rng.lognormal(np.log(median_len), 0.6, size=batch)), 4, max_len).astype(int)
-            ids = rng.integers(5, vocab, size=(batch, max_len)).astype(np.int32)
-            ids[:, 0] = 0 if pad != 0 else 101  # a CLS-like first token
-            ids[np.arange(max_len)[None, :] >= lengths[:, None]] = pad
-            b[col] = (ids, lengths)
-        out.append(b)
-    return out
-
-
-def longest_text(b: dict) -> int:
-    """L_st: the batch's longest text, the padded length of ST's largest forward call."""
-    return max(int(ln.max()) for _, ln in b.values())
-
+from gpu_cases import CASES, COLUMNS, WARMUP_BATCHES, longest_text, synthetic_batches  # noqa: E402
+from gpu_reference import run_theirs  # noqa: E402
+from trainer.flops import step_flops  # noqa: E402  (no JAX)
 
 # --------------------------------------------------------------------------------------------- ours
 
@@ -227,103 +191,6 @@ def run_ours(args, case) -> dict:
             "texts_per_call": float(np.mean([c[1] for c in calls])),
             "tokens_per_call": float(np.mean([c[2] for c in calls])),
             "max_tokens_per_call": float(max(c[2] for c in calls))}
-
-
-# --------------------------------------------------------------------------------------------- theirs
-
-def _st_model_dir(case_name: str, tmp: str) -> str:
-    """A random-weight HF model plus a throwaway WordPiece tokenizer (ids are fed directly)."""
-    import transformers
-
-    mt, h, nl, nh, inter, vocab, maxpos, pad = CASES[case_name]
-    cls = transformers.BertConfig if mt == "bert" else transformers.RobertaConfig
-    cfg = cls(vocab_size=vocab, hidden_size=h, num_hidden_layers=nl, num_attention_heads=nh,
-              intermediate_size=inter, max_position_embeddings=maxpos, pad_token_id=pad,
-              type_vocab_size=1 if mt == "roberta" else 2)
-    transformers.AutoModel.from_config(cfg).save_pretrained(tmp)
-    vocab_file = os.path.join(tmp, "vocab.txt")
-    with open(vocab_file, "w") as f:
-        f.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(50)]) + "\n")
-    transformers.BertTokenizerFast(vocab_file=vocab_file).save_pretrained(tmp)
-    return tmp
-
-
-def run_theirs(args, case) -> dict:
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.losses.cached_multiple_negatives_ranking import (
-        CachedMultipleNegativesRankingLoss,
-    )
-    from sentence_transformers.sentence_transformer.losses.multiple_negatives_ranking import (
-        MultipleNegativesRankingLoss,
-    )
-
-    device = "cpu" if args.smoke else "cuda"
-    torch.manual_seed(0)
-    mt, h, nl, nh, inter, vocab, maxpos, pad = CASES[case["model"]]
-    with tempfile.TemporaryDirectory() as tmp:
-        model = SentenceTransformer(_st_model_dir(case["model"], tmp), device=device)
-    model.max_seq_length = args.max_len
-    model.train()
-    kw = dict(scale=20.0, directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction")
-    loss_fn = (CachedMultipleNegativesRankingLoss(model, mini_batch_size=case["chunk"], **kw) if case["chunk"]
-               else MultipleNegativesRankingLoss(model, **kw))
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01, eps=1e-6,
-                            fused=device == "cuda")
-    raw = synthetic_batches(args.steps + WARMUP_BATCHES, case["batch"], args.median_len, args.max_len, vocab, pad)
-    batches = []
-    for b in raw:
-        cols = []
-        for col in COLUMNS:
-            ids, ln = b[col]
-            L = int(ln.max())
-            cols.append({"input_ids": torch.tensor(ids[:, :L], dtype=torch.long, device=device),
-                         "attention_mask": torch.tensor((np.arange(L)[None, :] < ln[:, None]).astype(np.int64),
-                                                        device=device)})
-        batches.append(cols)
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=not args.smoke)
-
-    # The encoder calls that build the gradient (gradient caching's first, no-grad pass is not
-    # counted: MFU convention), with their [texts, padded length].
-    calls: list[tuple[int, int]] = []
-
-    def record(_module, inputs):
-        if torch.is_grad_enabled() and inputs and isinstance(inputs[0], dict) and "input_ids" in inputs[0]:
-            calls.append(tuple(inputs[0]["input_ids"].shape))
-    model.register_forward_pre_hook(record)
-
-    def step(cols):
-        with autocast:  # CachedMNRL replays forwards inside backward: keep both under autocast
-            loss = loss_fn(cols, None)
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
-
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for cols in batches[:WARMUP_BATCHES]:
-        loss = step(cols)
-    sync()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    calls.clear()
-    t0 = time.perf_counter()
-    for cols in batches[WARMUP_BATCHES:]:
-        loss = step(cols)
-    sync()
-    dt = time.perf_counter() - t0
-    enc = encoder_shape(case["model"])
-    flops = sum(step_flops(enc, n, L)[0] for n, L in calls)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
-    return {"side": "theirs", "pairs_per_s": args.steps * case["batch"] / dt, "step_s": dt / args.steps,
-            "loss": float(loss.item()), "flops_per_s": flops / dt, "peak_mem_gb": peak,
-            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-            "mini_batch_size": case["chunk"],
-            "calls_per_step": len(calls) / args.steps,
-            "texts_per_call": float(np.mean([n for n, _ in calls])),
-            "tokens_per_call": float(np.mean([n * L for n, L in calls])),
-            "max_tokens_per_call": float(max(n * L for n, L in calls))}
 
 
 # --------------------------------------------------------------------------------------------- driver

@@ -1,10 +1,10 @@
-"""Input pipeline throughput: training pairs per second out of trainer.data.pipeline.InputPipeline.
+"""Input pipeline throughput: training pairs per second out of trainer.data.batches.BatchStream.
 
 Generates (once, cached) ~100k synthetic records in the Beam job's layout with realistic text
 lengths (log-normal token counts, median ~20, capped at 128, as in the pair corpora), then measures
 in one run:
   reference: the raw read rate of the same files (tf.data TFRecordDataset, gunzip only, records/s)
-  pipeline:  pairs/s out of InputPipeline at per-host batch 64 and 1024 (shuffle buffer 10,000,
+  pipeline:  pairs/s out of BatchStream at per-host batch 64 and 1024 (shuffle buffer 10,000,
              in-batch de-duplication on), after a warm-up batch
 and prints each rate, its ratio to the 20,000 pairs/s target and to the raw read rate.
 
@@ -106,10 +106,10 @@ def raw_read_rate(data_dir: str) -> tuple[float, float, int]:
 
 def pipeline_rate(data_dir: str, batch: int, pairs: int) -> tuple[float, float, dict]:
     from trainer.config import TrainConfig
-    from trainer.data.pipeline import InputPipeline
+    from trainer.data.batches import BatchStream
 
     cfg = TrainConfig(batch_size=batch, shuffle_buffer=10_000, seed=0)
-    pipe = InputPipeline(data_dir, cfg)
+    pipe = BatchStream(data_dir, cfg)
     # Open every corpus stream and fill its shuffle buffer before timing (one-off start-up cost).
     pipe.warm_up()
     next(pipe)

@@ -9,7 +9,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 from pipeline import storage
 from pipeline.record_schema import RECORD_FORMATS
@@ -159,7 +159,3 @@ def expand_files(corpus: CorpusConfig, input_root: str | None) -> list[str]:
             raise _err(f"corpus {corpus.name!r}", f"field 'files': no file matches {path!r}")
         out.extend(m for m in matched if m not in out)
     return out
-
-
-def sampling_weights(names: Sequence[str], config: DataConfig) -> list[float]:
-    return [config.get(n).weight for n in names]

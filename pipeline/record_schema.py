@@ -124,7 +124,7 @@ def encode_record(token_ids: Sequence[Sequence[int]], roles: Sequence[int], fing
 
     Writes the protobuf wire format directly: no TensorFlow import on Beam workers (importing it
     costs seconds per process) and ~1.7x faster than building the message. `decode_record` and
-    `tf_parse` read it back (tests/test_record_schema.py checks both)."""
+    TensorFlow's parser with `tf_feature_spec` read it back (tests/test_record_schema.py checks both)."""
     if not (len(token_ids) == len(roles) == len(fingerprints)) or not token_ids:
         raise ValueError("token_ids, roles and fingerprints must be non-empty and of equal length")
     flat = [t for ids in token_ids for t in ids]
@@ -159,17 +159,7 @@ def decode_record(serialized: bytes) -> dict:
 
 
 def tf_feature_spec():
-    """The `tf.io.parse_single_example` spec: every feature a 1-D int64 tensor."""
+    """The `tf.io.parse_example` spec the trainer reads records with: every feature a 1-D int64 tensor."""
     import tensorflow as tf
 
     return {name: tf.io.RaggedFeature(tf.int64) for name in FEATURE_NAMES}
-
-
-def tf_parse(serialized):
-    """Parses one serialised record in tf.data: returns texts as a RaggedTensor [n_texts, None]
-    plus 1-D `roles` and `fingerprints`."""
-    import tensorflow as tf
-
-    parsed = tf.io.parse_single_example(serialized, tf_feature_spec())
-    texts = tf.RaggedTensor.from_row_lengths(parsed["input_ids"], parsed["lengths"], validate=False)
-    return {"texts": texts, "roles": parsed["roles"], "fingerprints": parsed["fingerprints"]}

@@ -108,26 +108,3 @@ def list_files(output_dir: str, pattern: str) -> list[str]:
     found = FileSystems.match([base + pattern])[0].metadata_list
     return sorted(m.path[len(base):] if m.path.startswith(base) else os.path.relpath(m.path, output_dir)
                   for m in found)
-
-
-def iter_tfrecords(path: str):
-    """The records of one (gzip'd when the name ends in .gz) TFRecord file, crc-checked; pure Python,
-    for tests and inspection (the trainer reads with tf.data)."""
-    from pipeline.reading import open_binary
-
-    crc32c = _crc32c_fn()
-    with open_binary(path) as f:
-        while True:
-            header = f.read(12)
-            if not header:
-                return
-            if len(header) < 12:
-                raise ValueError(f"{path}: truncated record header")
-            (length,), (length_crc,) = struct.unpack("<Q", header[:8]), struct.unpack("<I", header[8:])
-            if _masked_crc(crc32c(header[:8])) != length_crc:
-                raise ValueError(f"{path}: corrupt record length")
-            data = f.read(length)
-            (data_crc,) = struct.unpack("<I", f.read(4))
-            if len(data) != length or _masked_crc(crc32c(data)) != data_crc:
-                raise ValueError(f"{path}: corrupt record data")
-            yield data

@@ -19,7 +19,7 @@ from pipeline.data_config import load_data_config
 from pipeline.manifest import read_manifest
 from pipeline.record_schema import ROLE_ANCHOR, ROLE_MEMBER, ROLE_NEGATIVE, ROLE_POSITIVE, decode_record, fingerprint
 from pipeline.tokenizing import DEMO_TOKENIZER, load_hf_tokenizer
-from pipeline.writing import iter_tfrecords
+from tests._tfrecords import read_tfrecords
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(REPO, "samples")
@@ -47,7 +47,7 @@ def default_run(tmp_path_factory):
 
 
 def _records(out_dir, rel_files):
-    return [decode_record(r) for rel in rel_files for r in iter_tfrecords(os.path.join(out_dir, rel))]
+    return [decode_record(r) for rel in rel_files for r in read_tfrecords(os.path.join(out_dir, rel))]
 
 
 def _lines(pattern):

@@ -1,7 +1,7 @@
 import pytest
 
 from pipeline.record_schema import (ROLE_ANCHOR, ROLE_MEMBER, ROLE_NEGATIVE, ROLE_POSITIVE, decode_record,
-                                    encode_record, fingerprint, tf_parse)
+                                    encode_record, fingerprint, tf_feature_spec)
 
 CASES = [
     ([[101, 2054, 102], [101, 7592, 2088, 102]], [ROLE_ANCHOR, ROLE_POSITIVE], ["what", "hello world"]),
@@ -30,8 +30,9 @@ def test_encoding_matches_tensorflow_protobuf(token_ids, roles, texts):
     data = encode_record(token_ids, roles, fps)
     assert tf.train.Example.FromString(data) == _tf_example(token_ids, roles, fps)
     assert decode_record(data) == {"texts": token_ids, "roles": roles, "fingerprints": fps}
-    parsed = tf_parse(tf.constant(data))
-    assert parsed["texts"].to_list() == token_ids
+    parsed = tf.io.parse_single_example(tf.constant(data), tf_feature_spec())
+    texts = tf.RaggedTensor.from_row_lengths(parsed["input_ids"], parsed["lengths"])
+    assert texts.to_list() == token_ids
     assert parsed["roles"].numpy().tolist() == roles and parsed["fingerprints"].numpy().tolist() == fps
 
 

@@ -3,7 +3,8 @@ import os
 import apache_beam as beam
 import pytest
 
-from pipeline.writing import OutputDirError, WriteRecordBatches, frame_records, iter_tfrecords, list_files, prepare_output_dir
+from pipeline.writing import OutputDirError, WriteRecordBatches, frame_records, list_files, prepare_output_dir
+from tests._tfrecords import read_tfrecords
 
 
 def test_sink_writes_sharded_gzip_tfrecords_that_tensorflow_reads(tmp_path):
@@ -12,7 +13,7 @@ def test_sink_writes_sharded_gzip_tfrecords_that_tensorflow_reads(tmp_path):
         _ = p | beam.Create(batches) | WriteRecordBatches(str(tmp_path / "c" / "train"), num_shards=3)
     files = list_files(str(tmp_path), "c/train-*")
     assert files == [f"c/train-0000{i}-of-00003.tfrecord.gz" for i in range(3)]
-    got = [r for f in files for r in iter_tfrecords(str(tmp_path / f))]
+    got = [r for f in files for r in read_tfrecords(str(tmp_path / f))]
     assert sorted(got) == sorted(r for b in batches for r in b)
     import tensorflow as tf
 
@@ -23,11 +24,13 @@ def test_sink_writes_sharded_gzip_tfrecords_that_tensorflow_reads(tmp_path):
 def test_framing_is_checked(tmp_path):
     framed = bytearray(frame_records([b"hello", b"world"]))
     (tmp_path / "ok.tfrecord").write_bytes(bytes(framed))
-    assert list(iter_tfrecords(str(tmp_path / "ok.tfrecord"))) == [b"hello", b"world"]
-    framed[14] ^= 1
+    assert read_tfrecords(str(tmp_path / "ok.tfrecord")) == [b"hello", b"world"]
+    framed[14] ^= 1  # a byte of the first record's data: its CRC no longer matches
     (tmp_path / "bad.tfrecord").write_bytes(bytes(framed))
-    with pytest.raises(ValueError, match="corrupt"):
-        list(iter_tfrecords(str(tmp_path / "bad.tfrecord")))
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.DataLossError):
+        read_tfrecords(str(tmp_path / "bad.tfrecord"))
 
 
 def test_output_dir_guard(tmp_path):

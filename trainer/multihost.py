@@ -1,7 +1,7 @@
 """What the hosts of a multi-host run agree on, each with one collective: batch shapes and the data
 position to checkpoint. With one host both are the identity.
 
-Every host builds its batches from its own files (trainer/data/pipeline.py), so each picks its own
+Every host builds its batches from its own files (trainer/data/batches.py), so each picks its own
 bucket length (and, packed, its own row count); one compiled program needs one global shape, so
 every host grows its arrays to the largest any host has.
 """
@@ -16,7 +16,7 @@ from jax.experimental import multihost_utils
 
 from trainer.data import batching
 from trainer.data.packing import pad_packed
-from trainer.data.pipeline import merge_states
+from trainer.data.batches import merge_states
 from trainer.memory_plan import ChunkPlan
 
 _STATE_BYTES = 1 << 16  # room for one host's data position (about 1 KB of JSON) when gathered

@@ -10,7 +10,6 @@ import dataclasses
 import logging
 import signal
 import time
-from typing import Any
 
 import jax
 from tqdm import tqdm
@@ -20,7 +19,7 @@ from pipeline.manifest import Manifest, load_manifest
 from trainer import multihost, startup
 from trainer.checkpointing import Checkpointer
 from trainer.config import TrainConfig
-from trainer.data.pipeline import InputPipeline
+from trainer.data.batches import BatchStream
 from trainer.encode import load_tokenizer
 from trainer.evaluators.suite import EvaluationSuite
 from trainer.export import export_sentence_transformers
@@ -124,7 +123,7 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
     plan = ChunkPlan.from_config(cfg, data_shards(mesh))
     packer = (batch_packer(cfg, data_shards(mesh), data_shards(mesh) // jax.process_count(), pad_id)
               if cfg.packing else None)
-    pipeline = InputPipeline(manifest, cfg, jax.process_index(), jax.process_count(), state=data_state,
+    batches = BatchStream(manifest, cfg, jax.process_index(), jax.process_count(), state=data_state,
                              transform=packer)
     step_fn = make_train_step(pretrained.model, cfg, mesh, state_sharding=train_state_sharding(state, cfg, mesh))
     evaluators = EvaluationSuite(cfg, pretrained.model, tokenizer, manifest)
@@ -137,7 +136,7 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
             log.info("evaluation before training: %s", before)
 
     def save(step: int) -> None:
-        checkpointer.save(step, state, multihost.gather_data_state(pipeline.state()), meta)
+        checkpointer.save(step, state, multihost.gather_data_state(batches.state()), meta)
 
     bar = tqdm(total=cfg.train_steps, initial=start_step, disable=not (progress and is_main), unit="step")
     step = start_step
@@ -145,7 +144,7 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
     try:
         with PreemptionGuard() as preemption:
             while step < cfg.train_steps:
-                batch = next(pipeline)
+                batch = next(batches)
                 corpus = batch.pop("corpus")
                 rows = batch["anchor_fp"].shape[0] * jax.process_count()
                 batch = multihost.agree_on_shape(batch, pad_id, plan)
@@ -194,5 +193,5 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
         return TrainResult(step, finished=True, evaluation=final, evaluation_before=before, export_dir=export_dir)
     finally:
         bar.close()
-        pipeline.close()
+        batches.close()
         checkpointer.close()

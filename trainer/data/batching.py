@@ -62,16 +62,16 @@ def pad_rows(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, length
     return ids, mask.astype(np.int32)
 
 
-def select_unique(fps: np.ndarray, seen: set) -> np.ndarray:
-    """Greedy in-batch de-duplication: keep row i iff none of its fingerprints (columns of `fps`,
+def select_unique(fingerprints: np.ndarray, seen: set) -> np.ndarray:
+    """Greedy in-batch de-duplication: keep row i iff none of its fingerprints (columns of `fingerprints`,
     int64 [n, k]) occurs in `seen` or in an earlier kept row. Updates `seen`; returns a bool mask.
     A row may repeat its own text (e.g. a set with two equal members): that is not a collision."""
-    flat = fps.reshape(-1)
+    flat = fingerprints.reshape(-1)
     if np.unique(flat).size == flat.size and (not seen or seen.isdisjoint(flat.tolist())):
         seen.update(flat.tolist())  # fast path: no collision at all
-        return np.ones(fps.shape[0], dtype=bool)
-    keep = np.zeros(fps.shape[0], dtype=bool)
-    for i, row in enumerate(fps.tolist()):
+        return np.ones(fingerprints.shape[0], dtype=bool)
+    keep = np.zeros(fingerprints.shape[0], dtype=bool)
+    for i, row in enumerate(fingerprints.tolist()):
         texts = set(row)
         if seen.isdisjoint(texts):
             keep[i] = True

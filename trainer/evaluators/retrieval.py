@@ -86,8 +86,8 @@ class RetrievalEvaluator:
                 anchors, positives = validation_pairs(c, manifest.compression, max_examples, max_seq_length)
                 if len(anchors) >= 2:
                     # Equal ids are equal texts: a repeated positive counts for every anchor that owns it.
-                    fps = [record_schema.fingerprint(" ".join(map(str, p))) for p in positives]
-                    self.splits[c.name] = (anchors, positives, fps)
+                    fingerprints = [record_schema.fingerprint(" ".join(map(str, p))) for p in positives]
+                    self.splits[c.name] = (anchors, positives, fingerprints)
 
     def run(self, params: Any) -> dict[str, float]:
         variables = {"params": params}
@@ -97,8 +97,8 @@ class RetrievalEvaluator:
                               max_seq_length=self.max_seq_length)
 
         out: dict[str, float] = {}
-        for name, (anchors, positives, fps) in self.splits.items():
-            m = evaluate_corpus(embed_ids, anchors, positives, fps)
+        for name, (anchors, positives, fingerprints) in self.splits.items():
+            m = evaluate_corpus(embed_ids, anchors, positives, fingerprints)
             out[f"eval/{name}/recall@1"], out[f"eval/{name}/mrr@10"] = m["recall@1"], m["mrr@10"]
         if self.splits:
             out["eval/mean_recall@1"] = float(np.mean([out[f"eval/{n}/recall@1"] for n in self.splits]))

@@ -6,7 +6,7 @@
      mixed batch); B examples are taken, skipping in-batch duplicate texts, padded to a bucket length
   -> optional `transform` (the trainer packs batches here) -> Prefetcher thread -> the loop.
 
-`state()` = step + per-corpus (epoch, offset): a pipeline built from it continues with exactly the
+`state()` = step + per-corpus (epoch, offset): a stream built from it continues with exactly the
 batches an uninterrupted run would have produced. Resume cost: re-reading (gunzip + shuffle, no
 parse) the records already consumed in each corpus's current epoch on this host.
 
@@ -34,11 +34,11 @@ from trainer.data.records import CorpusStream, StreamOptions
 STATE_VERSION = 1
 
 
-class InputPipelineError(UserError):
-    """A data directory, corpus selection or saved position that the input pipeline cannot use."""
+class DataError(UserError):
+    """A data directory, corpus selection or saved position that the batch stream cannot use."""
 
 
-class InputPipeline:
+class BatchStream:
     """Iterator of per-host training batches (numpy dicts) with an exact, small, JSON-able position.
 
     Batch keys: anchor_ids, anchor_mask, positive_ids, positive_mask (int32 [B, L]), anchor_fp,
@@ -68,13 +68,13 @@ class InputPipeline:
         transform: Callable[[dict], dict] | None = None,
     ):
         if not 0 <= process_index < process_count:
-            raise InputPipelineError(f"process_index {process_index} not in [0, {process_count})")
+            raise DataError(f"process_index {process_index} not in [0, {process_count})")
         if batch_size is None:
             if cfg.batch_size % process_count:
-                raise InputPipelineError(f"global batch {cfg.batch_size} is not divisible by {process_count} hosts")
+                raise DataError(f"global batch {cfg.batch_size} is not divisible by {process_count} hosts")
             batch_size = cfg.batch_size // process_count
         if batch_size < 1:
-            raise InputPipelineError(f"per-host batch size must be >= 1, got {batch_size}")
+            raise DataError(f"per-host batch size must be >= 1, got {batch_size}")
         records.hide_accelerators_from_tensorflow()
         self.manifest = data if isinstance(data, Manifest) else load_manifest(data)
         self.process_index, self.process_count = process_index, process_count
@@ -112,15 +112,15 @@ class InputPipeline:
     def _select(self, names: Sequence[str] | None) -> tuple[CorpusEntry, ...]:
         missing = [n for n in names or () if n not in self.manifest.names]
         if missing:
-            raise InputPipelineError(f"corpora {missing} are not in the manifest (it has {sorted(self.manifest.names)})")
+            raise DataError(f"corpora {missing} are not in the manifest (it has {sorted(self.manifest.names)})")
         return self.manifest.select(names)
 
     def _stream(self, index: int, c: CorpusEntry) -> CorpusStream:
         if not c.train_files or c.train_examples == 0:
-            raise InputPipelineError(f"corpus {c.name!r} has no training examples in the manifest; drop it from the data config")
+            raise DataError(f"corpus {c.name!r} has no training examples in the manifest; drop it from the data config")
         shard_records = len(c.train_files) < self.process_count
         if shard_records and c.train_examples < self.process_count:
-            raise InputPipelineError(f"corpus {c.name!r} has {c.train_examples} training examples, fewer than the "
+            raise DataError(f"corpus {c.name!r} has {c.train_examples} training examples, fewer than the "
                                      f"{self.process_count} hosts; drop it or run with fewer hosts")
         files = c.train_files if shard_records else c.train_files[self.process_index :: self.process_count]
         return CorpusStream(index, c.name, c.format, c.weight, c.symmetric, tuple(files), shard_records,
@@ -130,20 +130,20 @@ class InputPipeline:
         if "hosts" in state:  # every host's position, as saved by a multi-host run (see merge_states)
             hosts = state["hosts"]
             if not isinstance(hosts, list) or len(hosts) != self.process_count:
-                raise InputPipelineError(f"input state holds {len(hosts) if isinstance(hosts, list) else '?'} "
+                raise DataError(f"input state holds {len(hosts) if isinstance(hosts, list) else '?'} "
                                          f"host positions, this run has {self.process_count} hosts")
             state = hosts[self.process_index]
         if state.get("version") != STATE_VERSION or state.get("chunk") != records.CHUNK:
-            raise InputPipelineError(f"input state has version {state.get('version')} / chunk {state.get('chunk')}; "
+            raise DataError(f"input state has version {state.get('version')} / chunk {state.get('chunk')}; "
                                      f"this pipeline writes {STATE_VERSION} / {records.CHUNK}")
         for key, mine in (("seed", self.seed), ("process_index", self.process_index),
                           ("process_count", self.process_count), ("batch_size", self.batch_size)):
             if state.get(key) != mine:
-                raise InputPipelineError(f"input state was saved with {key}={state.get(key)!r}, "
+                raise DataError(f"input state was saved with {key}={state.get(key)!r}, "
                                          f"this run has {mine!r}: the saved position does not apply")
         saved = state.get("corpora", {})
         if sorted(saved) != sorted(self.names):
-            raise InputPipelineError(f"input state covers corpora {sorted(saved)}, this run reads {sorted(self.names)}")
+            raise DataError(f"input state covers corpora {sorted(saved)}, this run reads {sorted(self.names)}")
         self._step = int(state["step"])
         self._positions = {n: (int(saved[n][0]), int(saved[n][1])) for n in self.names}
         self._skipped = int(state.get("duplicates_skipped", 0))
@@ -157,7 +157,7 @@ class InputPipeline:
             # An epoch without records would make the repeated stream spin forever: fail clearly instead
             # (record-sharded corpora were checked against train_examples at construction).
             if not corpus.shard_records and not records.has_records(corpus.files, self.manifest.compression):
-                raise InputPipelineError(f"corpus {corpus.name!r}: host {self.process_index}'s train files "
+                raise DataError(f"corpus {corpus.name!r}: host {self.process_index}'s train files "
                                          f"{list(corpus.files)} hold no records")
             epoch, offset = self._positions[corpus.name]
 
@@ -264,7 +264,7 @@ def merge_states(host_states: Sequence[Mapping[str, Any]]) -> dict:
     Each host resumes from its own entry when given the merged dict as `state=`."""
     hosts = sorted((dict(s) for s in host_states), key=lambda s: s["process_index"])
     if [s["process_index"] for s in hosts] != list(range(len(hosts))):
-        raise InputPipelineError("merge_states needs exactly one state per host, process indices 0..P-1")
+        raise DataError("merge_states needs exactly one state per host, process indices 0..P-1")
     if len({s["step"] for s in hosts}) != 1:
-        raise InputPipelineError(f"hosts are at different steps: {[s['step'] for s in hosts]}")
+        raise DataError(f"hosts are at different steps: {[s['step'] for s in hosts]}")
     return {"hosts": hosts}

@@ -1,4 +1,4 @@
-"""Tests of trainer/data/pipeline.py on small TFRecord files written here with the shared schema.
+"""Tests of trainer/data/batches.py on small TFRecord files written here with the shared schema.
 
 Token ids are synthetic and self-describing: every text is [CLS, 1000 + corpus, 3000 + record // 1000,
 5000 + record % 1000, 2000 + text index, filler..., SEP], so a batch row can be decoded back to the record
@@ -19,7 +19,7 @@ from pipeline.manifest import ManifestError, load_manifest
 from trainer.data import batching, records
 from trainer.config import TrainConfig
 from trainer.data.corpus_schedule import CorpusSchedule
-from trainer.data.pipeline import InputPipeline, InputPipelineError, merge_states
+from trainer.data.batches import BatchStream, DataError, merge_states
 from trainer.evaluators.retrieval import validation_pairs
 
 CLS, SEP, PAD, FILL = 101, 102, 0, 7
@@ -180,7 +180,7 @@ def check_batch(batch, corpora=CORPORA, buckets=(16, 32, 64, 128), pad=PAD):
 
 @pytest.fixture(scope="module")
 def straight_run(data_dir):
-    pipe = InputPipeline(data_dir, make_cfg())
+    pipe = BatchStream(data_dir, make_cfg())
     batches = take(pipe, 100)
     pipe.close()
     return batches
@@ -217,7 +217,7 @@ def test_symmetric_pairs_are_swapped_about_half_the_time_and_others_never(straig
 
 def test_batches_follow_the_seeded_schedule_and_weights(data_dir):
     cfg = make_cfg(batch_size=2, shuffle_buffer=16)
-    pipe = InputPipeline(data_dir, cfg, prefetch_batches=4)
+    pipe = BatchStream(data_dir, cfg, prefetch_batches=4)
     names = [next(pipe)["corpus"] for _ in range(2000)]
     pipe.close()
     sched = CorpusSchedule([c[2] for c in CORPORA], cfg.seed)
@@ -235,10 +235,10 @@ def batches_equal(a, b):
 
 
 def test_same_seed_same_batches_different_seed_different(data_dir, straight_run):
-    pipe = InputPipeline(data_dir, make_cfg(), prefetch_batches=0)
+    pipe = BatchStream(data_dir, make_cfg(), prefetch_batches=0)
     again = take(pipe, 15)
     assert all(batches_equal(x, y) for x, y in zip(again, straight_run[:15]))
-    other = take(InputPipeline(data_dir, make_cfg(seed=4)), 15)
+    other = take(BatchStream(data_dir, make_cfg(seed=4)), 15)
     assert [b["corpus"] for b in other] != [b["corpus"] for b in again]
     same_corpus = [(x, y) for x, y in zip(other, again) if x["corpus"] == y["corpus"]]
     assert same_corpus and not all(batches_equal(x, y) for x, y in same_corpus)
@@ -255,7 +255,7 @@ def records_seen(batches):
 def test_hosts_read_disjoint_shards(data_dir):
     cfg = make_cfg(batch_size=16)  # 8 per host
     names = ["pairs", "trips", "queries"]
-    seen = [records_seen(take(InputPipeline(data_dir, cfg, i, 2, corpora=names), 40)) for i in range(2)]
+    seen = [records_seen(take(BatchStream(data_dir, cfg, i, 2, corpora=names), 40)) for i in range(2)]
     # "pairs" has 3 files (record j in file j % 3): host 0 reads files 0 and 2, host 1 file 1.
     assert seen[0]["pairs"] and {r % 3 for r in seen[0]["pairs"]} <= {0, 2}
     assert seen[1]["pairs"] and {r % 3 for r in seen[1]["pairs"]} == {1}
@@ -277,13 +277,13 @@ def test_exact_resume_from_state(tmp_path, monkeypatch, mixed_share):
     monkeypatch.setattr(records, "CHUNK", 48)
     d = write_dataset(str(tmp_path), RESUME_CORPORA)
     cfg = make_cfg(batch_size=40, mixed_batch_share=mixed_share, shuffle_buffer=100)
-    straight = take(InputPipeline(d, cfg), 20)
-    first = InputPipeline(d, cfg)
+    straight = take(BatchStream(d, cfg), 20)
+    first = BatchStream(d, cfg)
     part1 = take(first, 10)
     state = json.loads(json.dumps(first.state()))
     first.close()
     assert state["step"] == 10 and len(json.dumps(state)) < 1000
-    second = InputPipeline(d, cfg, state=state)
+    second = BatchStream(d, cfg, state=state)
     part2 = take(second, 10)
     assert [b["corpus"] for b in straight] == [b["corpus"] for b in part1 + part2]
     for x, y in zip(straight, part1 + part2):
@@ -299,33 +299,33 @@ def test_exact_resume_from_state(tmp_path, monkeypatch, mixed_share):
 def test_multi_host_resume_from_merged_states(data_dir):
     cfg = make_cfg(batch_size=16)
     names = ["pairs", "queries"]  # file-sharded and record-sharded
-    hosts = [InputPipeline(data_dir, cfg, i, 2, corpora=names, prefetch_batches=0) for i in range(2)]
+    hosts = [BatchStream(data_dir, cfg, i, 2, corpora=names, prefetch_batches=0) for i in range(2)]
     straight = [take(h, 6) for h in hosts]
-    hosts = [InputPipeline(data_dir, cfg, i, 2, corpora=names, prefetch_batches=0) for i in range(2)]
+    hosts = [BatchStream(data_dir, cfg, i, 2, corpora=names, prefetch_batches=0) for i in range(2)]
     for h in hosts:
         take(h, 3)
     merged = json.loads(json.dumps(merge_states([h.state() for h in reversed(hosts)])))
     assert [h["process_index"] for h in merged["hosts"]] == [0, 1]  # ordered by host, whatever the input order
     for i in range(2):
-        rest = take(InputPipeline(data_dir, cfg, i, 2, corpora=names, state=merged), 3)
+        rest = take(BatchStream(data_dir, cfg, i, 2, corpora=names, state=merged), 3)
         assert all(batches_equal(x, y) for x, y in zip(rest, straight[i][3:]))
-    with pytest.raises(InputPipelineError, match="host positions"):
-        InputPipeline(data_dir, cfg, 0, 1, corpora=names, batch_size=8, state=merged)
+    with pytest.raises(DataError, match="host positions"):
+        BatchStream(data_dir, cfg, 0, 1, corpora=names, batch_size=8, state=merged)
 
 
 def test_state_of_another_run_is_refused(data_dir):
-    pipe = InputPipeline(data_dir, make_cfg(), prefetch_batches=0)
+    pipe = BatchStream(data_dir, make_cfg(), prefetch_batches=0)
     next(pipe)
     state = pipe.state()
-    with pytest.raises(InputPipelineError, match="seed"):
-        InputPipeline(data_dir, make_cfg(seed=99), state=state)
-    with pytest.raises(InputPipelineError, match="process_count"):
-        InputPipeline(data_dir, make_cfg(batch_size=16), 0, 2, batch_size=8, state=state)
+    with pytest.raises(DataError, match="seed"):
+        BatchStream(data_dir, make_cfg(seed=99), state=state)
+    with pytest.raises(DataError, match="process_count"):
+        BatchStream(data_dir, make_cfg(batch_size=16), 0, 2, batch_size=8, state=state)
 
 
 def test_mixed_batches_draw_examples_from_all_corpora_by_schedule(data_dir):
     cfg = make_cfg(mixed_batch_share=1.0, batch_size=16)
-    pipe = InputPipeline(data_dir, cfg, prefetch_batches=0)
+    pipe = BatchStream(data_dir, cfg, prefetch_batches=0)
     sched = CorpusSchedule([c[2] for c in CORPORA], cfg.seed, 1.0)
     for step in range(5):
         batch = next(pipe)
@@ -339,7 +339,7 @@ def test_bucket_padding_cut_at_max_seq_length_and_pad_id(tmp_path):
     d = write_dataset(str(tmp_path), CORPORA[:2], pad_id=1)
     cfg = make_cfg(max_seq_length=24, bucket_lengths=(16, 32, 64), batch_size=1)  # B=1: short batches occur
     lengths_seen = set()
-    for batch in take(InputPipeline(d, cfg), 60):
+    for batch in take(BatchStream(d, cfg), 60):
         L = batch["anchor_ids"].shape[1]
         assert L in (16, 24)  # buckets capped at max_seq_length, which becomes the last bucket
         lengths_seen.add(L)
@@ -362,12 +362,12 @@ def test_bucket_padding_cut_at_max_seq_length_and_pad_id(tmp_path):
 def test_in_batch_duplicate_texts_are_skipped(tmp_path):
     corpora = [("dups", "pair", 1.0, False, 200, 1)]
     d = write_dataset(str(tmp_path), corpora, dup_every=3)
-    pipe = InputPipeline(d, make_cfg(), prefetch_batches=0)
+    pipe = BatchStream(d, make_cfg(), prefetch_batches=0)
     for batch in take(pipe, 10):
         fps = np.concatenate([batch["anchor_fp"], batch["positive_fp"]])
         assert np.unique(fps).size == fps.size
     assert pipe.state()["duplicates_skipped"] > 0
-    plain = take(InputPipeline(d, make_cfg(), dedup=False), 10)
+    plain = take(BatchStream(d, make_cfg(), dedup=False), 10)
     assert any(np.unique(b["anchor_fp"]).size < 8 for b in plain)
 
 
@@ -390,11 +390,11 @@ def test_validation_pairs_are_deterministic_first_texts(data_dir):
 
 def test_missing_or_unusable_data_fails_clearly(tmp_path, data_dir):
     with pytest.raises(ManifestError, match="no manifest"):
-        InputPipeline(str(tmp_path), make_cfg())
-    with pytest.raises(InputPipelineError, match="divisible"):
-        InputPipeline(data_dir, make_cfg(batch_size=9), 0, 2)
-    with pytest.raises(InputPipelineError, match="not in the manifest"):
-        InputPipeline(data_dir, make_cfg(), corpora=["nope"])
+        BatchStream(str(tmp_path), make_cfg())
+    with pytest.raises(DataError, match="divisible"):
+        BatchStream(data_dir, make_cfg(batch_size=9), 0, 2)
+    with pytest.raises(DataError, match="not in the manifest"):
+        BatchStream(data_dir, make_cfg(), corpora=["nope"])
     assert load_manifest(data_dir).pad_token_id == PAD
 
 
@@ -412,12 +412,12 @@ def test_reads_records_through_tf_gfile_filesystems(data_dir, tmp_path):
     for c in manifest["corpora"]:
         c["train_files"] = [f"{root}/{rel}" for rel in c["train_files"]]
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    pipe = InputPipeline(str(tmp_path), make_cfg(), corpora=["trips"], prefetch_batches=0)
+    pipe = BatchStream(str(tmp_path), make_cfg(), corpora=["trips"], prefetch_batches=0)
     assert all(f.startswith(root) for f in pipe.corpora[0].files)
     batch = next(pipe)
     assert batch["corpus"] == "trips"
     check_batch(batch)
-    np.testing.assert_array_equal(batch["anchor_ids"], next(InputPipeline(data_dir, make_cfg(), corpora=["trips"],
+    np.testing.assert_array_equal(batch["anchor_ids"], next(BatchStream(data_dir, make_cfg(), corpora=["trips"],
                                                                        prefetch_batches=0))["anchor_ids"])
 
 
@@ -429,7 +429,7 @@ def test_records_that_do_not_match_the_declared_shape_fail_with_the_corpus_name(
     with open(os.path.join(d, "manifest.json"), "w") as f:
         json.dump(manifest, f)
     with pytest.raises(tf.errors.InvalidArgumentError, match="corpus liar: a triplet record has too few texts"):
-        next(InputPipeline(d, make_cfg()))
+        next(BatchStream(d, make_cfg()))
 
 
 @pytest.mark.parametrize("prefetch", [0, 2])
@@ -443,8 +443,8 @@ def test_transform_runs_on_every_batch_and_keeps_the_corpus(data_dir, prefetch):
         threads.append(threading.current_thread().name)
         return {"n_rows": np.int32(batch["anchor_ids"].shape[0]), **batch}
 
-    plain = InputPipeline(data_dir, make_cfg(), prefetch_batches=prefetch)
-    pipe = InputPipeline(data_dir, make_cfg(), prefetch_batches=prefetch, transform=transform)
+    plain = BatchStream(data_dir, make_cfg(), prefetch_batches=prefetch)
+    pipe = BatchStream(data_dir, make_cfg(), prefetch_batches=prefetch, transform=transform)
     for _ in range(3):
         want, got = next(plain), next(pipe)
         assert got["n_rows"] == 8 and got["corpus"] == want["corpus"]
