@@ -91,13 +91,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def check_inputs(cfg: TrainConfig, data_dir: str) -> None:
     """What the user named, checked before the trainer (and TensorFlow) starts: --model when it is a
-    local path, the batch over this run's devices, and the Beam job's manifest in --data_dir."""
+    local path, the --ir_eval directories, the batch over this run's devices, and the Beam job's
+    manifest in --data_dir."""
+    from pipeline import storage
     from pipeline.manifest import load_manifest
     from trainer.mesh import check_batch_layout, create_mesh
 
     if not (is_remote(cfg.model) or is_hub_name(cfg.model) or os.path.isdir(cfg.model)):
         raise UserError(f"--model={cfg.model}: no such directory (give a local or gs:// model directory, "
                         "or a Hugging Face name)")
+    for d in cfg.ir_eval:
+        if not storage.exists(storage.join(d, "corpus.jsonl")):
+            raise UserError(f"--ir_eval={d}: no corpus.jsonl there (a BEIR-format directory: corpus.jsonl, "
+                            "queries.jsonl, qrels/test.tsv)")
     check_batch_layout(cfg.batch_size, create_mesh(), cfg.grad_cache_chunk)
     load_manifest(data_dir)
 

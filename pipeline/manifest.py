@@ -33,6 +33,7 @@ def corpus_entry(corpus, files: list[str], acc: dict, train_files: list[str],
         "record_format": corpus.record_format,
         "weight": corpus.weight,
         "symmetric": corpus.symmetric,
+        "description": corpus.description,
         "files": list(files),
         "expected_lines": corpus.expected_lines,
         "lines_read": acc["lines_read"],
@@ -110,6 +111,7 @@ class CorpusEntry:
     train_files: tuple[str, ...]
     validation_files: tuple[str, ...]
     token_lengths: dict
+    description: str = ""  # the data config's, e.g. the mining run of a mined corpus
 
     @property
     def format(self) -> RecordFormat:
@@ -174,7 +176,7 @@ class Manifest:
                 int(c.get("train_examples", 0)), int(c.get("validation_examples", 0)),
                 tuple(_absolute(data_dir, f) for f in c["train_files"]),
                 tuple(_absolute(data_dir, f) for f in c.get("validation_files", [])),
-                dict(c.get("token_lengths", {}))))
+                dict(c.get("token_lengths", {})), str(c.get("description", ""))))
         job_len = raw.get("max_seq_length")
         return cls(path, tuple(entries), dict(tokenizer), int(tokenizer["pad_token_id"]),
                    job_len if isinstance(job_len, int) else None, raw.get("compression", COMPRESSION) or "", raw)

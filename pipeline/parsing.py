@@ -6,7 +6,7 @@ triplet corpus and a small set in a set corpus); a line that does not fit is rej
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from pipeline.record_schema import FORMATS
 
@@ -90,3 +90,19 @@ def parse_line(raw: bytes, record_format: str) -> tuple[list[str], list[int]]:
     texts, roles = _by_format(obj, record_format)
     _check_texts(texts)
     return texts, roles
+
+
+def parse_lines(lines: Iterable[bytes], too_long: Iterable[int], record_format: str
+                ) -> Iterator[tuple[int, bytes, tuple[list[str], list[int]] | Rejection]]:
+    """(index, raw, (texts, roles) or its Rejection) for each line of a batch; the lines whose indexes
+    are in `too_long` (cut by the reader) are rejected as LINE_TOO_LONG without being parsed."""
+    too_long = set(too_long)
+    for i, raw in enumerate(lines):
+        if i in too_long:
+            yield i, raw, Rejection(LINE_TOO_LONG, "line longer than --max_line_bytes")
+            continue
+        try:
+            parsed: tuple[list[str], list[int]] | Rejection = parse_line(raw, record_format)
+        except Rejection as r:
+            parsed = r
+        yield i, raw, parsed

@@ -55,7 +55,6 @@ class ProcessLineBatch(beam.DoFn):
         acc = stats.new_stats(self._max_seq_length)
         acc["lines_read"] = batch_units(batch)
         rejected = acc["rejected"]
-        too_long = set(batch.too_long)
 
         def reject(i, reason, detail, raw):
             rejected[reason] = rejected.get(reason, 0) + 1
@@ -64,15 +63,11 @@ class ProcessLineBatch(beam.DoFn):
 
         accepted = []  # (raw line, texts, roles)
         all_texts = []
-        for i, raw in enumerate(batch.lines):
-            if i in too_long:
-                yield reject(i, parsing.LINE_TOO_LONG, "line longer than --max_line_bytes", raw)
+        for i, raw, parsed in parsing.parse_lines(batch.lines, batch.too_long, record_format):
+            if isinstance(parsed, parsing.Rejection):
+                yield reject(i, parsed.reason, parsed.detail, raw)
                 continue
-            try:
-                texts, roles = parsing.parse_line(raw, record_format)
-            except parsing.Rejection as r:
-                yield reject(i, r.reason, r.detail, raw)
-                continue
+            texts, roles = parsed
             accepted.append((raw, texts, roles))
             all_texts.extend(texts)
         if batch.read_error:

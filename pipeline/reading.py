@@ -5,27 +5,18 @@ from its start is what gives exact line numbers for rejected records. Lines trav
 few hundred so that every later step pays Beam's per-element cost once per batch, and a Reshuffle
 after this step spreads the batches over workers. Files are opened through Beam's FileSystems, so
 local paths and gs:// work alike; decompression uses Python's gzip (C speed) rather than Beam's
-pure-Python line reader.
+pure-Python line reader. The line reader itself lives in `pipeline/lines.py` (Beam-free, shared with
+the negative miner).
 """
 from __future__ import annotations
 
 import contextlib
-import gzip
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 import apache_beam as beam
 
-# How much of a too-long line is kept for the rejected record.
-KEEP_OF_LONG_LINE = 4096
-
-
-class LineBatch(NamedTuple):
-    corpus: str
-    path: str
-    first_line: int  # 1-based number of lines[0]
-    lines: list  # raw bytes without the line break; a too-long line is cut to KEEP_OF_LONG_LINE bytes
-    too_long: tuple  # indexes into lines of lines longer than max_line_bytes
-    read_error: str  # non-empty: the file ended in an error after these lines
+from pipeline.lines import KEEP_OF_LONG_LINE, LineBatch, batch_units, gunzipped  # noqa: F401 (re-exported)
+from pipeline.lines import iter_line_batches as _iter_line_batches
 
 
 @contextlib.contextmanager
@@ -34,63 +25,16 @@ def open_binary(path: str):
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-        if path.endswith(".gz"):
-            # GzipFile buffers internally in small steps, so the lines before a corrupt tail still come out.
-            with gzip.GzipFile(fileobj=raw, mode="rb") as f:
-                yield f
-        else:
-            yield raw
-
-
-def _strip_eol(line: bytes) -> bytes:
-    if line.endswith(b"\n"):
-        line = line[:-1]
-        if line.endswith(b"\r"):
-            line = line[:-1]
-    return line
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw, gunzipped(raw, path) as f:
+        yield f
 
 
 def iter_line_batches(corpus: str, path: str, batch_lines: int, max_line_bytes: int) -> Iterator[LineBatch]:
-    """Batches of numbered lines of one file; never holds more than max_line_bytes of one line."""
-    lines: list = []
-    too_long: list = []
-    first = 1
-    number = 0
-    error = ""
-    try:
-        with open_binary(path) as f:
-            while True:
-                line = f.readline(max_line_bytes + 1)
-                if not line:
-                    break
-                number += 1
-                if len(line) > max_line_bytes and not line.endswith(b"\n"):
-                    # Skip the rest of the line in bounded chunks, keeping its head for the report.
-                    head = line[:KEEP_OF_LONG_LINE]
-                    while line and not line.endswith(b"\n"):
-                        line = f.readline(1 << 20)
-                        if len(head) < KEEP_OF_LONG_LINE:
-                            head += line[: KEEP_OF_LONG_LINE - len(head)]
-                    too_long.append(len(lines))
-                    lines.append(_strip_eol(head))
-                else:
-                    lines.append(_strip_eol(line))
-                if len(lines) >= batch_lines:
-                    yield LineBatch(corpus, path, first, lines, tuple(too_long), "")
-                    first, lines, too_long = number + 1, [], []
-    except (OSError, EOFError, ValueError) as e:  # truncated or corrupt gzip, unreadable file
-        error = f"{type(e).__name__}: {e}"[:500]
-    if lines or error:
-        yield LineBatch(corpus, path, first, lines, tuple(too_long), error)
+    """`pipeline.lines.iter_line_batches` through Beam's FileSystems (what the workers are set up for)."""
+    return _iter_line_batches(corpus, path, batch_lines, max_line_bytes, opener=open_binary)
 
 
 LINE_COUNTS = "line_counts"
-
-
-def batch_units(batch: LineBatch) -> int:
-    """The lines a batch accounts for: its lines, plus one for a read error (a rejected record)."""
-    return len(batch.lines) + (1 if batch.read_error else 0)
 
 
 class ReadLineBatches(beam.DoFn):

@@ -80,6 +80,47 @@ def write_json(path: str, obj: Any) -> None:
         f.write("\n")
 
 
+@contextlib.contextmanager
+def replacing_writer(path: str) -> Iterator[IO[bytes]]:
+    """A binary writer whose file appears whole or not at all: locally through a temporary name,
+    renamed when the block ends without an error (a local parent directory is created); an object
+    store publishes an object only when its upload completes."""
+    if is_remote(path):
+        with open_file(path, "wb") as f:
+            yield f
+        return
+    makedirs(dirname(path))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Writes a whole file so that a reader never sees part of it (replacing_writer)."""
+    with replacing_writer(path) as f:
+        f.write(data)
+
+
+def remove_dir(path: str) -> None:
+    """Removes a directory (an object-store prefix) and everything under it; nothing when absent."""
+    if is_remote(path):
+        fs, p = fsspec.core.url_to_fs(path)
+        if fs.exists(p):
+            fs.rm(p, recursive=True)
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def read_bytes(path: str) -> bytes:
+    with open_file(path, "rb") as f:
+        return f.read()
+
+
 def copy_files(src_dir: str, names: Sequence[str], dst_dir: str) -> None:
     """Copies local files `src_dir/name` to `dst_dir/name` (a local directory or a URL); names may
     hold sub-directories."""

@@ -1,4 +1,5 @@
-"""Writes the bundled sample corpora (`samples/corpora/*.jsonl.gz`) and `samples/data_config.json`.
+"""Writes the bundled sample corpora (`samples/corpora/*.jsonl.gz`), `samples/data_config.json` and the
+demo's BEIR-format retrieval set (`samples/beir/sample_ir/`).
 
 Deterministic (seeded, gzip mtime 0): running it again reproduces the committed files byte for byte.
 The texts are generated from small fact tables and sentence templates with synonym substitution and
@@ -244,6 +245,68 @@ CORPORA = [
 ]
 
 
+def beir_sample(rng):
+    """A small retrieval set in the BEIR format (corpus, queries, qrels): one document per fact of the
+    fact tables (titled by its subject) with a question each, and scenes described four ways, queried
+    by a fifth description (relevant: the four; scenes sharing a subject, action or place are the hard
+    part). qrels: 1 = relevant; 0 = same subject, judged not relevant. The facts and scenes are those
+    the sample corpora train on: the set shows the evaluation's mechanics, not a held-out score."""
+    docs, queries, qrels = [], [], []
+
+    def doc(title, text):
+        docs.append({"_id": f"d{len(docs):03d}", "title": title, "text": text})
+        return docs[-1]["_id"]
+
+    def ask(text, relevant, judged_not=()):
+        qid = f"q{len(queries):03d}"
+        queries.append({"_id": qid, "text": text})
+        qrels.extend([(qid, d, 1) for d in relevant] + [(qid, d, 0) for d in judged_not])
+
+    for country, capital, cont in CAPITALS:
+        d = doc(country, f"{capital} is the capital of {country}, a country in {cont}.")
+        ask(rng.choice([f"What is the capital of {country}?", f"capital of {country}".lower(),
+                        f"Which country has {capital} as its capital?"]), [d])
+    for river, country, sea in RIVERS:
+        d = doc(f"{river} (river)", f"The {river} flows through {country} and empties into {sea}.")
+        ask(rng.choice([f"Where does the {river} river flow into?", f"{river} river mouth".lower()]), [d])
+    for thing, who, year in INVENTIONS:
+        d = doc(cap(thing), f"{cap(thing)} was invented by {who} in {year}.")
+        ask(rng.choice([f"Who invented {thing}?", f"When was {thing} invented?", f"inventor of {thing}"]), [d])
+    for animal, sound, food, home in ANIMALS:
+        ids = [doc(cap(animal), t) for t in (f"A {animal} makes a {sound} sound.", f"{cap(animal)}s mostly eat {food}.",
+                                             f"{cap(animal)}s usually live in {home}.")]
+        i = rng.randrange(3)
+        ask((f"What sound does a {animal} make?", f"What do {animal}s eat?", f"Where do {animal}s live?")[i],
+            [ids[i]], [d for j, d in enumerate(ids) if j != i])
+    for planet, order, note in PLANETS:
+        ids = [doc(planet, f"{planet} is the {order} planet from the sun."), doc(planet, f"{planet} is {note}.")]
+        if rng.random() < 0.5:
+            ask(f"Which planet is {order} from the sun?", ids[:1], ids[1:])
+        else:
+            ask(f"Tell me about {planet}", ids)
+    seen_scenes, seen_texts = set(), {d["text"] for d in docs}
+    while len(seen_scenes) < 45:
+        sc = scene(rng)
+        key = (sc[0][1], sc[1][1], sc[2][1])  # subject, action, place
+        texts = [describe(rng, sc, v) for v in rng.sample(range(5), 5)]
+        if key in seen_scenes or len(set(texts)) < 5 or seen_texts & set(texts):
+            continue
+        seen_scenes.add(key)
+        seen_texts.update(texts)
+        ask(texts[0], [doc("", t) for t in texts[1:]])
+    return docs, queries, qrels
+
+
+def write_beir(out_dir: str, docs, queries, qrels) -> None:
+    os.makedirs(os.path.join(out_dir, "qrels"), exist_ok=True)
+    for name, rows in (("corpus.jsonl", docs), ("queries.jsonl", queries)):
+        with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    with open(os.path.join(out_dir, "qrels", "test.tsv"), "w", encoding="utf-8") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        f.writelines(f"{q}\t{d}\t{s}\n" for q, d, s in qrels)
+
+
 def write_jsonl_gz(path: str, rows) -> None:
     # mtime=0 and a fixed file name in the header keep the bytes reproducible.
     with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
@@ -272,6 +335,8 @@ def main() -> None:
         json.dump({"description": "Bundled sample corpora (samples/make_samples.py); input root: samples/corpora",
                    "corpora": config}, f, indent=2)
         f.write("\n")
+    # The demo's retrieval set (BEIR format; trainer/evaluators/beir.py), from its own seed.
+    write_beir(os.path.join(HERE, "beir", "sample_ir"), *beir_sample(random.Random(SEED + len(CORPORA))))
 
 
 if __name__ == "__main__":

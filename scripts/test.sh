@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q "$@"
+# Two workers, each test file on one (module fixtures such as a Beam run are built once per file).
+exec .venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"

@@ -44,3 +44,18 @@ def tiny_bert_dir(tmp_path_factory, demo_model_dir) -> str:
         if name.startswith(("tokenizer", "vocab", "special_tokens")):
             shutil.copyfile(os.path.join(demo_model_dir, name), d / name)
     return str(d)
+
+
+@pytest.fixture(scope="session")
+def tiny_st_model(tmp_path_factory, tiny_bert_dir) -> str:
+    """A SentenceTransformers directory (weights included) of the tiny random BERT: a model that
+    loads from files, as a real one does, and encodes in milliseconds."""
+    from trainer.export import export_sentence_transformers
+    from trainer.hf_loading import init_random
+    from trainer.modeling import EncoderConfig
+
+    with open(os.path.join(tiny_bert_dir, "config.json")) as f:
+        cfg = EncoderConfig.from_hf_dict(json.load(f))
+    pre = init_random(cfg, seed=5, source_dir=tiny_bert_dir)
+    out = str(tmp_path_factory.mktemp("tiny_st") / "model")
+    return export_sentence_transformers(pre.params, pre.config, pre.hf_config, tiny_bert_dir, out, max_seq_length=32)

@@ -4,9 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow  # ~1 min of PyTorch and XLA on 2 cores; the TensorFlow-free check below stays in CI
 def test_bench_gpu_smoke_runs_both_sides_plain_and_cached():
     proc = subprocess.run([sys.executable, "bench/bench_gpu.py", "--smoke", "--steps=3"], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)

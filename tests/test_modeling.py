@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from trainer.hf_loading import hf_state_dict_to_params
-from trainer.modeling import Encoder, EncoderConfig, SentenceEncoder, l2_normalize, mean_pool, position_ids
+from trainer.modeling import Encoder, EncoderConfig, SentenceEncoder, l2_normalize, position_ids
+from trainer.pooling import mean_pool
 
 TINY = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=40, layer_norm_eps=1e-5)
@@ -93,9 +94,11 @@ def test_dropout_uses_dropout_rng_and_remat_changes_nothing():
     model = SentenceEncoder(config)
     params = model.init(jax.random.PRNGKey(0), ids, mask)
     det = model.apply(params, ids, mask)
-    a = model.apply(params, ids, mask, deterministic=False, rngs={"dropout": jax.random.PRNGKey(1)})
-    b = model.apply(params, ids, mask, deterministic=False, rngs={"dropout": jax.random.PRNGKey(1)})
-    c = model.apply(params, ids, mask, deterministic=False, rngs={"dropout": jax.random.PRNGKey(2)})
+    # Compiled: the hashed dropout masks are many small ops, slow one by one.
+    dropped = jax.jit(lambda p, key: model.apply(p, ids, mask, deterministic=False, rngs={"dropout": key}))
+    a = dropped(params, jax.random.PRNGKey(1))
+    b = dropped(params, jax.random.PRNGKey(1))
+    c = dropped(params, jax.random.PRNGKey(2))
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 1e-3 and np.abs(a - det).max() > 1e-3
 
@@ -104,8 +107,8 @@ def test_dropout_uses_dropout_rng_and_remat_changes_nothing():
     def loss(m):
         return lambda p: jnp.sum(m.apply(p, ids, mask, deterministic=False, rngs={"dropout": jax.random.PRNGKey(3)})[:, 0])
 
-    g1 = jax.grad(loss(model))(params)  # eager: faster than compiling for a model this small
-    g2 = jax.grad(loss(remat))(params)
+    g1 = jax.jit(jax.grad(loss(model)))(params)
+    g2 = jax.jit(jax.grad(loss(remat)))(params)
     jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), g1, g2)
 
 

@@ -55,6 +55,8 @@ def _one_line(capsys) -> str:
     ("--batch_size=0", "--batch_size must be an integer >= 1 (the global batch, over all devices), got 0"),
     ("--dtype=float16", "--dtype must be one of float32, bfloat16, got 'float16'"),
     ("--model=/no/such/dir", "--model=/no/such/dir: no such directory"),
+    ("--ir_eval=/no/beir", "--ir_eval=/no/beir: no corpus.jsonl there (a BEIR-format directory"),
+    ("--pooling=first", "--pooling must be one of auto, mean, cls, max, lasttoken, got 'first'"),
 ])
 def test_bad_values_are_one_line(tmp_path, capsys, flag, message):
     assert train_main.main([f"--data_dir={tmp_path}", f"--workdir={tmp_path / 'run'}", flag]) == 2

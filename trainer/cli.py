@@ -2,6 +2,7 @@
 
   set-export    python -m trainer.export            a training workdir or any model -> a SentenceTransformers dir
   set-sts-eval  python -m trainer.evaluators.sts    Spearman of the encoder on an STS benchmark file
+  set-ir-eval   python -m trainer.ir_eval            nDCG@10, MRR@10, recall@100, MAP@100 on a BEIR-format set
   set-plan      python -m trainer.aot               the compile-only TPU planner (its flags: trainer/aot.py)
 
 A user's mistake (a bad flag, a missing workdir, model directory or file) is one line on stderr,
@@ -99,4 +100,45 @@ def _sts_eval(argv: Sequence[str] | None, prog: str) -> int:
         st.max_seq_length = args.max_seq_length
         ref = sts_spearman(lambda s: st.encode(list(s), batch_size=args.batch_size), rows)
         print(f"sentence-transformers: spearman {ref:.4f}; difference {abs(ours - ref):.2e}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ IR eval
+
+def ir_eval_main(argv: Sequence[str] | None = None) -> int:
+    """set-ir-eval: prints one JSON object of retrieval metrics; exit 2 for a user's mistake."""
+    prog = prog_name("set-ir-eval", "python -m trainer.ir_eval")
+    return run_cli(prog, lambda a: _ir_eval(a, prog), argv)
+
+
+def _ir_eval(argv: Sequence[str] | None, prog: str) -> int:
+    ap = ArgumentParser(prog=prog, description="Retrieval metrics of the Flax encoder on a BEIR-format directory "
+                        "(corpus.jsonl, queries.jsonl, qrels/<split>.tsv), as sentence-transformers' "
+                        "InformationRetrievalEvaluator computes them. Progress on stderr, one JSON object on stdout.")
+    ap.add_argument("--model", required=True, help=MODEL_HELP)
+    ap.add_argument("--beir_dir", required=True, help="BEIR-format directory (local or gs://)")
+    ap.add_argument("--split", default="test", help="qrels/<split>.tsv (default: test)")
+    ap.add_argument("--max_seq_length", type=_int_at_least(2), default=None,
+                    help="default: the model's sentence_bert_config.json, else 128")
+    ap.add_argument("--batch_size", type=_int_at_least(1), default=64)
+    args = ap.parse_args(argv)
+
+    import json
+
+    from trainer.evaluators.beir import read_beir
+
+    data = read_beir(args.beir_dir, args.split)  # a malformed set stops here, before JAX and the model load
+    from trainer.encode import load_tokenizer
+    from trainer.evaluators.ir import IrEvaluator
+    from trainer.export import sentence_bert_max_len
+    from trainer.hf_loading import load_pretrained
+
+    with as_user_errors(FileNotFoundError):  # the model the flag names
+        pre = load_pretrained(args.model)
+    max_len = args.max_seq_length or sentence_bert_max_len(pre.source_dir)
+    evaluator = IrEvaluator(pre.model, load_tokenizer(pre.source_dir), [data], max_len, args.batch_size)
+    metrics = evaluator.evaluate(pre.params, progress=True)[data.name]
+    print(json.dumps({"dataset": data.name, "split": args.split, "queries": len(data.query_ids),
+                      "corpus": len(data.corpus_ids), "max_seq_length": evaluator.max_seq_length,
+                      "pooling": pre.model.pooling, **metrics}))
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import os
 from typing import Any
 
 from pipeline.model_source import DEMO_MODEL
@@ -15,6 +16,10 @@ from pipeline.user_errors import UserError
 
 DTYPES = ("float32", "bfloat16")  # compute dtype (train_step.COMPUTE_DTYPES) and AdamW's mu (optimizer.MU_DTYPES)
 REMAT_MODES = ("none", "dots", "full")  # modeling.REMAT_POLICIES
+# The demo's BEIR-format retrieval set (samples/make_samples.py), found from this file as the Beam job
+# finds the sample corpora (pipeline/options.py), so the demo preset works from any directory.
+SAMPLE_BEIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples", "beir",
+                           "sample_ir")
 
 
 class ConfigError(UserError):
@@ -28,6 +33,9 @@ class TrainConfig:
     from_scratch: bool = False  # random init from the model's config.json instead of its weights
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 (params and optimizer stay float32)
     max_seq_length: int = 128
+    # Pooling of token states (trainer/pooling.py): mean | cls | max | lasttoken, or "auto": the source
+    # model's (its 1_Pooling/config.json), else mean. The export writes the same mode.
+    pooling: str = "auto"
     # Loss: cosine similarity x scale, cross entropy against the true pair, in-batch negatives.
     scale: float = 20.0
     # Directions for pair batches (symmetric loss, as the reference run) and for triplet batches.
@@ -72,6 +80,9 @@ class TrainConfig:
     keep_checkpoints: int = 3
     eval_max_examples: int = 1000  # per corpus validation split, for retrieval eval
     sts_dev: str | None = None
+    # Retrieval evaluation on BEIR-format directories (corpus.jsonl, queries.jsonl, qrels/test.tsv; local
+    # or gs://): eval/ir/<directory name>/ndcg@10, mrr@10, recall@100, map@100 (trainer/evaluators/ir.py).
+    ir_eval: tuple[str, ...] = ()
     export_dir: str | None = None  # default: <workdir>/export
     # Start-up: compile the worst-case batch shapes and stop before step 1 if one does not fit
     # (trainer/preflight.py); the budget is the device's memory, or this many GiB when > 0.
@@ -169,7 +180,22 @@ def check_config(cfg: TrainConfig) -> None:
     for name in ("model", "compilation_cache"):
         if not isinstance(getattr(cfg, name), str) or not getattr(cfg, name):
             _refuse(name, getattr(cfg, name), "a non-empty string")
+    _check_evaluation_options(cfg)
     _check_loss_options(cfg)
+
+
+def _check_evaluation_options(cfg: TrainConfig) -> None:
+    """Pooling among trainer/pooling.py's modes; BEIR directories with distinct names (they name the metrics)."""
+    from trainer.evaluators.beir import dataset_name
+    from trainer.pooling import POOLING_MODES
+
+    if cfg.pooling not in ("auto",) + POOLING_MODES:
+        _refuse("pooling", cfg.pooling, f"one of auto, {', '.join(POOLING_MODES)}")
+    if not isinstance(cfg.ir_eval, tuple) or not all(isinstance(d, str) and dataset_name(d) for d in cfg.ir_eval):
+        _refuse("ir_eval", cfg.ir_eval, "BEIR-format directories (comma-separated)")
+    names = [dataset_name(d) for d in cfg.ir_eval]
+    if len(set(names)) < len(names):
+        _refuse("ir_eval", cfg.ir_eval, "directories with distinct names (each names its metrics)")
 
 
 def _check_loss_options(cfg: TrainConfig) -> None:
@@ -204,6 +230,7 @@ PRESETS: dict[str, TrainConfig] = {
         eval_every=100,
         checkpoint_every=100,
         eval_max_examples=500,
+        ir_eval=(SAMPLE_BEIR,),
     ),
 }
 

@@ -48,13 +48,14 @@ def encode(
     batch_size: int = 64,
     max_seq_length: int = 128,
     buckets: Sequence[int] | None = None,
+    mesh: Any = None,
 ) -> np.ndarray:
     """Unit-norm float32 embeddings [len(sentences), hidden] in the input order."""
     # Never past the position table (sentence-transformers caps its tokenizer the same way).
     max_seq_length = min(max_seq_length, model.config.max_input_length)
     ids = tokenize(tokenizer, sentences, max_seq_length) if len(sentences) else []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.config.pad_token_id
-    return encode_ids(model, params, ids, pad_id, batch_size, max_seq_length, buckets)
+    return encode_ids(model, params, ids, pad_id, batch_size, max_seq_length, buckets, mesh)
 
 
 def encode_ids(
@@ -65,8 +66,11 @@ def encode_ids(
     batch_size: int = 64,
     max_seq_length: int = 128,
     buckets: Sequence[int] | None = None,
+    mesh: Any = None,
 ) -> np.ndarray:
-    """Embeddings of already-tokenized texts (ids with special tokens, at most max_seq_length long)."""
+    """Embeddings of already-tokenized texts (ids with special tokens, at most max_seq_length long).
+    With a `jax.sharding.Mesh` (one host's devices), each batch's rows are split over its devices
+    (batch_size rounded up to a multiple of them) and the parameters replicated on each."""
     n = len(ids)
     if n == 0:
         return np.zeros((0, model.config.hidden_size), np.float32)
@@ -78,6 +82,13 @@ def encode_ids(
         raise ValueError(f"a text has {lengths.max()} tokens, more than max_seq_length {max_seq_length}")
     order = np.argsort(-lengths, kind="stable")
     apply = _jitted_apply(model)
+    put = lambda x: x  # noqa: E731
+    if mesh is not None:
+        from trainer.mesh import batch_sharding, data_shards, replicated
+
+        batch_size = -(-batch_size // data_shards(mesh)) * data_shards(mesh)
+        params = jax.device_put(params, replicated(mesh))  # a no-op when already placed so
+        put = functools.partial(jax.device_put, device=batch_sharding(mesh))
     outs = []
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
@@ -89,7 +100,7 @@ def encode_ids(
             batch[row, : lengths[j]] = ids[j]
             mask[row, : lengths[j]] = 1
         # Dispatch is asynchronous: the next batch is padded on the host while this one runs.
-        outs.append((apply(params, batch, mask), len(idx)))
+        outs.append((apply(params, put(batch), put(mask)), len(idx)))
     emb = np.concatenate([np.asarray(o)[:k] for o, k in outs], axis=0)
     result = np.empty_like(emb)
     result[order] = emb

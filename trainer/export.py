@@ -2,7 +2,7 @@
 
 Layout (what `sentence_transformers.SentenceTransformer(path)` loads):
   config.json, model.safetensors (Hugging Face names), tokenizer files      -> 0: Transformer
-  1_Pooling/config.json (mean pooling)                                      -> 1: Pooling
+  1_Pooling/config.json (the encoder's pooling: mean, cls, max, lasttoken)   -> 1: Pooling
   2_Normalize/config.json                                                   -> 2: Normalize
   modules.json, sentence_bert_config.json, config_sentence_transformers.json, README.md (model card)
 
@@ -25,6 +25,7 @@ from pipeline.model_source import DEMO_HUB_NAME, DEMO_MODEL, is_hub_name
 from pipeline.user_errors import UserError
 from trainer.hf_loading import architecture_name, params_to_hf_state_dict, tokenizer_files
 from trainer.modeling import EncoderConfig
+from trainer.pooling import pooling_config
 
 MODULES = [
     {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -48,7 +49,8 @@ def _fmt(v: Any) -> str:
     return json.dumps(v) if isinstance(v, (dict, list, tuple)) else str(v)
 
 
-def render_model_card(model_card: dict | str | None, config: EncoderConfig, max_seq_length: int) -> str:
+def render_model_card(model_card: dict | str | None, config: EncoderConfig, max_seq_length: int,
+                      pooling: str = "mean") -> str:
     """Markdown with Hugging Face front matter. A str is used verbatim; a dict may carry `title`,
     `base_model`, `description`, `data_mix` (list of {name, weight, ...} or {name: weight}), `run`
     (hyperparameters) and `metrics`; other keys are listed under "Details"."""
@@ -65,14 +67,14 @@ def render_model_card(model_card: dict | str | None, config: EncoderConfig, max_
     lines += ["---", "", f"# {title}", ""]
     lines.append(card.pop("description", (
         f"A [sentence-transformers](https://www.SBERT.net) model: it maps sentences and paragraphs to a "
-        f"{config.hidden_size}-dimensional unit vector (mean pooling, L2 normalisation); compare them by cosine "
+        f"{config.hidden_size}-dimensional unit vector ({pooling} pooling, L2 normalisation); compare them by cosine "
         f"similarity (a dot product). Trained with a contrastive in-batch-negatives loss in JAX/Flax.")))
     lines += ["", "## Usage", "", "```python", "from sentence_transformers import SentenceTransformer",
               "model = SentenceTransformer('PATH_TO_THIS_DIRECTORY')",
               "embeddings = model.encode(['This is an example sentence', 'Each sentence is converted'])",
               "```", "", "## Architecture", "",
               f"- {config.model_type}, {config.num_hidden_layers} layers, hidden size {config.hidden_size}, "
-              f"{config.num_attention_heads} heads", f"- max_seq_length {max_seq_length}; mean pooling; normalised"]
+              f"{config.num_attention_heads} heads", f"- max_seq_length {max_seq_length}; {pooling} pooling; normalised"]
     if base:
         lines.append(f"- base model: {base}")
     mix = card.pop("data_mix", None)
@@ -103,16 +105,18 @@ def export_sentence_transformers(
     max_seq_length: int = 128,
     model_card: dict | str | None = None,
     extra_tensors: dict | None = None,
+    pooling: str = "mean",
 ) -> str:
     """Writes the SentenceTransformers directory; returns output_dir. `params` in any form
     hf_loading.encoder_tree accepts; `tokenizer_dir` a local or remote directory with tokenizer files;
     `extra_tensors` HF-named tensors written as well (the base checkpoint's pooler: see
-    hf_loading.pooler_tensors)."""
+    hf_loading.pooler_tensors); `pooling` the encoder's mode (trainer/pooling.py)."""
     from safetensors.numpy import save_file
 
     if max_seq_length > config.max_input_length:
         raise UserError(f"--max_seq_length={max_seq_length} exceeds the model's {config.max_input_length} positions")
     state_dict = params_to_hf_state_dict(params, config)  # validates the tree before anything is written
+    pooling_json = pooling_config(pooling, config.hidden_size)
     for name, value in (extra_tensors or {}).items():
         if name in state_dict:
             raise ValueError(f"extra tensor {name!r} would overwrite an encoder parameter")
@@ -132,17 +136,7 @@ def export_sentence_transformers(
         storage.write_json(os.path.join(stage, "modules.json"), MODULES)
         storage.write_json(os.path.join(stage, "sentence_bert_config.json"),
                            {"max_seq_length": max_seq_length, "do_lower_case": False})
-        # The classic key layout: every sentence-transformers release (2.x to current) reads it.
-        storage.write_json(os.path.join(stage, "1_Pooling", "config.json"), {
-            "word_embedding_dimension": config.hidden_size,
-            "pooling_mode_cls_token": False,
-            "pooling_mode_mean_tokens": True,
-            "pooling_mode_max_tokens": False,
-            "pooling_mode_mean_sqrt_len_tokens": False,
-            "pooling_mode_weightedmean_tokens": False,
-            "pooling_mode_lasttoken": False,
-            "include_prompt": True,
-        })
+        storage.write_json(os.path.join(stage, "1_Pooling", "config.json"), pooling_json)
         # A file, not an empty folder: object stores (gs://) have no empty folders.
         storage.write_json(os.path.join(stage, "2_Normalize", "config.json"), {})
         storage.write_json(os.path.join(stage, "config_sentence_transformers.json"), {
@@ -156,11 +150,11 @@ def export_sentence_transformers(
             "similarity_fn_name": "cosine",
         })
         with open(os.path.join(stage, "README.md"), "w", encoding="utf-8") as f:
-            f.write(render_model_card(model_card, config, max_seq_length))
+            f.write(render_model_card(model_card, config, max_seq_length, pooling))
     return output_dir
 
 
-def _sentence_bert_max_len(model_dir: str, default: int = 128) -> int:
+def sentence_bert_max_len(model_dir: str, default: int = 128) -> int:
     path = os.path.join(model_dir, "sentence_bert_config.json")
     if os.path.isfile(path):
         with open(path) as f:
@@ -174,10 +168,10 @@ def export_from_pretrained(init_from: str, output_dir: str, max_seq_length: int 
 
     pre = load_pretrained(init_from)
     if max_seq_length is None:
-        max_seq_length = min(_sentence_bert_max_len(pre.source_dir), pre.config.max_input_length)
+        max_seq_length = min(sentence_bert_max_len(pre.source_dir), pre.config.max_input_length)
     card = {"base_model": init_from, "description": f"{init_from}, exported through the Flax encoder of this project."}
     return export_sentence_transformers(pre.params, pre.config, pre.hf_config, pre.source_dir, output_dir,
-                                        max_seq_length, card, extra_tensors=pre.extras)
+                                        max_seq_length, card, extra_tensors=pre.extras, pooling=pre.model.pooling)
 
 
 def export_from_workdir(workdir: str, output_dir: str, max_seq_length: int | None = None) -> str:
@@ -223,8 +217,9 @@ def export_from_workdir(workdir: str, output_dir: str, max_seq_length: int | Non
             extras = read_pooler(resolve_model_dir(model_ref), config)
         except Exception:  # noqa: BLE001 - e.g. a hub name without network: export without the pooler
             extras = {}
+    # The run's pooling (meta["pooling"]; runs from before pooling modes pooled by mean).
     return export_sentence_transformers(params, config, hf_config, model_dir, output_dir, max_seq_length, card,
-                                        extra_tensors=extras)
+                                        extra_tensors=extras, pooling=meta.get("pooling") or "mean")
 
 
 if __name__ == "__main__":

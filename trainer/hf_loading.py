@@ -21,6 +21,7 @@ import numpy as np
 from pipeline.model_source import is_hub_name, resolve_model_source
 from pipeline.user_errors import UserError
 from trainer.modeling import EncoderConfig, SentenceEncoder
+from trainer.pooling import source_pooling_mode
 
 # Tensors a checkpoint may carry that the encoder does not use: the pooler and pre-training heads,
 # and buffers some transformers versions saved. Ignored when present, never required.
@@ -272,15 +273,19 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------------------------------- API
 
-def load_pretrained(name_or_path: str, dtype: Any = jnp.float32, remat: bool | str = "none") -> Pretrained:
-    """Loads a BERT / RoBERTa / XLM-RoBERTa checkpoint as a SentenceEncoder with float32 parameters."""
+def load_pretrained(name_or_path: str, dtype: Any = jnp.float32, remat: bool | str = "none",
+                    pooling: str | None = None) -> Pretrained:
+    """Loads a BERT / RoBERTa / XLM-RoBERTa checkpoint as a SentenceEncoder with float32 parameters.
+    `pooling`: a trainer/pooling.py mode; None = the source's (a SentenceTransformers directory's
+    Pooling module), else mean."""
     model_dir = resolve_model_dir(name_or_path)
     hf_config = read_hf_config(model_dir)
     config = EncoderConfig.from_hf_dict(hf_config)
+    pooling = pooling or source_pooling_mode(model_dir) or "mean"
     sd = read_state_dict(model_dir)
     params = hf_state_dict_to_params(sd, config)
-    return Pretrained(SentenceEncoder(config, dtype=dtype, remat=remat), params, config, hf_config, model_dir,
-                      pooler_tensors(sd, config))
+    return Pretrained(SentenceEncoder(config, dtype=dtype, remat=remat, pooling=pooling), params, config, hf_config,
+                      model_dir, pooler_tensors(sd, config))
 
 
 def pooler_tensors(sd: dict[str, Any], config: EncoderConfig) -> dict[str, np.ndarray]:
@@ -297,11 +302,11 @@ def pooler_tensors(sd: dict[str, Any], config: EncoderConfig) -> dict[str, np.nd
 
 def init_random(
     config: EncoderConfig, seed: int = 0, dtype: Any = jnp.float32, source_dir: str | None = None,
-    remat: bool | str = "none"
+    remat: bool | str = "none", pooling: str = "mean"
 ) -> Pretrained:
     """Randomly initialised parameters (normal(initializer_range) weights, unit LayerNorm), deterministic
     in `seed`. `source_dir` names a directory with tokenizer files, kept for export."""
-    model = SentenceEncoder(config, dtype=dtype, remat=remat)
+    model = SentenceEncoder(config, dtype=dtype, remat=remat, pooling=pooling)
     ids = jnp.ones((1, 8), jnp.int32)
     params = _jitted_init(model)(jax.random.PRNGKey(seed), ids, jnp.ones_like(ids))
     params = {"params": jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), dict(params["params"]))}

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from trainer.pooling import check_mode, packed_pool, pool
+
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 _ROBERTA_LIKE = ("roberta", "xlm-roberta")
 
@@ -333,21 +335,6 @@ class Encoder(nn.Module):
         return x
 
 
-def mean_pool(hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
-    """Mean of the token states over the mask, in float32 (sentence-transformers' Pooling, mean mode)."""
-    m = attention_mask.astype(jnp.float32)[..., None]
-    summed = jnp.sum(hidden.astype(jnp.float32) * m, axis=1)
-    return summed / jnp.maximum(jnp.sum(m, axis=1), 1e-9)
-
-
-def packed_mean_pool(hidden: jax.Array, text_index: jax.Array, num_texts: int) -> jax.Array:
-    """Mean of token states [N, H] per text (text_index [N], -1 = padding) -> float32 [num_texts, H]."""
-    seg = jnp.where(text_index >= 0, text_index, num_texts)  # padding -> an extra segment, dropped
-    summed = jax.ops.segment_sum(hidden.astype(jnp.float32), seg, num_segments=num_texts + 1)[:num_texts]
-    counts = jax.ops.segment_sum(jnp.ones(seg.shape, jnp.float32), seg, num_segments=num_texts + 1)[:num_texts]
-    return summed / jnp.maximum(counts, 1e-9)[:, None]
-
-
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     """x / max(||x||, eps), as torch.nn.functional.normalize; an all-zero row stays zero."""
     x = x.astype(jnp.float32)
@@ -355,19 +342,22 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
 
 
 class SentenceEncoder(nn.Module):
-    """Encoder -> mean pooling -> L2 normalisation: unit-norm float32 embeddings [B, H].
-    Variables: {"params": {"encoder": <Encoder tree>}} (see the module docstring)."""
+    """Encoder -> pooling (trainer/pooling.py: mean, cls, max, lasttoken) -> L2 normalisation:
+    unit-norm float32 embeddings [B, H]. Variables: {"params": {"encoder": <Encoder tree>}} (see the
+    module docstring); pooling has no parameters."""
 
     config: EncoderConfig
     dtype: Any = jnp.float32
     remat: bool | str = "none"
+    pooling: str = "mean"
 
     def setup(self):
+        check_mode(self.pooling)
         self.encoder = Encoder(self.config, self.dtype, self.remat)
 
     def __call__(self, input_ids, attention_mask, deterministic: bool = True, token_ids=None):
         hidden = self.encoder(input_ids, attention_mask, deterministic, token_ids=token_ids)
-        return l2_normalize(mean_pool(hidden, attention_mask))
+        return l2_normalize(pool(hidden, attention_mask, self.pooling))
 
     def packed(self, input_ids, positions, text_index, num_texts: int, deterministic: bool = True, token_ids=None):
         """Embeddings of packed rows: ids / positions / text_index [S, R, L] (S shards of R rows, each row
@@ -381,8 +371,8 @@ class SentenceEncoder(nn.Module):
             token_ids = dropout_token_ids(shard * num_texts + jnp.maximum(text_index, 0), positions)
         hidden = self.encoder(flat(input_ids), packed_attention_mask(flat(text_index)), deterministic,
                               flat(positions), flat(token_ids))
-        pooled = jax.vmap(lambda h, t: packed_mean_pool(h, t, num_texts))(
-            hidden.reshape(s, r * l, -1), text_index.reshape(s, r * l))
+        pooled = jax.vmap(lambda h, t, p: packed_pool(h, t, p, num_texts, self.pooling))(
+            hidden.reshape(s, r * l, -1), text_index.reshape(s, r * l), positions.reshape(s, r * l))
         return l2_normalize(pooled)
 
     def hidden_states(self, input_ids, attention_mask, deterministic: bool = True):

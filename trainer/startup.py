@@ -13,6 +13,7 @@ from pipeline.user_errors import UserError
 from trainer.config import TrainConfig
 from trainer.hf_loading import Pretrained, init_random, load_pretrained, read_hf_config, resolve_model_dir, tokenizer_files
 from trainer.modeling import EncoderConfig
+from trainer.pooling import source_pooling_mode
 from trainer.train_step import compute_dtype
 
 log = logging.getLogger("trainer")
@@ -29,13 +30,16 @@ def enable_compilation_cache(setting: str, workdir: str) -> str | None:
 
 
 def load_model(cfg: TrainConfig) -> Pretrained:
-    """The pretrained encoder named by cfg.model (or, with from_scratch, its architecture freshly initialised)."""
+    """The pretrained encoder named by cfg.model (or, with from_scratch, its architecture freshly initialised),
+    pooling by cfg.pooling ("auto": the source model's, else mean)."""
     dtype = compute_dtype(cfg.dtype)
+    pooling = None if cfg.pooling == "auto" else cfg.pooling
     if cfg.from_scratch:
         model_dir = resolve_model_dir(cfg.model)
         config = EncoderConfig.from_hf_dict(read_hf_config(model_dir))
-        return init_random(config, seed=cfg.seed, dtype=dtype, source_dir=model_dir, remat=cfg.remat)
-    return load_pretrained(cfg.model, dtype=dtype, remat=cfg.remat)
+        return init_random(config, seed=cfg.seed, dtype=dtype, source_dir=model_dir, remat=cfg.remat,
+                           pooling=pooling or source_pooling_mode(model_dir) or "mean")
+    return load_pretrained(cfg.model, dtype=dtype, remat=cfg.remat, pooling=pooling)
 
 
 def save_model_source(pretrained: Pretrained, workdir: str) -> str:

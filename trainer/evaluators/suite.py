@@ -1,7 +1,8 @@
 """The evaluations a training run does, built once from its config and run on parameters.
 
 Each evaluator reads its data when built and maps parameters to named metrics (`run(params)`); the
-suite merges them. Retrieval runs on every corpus with a validation split; STS when `sts_dev` is set.
+suite merges them. Retrieval runs on every corpus with a validation split; STS when `sts_dev` is set;
+BEIR-format retrieval on each of `ir_eval`'s directories.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from pipeline.manifest import Manifest
 from trainer.config import TrainConfig
+from trainer.evaluators.ir import IrEvaluator
 from trainer.evaluators.retrieval import RetrievalEvaluator
 from trainer.evaluators.sts import StsEvaluator
 
@@ -18,6 +20,8 @@ class EvaluationSuite:
         self.evaluators: list[Any] = [RetrievalEvaluator(model, manifest, cfg.eval_max_examples, cfg.max_seq_length)]
         if cfg.sts_dev:
             self.evaluators.append(StsEvaluator(model, tokenizer, cfg.sts_dev, cfg.max_seq_length))
+        if cfg.ir_eval:
+            self.evaluators.append(IrEvaluator(model, tokenizer, cfg.ir_eval, cfg.max_seq_length))
 
     def run(self, params: Any) -> dict[str, float]:
         out: dict[str, float] = {}
