@@ -68,6 +68,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two JAX processes for ~2 min on 2 cores; tests/test_multihost_training.py (slow) trains and resumes on two
 def test_two_processes_match_one_process_with_four_devices(tmp_path):
     addr = f"localhost:{_free_port()}"
     env1 = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")

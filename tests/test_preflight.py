@@ -43,6 +43,7 @@ def test_no_budget_on_cpu_unless_asked():
     assert memory_budget(CFG.replace(memory_budget_gib=2.0), device) == 2 * 2**30
 
 
+@pytest.mark.slow  # a whole train_main start-up (~1 min); the refusal itself is checked by the test above in CI
 def test_train_main_stops_before_step_one_with_one_line(tmp_path, sample_data_dir, tiny_bert_dir):
     workdir = tmp_path / "run"
     cmd = [sys.executable, os.path.join(REPO, "train_main.py"), f"--data_dir={sample_data_dir}",
