@@ -34,6 +34,12 @@ def _int_at_least(least: int):
     return parse
 
 
+def _encoding_flags(ap: argparse.ArgumentParser, max_seq_length: int | None, help: str | None = None) -> None:
+    """--max_seq_length and --batch_size, as every tool that embeds texts takes them."""
+    ap.add_argument("--max_seq_length", type=_int_at_least(2), default=max_seq_length, help=help)
+    ap.add_argument("--batch_size", type=_int_at_least(1), default=64)
+
+
 # ------------------------------------------------------------------------------------------ export
 
 def export_main(argv: Sequence[str] | None = None) -> int:
@@ -78,8 +84,7 @@ def _sts_eval(argv: Sequence[str] | None, prog: str) -> int:
                         "same model directory).")
     ap.add_argument("--model", required=True, help=MODEL_HELP)
     ap.add_argument("--sts", required=True, help="STS benchmark layout file (local or gs://)")
-    ap.add_argument("--max_seq_length", type=_int_at_least(2), default=128)
-    ap.add_argument("--batch_size", type=_int_at_least(1), default=64)
+    _encoding_flags(ap, 128)
     ap.add_argument("--reference", action="store_true", help="also run sentence-transformers (needs torch)")
     args = ap.parse_args(argv)
 
@@ -118,9 +123,7 @@ def _ir_eval(argv: Sequence[str] | None, prog: str) -> int:
     ap.add_argument("--model", required=True, help=MODEL_HELP)
     ap.add_argument("--beir_dir", required=True, help="BEIR-format directory (local or gs://)")
     ap.add_argument("--split", default="test", help="qrels/<split>.tsv (default: test)")
-    ap.add_argument("--max_seq_length", type=_int_at_least(2), default=None,
-                    help="default: the model's sentence_bert_config.json, else 128")
-    ap.add_argument("--batch_size", type=_int_at_least(1), default=64)
+    _encoding_flags(ap, None, "default: the model's sentence_bert_config.json, else 128")
     args = ap.parse_args(argv)
 
     import json
