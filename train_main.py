@@ -92,9 +92,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def check_inputs(cfg: TrainConfig, data_dir: str) -> None:
     """What the user named, checked before the trainer (and TensorFlow) starts: --model when it is a
     local path, the --ir_eval directories, the batch over this run's devices, and the Beam job's
-    manifest in --data_dir."""
+    manifest in --data_dir (with the IR prompt names in its prompt table)."""
     from pipeline import storage
     from pipeline.manifest import load_manifest
+    from trainer.evaluators.ir import training_ir_prompts
     from trainer.mesh import check_batch_layout, create_mesh
 
     if not (is_remote(cfg.model) or is_hub_name(cfg.model) or os.path.isdir(cfg.model)):
@@ -105,7 +106,7 @@ def check_inputs(cfg: TrainConfig, data_dir: str) -> None:
             raise UserError(f"--ir_eval={d}: no corpus.jsonl there (a BEIR-format directory: corpus.jsonl, "
                             "queries.jsonl, qrels/test.tsv)")
     check_batch_layout(cfg.batch_size, create_mesh(), cfg.grad_cache_chunk)
-    load_manifest(data_dir)
+    training_ir_prompts(cfg, load_manifest(data_dir))  # the prompt names in the manifest's table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,14 +12,26 @@ import os
 from typing import Any, Iterable
 
 from pipeline import storage
-from pipeline.record_schema import RECORD_FORMATS
+from pipeline.record_schema import FORMATS, RECORD_FORMATS
 from pipeline.user_errors import UserError
 
-_CORPUS_FIELDS = {"name", "files", "record_format", "weight", "expected_lines", "symmetric", "description"}
+_CORPUS_FIELDS = {"name", "files", "record_format", "weight", "expected_lines", "symmetric", "description", "prompts"}
+_TOP_FIELDS = {"corpora", "description", "prompts", "default_prompt_name"}
+# A corpus's `prompts` keys: "anchor" prefixes its anchor texts, "candidate" its positives and negatives.
+PROMPT_KEYS = ("anchor", "candidate")
 
 
 class DataConfigError(UserError):
     """A data config that cannot be used; the message names the corpus and the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+    """An entry of the data config's prompt table, as a corpus uses it: the text is prepended to the
+    texts it applies to before tokenizing (sentence-transformers' `prompts`)."""
+
+    name: str
+    text: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,16 +44,33 @@ class CorpusConfig:
     # Symmetric corpora (duplicate questions, paraphrases) have their pair order swapped at random.
     symmetric: bool = False
     description: str = ""
+    # PROMPT_KEYS -> the prompt it names in the table (a key absent: no prompt for those texts).
+    prompts: dict[str, Prompt] = dataclasses.field(default_factory=dict, hash=False)
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["files"] = list(self.files)
+        d["prompts"] = {key: p.name for key, p in self.prompts.items()}
         return d
+
+    def role_prompts(self) -> dict[int, str]:
+        """Prompt text by text role (record_schema ROLE_*): the anchor's for the format's anchor role,
+        the candidate's for its positive and negative roles (a set's members have one role: parsing
+        made its anchor and candidate prompts the same); roles without a prompt are absent."""
+        f = FORMATS[self.record_format]
+        out = {}
+        for role, key in ((f.anchor_role, "anchor"), (f.positive_role, "candidate"), (f.negative_role, "candidate")):
+            if role is not None and key in self.prompts:
+                out[role] = self.prompts[key].text
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     corpora: tuple[CorpusConfig, ...]
+    # The prompt table (name -> text) and the name sentence-transformers applies when none is given.
+    prompts: dict[str, str] = dataclasses.field(default_factory=dict, hash=False)
+    default_prompt_name: str | None = None
 
     @property
     def names(self) -> list[str]:
@@ -58,21 +87,63 @@ class DataConfig:
         names = [n for n in (names or []) if n]
         if not names:
             return self
-        return DataConfig(tuple(self.get(n) for n in names))
+        return dataclasses.replace(self, corpora=tuple(self.get(n) for n in names))
 
     def probabilities(self) -> dict[str, float]:
         total = sum(c.weight for c in self.corpora)
         return {c.name: c.weight / total for c in self.corpora}
 
     def to_json(self) -> dict[str, Any]:
-        return {"corpora": [c.to_json() for c in self.corpora]}
+        out: dict[str, Any] = {"corpora": [c.to_json() for c in self.corpora]}
+        if self.prompts:
+            out["prompts"] = dict(self.prompts)
+        if self.default_prompt_name is not None:
+            out["default_prompt_name"] = self.default_prompt_name
+        return out
 
 
 def _err(where: str, msg: str) -> DataConfigError:
     return DataConfigError(f"data config: {where}: {msg}")
 
 
-def _parse_corpus(i: int, raw: Any) -> CorpusConfig:
+def _parse_prompt_table(raw: dict) -> tuple[dict[str, str], str | None]:
+    table = raw.get("prompts", {})
+    if not isinstance(table, dict):
+        raise _err("top level", "field 'prompts' must be an object of prompt names to prompt texts")
+    for name, text in table.items():
+        if not name.strip():
+            raise _err("top level", "field 'prompts': a prompt name must be a non-empty string")
+        if not isinstance(text, str):
+            raise _err("top level", f"field 'prompts': the text of {name!r} must be a string, got {text!r}")
+    default = raw.get("default_prompt_name")
+    if default is not None and (not isinstance(default, str) or default not in table):
+        raise _err("top level", f"field 'default_prompt_name' is {default!r}, not a name in 'prompts' "
+                                f"({', '.join(map(repr, table)) or 'none'})")
+    return dict(table), default
+
+
+def _parse_corpus_prompts(where: str, raw: Any, table: dict[str, str], swaps: str | None) -> dict[str, Prompt]:
+    """A corpus's `prompts` ({"anchor": name, "candidate": name}, either optional) resolved against
+    the table; `swaps` says why anchor and candidate trade places in training (they must then agree)."""
+    if not isinstance(raw, dict):
+        raise _err(where, f"field 'prompts' must be an object with {' and/or '.join(map(repr, PROMPT_KEYS))} "
+                          f"naming prompts of the top-level 'prompts', got {raw!r}")
+    unknown = sorted(set(raw) - set(PROMPT_KEYS))
+    if unknown:
+        raise _err(where, f"field 'prompts': unknown key(s) {unknown}; allowed: {list(PROMPT_KEYS)}")
+    out = {}
+    for key, name in raw.items():
+        if not isinstance(name, str) or name not in table:
+            raise _err(where, f"field 'prompts.{key}' is {name!r}, not a name in the top-level 'prompts' "
+                              f"({', '.join(map(repr, table)) or 'none'})")
+        out[key] = Prompt(name, table[name])
+    if swaps and raw.get("anchor") != raw.get("candidate"):
+        raise _err(where, f"field 'prompts': {swaps}, so 'anchor' and 'candidate' must name the same prompt "
+                          f"(got {raw.get('anchor')!r} and {raw.get('candidate')!r})")
+    return {key: out[key] for key in PROMPT_KEYS if key in out}
+
+
+def _parse_corpus(i: int, raw: Any, prompt_table: dict[str, str]) -> CorpusConfig:
     where = f"corpus #{i}"
     if not isinstance(raw, dict):
         raise _err(where, f"must be a JSON object, got {type(raw).__name__}")
@@ -107,7 +178,12 @@ def _parse_corpus(i: int, raw: Any) -> CorpusConfig:
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise _err(where, "field 'description' must be a string")
-    return CorpusConfig(name, tuple(files), record_format, float(weight), expected, symmetric, description)
+    f = FORMATS[record_format]
+    swaps = (f"a {record_format} corpus draws its anchor and positive among the same texts"
+             if f.anchor_role == f.positive_role else "a symmetric corpus swaps anchor and positive" if symmetric
+             else None)
+    prompts = _parse_corpus_prompts(where, raw.get("prompts", {}), prompt_table, swaps)
+    return CorpusConfig(name, tuple(files), record_format, float(weight), expected, symmetric, description, prompts)
 
 
 def parse_data_config(raw: Any) -> DataConfig:
@@ -116,19 +192,20 @@ def parse_data_config(raw: Any) -> DataConfig:
         raw = {"corpora": raw}
     if not isinstance(raw, dict) or "corpora" not in raw:
         raise _err("top level", "must be an object with a 'corpora' list")
-    extra = sorted(set(raw) - {"corpora", "description"})
+    extra = sorted(set(raw) - _TOP_FIELDS)
     if extra:
         raise _err("top level", f"unknown field(s) {extra}")
     items = raw["corpora"]
     if not isinstance(items, list) or not items:
         raise _err("top level", "'corpora' must be a non-empty list")
-    corpora = [_parse_corpus(i, c) for i, c in enumerate(items)]
+    table, default_prompt_name = _parse_prompt_table(raw)
+    corpora = [_parse_corpus(i, c, table) for i, c in enumerate(items)]
     seen: set[str] = set()
     for c in corpora:
         if c.name in seen:
             raise _err(f"corpus {c.name!r}", "duplicate name")
         seen.add(c.name)
-    return DataConfig(tuple(corpora))
+    return DataConfig(tuple(corpora), table, default_prompt_name)
 
 
 def load_data_config(path: str) -> DataConfig:

@@ -64,7 +64,9 @@ class WriteManifest(beam.DoFn):
                 for split in splitting.SPLITS}
             entries.append(manifest_lib.corpus_entry(corpus, self._files[corpus.name], acc,
                                                      shard_files[splitting.TRAIN], shard_files[splitting.VALIDATION]))
-        manifest = manifest_lib.build_manifest(entries, self._tokenizer, opts.max_seq_length, opts.validation_fraction)
+        manifest = manifest_lib.build_manifest(entries, self._tokenizer, opts.max_seq_length, opts.validation_fraction,
+                                               prompts=self._config.prompts,
+                                               default_prompt_name=self._config.default_prompt_name)
         yield manifest_lib.write_manifest(opts.output_dir, manifest)
 
 
@@ -80,12 +82,13 @@ def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_
             LINE_COUNTS, main="batches")
     )
     line_counts = read[LINE_COUNTS] | "CountLines" >> beam.CombinePerKey(sum)
+    prompts = {c.name: c.role_prompts() for c in config.corpora if c.prompts}  # plain data for the workers
     results = (
         read.batches
         | "Spread" >> beam.Reshuffle()
         | "Process" >> beam.ParDo(processing.ProcessLineBatch(
             {c.name: c.record_format for c in config.corpora}, tokenizer_json, opts.max_seq_length,
-            opts.validation_fraction)).with_outputs(processing.REJECTED, processing.STATS, *tags)
+            opts.validation_fraction, prompts)).with_outputs(processing.REJECTED, processing.STATS, *tags)
     )
     written = []
     for c in config.corpora:

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from pipeline import stats as stats_lib
 from pipeline import storage
+from pipeline.data_config import PROMPT_KEYS, Prompt
 from pipeline.record_schema import COMPRESSION, FILE_SUFFIX, FORMATS, SCHEMA_VERSION, RecordFormat
 from pipeline.user_errors import UserError
 
@@ -43,6 +44,8 @@ def corpus_entry(corpus, files: list[str], acc: dict, train_files: list[str],
         "train_files": list(train_files),
         "validation_files": list(validation_files),
         "token_lengths": stats_lib.token_length_summary(acc),
+        # The prompts its texts were tokenized with: {"anchor"|"candidate": {"name", "text"}}.
+        "prompts": {key: dataclasses.asdict(p) for key, p in corpus.prompts.items()},
     }
     if entry["lines_read"] != entry["train_examples"] + entry["validation_examples"] + rejected_total:
         raise ManifestError(f"corpus {corpus.name!r}: counts do not reconcile: {entry}")
@@ -50,7 +53,8 @@ def corpus_entry(corpus, files: list[str], acc: dict, train_files: list[str],
 
 
 def build_manifest(entries: list[dict], tokenizer: dict, max_seq_length: int, validation_fraction: float,
-                   created: str | None = None) -> dict[str, Any]:
+                   created: str | None = None, prompts: dict[str, str] | None = None,
+                   default_prompt_name: str | None = None) -> dict[str, Any]:
     totals = {k: sum(e[k] for e in entries) for k in ("lines_read", "train_examples", "validation_examples")}
     totals["rejected"] = sum(e["rejected"]["total"] for e in entries)
     return {
@@ -62,6 +66,9 @@ def build_manifest(entries: list[dict], tokenizer: dict, max_seq_length: int, va
         "compression": COMPRESSION,
         "file_suffix": FILE_SUFFIX,
         "tokenizer": dict(tokenizer),
+        # The data config's prompt table and default (the export writes them for sentence-transformers).
+        "prompts": dict(prompts or {}),
+        "default_prompt_name": default_prompt_name,
         "corpora": entries,
         "totals": totals,
     }
@@ -112,6 +119,8 @@ class CorpusEntry:
     validation_files: tuple[str, ...]
     token_lengths: dict
     description: str = ""  # the data config's, e.g. the mining run of a mined corpus
+    # "anchor" / "candidate" -> the prompt prepended to those texts before tokenizing (none: absent).
+    prompts: dict[str, Prompt] = dataclasses.field(default_factory=dict)
 
     @property
     def format(self) -> RecordFormat:
@@ -134,6 +143,9 @@ class Manifest:
     max_seq_length: int | None  # the job's cut; None if unknown
     compression: str  # tf.data's compression_type ("GZIP" or "")
     raw: dict  # the JSON as written
+    # The data config's prompt table (name -> text) and default name; empty / None before prompts.
+    prompts: dict[str, str] = dataclasses.field(default_factory=dict)
+    default_prompt_name: str | None = None
 
     @property
     def names(self) -> list[str]:
@@ -161,6 +173,12 @@ class Manifest:
         tokenizer = raw.get("tokenizer")
         if not isinstance(tokenizer, dict) or not isinstance(tokenizer.get("pad_token_id"), int):
             raise fail("tokenizer.pad_token_id is missing")
+        prompts = raw.get("prompts") or {}  # manifests before prompts have none
+        if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+            raise fail(f"'prompts' must map prompt names to texts, got {prompts!r}")
+        default_prompt_name = raw.get("default_prompt_name")
+        if default_prompt_name is not None and default_prompt_name not in prompts:
+            raise fail(f"'default_prompt_name' {default_prompt_name!r} is not in 'prompts'")
         entries = []
         for c in raw["corpora"]:
             name = c.get("name")
@@ -176,10 +194,22 @@ class Manifest:
                 int(c.get("train_examples", 0)), int(c.get("validation_examples", 0)),
                 tuple(_absolute(data_dir, f) for f in c["train_files"]),
                 tuple(_absolute(data_dir, f) for f in c.get("validation_files", [])),
-                dict(c.get("token_lengths", {})), str(c.get("description", ""))))
+                dict(c.get("token_lengths", {})), str(c.get("description", "")), _corpus_prompts(c, fail)))
         job_len = raw.get("max_seq_length")
         return cls(path, tuple(entries), dict(tokenizer), int(tokenizer["pad_token_id"]),
-                   job_len if isinstance(job_len, int) else None, raw.get("compression", COMPRESSION) or "", raw)
+                   job_len if isinstance(job_len, int) else None, raw.get("compression", COMPRESSION) or "", raw,
+                   dict(prompts), default_prompt_name)
+
+
+def _corpus_prompts(c: dict, fail) -> dict[str, Prompt]:
+    out = {}
+    for key, p in (c.get("prompts") or {}).items():
+        well_formed = isinstance(p, dict) and all(isinstance(p.get(k), str) for k in ("name", "text"))
+        if key not in PROMPT_KEYS or not well_formed:
+            raise fail(f"corpus {c.get('name')!r}: prompts.{key} must be {{\"name\", \"text\"}} under one of "
+                       f"{', '.join(PROMPT_KEYS)}, got {p!r}")
+        out[key] = Prompt(p["name"], p["text"])
+    return out
 
 
 def _absolute(data_dir: str, rel: str) -> str:

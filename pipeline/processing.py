@@ -38,8 +38,10 @@ def rejected_record(corpus: str, path: str, line_number: int, reason: str, detai
 
 class ProcessLineBatch(beam.DoFn):
     def __init__(self, record_formats: dict[str, str], tokenizer_json_path: str, max_seq_length: int,
-                 validation_fraction: float):
+                 validation_fraction: float, prompts: dict[str, dict[int, str]] | None = None):
         self._formats = record_formats  # corpus name -> declared record format
+        # corpus name -> {text role: prompt text} (CorpusConfig.role_prompts): plain data, pickled to workers.
+        self._prompts = prompts or {}
         self._tokenizer_json_path = tokenizer_json_path
         self._max_seq_length = max_seq_length
         self._validation_fraction = validation_fraction
@@ -52,6 +54,7 @@ class ProcessLineBatch(beam.DoFn):
     def process(self, batch: LineBatch):
         corpus, path = batch.corpus, batch.path
         record_format = self._formats[corpus]
+        prompts = self._prompts.get(corpus)
         acc = stats.new_stats(self._max_seq_length)
         acc["lines_read"] = batch_units(batch)
         rejected = acc["rejected"]
@@ -69,7 +72,9 @@ class ProcessLineBatch(beam.DoFn):
                 continue
             texts, roles = parsed
             accepted.append((raw, texts, roles))
-            all_texts.extend(texts)
+            # A prompt is prepended to the text before tokenizing, as sentence-transformers applies it
+            # (it counts toward max_seq_length); fingerprints below stay those of the texts themselves.
+            all_texts.extend([prompts.get(r, "") + t for t, r in zip(texts, roles)] if prompts else texts)
         if batch.read_error:
             yield reject(len(batch.lines), parsing.FILE_READ_ERROR, batch.read_error, b"")
 

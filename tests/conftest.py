@@ -59,3 +59,24 @@ def tiny_st_model(tmp_path_factory, tiny_bert_dir) -> str:
     pre = init_random(cfg, seed=5, source_dir=tiny_bert_dir)
     out = str(tmp_path_factory.mktemp("tiny_st") / "model")
     return export_sentence_transformers(pre.params, pre.config, pre.hf_config, tiny_bert_dir, out, max_seq_length=32)
+
+
+@pytest.fixture(scope="session")
+def prompted_data_dir(tmp_path_factory, tiny_bert_dir) -> str:
+    """The Beam job's output (no validation split) for tests/_prompted.py's corpora, whose data config
+    has prompts, tokenized with the tiny BERT's (all-MiniLM-L6-v2's) tokenizer."""
+    import gzip
+
+    from pipeline.job import run
+    from tests._prompted import PROMPTED_CONFIG, PROMPTED_LINES, PROMPTED_MAX_SEQ_LENGTH
+
+    root = tmp_path_factory.mktemp("prompted")
+    for name, lines in PROMPTED_LINES.items():
+        with gzip.open(root / f"{name}.jsonl.gz", "wt", encoding="utf-8") as f:
+            f.writelines(json.dumps(line) + "\n" for line in lines)
+    (root / "data_config.json").write_text(json.dumps(PROMPTED_CONFIG))
+    out = str(root / "out")
+    rc = run([f"--data_config={root / 'data_config.json'}", f"--output_dir={out}", f"--tokenizer={tiny_bert_dir}",
+              "--validation_fraction=0", f"--max_seq_length={PROMPTED_MAX_SEQ_LENGTH}"])
+    assert rc == 0
+    return out

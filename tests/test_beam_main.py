@@ -284,3 +284,51 @@ def test_command_line_exit_status_and_message(tmp_path):
                            f"--output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "beam_main.py: error: data config: corpus 'x': field 'weight' must be a positive number" in proc.stderr
+
+
+# ----------------------------------------------------------------------------------- prompts
+
+def test_prompts_are_tokenized_with_their_texts_and_recorded(prompted_data_dir, tiny_bert_dir):
+    """The job tokenizes prompt + text (as sentence-transformers' encode(prompt_name=...) does, cut at
+    max_seq_length with the prompt), fingerprints the texts alone, and records the prompts."""
+    from transformers import AutoTokenizer
+
+    from pipeline.manifest import load_manifest
+    from tests._prompted import PROMPTED_LINES, PROMPTED_MAX_SEQ_LENGTH
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    ids = lambda texts: [tuple(x) for x in tok(texts, truncation=True, max_length=PROMPTED_MAX_SEQ_LENGTH)["input_ids"]]
+    m = read_manifest(prompted_data_dir)
+    assert m["prompts"] == {"query": "query: ", "passage": "passage: ", "unused": "never applied: "}
+    assert m["default_prompt_name"] == "query"
+    entries = {c["name"]: c for c in m["corpora"]}
+    assert entries["search"]["prompts"] == {"anchor": {"name": "query", "text": "query: "},
+                                            "candidate": {"name": "passage", "text": "passage: "}}
+    assert entries["plain"]["prompts"] == {}
+    prefix = {"search": {ROLE_ANCHOR: "query: ", ROLE_POSITIVE: "passage: ", ROLE_NEGATIVE: "passage: "},
+              "captions": {ROLE_MEMBER: "passage: "}, "plain": {}}
+    for corpus, lines in PROMPTED_LINES.items():
+        expected = collections.Counter()
+        lengths = []
+        for obj in lines:
+            texts, roles = _texts_and_roles(obj, {"search": "query_with_negatives", "captions": "set",
+                                                  "plain": "pair"}[corpus])
+            prompted = ids([prefix[corpus].get(r, "") + t for t, r in zip(texts, roles)])
+            lengths += map(len, prompted)
+            expected[(tuple(prompted), tuple(roles), tuple(fingerprint(t.strip()) for t in texts))] += 1
+        got = _records(prompted_data_dir, entries[corpus]["train_files"])
+        assert collections.Counter((tuple(map(tuple, r["texts"])), tuple(r["roles"]), tuple(r["fingerprints"]))
+                                   for r in got) == expected, corpus
+        # The length statistics count the prompt's tokens; the long search texts were cut with it.
+        tl = entries[corpus]["token_lengths"]
+        mean = round(sum(lengths) / len(lengths), 3)
+        assert (tl["texts"], tl["max"], tl["mean"]) == (len(lengths), max(lengths), mean)
+    assert entries["search"]["token_lengths"]["max"] == PROMPTED_MAX_SEQ_LENGTH
+    first = ids(["query: where is paris"])[0]
+    assert tok.convert_ids_to_tokens(list(first))[:4] == ["[CLS]", "query", ":", "where"]
+    # The typed manifest the trainer reads.
+    typed = load_manifest(prompted_data_dir)
+    assert typed.prompts == m["prompts"] and typed.default_prompt_name == "query"
+    assert {k: (p.name, p.text) for k, p in typed.corpus("captions").prompts.items()} == {
+        "anchor": ("passage", "passage: "), "candidate": ("passage", "passage: ")}
+    assert typed.corpus("plain").prompts == {}

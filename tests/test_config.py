@@ -33,6 +33,8 @@ def test_presets_validate(name):
     ({"compilation_cache": ""}, "--compilation_cache must be a non-empty string, got ''"),
     ({"pooling": "first"}, "--pooling must be one of auto, mean, cls, max, lasttoken, got 'first'"),
     ({"ir_eval": ("a/beir/x", "b/x/")}, "--ir_eval must be directories with distinct names (each names its metrics)"),
+    ({"ir_query_prompt_name": None}, "--ir_query_prompt_name must be a prompt name of the manifest's 'prompts' (or "
+                                     "empty: none), got None"),
 ])
 def test_bad_values_name_their_flag(change, message):
     with pytest.raises(ConfigError) as e:

@@ -76,3 +76,75 @@ def test_files_that_match_nothing_and_unreadable_configs(tmp_path):
         load_data_config(str(tmp_path / "bad.json"))
     (tmp_path / "ok.json").write_text(json.dumps(_one()))
     assert load_data_config(str(tmp_path / "ok.json")).names == ["c"]
+
+
+# ------------------------------------------------------------------------------------------ prompts
+
+PROMPTS = {"query": "query: ", "passage": "passage: "}
+
+
+def _prompted(fmt="pair", symmetric=False, top=None, **corpus_prompts):
+    raw = _one(record_format=fmt, symmetric=symmetric, prompts=corpus_prompts)
+    raw.update({"prompts": PROMPTS} if top is None else top)
+    return raw
+
+
+@pytest.mark.parametrize("raw,message", [
+    (_prompted(top={"prompts": ["query: "]}),
+     "top level: field 'prompts' must be an object of prompt names to prompt texts"),
+    (_prompted(top={"prompts": {"query": 3}}),
+     "top level: field 'prompts': the text of 'query' must be a string, got 3"),
+    (_prompted(top={"prompts": {"": "x: "}}), "top level: field 'prompts': a prompt name must be a non-empty string"),
+    (_prompted(top={"prompts": PROMPTS, "default_prompt_name": "doc"}),
+     "top level: field 'default_prompt_name' is 'doc', not a name in 'prompts' ('query', 'passage')"),
+    (_prompted(top={"default_prompt_name": "query"}),
+     "field 'default_prompt_name' is 'query', not a name in 'prompts' (none)"),
+    (_prompted(anchor="qeury"), "corpus 'c': field 'prompts.anchor' is 'qeury', not a name in the top-level 'prompts' "
+                                "('query', 'passage')"),
+    (_prompted(candidate=1), "corpus 'c': field 'prompts.candidate' is 1, not a name in the top-level 'prompts'"),
+    (_prompted(top={}, anchor="query"), "corpus 'c': field 'prompts.anchor' is 'query', not a name in the top-level "
+                                        "'prompts' (none)"),
+    (_prompted(query="query"),
+     "corpus 'c': field 'prompts': unknown key(s) ['query']; allowed: ['anchor', 'candidate']"),
+    (_one(prompts="query"), "corpus 'c': field 'prompts' must be an object with 'anchor' and/or 'candidate'"),
+    (_prompted("set", anchor="query"), "corpus 'c': field 'prompts': a set corpus draws its anchor and positive among "
+                                       "the same texts, so 'anchor' and 'candidate' must name the same prompt (got "
+                                       "'query' and None)"),
+    (_prompted("pair", True, anchor="query", candidate="passage"),
+     "corpus 'c': field 'prompts': a symmetric corpus swaps anchor and positive, so 'anchor' and 'candidate' must "
+     "name the same prompt (got 'query' and 'passage')"),
+])
+def test_prompt_errors_name_the_corpus_and_field(raw, message):
+    with pytest.raises(DataConfigError) as e:
+        parse_data_config(raw)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_prompts_resolve_per_role_and_survive_select_and_to_json():
+    from pipeline.record_schema import ROLE_ANCHOR, ROLE_MEMBER, ROLE_NEGATIVE, ROLE_POSITIVE
+
+    raw = {"prompts": PROMPTS, "default_prompt_name": "passage", "corpora": [
+        {"name": "q", "files": ["q"], "record_format": "query_with_negatives", "weight": 1,
+         "prompts": {"anchor": "query", "candidate": "passage"}},
+        {"name": "only_anchor", "files": ["a"], "record_format": "triplet", "weight": 1,
+         "prompts": {"anchor": "query"}},
+        {"name": "s", "files": ["s"], "record_format": "set", "weight": 1,
+         "prompts": {"anchor": "passage", "candidate": "passage"}},
+        {"name": "sym", "files": ["p"], "record_format": "pair", "weight": 1, "symmetric": True,
+         "prompts": {"anchor": "query", "candidate": "query"}},
+        {"name": "none", "files": ["n"], "record_format": "pair", "weight": 1}]}
+    c = parse_data_config(raw)
+    assert c.prompts == PROMPTS and c.default_prompt_name == "passage"
+    assert c.get("q").role_prompts() == {ROLE_ANCHOR: "query: ", ROLE_POSITIVE: "passage: ", ROLE_NEGATIVE: "passage: "}
+    assert c.get("only_anchor").role_prompts() == {ROLE_ANCHOR: "query: "}
+    assert c.get("s").role_prompts() == {ROLE_MEMBER: "passage: "}
+    assert c.get("sym").role_prompts() == {ROLE_ANCHOR: "query: ", ROLE_POSITIVE: "query: "}
+    assert c.get("none").role_prompts() == {} and c.get("none").prompts == {}
+    assert (c.get("q").prompts["anchor"].name, c.get("q").prompts["anchor"].text) == ("query", "query: ")
+    sub = c.select(["none"])
+    assert sub.names == ["none"] and sub.prompts == PROMPTS and sub.default_prompt_name == "passage"
+    js = c.to_json()
+    assert js["prompts"] == PROMPTS and js["default_prompt_name"] == "passage"
+    assert js["corpora"][0]["prompts"] == {"anchor": "query", "candidate": "passage"}
+    assert parse_data_config(js) == c and parse_data_config(sub.to_json()) == sub
+    assert "prompts" not in parse_data_config(_one()).to_json()  # no table: none written

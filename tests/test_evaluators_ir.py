@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from pipeline.user_errors import UserError
 from trainer.cli import ir_eval_main
 from trainer.evaluators.beir import BeirDataset, read_beir
 from trainer.evaluators.ir import METRICS, rank_corpus, ir_metrics
@@ -127,7 +128,22 @@ def beir_set(tmp_path_factory):
     return _write_beir(tmp_path_factory.mktemp("beir") / "people", corpus, queries, qrels)
 
 
-def _st_evaluator(path):
+QUERY_PROMPT = "Represent this sentence for searching relevant passages: "
+
+
+@pytest.fixture(scope="module")
+def prompted_minilm(tmp_path_factory, demo_model_dir):
+    """all-MiniLM-L6-v2 with a prompt table in its config_sentence_transformers.json (its files linked)."""
+    d = tmp_path_factory.mktemp("prompted_minilm")
+    for name in os.listdir(demo_model_dir):
+        if name != "config_sentence_transformers.json":
+            os.symlink(os.path.join(demo_model_dir, name), d / name)
+    (d / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": {"query": QUERY_PROMPT, "passage": "passage: "}, "default_prompt_name": None}))
+    return str(d)
+
+
+def _st_evaluator(path, **prompts):
     """sentence-transformers' evaluator on the files read independently of trainer/evaluators/beir.py."""
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
@@ -140,10 +156,10 @@ def _st_evaluator(path):
         if int(s) > 0:
             relevant.setdefault(q, set()).add(d)
     return InformationRetrievalEvaluator(queries, corpus, relevant, precision_recall_at_k=[1, 3, 5, 10, 100],
-                                         corpus_chunk_size=50, name="people")
+                                         corpus_chunk_size=50, name="people", **prompts)
 
 
-def test_same_numbers_as_sentence_transformers(beir_set, capsys, demo_model_dir):
+def test_same_numbers_as_sentence_transformers(beir_set, capsys, demo_model_dir, prompted_minilm):
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -169,3 +185,35 @@ def test_same_numbers_as_sentence_transformers(beir_set, capsys, demo_model_dir)
     same = ir_metrics(rank_corpus(q, c, data.corpus_ids, chunk=50), data)
     for m in METRICS:
         assert abs(same[m] - ref[m]) <= 1e-9, m
+
+    # With prompts: --query_prompt_name / --corpus_prompt_name, as the evaluator's query_prompt_name /
+    # corpus_prompt_name, looked up in the model's config_sentence_transformers.json.
+    assert ir_eval_main([f"--model={prompted_minilm}", f"--beir_dir={beir_set}", "--query_prompt_name=query",
+                         "--corpus_prompt_name=passage"]) == 0
+    prompted = json.loads(capsys.readouterr().out.splitlines()[-1])  # after the prints above
+    assert (prompted["query_prompt_name"], prompted["corpus_prompt_name"]) == ("query", "passage")
+    ref_prompted = _st_evaluator(beir_set, query_prompt_name="query", corpus_prompt_name="passage")(
+        SentenceTransformer(prompted_minilm, device="cpu"))
+    print("with prompts: ours", {m: prompted[m] for m in METRICS}, "\nsentence-transformers", ref_prompted)
+    for m in METRICS:
+        assert abs(prompted[m] - ref_prompted[f"people_cosine_{m}"]) <= 1e-4, m
+    assert any(abs(prompted[m] - ours[m]) > 1e-3 for m in METRICS)  # the prompts changed the rankings
+
+
+def test_prompt_names_must_be_in_the_table(prompted_minilm, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from trainer.evaluators.ir import training_ir_prompts
+
+    d = _write_beir(tmp_path / "s", [{"_id": "d1", "text": "a"}], [{"_id": "q1", "text": "b"}], [("q1", "d1", 1)])
+    assert ir_eval_main([f"--model={prompted_minilm}", f"--beir_dir={d}", "--corpus_prompt_name=document"]) == 2
+    assert _one_line(capsys) == (f"python -m trainer.ir_eval: error: --corpus_prompt_name=document: "
+                                 f"{prompted_minilm}'s config_sentence_transformers.json has no prompt 'document' "
+                                 "(it has 'query', 'passage')")
+    # In training: --ir_query_prompt_name / --ir_corpus_prompt_name in the manifest's table.
+    manifest = SimpleNamespace(prompts={"query": "query: "}, path="out/manifest.json")
+    cfg = SimpleNamespace(ir_query_prompt_name="query", ir_corpus_prompt_name="")
+    assert training_ir_prompts(cfg, manifest) == {"query_prompt": "query: ", "corpus_prompt": ""}
+    with pytest.raises(UserError, match=r"^--ir_corpus_prompt_name=passage: the manifest out/manifest.json has no "
+                                        r"prompt 'passage' \(it has 'query'\)$"):
+        training_ir_prompts(SimpleNamespace(ir_query_prompt_name="", ir_corpus_prompt_name="passage"), manifest)

@@ -1,6 +1,7 @@
 import numpy as np
 
-from trainer.evaluators.retrieval import evaluate_corpus, retrieval_metrics
+from pipeline.record_schema import fingerprint
+from trainer.evaluators.retrieval import RetrievalEvaluator, retrieval_metrics, validation_pairs
 
 
 def _unit(x):
@@ -40,14 +41,28 @@ def test_duplicate_positives_count_as_correct():
     assert m["recall@1"] == 1.0
 
 
-def test_evaluate_corpus_embeds_both_sides():
-    table = {1: [1.0, 0.0], 2: [0.0, 1.0]}
-    calls = []
+def test_evaluator_reports_each_matryoshka_size_from_one_embedding(sample_data_dir, tiny_bert_dir):
+    import json
+    import os
 
-    def embed(ids):
-        calls.append(ids)
-        return _unit(np.array([table[x[0]] for x in ids], dtype=np.float32))
+    from pipeline.manifest import load_manifest
+    from trainer.encode import encode_ids
+    from trainer.hf_loading import init_random
+    from trainer.matryoshka import truncate
+    from trainer.modeling import EncoderConfig
 
-    m = evaluate_corpus(embed, [[1], [2]], [[1], [2]])
-    assert m["recall@1"] == 1.0 and len(calls) == 2
-    assert evaluate_corpus(embed, [], [])["n"] == 0
+    with open(os.path.join(tiny_bert_dir, "config.json")) as f:
+        pre = init_random(EncoderConfig.from_hf_dict(json.load(f)), seed=1, source_dir=tiny_bert_dir)
+    manifest = load_manifest(sample_data_dir)
+    plain = RetrievalEvaluator(pre.model, manifest, 64, 32).run(pre.params["params"])
+    sized = RetrievalEvaluator(pre.model, manifest, 64, 32, dims=(16, 4)).run(pre.params["params"])
+    assert {k: v for k, v in sized.items() if "/dim" not in k} == plain
+    assert set(sized) == set(plain) | {k.replace("eval/", f"eval/dim{d}/", 1) for k in plain for d in (16, 4)}
+    corpus = next(c for c in manifest.corpora if c.name == "sample_nli")
+    anchors, positives = validation_pairs(corpus, manifest.compression, 64, 32)
+    fps = [fingerprint(" ".join(map(str, p))) for p in positives]
+    a, p = (encode_ids(pre.model, pre.params, x, manifest.pad_token_id, 64, 32) for x in (anchors, positives))
+    want = retrieval_metrics(truncate(a, 4), truncate(p, 4), fps)
+    assert sized["eval/dim4/sample_nli/recall@1"] == want["recall@1"]
+    assert sized["eval/dim4/sample_nli/mrr@10"] == want["mrr@10"]
+    assert sized["eval/dim4/sample_nli/mrr@10"] != sized["eval/sample_nli/mrr@10"]

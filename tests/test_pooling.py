@@ -4,6 +4,7 @@ encoder paths), and the 1_Pooling config read from a source model and written by
 import json
 import os
 import shutil
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -186,6 +187,6 @@ def test_train_config_pooling_reaches_the_model(tmp_path, tiny_hf_dir, monkeypat
     assert startup.load_model(TrainConfig(model=st_dir)).model.pooling == "cls"  # auto: the source's
     assert startup.load_model(TrainConfig(model=st_dir, pooling="max")).model.pooling == "max"
     # from_scratch: the random init (its compile is not this test's business) gets the source's mode too.
-    monkeypatch.setattr(startup, "init_random", lambda config, **kw: kw["pooling"])
-    assert startup.load_model(TrainConfig(model=st_dir, from_scratch=True)) == "cls"
-    assert startup.load_model(TrainConfig(model=st_dir, from_scratch=True, pooling="lasttoken")) == "lasttoken"
+    monkeypatch.setattr(startup, "init_random", lambda config, **kw: SimpleNamespace(config=config, pooling=kw["pooling"]))
+    assert startup.load_model(TrainConfig(model=st_dir, from_scratch=True)).pooling == "cls"
+    assert startup.load_model(TrainConfig(model=st_dir, from_scratch=True, pooling="lasttoken")).pooling == "lasttoken"

@@ -53,3 +53,23 @@ def test_validation_fraction_routes_records(hf):
     n_val = len(out[output_tag("qa", "validation")][0])
     assert n_train + n_val == 399 and 60 < n_val < 140
     assert [json.loads(r)["reason"] for r in out[REJECTED]] == ["line_too_long"]
+
+
+def test_prompts_prefix_texts_by_role_and_the_dofn_pickles(hf):
+    from apache_beam.internal import pickler
+
+    # What Dataflow ships to its workers: the DoFn, pickled, with its prompts as plain data.
+    fn = pickler.loads(pickler.dumps(ProcessLineBatch({"web": "triplet"}, "unused", 16, 0.0,
+                                                      {"web": {ROLE_ANCHOR: "query: ", ROLE_POSITIVE: "passage: "}})))
+    fn._tokenizer = BatchTokenizer(hf.backend_tokenizer.to_str(), 16)
+    lines = [b'["where is paris", "Paris is in France.", "Rome is in Italy."]']
+    out = {}
+    for o in fn.process(LineBatch("web", "f", 1, lines, (), "")):
+        out.setdefault(o.tag, []).append(o.value)
+    (record,) = (decode_record(r) for r in out[output_tag("web", "train")][0])
+    assert record["texts"] == hf(["query: where is paris", "passage: Paris is in France.", "Rome is in Italy."],
+                                 truncation=True, max_length=16)["input_ids"]
+    assert record["fingerprints"] == [fingerprint(t) for t in ("where is paris", "Paris is in France.",
+                                                               "Rome is in Italy.")]
+    ((_, stats),) = out[STATS]
+    assert sum(n * c for n, c in enumerate(stats["hist"])) == sum(map(len, record["texts"]))

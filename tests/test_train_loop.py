@@ -19,7 +19,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _cfg(model_dir, **kw):
     base = dict(model=model_dir, from_scratch=True, batch_size=8, train_steps=20, warmup_steps=4,
                 learning_rate=1e-3, log_every=1, eval_every=0, checkpoint_every=1000, eval_max_examples=64,
-                bucket_lengths=(16, 32), max_seq_length=32, seed=3)
+                bucket_lengths=(16, 32), max_seq_length=32, seed=3,
+                pack_row_steps=1)  # a power-of-two row ladder: fewer train-step programs to compile
     base.update(kw)
     return get_preset("demo").replace(**base)
 
@@ -36,23 +37,54 @@ def _final_params(workdir):
     return meta["step"], jax.tree_util.tree_leaves(params)
 
 
+# The straight and resumed runs train with the Matryoshka loss (trainer/matryoshka.py) at these sizes
+# of the tiny BERT's 32: it is resumed exactly, evaluated at each size, and named in the model card.
+MATRYOSHKA = dict(matryoshka_dims=(32, 16, 8), matryoshka_weights=(1.0, 1.0, 0.5))
+
+
 @pytest.fixture(scope="module")
-def straight_run(tmp_path_factory, sample_data_dir, tiny_bert_dir):
+def run_cfg(tmp_path_factory, tiny_bert_dir):
+    """The straight and resumed runs' config. They share a compilation cache directory
+    (--compilation_cache=DIR), so the resumed runs load the straight run's train-step programs (a
+    minute of CPU compiling saved), and a resume from cached programs is checked to be exact."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    yield _cfg(tiny_bert_dir, compilation_cache=str(tmp_path_factory.mktemp("compilation_cache")), **MATRYOSHKA)
+    jax.config.update("jax_compilation_cache_dir", None)  # the rest of this worker's tests compile afresh
+    compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, sample_data_dir, run_cfg):
     from trainer.train_loop import train
 
     workdir = str(tmp_path_factory.mktemp("straight"))
-    result = train(_cfg(tiny_bert_dir), sample_data_dir, workdir, progress=False)
+    result = train(run_cfg, sample_data_dir, workdir, progress=False)
     return workdir, result
 
 
-def test_exact_resume(tmp_path, straight_run, sample_data_dir, tiny_bert_dir):
+def test_exact_resume(tmp_path, straight_run, sample_data_dir, run_cfg):
+    import jax
+
     from trainer.train_loop import train
 
     straight, _ = straight_run
+    cached = os.listdir(run_cfg.compilation_cache)
+    assert sum(name.startswith("jit_step") for name in cached) >= 2, cached  # the straight run's programs
     workdir = str(tmp_path / "resumed")
-    first = train(_cfg(tiny_bert_dir), sample_data_dir, workdir, progress=False, stop_at_step=10)
-    assert (first.step, first.finished) == (10, False)
-    train(_cfg(tiny_bert_dir), sample_data_dir, workdir, progress=False)
+    hits = []
+
+    def on_event(event, **_):
+        hits.extend([event] if event == "/jax/compilation_cache/cache_hits" else [])
+    jax.monitoring.register_event_listener(on_event)
+    try:
+        first = train(run_cfg, sample_data_dir, workdir, progress=False, stop_at_step=10)
+        assert (first.step, first.finished) == (10, False)
+        train(run_cfg, sample_data_dir, workdir, progress=False)
+    finally:
+        jax.monitoring.unregister_event_listener(on_event)
+    assert len(hits) >= 2 * sum(name.startswith("jit_step") for name in cached)  # both runs loaded them
     a, b = _losses(straight), _losses(workdir)
     assert sorted(a) == list(range(1, 21)) and sorted(b) == list(range(1, 21))
     np.testing.assert_array_equal([a[s] for s in range(1, 21)], [b[s] for s in range(1, 21)])
@@ -78,6 +110,12 @@ def test_training_lowers_the_loss_and_logs_what_was_asked(straight_run):
     assert rows[0]["learning_rate"] == 0.0 and abs(max(r["learning_rate"] for r in rows) - 1e-3) < 1e-4
     ev = result.evaluation
     assert 0.0 <= ev["eval/mean_recall@1"] <= 1.0 and "eval/sample_nli/mrr@10" in ev
+    # Each Matryoshka size below the full one is evaluated too, from the same embeddings.
+    for dim in (16, 8):
+        assert 0.0 <= ev[f"eval/dim{dim}/mean_recall@1"] <= 1.0 and f"eval/dim{dim}/sample_nli/mrr@10" in ev
+    assert "eval/dim8/ir/sample_ir/ndcg@10" in ev and "eval/dim16/ir/sample_ir/map@100" in ev
+    assert not any("dim32" in k for k in ev)
+    assert ev["eval/dim8/mean_mrr@10"] != ev["eval/mean_mrr@10"]
     assert os.listdir(os.path.join(workdir, "tensorboard"))
 
 
@@ -87,20 +125,35 @@ def test_export_loads_in_sentence_transformers_and_matches_our_encoder(straight_
     from trainer.checkpointing import restore_latest_params
     from trainer.encode import encode, load_tokenizer
     from trainer.hf_loading import load_pretrained
+    from trainer.matryoshka import truncate
 
     workdir, result = straight_run
     export = result.export_dir
     card = open(os.path.join(export, "README.md")).read()
     assert "sample_nli" in card and "20" in card  # the data mix and the steps
+    assert "## Matryoshka dimensions" in card and "sizes 32, 16, 8 (weights 1.0, 1.0, 0.5)" in card
     sentences = ["A man is playing a guitar.", "Zwei Hunde rennen über die Wiese.", ""]
     st = SentenceTransformer(export, device="cpu").encode(sentences, convert_to_numpy=True)
     ours = load_pretrained(export)
     emb = encode(ours.model, ours.params, load_tokenizer(ours.source_dir), sentences, max_seq_length=32)
     np.testing.assert_allclose(st, emb, atol=1e-5)
+    # The card's usage line: sentence-transformers' truncate_dim, re-normalised, is our truncation.
+    st8 = SentenceTransformer(export, device="cpu", truncate_dim=8).encode(sentences, convert_to_numpy=True)
+    np.testing.assert_allclose(truncate(st8, 8), truncate(emb, 8), atol=1e-5)
     params, _ = restore_latest_params(workdir)  # the export holds the last checkpoint's weights
 
     emb2 = encode(ours.model, {"params": params}, load_tokenizer(ours.source_dir), sentences, max_seq_length=32)
     np.testing.assert_allclose(emb2, emb, atol=1e-6)
+
+
+def test_model_card_lists_each_corpus_s_prompts(prompted_data_dir):
+    from pipeline.manifest import load_manifest
+    from trainer.train_loop import model_card
+
+    mix = model_card(get_preset("demo"), load_manifest(prompted_data_dir), 5, {}, {})["data_mix"]
+    assert mix["search"]["prompts"] == {"anchor": "query", "candidate": "passage"}
+    assert mix["captions"]["prompts"] == {"anchor": "passage", "candidate": "passage"}
+    assert "prompts" not in mix["plain"]
 
 
 @pytest.mark.slow  # ~40 s; the step's guard stays in tests/test_train_step.py

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -68,6 +69,18 @@ def test_missing_manifest_is_one_line(tmp_path, capsys):
     assert train_main.main([f"--data_dir={tmp_path / 'nope'}", f"--workdir={tmp_path / 'run'}"]) == 2
     assert _one_line(capsys) == (f"train_main.py: error: no manifest at {tmp_path / 'nope' / 'manifest.json'}: "
                                  "run the Beam job (beam_main.py) there first")
+
+
+def test_ir_prompt_names_are_looked_up_in_the_manifest(tmp_path, capsys):
+    tok = {"name": "t", "vocab_fingerprint": "f" * 64, "vocab_size": 5, "pad_token_id": 0}
+    (tmp_path / "manifest.json").write_text(json.dumps({
+        "schema_version": 1, "tokenizer": tok, "prompts": {"query": "query: "},
+        "corpora": [{"name": "c", "record_format": "pair", "weight": 1, "train_files": ["c/train-0.tfrecord.gz"]}]}))
+    assert train_main.main([f"--data_dir={tmp_path}", f"--workdir={tmp_path / 'run'}", "--ir_query_prompt_name=query",
+                            "--ir_corpus_prompt_name=passage"]) == 2
+    assert _one_line(capsys) == (f"train_main.py: error: --ir_corpus_prompt_name=passage: the manifest "
+                                 f"{tmp_path / 'manifest.json'} has no prompt 'passage' (it has 'query')")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("flag,message", [

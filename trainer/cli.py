@@ -123,6 +123,10 @@ def _ir_eval(argv: Sequence[str] | None, prog: str) -> int:
     ap.add_argument("--model", required=True, help=MODEL_HELP)
     ap.add_argument("--beir_dir", required=True, help="BEIR-format directory (local or gs://)")
     ap.add_argument("--split", default="test", help="qrels/<split>.tsv (default: test)")
+    for role, texts in (("query", "queries"), ("corpus", "documents")):
+        ap.add_argument(f"--{role}_prompt_name", default=None,
+                        help=f"a prompt of the model's config_sentence_transformers.json, prepended to the {texts} "
+                             "(default: none)")
     _encoding_flags(ap, None, "default: the model's sentence_bert_config.json, else 128")
     args = ap.parse_args(argv)
 
@@ -132,16 +136,20 @@ def _ir_eval(argv: Sequence[str] | None, prog: str) -> int:
 
     data = read_beir(args.beir_dir, args.split)  # a malformed set stops here, before JAX and the model load
     from trainer.encode import load_tokenizer
-    from trainer.evaluators.ir import IrEvaluator
-    from trainer.export import sentence_bert_max_len
+    from trainer.evaluators.ir import IrEvaluator, ir_prompts
+    from trainer.export import sentence_bert_max_len, sentence_transformers_prompts
     from trainer.hf_loading import load_pretrained
 
     with as_user_errors(FileNotFoundError):  # the model the flag names
         pre = load_pretrained(args.model)
     max_len = args.max_seq_length or sentence_bert_max_len(pre.source_dir)
-    evaluator = IrEvaluator(pre.model, load_tokenizer(pre.source_dir), [data], max_len, args.batch_size)
+    prompts = ir_prompts(sentence_transformers_prompts(pre.source_dir)[0], args.query_prompt_name,
+                         args.corpus_prompt_name, f"{args.model}'s config_sentence_transformers.json")
+    evaluator = IrEvaluator(pre.model, load_tokenizer(pre.source_dir), [data], max_len, args.batch_size, **prompts)
     metrics = evaluator.evaluate(pre.params, progress=True)[data.name]
+    named = {f"{role}_prompt_name": name for role, name in (("query", args.query_prompt_name),
+                                                            ("corpus", args.corpus_prompt_name)) if name}
     print(json.dumps({"dataset": data.name, "split": args.split, "queries": len(data.query_ids),
                       "corpus": len(data.corpus_ids), "max_seq_length": evaluator.max_seq_length,
-                      "pooling": pre.model.pooling, **metrics}))
+                      "pooling": pre.model.pooling, **named, **metrics}))
     return 0

@@ -43,6 +43,11 @@ class TrainConfig:
     triplet_directions: tuple[str, ...] = ("query_to_doc",)
     partition_mode: str = "per_direction"  # joint | per_direction
     mask_false_negatives: bool = True
+    # Matryoshka loss (trainer/matryoshka.py): the loss summed over the embedding cut to each of these
+    # sizes (e.g. 1024,512,256,128,64; include the full size), times matryoshka_weights (empty: all 1).
+    # Empty: off (the reference run). Evaluation then reports every size (eval/dim<d>/...).
+    matryoshka_dims: tuple[int, ...] = ()
+    matryoshka_weights: tuple[float, ...] = ()
     # Optimisation: AdamW, linear warm-up then linear decay to zero, clipping.
     learning_rate: float = 2e-5
     warmup_steps: int = 500
@@ -83,6 +88,10 @@ class TrainConfig:
     # Retrieval evaluation on BEIR-format directories (corpus.jsonl, queries.jsonl, qrels/test.tsv; local
     # or gs://): eval/ir/<directory name>/ndcg@10, mrr@10, recall@100, map@100 (trainer/evaluators/ir.py).
     ir_eval: tuple[str, ...] = ()
+    # Prompts for those queries and documents: names in the manifest's prompt table ("": none), as
+    # sentence-transformers' InformationRetrievalEvaluator(query_prompt_name=..., corpus_prompt_name=...).
+    ir_query_prompt_name: str = ""
+    ir_corpus_prompt_name: str = ""
     export_dir: str | None = None  # default: <workdir>/export
     # Start-up: compile the worst-case batch shapes and stop before step 1 if one does not fit
     # (trainer/preflight.py); the budget is the device's memory, or this many GiB when > 0.
@@ -185,7 +194,8 @@ def check_config(cfg: TrainConfig) -> None:
 
 
 def _check_evaluation_options(cfg: TrainConfig) -> None:
-    """Pooling among trainer/pooling.py's modes; BEIR directories with distinct names (they name the metrics)."""
+    """Pooling among trainer/pooling.py's modes; BEIR directories with distinct names (they name the
+    metrics); prompt names that are strings."""
     from trainer.evaluators.beir import dataset_name
     from trainer.pooling import POOLING_MODES
 
@@ -196,12 +206,16 @@ def _check_evaluation_options(cfg: TrainConfig) -> None:
     names = [dataset_name(d) for d in cfg.ir_eval]
     if len(set(names)) < len(names):
         _refuse("ir_eval", cfg.ir_eval, "directories with distinct names (each names its metrics)")
+    for name in ("ir_query_prompt_name", "ir_corpus_prompt_name"):  # resolved against the manifest at start-up
+        if not isinstance(getattr(cfg, name), str):
+            _refuse(name, getattr(cfg, name), "a prompt name of the manifest's 'prompts' (or empty: none)")
 
 
 def _check_loss_options(cfg: TrainConfig) -> None:
     """The loss's own rules (trainer/loss.py: known directions, query_to_doc among them, per_direction
     only with query_to_doc and doc_to_query)."""
     from trainer.loss import PARTITION_MODES, validate_loss_options
+    from trainer.matryoshka import check_dims
 
     if cfg.partition_mode not in PARTITION_MODES:
         _refuse("partition_mode", cfg.partition_mode, f"one of {', '.join(PARTITION_MODES)}")
@@ -210,6 +224,10 @@ def _check_loss_options(cfg: TrainConfig) -> None:
             validate_loss_options(getattr(cfg, name), cfg.partition_mode)
         except ValueError as e:
             raise ConfigError(f"--{name}={_shown(getattr(cfg, name))}: {e}") from None
+    try:
+        check_dims(cfg.matryoshka_dims, cfg.matryoshka_weights)
+    except ValueError as e:  # its messages start with the field's name
+        raise ConfigError(f"--{e}") from None
 
 
 PRESETS: dict[str, TrainConfig] = {

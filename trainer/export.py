@@ -52,8 +52,8 @@ def _fmt(v: Any) -> str:
 def render_model_card(model_card: dict | str | None, config: EncoderConfig, max_seq_length: int,
                       pooling: str = "mean") -> str:
     """Markdown with Hugging Face front matter. A str is used verbatim; a dict may carry `title`,
-    `base_model`, `description`, `data_mix` (list of {name, weight, ...} or {name: weight}), `run`
-    (hyperparameters) and `metrics`; other keys are listed under "Details"."""
+    `base_model`, `description`, `matryoshka` ({dims, weights}), `data_mix` (list of {name, weight, ...}
+    or {name: weight}), `run` (hyperparameters) and `metrics`; other keys are listed under "Details"."""
     if isinstance(model_card, str):
         return model_card
     card = dict(model_card or {})
@@ -77,6 +77,14 @@ def render_model_card(model_card: dict | str | None, config: EncoderConfig, max_
               f"{config.num_attention_heads} heads", f"- max_seq_length {max_seq_length}; {pooling} pooling; normalised"]
     if base:
         lines.append(f"- base model: {base}")
+    matryoshka = card.pop("matryoshka", None)
+    if matryoshka:
+        dims = sorted(matryoshka["dims"], reverse=True)
+        lines += ["", "## Matryoshka dimensions", "",
+                  f"Trained with the Matryoshka loss at sizes {', '.join(map(str, dims))} (weights "
+                  f"{', '.join(map(_fmt, matryoshka['weights']))}): the first d components of an embedding, "
+                  "re-normalised, are an embedding of their own. To use d of them:", "",
+                  "```python", f"model = SentenceTransformer('PATH_TO_THIS_DIRECTORY', truncate_dim={dims[-1]})", "```"]
     mix = card.pop("data_mix", None)
     if mix:
         lines += ["", "## Training data", "", "| corpus | weight | details |", "|---|---|---|"]
@@ -106,13 +114,19 @@ def export_sentence_transformers(
     model_card: dict | str | None = None,
     extra_tensors: dict | None = None,
     pooling: str = "mean",
+    prompts: dict[str, str] | None = None,
+    default_prompt_name: str | None = None,
 ) -> str:
     """Writes the SentenceTransformers directory; returns output_dir. `params` in any form
     hf_loading.encoder_tree accepts; `tokenizer_dir` a local or remote directory with tokenizer files;
     `extra_tensors` HF-named tensors written as well (the base checkpoint's pooler: see
-    hf_loading.pooler_tensors); `pooling` the encoder's mode (trainer/pooling.py)."""
+    hf_loading.pooler_tensors); `pooling` the encoder's mode (trainer/pooling.py); `prompts` (name -> text)
+    and `default_prompt_name` go to config_sentence_transformers.json, where `encode(prompt_name=...)`
+    finds them (the manifest's table, for a trained model)."""
     from safetensors.numpy import save_file
 
+    if default_prompt_name is not None and default_prompt_name not in (prompts or {}):
+        raise ValueError(f"default_prompt_name {default_prompt_name!r} is not among the prompts {sorted(prompts or {})}")
     if max_seq_length > config.max_input_length:
         raise UserError(f"--max_seq_length={max_seq_length} exceeds the model's {config.max_input_length} positions")
     state_dict = params_to_hf_state_dict(params, config)  # validates the tree before anything is written
@@ -145,8 +159,8 @@ def export_sentence_transformers(
             "__version__": {k: v for k, v in (
                 ("sentence_transformers", _version("sentence-transformers")), ("transformers", _version("transformers")),
                 ("pytorch", _version("torch")), ("jax", _version("jax")), ("flax", _version("flax"))) if v},
-            "prompts": {},
-            "default_prompt_name": None,
+            "prompts": dict(prompts or {}),
+            "default_prompt_name": default_prompt_name,
             "similarity_fn_name": "cosine",
         })
         with open(os.path.join(stage, "README.md"), "w", encoding="utf-8") as f:
@@ -162,6 +176,17 @@ def sentence_bert_max_len(model_dir: str, default: int = 128) -> int:
     return default
 
 
+def sentence_transformers_prompts(model_dir: str) -> tuple[dict[str, str], str | None]:
+    """The prompt table and default prompt name of a SentenceTransformers directory's
+    config_sentence_transformers.json ({} and None without one)."""
+    path = os.path.join(model_dir, "config_sentence_transformers.json")
+    if not os.path.isfile(path):
+        return {}, None
+    with open(path) as f:
+        st_config = json.load(f)
+    return dict(st_config.get("prompts") or {}), st_config.get("default_prompt_name")
+
+
 def export_from_pretrained(init_from: str, output_dir: str, max_seq_length: int | None = None) -> str:
     """Loads a model into our parameters and exports it (a round trip that checks both directions)."""
     from trainer.hf_loading import load_pretrained
@@ -170,8 +195,10 @@ def export_from_pretrained(init_from: str, output_dir: str, max_seq_length: int 
     if max_seq_length is None:
         max_seq_length = min(sentence_bert_max_len(pre.source_dir), pre.config.max_input_length)
     card = {"base_model": init_from, "description": f"{init_from}, exported through the Flax encoder of this project."}
+    prompts, default_prompt_name = sentence_transformers_prompts(pre.source_dir)  # the source's, kept
     return export_sentence_transformers(pre.params, pre.config, pre.hf_config, pre.source_dir, output_dir,
-                                        max_seq_length, card, extra_tensors=pre.extras, pooling=pre.model.pooling)
+                                        max_seq_length, card, extra_tensors=pre.extras, pooling=pre.model.pooling,
+                                        prompts=prompts, default_prompt_name=default_prompt_name)
 
 
 def export_from_workdir(workdir: str, output_dir: str, max_seq_length: int | None = None) -> str:
@@ -217,9 +244,11 @@ def export_from_workdir(workdir: str, output_dir: str, max_seq_length: int | Non
             extras = read_pooler(resolve_model_dir(model_ref), config)
         except Exception:  # noqa: BLE001 - e.g. a hub name without network: export without the pooler
             extras = {}
-    # The run's pooling (meta["pooling"]; runs from before pooling modes pooled by mean).
+    # The run's pooling (meta["pooling"]; runs from before pooling modes pooled by mean) and the prompt
+    # table of its manifest (meta["prompts"]; none in runs from before prompts).
     return export_sentence_transformers(params, config, hf_config, model_dir, output_dir, max_seq_length, card,
-                                        extra_tensors=extras, pooling=meta.get("pooling") or "mean")
+                                        extra_tensors=extras, pooling=meta.get("pooling") or "mean",
+                                        prompts=meta.get("prompts"), default_prompt_name=meta.get("default_prompt_name"))
 
 
 if __name__ == "__main__":

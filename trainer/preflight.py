@@ -69,6 +69,12 @@ def check_reports(reports: Iterable[ShapeReport], cfg: TrainConfig) -> None:
         f"Plan offline with: python -m trainer.aot --topology=... --config=... [flags]")
 
 
+def preflight_shapes(cfg: TrainConfig, n_shards: int, kinds: Iterable[str]) -> list[tuple[str, Any]]:
+    """("worst", shape) of each kind the data has, for aot.compile_shapes."""
+    kinds = set(kinds)
+    return [("worst", s) for s in worst_shapes(cfg, n_shards) if s.kind in kinds]
+
+
 def run_preflight(model: Any, cfg: TrainConfig, mesh: Any, state: Any, kinds: Iterable[str]) -> list[ShapeReport]:
     """Compile the worst-case shapes of `kinds` ("pair", "triplet") on `mesh`; raise PreflightError
     if one does not fit. Returns the reports ([] when no budget is known)."""
@@ -77,8 +83,7 @@ def run_preflight(model: Any, cfg: TrainConfig, mesh: Any, state: Any, kinds: It
         log.info("preflight: %s devices report no memory limit; skipped (set --memory_budget_gib to check)",
                  mesh.devices.flat[0].platform)
         return []
-    shapes = [("worst", s) for s in worst_shapes(cfg, data_shards(mesh)) if s.kind in set(kinds)]
-    reports = compile_shapes(model, cfg, mesh, shapes, budget, state)
+    reports = compile_shapes(model, cfg, mesh, preflight_shapes(cfg, data_shards(mesh), kinds), budget, state)
     for r in reports:
         log.info("preflight: %s: %.2f GiB of %.2f GiB per device (compiled in %.0f s)", r.shape.label,
                  r.total_bytes / GIB, budget / GIB, r.compile_s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 
 from pipeline import storage
 from pipeline.manifest import Manifest
@@ -12,6 +13,7 @@ from pipeline.tokenizing import vocab_fingerprint
 from pipeline.user_errors import UserError
 from trainer.config import TrainConfig
 from trainer.hf_loading import Pretrained, init_random, load_pretrained, read_hf_config, resolve_model_dir, tokenizer_files
+from trainer.matryoshka import check_dims
 from trainer.modeling import EncoderConfig
 from trainer.pooling import source_pooling_mode
 from trainer.train_step import compute_dtype
@@ -26,20 +28,37 @@ def enable_compilation_cache(setting: str, workdir: str) -> str | None:
         return None
     path = storage.join(workdir, "compilation_cache") if setting in ("auto", "workdir") else setting
     jax.config.update("jax_compilation_cache_dir", path)
+    # JAX decides whether to use the cache at a process's first compile and keeps that answer: without
+    # a reset, a process that compiled anything before this point would silently not use it.
+    compilation_cache.reset_cache()
     return path
 
 
 def load_model(cfg: TrainConfig) -> Pretrained:
     """The pretrained encoder named by cfg.model (or, with from_scratch, its architecture freshly initialised),
-    pooling by cfg.pooling ("auto": the source model's, else mean)."""
+    pooling by cfg.pooling ("auto": the source model's, else mean). Matryoshka sizes beyond its
+    embedding size are a UserError."""
     dtype = compute_dtype(cfg.dtype)
     pooling = None if cfg.pooling == "auto" else cfg.pooling
     if cfg.from_scratch:
         model_dir = resolve_model_dir(cfg.model)
         config = EncoderConfig.from_hf_dict(read_hf_config(model_dir))
-        return init_random(config, seed=cfg.seed, dtype=dtype, source_dir=model_dir, remat=cfg.remat,
-                           pooling=pooling or source_pooling_mode(model_dir) or "mean")
-    return load_pretrained(cfg.model, dtype=dtype, remat=cfg.remat, pooling=pooling)
+        pretrained = init_random(config, seed=cfg.seed, dtype=dtype, source_dir=model_dir, remat=cfg.remat,
+                                 pooling=pooling or source_pooling_mode(model_dir) or "mean")
+    else:
+        pretrained = load_pretrained(cfg.model, dtype=dtype, remat=cfg.remat, pooling=pooling)
+    check_matryoshka_dims(cfg, pretrained.config.hidden_size)
+    return pretrained
+
+
+def check_matryoshka_dims(cfg: TrainConfig, hidden_size: int) -> None:
+    try:
+        check_dims(cfg.matryoshka_dims, cfg.matryoshka_weights, hidden_size)
+    except ValueError as e:
+        raise UserError(f"--{e}") from None
+    if cfg.matryoshka_dims and hidden_size not in cfg.matryoshka_dims:
+        log.warning("--matryoshka_dims %s leaves out the model's full size %d: the untruncated embedding is "
+                    "not trained directly", ",".join(map(str, cfg.matryoshka_dims)), hidden_size)
 
 
 def save_model_source(pretrained: Pretrained, workdir: str) -> str:

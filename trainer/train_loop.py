@@ -75,9 +75,10 @@ def model_card(cfg: TrainConfig, manifest: Manifest, step: int, evaluation: dict
     total = sum(c.weight for c in manifest.corpora)
     # A corpus's description (data config -> manifest) rides along: a mined corpus's names its mining run.
     mix = {c.name: {"record_format": c.record_format, "weight": c.weight, "probability": round(c.weight / total, 4),
-                    "train_examples": c.train_examples, **({"description": c.description} if c.description else {})}
+                    "train_examples": c.train_examples, **({"description": c.description} if c.description else {}),
+                    **({"prompts": {k: p.name for k, p in c.prompts.items()}} if c.prompts else {})}
            for c in manifest.corpora}
-    return {
+    card = {
         "base_model": cfg.model,
         "training": {k: v for k, v in cfg.to_json().items() if k not in ("export_dir", "sts_dev", "ir_eval")},
         "steps": step,
@@ -85,6 +86,10 @@ def model_card(cfg: TrainConfig, manifest: Manifest, step: int, evaluation: dict
         "evaluation": evaluation,
         "evaluation_before_training": before,
     }
+    if cfg.matryoshka_dims:
+        card["matryoshka"] = {"dims": list(cfg.matryoshka_dims),
+                              "weights": list(cfg.matryoshka_weights or [1.0] * len(cfg.matryoshka_dims))}
+    return card
 
 
 def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
@@ -120,7 +125,8 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
             truncate_metrics(workdir, int(state.step))
     start_step = int(state.step)
     meta = {"model": cfg.model, "model_source": source_dir, "hf_config": pretrained.hf_config,
-            "config": cfg.to_json(), "data_dir": data_dir, "pooling": pretrained.model.pooling}
+            "config": cfg.to_json(), "data_dir": data_dir, "pooling": pretrained.model.pooling,
+            "prompts": manifest.prompts, "default_prompt_name": manifest.default_prompt_name}
 
     plan = ChunkPlan.from_config(cfg, data_shards(mesh))
     packer = (batch_packer(cfg, data_shards(mesh), data_shards(mesh) // jax.process_count(), pad_id)
@@ -190,7 +196,8 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
                                          pretrained.hf_config, source_dir, export_dir,
                                          max_seq_length=cfg.max_seq_length,
                                          model_card=model_card(cfg, manifest, step, final, before),
-                                         extra_tensors=pretrained.extras, pooling=pretrained.model.pooling)
+                                         extra_tensors=pretrained.extras, pooling=pretrained.model.pooling,
+                                         prompts=manifest.prompts, default_prompt_name=manifest.default_prompt_name)
             log.info("exported the model to %s", export_dir)
         return TrainResult(step, finished=True, evaluation=final, evaluation_before=before, export_dir=export_dir)
     finally:

@@ -27,6 +27,7 @@ from trainer.config import TrainConfig
 from trainer.grad_cache import (cached_value_and_grad, cached_value_and_grad_packed, packed_to_columns,
                                 stack_columns)
 from trainer.loss import contrastive_loss, validate_loss_options
+from trainer.matryoshka import matryoshka_loss
 from trainer.memory_plan import ChunkPlan, state_shardings
 from trainer.mesh import batch_sharding, check_batch_layout, data_shards, replicated
 from trainer.modeling import dropout_token_ids
@@ -118,16 +119,20 @@ def batch_columns(batch: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def make_loss_of_embeddings(cfg: TrainConfig, batch: Mapping[str, Any]) -> Callable[[jax.Array], jax.Array]:
-    """[C, B, H] embeddings -> the contrastive loss, with the directions of this batch's kind."""
+    """[C, B, H] embeddings -> the contrastive loss, with the directions of this batch's kind (summed
+    over cfg.matryoshka_dims' sizes when set: trainer/matryoshka.py)."""
     triplet = "negative" in batch_columns(batch)
     directions = cfg.triplet_directions if triplet else cfg.pair_directions
 
-    def loss_of_embeddings(embs):
+    def contrastive(embs):
         return contrastive_loss(
             embs[0], embs[1], embs[2] if triplet else None,
             anchor_fp=batch.get("anchor_fp"), positive_fp=batch.get("positive_fp"),
             negative_fp=batch.get("negative_fp"), scale=cfg.scale, directions=directions,
             partition_mode=cfg.partition_mode, mask_false_negatives=cfg.mask_false_negatives)
+
+    def loss_of_embeddings(embs):
+        return matryoshka_loss(contrastive, embs, cfg.matryoshka_dims, cfg.matryoshka_weights)
     return loss_of_embeddings
 
 

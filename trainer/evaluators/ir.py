@@ -7,7 +7,9 @@ order); nDCG's ideal ranking puts min(|relevant|, 10) relevant documents first; 
 min(100, |relevant|); means over the queries that have a relevant document. The corpus is scored in
 chunks, so memory stays [queries, chunk]. `IrEvaluator` tokenizes each set once and embeds it with
 the parameters it is given (metrics eval/ir/<set name>/<metric>), in training (--ir_eval) and on the
-command line (trainer/cli.py: set-ir-eval, python -m trainer.ir_eval).
+command line (trainer/cli.py: set-ir-eval, python -m trainer.ir_eval). A query prompt and a corpus
+prompt, when given, are prepended to the texts before tokenizing, as sentence-transformers'
+`encode(prompt=...)` does (its evaluator's query_prompt_name / corpus_prompt_name).
 """
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.user_errors import UserError
 from trainer.encode import encode_ids, tokenize
 from trainer.evaluators.beir import BeirDataset, read_beir
+from trainer.matryoshka import dim_metric, truncate
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "map@100")
 MAX_K = 100
@@ -66,6 +70,32 @@ def ir_metrics(ranked: np.ndarray, data: BeirDataset) -> dict[str, float]:
     return {name: float(v.mean()) for name, v in zip(METRICS, (ndcg, mrr, recall, ap))}
 
 
+def prompt_text(prompts: dict[str, str], name: str | None, flag: str, owner: str) -> str:
+    """The text of prompt `name` in a prompt table ("" when no name is given); a name the table lacks
+    is a UserError naming the flag."""
+    if not name:
+        return ""
+    if name not in prompts:
+        raise UserError(f"--{flag}={name}: {owner} has no prompt {name!r} "
+                        f"({'it has ' + ', '.join(map(repr, prompts)) if prompts else 'it has no prompts'})")
+    return prompts[name]
+
+
+def ir_prompts(prompts: dict[str, str], query_name: str | None, corpus_name: str | None, owner: str,
+               flag_prefix: str = "") -> dict[str, str]:
+    """IrEvaluator's query_prompt and corpus_prompt from the flags <prefix>query_prompt_name and
+    <prefix>corpus_prompt_name, looked up in `prompts` (the table of `owner`)."""
+    return {f"{role}_prompt": prompt_text(prompts, name, f"{flag_prefix}{role}_prompt_name", owner)
+            for role, name in (("query", query_name), ("corpus", corpus_name))}
+
+
+def training_ir_prompts(cfg, manifest) -> dict[str, str]:
+    """A training run's IR prompts: its --ir_query_prompt_name / --ir_corpus_prompt_name in the manifest's
+    table (train_main.py checks them before the run starts)."""
+    return ir_prompts(manifest.prompts, cfg.ir_query_prompt_name, cfg.ir_corpus_prompt_name,
+                      f"the manifest {manifest.path}", flag_prefix="ir_")
+
+
 def embedder(model, variables: Any, pad_id: int, batch_size: int, max_seq_length: int,
              progress: bool = False) -> Callable[[list[list[int]], str], np.ndarray]:
     """embed(token ids, label) -> embeddings, in slices of 16 batches so a progress bar (stderr) can move."""
@@ -84,22 +114,40 @@ class IrEvaluator:
     """eval/ir/<name>/{ndcg@10, mrr@10, recall@100, map@100} per BEIR directory, on given parameters."""
 
     def __init__(self, model, tokenizer, sets: Sequence[str | BeirDataset], max_seq_length: int,
-                 batch_size: int = 64, split: str = "test"):
-        """`sets`: BEIR directories (read with `split`'s qrels) or data sets already read."""
+                 batch_size: int = 64, split: str = "test", query_prompt: str = "", corpus_prompt: str = "",
+                 dims: Sequence[int] = ()):
+        """`sets`: BEIR directories (read with `split`'s qrels) or data sets already read; the prompts
+        are prepended to every query / document (counting toward max_seq_length); `dims`: Matryoshka
+        sizes `run` reports besides the full one (trainer/matryoshka.py)."""
         self.model, self.batch_size = model, batch_size
+        self.dims = (None,) + tuple(dims)
         self.max_seq_length = min(max_seq_length, model.config.max_input_length)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.config.pad_token_id
         self.sets = []
         for path in sets:
             data = path if isinstance(path, BeirDataset) else read_beir(path, split)
-            self.sets.append((data, tokenize(tokenizer, data.queries, self.max_seq_length),
-                              tokenize(tokenizer, data.corpus, self.max_seq_length)))
+            self.sets.append((data, tokenize(tokenizer, [query_prompt + t for t in data.queries], self.max_seq_length),
+                              tokenize(tokenizer, [corpus_prompt + t for t in data.corpus], self.max_seq_length)))
 
     def evaluate(self, params: Any, progress: bool = False) -> dict[str, dict[str, float]]:
         """Set name -> metrics; `params` as the model's apply takes them ({"params": ...})."""
+        return self.evaluate_sizes(params, (None,), progress)[None]
+
+    def evaluate_sizes(self, params: Any, dims: Sequence[int | None], progress: bool = False
+                       ) -> dict[int | None, dict[str, dict[str, float]]]:
+        """Size (None: the full embedding; else a Matryoshka size) -> set name -> metrics; each set is
+        embedded once."""
         embed = embedder(self.model, params, self.pad_id, self.batch_size, self.max_seq_length, progress)
-        return {data.name: ir_metrics(rank_corpus(embed(q, "queries"), embed(c, "corpus"), data.corpus_ids), data)
-                for data, q, c in self.sets}
+        out: dict[int | None, dict[str, dict[str, float]]] = {dim: {} for dim in dims}
+        for data, q, c in self.sets:
+            queries, corpus = embed(q, "queries"), embed(c, "corpus")
+            for dim in dims:
+                ranked = rank_corpus(truncate(queries, dim), truncate(corpus, dim), data.corpus_ids)
+                out[dim][data.name] = ir_metrics(ranked, data)
+        return out
 
     def run(self, params: Any) -> dict[str, float]:
-        return {f"eval/ir/{name}/{k}": v for name, m in self.evaluate({"params": params}).items() for k, v in m.items()}
+        """eval/ir/<set>/<metric>, and eval/dim<d>/ir/<set>/<metric> per Matryoshka size of `dims`."""
+        per_dim = self.evaluate_sizes({"params": params}, self.dims)
+        return {dim_metric(f"eval/ir/{name}/{k}", dim): v
+                for dim, sets in per_dim.items() for name, m in sets.items() for k, v in m.items()}

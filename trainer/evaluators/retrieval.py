@@ -7,7 +7,7 @@ format's rule in pipeline/record_schema.py) and embeds them with the parameters 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from pipeline import record_schema
 from pipeline.manifest import CorpusEntry, Manifest
 from trainer.data import records
 from trainer.encode import encode_ids
+from trainer.matryoshka import dim_metric, truncate
 
 
 def retrieval_metrics(anchors: np.ndarray, positives: np.ndarray, positive_fp: Sequence[int] | None = None) -> dict[str, float]:
@@ -37,14 +38,6 @@ def retrieval_metrics(anchors: np.ndarray, positives: np.ndarray, positive_fp: S
     first = np.where(hits.any(axis=1), hits.argmax(axis=1), -1)
     mrr = np.where(first >= 0, 1.0 / (np.maximum(first, 0) + 1), 0.0)
     return {"recall@1": float(hits[:, 0].mean()), "mrr@10": float(mrr.mean()), "n": int(n)}
-
-
-def evaluate_corpus(embed_ids: Callable[[list[list[int]]], np.ndarray], anchors: list[list[int]],
-                    positives: list[list[int]], positive_fp: Sequence[int] | None = None) -> dict[str, float]:
-    """Embeds token-id lists with `embed_ids` and scores retrieval."""
-    if not anchors:
-        return {"recall@1": float("nan"), "mrr@10": float("nan"), "n": 0}
-    return retrieval_metrics(embed_ids(anchors), embed_ids(positives), positive_fp)
 
 
 def _cut(ids: list[int], max_len: int | None) -> list[int]:
@@ -75,11 +68,14 @@ def validation_pairs(corpus: CorpusEntry, compression: str, max_examples: int, m
 
 
 class RetrievalEvaluator:
-    """Recall@1 and MRR@10 per corpus with a validation split (and their means), on given parameters."""
+    """Recall@1 and MRR@10 per corpus with a validation split (and their means), on given parameters;
+    also at each Matryoshka size of `dims` (eval/dim<d>/..., trainer/matryoshka.py)."""
 
-    def __init__(self, model, manifest: Manifest, max_examples: int, max_seq_length: int, batch_size: int = 64):
+    def __init__(self, model, manifest: Manifest, max_examples: int, max_seq_length: int, batch_size: int = 64,
+                 dims: Sequence[int] = ()):
         self.model, self.pad_id = model, manifest.pad_token_id
         self.max_seq_length, self.batch_size = max_seq_length, batch_size
+        self.dims = (None,) + tuple(dims)
         self.splits = {}
         for c in manifest.corpora:
             if c.validation_examples > 0:
@@ -98,9 +94,13 @@ class RetrievalEvaluator:
 
         out: dict[str, float] = {}
         for name, (anchors, positives, fingerprints) in self.splits.items():
-            m = evaluate_corpus(embed_ids, anchors, positives, fingerprints)
-            out[f"eval/{name}/recall@1"], out[f"eval/{name}/mrr@10"] = m["recall@1"], m["mrr@10"]
-        if self.splits:
-            out["eval/mean_recall@1"] = float(np.mean([out[f"eval/{n}/recall@1"] for n in self.splits]))
-            out["eval/mean_mrr@10"] = float(np.mean([out[f"eval/{n}/mrr@10"] for n in self.splits]))
+            a, p = embed_ids(anchors), embed_ids(positives)
+            for dim in self.dims:
+                m = retrieval_metrics(truncate(a, dim), truncate(p, dim), fingerprints)
+                for metric in ("recall@1", "mrr@10"):
+                    out[dim_metric(f"eval/{name}/{metric}", dim)] = m[metric]
+        for dim in self.dims if self.splits else ():
+            for metric in ("recall@1", "mrr@10"):
+                out[dim_metric(f"eval/mean_{metric}", dim)] = float(
+                    np.mean([out[dim_metric(f"eval/{n}/{metric}", dim)] for n in self.splits]))
         return out

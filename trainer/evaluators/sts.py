@@ -14,6 +14,7 @@ import numpy as np
 from pipeline import storage
 from pipeline.user_errors import UserError
 from trainer.encode import encode
+from trainer.matryoshka import dim_metric, truncate
 
 StsRow = tuple[str, str, float]
 
@@ -66,17 +67,23 @@ def sts_spearman(embed_fn: Callable[[Sequence[str]], np.ndarray], path_or_rows: 
 
 
 class StsEvaluator:
-    """STS Spearman (`eval/sts_spearman`) of the model with given parameters; the file is read once."""
+    """STS Spearman (`eval/sts_spearman`) of the model with given parameters, and at each Matryoshka
+    size of `dims` (eval/dim<d>/sts_spearman); the file is read once."""
 
-    def __init__(self, model, tokenizer, path: str, max_seq_length: int, batch_size: int = 64):
+    def __init__(self, model, tokenizer, path: str, max_seq_length: int, batch_size: int = 64,
+                 dims: Sequence[int] = ()):
         self.model, self.tokenizer = model, tokenizer
         self.max_seq_length, self.batch_size = max_seq_length, batch_size
         self.rows = read_sts(path)
+        self.sentences = sorted({s for a, b, _ in self.rows for s in (a, b)})
+        self.dims = (None,) + tuple(dims)
 
     def run(self, params: Any) -> dict[str, float]:
-        variables = {"params": params}
-        return {"eval/sts_spearman": sts_spearman(
-            lambda s: encode(self.model, variables, self.tokenizer, s, self.batch_size, self.max_seq_length), self.rows)}
+        emb = encode(self.model, {"params": params}, self.tokenizer, self.sentences, self.batch_size,
+                     self.max_seq_length)
+        row = {s: i for i, s in enumerate(self.sentences)}
+        return {dim_metric("eval/sts_spearman", dim): sts_spearman(
+            lambda s, dim=dim: truncate(emb[[row[x] for x in s]], dim), self.rows) for dim in self.dims}
 
 
 if __name__ == "__main__":  # the command line lives in trainer/cli.py (console script set-sts-eval)

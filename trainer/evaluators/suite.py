@@ -10,18 +10,22 @@ from typing import Any
 
 from pipeline.manifest import Manifest
 from trainer.config import TrainConfig
-from trainer.evaluators.ir import IrEvaluator
+from trainer.evaluators.ir import IrEvaluator, training_ir_prompts
 from trainer.evaluators.retrieval import RetrievalEvaluator
 from trainer.evaluators.sts import StsEvaluator
+from trainer.matryoshka import eval_dims
 
 
 class EvaluationSuite:
     def __init__(self, cfg: TrainConfig, model, tokenizer, manifest: Manifest):
-        self.evaluators: list[Any] = [RetrievalEvaluator(model, manifest, cfg.eval_max_examples, cfg.max_seq_length)]
+        dims = eval_dims(cfg.matryoshka_dims, model.config.hidden_size)  # each evaluator reports these sizes too
+        self.evaluators: list[Any] = [RetrievalEvaluator(model, manifest, cfg.eval_max_examples, cfg.max_seq_length,
+                                                         dims=dims)]
         if cfg.sts_dev:
-            self.evaluators.append(StsEvaluator(model, tokenizer, cfg.sts_dev, cfg.max_seq_length))
+            self.evaluators.append(StsEvaluator(model, tokenizer, cfg.sts_dev, cfg.max_seq_length, dims=dims))
         if cfg.ir_eval:
-            self.evaluators.append(IrEvaluator(model, tokenizer, cfg.ir_eval, cfg.max_seq_length))
+            self.evaluators.append(IrEvaluator(model, tokenizer, cfg.ir_eval, cfg.max_seq_length,
+                                               dims=dims, **training_ir_prompts(cfg, manifest)))
 
     def run(self, params: Any) -> dict[str, float]:
         out: dict[str, float] = {}
