@@ -55,7 +55,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="for --sampling_strategy=random")
     e = p.add_argument_group("embedding and search")
     e.add_argument("--max_seq_length", type=int, default=None, help="default: the model's own")
-    e.add_argument("--batch_size", type=int, default=64, help="texts per encoder step, over all devices")
+    e.add_argument("--batch_size", type=int, default=64, help="texts per encoder step, over all devices (with "
+                   "packing: about this many texts' tokens)")
+    e.add_argument("--packing", default="true", choices=("true", "false"),
+                   help="pack several texts into each row (no padding computed); false: one text per row, "
+                        "padded to a length bucket")
     e.add_argument("--shard_size", type=int, default=16384, help="texts per embedding shard (and per pool block)")
     e.add_argument("--query_block", type=int, default=1024, help="anchors scored per step")
     e.add_argument("--approx_recall", type=float, default=None,
@@ -65,7 +69,20 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--device_pool_gib", type=float, default=4.0,
                    help="GiB of pool blocks each device keeps between anchor shards")
     e.add_argument("--max_line_bytes", type=int, default=MAX_LINE_BYTES)
+    pr = p.add_argument_group("prompts (sentence-transformers' mine_hard_negatives names; default: none)")
+    for role, texts in (("query", "the anchors"), ("corpus", "the pool's texts")):
+        pr.add_argument(f"--{role}_prompt_name", default=None,
+                        help=f"a prompt of the model's config_sentence_transformers.json, prepended to {texts} "
+                             "when embedding them (the output keeps the plain texts)")
+        pr.add_argument(f"--{role}_prompt", default=None,
+                        help=f"the prompt text itself (overrides --{role}_prompt_name)")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
+    h = p.add_argument_group("several hosts (each embeds and searches its share of the shards; process 0 "
+                             "writes the output; --workdir must be shared, e.g. gs://; TPU pod slices "
+                             "start without these flags)")
+    h.add_argument("--coordinator_address", default=None, help="host:port of process 0")
+    h.add_argument("--num_processes", type=int, default=None)
+    h.add_argument("--process_id", type=int, default=None)
     return p
 
 
@@ -75,7 +92,8 @@ def settings_from_args(args: argparse.Namespace) -> MineSettings:
     return MineSettings(args.input, args.output, args.model, args.record_format, args.pool, args.workdir, filters,
                         args.max_seq_length, args.batch_size, args.shard_size, args.query_block, args.seed,
                         args.approx_recall, args.recall_sample, args.device_pool_gib, args.max_line_bytes,
-                        args.overwrite, not args.no_progress)
+                        args.overwrite, not args.no_progress, args.query_prompt_name, args.query_prompt,
+                        args.corpus_prompt_name, args.corpus_prompt, packing=args.packing == "true")
 
 
 def _mine(argv: list[str] | None) -> int:
@@ -83,10 +101,14 @@ def _mine(argv: list[str] | None) -> int:
     settings = settings_from_args(args)
     settings.check()  # every value checked before the model loads
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from trainer.mesh import initialize_distributed
     from trainer.mining.run import mine
 
+    initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     with as_user_errors(FileNotFoundError):  # a model directory or input that is not there
         result = mine(settings)
+    if not result.report:  # another process than 0: it wrote its shards; process 0 writes the output
+        return 0
     c = result.report["counts"]
     logging.getLogger("mine").info("%d of %d anchors written with %d negatives to %s; report %s",
                                    c["anchors_written"], c["anchors"], c["negatives_written"], settings.output,

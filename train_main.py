@@ -5,8 +5,10 @@
 
 Every TrainConfig field (trainer/config.py) is a flag that overrides the preset. Rerunning the same
 command with the same workdir resumes from its latest checkpoint. Exit status: 0; 2 for a user's
-mistake (a bad flag or value, a missing manifest or model), said in one line; 3 when the loss went
-non-finite.
+mistake (a bad flag or value, a missing manifest or model, an --mteb_tasks entry that mteb does not
+know), said in one line; 3 when the loss went non-finite; 4 when training finished and the model was
+exported but a task of --mteb_tasks failed (the log names it and the cause; rerunning the same command
+runs the final evaluation, the export and the tasks again, not the training).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from trainer.config import PRESETS, TrainConfig, get_preset
 
 BOOLEANS = {"1": True, "true": True, "yes": True, "y": True, "0": False, "false": False, "no": False, "n": False}
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
+EXIT_MTEB_FAILED = 4  # trained and exported, but an --mteb_tasks task failed
 
 
 def _parse_bool(s: str) -> bool:
@@ -91,11 +94,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def check_inputs(cfg: TrainConfig, data_dir: str) -> None:
     """What the user named, checked before the trainer (and TensorFlow) starts: --model when it is a
-    local path, the --ir_eval directories, the batch over this run's devices, and the Beam job's
-    manifest in --data_dir (with the IR prompt names in its prompt table)."""
+    local path, the --ir_eval directories, the --mteb_tasks (mteb importable, each task known), the
+    batch over this run's devices, and the Beam job's manifest in --data_dir (with the IR and STS prompt
+    names in its prompt table)."""
     from pipeline import storage
     from pipeline.manifest import load_manifest
     from trainer.evaluators.ir import training_ir_prompts
+    from trainer.evaluators.mteb_tasks import resolve_tasks
+    from trainer.evaluators.sts import training_sts_prompt
     from trainer.mesh import check_batch_layout, create_mesh
 
     if not (is_remote(cfg.model) or is_hub_name(cfg.model) or os.path.isdir(cfg.model)):
@@ -105,8 +111,11 @@ def check_inputs(cfg: TrainConfig, data_dir: str) -> None:
         if not storage.exists(storage.join(d, "corpus.jsonl")):
             raise UserError(f"--ir_eval={d}: no corpus.jsonl there (a BEIR-format directory: corpus.jsonl, "
                             "queries.jsonl, qrels/test.tsv)")
+    resolve_tasks(cfg.mteb_tasks)
     check_batch_layout(cfg.batch_size, create_mesh(), cfg.grad_cache_chunk)
-    training_ir_prompts(cfg, load_manifest(data_dir))  # the prompt names in the manifest's table
+    manifest = load_manifest(data_dir)
+    training_ir_prompts(cfg, manifest)  # the prompt names in the manifest's table
+    training_sts_prompt(cfg, manifest)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +144,12 @@ def _train(argv: list[str] | None) -> int:
     if result.finished:
         logging.getLogger("trainer").info("done at step %d: %s; exported to %s", result.step, result.evaluation,
                                           result.export_dir)
+    if result.mteb is not None and result.mteb.failures:
+        logging.getLogger("trainer").error(
+            "training finished and the model is exported to %s, but MTEB task(s) %s failed (above); rerun the "
+            "same command to run them again (the training is not repeated)", result.export_dir,
+            ", ".join(result.mteb.failures))
+        return EXIT_MTEB_FAILED
     return 0
 
 

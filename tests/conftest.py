@@ -80,3 +80,18 @@ def prompted_data_dir(tmp_path_factory, tiny_bert_dir) -> str:
               "--validation_fraction=0", f"--max_seq_length={PROMPTED_MAX_SEQ_LENGTH}"])
     assert rc == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def prompted_minilm(tmp_path_factory, demo_model_dir) -> str:
+    """all-MiniLM-L6-v2 with tests/_prompted.py's MINILM_PROMPTS in its config_sentence_transformers.json
+    (its other files linked)."""
+    from tests._prompted import MINILM_PROMPTS
+
+    d = tmp_path_factory.mktemp("prompted_minilm")
+    for name in os.listdir(demo_model_dir):
+        if name != "config_sentence_transformers.json":
+            os.symlink(os.path.join(demo_model_dir, name), d / name)
+    (d / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": MINILM_PROMPTS, "default_prompt_name": None}))
+    return str(d)

@@ -35,6 +35,8 @@ def test_presets_validate(name):
     ({"ir_eval": ("a/beir/x", "b/x/")}, "--ir_eval must be directories with distinct names (each names its metrics)"),
     ({"ir_query_prompt_name": None}, "--ir_query_prompt_name must be a prompt name of the manifest's 'prompts' (or "
                                      "empty: none), got None"),
+    ({"sts_prompt_name": 3}, "--sts_prompt_name must be a prompt name of the manifest's 'prompts' (or empty: none), "
+                             "got 3"),
 ])
 def test_bad_values_name_their_flag(change, message):
     with pytest.raises(ConfigError) as e:

@@ -1,4 +1,5 @@
 """Our jit encode of all-MiniLM-L6-v2 against sentence-transformers (torch CPU) on the same directory."""
+import jax
 import numpy as np
 import pytest
 
@@ -46,15 +47,17 @@ def st_model(minilm):
     return SentenceTransformer(minilm[0].source_dir, device="cpu")
 
 
-@pytest.mark.parametrize("max_seq_length,n", [(128, 210), (256, 40)])
-def test_matches_sentence_transformers(minilm, st_model, max_seq_length, n):
+# The second case encodes with packing (several texts per row): it too must give sentence-transformers' numbers.
+@pytest.mark.parametrize("max_seq_length,n,packing", [(128, 210, False), (256, 40, True)])
+def test_matches_sentence_transformers(minilm, st_model, max_seq_length, n, packing):
     pre, tok = minilm
     sentences = varied_sentences(n)
     n_tokens = [len(x) for x in tok(sentences)["input_ids"]]
     assert sum(t > max_seq_length for t in n_tokens) >= 2 and min(n_tokens) == 2  # truncation and "" occur
     st_model.max_seq_length = max_seq_length
     ref = st_model.encode(sentences, batch_size=32, convert_to_numpy=True)
-    ours = encode(pre.model, pre.params, tok, sentences, batch_size=32, max_seq_length=max_seq_length)
+    ours = encode(pre.model, pre.params, tok, sentences, batch_size=32, max_seq_length=max_seq_length,
+                  packing=packing)
     assert ours.shape == (len(sentences), 384) and ours.dtype == np.float32
     assert np.abs(ours - ref).max() <= 1e-5
 
@@ -72,3 +75,30 @@ def test_order_and_padding_do_not_change_results(minilm):
     assert encode(pre.model, pre.params, tok, [], max_seq_length=64).shape == (0, 384)
     with pytest.raises(TypeError, match="must be str"):
         encode(pre.model, pre.params, tok, ["ok", None])
+
+
+def test_packed_encode_equals_padded_on_a_mesh_with_one_program_per_row_length():
+    """Packing changes which texts share a row, never an embedding; calls on texts of one length
+    distribution reuse one program (rows per call are a power of two)."""
+    from tests._tiny import tiny_model
+    from trainer.encode import _jitted_packed, encode_ids
+    from trainer.mesh import create_mesh
+
+    model, params = tiny_model()
+    rng = np.random.default_rng(3)
+    ids = [[2] + rng.integers(5, 97, size=int(n)).tolist() + [3] for n in rng.integers(0, 30, size=150)]
+    padded = encode_ids(model, {"params": params}, ids, 0, batch_size=16, max_seq_length=32)
+    _jitted_packed.cache_clear()
+    packed = encode_ids(model, {"params": params}, ids, 0, batch_size=16, max_seq_length=32, mesh=create_mesh(),
+                        packing=True)
+    np.testing.assert_allclose(packed, padded, atol=1e-6)
+    compiles = []
+    listener = lambda event, secs, **kw: compiles.append(event) if event.endswith("backend_compile_duration") else None  # noqa: E731
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        again = encode_ids(model, {"params": params}, ids[::-1], 0, batch_size=16, max_seq_length=32,
+                           mesh=create_mesh(), packing=True)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    np.testing.assert_allclose(again, padded[::-1], atol=1e-6)
+    assert compiles == [] and _jitted_packed.cache_info().currsize == 1

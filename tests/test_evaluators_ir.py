@@ -128,21 +128,6 @@ def beir_set(tmp_path_factory):
     return _write_beir(tmp_path_factory.mktemp("beir") / "people", corpus, queries, qrels)
 
 
-QUERY_PROMPT = "Represent this sentence for searching relevant passages: "
-
-
-@pytest.fixture(scope="module")
-def prompted_minilm(tmp_path_factory, demo_model_dir):
-    """all-MiniLM-L6-v2 with a prompt table in its config_sentence_transformers.json (its files linked)."""
-    d = tmp_path_factory.mktemp("prompted_minilm")
-    for name in os.listdir(demo_model_dir):
-        if name != "config_sentence_transformers.json":
-            os.symlink(os.path.join(demo_model_dir, name), d / name)
-    (d / "config_sentence_transformers.json").write_text(json.dumps(
-        {"prompts": {"query": QUERY_PROMPT, "passage": "passage: "}, "default_prompt_name": None}))
-    return str(d)
-
-
 def _st_evaluator(path, **prompts):
     """sentence-transformers' evaluator on the files read independently of trainer/evaluators/beir.py."""
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator

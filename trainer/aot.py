@@ -288,8 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def corpus_profiles(manifest: str | None, data_config: str | None) -> list:
-    from trainer.length_profiles import manifest_profiles, stated_profiles
+def corpus_profiles(manifest: str | None, data_config: str | None, model: str) -> list:
+    """The manifest's measured lengths, else the stated table for the data config's corpora (their
+    prompts counted with `model`'s tokenizer)."""
+    from trainer.length_profiles import manifest_profiles, model_prompt_counter, stated_profiles
 
     if manifest:
         from pipeline.manifest import load_manifest
@@ -298,7 +300,8 @@ def corpus_profiles(manifest: str | None, data_config: str | None) -> list:
     from pipeline.data_config import load_data_config
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return stated_profiles(load_data_config(data_config or os.path.join(root, "data_config.json")).corpora)
+    return stated_profiles(load_data_config(data_config or os.path.join(root, "data_config.json")).corpora,
+                           model_prompt_counter(model))
 
 
 def plan(cfg: TrainConfig, slice_: tpu.Slice, shapes: Sequence[str] = ("worst", "typical"), sim_steps: int = 10_000,
@@ -324,7 +327,8 @@ def plan(cfg: TrainConfig, slice_: tpu.Slice, shapes: Sequence[str] = ("worst", 
         f"({enc.num_hidden_layers} x {enc.hidden_size}); global batch {cfg.batch_size}; memory plan: "
         f"chunk_tokens={cfg.chunk_tokens} grad_cache_chunk={cfg.grad_cache_chunk} "
         f"shard_optimizer={cfg.shard_optimizer} remat={cfg.remat} adam_mu_dtype={cfg.adam_mu_dtype}")
-    sim = simulate(profiles if profiles is not None else corpus_profiles(None, None), cfg, n, steps=sim_steps)
+    sim = simulate(profiles if profiles is not None else corpus_profiles(None, None, cfg.model), cfg, n,
+                   steps=sim_steps)
     todo = []
     if "worst" in shapes:
         todo += [("worst", s) for s in worst_shapes(cfg, n)]
@@ -377,7 +381,7 @@ def _main(argv: list[str] | None) -> int:
         raise UserError("--sim_steps and --jobs must be at least 1, --efficiency in (0, 1]")
     with as_user_errors(FileNotFoundError):  # the model's config.json, the manifest or data config named
         read_model_config(cfg.model)
-        profiles = corpus_profiles(args.manifest, args.data_config)
+        profiles = corpus_profiles(args.manifest, args.data_config, cfg.model)
     report = plan(cfg, s, shapes, args.sim_steps, profiles, args.efficiency, args.jobs, cfg.memory_budget_gib)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -84,26 +84,35 @@ def _sts_eval(argv: Sequence[str] | None, prog: str) -> int:
                         "same model directory).")
     ap.add_argument("--model", required=True, help=MODEL_HELP)
     ap.add_argument("--sts", required=True, help="STS benchmark layout file (local or gs://)")
+    ap.add_argument("--prompt_name", default=None, help="a prompt of the model's config_sentence_transformers.json, "
+                    "prepended to both sentences of every pair (default: none)")
     _encoding_flags(ap, 128)
     ap.add_argument("--reference", action="store_true", help="also run sentence-transformers (needs torch)")
     args = ap.parse_args(argv)
 
     from trainer.encode import encode, load_tokenizer
+    from trainer.evaluators.ir import prompt_text
     from trainer.evaluators.sts import read_sts, sts_spearman
+    from trainer.export import sentence_transformers_prompts
     from trainer.hf_loading import load_pretrained
 
     rows = read_sts(args.sts)
     with as_user_errors(FileNotFoundError):  # the model the flag names
         pre = load_pretrained(args.model)
+    prompt = prompt_text(sentence_transformers_prompts(pre.source_dir)[0], args.prompt_name, "prompt_name",
+                         f"{args.model}'s config_sentence_transformers.json")
     tok = load_tokenizer(pre.source_dir)
-    ours = sts_spearman(lambda s: encode(pre.model, pre.params, tok, s, args.batch_size, args.max_seq_length), rows)
-    print(f"flax encoder: spearman {ours:.4f} ({len(rows)} pairs, max_seq_length {args.max_seq_length})")
+    ours = sts_spearman(lambda s: encode(pre.model, pre.params, tok, [prompt + x for x in s], args.batch_size,
+                                         args.max_seq_length), rows)
+    named = f", prompt {args.prompt_name!r}" if args.prompt_name else ""
+    print(f"flax encoder: spearman {ours:.4f} ({len(rows)} pairs, max_seq_length {args.max_seq_length}{named})")
     if args.reference:
         from sentence_transformers import SentenceTransformer
 
         st = SentenceTransformer(pre.source_dir, device="cpu")
         st.max_seq_length = args.max_seq_length
-        ref = sts_spearman(lambda s: st.encode(list(s), batch_size=args.batch_size), rows)
+        # prompt="" when none is named: no prompt (no name would let the model's default prompt apply).
+        ref = sts_spearman(lambda s: st.encode(list(s), batch_size=args.batch_size, prompt=prompt), rows)
         print(f"sentence-transformers: spearman {ref:.4f}; difference {abs(ours - ref):.2e}")
     return 0
 

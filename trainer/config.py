@@ -85,6 +85,9 @@ class TrainConfig:
     keep_checkpoints: int = 3
     eval_max_examples: int = 1000  # per corpus validation split, for retrieval eval
     sts_dev: str | None = None
+    # A prompt for both sentences of each STS pair (STS is symmetric): a name in the manifest's prompt
+    # table ("": none), as sentence-transformers' encode(prompt_name=...) (trainer/evaluators/sts.py).
+    sts_prompt_name: str = ""
     # Retrieval evaluation on BEIR-format directories (corpus.jsonl, queries.jsonl, qrels/test.tsv; local
     # or gs://): eval/ir/<directory name>/ndcg@10, mrr@10, recall@100, map@100 (trainer/evaluators/ir.py).
     ir_eval: tuple[str, ...] = ()
@@ -92,6 +95,11 @@ class TrainConfig:
     # sentence-transformers' InformationRetrievalEvaluator(query_prompt_name=..., corpus_prompt_name=...).
     ir_query_prompt_name: str = ""
     ir_corpus_prompt_name: str = ""
+    # MTEB tasks run on the export at the end of training, where `mteb` is installed and their data cached
+    # (trainer/evaluators/mteb_tasks.py): comma-separated MTEB task names (STSBenchmark,SciFact) and/or a
+    # task class of your own as package.module:ClassName (an mteb AbsTask subclass, e.g. on private data).
+    # Metrics mteb/<task>/<split>/main_score; mteb's files in <workdir>/mteb. "": none.
+    mteb_tasks: str = ""
     export_dir: str | None = None  # default: <workdir>/export
     # Start-up: compile the worst-case batch shapes and stop before step 1 if one does not fit
     # (trainer/preflight.py); the budget is the device's memory, or this many GiB when > 0.
@@ -195,8 +203,10 @@ def check_config(cfg: TrainConfig) -> None:
 
 def _check_evaluation_options(cfg: TrainConfig) -> None:
     """Pooling among trainer/pooling.py's modes; BEIR directories with distinct names (they name the
-    metrics); prompt names that are strings."""
+    metrics); prompt names that are strings; MTEB task entries in their form (train_main.py looks them
+    up in mteb before the run starts)."""
     from trainer.evaluators.beir import dataset_name
+    from trainer.evaluators.mteb_tasks import spec_problem
     from trainer.pooling import POOLING_MODES
 
     if cfg.pooling not in ("auto",) + POOLING_MODES:
@@ -206,9 +216,13 @@ def _check_evaluation_options(cfg: TrainConfig) -> None:
     names = [dataset_name(d) for d in cfg.ir_eval]
     if len(set(names)) < len(names):
         _refuse("ir_eval", cfg.ir_eval, "directories with distinct names (each names its metrics)")
-    for name in ("ir_query_prompt_name", "ir_corpus_prompt_name"):  # resolved against the manifest at start-up
+    # Prompt names, resolved against the manifest at start-up.
+    for name in ("ir_query_prompt_name", "ir_corpus_prompt_name", "sts_prompt_name"):
         if not isinstance(getattr(cfg, name), str):
             _refuse(name, getattr(cfg, name), "a prompt name of the manifest's 'prompts' (or empty: none)")
+    problem = spec_problem(cfg.mteb_tasks)
+    if problem:
+        _refuse("mteb_tasks", cfg.mteb_tasks, problem)
 
 
 def _check_loss_options(cfg: TrainConfig) -> None:

@@ -49,13 +49,14 @@ def encode(
     max_seq_length: int = 128,
     buckets: Sequence[int] | None = None,
     mesh: Any = None,
+    packing: bool = False,
 ) -> np.ndarray:
-    """Unit-norm float32 embeddings [len(sentences), hidden] in the input order."""
+    """Unit-norm float32 embeddings [len(sentences), hidden] in the input order (`packing`: see encode_ids)."""
     # Never past the position table (sentence-transformers caps its tokenizer the same way).
     max_seq_length = min(max_seq_length, model.config.max_input_length)
     ids = tokenize(tokenizer, sentences, max_seq_length) if len(sentences) else []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.config.pad_token_id
-    return encode_ids(model, params, ids, pad_id, batch_size, max_seq_length, buckets, mesh)
+    return encode_ids(model, params, ids, pad_id, batch_size, max_seq_length, buckets, mesh, packing)
 
 
 def encode_ids(
@@ -67,10 +68,12 @@ def encode_ids(
     max_seq_length: int = 128,
     buckets: Sequence[int] | None = None,
     mesh: Any = None,
+    packing: bool = False,
 ) -> np.ndarray:
     """Embeddings of already-tokenized texts (ids with special tokens, at most max_seq_length long).
     With a `jax.sharding.Mesh` (one host's devices), each batch's rows are split over its devices
-    (batch_size rounded up to a multiple of them) and the parameters replicated on each."""
+    (batch_size rounded up to a multiple of them) and the parameters replicated on each.
+    `packing`: several texts per row (`_encode_packed`), else one text per row padded to a bucket."""
     n = len(ids)
     if n == 0:
         return np.zeros((0, model.config.hidden_size), np.float32)
@@ -80,15 +83,24 @@ def encode_ids(
     lengths = np.array([len(x) for x in ids])
     if lengths.max() > max_seq_length:
         raise ValueError(f"a text has {lengths.max()} tokens, more than max_seq_length {max_seq_length}")
-    order = np.argsort(-lengths, kind="stable")
-    apply = _jitted_apply(model)
-    put = lambda x: x  # noqa: E731
+    shards, put = 1, (lambda x: x)
     if mesh is not None:
         from trainer.mesh import batch_sharding, data_shards, replicated
 
-        batch_size = -(-batch_size // data_shards(mesh)) * data_shards(mesh)
+        shards = data_shards(mesh)
         params = jax.device_put(params, replicated(mesh))  # a no-op when already placed so
         put = functools.partial(jax.device_put, device=batch_sharding(mesh))
+    run = _encode_packed if packing else _encode_padded
+    return run(model, params, ids, lengths, pad_id, batch_size, buckets, shards, put)
+
+
+def _encode_padded(model, params, ids, lengths, pad_id, batch_size, buckets, shards, put) -> np.ndarray:
+    """Longest first, `batch_size` texts per call (rounded up to a multiple of the shards), each
+    batch padded to the bucket of its longest text."""
+    n = len(ids)
+    order = np.argsort(-lengths, kind="stable")
+    apply = _jitted_apply(model)
+    batch_size = -(-batch_size // shards) * shards
     outs = []
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
@@ -104,4 +116,53 @@ def encode_ids(
     emb = np.concatenate([np.asarray(o)[:k] for o, k in outs], axis=0)
     result = np.empty_like(emb)
     result[order] = emb
+    return result
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_packed(model, num_texts: int) -> Any:
+    return jax.jit(lambda params, ids, pos, text: model.apply(params, ids, pos, text, num_texts,
+                                                              method=type(model).packed))
+
+
+def _encode_packed(model, params, ids, lengths, pad_id, batch_size, buckets, shards, put) -> np.ndarray:
+    """Texts back to back in rows (best-fit decreasing, trainer/data/packing.py), each attending only
+    within itself with positions restarting (`SentenceEncoder.packed`): almost no padding is computed,
+    where length-sorted bucket-padded batches compute up to a third. Rows are as long as the bucket of
+    the longest text (one program per row length); a call holds about `batch_size` texts' tokens (the
+    encoder's speed per token on CPU falls with larger calls). Same embeddings as padded, to rounding."""
+    from trainer.data.packing import best_fit_decreasing, row_bucket
+
+    n = len(ids)
+    if lengths.min() < 1:
+        raise ValueError("a text has no tokens (a tokenizer adds at least its special tokens)")
+    row_len = batching.bucket_length(int(lengths.max()), buckets)
+    bins, offsets, n_bins = best_fit_decreasing(lengths, row_len)
+    # Rows per shard and call: a power of two, so that calls on texts of one distribution share a program.
+    rows = row_bucket(-(-int(np.ceil(batch_size * lengths.mean() / row_len)) // shards), steps=1)
+    # Texts per shard and call: at most what its rows hold (a text has >= 2 tokens with its special tokens).
+    num_texts = rows * row_len // (2 if lengths.min() >= 2 else 1)
+    apply = _jitted_packed(model, num_texts)
+    by_bin = np.argsort(bins, kind="stable")
+    starts = np.searchsorted(bins[by_bin], np.arange(n_bins + 1))
+    shape = (shards, rows, row_len)
+    outs = []
+    for first in range(0, n_bins, rows * shards):
+        p_ids, p_pos, p_text = np.full(shape, pad_id, np.int32), np.zeros(shape, np.int32), np.full(shape, -1, np.int32)
+        slots = np.full((shards, num_texts), -1, np.int64)  # shard-local text number -> input index
+        count = np.zeros(shards, np.int64)
+        for b in range(first, min(first + rows * shards, n_bins)):
+            s, r = divmod(b - first, rows)
+            for i in by_bin[starts[b]:starts[b + 1]].tolist():
+                o, k, t = int(offsets[i]), int(lengths[i]), int(count[s])
+                p_ids[s, r, o:o + k] = ids[i]
+                p_pos[s, r, o:o + k] = np.arange(k)
+                p_text[s, r, o:o + k] = t
+                slots[s, t] = i
+                count[s] += 1
+        outs.append((apply(params, put(p_ids), put(p_pos), put(p_text)), slots))
+    result = np.empty((n, model.config.hidden_size), np.float32)
+    for emb, slots in outs:
+        keep = slots >= 0
+        result[slots[keep]] = np.asarray(emb)[keep]
     return result

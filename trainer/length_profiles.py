@@ -3,14 +3,17 @@
 The number of programs a run compiles and the padding it pays depend on how long the texts of each
 corpus are (trainer/program_count.py). Before the Beam job has run there is no histogram, so a stated
 table gives each corpus's columns a log-normal token count (roberta-large / BERT tokenizers, special
-tokens included, before the cut at max_seq_length); after it, the manifest's p50 / p95 replace it.
-Numpy only: no TensorFlow, no JAX.
+tokens included, before the cut at max_seq_length), plus the tokens of the corpus's prompts when the
+data config gives it some (counted with the model's tokenizer); after it, the manifest's p50 / p95
+replace it (the job measured the prompted texts, so nothing is added). Numpy only: no TensorFlow, no
+JAX (the tokenizer, when prompts need it, is transformers').
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -20,10 +23,12 @@ from pipeline.record_schema import TRIPLET_FORMATS
 
 @dataclasses.dataclass(frozen=True)
 class ColumnProfile:
-    """Token counts of one column: log-normal with this median and sigma (of the log)."""
+    """Token counts of one column: log-normal with this median and sigma (of the log), plus the
+    tokens of the prompt prepended to each of its texts (the sum cut at max_seq_length)."""
 
     median: float
     sigma: float
+    prompt_tokens: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,26 +85,74 @@ def n_columns(record_format: str) -> int:
     return 3 if record_format in TRIPLET_FORMATS else 2
 
 
-def stated_profiles(corpora: Iterable[Any]) -> list[CorpusProfile]:
+def _prompt_texts(corpus: Any) -> dict[str, str]:
+    """A corpus's prompts, "anchor" / "candidate" -> text: DataConfig corpora and typed manifests hold
+    Prompt objects, manifest entries {"name", "text"} dicts; corpora from before prompts have none."""
+    raw = (corpus.get("prompts") if isinstance(corpus, Mapping) else getattr(corpus, "prompts", None)) or {}
+    return {key: p["text"] if isinstance(p, Mapping) else p.text for key, p in raw.items()}
+
+
+def stated_profiles(corpora: Iterable[Any], prompt_tokens: Callable[[str], int] | None = None) -> list[CorpusProfile]:
     """Profiles from the table above for DataConfig corpora or manifest entries (name, record_format, weight).
-    A corpus not in the table gets sentence-like columns; the column count always follows the record format."""
+    A corpus not in the table gets sentence-like columns; the column count always follows the record format.
+    The table counts the texts alone: a corpus with prompts gets `prompt_tokens(prompt)` (the model's
+    tokenizer: prompt_token_counter) added to its anchor column (its "anchor" prompt) and its positive
+    and negative columns (its "candidate" prompt); without `prompt_tokens` such a corpus is a ValueError."""
     out = []
     for c in corpora:
         record_format = _field(c, "record_format")
         n = n_columns(record_format)
         kinds = STATED.get(_field(c, "name"), ("sentence",) * n)
         kinds = (tuple(kinds) + (kinds[-1],) * n)[:n]  # a format changed since the table: pad or cut
-        out.append(CorpusProfile(_field(c, "name"), record_format, float(_field(c, "weight")),
-                                 tuple(KINDS[k] for k in kinds)))
+        columns = tuple(KINDS[k] for k in kinds)
+        prompts = _prompt_texts(c)
+        if prompts:
+            if prompt_tokens is None:
+                raise ValueError(f"corpus {_field(c, 'name')!r} has prompts: counting their tokens needs the "
+                                 "model's tokenizer (prompt_tokens)")
+            keys = ("anchor",) + ("candidate",) * (n - 1)
+            columns = tuple(dataclasses.replace(col, prompt_tokens=prompt_tokens(prompts[key])) if key in prompts
+                            else col for col, key in zip(columns, keys))
+        out.append(CorpusProfile(_field(c, "name"), record_format, float(_field(c, "weight")), columns))
     return out
+
+
+def prompt_token_counter(tokenizer) -> Callable[[str], int]:
+    """prompt -> the tokens it adds in front of a text, as the Beam job tokenizes prompt + text: the
+    count of prompt + a word less that of the word, special tokens left out. (Tokenized alone, a
+    prompt's trailing space is a token of its own in byte-level BPE (RoBERTa) and SentencePiece
+    vocabularies; in front of a text it joins the text's first word.)"""
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return lambda prompt: max(count(prompt + "word") - count("word"), 0)
+
+
+def model_prompt_counter(model: str) -> Callable[[str], int]:
+    """prompt_token_counter of `model`'s tokenizer (a Hugging Face name, a local or gs:// directory, or
+    the demo model), loaded when the first prompt is counted; one that does not load is a UserError."""
+    @functools.lru_cache(maxsize=None)
+    def counter() -> Callable[[str], int]:
+        from transformers import AutoTokenizer
+
+        from pipeline.model_source import resolve_model_source
+        from pipeline.user_errors import UserError
+
+        try:
+            return prompt_token_counter(AutoTokenizer.from_pretrained(resolve_model_source(model)))
+        except Exception as e:  # noqa: BLE001 - no network, no tokenizer files: one line naming the flag
+            raise UserError(f"--model={model}: the data config's prompts are counted with the model's tokenizer, "
+                            f"which did not load: {type(e).__name__}: {e}") from None
+    return lambda prompt: counter()(prompt)
 
 
 def manifest_profiles(manifest: Manifest) -> list[CorpusProfile]:
     """Profiles from the Beam job's measured token lengths: median = p50, sigma from p95 / p50.
 
     The manifest counts all texts of a corpus together, so every column gets the same profile; its
-    lengths are after the cut at max_seq_length, which only matters above the cut. Corpora without
-    texts are skipped (the trainer has nothing to draw from them either)."""
+    lengths are after the cut at max_seq_length, which only matters above the cut, and of the texts
+    as tokenized, prompts included (no prompt tokens are added here). Corpora without texts are
+    skipped (the trainer has nothing to draw from them either)."""
     out = []
     for c in manifest.corpora:
         tl = c.token_lengths
@@ -113,9 +166,10 @@ def manifest_profiles(manifest: Manifest) -> list[CorpusProfile]:
 
 
 def sample_lengths(profile: CorpusProfile, n: int, rng: np.random.Generator, max_seq_length: int) -> np.ndarray:
-    """Token counts int64 [C, n] of n records: log-normal draws, rounded, clipped to [3, max_seq_length]
-    (3: a special token on each side of at least one word piece)."""
+    """Token counts int64 [C, n] of n records: log-normal draws, rounded, plus each column's prompt
+    tokens, clipped to [3, max_seq_length] (3: a special token on each side of at least one word piece)."""
     median = np.array([c.median for c in profile.columns], np.float64)[:, None]
     sigma = np.array([c.sigma for c in profile.columns], np.float64)[:, None]
+    prompt = np.array([c.prompt_tokens for c in profile.columns], np.float64)[:, None]
     draws = np.exp(np.log(median) + sigma * rng.standard_normal((len(profile.columns), int(n))))
-    return np.clip(np.rint(draws), min(3, max_seq_length), max_seq_length).astype(np.int64)
+    return np.clip(np.rint(draws) + prompt, min(3, max_seq_length), max_seq_length).astype(np.int64)

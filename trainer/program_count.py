@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import train_main
     from pipeline.data_config import load_data_config
-    from trainer.length_profiles import manifest_profiles, stated_profiles
+    from trainer.length_profiles import manifest_profiles, model_prompt_counter, stated_profiles
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     p = train_main.build_parser()
@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = cfg.replace(max_seq_length=min(cfg.max_seq_length, manifest.max_seq_length or cfg.max_seq_length))
         profiles, source = manifest_profiles(manifest), f"measured lengths of {args.manifest}"
     else:
-        profiles, source = stated_profiles(load_data_config(args.data_config).corpora), "stated length table"
+        profiles = stated_profiles(load_data_config(args.data_config).corpora, model_prompt_counter(cfg.model))
+        source = "stated length table"
     start = time.perf_counter()
     sim = simulate(profiles, cfg, args.devices, args.steps, args.sim_seed, args.exact_packer)
     took = time.perf_counter() - start

@@ -1,4 +1,5 @@
-"""The training loop: data -> step -> metrics, evaluation and checkpoints -> export.
+"""The training loop: data -> step -> metrics, evaluation and checkpoints -> export (-> MTEB tasks on it,
+with --mteb_tasks).
 
 `train(cfg, data_dir, workdir)` is what `train_main.py` calls. It resumes from the workdir's latest
 checkpoint when there is one (parameters, optimizer, step and the data position), so rerunning the
@@ -21,6 +22,7 @@ from trainer.checkpointing import Checkpointer
 from trainer.config import TrainConfig
 from trainer.data.batches import BatchStream
 from trainer.encode import load_tokenizer
+from trainer.evaluators.mteb_tasks import MtebRun, resolve_tasks, run_tasks
 from trainer.evaluators.suite import EvaluationSuite
 from trainer.export import export_sentence_transformers
 from trainer.memory_plan import ChunkPlan, batch_packer
@@ -46,6 +48,7 @@ class TrainResult:
     evaluation: dict = dataclasses.field(default_factory=dict)
     evaluation_before: dict = dataclasses.field(default_factory=dict)
     export_dir: str | None = None
+    mteb: MtebRun | None = None  # --mteb_tasks on the export (main process): metrics, failed tasks
 
 
 class PreemptionGuard:
@@ -97,8 +100,11 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
     """Runs (or resumes) training to cfg.train_steps, then evaluates and exports.
 
     `stop_at_step` behaves like a preemption at that step (checkpoint, then return): a time-boxed job
-    or a test of exact resume."""
+    or a test of exact resume. With cfg.mteb_tasks, the tasks are looked up first (a MtebTaskError
+    before anything starts) and run on the export at the end; a task that fails there is logged and
+    returned in `result.mteb.failures`: the checkpoint and the export stay."""
     is_main = jax.process_index() == 0
+    mteb_tasks = resolve_tasks(cfg.mteb_tasks)  # nothing downloaded: a task loads its data when run
     cache_dir = startup.enable_compilation_cache(cfg.compilation_cache, workdir)
     mesh = create_mesh()
     log.info("devices: %d (%s), hosts: %d", jax.device_count(), jax.devices()[0].platform, jax.process_count())
@@ -199,8 +205,15 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
                                          extra_tensors=pretrained.extras, pooling=pretrained.model.pooling,
                                          prompts=manifest.prompts, default_prompt_name=manifest.default_prompt_name)
             log.info("exported the model to %s", export_dir)
-        return TrainResult(step, finished=True, evaluation=final, evaluation_before=before, export_dir=export_dir)
     finally:
         bar.close()
         batches.close()
         checkpointer.close()
+    mteb_run = None
+    if is_main and mteb_tasks:  # on the written export, with the input pipeline closed
+        mteb_run = run_tasks(mteb_tasks, export_dir, storage.join(workdir, "mteb"), step, progress=progress)
+        if mteb_run.metrics:
+            writer.write(step, mteb_run.metrics)
+        log.info("%s", mteb_run.summary())
+    return TrainResult(step, finished=True, evaluation=final, evaluation_before=before, export_dir=export_dir,
+                       mteb=mteb_run)

@@ -3,6 +3,8 @@
 Input: the STS benchmark's tab-separated layout (score in column 5, the sentence pair in columns 6
 and 7, 1-based; further columns ignored). Lines are read without quote processing, since sentences
 contain stray quote characters. TensorFlow-free; `StsEvaluator` runs it on the trainer's parameters.
+A prompt, when given, is prepended to both sentences of every pair before tokenizing (STS is
+symmetric), as sentence-transformers' `encode(prompt=...)` does.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 from pipeline import storage
 from pipeline.user_errors import UserError
 from trainer.encode import encode
+from trainer.evaluators.ir import prompt_text
 from trainer.matryoshka import dim_metric, truncate
 
 StsRow = tuple[str, str, float]
@@ -66,21 +69,29 @@ def sts_spearman(embed_fn: Callable[[Sequence[str]], np.ndarray], path_or_rows: 
     return float(spearmanr(cos, gold).statistic)
 
 
+def training_sts_prompt(cfg, manifest) -> str:
+    """A training run's STS prompt: its --sts_prompt_name in the manifest's table ("" without one;
+    train_main.py checks it before the run starts)."""
+    return prompt_text(manifest.prompts, cfg.sts_prompt_name, "sts_prompt_name", f"the manifest {manifest.path}")
+
+
 class StsEvaluator:
     """STS Spearman (`eval/sts_spearman`) of the model with given parameters, and at each Matryoshka
-    size of `dims` (eval/dim<d>/sts_spearman); the file is read once."""
+    size of `dims` (eval/dim<d>/sts_spearman); the file is read once. `prompt` is prepended to every
+    sentence (counting toward max_seq_length)."""
 
     def __init__(self, model, tokenizer, path: str, max_seq_length: int, batch_size: int = 64,
-                 dims: Sequence[int] = ()):
+                 dims: Sequence[int] = (), prompt: str = ""):
         self.model, self.tokenizer = model, tokenizer
         self.max_seq_length, self.batch_size = max_seq_length, batch_size
         self.rows = read_sts(path)
         self.sentences = sorted({s for a, b, _ in self.rows for s in (a, b)})
         self.dims = (None,) + tuple(dims)
+        self.prompt = prompt
 
     def run(self, params: Any) -> dict[str, float]:
-        emb = encode(self.model, {"params": params}, self.tokenizer, self.sentences, self.batch_size,
-                     self.max_seq_length)
+        emb = encode(self.model, {"params": params}, self.tokenizer, [self.prompt + s for s in self.sentences],
+                     self.batch_size, self.max_seq_length)
         row = {s: i for i, s in enumerate(self.sentences)}
         return {dim_metric("eval/sts_spearman", dim): sts_spearman(
             lambda s, dim=dim: truncate(emb[[row[x] for x in s]], dim), self.rows) for dim in self.dims}

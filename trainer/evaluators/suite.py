@@ -12,7 +12,7 @@ from pipeline.manifest import Manifest
 from trainer.config import TrainConfig
 from trainer.evaluators.ir import IrEvaluator, training_ir_prompts
 from trainer.evaluators.retrieval import RetrievalEvaluator
-from trainer.evaluators.sts import StsEvaluator
+from trainer.evaluators.sts import StsEvaluator, training_sts_prompt
 from trainer.matryoshka import eval_dims
 
 
@@ -22,7 +22,8 @@ class EvaluationSuite:
         self.evaluators: list[Any] = [RetrievalEvaluator(model, manifest, cfg.eval_max_examples, cfg.max_seq_length,
                                                          dims=dims)]
         if cfg.sts_dev:
-            self.evaluators.append(StsEvaluator(model, tokenizer, cfg.sts_dev, cfg.max_seq_length, dims=dims))
+            self.evaluators.append(StsEvaluator(model, tokenizer, cfg.sts_dev, cfg.max_seq_length, dims=dims,
+                                                prompt=training_sts_prompt(cfg, manifest)))
         if cfg.ir_eval:
             self.evaluators.append(IrEvaluator(model, tokenizer, cfg.ir_eval, cfg.max_seq_length,
                                                dims=dims, **training_ir_prompts(cfg, manifest)))

@@ -32,12 +32,19 @@ class Encoder:
     mesh: Any
     source_dir: str
     fingerprint: str  # of the model's files (model_fingerprint)
+    packing: bool = True  # several texts per row (trainer/encode.py): no padding computed
+
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         from trainer.encode import encode
 
         return encode(self.model, self.params, self.tokenizer, texts, self.batch_size, self.max_seq_length,
-                      mesh=self.mesh)
+                      mesh=self.mesh, packing=self.packing)
+
+    def prompted(self, prompt: str) -> Callable[[Sequence[str]], np.ndarray]:
+        """This encoder with `prompt` prepended to every text before tokenizing (counting toward
+        max_seq_length), as sentence-transformers' `encode(prompt=...)`; itself when there is none."""
+        return (lambda texts: self([prompt + t for t in texts])) if prompt else self
 
     @property
     def dim(self) -> int:
@@ -61,7 +68,7 @@ def model_fingerprint(model_dir: str) -> str:
     return h.hexdigest()[:16]
 
 
-def load_encoder(model: str, max_seq_length: int | None, batch_size: int, mesh) -> Encoder:
+def load_encoder(model: str, max_seq_length: int | None, batch_size: int, mesh, packing: bool = True) -> Encoder:
     """Our encoder of `--model` (a Hugging Face name or directory, local or gs://, or our export);
     max_seq_length None: the model's own (sentence_bert_config.json, as sentence-transformers uses it)."""
     from trainer.encode import load_tokenizer
@@ -72,7 +79,7 @@ def load_encoder(model: str, max_seq_length: int | None, batch_size: int, mesh) 
     limit = pre.config.max_input_length
     length = min(max_seq_length or sentence_bert_max_len(pre.source_dir), limit)
     return Encoder(pre.model, pre.params, load_tokenizer(pre.source_dir), length, batch_size, mesh,
-                   pre.source_dir, model_fingerprint(pre.source_dir))
+                   pre.source_dir, model_fingerprint(pre.source_dir), packing)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,13 +112,18 @@ class EmbeddingShards:
                              "directory (--overwrite) and run again")
         return emb
 
+    def owned_rows(self, owned: Callable[[int], bool]) -> int:
+        return sum(b - a for a, b in map(self.rows, filter(owned, range(self.n_shards))))
+
     def compute(self, texts: Sequence[str], encoder: Callable[[Sequence[str]], np.ndarray],
-                progress: Callable[[int], None] = lambda n: None) -> int:
-        """Embeds and writes every shard not yet written (what a resumed run skips is reported as
-        progress at once); returns the number of texts embedded now."""
+                progress: Callable[[int], None] = lambda n: None,
+                owned: Callable[[int], bool] = lambda i: True) -> int:
+        """Embeds and writes every shard that `owned` gives this process (all of them on one host) not
+        yet written (what a resumed run skips is reported as progress at once); returns the number of
+        texts embedded now."""
         todo = set(self.missing())
         done = 0
-        for i in range(self.n_shards):
+        for i in filter(owned, range(self.n_shards)):
             start, stop = self.rows(i)
             if i not in todo:
                 progress(stop - start)

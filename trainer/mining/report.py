@@ -54,12 +54,15 @@ def corpus_name(output: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", base) or "mined"
 
 
-def data_config_entry(output: str, report_path: str, model: str, model_fp: str, output_sha: str) -> dict:
-    """The data-config corpus entry for the mined file. Its description names the mining run; the Beam
-    job's manifest and the trained model's card carry it, so a model trained on the file names it."""
+def data_config_entry(output: str, report_path: str, model: str, model_fp: str, output_sha: str,
+                      prompts: dict[str, str] | None = None) -> dict:
+    """The data-config corpus entry for the mined file. Its description names the mining run (and the
+    prompts its embeddings used, {"query": ..., "corpus": ...}); the Beam job's manifest and the trained
+    model's card carry it, so a model trained on the file names it."""
+    used = "".join(f", {role} prompt {text!r}" for role, text in (prompts or {}).items() if text)
     return {"name": corpus_name(output), "files": [storage.abspath(output)], "record_format": "query_with_negatives",
             "weight": 1,
-            "description": (f"Hard negatives mined by mine_main.py with {model} (model fingerprint {model_fp}); "
+            "description": (f"Hard negatives mined by mine_main.py with {model} (model fingerprint {model_fp}{used}); "
                             f"output sha256 {output_sha[:16]}; report {storage.abspath(report_path)}.")}
 
 

@@ -6,6 +6,10 @@ anchors' embedding shards, with `plan.json`: model fingerprint, max_seq_length, 
 fingerprints of the texts) and `search/` (each anchor shard's top-k, with the search's `plan.json`).
 Rerunning the same command continues from the shards there; a run whose embeddings would differ is
 refused (or, with `overwrite`, started afresh); other search or filter settings reuse the embeddings.
+
+Prompts (sentence-transformers' `query_prompt(_name)` / `corpus_prompt(_name)`) are prepended to the
+anchors and to the pool texts before embedding only: fingerprints, the exclusions and the output
+lines are the plain texts (the Beam job adds a corpus's own prompts when it tokenizes them).
 """
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -27,6 +32,8 @@ from trainer.mining.corpus import MAX_LINE_BYTES, MiningCorpus, positive_matrix,
 from trainer.mining.embeddings import EmbeddingShards, load_encoder
 from trainer.mining.filters import COUNTED, FilterSettings, choose_negatives
 from trainer.mining.search import Searcher, recall_against_exact
+
+log = logging.getLogger(__name__)
 
 PLAN_VERSION = 1
 OUTPUT_SUFFIXES = (".jsonl.gz", ".jsonl")
@@ -52,6 +59,14 @@ class MineSettings:
     max_line_bytes: int = MAX_LINE_BYTES
     overwrite: bool = False
     progress: bool = True
+    # Prompts, as sentence-transformers' mine_hard_negatives takes them: the anchors are embedded with
+    # the query prompt, the pool with the corpus prompt. A name is looked up in the model's
+    # config_sentence_transformers.json; a literal prompt overrides the name. None: no prompt.
+    query_prompt_name: str | None = None
+    query_prompt: str | None = None
+    corpus_prompt_name: str | None = None
+    corpus_prompt: str | None = None
+    packing: bool = True  # encode several texts per row (trainer/encode.py); False: one per bucket-padded row
 
     def check(self) -> None:
         self.filters.check()
@@ -88,6 +103,27 @@ class MiningResult:
     positive_scores: list[list[float]] | None = None
 
 
+def resolve_prompts(s: MineSettings, model_dir: str) -> dict[str, str]:
+    """{"query": text, "corpus": text}: each role's literal prompt, else its prompt name looked up in the
+    config_sentence_transformers.json of `model_dir` (a name it lacks is a UserError that lists the
+    names it has), else ""."""
+    from trainer.evaluators.ir import prompt_text
+    from trainer.export import sentence_transformers_prompts
+
+    table = sentence_transformers_prompts(model_dir)[0]
+    out = {}
+    for role in ("query", "corpus"):
+        literal, name = getattr(s, f"{role}_prompt"), getattr(s, f"{role}_prompt_name")
+        if literal is not None:
+            if name:  # as sentence-transformers: the literal wins
+                log.warning("--%s_prompt given: --%s_prompt_name=%s is ignored", role, role, name)
+            out[role] = literal
+        else:
+            out[role] = prompt_text(table, name, f"{role}_prompt_name",
+                                    f"{s.model}'s config_sentence_transformers.json")
+    return out
+
+
 def _digest(*arrays: np.ndarray) -> str:
     h = hashlib.sha256()
     for a in arrays:
@@ -95,19 +131,39 @@ def _digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def _prepare(directory: str, plan: dict, overwrite: bool, what: str, refuse: bool) -> None:
+def _hosts() -> tuple[int, int]:
+    """(process count, this process's index): several with jax.distributed (mine_main's
+    --coordinator_address, or a TPU pod slice), each mining its share of the shards."""
+    import jax
+
+    return jax.process_count(), jax.process_index()
+
+
+def _barrier(name: str) -> None:
+    """Every process waits here for the others (their shards are written before they arrive)."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _prepare(directory: str, plan: dict, overwrite: bool, what: str, refuse: bool, write: bool = True) -> None:
     """Keeps `directory` when its plan.json equals `plan`; else empties it (refusing when `refuse`
-    and not `overwrite`) and writes the plan."""
+    and not `overwrite`) and writes the plan (only when `write`: one process of several; the others
+    decide the same and refuse the same)."""
     path = storage.join(directory, "plan.json")
     if storage.exists(path):
         with storage.open_file(path, "r", encoding="utf-8") as f:
             if json.load(f) == plan:
                 return
         if refuse and not overwrite:
-            raise UserError(f"{directory} holds {what} of another run (other model, texts or shard size): "
+            raise UserError(f"{directory} holds {what} of another run (other model, prompts, texts or shard size): "
                             "pass --overwrite to start afresh, or another --workdir")
-    storage.remove_dir(directory)
-    storage.write_json(path, plan)
+    if write:
+        storage.remove_dir(directory)
+        storage.write_json(path, plan)
 
 
 def _bar(enabled: bool, total: int, desc: str):
@@ -138,29 +194,43 @@ def mine(s: MineSettings, mesh: Any = None, collect: bool = False) -> MiningResu
 
     mesh = mesh if mesh is not None else create_mesh(jax.local_devices())
     t0 = time.perf_counter()
-    encoder = load_encoder(s.model, s.max_seq_length, s.batch_size, mesh)
+    encoder = load_encoder(s.model, s.max_seq_length, s.batch_size, mesh, s.packing)
+    prompts = resolve_prompts(s, encoder.source_dir)
     model_s = time.perf_counter() - t0
     n_q, n_pool = len(corpus.queries), len(corpus.pool)
     emb_dir, search_dir = storage.join(s.work, "embeddings"), storage.join(s.work, "search")
-    _prepare(emb_dir, {"version": PLAN_VERSION, "model_fingerprint": encoder.fingerprint,
-                       "max_seq_length": encoder.max_seq_length, "shard_size": s.shard_size,
-                       "pool": [n_pool, _digest(corpus.pool_fp)], "anchors": [n_q, _digest(corpus.query_fp)]},
-             s.overwrite, "embeddings", refuse=True)
+    plan = {"version": PLAN_VERSION, "model_fingerprint": encoder.fingerprint,
+            "max_seq_length": encoder.max_seq_length, "shard_size": s.shard_size,
+            "pool": [n_pool, _digest(corpus.pool_fp)], "anchors": [n_q, _digest(corpus.query_fp)]}
+    if any(prompts.values()):  # the texts prepended (absent without: work directories of older runs stay valid)
+        plan["prompts"] = prompts
+    # Several processes: each embeds and searches the shards i with i % processes == its index, in the
+    # one (shared: gs:// or a shared file system) work directory; process 0 writes the output.
+    n_proc, proc = _hosts()
+    owned = lambda i: i % n_proc == proc  # noqa: E731
+    _prepare(emb_dir, plan, s.overwrite, "embeddings", refuse=True, write=proc == 0)
+    _barrier("mine: embeddings plan")
     pool_shards = EmbeddingShards(emb_dir, "pool", n_pool, s.shard_size)
     query_shards = EmbeddingShards(emb_dir, "anchors", n_q, s.shard_size)
     t0 = time.perf_counter()
-    with _bar(s.progress, n_pool + n_q, "embedding") as bar:
-        embedded = pool_shards.compute(corpus.pool, encoder, bar.update)
-        embedded += query_shards.compute(corpus.queries, encoder, bar.update)
+    with _bar(s.progress, pool_shards.owned_rows(owned) + query_shards.owned_rows(owned), "embedding") as bar:
+        embedded = pool_shards.compute(corpus.pool, encoder.prompted(prompts["corpus"]), bar.update, owned)
+        embedded += query_shards.compute(corpus.queries, encoder.prompted(prompts["query"]), bar.update, owned)
+    _barrier("mine: embeddings")
     embed_s = time.perf_counter() - t0
 
     f = s.filters
     range_max = f.window_range_max(corpus.max_positive_rows)
     k = f.window(corpus.max_positive_rows, n_pool)
     t0 = time.perf_counter()
-    searched, search_info = _search(s, corpus, mesh, pool_shards, query_shards, emb_dir, search_dir, k)
+    searched, search_info = _search(s, corpus, mesh, pool_shards, query_shards, emb_dir, search_dir, k, owned)
+    _barrier("mine: search")
     search_s = time.perf_counter() - t0
-    search_info.update(range_max=range_max)
+    search_info.update(range_max=range_max, processes=n_proc)
+    if proc != 0:  # process 0 filters and writes the output and the report
+        log.info("process %d of %d: embedded %d texts, searched %d anchors; process 0 writes %s",
+                 proc, n_proc, embedded, searched, s.output)
+        return MiningResult(corpus, {})
 
     t0 = time.perf_counter()
     result = MiningResult(corpus, {}, *([[] for _ in range(3)] if collect else [None] * 3))
@@ -170,7 +240,7 @@ def mine(s: MineSettings, mesh: Any = None, collect: bool = False) -> MiningResu
             "dim": encoder.dim}
     result.report = report_lib.build_report(
         settings={**{k_: v for k_, v in dataclasses.asdict(s).items() if k_ not in ("filters", "progress")},
-                  **dataclasses.asdict(f)},
+                  **dataclasses.asdict(f), "prompts": prompts},
         model=info, read={"input": corpus.corpus_counts.to_json(),
                           "pool": corpus.pool_counts.to_json() if corpus.pool_counts else None},
         counts=stats["counts"], removed=stats["removed"], candidates=stats["candidates"],
@@ -182,23 +252,27 @@ def mine(s: MineSettings, mesh: Any = None, collect: bool = False) -> MiningResu
                 "anchors_per_s": round(searched / search_s, 1) if searched else None,
                 "filter_and_write_s": round(write_s, 3)},
         output={"path": s.output, "sha256": stats["sha256"]},
-        entry=report_lib.data_config_entry(s.output, s.report_path, s.model, encoder.fingerprint, stats["sha256"]))
+        entry=report_lib.data_config_entry(s.output, s.report_path, s.model, encoder.fingerprint, stats["sha256"],
+                                           prompts))
     storage.write_json(s.report_path, result.report)
     return result
 
 
 def _search(s: MineSettings, corpus: MiningCorpus, mesh, pool_shards: EmbeddingShards,
-            query_shards: EmbeddingShards, emb_dir: str, search_dir: str, k: int) -> tuple[int, dict]:
-    """Top-k candidates of every anchor shard not yet searched, each written to `search_dir`;
-    returns the anchors searched now and the search's part of the report."""
+            query_shards: EmbeddingShards, emb_dir: str, search_dir: str, k: int,
+            owned: Callable[[int], bool]) -> tuple[int, dict]:
+    """Top-k candidates of every anchor shard of this process not yet searched, each written to
+    `search_dir`; returns the anchors searched now and the search's part of the report."""
     width = max(len(p) for p in corpus.positives)
+    first = owned(0)  # process 0 (owner of shard 0) writes the search plan
     _prepare(search_dir, {"version": PLAN_VERSION, "k": k, "approx_recall": s.approx_recall,
                           "embeddings": storage.read_bytes(storage.join(emb_dir, "plan.json")).decode()},
-             s.overwrite, "search results", refuse=False)
+             s.overwrite, "search results", refuse=False, write=first)
+    _barrier("mine: search plan")
     searcher = Searcher(mesh, pool_shards, k, width, s.query_block, s.device_pool_gib * 2**30)
     searched = 0
-    with _bar(s.progress, len(corpus.queries), "searching") as bar:
-        for i in range(query_shards.n_shards):
+    with _bar(s.progress, query_shards.owned_rows(owned), "searching") as bar:
+        for i in filter(owned, range(query_shards.n_shards)):
             path = storage.join(search_dir, f"top{k}-{i:05d}.npz")
             a, b = query_shards.rows(i)
             if storage.exists(path):
@@ -211,7 +285,7 @@ def _search(s: MineSettings, corpus: MiningCorpus, mesh, pool_shards: EmbeddingS
     info = {"method": "exact top_k" if s.approx_recall is None else "approx_max_k", "k": k,
             "devices": int(mesh.devices.size), "platform": mesh.devices.flat[0].platform,
             "approx_recall_target": s.approx_recall}
-    if s.approx_recall is not None:  # the approximate search's recall, measured against the exact one
+    if s.approx_recall is not None and first:  # the approximate search's recall against the exact one
         sample = query_shards.load(0)[:s.recall_sample]
         exact = searcher.search(sample, positive_matrix(corpus.positives[:len(sample)], width))[1]
         approx = _load_npz(storage.join(search_dir, f"top{k}-00000.npz"))["idx"][:len(sample)]

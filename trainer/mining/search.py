@@ -1,7 +1,8 @@
 """Exact top-k of every anchor over the pool, blocked, with the pool split over the mesh.
 
-The pool's embeddings are swept one block (one embedding shard) at a time; each block is split by
-rows over the devices (`data` axis). Per step a device scores a block of queries against its rows
+The pool's embeddings are swept one block at a time: each embedding shard cut into blocks of
+`block_rows` (the last padded to full size, so that one program serves every pool size and the
+warm-up's), each block split by rows over the devices (`data` axis). Per step a device scores a block of queries against its rows
 (one [Q, R] matmul at full float32 precision), takes `jax.lax.top_k` of them and merges it into its
 running top-k; after the sweep the devices' lists are merged into one. No device ever holds more
 than its share of one block plus the running lists, so the pool may be far larger than a device's
@@ -80,28 +81,34 @@ class Searcher:
     """Top-k search of query embeddings over the pool's embedding shards."""
 
     def __init__(self, mesh, pool: EmbeddingShards, k: int, n_pos: int, query_block: int = 1024,
-                 device_budget_bytes: float = 4 * 2**30):
+                 device_budget_bytes: float = 4 * 2**30, block_rows: int = 4096):
         if not 1 <= k <= pool.n:
             raise ValueError(f"k={k} must be between 1 and the pool size {pool.n}")
         self.mesh, self.pool, self.k, self.n_pos, self.query_block = mesh, pool, k, max(n_pos, 1), query_block
-        self._cache: dict[int, jax.Array] = {}
+        d = data_shards(mesh)
+        self.block_rows = -(-min(block_rows, pool.shard_size) // d) * d  # rows per block, over all devices
+        self._cache: dict[int, list] = {}
         self._budget = device_budget_bytes
         self._cached_bytes = 0
 
-    def _block(self, i: int) -> jax.Array:
+    def _blocks(self, i: int) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
+        """Pool shard i as blocks of block_rows (padding rows zero), each with its first and end row."""
         if i in self._cache:
             return self._cache[i]
         emb = self.pool.load(i)
-        # Full shards share one shape (one program); the last, shorter one has its own: padding it to a
-        # full shard would score up to a shard of empty rows per query.
-        d = data_shards(self.mesh)
-        padded = np.zeros((-(-len(emb) // d) * d, emb.shape[1]), np.float32)
-        padded[:len(emb)] = emb
-        block = jax.device_put(padded, NamedSharding(self.mesh, P(DATA_AXIS)))
-        if self._cached_bytes + padded.nbytes // d <= self._budget:
-            self._cache[i] = block  # kept on the devices for the next query shard
-            self._cached_bytes += padded.nbytes // d
-        return block
+        first, end = self.pool.rows(i)
+        br, rep, d = self.block_rows, replicated(self.mesh), data_shards(self.mesh)
+        blocks, nbytes = [], 0
+        for a in range(0, len(emb), br):
+            padded = np.zeros((br, emb.shape[1]), np.float32)
+            padded[:min(br, len(emb) - a)] = emb[a:a + br]
+            blocks.append((jax.device_put(padded, NamedSharding(self.mesh, P(DATA_AXIS))),
+                           jax.device_put(np.int32(first + a), rep), jax.device_put(np.int32(end), rep)))
+            nbytes += padded.nbytes // d
+        if self._cached_bytes + nbytes <= self._budget:
+            self._cache[i] = blocks  # kept on the devices for the next query shard
+            self._cached_bytes += nbytes
+        return blocks
 
     def search(self, queries: np.ndarray, pos_idx: np.ndarray, approx_recall: float | None = None,
                progress: Callable[[int], None] = lambda n: None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,11 +127,9 @@ class Searcher:
             blocks.append((jax.device_put(q, rep), jax.device_put(p, rep), *_init(self.mesh, qb, self.k, self.n_pos)()))
         # Pool blocks outside, query blocks inside: each pool block is loaded once per call.
         for i in range(self.pool.n_shards):
-            block = self._block(i)
-            start, end = self.pool.rows(i)
-            start, end = jax.device_put(np.int32(start), rep), jax.device_put(np.int32(end), rep)
-            for j, (q, p, s, idx, ps) in enumerate(blocks):
-                blocks[j] = (q, p, *step(q, p, block, start, end, s, idx, ps))
+            for block, start, end in self._blocks(i):
+                for j, (q, p, s, idx, ps) in enumerate(blocks):
+                    blocks[j] = (q, p, *step(q, p, block, start, end, s, idx, ps))
             progress(n * (i + 1) // self.pool.n_shards - n * i // self.pool.n_shards)
         outs = [jax.device_get(_merge(s, idx, ps, self.k)) for _, _, s, idx, ps in blocks]
         scores, idx, pos_scores = (np.concatenate([o[j] for o in outs])[:n] for j in range(3))
