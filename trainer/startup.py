@@ -23,8 +23,14 @@ log = logging.getLogger("trainer")
 
 def enable_compilation_cache(setting: str, workdir: str) -> str | None:
     """JAX's persistent compilation cache (local or gs://): a restarted run (preemption, resume) loads
-    its programs instead of compiling them again. Returns the directory, or None when off."""
-    if setting == "off" or (setting == "auto" and jax.devices()[0].platform == "cpu"):
+    its programs instead of compiling them again. Returns the directory, or None when off. "off" also
+    turns off a cache that JAX_COMPILATION_CACHE_DIR set; "auto" on CPU leaves such a one as it is."""
+    if setting == "off":
+        if jax.config.jax_compilation_cache_dir:
+            jax.config.update("jax_compilation_cache_dir", None)
+            compilation_cache.reset_cache()
+        return None
+    if setting == "auto" and jax.devices()[0].platform == "cpu":
         return None
     path = storage.join(workdir, "compilation_cache") if setting in ("auto", "workdir") else setting
     jax.config.update("jax_compilation_cache_dir", path)
