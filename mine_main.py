@@ -60,6 +60,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--packing", default="true", choices=("true", "false"),
                    help="pack several texts into each row (no padding computed); false: one text per row, "
                         "padded to a length bucket")
+    e.add_argument("--cpu_devices", type=int, default=0,
+                   help="on a CPU: devices to split it into, each batch spread over them (0: one per core; "
+                        "1: one device on all cores); XLA_FLAGS' --xla_force_host_platform_device_count "
+                        "wins; accelerators are not affected")
     e.add_argument("--shard_size", type=int, default=16384, help="texts per embedding shard (and per pool block)")
     e.add_argument("--query_block", type=int, default=1024, help="anchors scored per step")
     e.add_argument("--approx_recall", type=float, default=None,
@@ -97,13 +101,17 @@ def settings_from_args(args: argparse.Namespace) -> MineSettings:
 
 
 def _mine(argv: list[str] | None) -> int:
-    args = build_parser(program_name()).parse_args(argv)
+    parser = build_parser(program_name())
+    args = parser.parse_args(argv)
+    if args.cpu_devices < 0:
+        parser.error(f"--cpu_devices must be 0 (one per core) or more, not {args.cpu_devices}")
     settings = settings_from_args(args)
     settings.check()  # every value checked before the model loads
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from trainer.mesh import initialize_distributed
+    from trainer.mesh import initialize_distributed, split_cpu_into_devices
     from trainer.mining.run import mine
 
+    split_cpu_into_devices(args.cpu_devices)  # before any JAX backend starts
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     with as_user_errors(FileNotFoundError):  # a model directory or input that is not there
         result = mine(settings)

@@ -12,6 +12,7 @@ time after the embeddings (search, filters, output). Prints both sides, the rati
 and how often the two chose the same negatives.
 
   .venv/bin/python bench/bench_mine.py [--pairs=5000] [--pool=20000] [--batch_size=64] [--threads=2] [--packing=true]
+      [--cpu_devices=0] [--faiss]
 """
 from __future__ import annotations
 
@@ -111,7 +112,13 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--packing", default="true", choices=("true", "false"), help="our encode packs texts into rows")
     ap.add_argument("--faiss", action="store_true", help="sentence-transformers searches with faiss (if installed)")
+    ap.add_argument("--cpu_devices", type=int, default=0,
+                    help="our CPU devices, as mine_main.py's flag (0: one per core, its default)")
     args = ap.parse_args()
+
+    from trainer.mesh import split_cpu_into_devices
+
+    split_cpu_into_devices(args.cpu_devices)  # as mine_main.py does, before JAX starts
 
     import torch
     from sentence_transformers import SentenceTransformer
@@ -138,7 +145,7 @@ def main() -> int:
     pool = len(positives) + len(extra)
     load = os.getloadavg()[0]
     print(f"{len(anchors)} pairs, pool {pool} texts, all-MiniLM-L6-v2 (max_seq_length 256), batch {args.batch_size}, "
-          f"{SETTINGS}; our packing {args.packing}; torch threads {args.threads}, cpu count {os.cpu_count()}, load average {load:.1f}; "
+          f"{SETTINGS}; our packing {args.packing}, CPU devices {args.cpu_devices or os.cpu_count()}; torch threads {args.threads}, cpu count {os.cpu_count()}, load average {load:.1f}; "
           f"sentence-transformers search: {'faiss' if use_faiss else 'torch'}")
     rows = []
     for name, r in (("ours", ours), ("sentence-transformers", theirs)):

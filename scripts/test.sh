@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# Two workers, each test file on one (module fixtures such as a Beam run are built once per file).
-exec .venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"
+# Two workers, each test file on one (module fixtures such as a Beam run are built once per file),
+# handed out slowest file first (tests/conftest.py: SLOWEST_FIRST).
+exec .venv/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder "$@"

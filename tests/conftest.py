@@ -10,6 +10,27 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# One CPU device in test processes unless a test asks for more (its subprocess's own XLA_FLAGS):
+# mine_main.main() called in-process would otherwise split the CPU into one device per core
+# (trainer.mesh.split_cpu_into_devices) if it were the first JAX user of a worker, and later tests'
+# device count would depend on the order tests ran in.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=1").strip()
+
+# The slowest files (measured: `pytest --durations`), slowest first. scripts/test.sh runs two xdist
+# workers with --dist loadfile --no-loadscope-reorder, so files are handed out in collection order:
+# starting the long ones first keeps one worker from running a long file alone at the end (xdist's
+# default order, most tests first, put these few-test files last). Order only; nothing is skipped.
+SLOWEST_FIRST = ["test_layout_invariance.py", "test_data_batches.py", "test_grad_cache.py", "test_train_loop.py",
+                 "test_evaluators_mteb.py", "test_data_packing.py", "test_train_step.py", "test_gcs_end_to_end.py",
+                 "test_beam_main.py", "test_modeling.py", "test_memory_plan.py", "test_encode.py", "test_loss.py",
+                 "test_mine_run.py", "test_aot.py", "test_preflight.py", "test_export.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
 
 @pytest.fixture(scope="session")
 def demo_model_dir() -> str:

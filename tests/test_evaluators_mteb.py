@@ -32,7 +32,7 @@ def test_names_and_classes_resolve_to_tasks():
 
 
 @pytest.mark.parametrize("spec,message", [
-    ("STSBenchmarc", "--mteb_tasks: 'STSBenchmarc' is not an MTEB task of mteb 2.* \(.*Did you mean: 'STSBenchmark'\?\)"),
+    ("STSBenchmarc", r"--mteb_tasks: 'STSBenchmarc' is not an MTEB task of mteb 2.* \(.*Did you mean: 'STSBenchmark'\?\)"),
     ("tests._mteb_task:Nope", "--mteb_tasks: module 'tests._mteb_task' has no 'Nope'"),
     ("tests._no_such_module:LocalSTS", "--mteb_tasks: cannot import 'tests._no_such_module' for "
                                        "tests._no_such_module:LocalSTS \\(No module named"),

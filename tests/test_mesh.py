@@ -12,6 +12,33 @@ import pytest
 
 from trainer.mesh import BatchLayoutError, check_batch_layout, create_mesh, layout_report, shard_batch
 
+SPLIT = textwrap.dedent("""
+    import json, sys
+    import jax
+    from trainer.mesh import split_cpu_into_devices
+    got = split_cpu_into_devices(int(sys.argv[1]))
+    if sys.argv[2] == "again":  # JAX already running: nothing changes
+        jax.devices()
+        got = [got, split_cpu_into_devices(int(sys.argv[1]) + 1)]
+    print(json.dumps({"returned": got, "devices": [d.platform for d in jax.devices()]}))
+""")
+
+
+@pytest.mark.parametrize("count,xla_flags,extra,returned,devices", [
+    (3, None, "", 3, 3),
+    (0, None, "", os.cpu_count(), os.cpu_count()),  # one per core
+    (3, "--xla_force_host_platform_device_count=2", "", None, 2),  # XLA_FLAGS wins
+    (3, None, "again", [3, None], 3),
+])
+def test_split_cpu_into_devices(count, xla_flags, extra, returned, devices):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", **({"XLA_FLAGS": xla_flags} if xla_flags else {}))
+    out = subprocess.run([sys.executable, "-c", SPLIT, str(count), extra], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"returned": returned, "devices": ["cpu"] * devices}
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

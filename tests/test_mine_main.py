@@ -45,6 +45,10 @@ def test_bad_flags_are_one_line(capsys):
         mine_main.main(["--input=x", "--output=y.jsonl.gz", "--sampling_strategy=best"])
     assert e.value.code == 2
     assert _one_line(capsys).startswith("mine_main.py: error: argument --sampling_strategy: invalid choice: 'best'")
+    with pytest.raises(SystemExit) as e:
+        mine_main.main(["--input=x", "--output=y.jsonl.gz", "--cpu_devices=-1"])
+    assert e.value.code == 2
+    assert _one_line(capsys) == "mine_main.py: error: --cpu_devices must be 0 (one per core) or more, not -1 (see --help)"
 
 
 @pytest.mark.slow  # 1-2 min on 2 cores: mining, the Beam job and a short training run

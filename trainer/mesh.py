@@ -27,6 +27,29 @@ class BatchLayoutError(UserError):
     """The global batch (or the gradient-caching chunk) does not split evenly over the devices or hosts."""
 
 
+def split_cpu_into_devices(count: int = 0) -> int | None:
+    """Make JAX's CPU backend `count` devices (0: one per core), unless XLA_FLAGS already sets a count
+    (--xla_force_host_platform_device_count: the user's, or a test's, choice wins). Returns the count
+    set, or None (also when JAX is already running in this process, e.g. called from Python after
+    other JAX work: its devices stay as they are). Accelerators are not affected.
+
+    Why: XLA's CPU code runs a program's matmuls on all cores but much of the rest (attention's
+    softmax, layer norms, GELU) on one thread per device; with one device per core and the batch
+    split over them, that work runs in parallel too (bench/bench_mine.py --cpu_devices).
+    """
+    from jax._src.xla_bridge import backends_are_initialized  # no public form in JAX 0.10
+
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return None
+    count = count or os.cpu_count() or 1
+    if backends_are_initialized():
+        if count != jax.config.jax_num_cpu_devices:
+            log.info("JAX is already running: %d CPU device(s) kept (not %d)", len(jax.devices("cpu")), count)
+        return None
+    jax.config.update("jax_num_cpu_devices", count)
+    return count
+
+
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
                            process_id: int | None = None, local_device_ids: Sequence[int] | None = None,
                            cpu_collectives: str = "gloo") -> bool:
