@@ -9,7 +9,8 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   # --no-compile: pip would byte-compile every module of TensorFlow, torch, JAX and Beam (184 s of a
-  # 319 s install on 2 cores, measured); Python compiles the few it imports when it imports them.
+  # 319 s install on 2 cores, measured); Python compiles the few it imports when it imports them
+  # (and caches them: test.sh and demo.sh unset PYTHONDONTWRITEBYTECODE).
   .venv/bin/pip install -q --no-compile --upgrade pip
   # The CPU build of torch first: sentence-transformers (tests only) would otherwise pull a CUDA build.
   .venv/bin/pip install -q --no-compile torch==2.13.0
