@@ -120,6 +120,7 @@ def main() -> int:
 
     split_cpu_into_devices(args.cpu_devices)  # as mine_main.py does, before JAX starts
 
+    import jax
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -145,7 +146,7 @@ def main() -> int:
     pool = len(positives) + len(extra)
     load = os.getloadavg()[0]
     print(f"{len(anchors)} pairs, pool {pool} texts, all-MiniLM-L6-v2 (max_seq_length 256), batch {args.batch_size}, "
-          f"{SETTINGS}; our packing {args.packing}, CPU devices {args.cpu_devices or os.cpu_count()}; torch threads {args.threads}, cpu count {os.cpu_count()}, load average {load:.1f}; "
+          f"{SETTINGS}; our packing {args.packing}, our devices {jax.device_count()}; torch threads {args.threads}, cpu count {os.cpu_count()}, load average {load:.1f}; "
           f"sentence-transformers search: {'faiss' if use_faiss else 'torch'}")
     rows = []
     for name, r in (("ours", ours), ("sentence-transformers", theirs)):

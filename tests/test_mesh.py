@@ -12,6 +12,8 @@ import pytest
 
 from trainer.mesh import BatchLayoutError, check_batch_layout, create_mesh, layout_report, shard_batch
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 SPLIT = textwrap.dedent("""
     import json, sys
     import jax
@@ -38,8 +40,6 @@ def test_split_cpu_into_devices(count, xla_flags, extra, returned, devices):
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"returned": returned, "devices": ["cpu"] * devices}
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_single_device_layout_and_shard_batch():
