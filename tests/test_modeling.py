@@ -153,7 +153,8 @@ def test_dropout_masks_keep_the_rate_and_are_independent():
 
     rate = 0.1
     text = np.repeat(np.arange(50), 10).reshape(50, 10)
-    tok = dropout_token_ids(jnp.asarray(text), jnp.asarray(np.tile(np.arange(10), (50, 1))))  # 50 texts x 10
+    tok = dropout_token_ids(jnp.asarray(text), jnp.asarray(np.tile(np.arange(10), (50, 1))),  # 50 texts x 10
+                            num_texts=50, length=10)
     seed, other = jnp.uint32(12345), jnp.uint32(12346)
     a = np.asarray(hidden_keep_mask(seed, tok, 400, rate))  # [50, 10, 400]
     b = np.asarray(hidden_keep_mask(other, tok, 400, rate))
@@ -183,6 +184,26 @@ def test_dropout_masks_keep_the_rate_and_are_independent():
     y = Dropout(rate).apply({}, x, tok, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
     np.testing.assert_allclose(np.unique(np.asarray(y)), [0.0, 1 / 0.9], rtol=1e-6)  # inverted dropout
     np.testing.assert_array_equal(Dropout(rate).apply({}, x, tok, deterministic=True), x)
+
+
+def test_dropout_identities_refuse_what_would_alias():
+    from trainer.modeling import dropout_token_ids
+
+    # Why: (text, position) packs into 20 + 12 bits, so one position past the limit is the next text's.
+    ids = lambda t, p, **bounds: int(dropout_token_ids(jnp.asarray(t), jnp.asarray(p), **bounds))
+    assert ids(2, 4096, num_texts=4, length=4096) == ids(3, 0, num_texts=4, length=4096)  # spills into text 3
+    ids(2**20 - 1, 4095, num_texts=2**20, length=4096)  # the limits themselves are accepted
+    with pytest.raises(ValueError, match=r"at most 1,048,576 texts .* got 1,048,577"):
+        dropout_token_ids(jnp.zeros(2), jnp.zeros(2), num_texts=2**20 + 1, length=8)
+    with pytest.raises(ValueError, match=r"at most 4,096 positions .* got a sequence length of 4,097"):
+        dropout_token_ids(jnp.zeros(2), jnp.zeros(2), num_texts=2, length=4097)
+    # A model with more positions than the hash holds is refused when dropout is traced, not at inference.
+    long = SentenceEncoder(EncoderConfig(**{**TINY, "max_position_embeddings": 8192}))
+    x = jax.ShapeDtypeStruct((1, 4097), jnp.int32)
+    params = jax.eval_shape(long.init, jax.random.PRNGKey(0), x, x)  # without dropout: accepted
+    with pytest.raises(ValueError, match="4,097"):
+        jax.eval_shape(lambda p, i: long.apply(p, i, i, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)}),
+                       params, x)
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])

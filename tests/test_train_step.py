@@ -117,6 +117,24 @@ def test_non_finite_loss_keeps_the_old_state(tiny):
     np.testing.assert_array_equal(_leaves(new.opt_state), _leaves(state.opt_state))
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_batch_of_more_texts_than_dropout_identities_hold_is_refused_when_traced(tiny, packed):
+    # 2^19 + 1 pairs: 2^20 + 2 texts, past the 2^20 the dropout hash holds (trainer/modeling.py).
+    model, params = tiny
+    mesh = create_mesh()
+    state = create_train_state(params, CFG, mesh)
+    b = 2**19 + 1
+    spec = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)
+    batch = {"anchor_fp": spec(b), "positive_fp": spec(b)}
+    if packed:
+        batch.update(packed_ids=spec(1, 4, 32), packed_positions=spec(1, 4, 32), packed_text=spec(1, 4, 32))
+    else:
+        batch.update(anchor_ids=spec(b, 8), anchor_mask=spec(b, 8), positive_ids=spec(b, 8), positive_mask=spec(b, 8))
+    step = make_train_step(model, CFG, mesh, donate=False)
+    with pytest.raises(ValueError, match=r"at most 1,048,576 texts per global batch .* got 1,048,578"):
+        jax.eval_shape(step, state, batch)
+
+
 @pytest.mark.slow  # ~35 s; bfloat16 compute stays covered by tests/test_modeling.py
 def test_bfloat16_step_is_finite_and_close_to_float32():
     batch = random_batch(5, triplet=True)

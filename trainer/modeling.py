@@ -173,11 +173,26 @@ def _mix32(x: jax.Array) -> jax.Array:
 # token sits in memory: padded or packed rows, 1 or 8 devices, gradient-caching chunks or none give the
 # same masks, so a memory plan cannot change the math. A token's identity is its text's index in the
 # global batch (column-major: column * B + row) and its position within the text.
-POSITION_BITS = 12  # positions < 4096 (BERT/RoBERTa: 512); texts per global batch < 2^20
+POSITION_BITS = 12  # positions < 4096 (BERT/RoBERTa: 512)
+MAX_DROPOUT_TEXTS = 1 << (32 - POSITION_BITS)  # texts per global batch (all columns) < 2^20
+MAX_DROPOUT_POSITIONS = 1 << POSITION_BITS
 
 
-def dropout_token_ids(text_index: jax.Array, positions: jax.Array) -> jax.Array:
-    """uint32 identity of each token: (global text index, 0-based position within its text), hashed."""
+def check_dropout_identity_range(num_texts: int, length: int) -> None:
+    """Beyond these bounds two tokens would share an identity, hence a dropout mask, silently: refused
+    at trace time (both are static shapes)."""
+    if num_texts > MAX_DROPOUT_TEXTS:
+        raise ValueError(f"dropout identities hold at most {MAX_DROPOUT_TEXTS:,} texts per global batch "
+                         f"(2^{32 - POSITION_BITS}, all columns), got {num_texts:,}")
+    if length > MAX_DROPOUT_POSITIONS:
+        raise ValueError(f"dropout identities hold at most {MAX_DROPOUT_POSITIONS:,} positions per text "
+                         f"(2^{POSITION_BITS}), got a sequence length of {length:,}")
+
+
+def dropout_token_ids(text_index: jax.Array, positions: jax.Array, *, num_texts: int, length: int) -> jax.Array:
+    """uint32 identity of each token: (global text index < num_texts, 0-based position within its text
+    < length), hashed. The bounds are the caller's static shapes, checked (check_dropout_identity_range)."""
+    check_dropout_identity_range(num_texts, length)
     t = text_index.astype(jnp.uint32) << POSITION_BITS
     return _mix32(t | positions.astype(jnp.uint32))
 
@@ -187,7 +202,7 @@ def default_dropout_token_ids(shape: tuple[int, int], positions: jax.Array | Non
     b, l = shape
     rows = jax.lax.broadcasted_iota(jnp.int32, (b, l), 0)
     pos = jax.lax.broadcasted_iota(jnp.int32, (b, l), 1) if positions is None else positions
-    return dropout_token_ids(rows, pos)
+    return dropout_token_ids(rows, pos, num_texts=b, length=l)
 
 
 def _threshold(rate: float) -> jax.Array:
@@ -325,7 +340,7 @@ class Encoder(nn.Module):
             raise ValueError(
                 f"sequence length {input_ids.shape[1]} exceeds the model's {self.config.max_input_length} positions"
             )
-        if token_ids is None:
+        if token_ids is None and not deterministic:  # identities bound the length: inference needs none
             token_ids = default_dropout_token_ids(input_ids.shape, positions)
         x = Embeddings(self.config, self.dtype, name="embeddings")(input_ids, token_ids, deterministic, positions)
         mode = remat_mode(self.remat)
@@ -366,11 +381,12 @@ class SentenceEncoder(nn.Module):
         `token_ids` [S, R, L]: dropout identities (default: shard-local text index and position)."""
         s, r, l = input_ids.shape
         flat = lambda t: t.reshape(s * r, l)
-        if token_ids is None:  # shard-local text t of shard i is text i * num_texts + t
+        if token_ids is None and not deterministic:  # shard-local text t of shard i is text i * num_texts + t
             shard = jax.lax.broadcasted_iota(jnp.int32, text_index.shape, 0)
-            token_ids = dropout_token_ids(shard * num_texts + jnp.maximum(text_index, 0), positions)
+            token_ids = dropout_token_ids(shard * num_texts + jnp.maximum(text_index, 0), positions,
+                                          num_texts=s * num_texts, length=l)
         hidden = self.encoder(flat(input_ids), packed_attention_mask(flat(text_index)), deterministic,
-                              flat(positions), flat(token_ids))
+                              flat(positions), None if token_ids is None else flat(token_ids))
         pooled = jax.vmap(lambda h, t, p: packed_pool(h, t, p, num_texts, self.pooling))(
             hidden.reshape(s, r * l, -1), text_index.reshape(s, r * l), positions.reshape(s, r * l))
         return l2_normalize(pooled)

@@ -99,17 +99,20 @@ def padded_token_ids(n_columns: int, batch_size: int, length: int) -> jax.Array:
     """Dropout identities [C, B, L] of a padded global batch: text c * B + row, position = column."""
     shape = (n_columns, batch_size, length)
     text = (jax.lax.broadcasted_iota(jnp.int32, shape, 0) * batch_size + jax.lax.broadcasted_iota(jnp.int32, shape, 1))
-    return dropout_token_ids(text, jax.lax.broadcasted_iota(jnp.int32, shape, 2))
+    return dropout_token_ids(text, jax.lax.broadcasted_iota(jnp.int32, shape, 2), num_texts=n_columns * batch_size,
+                             length=length)
 
 
-def packed_token_ids(text_index: jax.Array, positions: jax.Array, batch_size: int) -> jax.Array:
+def packed_token_ids(text_index: jax.Array, positions: jax.Array, batch_size: int, n_texts: int) -> jax.Array:
     """Dropout identities [S, R, L] of packed rows: shard s's local text t = c * b + i (b = B / S) is
-    global text c * B + s * b + i, the same number `padded_token_ids` gives it."""
-    n_shards = text_index.shape[0]
+    global text c * B + s * b + i, the same number `padded_token_ids` gives it. `n_texts`: texts per
+    shard (texts_per_shard); a text lies within one row, so its positions are < L."""
+    n_shards, _, length = text_index.shape
     b = batch_size // n_shards
     t = jnp.maximum(text_index, 0)  # padding slots: any identity (nothing reads them)
     shard = jax.lax.broadcasted_iota(jnp.int32, text_index.shape, 0)
-    return dropout_token_ids((t // b) * batch_size + shard * b + t % b, positions)
+    return dropout_token_ids((t // b) * batch_size + shard * b + t % b, positions, num_texts=n_shards * n_texts,
+                             length=length)
 
 
 def batch_columns(batch: Mapping[str, Any]) -> tuple[str, ...]:
@@ -148,8 +151,8 @@ def loss_and_grads(apply_fn: Callable, params: Any, batch: Mapping[str, jax.Arra
         batch_size = batch["anchor_fp"].shape[0]
         plan = ChunkPlan(batch_size, n_shards, cfg.grad_cache_chunk, cfg.chunk_tokens)
         ids, pos, text = (batch[k] for k in PACKED_KEYS)
-        arrays = (ids, pos, text, packed_token_ids(text, pos, batch_size))
         n_texts = texts_per_shard(batch)
+        arrays = (ids, pos, text, packed_token_ids(text, pos, batch_size, n_texts))
         n_chunks = plan.packed_chunks(*ids.shape[1:])
         if n_chunks > 1:
             return cached_value_and_grad_packed(apply_fn, params, arrays, n_texts, loss_fn, len(columns), step_key,
