@@ -57,7 +57,9 @@ def test_random_sampling_is_seeded_and_keeps_score_order():
 def test_window_follows_sentence_transformers_defaults():
     assert FilterSettings(num_negatives=3).window_range_max(1) == 4
     assert FilterSettings(num_negatives=3, range_min=2, max_score=0.9).window_range_max(2) == 34
-    assert FilterSettings(num_negatives=3, range_max=50).window(2, 1000) == 52
+    # sentence-transformers searches range_max + max_positives + 1: room for the anchor's own text too
+    assert FilterSettings(num_negatives=3, range_max=50).window(2, 1000) == 53
+    assert FilterSettings(num_negatives=3).window(1, 1000) == 3 + 1 + 1 + 1
     assert FilterSettings(num_negatives=3).window(1, 3) == 3  # never more than the pool
 
 
@@ -69,8 +71,16 @@ def test_window_follows_sentence_transformers_defaults():
     (dict(sampling_strategy="best"), "--sampling_strategy must be one of top, random"),
 ])
 def test_settings_sentence_transformers_refuses_are_user_errors(kw, message):
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives
+
     with pytest.raises(UserError, match=message):
         FilterSettings(**kw).check()
+    pairs = Dataset.from_dict({"anchor": ["q"], "positive": ["a"]})
+    if "sampling_strategy" in kw:  # sentence-transformers does not check it: we do
+        return
+    with pytest.raises(ValueError):  # it refuses before it needs a model
+        mine_hard_negatives(pairs, None, verbose=False, **kw)
 
 
 def test_the_anchors_own_text_is_never_a_negative():

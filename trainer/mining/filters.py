@@ -1,9 +1,10 @@
 """Which candidates become negatives: sentence-transformers' `mine_hard_negatives` rules, vectorised.
 
-Per anchor the search returns its `window` best candidates (best first). As in
-sentence-transformers (util/hard_negatives.py), in this order:
-  1. the anchor's positives never count (and, beyond sentence-transformers, nor does the anchor's
-     own text): compared by text fingerprint, as the loss compares texts;
+Per anchor the search returns its `window` best candidates (best first): range_max + max_positives
++ 1, as sentence-transformers searches. As in sentence-transformers 6.3 (util/hard_negatives.py), in
+this order:
+  1. the anchor's positives and the anchor's own text never count: compared by text fingerprint (of
+     the stripped text, as the loss compares texts), where sentence-transformers compares exact texts;
   2. absolute_margin: a candidate scoring above (lowest positive score - absolute_margin) is dropped;
   3. relative_margin: one scoring above (lowest positive score - |lowest positive score| * relative_margin);
   4. max_score / min_score: one scoring above / below them;
@@ -39,7 +40,8 @@ class FilterSettings:
     sampling_strategy: str = "top"
 
     def check(self) -> None:
-        """A UserError naming the flag for a value sentence-transformers would refuse too."""
+        """A UserError naming the flag for a value sentence-transformers refuses too (a ValueError there),
+        and for an unknown sampling_strategy, which it does not check (it would keep every eligible one)."""
         if self.num_negatives < 1:
             raise UserError(f"--num_negatives must be at least 1, got {self.num_negatives}")
         if self.range_min < 0:
@@ -63,8 +65,9 @@ class FilterSettings:
         return self.range_min + self.num_negatives * (10 if filtering else 1) + max_positive_rows
 
     def window(self, max_positive_rows: int, pool_size: int) -> int:
-        """Candidates searched per anchor: range_max plus room for the positives, at most the pool."""
-        return min(self.window_range_max(max_positive_rows) + max_positive_rows, pool_size)
+        """Candidates searched per anchor, sentence-transformers' `range_max + max_positives + 1`: room for
+        the positives and the anchor's own text, which never count; at most the pool."""
+        return min(self.window_range_max(max_positive_rows) + max_positive_rows + 1, pool_size)
 
 
 def choose_negatives(scores: np.ndarray, idx: np.ndarray, cand_fp: np.ndarray, excluded_fp: np.ndarray,
