@@ -12,10 +12,18 @@ import os
 from typing import Any, Iterable
 
 from pipeline import storage
+from pipeline.parsing import fields_error
 from pipeline.record_schema import FORMATS, RECORD_FORMATS
 from pipeline.user_errors import UserError
 
-_CORPUS_FIELDS = {"name", "files", "record_format", "weight", "expected_lines", "symmetric", "description", "prompts"}
+_CORPUS_FIELDS = {"name", "files", "record_format", "weight", "expected_lines", "symmetric", "description", "prompts",
+                  "fields", "input_format", "qrels_split"}
+# How a corpus's files are read (pipeline/sources.py): "lines", one record per JSON line (.jsonl,
+# .jsonl.gz) or Parquet row (.parquet); "beir", BEIR-format directories (corpus.jsonl, queries.jsonl,
+# qrels/<qrels_split>.tsv) joined into one `query` record per query.
+INPUT_FORMATS = ("lines", "beir")
+PARQUET_SUFFIX = ".parquet"
+BEIR_FILES = ("corpus.jsonl", "queries.jsonl")
 _TOP_FIELDS = {"corpora", "description", "prompts", "default_prompt_name"}
 # A corpus's `prompts` keys: "anchor" prefixes its anchor texts, "candidate" its positives and negatives.
 PROMPT_KEYS = ("anchor", "candidate")
@@ -46,12 +54,27 @@ class CorpusConfig:
     description: str = ""
     # PROMPT_KEYS -> the prompt it names in the table (a key absent: no prompt for those texts).
     prompts: dict[str, Prompt] = dataclasses.field(default_factory=dict, hash=False)
+    # Where an object line's (or Parquet row's) texts are: pipeline/parsing.py FIELD_KEYS -> key name;
+    # empty: the line is one of the record format's own shapes.
+    fields: dict[str, str] = dataclasses.field(default_factory=dict, hash=False)
+    input_format: str = "lines"  # INPUT_FORMATS
+    qrels_split: str = "train"  # beir: the qrels file whose judgements become training records
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["files"] = list(self.files)
         d["prompts"] = {key: p.name for key, p in self.prompts.items()}
+        for key, default in (("fields", {}), ("input_format", "lines")):
+            if d[key] == default:
+                del d[key]
+        if self.input_format != "beir":
+            del d["qrels_split"]
         return d
+
+    @property
+    def line_format(self) -> tuple[str, dict[str, str] | None]:
+        """(record format, fields or None): what pipeline.parsing needs to read one of its lines."""
+        return self.record_format, dict(self.fields) or None
 
     def role_prompts(self) -> dict[int, str]:
         """Prompt text by text role (record_schema ROLE_*): the anchor's for the format's anchor role,
@@ -183,7 +206,29 @@ def _parse_corpus(i: int, raw: Any, prompt_table: dict[str, str]) -> CorpusConfi
              if f.anchor_role == f.positive_role else "a symmetric corpus swaps anchor and positive" if symmetric
              else None)
     prompts = _parse_corpus_prompts(where, raw.get("prompts", {}), prompt_table, swaps)
-    return CorpusConfig(name, tuple(files), record_format, float(weight), expected, symmetric, description, prompts)
+    input_format = raw.get("input_format", "lines")
+    if input_format not in INPUT_FORMATS:
+        raise _err(where, f"field 'input_format' is {input_format!r}; must be one of {', '.join(INPUT_FORMATS)}")
+    fields = raw.get("fields", {})
+    if "fields" in raw:
+        why = fields_error(fields, record_format)
+        if why:
+            raise _err(where, f"field 'fields': {why}")
+    if input_format == "lines" and not fields and any(f.endswith(PARQUET_SUFFIX) for f in files):
+        raise _err(where, "field 'fields' is required for Parquet files: it names the columns of the texts, "
+                          "e.g. {\"anchor\": \"question\", \"positive\": \"answer\"} "
+                          "(python -m pipeline.inspect FILE prints an entry)")
+    qrels_split = raw.get("qrels_split", "train")
+    if input_format == "beir":
+        if record_format != "query" or fields:
+            raise _err(where, "a beir corpus has record_format 'query' (a query and its relevant documents) and "
+                              "no 'fields'")
+        if not isinstance(qrels_split, str) or not qrels_split or "/" in qrels_split:
+            raise _err(where, f"field 'qrels_split' must name a file qrels/<split>.tsv, got {qrels_split!r}")
+    elif "qrels_split" in raw:
+        raise _err(where, "field 'qrels_split' applies to input_format 'beir' only")
+    return CorpusConfig(name, tuple(files), record_format, float(weight), expected, symmetric, description, prompts,
+                        dict(fields), input_format, qrels_split)
 
 
 def parse_data_config(raw: Any) -> DataConfig:
@@ -226,13 +271,74 @@ def resolve_path(pattern: str, input_root: str | None) -> str:
     return storage.join(input_root, pattern)
 
 
-def expand_files(corpus: CorpusConfig, input_root: str | None) -> list[str]:
-    """Concrete files of a corpus, in a stable order; an error names the pattern that matched nothing."""
-    out: list[str] = []
+def _matches(corpus: CorpusConfig, path: str) -> list[str]:
+    """What a resolved pattern names: files, or for a beir corpus the directories holding a BEIR set."""
+    try:
+        if corpus.input_format == "beir":
+            found = storage.glob(storage.join(path, BEIR_FILES[0]))
+            return [storage.dirname(f) for f in found]
+        return storage.glob(path)
+    except (OSError, ValueError, ImportError) as e:  # no such bucket, no network (hf://), no fsspec driver
+        raise _err(f"corpus {corpus.name!r}", f"cannot list {path!r}: {type(e).__name__}: {e}") from None
+    except Exception as e:  # fsspec drivers raise their HTTP clients' errors (e.g. httpx.ConnectError for hf://)
+        raise _err(f"corpus {corpus.name!r}",
+                   f"cannot list {path!r} ({type(e).__name__}: {str(e)[:200]}); is the network reachable?") from None
+
+
+def find_files(corpus: CorpusConfig, input_root: str | None) -> tuple[list[str], list[str]]:
+    """(the corpus's concrete files in a stable order, its resolved patterns that matched nothing)."""
+    found: list[str] = []
+    missing: list[str] = []
     for pattern in corpus.files:
         path = resolve_path(pattern, input_root)
-        matched = storage.glob(path)
+        matched = _matches(corpus, path)
         if not matched:
-            raise _err(f"corpus {corpus.name!r}", f"field 'files': no file matches {path!r}")
-        out.extend(m for m in matched if m not in out)
-    return out
+            missing.append(path)
+        found.extend(m for m in matched if m not in found)
+    return found, missing
+
+
+def expand_files(corpus: CorpusConfig, input_root: str | None) -> list[str]:
+    """Concrete files of a corpus, in a stable order; an error names the pattern that matched nothing."""
+    found, missing = find_files(corpus, input_root)
+    if missing:
+        raise _err(f"corpus {corpus.name!r}", f"field 'files': no file matches {missing[0]!r}")
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class LeftOut:
+    """A corpus left out of a run because none of its files exist (--skip_missing_corpora)."""
+
+    name: str
+    weight: float
+    missing: tuple[str, ...]  # its resolved patterns
+
+
+def resolve_corpora(config: DataConfig, input_root: str | None, skip_missing: bool = False
+                    ) -> tuple[DataConfig, dict[str, list[str]], list[LeftOut]]:
+    """(the config of the corpora that run, their files, the corpora left out).
+
+    Every pattern of every corpus is looked up first, so that one error names every missing file. With
+    skip_missing, a corpus none of whose files exist is left out (its weight leaves the sum, so the
+    others keep their ratios); a corpus with some files present and others missing is still an error:
+    an incomplete download must not become a smaller corpus without notice."""
+    files: dict[str, list[str]] = {}
+    left_out: list[LeftOut] = []
+    problems: list[str] = []
+    for c in config.corpora:
+        found, missing = find_files(c, input_root)
+        if not missing:
+            files[c.name] = found
+        elif skip_missing and not found:
+            left_out.append(LeftOut(c.name, c.weight, tuple(missing)))
+        else:
+            problems.append(f"corpus {c.name!r}: {', '.join(missing)}" + (f" (found {len(found)} other file(s))" if found else ""))
+    if problems:
+        hint = "" if skip_missing else "; --skip_missing_corpora leaves out corpora none of whose files exist"
+        raise DataConfigError(f"data config: {len(problems)} corpus(es) with missing files: {'; '.join(problems)}{hint}")
+    if not files:
+        raise DataConfigError("data config: no corpus has its files under the input root "
+                              f"({input_root}); left out: {', '.join(lo.name for lo in left_out)}")
+    kept = dataclasses.replace(config, corpora=tuple(c for c in config.corpora if c.name in files))
+    return kept, files, left_out

@@ -1,11 +1,13 @@
 """The Beam job: assembles the pipeline and runs it (the entry point of beam_main.py).
 
-  (corpus, file) -> ReadLineBatches -+-> Reshuffle -> ProcessLineBatch -+-> <corpus>/train-*.tfrecord.gz
-                                     |                                  +-> <corpus>/validation-*.tfrecord.gz
-                                     |                                  +-> rejected/rejected-*.jsonl
-                                     |                                  +-> stats -> CombinePerKey ---+
-                                     +-> lines per file -> CombinePerKey(sum) ------------------------+
-  manifest.json <- WriteManifest (side inputs: stats, line counts, every write's finalised files) <--+
+  sources (pipeline/sources.py: JSON lines, Parquet, BEIR joins)
+    -+-> line batches -> Reshuffle -> ProcessLineBatch -+-> <corpus>/train-*.tfrecord.gz
+     |                                                  +-> <corpus>/validation-*.tfrecord.gz
+     |                                                  +-> rejected/rejected-*.jsonl  <- a source's own rejects
+     |                                                  +-> stats -> CombinePerKey ---+
+     +-> lines per source -> CombinePerKey(sum) --------------------------------------+
+     +-> source events (BEIR accounting) -> Count.PerElement -------------------------+
+  manifest.json <- WriteManifest (side inputs: stats, counts, every write's finalised files) <--+
 
 WriteManifest runs once, after everything else; it refuses (fails the job) when the lines counted
 by the reader differ from the lines the processing step accounted for.
@@ -22,11 +24,11 @@ import sys
 import apache_beam as beam
 from apache_beam.runners.runner import PipelineState
 
+from pipeline import beir, format_check, processing, splitting, stats, tokenizing, writing
 from pipeline import manifest as manifest_lib
 from pipeline import options as options_lib
-from pipeline import processing, splitting, stats, tokenizing, writing
-from pipeline.data_config import DataConfig, expand_files, load_data_config
-from pipeline.reading import LINE_COUNTS, ReadLineBatches
+from pipeline.data_config import DataConfig, LeftOut, load_data_config, resolve_corpora
+from pipeline.sources import read_sources
 from pipeline.user_errors import run_cli
 
 log = logging.getLogger("beam_main")
@@ -45,10 +47,12 @@ def train_shards(corpus, opts: options_lib.JobOptions) -> int:
 class WriteManifest(beam.DoFn):
     """Runs once, after every write is finalised (its side inputs force that order)."""
 
-    def __init__(self, config: DataConfig, files: dict, tokenizer: dict, opts: options_lib.JobOptions):
+    def __init__(self, config: DataConfig, files: dict, tokenizer: dict, opts: options_lib.JobOptions,
+                 left_out: list[LeftOut] = ()):
         self._config, self._files, self._tokenizer, self._opts = config, files, tokenizer, opts
+        self._left_out = list(left_out)
 
-    def process(self, _, combined_stats, line_counts, written_files):
+    def process(self, _, combined_stats, line_counts, events, written_files):
         opts = self._opts
         entries = []
         for corpus in self._config.corpora:
@@ -62,32 +66,39 @@ class WriteManifest(beam.DoFn):
             shard_files = {
                 split: writing.list_files(opts.output_dir, f"{corpus.name}/{split}-*-of-*{manifest_lib.FILE_SUFFIX}")
                 for split in splitting.SPLITS}
+            source = None
+            if corpus.input_format != "lines":
+                counts = {e: n for (name, e), n in sorted(events.items()) if name == corpus.name}
+                failed = beir.check_beir_counts(counts)
+                if failed:
+                    raise manifest_lib.ManifestError(f"corpus {corpus.name!r}: source counts do not reconcile "
+                                                     f"({'; '.join(failed)}): {counts}")
+                source = {"input_format": corpus.input_format, "counts": counts}
             entries.append(manifest_lib.corpus_entry(corpus, self._files[corpus.name], acc,
-                                                     shard_files[splitting.TRAIN], shard_files[splitting.VALIDATION]))
+                                                     shard_files[splitting.TRAIN], shard_files[splitting.VALIDATION],
+                                                     source))
         manifest = manifest_lib.build_manifest(entries, self._tokenizer, opts.max_seq_length, opts.validation_fraction,
                                                prompts=self._config.prompts,
-                                               default_prompt_name=self._config.default_prompt_name)
+                                               default_prompt_name=self._config.default_prompt_name,
+                                               left_out=self._left_out)
         yield manifest_lib.write_manifest(opts.output_dir, manifest)
 
 
 def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_json: str, tokenizer_info: dict,
-                   opts: options_lib.JobOptions):
+                   opts: options_lib.JobOptions, left_out: list[LeftOut] = ()):
     join = beam.io.filesystems.FileSystems.join
-    inputs = [(c.name, f) for c in config.corpora for f in files[c.name]]
     tags = [processing.output_tag(c.name, s) for c in config.corpora for s in splitting.SPLITS]
-    read = (
-        p
-        | "Files" >> beam.Create(inputs, reshuffle=False)
-        | "ReadLines" >> beam.ParDo(ReadLineBatches(opts.batch_lines, opts.max_line_bytes)).with_outputs(
-            LINE_COUNTS, main="batches")
-    )
-    line_counts = read[LINE_COUNTS] | "CountLines" >> beam.CombinePerKey(sum)
+    sources = read_sources(p, config, files, opts.batch_lines, opts.max_line_bytes)
+    line_counts = sources.line_counts | "AllLineCounts" >> beam.Flatten() | "CountLines" >> beam.CombinePerKey(sum)
+    events = ((sources.events or [p | "NoEvents" >> beam.Create([])])
+              | "AllEvents" >> beam.Flatten() | "CountEvents" >> beam.combiners.Count.PerElement())
     prompts = {c.name: c.role_prompts() for c in config.corpora if c.prompts}  # plain data for the workers
     results = (
-        read.batches
+        sources.batches
+        | "AllBatches" >> beam.Flatten()
         | "Spread" >> beam.Reshuffle()
         | "Process" >> beam.ParDo(processing.ProcessLineBatch(
-            {c.name: c.record_format for c in config.corpora}, tokenizer_json, opts.max_seq_length,
+            {c.name: c.line_format for c in config.corpora}, tokenizer_json, opts.max_seq_length,
             opts.validation_fraction, prompts)).with_outputs(processing.REJECTED, processing.STATS, *tags)
     )
     written = []
@@ -98,7 +109,8 @@ def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_
                 results[processing.output_tag(c.name, split)]
                 | f"Write/{c.name}/{split}" >> writing.WriteRecordBatches(join(opts.output_dir, c.name, split), shards))
     written.append(
-        results[processing.REJECTED]
+        [results[processing.REJECTED], *sources.rejected]
+        | "AllRejected" >> beam.Flatten()
         | "Write/rejected" >> beam.io.WriteToText(join(opts.output_dir, REJECTED_DIR, "rejected"),
                                                   file_name_suffix=".jsonl", num_shards=1))
     combined = results[processing.STATS] | "CombineStats" >> beam.CombinePerKey(stats.CombineStats(opts.max_seq_length))
@@ -106,9 +118,9 @@ def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_
     return (
         p
         | "ManifestTrigger" >> beam.Create([None])
-        | "WriteManifest" >> beam.ParDo(WriteManifest(config, files, tokenizer_info, opts),
+        | "WriteManifest" >> beam.ParDo(WriteManifest(config, files, tokenizer_info, opts, left_out),
                                         beam.pvalue.AsDict(combined), beam.pvalue.AsDict(line_counts),
-                                        beam.pvalue.AsList(all_written))
+                                        beam.pvalue.AsDict(events), beam.pvalue.AsList(all_written))
     )
 
 
@@ -127,13 +139,17 @@ def prepare(argv):
     options first, before anything is written)."""
     opts, beam_args = options_lib.parse_args(argv)
     pipeline = new_pipeline(options_lib.pipeline_options(beam_args))
-    config = load_data_config(opts.data_config).select(opts.corpora)
-    files = {c.name: expand_files(c, opts.input_root) for c in config.corpora}
+    config, files, left_out = resolve_corpora(load_data_config(opts.data_config).select(opts.corpora),
+                                              opts.input_root, opts.skip_missing_corpora)
+    if left_out:
+        log.warning("%s", manifest_lib.left_out_summary(left_out, config))
+    if opts.format_check:
+        format_check.check_before_start(config, files)
     writing.prepare_output_dir(opts.output_dir, opts.overwrite)
     tok = tokenizing.load_hf_tokenizer(opts.tokenizer)
     info = tokenizing.describe(tok, opts.tokenizer).to_json()
     tokenizer_json = tokenizing.save_for_workers(tok, opts.output_dir)
-    return opts, pipeline, config, files, tokenizer_json, info
+    return opts, pipeline, config, files, tokenizer_json, info, left_out
 
 
 def run(argv=None) -> int:
@@ -145,9 +161,9 @@ def run(argv=None) -> int:
 
 
 def _run(argv) -> int:
-    opts, p, config, files, tokenizer_json, info = prepare(argv)
+    opts, p, config, files, tokenizer_json, info, left_out = prepare(argv)
     log.info("%d corpora, %d files -> %s", len(config.corpora), sum(map(len, files.values())), opts.output_dir)
-    build_pipeline(p, config, files, tokenizer_json, info, opts)
+    build_pipeline(p, config, files, tokenizer_json, info, opts, left_out)
     prog = options_lib.program_name()
     try:
         state = p.run().wait_until_finish()

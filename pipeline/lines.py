@@ -18,7 +18,7 @@ KEEP_OF_LONG_LINE = 4096
 class LineBatch(NamedTuple):
     corpus: str
     path: str
-    first_line: int  # 1-based number of lines[0]
+    first_line: int  # 1-based number of lines[0]; 0: the lines have no numbers (Parquet rows, joined records)
     lines: list  # raw bytes without the line break; a too-long line is cut to KEEP_OF_LONG_LINE bytes
     too_long: tuple  # indexes into lines of lines longer than max_line_bytes
     read_error: str  # non-empty: the file ended in an error after these lines

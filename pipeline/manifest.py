@@ -27,7 +27,7 @@ class ManifestError(UserError):
 
 
 def corpus_entry(corpus, files: list[str], acc: dict, train_files: list[str],
-                 validation_files: list[str]) -> dict[str, Any]:
+                 validation_files: list[str], source: dict | None = None) -> dict[str, Any]:
     rejected_total = sum(acc["rejected"].values())
     entry = {
         "name": corpus.name,
@@ -47,14 +47,39 @@ def corpus_entry(corpus, files: list[str], acc: dict, train_files: list[str],
         # The prompts its texts were tokenized with: {"anchor"|"candidate": {"name", "text"}}.
         "prompts": {key: dataclasses.asdict(p) for key, p in corpus.prompts.items()},
     }
+    if corpus.fields:
+        entry["fields"] = dict(corpus.fields)
+    if source is not None:  # a joined source's own accounting (pipeline/beir.py): its lines are its records
+        entry["source"] = source
     if entry["lines_read"] != entry["train_examples"] + entry["validation_examples"] + rejected_total:
         raise ManifestError(f"corpus {corpus.name!r}: counts do not reconcile: {entry}")
     return entry
 
 
+def left_out_summary(left_out, kept_config) -> str:
+    """One line for the log: which corpora were left out and what the others' probabilities become."""
+    total = sum(c.weight for c in kept_config.corpora) + sum(lo.weight for lo in left_out)
+    gone = ", ".join(f"{lo.name} (weight {lo.weight:g}, {lo.weight / total:.1%} of batches)" for lo in left_out)
+    return (f"left out {len(left_out)} corpus(es) whose files are missing (--skip_missing_corpora): {gone}; "
+            f"the other {len(kept_config.corpora)} keep their weights, so their shares grow by "
+            f"{total / (total - sum(lo.weight for lo in left_out)):.3f}x (manifest.json: left_out)")
+
+
+def left_out_entry(left_out, entries: list[dict]) -> dict[str, Any]:
+    """The manifest's record of corpora left out and the probabilities of the corpora that ran, before
+    (with the left-out weights in the sum) and after."""
+    kept = sum(e["weight"] for e in entries)
+    before = kept + sum(lo.weight for lo in left_out)
+    return {
+        "corpora": [{"name": lo.name, "weight": lo.weight, "missing": list(lo.missing)} for lo in left_out],
+        "probabilities": {e["name"]: {"configured": round(e["weight"] / before, 6), "now": round(e["weight"] / kept, 6)}
+                          for e in entries},
+    }
+
+
 def build_manifest(entries: list[dict], tokenizer: dict, max_seq_length: int, validation_fraction: float,
                    created: str | None = None, prompts: dict[str, str] | None = None,
-                   default_prompt_name: str | None = None) -> dict[str, Any]:
+                   default_prompt_name: str | None = None, left_out=()) -> dict[str, Any]:
     totals = {k: sum(e[k] for e in entries) for k in ("lines_read", "train_examples", "validation_examples")}
     totals["rejected"] = sum(e["rejected"]["total"] for e in entries)
     return {
@@ -70,6 +95,8 @@ def build_manifest(entries: list[dict], tokenizer: dict, max_seq_length: int, va
         "prompts": dict(prompts or {}),
         "default_prompt_name": default_prompt_name,
         "corpora": entries,
+        # Corpora of the data config that this run left out (--skip_missing_corpora); empty: none.
+        "left_out": left_out_entry(left_out, entries) if left_out else {},
         "totals": totals,
     }
 

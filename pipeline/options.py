@@ -38,6 +38,8 @@ class JobOptions:
     max_line_bytes: int
     train_shards: int
     records_per_shard: int
+    skip_missing_corpora: bool = False
+    format_check: bool = True
 
 
 class OptionsError(UserError):
@@ -75,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train files per corpus; 0: ceil(expected_lines / records_per_shard), or runner-chosen "
                         "when the corpus has no expected_lines")
     p.add_argument("--records_per_shard", type=int, default=1_000_000, help="see --train_shards")
+    p.add_argument("--skip_missing_corpora", action="store_true",
+                   help="leave out the corpora none of whose files exist (e.g. reddit with the public files only); "
+                        "the manifest records them and the others' renormalised probabilities. Without it, any "
+                        "missing file stops the job before it starts, with every missing file named")
+    p.add_argument("--no_format_check", dest="format_check", action="store_false",
+                   help="skip the start-up check that parses the first lines of every file with its corpus's "
+                        "declared record format and stops the job when most are rejected")
     return p
 
 
@@ -98,7 +107,8 @@ def parse_args(argv: list[str] | None) -> tuple[JobOptions, list[str]]:
     corpora = tuple(n.strip() for n in args.corpora.split(",") if n.strip())
     return JobOptions(data_config, input_root, output_dir, args.tokenizer, args.max_seq_length, corpora,
                       args.overwrite, args.validation_fraction, args.batch_lines, args.max_line_bytes,
-                      args.train_shards, args.records_per_shard), beam_args
+                      args.train_shards, args.records_per_shard, args.skip_missing_corpora,
+                      args.format_check), beam_args
 
 
 def pipeline_options(beam_args: list[str]):

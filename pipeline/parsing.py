@@ -22,6 +22,13 @@ FILE_READ_ERROR = "file_read_error"
 REASONS = (INVALID_UTF8, EMPTY_LINE, BAD_JSON, WRONG_FORMAT, NON_STRING_TEXT, EMPTY_TEXT, LINE_TOO_LONG,
            FILE_READ_ERROR)
 
+# A data config's `fields` maps where a line's texts are in a JSON object (or a Parquet row, which the
+# reader hands over as one): either {"texts": KEY}, a key holding the list a list line would be, or one
+# key per role, {"anchor": KEY, "positive": KEY[, "negative": KEY]}. Other keys of the object are ignored.
+TEXTS_FIELD = "texts"
+ROLE_FIELDS = ("anchor", "positive", "negative")
+FIELD_KEYS = (TEXTS_FIELD, *ROLE_FIELDS)
+
 
 class Rejection(Exception):
     """A line that cannot become a record; `reason` is one of REASONS, `detail` says why in words."""
@@ -43,7 +50,8 @@ def _texts(value: Any, what: str, min_count: int) -> list[str]:
 def _check_texts(texts: list) -> None:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise Rejection(NON_STRING_TEXT, f"text #{i} is a {type(t).__name__}, not a string")
+            what = "null" if t is None else f"a {type(t).__name__}, not a string"
+            raise Rejection(NON_STRING_TEXT, f"text #{i} is {what}")
         if not t.strip():
             raise Rejection(EMPTY_TEXT, f"text #{i} is empty")
 
@@ -73,7 +81,69 @@ def _by_format(obj: Any, record_format: str) -> tuple[list, list[int]]:
     return [obj["query"], *pos, *neg], fmt.line_roles(len(pos), len(neg))
 
 
-def parse_line(raw: bytes, record_format: str) -> tuple[list[str], list[int]]:
+def fields_error(fields: dict, record_format: str) -> str | None:
+    """Why a `fields` mapping cannot serve a record format (None: it can)."""
+    fmt = FORMATS[record_format]
+    if not isinstance(fields, dict) or not fields:
+        return f"must be a non-empty object with keys among {list(FIELD_KEYS)}"
+    unknown = sorted(set(fields) - set(FIELD_KEYS))
+    if unknown:
+        return f"unknown key(s) {unknown}; allowed: {list(FIELD_KEYS)}"
+    if not all(isinstance(v, str) and v for v in fields.values()):
+        return "every value must be a non-empty key (column) name"
+    if TEXTS_FIELD in fields:
+        if len(fields) > 1:
+            return f"{TEXTS_FIELD!r} names the one key holding all texts: no role keys beside it"
+        if fmt.selection == "drawn":
+            return f"{TEXTS_FIELD!r} serves pair, triplet and set corpora; a {record_format} corpus maps " \
+                   "'anchor', 'positive' (and 'negative') instead"
+        return None
+    if fmt.selection == "two_members":
+        return f"a set corpus's members are one list: map it with {{{TEXTS_FIELD!r}: KEY}}"
+    need = {"anchor", "positive"} | ({"negative"} if fmt.has_negative else set())
+    if set(fields) != need:
+        return f"a {record_format} corpus maps exactly {sorted(need)}, got {sorted(fields)}"
+    return None
+
+
+def _field(obj: dict, key: str, role: str) -> Any:
+    if key not in obj:
+        raise Rejection(WRONG_FORMAT, f"no field {key!r} (the {role}); the object has {sorted(obj)[:10]}")
+    return obj[key]
+
+
+def _by_fields(obj: Any, fields: dict, record_format: str) -> tuple[list, list[int]]:
+    """(texts, roles) of an object through the corpus's `fields` (validated by fields_error)."""
+    if not isinstance(obj, dict):
+        raise Rejection(WRONG_FORMAT, f"a line of this corpus is a JSON object (its fields are mapped), "
+                                      f"got a JSON {type(obj).__name__}")
+    if TEXTS_FIELD in fields:
+        return _by_format(_field(obj, fields[TEXTS_FIELD], TEXTS_FIELD), record_format)
+    fmt = FORMATS[record_format]
+    values = {role: _field(obj, key, role) for role, key in fields.items()}
+    if fmt.selection == "fixed":
+        return [values[r] for r in ROLE_FIELDS if r in values], fmt.line_roles()
+    # query formats: the positive (and negative) key holds one text or a list of them
+
+    def listed(role: str) -> list:
+        v = values[role]
+        if v is None:
+            raise Rejection(NON_STRING_TEXT, f"field {fields[role]!r} is null")
+        return [v] if isinstance(v, str) else _texts(v, f"field {fields[role]!r}", 1)
+
+    pos = listed("positive")
+    neg = listed("negative") if "negative" in values else []
+    return [values["anchor"], *pos, *neg], fmt.line_roles(len(pos), len(neg))
+
+
+def parse_object(obj: Any, record_format: str, fields: dict | None = None) -> tuple[list[str], list[int]]:
+    """(texts, roles) of one decoded line (or Parquet row); raises Rejection."""
+    texts, roles = _by_fields(obj, fields, record_format) if fields else _by_format(obj, record_format)
+    _check_texts(texts)
+    return texts, roles
+
+
+def parse_line(raw: bytes, record_format: str, fields: dict | None = None) -> tuple[list[str], list[int]]:
     """(texts, roles) of one line without its line break; raises Rejection."""
     try:
         line = raw.decode("utf-8")
@@ -87,12 +157,21 @@ def parse_line(raw: bytes, record_format: str) -> tuple[list[str], list[int]]:
         raise Rejection(BAD_JSON, str(e)[:200]) from None
     except RecursionError:
         raise Rejection(BAD_JSON, "nested too deeply") from None
-    texts, roles = _by_format(obj, record_format)
-    _check_texts(texts)
-    return texts, roles
+    return parse_object(obj, record_format, fields)
 
 
-def parse_lines(lines: Iterable[bytes], too_long: Iterable[int], record_format: str
+def _unreadable_cell(value: Any) -> dict:
+    return {"unreadable_cell": type(value).__name__}
+
+
+def row_line(row: dict) -> bytes:
+    """A Parquet row as the JSON object line the parser reads (one rule for object lines and rows).
+    A cell JSON cannot hold (bytes, a date) becomes a marker object, which the parser then rejects as
+    a non-string text; a null cell stays null and is rejected the same way."""
+    return json.dumps(row, ensure_ascii=False, default=_unreadable_cell).encode("utf-8")
+
+
+def parse_lines(lines: Iterable[bytes], too_long: Iterable[int], record_format: str, fields: dict | None = None
                 ) -> Iterator[tuple[int, bytes, tuple[list[str], list[int]] | Rejection]]:
     """(index, raw, (texts, roles) or its Rejection) for each line of a batch; the lines whose indexes
     are in `too_long` (cut by the reader) are rejected as LINE_TOO_LONG without being parsed."""
@@ -102,7 +181,7 @@ def parse_lines(lines: Iterable[bytes], too_long: Iterable[int], record_format: 
             yield i, raw, Rejection(LINE_TOO_LONG, "line longer than --max_line_bytes")
             continue
         try:
-            parsed: tuple[list[str], list[int]] | Rejection = parse_line(raw, record_format)
+            parsed: tuple[list[str], list[int]] | Rejection = parse_line(raw, record_format, fields)
         except Rejection as r:
             parsed = r
         yield i, raw, parsed

@@ -30,16 +30,17 @@ def output_tag(corpus: str, split: str) -> str:
     return f"{split}__{corpus}"
 
 
-def rejected_record(corpus: str, path: str, line_number: int, reason: str, detail: str, raw: bytes) -> str:
+def rejected_record(corpus: str, path: str, line_number: int | None, reason: str, detail: str, raw: bytes) -> str:
     line = raw[: REJECTED_LINE_CHARS * 4].decode("utf-8", "replace")[:REJECTED_LINE_CHARS]
     return json.dumps({"corpus": corpus, "file": path, "line_number": line_number, "reason": reason,
                        "detail": detail, "line": line}, ensure_ascii=False)
 
 
 class ProcessLineBatch(beam.DoFn):
-    def __init__(self, record_formats: dict[str, str], tokenizer_json_path: str, max_seq_length: int,
-                 validation_fraction: float, prompts: dict[str, dict[int, str]] | None = None):
-        self._formats = record_formats  # corpus name -> declared record format
+    def __init__(self, line_formats: dict[str, tuple[str, dict | None]], tokenizer_json_path: str,
+                 max_seq_length: int, validation_fraction: float, prompts: dict[str, dict[int, str]] | None = None):
+        # corpus name -> (declared record format, fields or None): CorpusConfig.line_format, plain data.
+        self._formats = line_formats
         # corpus name -> {text role: prompt text} (CorpusConfig.role_prompts): plain data, pickled to workers.
         self._prompts = prompts or {}
         self._tokenizer_json_path = tokenizer_json_path
@@ -53,7 +54,7 @@ class ProcessLineBatch(beam.DoFn):
 
     def process(self, batch: LineBatch):
         corpus, path = batch.corpus, batch.path
-        record_format = self._formats[corpus]
+        record_format, fields = self._formats[corpus]
         prompts = self._prompts.get(corpus)
         acc = stats.new_stats(self._max_seq_length)
         acc["lines_read"] = batch_units(batch)
@@ -61,12 +62,12 @@ class ProcessLineBatch(beam.DoFn):
 
         def reject(i, reason, detail, raw):
             rejected[reason] = rejected.get(reason, 0) + 1
-            return beam.pvalue.TaggedOutput(
-                REJECTED, rejected_record(corpus, path, batch.first_line + i, reason, detail, raw))
+            number = batch.first_line + i if batch.first_line else None
+            return beam.pvalue.TaggedOutput(REJECTED, rejected_record(corpus, path, number, reason, detail, raw))
 
         accepted = []  # (raw line, texts, roles)
         all_texts = []
-        for i, raw, parsed in parsing.parse_lines(batch.lines, batch.too_long, record_format):
+        for i, raw, parsed in parsing.parse_lines(batch.lines, batch.too_long, record_format, fields):
             if isinstance(parsed, parsing.Rejection):
                 yield reject(i, parsed.reason, parsed.detail, raw)
                 continue

@@ -3,13 +3,34 @@ import os
 
 import pytest
 
-from pipeline.data_config import RECORD_FORMATS, DataConfigError, expand_files, load_data_config, parse_data_config
+from pipeline.data_config import (RECORD_FORMATS, DataConfigError, expand_files, load_data_config, parse_data_config,
+                                  resolve_corpora)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_the_27_corpora_config():
+def test_the_public_config_describes_the_public_repository():
     c = load_data_config(os.path.join(REPO, "data_config.json"))
+    assert len(c.corpora) == 27 and len(set(c.names)) == 27
+    # The public repository's line counts (corpora.md, "What the public file repository holds today"), plus
+    # Reddit's 2021 tuple count (not in that repository).
+    assert sum(x.expected_lines for x in c.corpora if x.name != "reddit") == 234_534_258
+    assert c.get("flickr30k_captions").expected_lines == 31_783 and c.get("coco_captions").expected_lines == 82_783
+    assert c.get("wikianswers").files == ("WikiAnswers.jsonl.gz",) and c.get("wikianswers").record_format == "set"
+    assert c.get("msmarco").files == ("msmarco-triplets.jsonl.gz",) and c.get("msmarco").expected_lines == 499_184
+    assert c.get("searchqa").record_format == "query" and c.get("quora_duplicates").expected_lines == 101_762
+    assert c.get("s2orc_citation_pairs").files == ("S2ORC_citations_titles.jsonl.gz",)
+    assert c.get("reddit").fields == {"anchor": "context", "positive": "response"}
+    # Every corpus keeps its 2021 weight, so its share of batches is the 2021 one.
+    ref = load_data_config(os.path.join(REPO, "data_configs", "reference_2021.json"))
+    assert {x.name: x.weight for x in c.corpora} == {x.name: x.weight for x in ref.corpora}
+    assert c.probabilities()["gooaq"] == pytest.approx(247 / 2711)
+    assert {x.name for x in c.corpora if x.symmetric} == {
+        "stackexchange_duplicate_questions", "quora_duplicates", "simple_wiki", "altlex"}
+
+
+def test_the_reference_config_keeps_the_2021_file_set():
+    c = load_data_config(os.path.join(REPO, "data_configs", "reference_2021.json"))
     assert len(c.corpora) == 27 and len(set(c.names)) == 27
     # The rows of corpora.md (1,099,060,508), except Stack Exchange duplicate questions: its three real files
     # hold 304,525 + 250,519 + 250,460 = 805,504 lines, not the model card's 364,001 (+441,503).
@@ -19,9 +40,9 @@ def test_the_27_corpora_config():
     assert {x.record_format for x in c.corpora} == {"pair", "set", "triplet"}
     assert c.get("gooaq").weight == 247 and c.get("reddit").weight == 328 and len(c.get("reddit").files) == 4
     assert c.get("coco_captions").record_format == "set" and c.get("msmarco").record_format == "triplet"
+    assert c.get("wikianswers").files == ("WikiAnswers_pairs.jsonl.gz",)
     assert {x.name for x in c.corpora if x.symmetric} == {
         "stackexchange_duplicate_questions", "quora_duplicates", "wikianswers", "simple_wiki", "altlex"}
-    assert c.probabilities()["gooaq"] == pytest.approx(247 / 2711)
 
 
 def test_the_sample_config_covers_every_shape_and_its_files_exist():
@@ -52,6 +73,19 @@ def _one(**patch):
     (_one(symmetric="yes"), "field 'symmetric'"),
     (_one(colour="red"), "unknown field(s) ['colour']"),
     (_one(name="a/b"), "field 'name' may hold only"),
+    (_one(fields={"anchor": "q"}), "corpus 'c': field 'fields': a pair corpus maps exactly ['anchor', 'positive']"),
+    (_one(fields={"anchor": "q", "positive": "a", "negative": "n"}), "maps exactly ['anchor', 'positive'], got"),
+    (_one(fields={"question": "q"}), "field 'fields': unknown key(s) ['question']"),
+    (_one(fields={"texts": "t", "anchor": "a"}), "no role keys beside it"),
+    (_one(fields={"anchor": "", "positive": "a"}), "every value must be a non-empty key"),
+    (_one(fields=["q", "a"]), "field 'fields': must be a non-empty object"),
+    (_one(record_format="set", fields={"anchor": "a", "positive": "b"}), "a set corpus's members are one list"),
+    (_one(record_format="query", fields={"texts": "t"}), "'texts' serves pair, triplet and set corpora"),
+    (_one(files=["c.parquet"]), "field 'fields' is required for Parquet files"),
+    (_one(input_format="csv"), "field 'input_format' is 'csv'; must be one of lines, beir"),
+    (_one(input_format="beir"), "a beir corpus has record_format 'query'"),
+    (_one(record_format="query", input_format="beir", qrels_split="a/b"), "field 'qrels_split' must name a file"),
+    (_one(qrels_split="dev"), "field 'qrels_split' applies to input_format 'beir' only"),
     ({"corpora": [_one()["corpora"][0]] * 2}, "corpus 'c': duplicate name"),
     ({"corpora": []}, "'corpora' must be a non-empty list"),
     ({"datasets": []}, "must be an object with a 'corpora' list"),
@@ -76,6 +110,46 @@ def test_files_that_match_nothing_and_unreadable_configs(tmp_path):
         load_data_config(str(tmp_path / "bad.json"))
     (tmp_path / "ok.json").write_text(json.dumps(_one()))
     assert load_data_config(str(tmp_path / "ok.json")).names == ["c"]
+
+
+def _config(*corpora):
+    return parse_data_config({"corpora": [{"record_format": "pair", "weight": 1, **c} for c in corpora]})
+
+
+def test_every_missing_file_is_named_at_once_and_skipping_is_a_decision(tmp_path):
+    (tmp_path / "a.jsonl.gz").write_bytes(b"")
+    (tmp_path / "c-1.jsonl.gz").write_bytes(b"")
+    config = _config({"name": "a", "files": ["a.jsonl.gz"], "weight": 3},
+                     {"name": "b", "files": ["b-1.jsonl.gz", "b-2.jsonl.gz"]},
+                     {"name": "c", "files": ["c-1.jsonl.gz", "c-2.jsonl.gz"]},
+                     {"name": "d", "files": ["d.jsonl.gz"], "weight": 2})
+    with pytest.raises(DataConfigError) as e:
+        resolve_corpora(config, str(tmp_path))
+    msg = str(e.value)
+    assert msg.startswith("data config: 3 corpus(es) with missing files: corpus 'b': ") and "\n" not in msg
+    for name in ("b-1", "b-2", "c-2", "d"):
+        assert str(tmp_path / f"{name}.jsonl.gz") in msg
+    assert "--skip_missing_corpora" in msg
+    # Skipping leaves out b and d (no file at all) but not c: a partial download stays an error.
+    with pytest.raises(DataConfigError, match=r"1 corpus\(es\) with missing files: corpus 'c': .*c-2.jsonl.gz \(found 1 other"):
+        resolve_corpora(config, str(tmp_path), skip_missing=True)
+    (tmp_path / "c-2.jsonl.gz").write_bytes(b"")
+    kept, files, left_out = resolve_corpora(config, str(tmp_path), skip_missing=True)
+    assert kept.names == ["a", "c"] and [lo.name for lo in left_out] == ["b", "d"]
+    assert files["c"] == [str(tmp_path / "c-1.jsonl.gz"), str(tmp_path / "c-2.jsonl.gz")]
+    assert left_out[1].weight == 2 and left_out[1].missing == (str(tmp_path / "d.jsonl.gz"),)
+    assert kept.probabilities() == {"a": 0.75, "c": 0.25}
+
+
+def test_beir_corpora_name_directories(tmp_path):
+    (tmp_path / "scifact").mkdir()
+    (tmp_path / "scifact" / "corpus.jsonl").write_text("")
+    config = _config({"name": "s", "files": ["scifact", "nfcorpus"], "record_format": "query", "input_format": "beir"})
+    with pytest.raises(DataConfigError, match="corpus 's': .*nfcorpus"):
+        resolve_corpora(config, str(tmp_path))
+    one = _config({"name": "s", "files": ["scifact"], "record_format": "query", "input_format": "beir"})
+    assert resolve_corpora(one, str(tmp_path))[1] == {"s": [str(tmp_path / "scifact")]}
+    assert one.get("s").qrels_split == "train"
 
 
 # ------------------------------------------------------------------------------------------ prompts

@@ -33,8 +33,8 @@ def test_manifest_step_refuses_lost_lines(tmp_path):
     config = CONFIG.select(["small"])
     fn = WriteManifest(config, {"small": ["/in/s"]}, {"name": "t"}, opts)
     with pytest.raises(ManifestError, match="12 lines were read but 10 processed"):
-        list(fn.process(None, {"small": _stats(10)}, {"small": 12}, []))
+        list(fn.process(None, {"small": _stats(10)}, {"small": 12}, {}, []))
     assert not (tmp_path / "manifest.json").exists()
-    (path,) = fn.process(None, {"small": _stats(10)}, {"small": 10}, [])
+    (path,) = fn.process(None, {"small": _stats(10)}, {"small": 10}, {}, [])
     m = json.loads(open(path).read())
     assert m["corpora"][0]["lines_read"] == 10 and m["corpora"][0]["train_files"] == []

@@ -54,3 +54,54 @@ def test_rejections(shape, line, reason):
         parse_line(line, shape)
     assert e.value.reason == reason and e.value.reason in parsing.REASONS
     assert e.value.detail
+
+
+# ------------------------------------------------------------------ objects with named fields (and Parquet rows)
+
+@pytest.mark.parametrize("shape,fields,obj,texts,roles", [
+    # Older releases' {"texts": [...]}: the list is read as the format's own list line.
+    ("pair", {"texts": "texts"}, {"texts": ["a", "b"]}, ["a", "b"], [A, P]),
+    ("triplet", {"texts": "texts"}, {"texts": ["a", "b", "c"], "guid": 7}, ["a", "b", "c"], [A, P, N]),
+    ("set", {"texts": "texts"}, {"texts": ["a", "b", "c"]}, ["a", "b", "c"], [M, M, M]),
+    # Named fields, extra fields ignored (the 2021 Reddit lines: context -> anchor, response -> positive).
+    ("pair", {"anchor": "context", "positive": "response"},
+     {"context": "hi", "response": "hello", "context_author": "x", "subreddit": "y"}, ["hi", "hello"], [A, P]),
+    ("triplet", {"anchor": "q", "positive": "p", "negative": "n"}, {"n": "c", "p": "b", "q": "a"}, ["a", "b", "c"],
+     [A, P, N]),
+    # Query formats: a positive / negative field holds one text or a list of them.
+    ("query", {"anchor": "question", "positive": "answers"}, {"question": "q", "answers": ["p1", "p2"]},
+     ["q", "p1", "p2"], [A, P, P]),
+    ("query_with_negatives", {"anchor": "q", "positive": "pos", "negative": "neg"}, {"q": "q", "pos": "p", "neg": ["n"]},
+     ["q", "p", "n"], [A, P, N]),
+])
+def test_fields_map_objects_by_declaration(shape, fields, obj, texts, roles):
+    assert parsing.fields_error(fields, shape) is None
+    assert parse_line(json.dumps(obj).encode(), shape, fields) == (texts, roles)
+    assert parse_line(parsing.row_line(obj), shape, fields) == (texts, roles)  # a Parquet row: the same rule
+
+
+@pytest.mark.parametrize("fields,obj,reason,detail", [
+    ({"anchor": "q", "positive": "a"}, ["q", "a"], parsing.WRONG_FORMAT, "a line of this corpus is a JSON object"),
+    ({"anchor": "q", "positive": "a"}, {"q": "x"}, parsing.WRONG_FORMAT, "no field 'a' (the positive)"),
+    ({"anchor": "q", "positive": "a"}, {"q": None, "a": "x"}, parsing.NON_STRING_TEXT, "text #0 is null"),
+    ({"anchor": "q", "positive": "a"}, {"q": "x", "a": 3}, parsing.NON_STRING_TEXT, "text #1 is a int, not a string"),
+    ({"anchor": "q", "positive": "a"}, {"q": "x", "a": " "}, parsing.EMPTY_TEXT, "text #1 is empty"),
+    ({"texts": "texts"}, {"texts": ["a"]}, parsing.WRONG_FORMAT, "a pair line is a list of 2 texts, got a list of 1"),
+    ({"texts": "texts"}, {"set": ["a", "b"]}, parsing.WRONG_FORMAT, "no field 'texts'"),
+])
+def test_fields_rejections(fields, obj, reason, detail):
+    with pytest.raises(Rejection) as e:
+        parse_line(json.dumps(obj).encode(), "pair", fields)
+    assert e.value.reason == reason and detail in e.value.detail
+
+
+def test_a_cell_json_cannot_hold_is_rejected_not_a_crash():
+    import datetime
+
+    line = parsing.row_line({"q": "x", "a": b"\x00bytes", "when": datetime.date(2021, 7, 1)})
+    with pytest.raises(Rejection) as e:
+        parse_line(line, "pair", {"anchor": "q", "positive": "a"})
+    assert e.value.reason == parsing.NON_STRING_TEXT and "a dict" in e.value.detail
+    with pytest.raises(Rejection) as e:
+        parse_line(parsing.row_line({"q": "x", "a": None}), "query", {"anchor": "q", "positive": "a"})
+    assert (e.value.reason, e.value.detail) == (parsing.NON_STRING_TEXT, "field 'a' is null")

@@ -14,7 +14,7 @@ def hf():
 
 
 def _run(hf, batch, shapes, fraction=0.0):
-    fn = ProcessLineBatch(shapes, "unused", 16, fraction)
+    fn = ProcessLineBatch({k: (v, None) for k, v in shapes.items()}, "unused", 16, fraction)
     fn._tokenizer = BatchTokenizer(hf.backend_tokenizer.to_str(), 16)  # what setup() does from a file
     out = {}
     for o in fn.process(batch):
@@ -59,7 +59,7 @@ def test_prompts_prefix_texts_by_role_and_the_dofn_pickles(hf):
     from apache_beam.internal import pickler
 
     # What Dataflow ships to its workers: the DoFn, pickled, with its prompts as plain data.
-    fn = pickler.loads(pickler.dumps(ProcessLineBatch({"web": "triplet"}, "unused", 16, 0.0,
+    fn = pickler.loads(pickler.dumps(ProcessLineBatch({"web": ("triplet", None)}, "unused", 16, 0.0,
                                                       {"web": {ROLE_ANCHOR: "query: ", ROLE_POSITIVE: "passage: "}})))
     fn._tokenizer = BatchTokenizer(hf.backend_tokenizer.to_str(), 16)
     lines = [b'["where is paris", "Paris is in France.", "Rome is in Italy."]']

@@ -1,0 +1,125 @@
+"""The job's start-up check: the first lines of every file parsed with its corpus's declared format.
+
+A corpus declared with the wrong record format or field mapping would otherwise become a run that
+rejects every line, found only when the job ends (on Dataflow, after paying for it). Here, on the
+launcher and before any worker starts, the first SAMPLE_LINES lines (or Parquet rows) of each file go
+through the same parser the job uses; when most are rejected the job stops with one line naming the
+corpus, the file, the format and the reasons. `python -m pipeline.inspect` prints the same check in
+full. Files are read through pipeline/storage.py (local, gs://, hf://).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+from typing import Iterator
+
+from pipeline import lines as lines_lib
+from pipeline import parsing, storage
+from pipeline.data_config import BEIR_FILES, PARQUET_SUFFIX, CorpusConfig, DataConfig
+from pipeline.user_errors import UserError
+
+SAMPLE_LINES = 1000
+MAX_LINE_BYTES = 1 << 20
+# Above this share of rejected sample lines the declared format is taken to be wrong.
+MOST = 0.5
+
+
+class FormatCheckError(UserError):
+    """A corpus whose declared record format rejects most of a file's first lines."""
+
+
+def sample_lines(path: str, n: int = SAMPLE_LINES) -> tuple[list[bytes], tuple[int, ...]]:
+    """(the first n lines of a JSON-lines file, or n rows of a Parquet file as object lines; the
+    indexes of lines cut for being longer than MAX_LINE_BYTES)."""
+    if path.endswith(PARQUET_SUFFIX):
+        return [parsing.row_line(r) for r in parquet_rows(path, n)], ()
+    out: list[bytes] = []
+    too_long: list[int] = []
+    for batch in lines_lib.iter_line_batches("", path, min(n, 4096), MAX_LINE_BYTES):
+        too_long.extend(len(out) + i for i in batch.too_long)
+        out.extend(batch.lines)
+        if batch.read_error and not batch.lines:
+            raise OSError(batch.read_error)
+        if len(out) >= n:
+            break
+    return out[:n], tuple(i for i in too_long if i < n)
+
+
+def parquet_rows(path: str, n: int) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    with storage.open_file(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        return list(itertools.islice(_rows(pf, n), n))
+
+
+def _rows(pf, n: int) -> Iterator[dict]:
+    for batch in pf.iter_batches(batch_size=min(n, 4096)):
+        yield from batch.to_pylist()
+
+
+@dataclasses.dataclass
+class SampleCheck:
+    corpus: str
+    path: str
+    record_format: str
+    fields: dict | None
+    sampled: int = 0
+    reasons: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    first_detail: dict = dataclasses.field(default_factory=dict)  # reason -> the first line's detail
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.reasons.values())
+
+    @property
+    def mostly_rejected(self) -> bool:
+        return self.sampled > 0 and self.rejected > MOST * self.sampled
+
+    def describe(self) -> str:
+        what = f"record_format {self.record_format!r}" + (f" with fields {self.fields}" if self.fields else "")
+        reasons = ", ".join(f"{r} {n}" + (f" ({self.first_detail[r]})" if self.first_detail.get(r) else "")
+                            for r, n in self.reasons.most_common())
+        return (f"{what} rejects {self.rejected} of the first {self.sampled} lines"
+                + (f": {reasons}" if reasons else ""))
+
+
+def check_sample(corpus: CorpusConfig, path: str, n: int = SAMPLE_LINES) -> SampleCheck:
+    record_format, fields = corpus.line_format
+    out = SampleCheck(corpus.name, path, record_format, fields)
+    lines, too_long = sample_lines(path, n)
+    out.sampled = len(lines)
+    for _, _, parsed in parsing.parse_lines(lines, too_long, record_format, fields):
+        if isinstance(parsed, parsing.Rejection):
+            out.reasons[parsed.reason] += 1
+            out.first_detail.setdefault(parsed.reason, parsed.detail[:160])
+    return out
+
+
+def beir_missing(directory: str, split: str) -> list[str]:
+    """The files of a BEIR directory that are not there (corpus.jsonl was found by the data config)."""
+    needed = [storage.join(directory, BEIR_FILES[1]), storage.join(directory, "qrels", f"{split}.tsv")]
+    return [f for f in needed if not storage.exists(f)]
+
+
+def check_before_start(config: DataConfig, files: dict[str, list[str]], n: int = SAMPLE_LINES) -> None:
+    """Raises FormatCheckError for the first file whose declared format rejects most of its sample,
+    and for a BEIR directory that lacks its queries or qrels."""
+    for c in config.corpora:
+        if c.input_format == "beir":
+            missing = [m for d in files[c.name] for m in beir_missing(d, c.qrels_split)]
+            if missing:
+                raise FormatCheckError(f"corpus {c.name!r} (beir): missing {', '.join(missing)}")
+            continue
+        for path in files[c.name]:
+            try:
+                result = check_sample(c, path, n)
+            except Exception as e:  # noqa: BLE001 (pyarrow, gzip and HTTP clients raise their own types)
+                raise FormatCheckError(f"corpus {c.name!r}, file {path}: cannot read its first lines "
+                                       f"({type(e).__name__}: {str(e)[:300]})") from None
+            if result.mostly_rejected:
+                raise FormatCheckError(
+                    f"corpus {c.name!r}, file {path}: {result.describe()}; fix the corpus's record_format / "
+                    f"fields (python -m pipeline.inspect {path} prints what the lines hold), or pass "
+                    "--no_format_check")

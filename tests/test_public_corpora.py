@@ -1,0 +1,88 @@
+"""The shipped data configs against the public file set (and the 2021 one), end to end through the job.
+
+The files are small stand-ins written by tests/_public_files.py with the public repository's exact
+names and the line shapes its card gives."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from _public_files import PUBLIC, REFERENCE_2021, write_files
+from pipeline import format_check, job
+from pipeline.data_config import load_data_config, resolve_corpora
+from pipeline.manifest import read_manifest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PUBLIC_CONFIG = os.path.join(REPO, "data_config.json")
+REFERENCE_CONFIG = os.path.join(REPO, "data_configs", "reference_2021.json")
+
+
+@pytest.fixture(scope="module")
+def public_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("embedding-training-data")
+    write_files(str(root), PUBLIC)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def public_run(public_root, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("public_run") / "data")
+    rc = job.run([f"--data_config={PUBLIC_CONFIG}", f"--input_root={public_root}", f"--output_dir={out}",
+                  "--skip_missing_corpora", "--max_seq_length=32"])
+    assert rc == 0
+    return read_manifest(out)
+
+
+def test_the_public_files_run_with_one_flag_and_nothing_is_rejected(public_run):
+    config = load_data_config(PUBLIC_CONFIG)
+    m = public_run
+    assert [c["name"] for c in m["corpora"]] == [n for n in config.names if n != "reddit"]
+    lines = {c.name: 4 * len(c.files) for c in config.corpora}  # 4 lines per stand-in file
+    for c in m["corpora"]:
+        assert c["rejected"]["total"] == 0, c
+        assert c["lines_read"] == lines[c["name"]] == c["train_examples"] + c["validation_examples"]
+    assert m["totals"]["rejected"] == 0 and m["totals"]["lines_read"] == sum(lines.values()) - lines["reddit"]
+    # Reddit left out, recorded with its missing files, and the others' shares renormalised.
+    assert [lo["name"] for lo in m["left_out"]["corpora"]] == ["reddit"]
+    assert len(m["left_out"]["corpora"][0]["missing"]) == 4
+    probs = m["left_out"]["probabilities"]
+    assert probs["gooaq"]["configured"] == pytest.approx(247 / 2711, abs=1e-6)
+    assert probs["gooaq"]["now"] == pytest.approx(247 / (2711 - 328), abs=1e-6)
+    assert sum(p["now"] for p in probs.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_without_the_flag_every_missing_file_is_named_in_one_line(public_root, tmp_path, capsys):
+    rc = job.run([f"--data_config={PUBLIC_CONFIG}", f"--input_root={public_root}", f"--output_dir={tmp_path / 'o'}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err
+    assert "1 corpus(es) with missing files: corpus 'reddit': " in err and "--skip_missing_corpora" in err
+    for year in (2015, 2016, 2017, 2018):
+        assert os.path.join(public_root, "reddit", f"reddit_{year}.jsonl.gz") in err
+    assert not os.path.exists(tmp_path / "o")  # nothing written
+
+
+def test_the_reference_config_reads_the_2021_file_set(tmp_path):
+    write_files(str(tmp_path), REFERENCE_2021)
+    config, files, left_out = resolve_corpora(load_data_config(REFERENCE_CONFIG), str(tmp_path))
+    assert len(config.corpora) == 27 and not left_out
+    assert files["reddit"] == [str(tmp_path / "reddit" / f"reddit_{y}.jsonl.gz") for y in (2015, 2016, 2017, 2018)]
+    for c in config.corpora:  # every 2021 file's lines fit its declared format
+        for path in files[c.name]:
+            result = format_check.check_sample(c, path)
+            assert (result.sampled, result.rejected) == (4, 0), (c.name, result.describe())
+    # ... and the public files do not: the public config is the one for them.
+    with pytest.raises(Exception, match="missing files"):
+        resolve_corpora(load_data_config(REFERENCE_CONFIG), str(tmp_path / "nowhere"))
+
+
+def test_hf_paths_are_refused_offline_in_one_line(tmp_path):
+    root = "hf://datasets/sentence-transformers/embedding-training-data"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "beam_main.py", f"--data_config={PUBLIC_CONFIG}", f"--input_root={root}",
+                        f"--output_dir={tmp_path / 'o'}", "--corpora=gooaq"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    lines = [line for line in r.stderr.splitlines() if "error" in line.lower()]
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert lines == [lines[-1]] and f"cannot list '{root}/gooaq_pairs.jsonl.gz'" in lines[-1], r.stderr[-2000:]
