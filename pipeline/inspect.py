@@ -84,8 +84,9 @@ def suggest_entry(path: str, lines: list[bytes], count: int, exact: bool) -> dic
     entry: dict = {"name": _corpus_name(path), "files": [os.path.basename(path)]}
     first = next((o for o in objs if isinstance(o, (list, dict))), None)
     fmt, fields, note = "pair", None, ""
-    if isinstance(first, list) or (isinstance(first, dict) and set(first) in ({"set"}, {"texts"})):
-        key = next(iter(first)) if isinstance(first, dict) else None
+    list_key = next((k for k in ("set", "texts") if isinstance(first, dict) and isinstance(first.get(k), list)), None)
+    if isinstance(first, list) or list_key:
+        key = list_key
         held = [o.get(key) if key and isinstance(o, dict) else o for o in objs]
         sizes = {len(v) for v in held if isinstance(v, list)}
         fmt = "pair" if sizes == {2} else "triplet" if sizes == {3} else "set"
