@@ -196,6 +196,7 @@ def _build_context(dst: str) -> list[str]:
 def test_dockerignore_keeps_the_build_inputs_and_drops_local_state():
     rules = _dockerignore_patterns()
     for keep in ("pyproject.toml", "README.md", "beam_main.py", "train_main.py", "data_config.json",
+                 "data_configs/reference_2021.json",
                  "pipeline/job.py", "trainer/modeling.py", "samples/data_config.json"):
         assert not _ignored(keep, rules), keep
     for drop in (".venv/bin/python", ".git/HEAD", "out/data/manifest.json", "tests/test_dockerfile.py",
