@@ -50,16 +50,20 @@ def test_metrics_by_hand_and_ties_by_corpus_id():
         assert rank_corpus(q, emb, ids, k=100, chunk=chunk).tolist() == [[2, 3, 1, 4, 0]]
 
 
-def test_reader_rules(tmp_path):
+def test_reader_rules(tmp_path, caplog):
     d = _write_beir(tmp_path / "set", [
         {"_id": "d1", "title": "Paris", "text": "The capital of France. "}, {"_id": 2, "text": "No title."},
-        {"_id": "d3", "title": None, "text": ""},  # empty: dropped
-    ], [{"_id": "q1", "text": "capital of france"}, {"_id": "q2", "text": "judged only"}, {"_id": "q3", "text": ""}],
+        {"_id": "d3", "title": None, "text": ""},  # empty: kept, as sentence-transformers keeps it
+    ], [{"_id": "q1", "text": "capital of france"}, {"_id": "q2", "text": "judged only"}, {"_id": "q3", "text": ""},
+        {"_id": "q4"}],  # q3, q4: empty, kept when judged
         [("q1", "d1", 1), ("q1", "2", 0), ("q2", "d1", 0), ("q3", "d1", 2), ("q9", "d1", 1)])
     data = read_beir(d)
-    assert data.name == "set" and data.corpus_ids == ["d1", "2"] and data.corpus == ["Paris The capital of France.",
-                                                                                      "No title."]
-    assert data.query_ids == ["q1"] and data.relevant == {"q1": {"d1"}}  # score 0 is not relevant
+    assert data.name == "set" and data.corpus_ids == ["d1", "2", "d3"]
+    assert data.corpus == ["Paris The capital of France.", "No title.", ""]
+    assert data.query_ids == ["q1", "q3"] and data.queries == ["capital of france", ""]
+    assert data.relevant == {"q1": {"d1"}, "q3": {"d1"}}  # score 0 is not relevant
+    assert (data.empty_documents, data.empty_queries) == (1, 1)
+    assert f"{d}: 1 empty document(s) of 3 and 1 empty query(ies) of 2 kept" in caplog.text
 
 
 def _one_line(capsys) -> str:
@@ -109,22 +113,25 @@ def test_module_form_names_itself():
 
 @pytest.fixture(scope="module")
 def beir_set(tmp_path_factory):
-    """144 "subject action" documents (every 3rd titled, one duplicated under a second id: a tie), and
-    queries with 12, 1, 3 and 120 relevant documents (over 100: MAP@100's and recall@100's cut-offs),
-    one relevant id missing from the corpus, judged-irrelevant (0) rows, a query with no relevant one."""
+    """144 "subject action" documents (every 3rd titled, one duplicated under a second id: a tie, one
+    empty), and queries with 12, 1, 3 and 120 relevant documents (over 100: MAP@100's and recall@100's
+    cut-offs), one relevant id missing from the corpus, judged-irrelevant (0) rows, a query with no
+    relevant one, an empty query (relevant: the empty document and a cat's)."""
     corpus, ids = [], {}
     for i, s in enumerate(SUBJECTS):
         for j, a in enumerate(ACTIONS):
             ids[s, a] = f"d{len(corpus)}"
             corpus.append({"_id": ids[s, a], "title": s if len(corpus) % 3 == 0 else "", "text": f"{s} {a} every day."})
     corpus.append({"_id": "dup", "title": corpus[5]["title"], "text": corpus[5]["text"]})
+    corpus.append({"_id": "blank", "title": None, "text": ""})
     queries = [{"_id": "q_piano", "text": "Who plays the piano?"}, {"_id": "q_chef", "text": "the chef cooking dinner"},
                {"_id": "q_cat", "text": "What does the cat do?"}, {"_id": "q_many", "text": "people doing things"},
-               {"_id": "q_none", "text": "nothing relevant"}]
+               {"_id": "q_none", "text": "nothing relevant"}, {"_id": "q_empty", "text": ""}]
     qrels = [("q_piano", ids[s, "plays the piano"], 1) for s in SUBJECTS]
     qrels += [("q_chef", ids["The chef", "cooks dinner"], 2), ("q_chef", ids["The baker", "cooks dinner"], 0)]
     qrels += [("q_cat", ids["The cat", a], 1) for a in ACTIONS[:2]] + [("q_cat", "d_missing", 1)]
     qrels += [("q_many", ids[s, a], 1) for s in SUBJECTS[2:] for a in ACTIONS] + [("q_none", "d0", 0)]
+    qrels += [("q_empty", "blank", 1), ("q_empty", ids["The cat", "drinks coffee"], 1)]
     return _write_beir(tmp_path_factory.mktemp("beir") / "people", corpus, queries, qrels)
 
 
@@ -153,7 +160,8 @@ def test_same_numbers_as_sentence_transformers(beir_set, capsys, demo_model_dir,
     captured = capsys.readouterr()
     ours = json.loads(captured.out)
     assert "corpus: 100%" in captured.err  # the progress bar, on stderr
-    assert (ours["dataset"], ours["queries"], ours["corpus"], ours["max_seq_length"]) == ("people", 4, 145, 256)
+    # The empty query and the empty document are in (sentence-transformers' evaluator keeps them).
+    assert (ours["dataset"], ours["queries"], ours["corpus"], ours["max_seq_length"]) == ("people", 5, 146, 256)
 
     st = SentenceTransformer(demo_model_dir, device="cpu")
     evaluator = _st_evaluator(beir_set)

@@ -5,19 +5,24 @@
     D/qrels/<split>.tsv   query-id <tab> corpus-id <tab> score, after a header line
 
 As BEIR, MTEB and the sentence-transformers examples do: a document is `(title + " " + text).strip()`;
-a qrels row is relevant when its score is > 0 (0 marks a judged non-relevant document); documents and
-queries whose text is empty are dropped; a query counts only when it has a relevant document and a
-line in queries.jsonl. Relevant ids missing from the corpus still count in recall's denominator, as
-in sentence-transformers' InformationRetrievalEvaluator. Every malformed line is a BeirFormatError
-(a UserError) naming the file and line.
+a qrels row is relevant when its score is > 0 (0 marks a judged non-relevant document); a query counts
+only when it has a relevant document and a line in queries.jsonl. Documents and queries whose text is
+empty are kept (embedded as the empty text), as sentence-transformers' InformationRetrievalEvaluator
+keeps them, so that the metrics are over the same sets; they are counted and logged. Relevant ids
+missing from the corpus still count in recall's denominator, as in that evaluator. Every malformed
+line is a BeirFormatError (a UserError) naming the file and line.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 from pipeline import storage
 from pipeline.user_errors import UserError
+
+
+log = logging.getLogger(__name__)
 
 
 class BeirFormatError(UserError):
@@ -32,6 +37,8 @@ class BeirDataset:
     query_ids: list[str]
     queries: list[str]
     relevant: dict[str, set[str]]  # query id -> relevant corpus ids (every query of query_ids has one)
+    empty_documents: int = 0  # documents of corpus whose text is "" (kept)
+    empty_queries: int = 0  # queries of query_ids whose text is "" (kept)
 
 
 def dataset_name(path: str) -> str:
@@ -95,11 +102,17 @@ def read_beir(path: str, split: str = "test") -> BeirDataset:
     queries = _jsonl(storage.join(path, "queries.jsonl"), ("text",))
     relevant = read_qrels(storage.join(path, "qrels", f"{split}.tsv"))
     corpus = {k: ((d.get("title") or "") + " " + (d.get("text") or "")).strip() for k, d in docs.items()}
-    corpus = {k: t for k, t in corpus.items() if t}
     query_text = {k: (q.get("text") or "") for k, q in queries.items()}
-    query_ids = [k for k, t in query_text.items() if t and relevant.get(k)]
+    query_ids = [k for k in query_text if relevant.get(k)]
     if not query_ids or not corpus:
         raise BeirFormatError(f"{path}: no query of queries.jsonl has a relevant document in qrels/{split}.tsv"
                               if corpus else f"{path}: corpus.jsonl has no documents")
-    return BeirDataset(dataset_name(path), list(corpus), list(corpus.values()), query_ids,
-                       [query_text[k] for k in query_ids], {k: relevant[k] for k in query_ids})
+    data = BeirDataset(dataset_name(path), list(corpus), list(corpus.values()), query_ids,
+                       [query_text[k] for k in query_ids], {k: relevant[k] for k in query_ids},
+                       empty_documents=sum(not t for t in corpus.values()),
+                       empty_queries=sum(not query_text[k] for k in query_ids))
+    if data.empty_documents or data.empty_queries:
+        log.warning("%s: %d empty document(s) of %d and %d empty query(ies) of %d kept and ranked, as "
+                    "sentence-transformers' evaluator does", path, data.empty_documents, len(data.corpus),
+                    data.empty_queries, len(query_ids))
+    return data
