@@ -17,11 +17,14 @@ from pipeline.record_schema import FORMATS, RECORD_FORMATS
 from pipeline.user_errors import UserError
 
 _CORPUS_FIELDS = {"name", "files", "record_format", "weight", "expected_lines", "symmetric", "description", "prompts",
-                  "fields", "input_format", "qrels_split"}
+                  "fields", "input_format", "qrels_split", "reddit_options"}
 # How a corpus's files are read (pipeline/sources.py): "lines", one record per JSON line (.jsonl,
 # .jsonl.gz) or Parquet row (.parquet); "beir", BEIR-format directories (corpus.jsonl, queries.jsonl,
-# qrels/<qrels_split>.tsv) joined into one `query` record per query.
-INPUT_FORMATS = ("lines", "beir")
+# qrels/<qrels_split>.tsv) joined into one `query` record per query; "reddit_comments", Reddit comment
+# dumps (JSON lines, gz / bz2 / xz / zst) paired in Beam into (context, response) lines (pipeline/reddit.py).
+INPUT_FORMATS = ("lines", "beir", "reddit_comments")
+# The 2021 training script read a Reddit line as [response, context]: the reply is the anchor.
+REDDIT_FIELDS = {"anchor": "response", "positive": "context"}
 PARQUET_SUFFIX = ".parquet"
 BEIR_FILES = ("corpus.jsonl", "queries.jsonl")
 _TOP_FIELDS = {"corpora", "description", "prompts", "default_prompt_name"}
@@ -59,6 +62,8 @@ class CorpusConfig:
     fields: dict[str, str] = dataclasses.field(default_factory=dict, hash=False)
     input_format: str = "lines"  # INPUT_FORMATS
     qrels_split: str = "train"  # beir: the qrels file whose judgements become training records
+    # reddit_comments: pipeline/reddit_filters.RedditOptions fields (PolyAI's filters and split by default).
+    reddit_options: dict = dataclasses.field(default_factory=dict, hash=False)
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -69,6 +74,8 @@ class CorpusConfig:
                 del d[key]
         if self.input_format != "beir":
             del d["qrels_split"]
+        if not self.reddit_options:
+            del d["reddit_options"]
         return d
 
     @property
@@ -227,8 +234,21 @@ def _parse_corpus(i: int, raw: Any, prompt_table: dict[str, str]) -> CorpusConfi
             raise _err(where, f"field 'qrels_split' must name a file qrels/<split>.tsv, got {qrels_split!r}")
     elif "qrels_split" in raw:
         raise _err(where, "field 'qrels_split' applies to input_format 'beir' only")
+    reddit_options = raw.get("reddit_options", {})
+    if input_format == "reddit_comments":
+        if record_format != "pair":
+            raise _err(where, "a reddit_comments corpus has record_format 'pair' (context and response)")
+        fields = fields or dict(REDDIT_FIELDS)
+        from pipeline.reddit_filters import RedditOptions
+
+        try:
+            RedditOptions(**reddit_options)
+        except (TypeError, ValueError) as e:
+            raise _err(where, f"field 'reddit_options': {e}") from None
+    elif "reddit_options" in raw:
+        raise _err(where, "field 'reddit_options' applies to input_format 'reddit_comments' only")
     return CorpusConfig(name, tuple(files), record_format, float(weight), expected, symmetric, description, prompts,
-                        dict(fields), input_format, qrels_split)
+                        dict(fields), input_format, qrels_split, dict(reddit_options))
 
 
 def parse_data_config(raw: Any) -> DataConfig:

@@ -20,6 +20,7 @@ from pipeline.data_config import BEIR_FILES, PARQUET_SUFFIX, CorpusConfig, DataC
 from pipeline.user_errors import UserError
 
 SAMPLE_LINES = 1000
+COMMENT_DUMP_SUFFIXES = (".zst", ".bz2", ".xz")
 MAX_LINE_BYTES = 1 << 20
 # Above this share of rejected sample lines the declared format is taken to be wrong.
 MOST = 0.5
@@ -34,6 +35,11 @@ def sample_lines(path: str, n: int = SAMPLE_LINES) -> tuple[list[bytes], tuple[i
     indexes of lines cut for being longer than MAX_LINE_BYTES)."""
     if path.endswith(PARQUET_SUFFIX):
         return [parsing.row_line(r) for r in parquet_rows(path, n)], ()
+    if path.endswith(COMMENT_DUMP_SUFFIXES):  # Reddit's dumps: bz2, xz, zstd with a long window
+        from pipeline.reddit import open_comment_file
+
+        with open_comment_file(path) as f:
+            return [line.rstrip(b"\r\n") for line in itertools.islice(f, n)], ()
     out: list[bytes] = []
     too_long: list[int] = []
     for batch in lines_lib.iter_line_batches("", path, min(n, 4096), MAX_LINE_BYTES):
@@ -63,7 +69,7 @@ def _rows(pf, n: int) -> Iterator[dict]:
 class SampleCheck:
     corpus: str
     path: str
-    record_format: str
+    what: str  # "record_format 'pair'", or "Reddit comment records"
     fields: dict | None
     sampled: int = 0
     reasons: collections.Counter = dataclasses.field(default_factory=collections.Counter)
@@ -78,7 +84,7 @@ class SampleCheck:
         return self.sampled > 0 and self.rejected > MOST * self.sampled
 
     def describe(self) -> str:
-        what = f"record_format {self.record_format!r}" + (f" with fields {self.fields}" if self.fields else "")
+        what = self.what + (f" with fields {self.fields}" if self.fields else "")
         reasons = ", ".join(f"{r} {n}" + (f" ({self.first_detail[r]})" if self.first_detail.get(r) else "")
                             for r, n in self.reasons.most_common())
         return (f"{what} rejects {self.rejected} of the first {self.sampled} lines"
@@ -87,13 +93,22 @@ class SampleCheck:
 
 def check_sample(corpus: CorpusConfig, path: str, n: int = SAMPLE_LINES) -> SampleCheck:
     record_format, fields = corpus.line_format
-    out = SampleCheck(corpus.name, path, record_format, fields)
     lines, too_long = sample_lines(path, n)
-    out.sampled = len(lines)
-    for _, _, parsed in parsing.parse_lines(lines, too_long, record_format, fields):
-        if isinstance(parsed, parsing.Rejection):
-            out.reasons[parsed.reason] += 1
-            out.first_detail.setdefault(parsed.reason, parsed.detail[:160])
+    if corpus.input_format == "reddit_comments":  # comment records, paired later: check them as comments
+        from pipeline.reddit import Rejection as CommentRejection, parse_comment_line
+        from pipeline.reddit_filters import RedditOptions
+
+        out = SampleCheck(corpus.name, path, "Reddit comment records", None, len(lines))
+        options = RedditOptions(**corpus.reddit_options)
+        results = [parse_comment_line(raw, options) for raw in lines]
+        rejections = [r for r in results if isinstance(r, CommentRejection)]
+    else:
+        out = SampleCheck(corpus.name, path, f"record_format {record_format!r}", fields, len(lines))
+        rejections = [p for _, _, p in parsing.parse_lines(lines, too_long, record_format, fields)
+                      if isinstance(p, parsing.Rejection)]
+    for r in rejections:
+        out.reasons[r.reason] += 1
+        out.first_detail.setdefault(r.reason, r.detail[:160])
     return out
 
 

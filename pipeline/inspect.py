@@ -45,8 +45,21 @@ def shape_of(line: bytes) -> str:
     return f"JSON {type(obj).__name__}"
 
 
-def count_lines(path: str) -> tuple[int, bool]:
-    """(line count, exact?): exact up to EXACT_BYTES stored, else estimated from a PREFIX_BYTES prefix."""
+def is_comment_record(obj) -> bool:
+    """A Reddit comment as the public dumps and BigQuery publish them."""
+    return isinstance(obj, dict) and {"id", "parent_id", "link_id", "body"} <= set(obj)
+
+
+def count_lines(path: str) -> tuple[int | None, bool]:
+    """(line count, exact?): exact up to EXACT_BYTES stored, else estimated from a PREFIX_BYTES prefix;
+    (None, False) for a bz2 / xz / zstd dump over EXACT_BYTES (its stored bytes per line are not known)."""
+    if path.endswith(format_check.COMMENT_DUMP_SUFFIXES):
+        if _size(path) > EXACT_BYTES:
+            return None, False
+        from pipeline.reddit import open_comment_file
+
+        with open_comment_file(path) as f:
+            return sum(1 for _ in f), True
     if path.endswith(dc.PARQUET_SUFFIX):
         import pyarrow.parquet as pq
 
@@ -83,6 +96,10 @@ def suggest_entry(path: str, lines: list[bytes], count: int, exact: bool) -> dic
     shapes = collections.Counter(shape_of(line) for line in lines).most_common()
     entry: dict = {"name": _corpus_name(path), "files": [os.path.basename(path)]}
     first = next((o for o in objs if isinstance(o, (list, dict))), None)
+    if is_comment_record(first):
+        return {**entry, "record_format": "pair", "input_format": "reddit_comments", "weight": 82,
+                "description": "Reddit comment records, paired by thread into (context, response) with PolyAI's "
+                               "filters (docs/reddit.md); weight: the 2021 run's 82 per yearly file"}
     fmt, fields, note = "pair", None, ""
     list_key = next((k for k in ("set", "texts") if isinstance(first, dict) and isinstance(first.get(k), list)), None)
     if isinstance(first, list) or list_key:
@@ -103,7 +120,7 @@ def suggest_entry(path: str, lines: list[bytes], count: int, exact: bool) -> dic
     entry["record_format"] = fmt
     if fields:
         entry["fields"] = fields
-    entry["weight"] = max(1, min(WEIGHT_CAP, round(count / WEIGHT_DIVISOR)))
+    entry["weight"] = max(1, min(WEIGHT_CAP, round((count or 0) / WEIGHT_DIVISOR)))
     if exact:
         entry["expected_lines"] = count
     entry["description"] = (f"{shapes[0][0] if shapes else 'empty'}; weight: lines / {WEIGHT_DIVISOR}, "
@@ -127,6 +144,13 @@ def parquet_schema(path: str) -> str:
         return ", ".join(f"{field.name}: {field.type}" for field in pq.ParquetFile(f).schema_arrow)
 
 
+def _is_comment_line(line: bytes) -> bool:
+    try:
+        return is_comment_record(json.loads(line))
+    except (ValueError, RecursionError):
+        return False
+
+
 def _cut(line: bytes) -> str:
     text = line[: SHOW_CHARS * 4].decode("utf-8", "replace")
     return text if len(text) <= SHOW_CHARS else text[:SHOW_CHARS] + " ..."
@@ -137,13 +161,21 @@ def inspect_file(path: str, out) -> tuple[list[bytes], int, bool]:
     lines, _ = format_check.sample_lines(path)
     count, exact = count_lines(path)
     print(f"{path}", file=out)
-    print(f"  lines: {count:,}" + ("" if exact else f" (estimated from the first {PREFIX_BYTES >> 20} MiB)"), file=out)
+    if count is None:
+        print(f"  lines: not counted (a compressed dump over {EXACT_BYTES >> 20} MiB)", file=out)
+    else:
+        print(f"  lines: {count:,}" + ("" if exact else f" (estimated from the first {PREFIX_BYTES >> 20} MiB)"),
+              file=out)
     if path.endswith(dc.PARQUET_SUFFIX):
         print(f"  Parquet schema: {parquet_schema(path)}", file=out)
     for shape, n in collections.Counter(shape_of(line) for line in lines).most_common(3):
         print(f"  shape: {shape}  ({n} of the first {len(lines)})", file=out)
     for line in lines[:2]:
         print(f"  sample: {_cut(line)}", file=out)
+    comments = sum(_is_comment_line(line) for line in lines)
+    if comments > len(lines) / 2:
+        print(f"  Reddit comment records ({comments} of {len(lines)}): a corpus of them has input_format "
+              "'reddit_comments' (paired by thread, docs/reddit.md)", file=out)
     return lines, count, exact
 
 
@@ -167,7 +199,7 @@ def _main(argv) -> int:
     covered: dict[str, dc.CorpusConfig] = {}
     if config:
         for c in config.corpora:
-            if c.input_format == "lines":
+            if c.input_format in ("lines", "reddit_comments"):
                 covered.update((f, c) for f in dc.find_files(c, root)[0])
     paths = [f for pattern in args.paths for f in (storage.glob(storage.abspath(pattern)) or [pattern])]
     if not args.paths:

@@ -24,11 +24,11 @@ import sys
 import apache_beam as beam
 from apache_beam.runners.runner import PipelineState
 
-from pipeline import beir, format_check, processing, splitting, stats, tokenizing, writing
+from pipeline import format_check, processing, splitting, stats, tokenizing, writing
 from pipeline import manifest as manifest_lib
 from pipeline import options as options_lib
 from pipeline.data_config import DataConfig, LeftOut, load_data_config, resolve_corpora
-from pipeline.sources import read_sources
+from pipeline.sources import check_source_counts, read_sources
 from pipeline.user_errors import run_cli
 
 log = logging.getLogger("beam_main")
@@ -69,7 +69,7 @@ class WriteManifest(beam.DoFn):
             source = None
             if corpus.input_format != "lines":
                 counts = {e: n for (name, e), n in sorted(events.items()) if name == corpus.name}
-                failed = beir.check_beir_counts(counts)
+                failed = check_source_counts(corpus.input_format, counts)
                 if failed:
                     raise manifest_lib.ManifestError(f"corpus {corpus.name!r}: source counts do not reconcile "
                                                      f"({'; '.join(failed)}): {counts}")

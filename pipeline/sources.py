@@ -4,6 +4,7 @@
           Parquet files (Beam's Parquet IO, split by row group; each row becomes the JSON object of its
           cells, which the corpus's `fields` map like any object line: one rule for both)
   beir    BEIR-format directories joined into `query` records (pipeline/beir.py)
+  reddit_comments  Reddit comment dumps paired by thread into (context, response) lines (pipeline/reddit.py)
 
 Every source gives the same three things, so the rest of the job (parse, tokenize, split, write,
 count) does not know where a line came from:
@@ -55,7 +56,8 @@ def _is_parquet(path: str) -> bool:
 
 def read_sources(p: beam.Pipeline, config: DataConfig, files: dict[str, list[str]], batch_lines: int,
                  max_line_bytes: int) -> SourceOutputs:
-    from pipeline import beir  # its Beam graph only where a config has a beir corpus
+    from pipeline import beir, reddit
+    from pipeline.reddit_filters import RedditOptions
 
     out = SourceOutputs([], [], [], [])
     json_files = [(c.name, f) for c in config.corpora if c.input_format == "lines"
@@ -86,4 +88,19 @@ def read_sources(p: beam.Pipeline, config: DataConfig, files: dict[str, list[str
                 out.line_counts.append(got.line_counts)
                 out.events.append(got.events)
                 out.rejected.append(got.rejected)
+        if c.input_format == "reddit_comments":
+            got = p | f"Reddit/{c.name}" >> reddit.RedditPairs(c.name, files[c.name], RedditOptions(**c.reddit_options),
+                                                                batch_lines)
+            out.batches.append(got.batches)
+            out.line_counts.append(got.batches | f"Reddit/{c.name}/CountLines" >> beam.Map(
+                lambda b: (b.corpus, len(b.lines))))
+            out.events.append(got.events | f"Reddit/{c.name}/Keyed" >> beam.Map(lambda e, name=c.name: (name, e)))
+            out.rejected.append(got.rejected)
     return out
+
+
+def check_source_counts(input_format: str, counts: dict) -> list[str]:
+    """The accounting identities of a joined source that do not hold (empty: all hold)."""
+    from pipeline import beir, reddit
+
+    return {"beir": beir.check_beir_counts, "reddit_comments": reddit.check_reddit_counts}[input_format](counts)

@@ -20,7 +20,8 @@ def test_the_public_config_describes_the_public_repository():
     assert c.get("msmarco").files == ("msmarco-triplets.jsonl.gz",) and c.get("msmarco").expected_lines == 499_184
     assert c.get("searchqa").record_format == "query" and c.get("quora_duplicates").expected_lines == 101_762
     assert c.get("s2orc_citation_pairs").files == ("S2ORC_citations_titles.jsonl.gz",)
-    assert c.get("reddit").fields == {"anchor": "context", "positive": "response"}
+    assert c.get("reddit").input_format == "reddit_comments" and c.get("reddit").record_format == "pair"
+    assert c.get("reddit").fields == {"anchor": "response", "positive": "context"}  # the 2021 script read [response, context]
     # Every corpus keeps its 2021 weight, so its share of batches is the 2021 one.
     ref = load_data_config(os.path.join(REPO, "data_configs", "reference_2021.json"))
     assert {x.name: x.weight for x in c.corpora} == {x.name: x.weight for x in ref.corpora}

@@ -63,9 +63,9 @@ def test_rejections(shape, line, reason):
     ("pair", {"texts": "texts"}, {"texts": ["a", "b"]}, ["a", "b"], [A, P]),
     ("triplet", {"texts": "texts"}, {"texts": ["a", "b", "c"], "guid": 7}, ["a", "b", "c"], [A, P, N]),
     ("set", {"texts": "texts"}, {"texts": ["a", "b", "c"]}, ["a", "b", "c"], [M, M, M]),
-    # Named fields, extra fields ignored (the 2021 Reddit lines: context -> anchor, response -> positive).
-    ("pair", {"anchor": "context", "positive": "response"},
-     {"context": "hi", "response": "hello", "context_author": "x", "subreddit": "y"}, ["hi", "hello"], [A, P]),
+    # Named fields, extra fields ignored (the 2021 Reddit lines, read as [response, context] by its script).
+    ("pair", {"anchor": "response", "positive": "context"},
+     {"context": "hi", "response": "hello", "context_author": "x", "subreddit": "y"}, ["hello", "hi"], [A, P]),
     ("triplet", {"anchor": "q", "positive": "p", "negative": "n"}, {"n": "c", "p": "b", "q": "a"}, ["a", "b", "c"],
      [A, P, N]),
     # Query formats: a positive / negative field holds one text or a list of them.

@@ -59,7 +59,7 @@ def test_without_the_flag_every_missing_file_is_named_in_one_line(public_root, t
     assert rc == 2 and "\n" not in err
     assert "1 corpus(es) with missing files: corpus 'reddit': " in err and "--skip_missing_corpora" in err
     for year in (2015, 2016, 2017, 2018):
-        assert os.path.join(public_root, "reddit", f"reddit_{year}.jsonl.gz") in err
+        assert os.path.join(public_root, "reddit", f"RC_{year}-*.zst") in err
     assert not os.path.exists(tmp_path / "o")  # nothing written
 
 

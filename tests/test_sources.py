@@ -65,3 +65,38 @@ def test_rejected_rows_say_why(run):
     (ints,) = [r for r in rows if r["corpus"] == "ints"]
     assert ints["reason"] == "non_string_text" and ints["detail"] == "text #1 is a int, not a string"
     assert json.loads(ints["line"]) == {"question": "q", "answer": 12}
+
+
+def test_reddit_comments_through_the_whole_job(tmp_path, tiny_bert_dir):
+    import zstandard
+
+    def comment(cid, parent, link, body):
+        return {"id": cid, "parent_id": parent, "link_id": link, "body": body, "author": "a", "subreddit": "s",
+                "created_utc": 1}
+
+    lines = [comment("c1", "t3_p1", "t3_p1", "what a lovely thread this is"),
+             comment("c2", "t1_c1", "t3_p1", "indeed it is a lovely one"),
+             comment("c3", "t1_c2", "t3_p1", "[deleted]"),
+             comment("c4", "t1_c1", "t3_p1", "another reply to the first"),
+             comment("c5", "t1_gone", "t3_p2", "the parent is not in the data")]
+    data = "".join(json.dumps(x) + "\n" for x in lines).encode() + b"{broken\n"
+    (tmp_path / "RC_2015-01.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
+    (tmp_path / "cfg.json").write_text(json.dumps({"corpora": [
+        {"name": "reddit", "files": ["RC_*.zst"], "record_format": "pair", "input_format": "reddit_comments",
+         "weight": 1}]}))
+    out = tmp_path / "out"
+    assert job.run([f"--data_config={tmp_path / 'cfg.json'}", f"--output_dir={out}", f"--tokenizer={tiny_bert_dir}",
+                    "--max_seq_length=16", "--validation_fraction=0"]) == 0
+    (c,) = read_manifest(str(out))["corpora"]
+    counts = c["source"]["counts"]
+    assert c["source"]["input_format"] == "reddit_comments" and c["fields"] == {"anchor": "response",
+                                                                               "positive": "context"}
+    assert (counts["lines_read"], counts["comments_kept"], counts["pairs_written"]) == (6, 4, 2)
+    assert c["lines_read"] == c["train_examples"] == 2 and c["rejected"]["total"] == 0
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    _, records = _records(str(out), "reddit")
+    pairs = sorted(tuple(tok.decode(ids, skip_special_tokens=True) for ids in texts) for texts, _ in records)
+    assert pairs == [("another reply to the first", "what a lovely thread this is"),  # (response, context)
+                     ("indeed it is a lovely one", "what a lovely thread this is")]
