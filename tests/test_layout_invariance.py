@@ -2,10 +2,13 @@
 dropout on, the same data and seed give the same losses (within 1e-5) whether texts are padded or
 packed, on 1 or 8 devices, plain or in gradient-caching chunks (fixed or per shape), with the
 optimizer state sharded (ZeRO-1) and the blocks rematerialised. Dropout masks are functions of
-(seed, step, site, text, position), not of where a token sits (trainer/modeling.py)."""
+(seed, step, site, text, position), not of where a token sits (trainer/modeling.py). A control run
+with dropout off must give other losses: equal ones would make the comparison vacuous."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -26,8 +29,22 @@ LAYOUTS = {
     "padded, 8 devices, chunks per shape": (8, ["--packing=false", "--chunk_tokens=40"]),
 }
 # CI runs the first two (one pair of processes, ~2 min): the farthest apart, with the Matryoshka loss;
-# -m slow runs all six without it.
+# -m slow runs all six without it. Both add the control: the first layout with dropout off.
 CI_LAYOUTS = 2
+CONTROL = "padded, 1 device, dropout off"
+
+
+def _without_dropout(model_dir, tmp_path):
+    """The model's files with both dropout rates 0: the control that shows dropout is on in the runs."""
+    out = tmp_path / "no_dropout_model"
+    shutil.copytree(model_dir, out)
+    with open(out / "config.json") as f:
+        cfg = json.load(f)
+    assert cfg["hidden_dropout_prob"] > 0 and cfg["attention_probs_dropout_prob"] > 0
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    with open(out / "config.json", "w") as f:
+        json.dump(cfg, f)
+    return str(out)
 
 
 def _start(data_dir, model_dir, workdir, devices, extra):
@@ -43,19 +60,27 @@ def _start(data_dir, model_dir, workdir, devices, extra):
 
 
 def _check(tmp_path, data_dir, model_dir, runs):
+    # The control: the first layout with dropout off, for one step (on the initial parameters, where
+    # only dropout can change the loss). Equal losses would mean dropout never ran, and then every
+    # layout would agree whatever the masks' layout invariance.
+    devices, extra = runs[0][1]
+    runs = [(name, (model_dir, *layout)) for name, layout in runs]
+    runs.append((CONTROL, (_without_dropout(model_dir, tmp_path), devices, [*extra, "--train_steps=1"])))
     losses = {}
     for i in range(0, len(runs), 2):  # two at a time: two cores
-        procs = {name: _start(data_dir, model_dir, str(tmp_path / str(i + j)), *runs[i + j][1])
-                 for j, name in enumerate(n for n, _ in runs[i:i + 2])}
+        procs = {name: _start(data_dir, model, str(tmp_path / str(i + j)), devices, extra)
+                 for j, (name, (model, devices, extra)) in enumerate(runs[i:i + 2])}
         for name, p in procs.items():
             _, err = p.communicate(timeout=900)
             assert p.returncode == 0, f"{name}: {err[-3000:]}"
         for j, (name, _) in enumerate(runs[i:i + 2]):
             losses[name] = [r["loss"] for r in read_metrics(str(tmp_path / str(i + j))) if "loss" in r]
+    (control,) = losses.pop(CONTROL)
     want = losses["padded, 1 device"]
     assert len(want) == 5 and len(set(np.round(want, 4))) == 5
     for name, got in losses.items():
         np.testing.assert_allclose(got, want, atol=1e-5, err_msg=name)
+    assert abs(control - want[0]) > 10 * 1e-5, (control, want[0])  # measured: 1.9e-3
 
 
 def test_losses_are_the_same_padded_on_one_device_and_packed_chunked_sharded_on_eight(
