@@ -1,6 +1,7 @@
 """End-to-end training on the Beam job's output: exact resume, preemption, non-finite stop, export."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -60,8 +61,25 @@ def straight_run(tmp_path_factory, sample_data_dir, run_cfg):
     from trainer.train_loop import train
 
     workdir = str(tmp_path_factory.mktemp("straight"))
-    result = train(run_cfg, sample_data_dir, workdir, progress=False)
-    return workdir, result
+    logged, logger = _LogLines(), logging.getLogger("trainer")
+    level = logger.level
+    logger.addHandler(logged)
+    logger.setLevel(logging.INFO)  # as train_main.py logs
+    try:
+        result = train(run_cfg, sample_data_dir, workdir, progress=False)
+    finally:
+        logger.removeHandler(logged)
+        logger.setLevel(level)
+    return workdir, result, logged.lines
+
+
+class _LogLines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
 
 
 def test_exact_resume(tmp_path, straight_run, sample_data_dir, run_cfg):
@@ -69,7 +87,7 @@ def test_exact_resume(tmp_path, straight_run, sample_data_dir, run_cfg):
 
     from trainer.train_loop import train
 
-    straight, _ = straight_run
+    straight, _, _ = straight_run
     cached = os.listdir(run_cfg.compilation_cache)
     assert sum(name.startswith("jit_step") for name in cached) >= 2, cached  # the straight run's programs
     workdir = str(tmp_path / "resumed")
@@ -103,7 +121,7 @@ def test_exact_resume(tmp_path, straight_run, sample_data_dir, run_cfg):
 
 
 def test_training_lowers_the_loss_and_logs_what_was_asked(straight_run):
-    workdir, result = straight_run
+    workdir, result, _ = straight_run
     rows = [r for r in read_metrics(workdir) if "loss" in r]
     assert {"loss", "learning_rate", "grad_norm", "pairs_per_second", "corpus"} <= set(rows[0])
     # Per-step losses swing with the corpus drawn (20 steps of a tiny random model): judge learning on
@@ -123,6 +141,27 @@ def test_training_lowers_the_loss_and_logs_what_was_asked(straight_run):
     assert os.listdir(os.path.join(workdir, "tensorboard"))
 
 
+def test_the_log_shows_the_headline_metrics_as_a_table_and_metrics_jsonl_keeps_them_all(straight_run):
+    workdir, result, logged = straight_run
+    evals = [r for r in read_metrics(workdir) if any(k.startswith("eval/") for k in r)]
+    first, last = evals[0], evals[-1]  # the full records, before (step 0) and after training
+    assert (first["step"], last["step"]) == (0, 20)
+    headline = ["eval/mean_recall@1", "eval/mean_mrr@10"] + [f"eval/ir/sample_ir/{m}" for m in
+                                                             ("ndcg@10", "mrr@10", "recall@100", "map@100")]
+    more = len(last) - 1 - len(headline)  # per corpus and per Matryoshka size
+    assert more == 6 + 2 * (2 + 6 + 4)  # 3 corpora x 2 metrics; 2 sizes x (means, corpora, BEIR set)
+    for title, columns in (("before", [first]), ("after", [first, last])):
+        message = next(m for m in logged if m.startswith(f"evaluation {title} training:"))
+        lines = message.splitlines()[1:]
+        assert lines[0].split() == ["metric", "before", "after"][:1 + len(columns)]
+        assert len({len(line) for line in lines[:-1]}) == 1  # aligned columns
+        assert [line.split()[0] for line in lines[1:-1]] == headline
+        for line, name in zip(lines[1:-1], headline):
+            assert [float(x) for x in line.split()[1:]] == [round(c[name], 4) for c in columns]
+        assert lines[-1] == f"(+{more} more, per corpus and per Matryoshka size: {workdir}/metrics.jsonl)"
+    assert not any("{" in m for m in logged if m.startswith("evaluation"))  # no dict in the log
+
+
 def test_export_loads_in_sentence_transformers_and_matches_our_encoder(straight_run):
     from sentence_transformers import SentenceTransformer
 
@@ -131,7 +170,7 @@ def test_export_loads_in_sentence_transformers_and_matches_our_encoder(straight_
     from trainer.hf_loading import load_pretrained
     from trainer.matryoshka import truncate
 
-    workdir, result = straight_run
+    workdir, result, _ = straight_run
     export = result.export_dir
     card = open(os.path.join(export, "README.md")).read()
     assert "sample_nli" in card and "20" in card  # the data mix and the steps

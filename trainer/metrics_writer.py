@@ -25,7 +25,7 @@ class MetricsWriter:
     def __init__(self, workdir: str, enabled: bool = True):
         self.enabled = enabled
         self._tb = None
-        self._path = _metrics_path(workdir)
+        self.path = _metrics_path(workdir)
         self._remote_lines: list[str] | None = None
         if not enabled:
             return
@@ -44,15 +44,15 @@ class MetricsWriter:
             return
         record = {"step": int(step), **{k: _clean(v) for k, v in metrics.items()}}
         line = json.dumps(record, sort_keys=False) + "\n"
-        if storage.is_remote(self._path):
+        if storage.is_remote(self.path):
             # Object stores (gs://) cannot append: keep the file's lines and rewrite it whole.
             if self._remote_lines is None:
-                self._remote_lines = _read_lines(self._path) if storage.exists(self._path) else []
+                self._remote_lines = _read_lines(self.path) if storage.exists(self.path) else []
             self._remote_lines.append(line)
-            with storage.open_file(self._path, "w", encoding="utf-8") as f:
+            with storage.open_file(self.path, "w", encoding="utf-8") as f:
                 f.writelines(self._remote_lines)
         else:
-            with open(self._path, "a", encoding="utf-8") as f:
+            with open(self.path, "a", encoding="utf-8") as f:
                 f.write(line)
         if self._tb is not None:
             import tensorflow as tf

@@ -23,7 +23,7 @@ from trainer.config import TrainConfig
 from trainer.data.batches import BatchStream
 from trainer.encode import load_tokenizer
 from trainer.evaluators.mteb_tasks import MtebRun, resolve_tasks, run_tasks
-from trainer.evaluators.suite import EvaluationSuite
+from trainer.evaluators.suite import EvaluationSuite, evaluation_table
 from trainer.export import export_sentence_transformers
 from trainer.memory_plan import ChunkPlan, batch_packer
 from trainer.mesh import create_mesh, data_shards, layout_report, shard_batch
@@ -147,7 +147,7 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
         before = evaluators.run(state.params)
         if before:
             writer.write(0, before)
-            log.info("evaluation before training: %s", before)
+            log.info("evaluation before training:\n%s", evaluation_table(before, {}, writer.path))
 
     def save(step: int) -> None:
         checkpointer.save(step, state, multihost.gather_data_state(batches.state()), meta)
@@ -195,7 +195,7 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
         final = evaluators.run(state.params)
         if final:
             writer.write(step, final)
-            log.info("evaluation after training: %s", final)
+            log.info("evaluation after training:\n%s", evaluation_table(before, final, writer.path))
         export_dir = cfg.export_dir or storage.join(workdir, "export")
         if is_main:
             export_sentence_transformers({"params": jax.device_get(state.params)}, pretrained.config,
