@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -113,3 +114,30 @@ def test_script_batch_that_does_not_divide_over_the_devices(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == ("train_main.py: error: --batch_size=3: the global batch does not divide over 2 devices; "
                            "use a multiple of 2\n")
+
+
+# What a CPU start-up of train_main does that reaches TensorFlow's devices: its environment defaults,
+# then the input pipeline's first tf.data op (TensorFlow starts its runtime and probes CUDA there).
+_START_UP = """
+import os
+import train_main
+import tensorflow as tf
+from trainer.data.records import hide_accelerators_from_tensorflow
+hide_accelerators_from_tensorflow()
+print(list(tf.data.Dataset.range(3).as_numpy_iterator()))
+print(os.environ["TF_CPP_MIN_LOG_LEVEL"])
+"""
+
+
+def test_a_cpu_start_up_prints_no_error_lines():
+    """No `failed call to cuInit` (TensorFlow probing CUDA where there is no driver) nor any other
+    error line: a newcomer reads one as a failure."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as in a user's shell
+    proc = subprocess.run([sys.executable, "-c", _START_UP], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Where a driver is installed (a GPU machine), TensorFlow's errors stay on.
+    level = "2" if train_main.cuda_driver_installed() else "3"
+    assert proc.stdout.split("\n")[:2] == ["[np.int64(0), np.int64(1), np.int64(2)]", level]
+    errors = [line for line in proc.stderr.splitlines() if re.match(r"[EF]\d{4} ", line) or "cuInit" in line]
+    assert not errors, errors
