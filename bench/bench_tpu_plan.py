@@ -39,12 +39,12 @@ def main() -> int:
     ap.add_argument("--rows", default=",".join(GRID), help="topology:model:plan,...")
     ap.add_argument("--shapes", default="worst", help="worst and/or typical")
     ap.add_argument("--sim_steps", type=int, default=10_000)
-    ap.add_argument("--efficiency", type=float, default=0.4)
+    ap.add_argument("--efficiency", type=float, default=0.4, help="assumed share of peak for the projected days")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", default=None, help="append one JSON line per row here")
     args = ap.parse_args()
     print("| topology | model | plan | shape | args GiB | temps GiB | total GiB / usable | fits | compile s "
-          "| roofline ms | days @40% | seed way days | saved |")
+          f"| roofline ms | days @{args.efficiency * 100:g}% | seed way days | saved |")
     print("|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for row in args.rows.split(","):
         topology, model, plan_name = row.split(":")

@@ -4,15 +4,21 @@ exit status. The roberta-large reference plan and MiniLM's v3-8 figures are behi
 (minutes per shape); CI compiles the real step of a small BERT for a v3-32."""
 import json
 import os
+import runpy
+import shutil
+import sys
 
 import pytest
 
 pytest.importorskip("libtpu")
 
+from tests.test_length_profiles import write_manifest  # noqa: E402
 from trainer import aot, tpu  # noqa: E402
 from trainer.config import DEMO_MODEL, get_preset  # noqa: E402
 from trainer.flops import step_flops  # noqa: E402
 from trainer.modeling import EncoderConfig  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _lines():
@@ -38,8 +44,9 @@ def test_minilm_reference_step_fits_a_v3_8_with_the_compilers_numbers():
         # the preset's plan; a few odd-sized vectors stay replicated), plus the batch.
         assert 5 * 4 * n_params // 4 <= s["argument_bytes"] <= 5 * 4 * n_params // 4 * 1.05
         assert 0 < s["temp_bytes"] < s["usable_bytes"] and s["total_bytes"] < s["usable_bytes"]
-        # The compiler's FLOPs (per core) against the analytic model FLOPs of what runs.
-        assert s["flops"] * 8 == pytest.approx(step_flops(enc, rows, 128)[0], rel=0.15)
+        # The compiler's FLOPs (per core) against the analytic model FLOPs of what runs: +2.7% (pair) and
+        # +2.6% (triplet) measured (libtpu 0.0.42.1); the compiler also counts softmax, norms and the loss.
+        assert 1.0 <= s["flops"] * 8 / step_flops(enc, rows, 128)[0] <= 1.03
         assert s["compile_s"] > 0
     assert any("pair 16x128" in line and "fits" in line and "GiB" in line for line in lines)
     proj = report["projection"]
@@ -47,18 +54,25 @@ def test_minilm_reference_step_fits_a_v3_8_with_the_compilers_numbers():
     assert any("compiler figures and a projection" in line for line in lines)
 
 
-def test_planner_exit_status_multi_host_slice_and_chunked_shapes(tmp_path, tiny_bert_dir):
+def test_planner_exit_status_multi_host_slice_and_chunked_shapes(tmp_path, tiny_bert_dir, capsys):
     """A 2-layer BERT on the multi-host v3-32 (4 hosts of 8 cores) with chunked long shapes compiles;
     against a budget it cannot meet the planner exits 1, with the JSON saying why (exit 0 when all
-    fit: the MiniLM test above)."""
+    fit: the MiniLM test above). The data's manifest says its texts were cut at 64 tokens: the run's
+    --max_seq_length=128 is planned at 64, as training caps it. Each chunked worst case brings the
+    largest shape of its kind that runs unchunked."""
     bad = tmp_path / "bad.json"
     assert aot.main([f"--model={tiny_bert_dir}", "--config=reference", "--batch_size=64", "--shapes=worst",
-                     "--sim_steps=50", "--topology=v3-32", "--jobs=2", "--chunk_tokens=128",
-                     "--memory_budget_gib=0.0001", f"--json={bad}"]) == 1
+                     "--sim_steps=50", "--topology=v3-32", "--jobs=2", "--chunk_tokens=128", "--max_seq_length=128",
+                     f"--manifest={write_manifest(tmp_path, 64)}", "--memory_budget_gib=0.0001", f"--json={bad}"]) == 1
     report = json.loads(bad.read_text())
-    assert report["devices"] == 32 and not report["fits"]
-    assert [s["shape"] for s in report["shapes"]] == ["pair 4x128 (4 chunks)", "triplet 6x128 (6 chunks)"]
+    assert report["devices"] == 32 and not report["fits"] and report["config"]["max_seq_length"] == 64
+    # Per core 2 pairs (4 texts) or 2 triplets (6) of 64 tokens; chunks of at most 128 tokens = 2 rows.
+    assert [(s["case"], s["shape"]) for s in report["shapes"]] == [
+        ("worst", "pair 4x64 (2 chunks)"), ("unchunked", "pair 2x64"),
+        ("worst", "triplet 6x64 (3 chunks)"), ("unchunked", "triplet 2x64")]
     assert all(0 < s["total_bytes"] < 2**30 and not s["fits"] for s in report["shapes"])  # compiled, over budget
+    out = capsys.readouterr().out
+    assert sum("unchunked" in line and "DOES NOT FIT" in line for line in out.splitlines()) == 2
 
 
 @pytest.mark.slow
@@ -69,3 +83,57 @@ def test_roberta_large_reference_plan_fits(topology):
     lines, log = _lines()
     report = aot.plan(get_preset("reference"), tpu.get_slice(topology), jobs=os.cpu_count() or 1, log=log)
     assert report["fits"], "\n".join(lines)
+
+
+def test_a_model_path_that_exists_wins_over_a_shipped_config(tmp_path, tiny_bert_dir, monkeypatch):
+    """A checkpoint directory named like a shipped config (roberta-large) is planned with its own config."""
+    ckpt = tmp_path / "ckpts" / "roberta-large"
+    ckpt.mkdir(parents=True)
+    shutil.copyfile(os.path.join(tiny_bert_dir, "config.json"), ckpt / "config.json")
+    assert aot.read_model_config(str(ckpt))["hidden_size"] == 32  # the checkpoint's, not roberta-large's 1024
+    assert aot.read_model_config(str(ckpt / "config.json"))["hidden_size"] == 32
+    monkeypatch.chdir(tmp_path / "ckpts")
+    assert aot.read_model_config("roberta-large")["hidden_size"] == 32  # a relative path that exists
+    monkeypatch.chdir(tmp_path)
+    # A name that is only a hub id still plans offline with the shipped config.
+    assert aot.read_model_config("FacebookAI/roberta-large")["hidden_size"] == 1024
+    assert aot.read_model_config("roberta-large")["hidden_size"] == 1024
+
+
+def test_the_projection_is_labelled_as_one_at_the_stated_efficiency(monkeypatch, capsys):
+    """bench/bench_tpu_plan.py's days column and the planner's MFU follow --efficiency (no shapes compiled:
+    the projection alone)."""
+    monkeypatch.setattr(sys, "argv", ["bench_tpu_plan.py", "--rows=v3-8:minilm:reference", "--shapes=",
+                                      "--sim_steps=20", "--efficiency=0.25"])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(os.path.join(REPO, "bench", "bench_tpu_plan.py"), run_name="__main__")
+    assert e.value.code == 0
+    out, err = capsys.readouterr()
+    assert "| days @25% |" in out.splitlines()[0]
+    line = next(x for x in err.splitlines() if "projection at" in x)
+    assert "an assumed 25% of peak" in line and "projected MFU" in line and " (MFU" not in line
+
+
+@pytest.mark.slow  # 2 shapes of a 6-layer model, 1-3 min on 2 cores; CI: the same refusal in tests/test_preflight.py
+def test_planner_reports_a_largest_unchunked_shape_that_does_not_fit(tiny_bert_dir):
+    """6 layers x 128 wide on a v3-8, 32 pairs (64 texts of 128 tokens) per core; --chunk_tokens of 63 rows
+    splits the worst pair in 2 chunks of 32 rows while a 62-row pair (the ladder's largest count within 63)
+    runs whole and, by the TPU compiler, needs more HBM. Under a budget between the two the planner says
+    the worst pair fits and the largest unchunked one does not (before, it compiled only the worst case)."""
+    import dataclasses
+
+    from trainer.program_count import memory_check_shapes
+
+    with open(os.path.join(tiny_bert_dir, "config.json")) as f:
+        hf = dict(json.load(f), hidden_size=128, num_hidden_layers=6, num_attention_heads=2, intermediate_size=256)
+    cfg = get_preset("reference").replace(batch_size=256, chunk_tokens=63 * 128, pack_row_steps=16)
+    s = tpu.get_slice("v3-8")
+    mesh = aot.slice_mesh(s)
+    pairs = [(case, shape) for case, shape in memory_check_shapes(cfg, 8) if shape.kind == "pair"]
+    assert [(case, shape.label) for case, shape in pairs] == [("worst", "pair 64x128 (2 chunks)"),
+                                                               ("unchunked", "pair 62x128")]
+    worst, plain = aot.compile_shapes(aot.build_model(cfg, hf)[1], cfg, mesh, pairs, 2**34, jobs=2)
+    assert plain.total_bytes > worst.total_bytes, (plain.total_bytes, worst.total_bytes)
+    budget = (worst.total_bytes + plain.total_bytes) // 2
+    lines = [aot.format_report(dataclasses.replace(r, usable_bytes=budget), s) for r in (worst, plain)]
+    assert "fits" in lines[0] and "DOES NOT FIT" in lines[1] and lines[1].lstrip().startswith("unchunked pair 62x128")

@@ -1,6 +1,7 @@
 """Token-length profiles: the stated table covers the corpora, the manifest's statistics convert, draws clip."""
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -8,10 +9,13 @@ import numpy as np
 import pytest
 
 from pipeline.data_config import load_data_config, parse_data_config
-from pipeline.manifest import Manifest
+from pipeline.manifest import Manifest, load_manifest
+from pipeline.record_schema import SCHEMA_VERSION
 from tests._prompted import MINILM_PROMPTS
+from trainer.config import TrainConfig
 from trainer.length_profiles import (KINDS, STATED, ColumnProfile, CorpusProfile, manifest_profiles,
-                                     model_prompt_counter, prompt_token_counter, sample_lengths, stated_profiles)
+                                     model_prompt_counter, prompt_token_counter, sample_lengths, stated_profiles,
+                                     with_effective_length)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,12 +64,35 @@ def test_stated_profiles_of_unknown_and_reshaped_corpora():
     assert got[2].columns == (KINDS["short"],) * 2
 
 
-def test_manifest_profiles():
-    def entry(name, shape, texts, p50, p95):
-        return {"name": name, "record_format": shape, "weight": 5, "train_files": [f"{name}/train-0.tfrecord.gz"],
-                "token_lengths": {"texts": texts, "mean": p50, "p50": p50, "p95": p95, "max": 128,
-                                  "truncated_share": 0.0}}
+def entry(name, shape, texts, p50, p95):
+    """A manifest's corpus entry with the token-length statistics the planners read."""
+    return {"name": name, "record_format": shape, "weight": 5, "train_files": [f"{name}/train-0.tfrecord.gz"],
+            "token_lengths": {"texts": texts, "mean": p50, "p50": p50, "p95": p95, "max": 128,
+                              "truncated_share": 0.0}}
 
+
+def write_manifest(directory, max_seq_length: int) -> str:
+    """manifest.json of a pair and a triplet corpus whose texts the job cut at `max_seq_length` (no
+    records: what the planners read). Returns its path."""
+    raw = {"schema_version": SCHEMA_VERSION, "max_seq_length": max_seq_length, "tokenizer": {"pad_token_id": 0},
+           "corpora": [entry("p", "pair", 100, 20, 60), entry("t", "triplet", 100, 30, 60)]}
+    path = os.path.join(str(directory), "manifest.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(raw, f)
+    return path
+
+
+def test_the_effective_max_seq_length_is_capped_at_the_job_s_cut(tmp_path):
+    cfg = TrainConfig(max_seq_length=128)
+    cut_at_64 = load_manifest(write_manifest(tmp_path, 64))
+    assert with_effective_length(cfg, cut_at_64).max_seq_length == 64  # texts are never longer than the job cut them
+    assert with_effective_length(cfg.replace(max_seq_length=32), cut_at_64).max_seq_length == 32  # cut again
+    assert with_effective_length(cfg, None) == cfg  # no manifest (the planner's stated table): as asked
+    unknown = Manifest.from_json({"tokenizer": {"pad_token_id": 0}, "corpora": [entry("p", "pair", 1, 9, 9)]}, "d")
+    assert with_effective_length(cfg, unknown).max_seq_length == 128  # a manifest that does not say
+
+
+def test_manifest_profiles():
     prompted = dict(entry("a", "pair", 100, 20, 40), prompts={"anchor": {"name": "query", "text": "query: "}})
     manifest = {"max_seq_length": 128, "tokenizer": {"pad_token_id": 0}, "prompts": {"query": "query: "},
                 "corpora": [prompted, entry("empty", "pair", 0, 0, 0), entry("b", "triplet", 10, 30, 30)]}

@@ -76,3 +76,24 @@ def test_zero1_shards_the_moments_and_changes_no_number():
     np.testing.assert_allclose(zero["params"], plain["params"], rtol=1e-6, atol=1e-7)
     assert zero["mu_shard"] == [2, 32]  # intermediate kernel [16, 32]: 16 rows over 8 devices
     assert zero["bytes"] < plain["bytes"] * 0.5  # moments are 2/3 of the state; 7/8 of them gone per device
+
+
+def test_zero1_frees_what_the_docstring_says_for_roberta_large():
+    """The state per device of roberta-large on 8 devices, replicated and ZeRO-1 (shapes only, on an abstract
+    mesh), and the figure trainer/memory_plan.py states from them."""
+    from jax.sharding import AbstractMesh
+
+    import trainer.memory_plan as memory_plan
+    from trainer.aot import GIB, abstract_state, build_model, jax_shardings, read_model_config
+    from trainer.config import get_preset
+
+    cfg = get_preset("reference")
+    _, model = build_model(cfg, read_model_config(cfg.model))
+    mesh = AbstractMesh((8,), ("data",))
+    gib = {}
+    for zero in (False, True):
+        state = abstract_state(model, cfg.replace(shard_optimizer=zero), mesh)
+        gib[zero] = memory_plan.state_bytes_per_device(state, jax_shardings(state)) / GIB
+    assert (round(gib[False], 2), round(gib[True], 2)) == (3.96, 1.65)  # float32 params + two moments; moments / 8
+    assert f"from {gib[False]:.2f} to {gib[True]:.2f} GiB: {gib[False] - gib[True]:.2f} GiB per device freed" in \
+        " ".join(memory_plan.__doc__.split())

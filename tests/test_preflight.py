@@ -62,3 +62,34 @@ def test_train_main_stops_before_step_one_with_one_line(tmp_path, sample_data_di
     assert last.startswith("train_main.py: error: preflight: the worst-case ") and "Fix: " in last
     assert "Traceback" not in proc.stderr
     assert not (workdir / "checkpoints").exists() and not (workdir / "metrics.jsonl").exists()
+
+
+def test_the_largest_unchunked_shape_is_compiled_and_refused():
+    """chunk_tokens just under the worst pair's 32 x 32 tokens: the worst pair runs in 2 chunks of 16 rows,
+    a 31-row pair runs whole and needs more memory. The preflight compiles both and refuses a budget that
+    only the chunked worst case meets."""
+    model, params = tiny_model()
+    mesh = create_mesh()
+    cfg = CFG.replace(memory_budget_gib=1.0, chunk_tokens=31 * 32)
+    reports = run_preflight(model, cfg, mesh, create_train_state(params, cfg, mesh), {"pair"})
+    assert [(r.case, r.shape.label) for r in reports] == [("worst", "pair 32x32 (2 chunks)"), ("unchunked", "pair 31x32")]
+    worst, plain = reports
+    assert plain.temp_bytes > worst.temp_bytes  # 31 rows' activations at once against 16 rows' twice
+    # A budget between the two (judged from the compiled figures, as run_preflight judges them).
+    budget = (worst.total_bytes + plain.total_bytes) // 2
+    with pytest.raises(PreflightError) as e:
+        check_reports([dataclasses.replace(r, usable_bytes=budget) for r in reports], cfg)
+    msg = str(e.value)
+    assert msg.startswith("preflight: the largest unchunked pair 31x32 batch") and "--chunk_tokens=992" in msg
+    assert f"but the budget is {budget / 2**30:.2f} GiB" in msg and "Fix: " in msg
+
+
+def test_train_checks_the_shapes_of_the_data_s_cut(tmp_path, sample_data_dir, tiny_bert_dir):
+    """The samples were tokenized at 128 tokens: a run asking for 256 gets batches of at most 128, and
+    the preflight checks those (a tiny budget makes it say which)."""
+    from trainer.train_loop import train
+
+    cfg = CFG.replace(model=tiny_bert_dir, from_scratch=True, batch_size=8, max_seq_length=256, pack_min_row_length=16,
+                      memory_budget_gib=1e-4, eval_every=0)
+    with pytest.raises(PreflightError, match=r"batch \(every text at 128 tokens\)"):
+        train(cfg, sample_data_dir, str(tmp_path / "run"), progress=False)

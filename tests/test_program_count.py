@@ -11,7 +11,12 @@ from trainer.data.batching import effective_buckets
 from trainer.config import TrainConfig
 from trainer.length_profiles import stated_profiles
 from trainer.data.packing import best_fit_decreasing
-from trainer.program_count import Shape, bin_count, main, simulate, summary_lines, typical_shapes, worst_shapes
+from tests.test_length_profiles import write_manifest
+from trainer.config import get_preset
+from trainer.data.packing import row_bucket
+from trainer.memory_plan import ChunkPlan
+from trainer.program_count import (Shape, bin_count, largest_unchunked_shape, main, memory_check_shapes, simulate,
+                                   summary_lines, typical_shapes, worst_shapes)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROFILES = stated_profiles(load_data_config(os.path.join(REPO, "data_config.json")).corpora)
@@ -114,6 +119,33 @@ def test_worst_shapes_of_the_reference_run():
     assert padded == [Shape("pair", False, 128, 128, 1), Shape("triplet", False, 128, 128, 1)]
 
 
+def test_the_memory_check_adds_the_largest_shape_that_runs_unchunked():
+    """Per-shape chunks split the worst shape, so the largest plain shape is a program of its own: the
+    reference preset chunks the 384-row triplet in 2 and runs a 256-row one whole (32,768 tokens)."""
+    assert [(case, s.label) for case, s in memory_check_shapes(get_preset("reference"), 8)] == [
+        ("worst", "pair 256x128"), ("worst", "triplet 384x128 (2 chunks)"), ("unchunked", "triplet 256x128")]
+    assert memory_check_shapes(TrainConfig(), 8) == [("worst", s) for s in worst_shapes(TrainConfig(), 8)]  # no chunks
+    assert largest_unchunked_shape(TrainConfig(grad_cache_chunk=256), 8, "pair") is None  # every shape chunked
+    for cfg in (SMALL.replace(chunk_tokens=2048), SMALL.replace(chunk_tokens=3000, pack_row_steps=4),
+                SMALL.replace(chunk_tokens=2048, pack_min_row_length=128),
+                SMALL.replace(chunk_tokens=9000, packing=False)):
+        plan = ChunkPlan.from_config(cfg, 8)
+        sim = simulate(PROFILES, cfg, 8, steps=300, seed=4)
+        for kind in ("pair", "triplet"):
+            plain = largest_unchunked_shape(cfg, 8, kind)
+            if plain.packed:
+                assert plan.packed_chunks(plain.rows, plain.length) == 1
+                assert row_bucket(plain.rows, cfg.pack_row_steps) == plain.rows  # a count the ladder emits
+                assert plan.packed_chunks(row_bucket(plain.rows + 1, cfg.pack_row_steps), plain.length) > 1
+            else:
+                assert plan.padded_chunk(plain.columns, plain.length) == 0
+            # No plain shape of the simulated run holds more tokens per device. (A padded shape's chunks
+            # count texts per column; a column embedded whole in a gradient-caching pass shows 1.)
+            ran_plain = [s for s in sim.counts if s.kind == kind and (
+                s.chunks == 1 if s.packed else not plan.padded_chunk(s.columns, s.length))]
+            assert ran_plain and max(s.tokens_per_device for s in ran_plain) <= plain.tokens_per_device, cfg
+
+
 def test_reference_tpu_setting_compiles_few_programs():
     """The reference run on a v3-8 with one row length and 2 ladder steps per doubling: at most 16 programs."""
     cfg = TrainConfig(dtype="bfloat16", pack_min_row_length=128, pack_row_steps=2)
@@ -123,8 +155,13 @@ def test_reference_tpu_setting_compiles_few_programs():
     assert sim.compute_saved > 1.5
 
 
-def test_cli(capsys):
+def test_cli(capsys, tmp_path):
     assert main(["--config=reference", "--devices=4", "--steps=20", "--batch_size=64", "--pack_row_steps=4"]) == 0
     out = capsys.readouterr().out
     assert "20 steps of batch 64 over 4 devices" in out and "pack_row_steps=4" in out
-    assert "worst shapes: pair 32x128, triplet 48x128" in out
+    assert "memory check shapes: worst pair 32x128, worst triplet 48x128" in out
+    # Data the job cut at 64 tokens: planned at 64, as the trainer's batches are.
+    assert main(["--config=reference", "--devices=4", "--steps=20", "--batch_size=64",
+                 f"--manifest={write_manifest(tmp_path, 64)}"]) == 0
+    out = capsys.readouterr().out
+    assert "memory check shapes: worst pair 32x64, worst triplet 48x64" in out

@@ -5,18 +5,22 @@ will it take? Answered by XLA's TPU compiler on any machine, before renting a co
   python -m trainer.aot --topology=v5litepod-8 --config=reference --chunk_tokens=0 --json=plan.json
 
 For the batch shapes the input pipeline can emit under this configuration (trainer/program_count.py:
-the worst case, every text at max_seq_length, and the most frequent case of pair and triplet batches)
-it compiles the real train step (trainer/train_step.py, with the memory plan of the flags) for the
-slice's devices and prints, per shape and per device: arguments, temporaries and total GiB against
-the compiler's usable HBM, fits or not, compile seconds, the compiler's FLOPs and roofline time.
+the worst case, every text at max_seq_length; where the memory plan chunks that one, the largest shape
+that runs unchunked; and the most frequent case, of pair and triplet batches; max_seq_length capped at
+the --manifest's cut, as training caps it) it compiles the real train step (trainer/train_step.py,
+with the memory plan of the flags) for the slice's devices and prints, per shape and per device:
+arguments, temporaries and total GiB against the compiler's usable HBM, fits or not, compile seconds,
+the compiler's FLOPs and roofline time.
 Then it projects the run: the shape mix of a simulated schedule, each step's executed FLOPs (model
-FLOPs plus what the plan recomputes) at a stated share of the slice's peak, as pairs/s and days for
+FLOPs plus what the plan recomputes) at an assumed share of the slice's peak (--efficiency; the
+"projected MFU" follows from that assumption, it is not measured), as pairs/s and days for
 `train_steps`; and the same run done the seed's way (every text padded to max_seq_length, no
 packing). Figures are the compiler's and a projection, not measured TPU time. Exit status 0 only
 when every compiled shape fits.
 
-Model configurations come from a config.json: roberta-large's and roberta-base's ship in
-trainer/model_configs/, the demo model's with its package; other names need the model directory.
+Model configurations come from a config.json: a --model path that exists is read; roberta-large's and
+roberta-base's ship in trainer/model_configs/ for those hub names, the demo model's with its package;
+other names need the model directory (or the hub).
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from typing import Any, Sequence
 
 from pipeline.user_errors import UserError, as_user_errors, prog_name, run_cli
 from trainer import tpu
-from trainer.config import DEMO_MODEL, TrainConfig
+from trainer.config import TrainConfig
 
 GIB = 1024 ** 3
 MODEL_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_configs")
@@ -40,25 +44,21 @@ MODEL_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_
 # ------------------------------------------------------------------------------------- the model
 
 def read_model_config(model: str) -> dict:
-    """The Hugging Face config.json of `model`: a shipped one by the name's last part (roberta-large,
-    roberta-base), the demo model's, a directory's, or (network) the hub's."""
+    """The Hugging Face config.json of `model`: a config file or a directory's (a path that exists wins), a
+    shipped one for a hub name by its last part (roberta-large, roberta-base: offline), else the demo
+    model's, a gs:// directory's or (network) the hub's."""
+    from pipeline.model_source import is_hub_name
+    from trainer.hf_loading import read_hf_config, resolve_model_dir
+
+    if os.path.isfile(model):
+        with open(model, encoding="utf-8") as f:
+            return json.load(f)
     shipped = os.path.join(MODEL_CONFIGS, model.rstrip("/").split("/")[-1] + ".json")
-    if os.path.isfile(shipped):
-        path = shipped
-    elif model == DEMO_MODEL:
-        from pipeline.model_source import demo_model_dir
-
-        path = os.path.join(demo_model_dir(), "config.json")
-    elif os.path.isfile(model):
-        path = model
-    elif os.path.isfile(os.path.join(model, "config.json")):
-        path = os.path.join(model, "config.json")
-    else:
-        from trainer.hf_loading import read_hf_config, resolve_model_dir
-
-        return read_hf_config(resolve_model_dir(model))
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    # Only a name that can be nothing but a hub id: /ckpts/roberta-large is that checkpoint, not roberta-large.
+    if is_hub_name(model) and not os.path.exists(model) and os.path.isfile(shipped):
+        with open(shipped, encoding="utf-8") as f:
+            return json.load(f)
+    return read_hf_config(resolve_model_dir(model))
 
 
 def build_model(cfg: TrainConfig, hf_config: dict):
@@ -244,7 +244,8 @@ def project(sim: Any, enc: Any, cfg: TrainConfig, n_shards: int, peak_tflops: fl
         "efficiency": efficiency, "train_steps": cfg.train_steps,
         "model_tflops_per_step": per_step["model"] / 1e12, "executed_tflops_per_step": per_step["executed"] / 1e12,
         "step_s": step_s, "pairs_per_s": cfg.batch_size / step_s, "days": step_s * cfg.train_steps / 86400,
-        "mfu": efficiency * per_step["model"] / per_step["executed"],
+        # Not a measurement: the assumed efficiency scaled by model / executed FLOPs.
+        "projected_mfu": efficiency * per_step["model"] / per_step["executed"],
         "seed_way_step_s": seed_s, "seed_way_days": seed_s * cfg.train_steps / 86400,
         "compute_saved": per_step["seed"] / per_step["executed"],
         "programs": sim.programs, "padding": sim.padding,
@@ -259,7 +260,7 @@ def _gib(n: float) -> str:
 
 def format_report(r: ShapeReport, s: tpu.Slice | None) -> str:
     verdict = "fits" if r.fits else "DOES NOT FIT"
-    line = (f"{r.case:>7} {r.shape.label:<28} args {_gib(r.argument_bytes)}  temps {_gib(r.temp_bytes)}  "
+    line = (f"{r.case:>9} {r.shape.label:<28} args {_gib(r.argument_bytes)}  temps {_gib(r.temp_bytes)}  "
             f"total {_gib(r.total_bytes)} / {_gib(r.usable_bytes)} GiB  {verdict:<12}  compile {r.compile_s:4.0f} s")
     if r.flops is not None:
         line += f"  {r.flops / 1e12:6.2f} TFLOP/device"
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = train_main.build_parser(program_name())
     p.description = __doc__
     p.add_argument("--topology", default="v3-8", choices=sorted(tpu.SLICES), help="the TPU slice to compile for")
-    p.add_argument("--shapes", default="worst,typical", help="which shapes to compile: worst, typical")
+    p.add_argument("--shapes", default="worst,typical", help="which shapes to compile: worst (with the largest unchunked ones), typical")
     p.add_argument("--sim_steps", type=int, default=10_000, help="schedule steps simulated for the shape mix")
     p.add_argument("--manifest", default=None, help="length statistics from a Beam job's manifest.json "
                    "(default: the length profiles stated in trainer/length_profiles.py)")
@@ -288,15 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def corpus_profiles(manifest: str | None, data_config: str | None, model: str) -> list:
-    """The manifest's measured lengths, else the stated table for the data config's corpora (their
+def corpus_profiles(manifest: Any, data_config: str | None, model: str) -> list:
+    """The (typed) manifest's measured lengths, else the stated table for the data config's corpora (their
     prompts counted with `model`'s tokenizer)."""
     from trainer.length_profiles import manifest_profiles, model_prompt_counter, stated_profiles
 
-    if manifest:
-        from pipeline.manifest import load_manifest
-
-        return manifest_profiles(load_manifest(manifest))
+    if manifest is not None:
+        return manifest_profiles(manifest)
     from pipeline.data_config import load_data_config
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -304,23 +303,29 @@ def corpus_profiles(manifest: str | None, data_config: str | None, model: str) -
                            model_prompt_counter(model))
 
 
-def plan(cfg: TrainConfig, slice_: tpu.Slice, shapes: Sequence[str] = ("worst", "typical"), sim_steps: int = 10_000,
-         profiles: list | None = None, efficiency: float = 0.4, jobs: int = 1, memory_budget_gib: float = 0.0,
-         log=print) -> dict:
-    """Compile and project; returns the JSON report (with "fits"). `memory_budget_gib` > 0 lowers the
-    budget below the compiler's usable HBM (to leave headroom)."""
+def slice_mesh(slice_: tpu.Slice) -> Any:
+    """A `data` mesh over the slice's devices as the compiler sees them (hosts in order), for compiling."""
     tpu.prepare_offline_compile(slice_.accelerator_type)
     from jax.sharding import Mesh
     import numpy as np
 
     from trainer.mesh import DATA_AXIS
-    from trainer.program_count import simulate, typical_shapes, worst_shapes
 
     devices = tpu.topology_devices(slice_)
     devices.sort(key=lambda d: (d.process_index, d.id))
-    mesh = Mesh(np.array(devices), (DATA_AXIS,))
-    n = len(devices)
-    usable = tpu.usable_hbm_bytes(devices[0])
+    return Mesh(np.array(devices), (DATA_AXIS,))
+
+
+def plan(cfg: TrainConfig, slice_: tpu.Slice, shapes: Sequence[str] = ("worst", "typical"), sim_steps: int = 10_000,
+         profiles: list | None = None, efficiency: float = 0.4, jobs: int = 1, memory_budget_gib: float = 0.0,
+         log=print) -> dict:
+    """Compile and project; returns the JSON report (with "fits"). `memory_budget_gib` > 0 lowers the
+    budget below the compiler's usable HBM (to leave headroom)."""
+    from trainer.program_count import memory_check_shapes, simulate, typical_shapes
+
+    mesh = slice_mesh(slice_)
+    n = mesh.devices.size
+    usable = tpu.usable_hbm_bytes(mesh.devices.flat[0])
     enc, model = build_model(cfg, read_model_config(cfg.model))
     log(f"{slice_.name}: {n} devices on {slice_.hosts} host(s), {usable / GIB:.2f} GiB usable HBM per device "
         f"(compiler), {slice_.peak_tflops:g} TFLOP/s bf16 peak per device; model {cfg.model} "
@@ -329,11 +334,9 @@ def plan(cfg: TrainConfig, slice_: tpu.Slice, shapes: Sequence[str] = ("worst", 
         f"shard_optimizer={cfg.shard_optimizer} remat={cfg.remat} adam_mu_dtype={cfg.adam_mu_dtype}")
     sim = simulate(profiles if profiles is not None else corpus_profiles(None, None, cfg.model), cfg, n,
                    steps=sim_steps)
-    todo = []
-    if "worst" in shapes:
-        todo += [("worst", s) for s in worst_shapes(cfg, n)]
+    todo = memory_check_shapes(cfg, n) if "worst" in shapes else []
     if "typical" in shapes:
-        todo += [("typical", s) for s in typical_shapes(sim) if ("worst", s) not in todo]
+        todo += [("typical", s) for s in typical_shapes(sim) if s not in {t for _, t in todo}]
     if memory_budget_gib:
         usable = min(usable, int(memory_budget_gib * GIB))
     reports = compile_shapes(model, cfg, mesh, todo, usable, jobs=jobs)
@@ -342,7 +345,8 @@ def plan(cfg: TrainConfig, slice_: tpu.Slice, shapes: Sequence[str] = ("worst", 
     proj = project(sim, enc, cfg, n, slice_.peak_tflops, efficiency)
     log(f"programs: {proj['programs']} distinct batch shapes over {sim.steps} simulated steps; "
         f"token slots / real tokens {proj['padding']:.3f}")
-    log(f"projection at {efficiency:.0%} of peak on the executed FLOPs (MFU {proj['mfu']:.1%}): "
+    log(f"projection at an assumed {efficiency * 100:g}% of peak on the executed FLOPs (projected MFU "
+        f"{proj['projected_mfu']:.1%}, from that assumption): "
         f"{proj['executed_tflops_per_step']:.1f} TFLOP/step, {proj['step_s'] * 1e3:.0f} ms/step, "
         f"{proj['pairs_per_s']:,.0f} pairs/s, {proj['days']:.2f} days for {cfg.train_steps:,} steps")
     log(f"the seed's way (every text padded to {cfg.max_seq_length}, no packing): "
@@ -368,8 +372,14 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     import train_main
 
+    from pipeline.manifest import load_manifest
+    from trainer.length_profiles import with_effective_length
+
     args = build_parser().parse_args(argv)
-    cfg = train_main.config_from_args(args)
+    with as_user_errors(FileNotFoundError):
+        manifest = load_manifest(args.manifest) if args.manifest else None
+    # The run's batches never exceed the data's cut: plan the shapes training will emit.
+    cfg = with_effective_length(train_main.config_from_args(args), manifest)
     s = tpu.get_slice(args.topology)
     shapes = [x for x in args.shapes.split(",") if x]
     if set(shapes) - {"worst", "typical"}:
@@ -379,9 +389,9 @@ def _main(argv: list[str] | None) -> int:
                         f"{s.name}; use a multiple of {s.devices}")
     if args.sim_steps < 1 or args.jobs < 1 or not 0 < args.efficiency <= 1:
         raise UserError("--sim_steps and --jobs must be at least 1, --efficiency in (0, 1]")
-    with as_user_errors(FileNotFoundError):  # the model's config.json, the manifest or data config named
+    with as_user_errors(FileNotFoundError):  # the model's config.json or the data config named
         read_model_config(cfg.model)
-        profiles = corpus_profiles(args.manifest, args.data_config, cfg.model)
+        profiles = corpus_profiles(manifest, args.data_config, cfg.model)
     report = plan(cfg, s, shapes, args.sim_steps, profiles, args.efficiency, args.jobs, cfg.memory_budget_gib)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

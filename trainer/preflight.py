@@ -1,9 +1,11 @@
-"""Start-up check: compile the worst-case batch shapes for the devices the run has, and stop before
+"""Start-up check: compile the largest batch shapes for the devices the run has, and stop before
 step 1 with a message that names the shape, the GiB and the flag that fixes it, instead of dying on
 the first long-text batch hours in.
 
-The worst cases are the pair and the triplet batch whose every text has max_seq_length tokens
-(trainer/program_count.py `worst_shapes`); only the kinds the data has are checked. The budget is the
+The shapes are those of trainer/program_count.py `memory_check_shapes`: the pair and the triplet batch
+whose every text has max_seq_length tokens (the effective one: capped at the data's cut) and, where the
+memory plan chunks that one, the largest shape of the kind that runs unchunked (it can need more memory
+than the chunked worst case). Only the kinds the data has are checked. The budget is the
 device's own memory limit (`memory_stats()["bytes_limit"]`, GPU and TPU), or cfg.memory_budget_gib;
 a CPU has no limit to check against unless that flag sets one. With the persistent compilation cache
 on (cfg.compilation_cache), the training step later finds these programs compiled.
@@ -17,13 +19,13 @@ from pipeline.user_errors import UserError
 from trainer.aot import GIB, ShapeReport, compile_shapes
 from trainer.config import TrainConfig
 from trainer.mesh import data_shards
-from trainer.program_count import worst_shapes
+from trainer.program_count import memory_check_shapes
 
 log = logging.getLogger("trainer")
 
 
 class PreflightError(UserError):
-    """A worst-case batch shape does not fit the device memory; the message says what to change."""
+    """A memory-check batch shape does not fit the device memory; the message says what to change."""
 
 
 def memory_budget(cfg: TrainConfig, device: Any) -> int | None:
@@ -62,22 +64,26 @@ def check_reports(reports: Iterable[ShapeReport], cfg: TrainConfig) -> None:
     if not bad:
         return
     r = bad[0]
+    what = (f"the worst-case {r.shape.label} batch (every text at {cfg.max_seq_length} tokens)" if r.case == "worst"
+            else f"the largest unchunked {r.shape.label} batch (the most tokens per device under "
+                 f"--chunk_tokens={cfg.chunk_tokens}, run without gradient caching)")
     raise PreflightError(
-        f"preflight: the worst-case {r.shape.label} batch (every text at {cfg.max_seq_length} tokens) needs "
+        f"preflight: {what} needs "
         f"{r.total_bytes / GIB:.2f} GiB per device (state and batch {(r.argument_bytes) / GIB:.2f}, temporaries "
         f"{r.temp_bytes / GIB:.2f}) but the budget is {r.usable_bytes / GIB:.2f} GiB. Fix: {_suggestion(r, cfg)}. "
         f"Plan offline with: python -m trainer.aot --topology=... --config=... [flags]")
 
 
 def preflight_shapes(cfg: TrainConfig, n_shards: int, kinds: Iterable[str]) -> list[tuple[str, Any]]:
-    """("worst", shape) of each kind the data has, for aot.compile_shapes."""
+    """(case, shape) of the memory check for each kind the data has, for aot.compile_shapes."""
     kinds = set(kinds)
-    return [("worst", s) for s in worst_shapes(cfg, n_shards) if s.kind in kinds]
+    return [(case, s) for case, s in memory_check_shapes(cfg, n_shards) if s.kind in kinds]
 
 
 def run_preflight(model: Any, cfg: TrainConfig, mesh: Any, state: Any, kinds: Iterable[str]) -> list[ShapeReport]:
-    """Compile the worst-case shapes of `kinds` ("pair", "triplet") on `mesh`; raise PreflightError
-    if one does not fit. Returns the reports ([] when no budget is known)."""
+    """Compile the memory-check shapes of `kinds` ("pair", "triplet") on `mesh`; raise PreflightError
+    if one does not fit. `cfg` carries the effective max_seq_length (length_profiles.with_effective_length).
+    Returns the reports ([] when no budget is known)."""
     budget = memory_budget(cfg, mesh.devices.flat[0])
     if budget is None:
         log.info("preflight: %s devices report no memory limit; skipped (set --memory_budget_gib to check)",

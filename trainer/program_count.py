@@ -215,12 +215,52 @@ def simulate(profiles: Sequence[CorpusProfile], cfg, n_shards: int, steps: int =
 
 
 def worst_shapes(cfg, n_shards: int) -> list[Shape]:
-    """The pair and the triplet batch whose every text has max_seq_length tokens: the largest programs
-    (what a memory check must fit), through the same placement, ladder and chunk rounding."""
+    """The pair and the triplet batch whose every text has max_seq_length tokens: the most rows, through
+    the same placement, ladder and chunk rounding. The largest programs when nothing is chunked."""
     plan = ChunkPlan.from_config(cfg, n_shards)
     buckets = effective_buckets(cfg.bucket_lengths, cfg.max_seq_length)
     return [_shape(np.full((c, cfg.batch_size), cfg.max_seq_length, np.int64), cfg, n_shards, plan, buckets,
                    exact_packer=True) for c in (2, 3)]
+
+
+def largest_unchunked_shape(cfg, n_shards: int, kind: str) -> Shape | None:
+    """The shape of `kind` with the most tokens per device that the memory plan runs plain (no gradient
+    caching); None when every shape is chunked (grad_cache_chunk). Per-shape chunking splits the worst
+    shape into chunks of at most chunk_tokens, so a smaller shape just under chunk_tokens, run whole, can
+    need more memory (v3-8, roberta-large: a 256x128 triplet plain 14.99 GiB, the 384x128 worst in 2 chunks
+    12.65). Packed: for each row length, the largest ladder row count within chunk_tokens and within what a
+    batch can fill (every text in a row of its own); padded: the longest bucket within chunk_tokens."""
+    plan = ChunkPlan.from_config(cfg, n_shards)
+    if plan.fixed_texts:
+        return None
+    columns = 3 if kind == "triplet" else 2
+    per_device = cfg.batch_size // n_shards
+    buckets = effective_buckets(cfg.bucket_lengths, cfg.max_seq_length)
+    if not cfg.packing:
+        plain = [Shape(kind, False, per_device, n) for n in buckets if not plan.padded_chunk(columns, n)]
+    else:
+        most_rows = row_bucket(columns * per_device, cfg.pack_row_steps)
+        shortest = bucket_length(min(cfg.pack_min_row_length, buckets[-1]), buckets)
+        plain = []
+        for length in (n for n in buckets if n >= shortest):
+            rows = min(most_rows, plan.max_tokens // length) if plan.max_tokens else most_rows
+            while rows and row_bucket(rows, cfg.pack_row_steps) != rows:  # down to a count the ladder emits
+                rows -= 1
+            if rows:
+                plain.append(Shape(kind, True, rows, length))
+    return max(plain, key=lambda s: (s.tokens_per_device, s.length), default=None)
+
+
+def memory_check_shapes(cfg, n_shards: int) -> list[tuple[str, Shape]]:
+    """What a memory check must compile: ("worst", shape) of each kind and, where the plan chunks that one,
+    ("unchunked", the largest shape of the kind that runs plain)."""
+    out = []
+    for worst in worst_shapes(cfg, n_shards):
+        out.append(("worst", worst))
+        plain = largest_unchunked_shape(cfg, n_shards, worst.kind)
+        if plain is not None and plain != worst:
+            out.append(("unchunked", plain))
+    return out
 
 
 def typical_shapes(sim: Simulation) -> list[Shape]:
@@ -248,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import train_main
     from pipeline.data_config import load_data_config
-    from trainer.length_profiles import manifest_profiles, model_prompt_counter, stated_profiles
+    from trainer.length_profiles import manifest_profiles, model_prompt_counter, stated_profiles, with_effective_length
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     p = train_main.build_parser()
@@ -268,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.manifest import load_manifest
 
         manifest = load_manifest(args.manifest)
-        cfg = cfg.replace(max_seq_length=min(cfg.max_seq_length, manifest.max_seq_length or cfg.max_seq_length))
+        cfg = with_effective_length(cfg, manifest)
         profiles, source = manifest_profiles(manifest), f"measured lengths of {args.manifest}"
     else:
         profiles = stated_profiles(load_data_config(args.data_config).corpora, model_prompt_counter(cfg.model))
@@ -280,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{cfg.pack_min_row_length} pack_row_steps={cfg.pack_row_steps} chunk_tokens={cfg.chunk_tokens} "
           f"grad_cache_chunk={cfg.grad_cache_chunk} mixed_batch_share={cfg.mixed_batch_share}")
     print("\n".join(summary_lines(sim)))
-    print("worst shapes: " + ", ".join(s.label for s in worst_shapes(cfg, args.devices)))
+    print("memory check shapes: " + ", ".join(f"{case} {s.label}" for case, s in memory_check_shapes(cfg, args.devices)))
     print(f"simulated in {took:.1f} s")
     return 0
 

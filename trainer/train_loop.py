@@ -25,6 +25,7 @@ from trainer.encode import load_tokenizer
 from trainer.evaluators.mteb_tasks import MtebRun, resolve_tasks, run_tasks
 from trainer.evaluators.suite import EvaluationSuite, evaluation_table
 from trainer.export import export_sentence_transformers
+from trainer.length_profiles import with_effective_length
 from trainer.memory_plan import ChunkPlan, batch_packer
 from trainer.mesh import create_mesh, data_shards, layout_report, shard_batch
 from trainer.metrics_writer import MetricsWriter, truncate_metrics
@@ -118,10 +119,13 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
     startup.check_tokenizer(manifest, tokenizer)
     pad_id = manifest.pad_token_id
 
+    # The shapes of this run's batches follow the effective max_seq_length (capped at the data's cut): the
+    # preflight, the packer and the stream take it from here; the export keeps the length asked for.
+    data_cfg = with_effective_length(cfg, manifest)
     state = create_train_state(pretrained.params["params"], cfg, mesh)
     if cfg.preflight:  # before any thread starts: a refusal leaves nothing running
         kinds = {"triplet" if c.has_negative else "pair" for c in manifest.corpora}
-        run_preflight(pretrained.model, cfg, mesh, state, (kinds | {"pair"}) if cfg.mixed_batch_share else kinds)
+        run_preflight(pretrained.model, data_cfg, mesh, state, (kinds | {"pair"}) if cfg.mixed_batch_share else kinds)
     checkpointer = Checkpointer(workdir, keep=cfg.keep_checkpoints)
     data_state = None
     if checkpointer.latest_step() is not None:
@@ -135,10 +139,10 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
             "prompts": manifest.prompts, "default_prompt_name": manifest.default_prompt_name}
 
     plan = ChunkPlan.from_config(cfg, data_shards(mesh))
-    packer = (batch_packer(cfg, data_shards(mesh), data_shards(mesh) // jax.process_count(), pad_id)
+    packer = (batch_packer(data_cfg, data_shards(mesh), data_shards(mesh) // jax.process_count(), pad_id)
               if cfg.packing else None)
-    batches = BatchStream(manifest, cfg, jax.process_index(), jax.process_count(), state=data_state,
-                             transform=packer)
+    batches = BatchStream(manifest, data_cfg, jax.process_index(), jax.process_count(), state=data_state,
+                          transform=packer)
     step_fn = make_train_step(pretrained.model, cfg, mesh, state_sharding=train_state_sharding(state, cfg, mesh))
     evaluators = EvaluationSuite(cfg, pretrained.model, tokenizer, manifest)
     writer = MetricsWriter(workdir, enabled=is_main)

@@ -30,6 +30,7 @@ from trainer.data.corpus_schedule import MIXED, CorpusSchedule
 from trainer.data.prefetch import Prefetcher
 from trainer.data.reader import CorpusReader
 from trainer.data.records import CorpusStream, StreamOptions
+from trainer.length_profiles import with_effective_length
 
 STATE_VERSION = 1
 
@@ -83,7 +84,7 @@ class BatchStream:
         self.dedup = dedup
         self.pad_id = self.manifest.pad_token_id
         job_len = self.manifest.max_seq_length
-        self.max_seq_length = min(int(cfg.max_seq_length), job_len or int(cfg.max_seq_length))
+        self.max_seq_length = with_effective_length(cfg, self.manifest).max_seq_length
         self.buckets = batching.effective_buckets(cfg.bucket_lengths, self.max_seq_length)
         self.corpora = [self._stream(i, c) for i, c in enumerate(self._select(corpora))]
         self.names = [c.name for c in self.corpora]
