@@ -191,7 +191,10 @@ def _parse_corpus(i: int, raw: Any, prompt_table: dict[str, str]) -> CorpusConfi
     files = raw.get("files")
     if isinstance(files, str):
         files = [files]
-    if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
+    # A Reddit corpus read from a BigQuery table alone has no files.
+    from_table = raw.get("input_format") == "reddit_comments" and isinstance(raw.get("reddit_options"), dict) \
+        and bool(raw["reddit_options"].get("bigquery_table"))
+    if not isinstance(files, list) or not (files or from_table) or not all(isinstance(f, str) and f for f in files):
         raise _err(where, "field 'files' must be a non-empty list of path or glob strings")
     record_format = raw.get("record_format")
     if record_format not in RECORD_FORMATS:
@@ -242,7 +245,11 @@ def _parse_corpus(i: int, raw: Any, prompt_table: dict[str, str]) -> CorpusConfi
         from pipeline.reddit_filters import RedditOptions
 
         try:
-            RedditOptions(**reddit_options)
+            table = RedditOptions(**reddit_options).bigquery_table
+            if table:  # Beam's own parser, so a bad reference stops here and not in the graph's construction
+                from apache_beam.io.gcp.bigquery_tools import parse_table_reference
+
+                parse_table_reference(table)
         except (TypeError, ValueError) as e:
             raise _err(where, f"field 'reddit_options': {e}") from None
     elif "reddit_options" in raw:

@@ -223,3 +223,48 @@ def test_prompts_resolve_per_role_and_survive_select_and_to_json():
     assert js["corpora"][0]["prompts"] == {"anchor": "query", "candidate": "passage"}
     assert parse_data_config(js) == c and parse_data_config(sub.to_json()) == sub
     assert "prompts" not in parse_data_config(_one()).to_json()  # no table: none written
+
+
+def test_reddit_corpora_take_comment_files_or_a_bigquery_table():
+    c = parse_data_config({"corpora": [
+        {"name": "r", "files": ["RC_*.zst"], "record_format": "pair", "input_format": "reddit_comments", "weight": 1},
+        {"name": "bq", "files": [], "record_format": "pair", "input_format": "reddit_comments", "weight": 1,
+         "reddit_options": {"bigquery_table": "my-project:reddit.comments", "extra_contexts": 2}}]})
+    assert c.get("r").fields == {"anchor": "response", "positive": "context"} and c.get("r").reddit_options == {}
+    assert c.get("bq").files == () and c.get("bq").reddit_options["extra_contexts"] == 2
+    assert parse_data_config(c.to_json()) == c
+    for patch, message in (({"record_format": "query"}, "a reddit_comments corpus has record_format 'pair'"),
+                           ({"reddit_options": {"max_lenght": 3}}, "field 'reddit_options': "),
+                           ({"reddit_options": {"min_length": 0}}, "need 0 < min_length <= max_length"),
+                           ({"files": []}, "field 'files' must be a non-empty list"),
+                           ({"reddit_options": {"bigquery_table": "comments"}}, "Expected a table reference")):
+        raw = {"name": "r", "files": ["RC_*.zst"], "record_format": "pair", "input_format": "reddit_comments",
+               "weight": 1, **patch}
+        with pytest.raises(DataConfigError, match=message):
+            parse_data_config({"corpora": [raw]})
+    with pytest.raises(DataConfigError, match="'reddit_options' applies to input_format 'reddit_comments' only"):
+        parse_data_config(_one(reddit_options={}))
+
+
+def test_a_bigquery_reddit_corpus_builds_its_read_in_the_job_graph(tmp_path):
+    import apache_beam as beam
+
+    from pipeline import options
+    from pipeline.job import build_pipeline
+
+    config = parse_data_config({"corpora": [
+        {"name": "bq", "files": [], "record_format": "pair", "input_format": "reddit_comments", "weight": 1,
+         "reddit_options": {"bigquery_table": "my-project:reddit.comments"}}]})
+    kept, files, left_out = resolve_corpora(config, str(tmp_path))
+    assert files == {"bq": []} and not left_out
+    opts, _ = options.parse_args([f"--output_dir={tmp_path}"])
+    p = beam.Pipeline()
+    build_pipeline(p, kept, files, "unused", {}, opts)
+
+    def labels(node):
+        yield node.full_label
+        for part in node.parts:
+            yield from labels(part)
+
+    every = list(labels(p.transforms_stack[0]))
+    assert any(label.startswith("Reddit/bq/") and label.endswith("ReadBigQuery") for label in every)
