@@ -158,8 +158,7 @@ def _train(argv: list[str] | None) -> int:
         logging.getLogger("trainer").error("%s", e)
         return 3
     if result.finished:
-        logging.getLogger("trainer").info("done at step %d: %s; exported to %s", result.step, result.evaluation,
-                                          result.export_dir)
+        logging.getLogger("trainer").info("done at step %d; exported to %s", result.step, result.export_dir)
     if result.mteb is not None and result.mteb.failures:
         logging.getLogger("trainer").error(
             "training finished and the model is exported to %s, but MTEB task(s) %s failed (above); rerun the "

@@ -17,12 +17,4 @@ sts=()
 STS_DEV=${STS_DEV:-../shared/data/stsbenchmark/sts-dev.csv}
 [ -f "$STS_DEV" ] && sts=(--sts_dev="$STS_DEV")
 .venv/bin/python train_main.py --config=demo --data_dir=out/data --workdir=out/train "${sts[@]}" "$@"
-# The BEIR-format retrieval figures (the demo preset's --ir_eval: samples/beir/sample_ir), before -> after.
-.venv/bin/python - <<'EOF'
-import json
-evals = [r for r in map(json.loads, open("out/train/metrics.jsonl")) if any(k.startswith("eval/ir/") for k in r)]
-if len(evals) >= 2:
-    for key in (k for k in evals[0] if k.startswith("eval/ir/")):
-        print(f"{key}: {evals[0][key]:.4f} -> {evals[-1][key]:.4f} (step {evals[0]['step']} -> {evals[-1]['step']})")
-EOF
 echo "exported model: out/train/export (load it with sentence_transformers.SentenceTransformer('out/train/export'))"

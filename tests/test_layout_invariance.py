@@ -73,6 +73,8 @@ def _check(tmp_path, data_dir, model_dir, runs):
         for name, p in procs.items():
             _, err = p.communicate(timeout=900)
             assert p.returncode == 0, f"{name}: {err[-3000:]}"
+            # What a user reads: evaluation as a table, no dict of every metric (trainer/evaluators/suite.py).
+            assert "evaluation after training:\nmetric " in err and "{'eval/" not in err, err[-3000:]
         for j, (name, _) in enumerate(runs[i:i + 2]):
             losses[name] = [r["loss"] for r in read_metrics(str(tmp_path / str(i + j))) if "loss" in r]
     (control,) = losses.pop(CONTROL)
