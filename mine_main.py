@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from trainer.tf_log import quiet_tensorflow
+
+quiet_tensorflow()  # before anything imports TensorFlow
 
 from pipeline.model_source import DEMO_MODEL
 from pipeline.user_errors import ArgumentParser, as_user_errors, prog_name, run_cli

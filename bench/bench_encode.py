@@ -44,8 +44,8 @@ def main() -> int:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from trainer.encode import encode, load_tokenizer
-    from trainer.hf_loading import load_pretrained
+    from trainer.model.encode import encode, load_tokenizer
+    from trainer.model.hf_loading import load_pretrained
 
     torch.set_num_threads(args.threads)
     sents = sentences(args.sts, args.n)

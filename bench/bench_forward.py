@@ -44,7 +44,7 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
 
     from pipeline.model_source import demo_model_dir
-    from trainer.hf_loading import load_pretrained
+    from trainer.model.hf_loading import load_pretrained
 
     torch.set_num_threads(args.threads)
     pre = load_pretrained(demo_model_dir())

@@ -6,7 +6,7 @@ synthetic token ids with realistic lengths (log-normal, median --median_len toke
 --max_len). Both sides get the same batches (same seed). Our side is configured as the trainer is
 (TrainConfig defaults: buckets, pack_min_row_length, pack_row_steps) and builds its batches as the
 trainer does: each batch padded to the smallest bucket that fits it, then packed into rows of whole
-texts (trainer.memory_plan.batch_packer: the row ladder, grown to a multiple of the memory plan's
+texts (trainer.plan.memory_plan.batch_packer: the row ladder, grown to a multiple of the memory plan's
 gradient-caching chunks), or left padded with --packing=0. ST pads each column to its longest text
 (recent versions' gradient caching trims each mini-batch to its own longest text).
 
@@ -14,7 +14,7 @@ Timing, ours: every timed batch is built and packed before the timed region (the
 input pipeline's prefetch thread, overlapping the step, so packing is not on the step's critical
 path); its host-to-device copy (mesh.shard_batch) stays inside the timed loop, as in the train loop.
 XLA compiles one program per batch shape, so before timing we collect the distinct shapes of the timed
-batches (trainer.program_count.Shape: kind, rows x row length, chunks) and run one warm-up step on a
+batches (trainer.plan.program_count.Shape: kind, rows x row length, chunks) and run one warm-up step on a
 batch of each shape: every timed step then runs a compiled program. A compile during the timed steps
 (counted from the step's jit cache and JAX's backend-compile events) is reported as
 `compiles_during_timing` and should be 0. ST (eager PyTorch, nothing to compile) warms up on 2 extra
@@ -47,7 +47,7 @@ Both: pair batches, symmetric loss (query_to_doc + doc_to_query, per_direction),
 with clipping at 1.0, dropout on. Ours runs on one device (a one-device mesh), like ST.
 
 Printed per case: pairs/s of both, ratio, MFU, peak GPU memory, the shapes ours compiled and the
-compiles during timing. MFU = model FLOPs / (time x peak), model FLOPs from trainer/flops.py
+compiles during timing. MFU = model FLOPs / (time x peak), model FLOPs from trainer/plan/flops.py
 (step_flops): per step 6 x (non-embedding parameters) x (tokens) + 12 x layers x hidden x sum over
 rows of length^2 (attention scores and values, forward + backward), counted over what runs: our packed
 rows (or padded texts) at their full length, ST's forward calls with gradients at their padded shape.
@@ -74,7 +74,7 @@ import numpy as np  # noqa: E402
 
 from gpu_cases import CASES, COLUMNS, WARMUP_BATCHES, longest_text, synthetic_batches  # noqa: E402
 from gpu_reference import run_theirs  # noqa: E402
-from trainer.flops import step_flops  # noqa: E402  (no JAX)
+from trainer.plan.flops import step_flops  # noqa: E402  (no JAX)
 
 # --------------------------------------------------------------------------------------------- ours
 
@@ -93,8 +93,8 @@ def padded_batch(b: dict, buckets) -> dict:
 
 
 def batch_shape(d: dict, plan, n_shards: int):
-    """The program shape of a (packed or padded) batch, as trainer/program_count.py labels it."""
-    from trainer.program_count import Shape
+    """The program shape of a (packed or padded) batch, as trainer/plan/program_count.py labels it."""
+    from trainer.plan.program_count import Shape
 
     kind = "triplet" if "negative_fp" in d else "pair"
     if "packed_ids" in d:
@@ -121,11 +121,11 @@ def run_ours(args, case) -> dict:
 
     from trainer.data.batching import effective_buckets
     from trainer.config import TrainConfig
-    from trainer.hf_loading import init_random
-    from trainer.memory_plan import ChunkPlan, batch_packer
+    from trainer.model.hf_loading import init_random
+    from trainer.plan.memory_plan import ChunkPlan, batch_packer
     from trainer.mesh import create_mesh, data_shards, shard_batch
-    from trainer.modeling import EncoderConfig
-    from trainer.train_step import create_train_state, make_train_step
+    from trainer.model.modeling import EncoderConfig
+    from trainer.train.train_step import create_train_state, make_train_step
 
     mt, h, nl, nh, inter, vocab, maxpos, pad = CASES[case["model"]]
     enc = EncoderConfig(model_type=mt, vocab_size=vocab, hidden_size=h, num_hidden_layers=nl,

@@ -28,9 +28,9 @@ def worker(args) -> dict:
     import numpy as np
 
     from trainer.config import TrainConfig
-    from trainer.hf_loading import load_pretrained
+    from trainer.model.hf_loading import load_pretrained
     from trainer.mesh import create_mesh
-    from trainer.train_step import create_train_state, make_train_step
+    from trainer.train.train_step import create_train_state, make_train_step
 
     cfg = TrainConfig(batch_size=args.batch_size, grad_cache_chunk=args.chunk, warmup_steps=1, train_steps=10)
     pre = load_pretrained(args.model)

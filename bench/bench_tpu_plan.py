@@ -2,7 +2,7 @@
 roofline step time and projected days, beside the same run done the seed's way (every text padded to
 max_seq_length, no packing) over the same length profiles; the ratio is the compute packing saves.
 
-Compiler figures (libtpu on this CPU machine, `trainer/aot.py`) and a projection at a stated share of
+Compiler figures (libtpu on this CPU machine, `trainer/plan/aot.py`) and a projection at a stated share of
 peak on the executed FLOPs, not measured TPU time. roberta-large takes 3-6 minutes per shape on 2
 cores; the default grid takes about an hour.
 
@@ -19,8 +19,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from trainer import aot, tpu  # noqa: E402
+from trainer.plan import aot, tpu  # noqa: E402
 from trainer.config import DEMO_MODEL, get_preset  # noqa: E402
+from trainer.plan.flops import roofline_s  # noqa: E402
 
 MODELS = {"minilm": DEMO_MODEL, "roberta-base": "FacebookAI/roberta-base", "roberta-large": "FacebookAI/roberta-large"}
 # Memory plans on top of the reference preset (bfloat16, batch 1024, 128 tokens, 540k steps).
@@ -55,7 +56,8 @@ def main() -> int:
                           log=lambda line: print("  " + line, file=sys.stderr, flush=True))
         p = report["projection"]
         for r in report["shapes"]:
-            roof = "" if r["flops"] is None else f"{1e3 * max(r['flops'] / (s.peak_tflops * 1e12), (r['bytes_accessed'] or 0) / (s.hbm_gbps * 1e9)):.0f}"
+            roof = "" if r["flops"] is None else \
+                f"{1e3 * roofline_s(r['flops'], r['bytes_accessed'], s.peak_tflops, s.hbm_gbps):.0f}"
             roof += "*" if "chunks" in r["shape"] else ""  # the compiler counts a loop body once
             print(f"| {topology} | {model} | {plan_name} | {r['case']} {r['shape']} | "
                   f"{r['argument_bytes'] / aot.GIB:.2f} | {r['temp_bytes'] / aot.GIB:.2f} | "

@@ -62,11 +62,11 @@ def main() -> int:
 
     from trainer.data.batching import bucket_length, effective_buckets
     from trainer.config import TrainConfig
-    from trainer.encode import load_tokenizer, tokenize
-    from trainer.hf_loading import load_pretrained
+    from trainer.model.encode import load_tokenizer, tokenize
+    from trainer.model.hf_loading import load_pretrained
     from trainer.mesh import create_mesh, data_shards
     from trainer.data.packing import pack_batch
-    from trainer.train_step import create_train_state, make_train_step
+    from trainer.train.train_step import create_train_state, make_train_step
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ COLUMNS = ("anchor", "positive")
 
 
 def encoder_shape(model: str) -> types.SimpleNamespace:
-    """What trainer/flops.py reads of an encoder config (no JAX needed)."""
+    """What trainer/plan/flops.py reads of an encoder config (no JAX needed)."""
     _, h, nl, _, inter, *_ = CASES[model]
     return types.SimpleNamespace(hidden_size=h, num_hidden_layers=nl, intermediate_size=inter)
 

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from gpu_cases import CASES, COLUMNS, WARMUP_BATCHES, encoder_shape, synthetic_batches
-from trainer.flops import step_flops
+from trainer.plan.flops import step_flops
 
 def _st_model_dir(case_name: str, tmp: str) -> str:
     """A random-weight HF model plus a throwaway WordPiece tokenizer (ids are fed directly)."""

@@ -29,7 +29,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def prog_name(script: str, module_form: str) -> str:
     """The program's name in messages: the console script (pyproject.toml) when run as one, else
-    how it is run from a checkout (`train_main.py`, `python -m trainer.export`)."""
+    how it is run from a checkout (`train_main.py`, `python -m trainer.cli export`)."""
     return script if os.path.basename(sys.argv[0]) == script else module_form
 
 

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trainer.modeling import EncoderConfig, SentenceEncoder
+from trainer.model.modeling import EncoderConfig, SentenceEncoder
 
 TINY = EncoderConfig(vocab_size=97, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=32, max_position_embeddings=32)
@@ -58,7 +58,7 @@ class TwinBert:
         import transformers
         from sentence_transformers import SentenceTransformer
 
-        from trainer.hf_loading import hf_state_dict_to_params
+        from trainer.model.hf_loading import hf_state_dict_to_params
 
         torch.manual_seed(0)
         hf_cfg = transformers.BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
@@ -97,7 +97,7 @@ class TwinBert:
     def our_loss_and_grads(self, cfg, batch=None):
         """(loss, gradient tree) of our train step's loss_and_grads, jitted, without dropout; `batch`
         defaults to the padded one (a packed form of it works too)."""
-        from trainer.train_step import as_apply_fn, as_packed_apply_fn, loss_and_grads
+        from trainer.train.train_step import as_apply_fn, as_packed_apply_fn, loss_and_grads
 
         model = SentenceEncoder(self.config)
         batch = self.batch if batch is None else batch
@@ -108,7 +108,7 @@ class TwinBert:
 
     def common_gradients(self, grads, st_grads):
         """Our gradient tree and ST's gradients as two flat vectors over the parameters both have."""
-        from trainer.hf_loading import params_to_hf_state_dict
+        from trainer.model.hf_loading import params_to_hf_state_dict
 
         ours = params_to_hf_state_dict({"params": grads}, self.config)
         common = sorted(set(ours) & set(st_grads))

@@ -71,9 +71,9 @@ def tiny_bert_dir(tmp_path_factory, demo_model_dir) -> str:
 def tiny_st_model(tmp_path_factory, tiny_bert_dir) -> str:
     """A SentenceTransformers directory (weights included) of the tiny random BERT: a model that
     loads from files, as a real one does, and encodes in milliseconds."""
-    from trainer.export import export_sentence_transformers
-    from trainer.hf_loading import init_random
-    from trainer.modeling import EncoderConfig
+    from trainer.model.export import export_sentence_transformers
+    from trainer.model.hf_loading import init_random
+    from trainer.model.modeling import EncoderConfig
 
     with open(os.path.join(tiny_bert_dir, "config.json")) as f:
         cfg = EncoderConfig.from_hf_dict(json.load(f))

@@ -13,10 +13,10 @@ import pytest
 pytest.importorskip("libtpu")
 
 from tests.test_length_profiles import write_manifest  # noqa: E402
-from trainer import aot, tpu  # noqa: E402
+from trainer.plan import aot, planner, tpu  # noqa: E402
 from trainer.config import DEMO_MODEL, get_preset  # noqa: E402
-from trainer.flops import step_flops  # noqa: E402
-from trainer.modeling import EncoderConfig  # noqa: E402
+from trainer.plan.flops import step_flops  # noqa: E402
+from trainer.model.modeling import EncoderConfig  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,7 +61,7 @@ def test_planner_exit_status_multi_host_slice_and_chunked_shapes(tmp_path, tiny_
     --max_seq_length=128 is planned at 64, as training caps it. Each chunked worst case brings the
     largest shape of its kind that runs unchunked."""
     bad = tmp_path / "bad.json"
-    assert aot.main([f"--model={tiny_bert_dir}", "--config=reference", "--batch_size=64", "--shapes=worst",
+    assert planner.main([f"--model={tiny_bert_dir}", "--config=reference", "--batch_size=64", "--shapes=worst",
                      "--sim_steps=50", "--topology=v3-32", "--jobs=2", "--chunk_tokens=128", "--max_seq_length=128",
                      f"--manifest={write_manifest(tmp_path, 64)}", "--memory_budget_gib=0.0001", f"--json={bad}"]) == 1
     report = json.loads(bad.read_text())
@@ -122,7 +122,7 @@ def test_planner_reports_a_largest_unchunked_shape_that_does_not_fit(tiny_bert_d
     the worst pair fits and the largest unchunked one does not (before, it compiled only the worst case)."""
     import dataclasses
 
-    from trainer.program_count import memory_check_shapes
+    from trainer.plan.program_count import memory_check_shapes
 
     with open(os.path.join(tiny_bert_dir, "config.json")) as f:
         hf = dict(json.load(f), hidden_size=128, num_hidden_layers=6, num_attention_heads=2, intermediate_size=256)

@@ -334,7 +334,7 @@ def test_prompts_are_tokenized_with_their_texts_and_recorded(prompted_data_dir, 
         "anchor": ("passage", "passage: "), "candidate": ("passage", "passage: ")}
     assert typed.corpus("plain").prompts == {}
     # The planner's --manifest profiles take these prompted lengths as they are (nothing added twice).
-    from trainer.length_profiles import manifest_profiles
+    from trainer.plan.length_profiles import manifest_profiles
 
     search = next(p for p in manifest_profiles(typed) if p.name == "search")
     assert {(c.median, c.prompt_tokens) for c in search.columns} == {(entries["search"]["token_lengths"]["p50"], 0)}

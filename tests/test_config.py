@@ -50,7 +50,7 @@ def test_bounds_that_mean_off_are_accepted():
                       weight_decay=0.0, memory_budget_gib=0.0, mixed_batch_share=1.0, eval_max_examples=0,
                       pack_row_steps=1, bucket_lengths=())
     assert cfg.pack_row_steps == 1
-    # The loss's other directions stay available with the joint partition (trainer/loss.py).
+    # The loss's other directions stay available with the joint partition (trainer/train/loss.py).
     TrainConfig(pair_directions=("query_to_doc", "query_to_query"), partition_mode="joint")
     with pytest.raises(ConfigError, match="use partition_mode='joint'"):
         TrainConfig(pair_directions=("query_to_doc", "query_to_query"), partition_mode="per_direction")

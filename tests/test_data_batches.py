@@ -19,7 +19,8 @@ from pipeline.manifest import ManifestError, load_manifest
 from trainer.data import batching, records
 from trainer.config import TrainConfig
 from trainer.data.corpus_schedule import CorpusSchedule
-from trainer.data.batches import BatchStream, DataError, merge_states
+from trainer.data.batches import BatchStream, DataError
+from trainer.multihost import merge_states
 from trainer.evaluators.retrieval import validation_pairs
 
 CLS, SEP, PAD, FILL = 101, 102, 0, 7

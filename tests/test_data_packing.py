@@ -9,9 +9,9 @@ import pytest
 
 from tests._tiny import TINY, random_batch, run_on_cpu_devices, tiny_model
 from trainer.config import TrainConfig
-from trainer.modeling import EncoderConfig
+from trainer.model.modeling import EncoderConfig
 from trainer.data.packing import best_fit_decreasing, pack_batch, pad_packed, row_bucket
-from trainer.train_step import as_apply_fn, as_packed_apply_fn, loss_and_grads
+from trainer.train.train_step import as_apply_fn, as_packed_apply_fn, loss_and_grads
 
 BUCKETS = (8, 12, 16, 24, 32)
 CFG = TrainConfig(learning_rate=1e-3, warmup_steps=1, train_steps=10)
@@ -147,7 +147,7 @@ MESH = textwrap.dedent("""
     from trainer.config import TrainConfig
     from trainer.mesh import create_mesh, shard_batch
     from trainer.data.packing import pack_batch
-    from trainer.train_step import create_train_state, make_train_step
+    from trainer.train.train_step import create_train_state, make_train_step
     model, params = tiny_model()
     res = {}
     for name, packed, chunk, devs in (("padded1", False, 0, 1), ("packed8", True, 0, 8), ("cached8", True, 8, 8)):

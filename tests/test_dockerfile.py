@@ -197,7 +197,7 @@ def test_dockerignore_keeps_the_build_inputs_and_drops_local_state():
     rules = _dockerignore_patterns()
     for keep in ("pyproject.toml", "README.md", "beam_main.py", "train_main.py", "data_config.json",
                  "data_configs/reference_2021.json",
-                 "pipeline/job.py", "trainer/modeling.py", "samples/data_config.json"):
+                 "pipeline/job.py", "trainer/model/modeling.py", "samples/data_config.json"):
         assert not _ignored(keep, rules), keep
     for drop in (".venv/bin/python", ".git/HEAD", "out/data/manifest.json", "tests/test_dockerfile.py",
                  "pipeline/__pycache__/job.cpython-311.pyc"):
@@ -227,5 +227,5 @@ def test_build_context_yields_a_wheel_that_requires_exactly_pyproject(tmp_path):
     expected = {r.replace(" ", "") for r in _pyproject()["project"]["dependencies"]}
     assert requires == expected
     # The modules the entry points import are inside the wheel.
-    for mod in ("beam_main.py", "train_main.py", "pipeline/job.py", "trainer/train_loop.py"):
+    for mod in ("beam_main.py", "train_main.py", "pipeline/job.py", "trainer/train/train_loop.py"):
         assert mod in names, mod

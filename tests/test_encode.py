@@ -3,8 +3,8 @@ import jax
 import numpy as np
 import pytest
 
-from trainer.encode import encode, load_tokenizer
-from trainer.hf_loading import load_pretrained
+from trainer.model.encode import encode, load_tokenizer
+from trainer.model.hf_loading import load_pretrained
 
 WORDS = ("the a man woman child dog cat is was plays eats runs quickly slowly over under bright dark river "
          "mountain city night morning music guitar piano computer network protein cell market price climate "
@@ -81,7 +81,7 @@ def test_packed_encode_equals_padded_on_a_mesh_with_one_program_per_row_length()
     """Packing changes which texts share a row, never an embedding; calls on texts of one length
     distribution reuse one program (rows per call are a power of two)."""
     from tests._tiny import tiny_model
-    from trainer.encode import _jitted_packed, encode_ids
+    from trainer.model.encode import _jitted_packed, encode_ids
     from trainer.mesh import create_mesh
 
     model, params = tiny_model()

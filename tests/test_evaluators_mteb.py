@@ -70,9 +70,9 @@ def _write_sts(path) -> str:
 def test_mteb_sts_score_equals_our_sts_evaluator_and_reruns_recompute(tmp_path, tiny_st_model):
     """mteb's main score (cosine Spearman; sentence-transformers embeds) on LocalSTS, and our STS evaluator
     (our Flax encoder) on the same pairs: one number. A rerun recomputes instead of reading mteb's file."""
-    from trainer.encode import load_tokenizer
+    from trainer.model.encode import load_tokenizer
     from trainer.evaluators.sts import StsEvaluator
-    from trainer.hf_loading import load_pretrained
+    from trainer.model.hf_loading import load_pretrained
 
     pre = load_pretrained(tiny_st_model)
     ours = StsEvaluator(pre.model, load_tokenizer(pre.source_dir), _write_sts(tmp_path / "local-sts.csv"),
@@ -130,7 +130,7 @@ def test_training_runs_the_tasks_on_its_export(tmp_path, prompted_data_dir, tiny
            "--ir_eval=", "--no_progress", f"--mteb_tasks={LOCAL_STS},STSBenchmark"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 4, proc.stderr[-3000:]
-    from trainer.metrics_writer import read_metrics
+    from trainer.train.metrics_writer import read_metrics
 
     logged = [r for r in read_metrics(str(workdir)) if "mteb/LocalSTS/test/main_score" in r]
     assert len(logged) == 1 and logged[0]["step"] == 2

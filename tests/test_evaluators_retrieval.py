@@ -46,10 +46,10 @@ def test_evaluator_reports_each_matryoshka_size_from_one_embedding(sample_data_d
     import os
 
     from pipeline.manifest import load_manifest
-    from trainer.encode import encode_ids
-    from trainer.hf_loading import init_random
-    from trainer.matryoshka import truncate
-    from trainer.modeling import EncoderConfig
+    from trainer.model.encode import encode_ids
+    from trainer.model.hf_loading import init_random
+    from trainer.train.matryoshka import truncate
+    from trainer.model.modeling import EncoderConfig
 
     with open(os.path.join(tiny_bert_dir, "config.json")) as f:
         pre = init_random(EncoderConfig.from_hf_dict(json.load(f)), seed=1, source_dir=tiny_bert_dir)

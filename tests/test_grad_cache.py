@@ -9,8 +9,8 @@ import pytest
 
 from tests._tiny import run_on_cpu_devices, random_batch, tiny_model
 from trainer.config import TrainConfig
-from trainer.grad_cache import embed_in_chunks, from_chunks, stack_columns, to_chunks
-from trainer.train_step import (as_apply_fn, batch_columns, loss_and_grads, make_loss_of_embeddings,
+from trainer.train.grad_cache import embed_in_chunks, from_chunks, stack_columns, to_chunks
+from trainer.train.train_step import (as_apply_fn, batch_columns, loss_and_grads, make_loss_of_embeddings,
                                 padded_token_ids)
 
 CFG = TrainConfig()
@@ -96,7 +96,7 @@ MESH = textwrap.dedent("""
     from tests._tiny import random_batch, tiny_model
     from trainer.config import TrainConfig
     from trainer.mesh import create_mesh, shard_batch
-    from trainer.train_step import create_train_state, make_train_step
+    from trainer.train.train_step import create_train_state, make_train_step
     model, params = tiny_model()
     res = {}
     for name, chunk, devs in (("plain1", 0, jax.devices()[:1]), ("cached8", 8, jax.devices())):

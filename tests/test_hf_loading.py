@@ -12,7 +12,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from pipeline import storage
-from trainer.hf_loading import (
+from trainer.model.hf_loading import (
     CheckpointMismatchError,
     hf_state_dict_to_params,
     init_random,
@@ -21,7 +21,7 @@ from trainer.hf_loading import (
     resolve_model_dir,
 )
 from pipeline.model_source import demo_model_dir
-from trainer.modeling import EncoderConfig
+from trainer.model.modeling import EncoderConfig
 
 TINY = EncoderConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=32, max_position_embeddings=24)
@@ -145,7 +145,7 @@ def test_sharded_safetensors_and_pytorch_bin(tmp_path):
 
     # Without torch the .bin is refused with a clear message (torch hidden in a fresh interpreter).
     code = ("import sys; sys.modules['torch'] = None\n"
-            "from trainer.hf_loading import load_pretrained\n"
+            "from trainer.model.hf_loading import load_pretrained\n"
             f"try:\n    load_pretrained({str(tbin)!r})\nexcept ImportError as e:\n    print('ERR', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          cwd=os.path.dirname(os.path.dirname(__file__)))

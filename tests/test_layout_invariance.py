@@ -2,7 +2,7 @@
 dropout on, the same data and seed give the same losses (within 1e-5) whether texts are padded or
 packed, on 1 or 8 devices, plain or in gradient-caching chunks (fixed or per shape), with the
 optimizer state sharded (ZeRO-1) and the blocks rematerialised. Dropout masks are functions of
-(seed, step, site, text, position), not of where a token sits (trainer/modeling.py). A control run
+(seed, step, site, text, position), not of where a token sits (trainer/model/modeling.py). A control run
 with dropout off must give other losses: equal ones would make the comparison vacuous."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from trainer.metrics_writer import read_metrics
+from trainer.train.metrics_writer import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,7 +87,7 @@ def _check(tmp_path, data_dir, model_dir, runs):
 
 def test_losses_are_the_same_padded_on_one_device_and_packed_chunked_sharded_on_eight(
         tmp_path, sample_data_dir, tiny_bert_dir):
-    # With the Matryoshka loss on (trainer/matryoshka.py): it too must not depend on the layout.
+    # With the Matryoshka loss on (trainer/train/matryoshka.py): it too must not depend on the layout.
     matryoshka = ["--matryoshka_dims=32,16,8", "--matryoshka_weights=1,1,0.5"]
     runs = [(name, (devices, extra + matryoshka)) for name, (devices, extra) in list(LAYOUTS.items())[:CI_LAYOUTS]]
     _check(tmp_path, sample_data_dir, tiny_bert_dir, runs)

@@ -9,7 +9,7 @@ from sentence_transformers.sentence_transformer.losses.multiple_negatives_rankin
     MultipleNegativesRankingLoss,
 )
 
-from trainer.loss import contrastive_loss
+from trainer.train.loss import contrastive_loss
 
 jax.config.update("jax_enable_x64", False)
 

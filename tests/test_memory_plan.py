@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests._tiny import run_on_cpu_devices
-from trainer.memory_plan import ChunkPlan, moment_spec
+from trainer.plan.memory_plan import ChunkPlan, moment_spec
 
 
 def test_chunks_follow_the_shape_and_rows_divide_into_them():
@@ -46,9 +46,9 @@ ZERO = textwrap.dedent("""
     import json, jax, numpy as np
     from tests._tiny import random_batch, tiny_model
     from trainer.config import TrainConfig
-    from trainer.memory_plan import state_bytes_per_device
+    from trainer.plan.memory_plan import state_bytes_per_device
     from trainer.mesh import create_mesh, shard_batch
-    from trainer.train_step import create_train_state, make_train_step, train_state_sharding
+    from trainer.train.train_step import create_train_state, make_train_step, train_state_sharding
     model, params = tiny_model()
     mesh = create_mesh()
     res = {}
@@ -80,11 +80,11 @@ def test_zero1_shards_the_moments_and_changes_no_number():
 
 def test_zero1_frees_what_the_docstring_says_for_roberta_large():
     """The state per device of roberta-large on 8 devices, replicated and ZeRO-1 (shapes only, on an abstract
-    mesh), and the figure trainer/memory_plan.py states from them."""
+    mesh), and the figure trainer/plan/memory_plan.py states from them."""
     from jax.sharding import AbstractMesh
 
-    import trainer.memory_plan as memory_plan
-    from trainer.aot import GIB, abstract_state, build_model, jax_shardings, read_model_config
+    import trainer.plan.memory_plan as memory_plan
+    from trainer.plan.aot import GIB, abstract_state, build_model, jax_shardings, read_model_config
     from trainer.config import get_preset
 
     cfg = get_preset("reference")

@@ -63,7 +63,7 @@ WORKER = textwrap.dedent("""
     from tests._tiny import random_batch, tiny_model
     from trainer.config import TrainConfig
     from trainer.mesh import check_batch_layout, create_mesh, layout_report, local_batch_size, shard_batch
-    from trainer.train_step import create_train_state, make_train_step
+    from trainer.train.train_step import create_train_state, make_train_step
     assert jax.device_count() == 4 and jax.process_count() == nproc
     mesh = create_mesh()
     report = layout_report(16, mesh, 8)

@@ -1,6 +1,6 @@
 import json
 
-from trainer.metrics_writer import MetricsWriter, read_metrics
+from trainer.train.metrics_writer import MetricsWriter, read_metrics
 
 
 def test_jsonl_and_tensorboard(tmp_path):

@@ -53,7 +53,7 @@ def test_the_fingerprint_follows_weights_and_pooling(tmp_path, tiny_st_model):
 
 
 def test_the_encoder_uses_the_models_length_and_our_encode(tiny_st_model):
-    from trainer.encode import encode
+    from trainer.model.encode import encode
     from trainer.mesh import create_mesh
 
     enc = load_encoder(tiny_st_model, None, 8, create_mesh())

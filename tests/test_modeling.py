@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.hf_loading import hf_state_dict_to_params
-from trainer.modeling import Encoder, EncoderConfig, SentenceEncoder, l2_normalize, position_ids
-from trainer.pooling import mean_pool
+from trainer.model.hf_loading import hf_state_dict_to_params
+from trainer.model.modeling import Encoder, EncoderConfig, SentenceEncoder, l2_normalize, position_ids
+from trainer.model.pooling import mean_pool
 
 TINY = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=40, layer_norm_eps=1e-5)
@@ -149,7 +149,7 @@ def _corr_ok(x, y):
 
 
 def test_dropout_masks_keep_the_rate_and_are_independent():
-    from trainer.modeling import Dropout, attention_keep_mask, dropout_token_ids, hidden_keep_mask
+    from trainer.model.modeling import Dropout, attention_keep_mask, dropout_token_ids, hidden_keep_mask
 
     rate = 0.1
     text = np.repeat(np.arange(50), 10).reshape(50, 10)
@@ -187,7 +187,7 @@ def test_dropout_masks_keep_the_rate_and_are_independent():
 
 
 def test_dropout_identities_refuse_what_would_alias():
-    from trainer.modeling import dropout_token_ids
+    from trainer.model.modeling import dropout_token_ids
 
     # Why: (text, position) packs into 20 + 12 bits, so one position past the limit is the next text's.
     ids = lambda t, p, **bounds: int(dropout_token_ids(jnp.asarray(t), jnp.asarray(p), **bounds))

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from trainer.metrics_writer import read_metrics
+from trainer.train.metrics_writer import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

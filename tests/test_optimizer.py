@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from trainer.config import TrainConfig
-from trainer.modeling import EncoderConfig, SentenceEncoder
-from trainer.optimizer import learning_rate_schedule, make_optimizer, weight_decay_mask
+from trainer.model.modeling import EncoderConfig, SentenceEncoder
+from trainer.train.optimizer import learning_rate_schedule, make_optimizer, weight_decay_mask
 
 
 def test_schedule_warms_up_then_decays_linearly_to_zero():

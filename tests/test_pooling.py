@@ -1,4 +1,4 @@
-"""Pooling modes (trainer/pooling.py): values on hand-made states, packed = padded (values and
+"""Pooling modes (trainer/model/pooling.py): values on hand-made states, packed = padded (values and
 gradients), sentence-transformers parity per mode on a tiny random BERT (our padded and packed
 encoder paths), and the 1_Pooling config read from a source model and written by the export."""
 import json
@@ -13,10 +13,10 @@ import pytest
 
 from pipeline.user_errors import UserError
 from trainer.data.packing import pack_batch
-from trainer.encode import load_tokenizer, tokenize
-from trainer.export import export_sentence_transformers
-from trainer.hf_loading import load_pretrained
-from trainer.pooling import POOLING_MODES, packed_pool, pool, pooling_config, source_pooling_mode
+from trainer.model.encode import load_tokenizer, tokenize
+from trainer.model.export import export_sentence_transformers
+from trainer.model.hf_loading import load_pretrained
+from trainer.model.pooling import POOLING_MODES, packed_pool, pool, pooling_config, source_pooling_mode
 
 SENTENCES = ["A man is playing a guitar.", "Short.", "Größere Straßen führen über die Brücke.", "東京は日本の首都です。",
              "Two dogs run through a field of snow while a third one watches from the fence. " * 6,
@@ -179,7 +179,7 @@ def test_pooling_flag_overrides_and_unsupported_modes(tmp_path, tiny_hf_dir):
 
 
 def test_train_config_pooling_reaches_the_model(tmp_path, tiny_hf_dir, monkeypatch):
-    from trainer import startup
+    from trainer.train import startup
     from trainer.config import TrainConfig
 
     st_dir = str(tmp_path / "st")

@@ -12,8 +12,8 @@ import pytest
 from tests._tiny import tiny_model
 from trainer.config import TrainConfig
 from trainer.mesh import create_mesh
-from trainer.preflight import PreflightError, check_reports, memory_budget, preflight_shapes, run_preflight
-from trainer.train_step import create_train_state
+from trainer.plan.preflight import PreflightError, check_reports, memory_budget, preflight_shapes, run_preflight
+from trainer.train.train_step import create_train_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = TrainConfig(batch_size=16, max_seq_length=32, bucket_lengths=(16, 32), pack_min_row_length=32, train_steps=10)
@@ -39,7 +39,7 @@ def test_worst_shapes_fit_a_generous_budget_and_are_refused_by_a_tiny_one():
         check_reports(halved, tiny)
     msg = str(e.value)
     assert "worst-case pair 32x32 batch (every text at 32 tokens)" in msg and "GiB per device" in msg
-    assert "--shard_optimizer=true" in msg and "python -m trainer.aot" in msg
+    assert "--shard_optimizer=true" in msg and "python -m trainer.plan.planner" in msg
 
 
 def test_no_budget_on_cpu_unless_asked():
@@ -87,7 +87,7 @@ def test_the_largest_unchunked_shape_is_compiled_and_refused():
 def test_train_checks_the_shapes_of_the_data_s_cut(tmp_path, sample_data_dir, tiny_bert_dir):
     """The samples were tokenized at 128 tokens: a run asking for 256 gets batches of at most 128, and
     the preflight checks those (a tiny budget makes it say which)."""
-    from trainer.train_loop import train
+    from trainer.train.train_loop import train
 
     cfg = CFG.replace(model=tiny_bert_dir, from_scratch=True, batch_size=8, max_seq_length=256, pack_min_row_length=16,
                       memory_budget_gib=1e-4, eval_every=0)

@@ -1,8 +1,8 @@
-"""trainer/startup.py: what --compilation_cache does to JAX's persistent compilation cache setting."""
+"""trainer/train/startup.py: what --compilation_cache does to JAX's persistent compilation cache setting."""
 import jax
 import pytest
 
-from trainer.startup import enable_compilation_cache
+from trainer.train.startup import enable_compilation_cache
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from trainer import tpu
+from trainer.plan import tpu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytest.importorskip("libtpu")
@@ -20,7 +20,7 @@ def _run(code: str, **env) -> subprocess.CompletedProcess:
 def test_slices_compile_offline_with_their_usable_hbm():
     """Every slice's devices come from libtpu on this CPU machine, and the compiler states the HBM it
     can use (a little under the public figure)."""
-    out = _run("from trainer import tpu\n"
+    out = _run("from trainer.plan import tpu\n"
                "tpu.prepare_offline_compile('v3-8')\n"
                "for s in tpu.SLICES.values():\n"
                "    d = tpu.topology_devices(s)\n"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from trainer.config import get_preset
-from trainer.metrics_writer import read_metrics
+from trainer.train.metrics_writer import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,14 +31,14 @@ def _losses(workdir):
 
 
 def _final_params(workdir):
-    from trainer.checkpointing import restore_latest_params
+    from trainer.train.checkpointing import restore_latest_params
     import jax
 
     params, meta = restore_latest_params(workdir)
     return meta["step"], jax.tree_util.tree_leaves(params)
 
 
-# The straight and resumed runs train with the Matryoshka loss (trainer/matryoshka.py) at these sizes
+# The straight and resumed runs train with the Matryoshka loss (trainer/train/matryoshka.py) at these sizes
 # of the tiny BERT's 32: it is resumed exactly, evaluated at each size, and named in the model card.
 MATRYOSHKA = dict(matryoshka_dims=(32, 16, 8), matryoshka_weights=(1.0, 1.0, 0.5))
 
@@ -58,7 +58,7 @@ def run_cfg(tmp_path_factory, tiny_bert_dir):
 
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory, sample_data_dir, run_cfg):
-    from trainer.train_loop import train
+    from trainer.train.train_loop import train
 
     workdir = str(tmp_path_factory.mktemp("straight"))
     logged, logger = _LogLines(), logging.getLogger("trainer")
@@ -85,7 +85,7 @@ class _LogLines(logging.Handler):
 def test_exact_resume(tmp_path, straight_run, sample_data_dir, run_cfg):
     import jax
 
-    from trainer.train_loop import train
+    from trainer.train.train_loop import train
 
     straight, _, _ = straight_run
     cached = os.listdir(run_cfg.compilation_cache)
@@ -165,10 +165,10 @@ def test_the_log_shows_the_headline_metrics_as_a_table_and_metrics_jsonl_keeps_t
 def test_export_loads_in_sentence_transformers_and_matches_our_encoder(straight_run):
     from sentence_transformers import SentenceTransformer
 
-    from trainer.checkpointing import restore_latest_params
-    from trainer.encode import encode, load_tokenizer
-    from trainer.hf_loading import load_pretrained
-    from trainer.matryoshka import truncate
+    from trainer.train.checkpointing import restore_latest_params
+    from trainer.model.encode import encode, load_tokenizer
+    from trainer.model.hf_loading import load_pretrained
+    from trainer.train.matryoshka import truncate
 
     workdir, result, _ = straight_run
     export = result.export_dir
@@ -191,7 +191,7 @@ def test_export_loads_in_sentence_transformers_and_matches_our_encoder(straight_
 
 def test_model_card_lists_each_corpus_s_prompts(prompted_data_dir):
     from pipeline.manifest import load_manifest
-    from trainer.train_loop import model_card
+    from trainer.train.train_loop import model_card
 
     mix = model_card(get_preset("demo"), load_manifest(prompted_data_dir), 5, {}, {})["data_mix"]
     assert mix["search"]["prompts"] == {"anchor": "query", "candidate": "passage"}
@@ -201,8 +201,8 @@ def test_model_card_lists_each_corpus_s_prompts(prompted_data_dir):
 
 @pytest.mark.slow  # ~40 s; the step's guard stays in tests/test_train_step.py
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, sample_data_dir, tiny_bert_dir):
-    from trainer.checkpointing import Checkpointer
-    from trainer.train_loop import NonFiniteLossError, train
+    from trainer.train.checkpointing import Checkpointer
+    from trainer.train.train_loop import NonFiniteLossError, train
 
     workdir = str(tmp_path / "nan")
     train(_cfg(tiny_bert_dir, train_steps=6), sample_data_dir, workdir, progress=False, stop_at_step=3)
@@ -229,7 +229,7 @@ def test_sigterm_checkpoints_and_the_same_command_resumes(tmp_path, sample_data_
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
-    from trainer.checkpointing import Checkpointer
+    from trainer.train.checkpointing import Checkpointer
 
     saved = Checkpointer(workdir).latest_step()
     logged = max(r["step"] for r in read_metrics(workdir) if "loss" in r)

@@ -8,6 +8,7 @@ import pytest
 
 import train_main
 from trainer.config import PRESETS, TrainConfig
+from trainer.tf_log import cuda_driver_installed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -137,7 +138,7 @@ def test_a_cpu_start_up_prints_no_error_lines():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Where a driver is installed (a GPU machine), TensorFlow's errors stay on.
-    level = "2" if train_main.cuda_driver_installed() else "3"
+    level = "2" if cuda_driver_installed() else "3"
     assert proc.stdout.split("\n")[:2] == ["[np.int64(0), np.int64(1), np.int64(2)]", level]
     errors = [line for line in proc.stderr.splitlines() if re.match(r"[EF]\d{4} ", line) or "cuInit" in line]
     assert not errors, errors

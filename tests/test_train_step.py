@@ -9,9 +9,9 @@ import pytest
 
 from tests._tiny import run_on_cpu_devices, random_batch, tiny_model
 from trainer.config import TrainConfig
-from trainer.loss import contrastive_loss
+from trainer.train.loss import contrastive_loss
 from trainer.mesh import create_mesh
-from trainer.train_step import compute_dtype, create_train_state, loss_and_grads, make_train_step
+from trainer.train.train_step import compute_dtype, create_train_state, loss_and_grads, make_train_step
 
 CFG = TrainConfig(learning_rate=1e-3, warmup_steps=2, train_steps=50, batch_size=16, seed=7)
 
@@ -48,7 +48,7 @@ def test_step_loss_and_gradients_equal_direct_computation(tiny):
 
 
 def model_apply(model):
-    from trainer.train_step import as_apply_fn
+    from trainer.train.train_step import as_apply_fn
     return as_apply_fn(model)
 
 
@@ -119,7 +119,7 @@ def test_non_finite_loss_keeps_the_old_state(tiny):
 
 @pytest.mark.parametrize("packed", [False, True])
 def test_a_batch_of_more_texts_than_dropout_identities_hold_is_refused_when_traced(tiny, packed):
-    # 2^19 + 1 pairs: 2^20 + 2 texts, past the 2^20 the dropout hash holds (trainer/modeling.py).
+    # 2^19 + 1 pairs: 2^20 + 2 texts, past the 2^20 the dropout hash holds (trainer/model/modeling.py).
     model, params = tiny
     mesh = create_mesh()
     state = create_train_state(params, CFG, mesh)
@@ -162,7 +162,7 @@ MULTI = textwrap.dedent("""
     from tests._tiny import random_batch, tiny_model
     from trainer.config import TrainConfig
     from trainer.mesh import create_mesh, shard_batch
-    from trainer.train_step import create_train_state, make_train_step
+    from trainer.train.train_step import create_train_state, make_train_step
     assert jax.device_count() == 8, jax.devices()
     model, params = tiny_model()
     cfg = TrainConfig(learning_rate=1e-3, warmup_steps=1, train_steps=10, seed=3)

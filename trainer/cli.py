@@ -1,9 +1,11 @@
 """The command lines of the trainer's tools (console scripts in pyproject.toml; `python -m` works too):
 
-  set-export    python -m trainer.export            a training workdir or any model -> a SentenceTransformers dir
-  set-sts-eval  python -m trainer.evaluators.sts    Spearman of the encoder on an STS benchmark file
-  set-ir-eval   python -m trainer.ir_eval            nDCG@10, MRR@10, recall@100, MAP@100 on a BEIR-format set
-  set-plan      python -m trainer.aot               the compile-only TPU planner (its flags: trainer/aot.py)
+  set-export    python -m trainer.cli export     a training workdir or any model -> a SentenceTransformers dir
+  set-sts-eval  python -m trainer.cli sts-eval   Spearman of the encoder on an STS benchmark file
+  set-ir-eval   python -m trainer.cli ir-eval    nDCG@10, MRR@10, recall@100, MAP@100 on a BEIR-format set
+  set-plan      python -m trainer.plan.planner   the compile-only TPU planner (its flags: trainer/plan/planner.py)
+
+Each command's main lives here and nothing imports this module back.
 
 A user's mistake (a bad flag, a missing workdir, model directory or file) is one line on stderr,
 `<prog>: error: <message>`, and exit status 2; anything else keeps its traceback. The libraries
@@ -12,6 +14,7 @@ stay free of argparse.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Sequence
 
 from pipeline import storage
@@ -44,12 +47,12 @@ def _encoding_flags(ap: argparse.ArgumentParser, max_seq_length: int | None, hel
 
 def export_main(argv: Sequence[str] | None = None) -> int:
     """set-export: exit 0 with the output directory printed, 2 for a user's mistake."""
-    prog = prog_name("set-export", "python -m trainer.export")
+    prog = prog_name("set-export", "python -m trainer.cli export")
     return run_cli(prog, lambda a: _export(a, prog), argv)
 
 
 def _export(argv: Sequence[str] | None, prog: str) -> int:
-    from trainer import export
+    from trainer.model import export
 
     ap = ArgumentParser(prog=prog, description=export.__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
@@ -74,7 +77,7 @@ def _export(argv: Sequence[str] | None, prog: str) -> int:
 
 def sts_eval_main(argv: Sequence[str] | None = None) -> int:
     """set-sts-eval: prints the Spearman correlation; exit 2 for a user's mistake."""
-    prog = prog_name("set-sts-eval", "python -m trainer.evaluators.sts")
+    prog = prog_name("set-sts-eval", "python -m trainer.cli sts-eval")
     return run_cli(prog, lambda a: _sts_eval(a, prog), argv)
 
 
@@ -90,11 +93,11 @@ def _sts_eval(argv: Sequence[str] | None, prog: str) -> int:
     ap.add_argument("--reference", action="store_true", help="also run sentence-transformers (needs torch)")
     args = ap.parse_args(argv)
 
-    from trainer.encode import encode, load_tokenizer
-    from trainer.evaluators.ir import prompt_text
+    from trainer.model.encode import encode, load_tokenizer
+    from trainer.prompts import prompt_text
     from trainer.evaluators.sts import read_sts, sts_spearman
-    from trainer.export import sentence_transformers_prompts
-    from trainer.hf_loading import load_pretrained
+    from trainer.model.export import sentence_transformers_prompts
+    from trainer.model.hf_loading import load_pretrained
 
     rows = read_sts(args.sts)
     with as_user_errors(FileNotFoundError):  # the model the flag names
@@ -121,7 +124,7 @@ def _sts_eval(argv: Sequence[str] | None, prog: str) -> int:
 
 def ir_eval_main(argv: Sequence[str] | None = None) -> int:
     """set-ir-eval: prints one JSON object of retrieval metrics; exit 2 for a user's mistake."""
-    prog = prog_name("set-ir-eval", "python -m trainer.ir_eval")
+    prog = prog_name("set-ir-eval", "python -m trainer.cli ir-eval")
     return run_cli(prog, lambda a: _ir_eval(a, prog), argv)
 
 
@@ -144,10 +147,11 @@ def _ir_eval(argv: Sequence[str] | None, prog: str) -> int:
     from trainer.evaluators.beir import read_beir
 
     data = read_beir(args.beir_dir, args.split)  # a malformed set stops here, before JAX and the model load
-    from trainer.encode import load_tokenizer
-    from trainer.evaluators.ir import IrEvaluator, ir_prompts
-    from trainer.export import sentence_bert_max_len, sentence_transformers_prompts
-    from trainer.hf_loading import load_pretrained
+    from trainer.model.encode import load_tokenizer
+    from trainer.evaluators.ir import IrEvaluator
+    from trainer.prompts import ir_prompts
+    from trainer.model.export import sentence_bert_max_len, sentence_transformers_prompts
+    from trainer.model.hf_loading import load_pretrained
 
     with as_user_errors(FileNotFoundError):  # the model the flag names
         pre = load_pretrained(args.model)
@@ -162,3 +166,18 @@ def _ir_eval(argv: Sequence[str] | None, prog: str) -> int:
                       "corpus": len(data.corpus_ids), "max_seq_length": evaluator.max_seq_length,
                       "pooling": pre.model.pooling, **named, **metrics}))
     return 0
+
+
+COMMANDS = {"export": export_main, "sts-eval": sts_eval_main, "ir-eval": ir_eval_main}
+
+
+def dispatch(argv: Sequence[str]) -> int:
+    """`python -m trainer.cli COMMAND [flags]`: the console scripts' commands from a checkout."""
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m trainer.cli {{{','.join(COMMANDS)}}} [flags]", file=sys.stderr)
+        return 2
+    return COMMANDS[argv[0]](list(argv[1:]))
+
+
+if __name__ == "__main__":
+    sys.exit(dispatch(sys.argv[1:]))

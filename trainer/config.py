@@ -33,7 +33,7 @@ class TrainConfig:
     from_scratch: bool = False  # random init from the model's config.json instead of its weights
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 (params and optimizer stay float32)
     max_seq_length: int = 128
-    # Pooling of token states (trainer/pooling.py): mean | cls | max | lasttoken, or "auto": the source
+    # Pooling of token states (trainer/model/pooling.py): mean | cls | max | lasttoken, or "auto": the source
     # model's (its 1_Pooling/config.json), else mean. The export writes the same mode.
     pooling: str = "auto"
     # Loss: cosine similarity x scale, cross entropy against the true pair, in-batch negatives.
@@ -43,7 +43,7 @@ class TrainConfig:
     triplet_directions: tuple[str, ...] = ("query_to_doc",)
     partition_mode: str = "per_direction"  # joint | per_direction
     mask_false_negatives: bool = True
-    # Matryoshka loss (trainer/matryoshka.py): the loss summed over the embedding cut to each of these
+    # Matryoshka loss (trainer/train/matryoshka.py): the loss summed over the embedding cut to each of these
     # sizes (e.g. 1024,512,256,128,64; include the full size), times matryoshka_weights (empty: all 1).
     # Empty: off (the reference run). Evaluation then reports every size (eval/dim<d>/...).
     matryoshka_dims: tuple[int, ...] = ()
@@ -59,7 +59,7 @@ class TrainConfig:
     train_steps: int = 540_000
     batch_size: int = 1024  # global batch, over all devices and hosts
     adam_mu_dtype: str = "float32"  # AdamW's first moment: float32 | bfloat16 (the second stays float32)
-    # Memory plan (trainer/memory_plan.py; none of it changes the numbers, only memory and speed):
+    # Memory plan (trainer/plan/memory_plan.py; none of it changes the numbers, only memory and speed):
     grad_cache_chunk: int = 0  # 0 = off; else embed every batch in chunks of this many texts
     chunk_tokens: int = 0  # per device, most tokens one encoder pass holds; larger shapes are chunked
     shard_optimizer: bool = False  # ZeRO-1: AdamW moments sharded over the devices
@@ -74,7 +74,7 @@ class TrainConfig:
     packing: bool = True
     pack_min_row_length: int = 64
     # Rows per device come from a ladder with this many steps per doubling (padding rows < 1/steps):
-    # more steps waste fewer tokens, fewer steps compile fewer programs (trainer/program_count.py).
+    # more steps waste fewer tokens, fewer steps compile fewer programs (trainer/plan/program_count.py).
     pack_row_steps: int = 16
     shuffle_buffer: int = 10_000
     seed: int = 42
@@ -102,7 +102,7 @@ class TrainConfig:
     mteb_tasks: str = ""
     export_dir: str | None = None  # default: <workdir>/export
     # Start-up: compile the worst-case batch shapes and stop before step 1 if one does not fit
-    # (trainer/preflight.py); the budget is the device's memory, or this many GiB when > 0.
+    # (trainer/plan/preflight.py); the budget is the device's memory, or this many GiB when > 0.
     preflight: bool = True
     memory_budget_gib: float = 0.0
     # JAX's persistent compilation cache, so that a restarted run does not compile its programs again:
@@ -202,12 +202,12 @@ def check_config(cfg: TrainConfig) -> None:
 
 
 def _check_evaluation_options(cfg: TrainConfig) -> None:
-    """Pooling among trainer/pooling.py's modes; BEIR directories with distinct names (they name the
+    """Pooling among trainer/model/pooling.py's modes; BEIR directories with distinct names (they name the
     metrics); prompt names that are strings; MTEB task entries in their form (train_main.py looks them
     up in mteb before the run starts)."""
     from trainer.evaluators.beir import dataset_name
     from trainer.evaluators.mteb_tasks import spec_problem
-    from trainer.pooling import POOLING_MODES
+    from trainer.model.pooling import POOLING_MODES
 
     if cfg.pooling not in ("auto",) + POOLING_MODES:
         _refuse("pooling", cfg.pooling, f"one of auto, {', '.join(POOLING_MODES)}")
@@ -226,10 +226,10 @@ def _check_evaluation_options(cfg: TrainConfig) -> None:
 
 
 def _check_loss_options(cfg: TrainConfig) -> None:
-    """The loss's own rules (trainer/loss.py: known directions, query_to_doc among them, per_direction
+    """The loss's own rules (trainer/train/loss.py: known directions, query_to_doc among them, per_direction
     only with query_to_doc and doc_to_query)."""
-    from trainer.loss import PARTITION_MODES, validate_loss_options
-    from trainer.matryoshka import check_dims
+    from trainer.train.loss import PARTITION_MODES, validate_loss_options
+    from trainer.train.matryoshka import check_dims
 
     if cfg.partition_mode not in PARTITION_MODES:
         _refuse("partition_mode", cfg.partition_mode, f"one of {', '.join(PARTITION_MODES)}")

@@ -8,16 +8,16 @@ every host grows its arrays to the largest any host has.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from pipeline.user_errors import UserError
 from trainer.data import batching
 from trainer.data.packing import pad_packed
-from trainer.data.batches import merge_states
-from trainer.memory_plan import ChunkPlan
+from trainer.plan.memory_plan import ChunkPlan
 
 _STATE_BYTES = 1 << 16  # room for one host's data position (about 1 KB of JSON) when gathered
 
@@ -51,3 +51,14 @@ def gather_data_state(host_state: dict) -> dict:
     buf[: len(raw)] = np.frombuffer(raw, np.uint8)
     gathered = np.asarray(multihost_utils.process_allgather(buf))
     return merge_states([json.loads(bytes(row).rstrip(b"\0")) for row in gathered])
+
+
+def merge_states(host_states: Sequence[Mapping[str, Any]]) -> dict:
+    """One checkpointable position for a multi-host run: every host's `state()`, by process index.
+    Each host resumes from its own entry when given the merged dict as `state=`."""
+    hosts = sorted((dict(s) for s in host_states), key=lambda s: s["process_index"])
+    if [s["process_index"] for s in hosts] != list(range(len(hosts))):
+        raise UserError("merge_states needs exactly one state per host, process indices 0..P-1")
+    if len({s["step"] for s in hosts}) != 1:
+        raise UserError(f"hosts are at different steps: {[s['step'] for s in hosts]}")
+    return {"hosts": hosts}

@@ -30,7 +30,7 @@ from trainer.data.corpus_schedule import MIXED, CorpusSchedule
 from trainer.data.prefetch import Prefetcher
 from trainer.data.reader import CorpusReader
 from trainer.data.records import CorpusStream, StreamOptions
-from trainer.length_profiles import with_effective_length
+from trainer.plan.length_profiles import with_effective_length
 
 STATE_VERSION = 1
 
@@ -258,14 +258,3 @@ class BatchStream:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def merge_states(host_states: Sequence[Mapping[str, Any]]) -> dict:
-    """One checkpointable position for a multi-host run: every host's `state()`, by process index.
-    Each host resumes from its own entry when given the merged dict as `state=`."""
-    hosts = sorted((dict(s) for s in host_states), key=lambda s: s["process_index"])
-    if [s["process_index"] for s in hosts] != list(range(len(hosts))):
-        raise DataError("merge_states needs exactly one state per host, process indices 0..P-1")
-    if len({s["step"] for s in hosts}) != 1:
-        raise DataError(f"hosts are at different steps: {[s['step'] for s in hosts]}")
-    return {"hosts": hosts}

@@ -95,7 +95,7 @@ def packed_columns(batch: Mapping[str, object]) -> tuple[str, ...]:
 def place_texts(lengths: np.ndarray, n_shards: int, buckets: Sequence[int], min_row_length: int,
                 row_steps: int = 16, rows_for: Callable[[int, int], int] | None = None):
     """Where pack_batch puts each text, from the token counts [C, B] alone (the shape simulation of
-    trainer/program_count.py uses it without token ids). Returns (per-shard lengths [S, C * b], the
+    trainer/plan/program_count.py uses it without token ids). Returns (per-shard lengths [S, C * b], the
     per-shard placements (bin, offset, bins), rows per shard, row length)."""
     n_cols, n_rows = lengths.shape
     if n_rows % n_shards:

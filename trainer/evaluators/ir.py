@@ -7,7 +7,7 @@ order); nDCG's ideal ranking puts min(|relevant|, 10) relevant documents first; 
 min(100, |relevant|); means over the queries that have a relevant document. The corpus is scored in
 chunks, so memory stays [queries, chunk]. `IrEvaluator` tokenizes each set once and embeds it with
 the parameters it is given (metrics eval/ir/<set name>/<metric>), in training (--ir_eval) and on the
-command line (trainer/cli.py: set-ir-eval, python -m trainer.ir_eval). A query prompt and a corpus
+command line (trainer/cli.py: set-ir-eval, python -m trainer.cli ir-eval). A query prompt and a corpus
 prompt, when given, are prepended to the texts before tokenizing, as sentence-transformers'
 `encode(prompt=...)` does (its evaluator's query_prompt_name / corpus_prompt_name).
 """
@@ -18,10 +18,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.user_errors import UserError
-from trainer.encode import encode_ids, tokenize
+from trainer.model.encode import encode_ids, tokenize
 from trainer.evaluators.beir import BeirDataset, read_beir
-from trainer.matryoshka import dim_metric, truncate
+from trainer.train.matryoshka import dim_metric, truncate
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "map@100")
 MAX_K = 100
@@ -70,32 +69,6 @@ def ir_metrics(ranked: np.ndarray, data: BeirDataset) -> dict[str, float]:
     return {name: float(v.mean()) for name, v in zip(METRICS, (ndcg, mrr, recall, ap))}
 
 
-def prompt_text(prompts: dict[str, str], name: str | None, flag: str, owner: str) -> str:
-    """The text of prompt `name` in a prompt table ("" when no name is given); a name the table lacks
-    is a UserError naming the flag."""
-    if not name:
-        return ""
-    if name not in prompts:
-        raise UserError(f"--{flag}={name}: {owner} has no prompt {name!r} "
-                        f"({'it has ' + ', '.join(map(repr, prompts)) if prompts else 'it has no prompts'})")
-    return prompts[name]
-
-
-def ir_prompts(prompts: dict[str, str], query_name: str | None, corpus_name: str | None, owner: str,
-               flag_prefix: str = "") -> dict[str, str]:
-    """IrEvaluator's query_prompt and corpus_prompt from the flags <prefix>query_prompt_name and
-    <prefix>corpus_prompt_name, looked up in `prompts` (the table of `owner`)."""
-    return {f"{role}_prompt": prompt_text(prompts, name, f"{flag_prefix}{role}_prompt_name", owner)
-            for role, name in (("query", query_name), ("corpus", corpus_name))}
-
-
-def training_ir_prompts(cfg, manifest) -> dict[str, str]:
-    """A training run's IR prompts: its --ir_query_prompt_name / --ir_corpus_prompt_name in the manifest's
-    table (train_main.py checks them before the run starts)."""
-    return ir_prompts(manifest.prompts, cfg.ir_query_prompt_name, cfg.ir_corpus_prompt_name,
-                      f"the manifest {manifest.path}", flag_prefix="ir_")
-
-
 def embedder(model, variables: Any, pad_id: int, batch_size: int, max_seq_length: int,
              progress: bool = False) -> Callable[[list[list[int]], str], np.ndarray]:
     """embed(token ids, label) -> embeddings, in slices of 16 batches so a progress bar (stderr) can move."""
@@ -118,7 +91,7 @@ class IrEvaluator:
                  dims: Sequence[int] = ()):
         """`sets`: BEIR directories (read with `split`'s qrels) or data sets already read; the prompts
         are prepended to every query / document (counting toward max_seq_length); `dims`: Matryoshka
-        sizes `run` reports besides the full one (trainer/matryoshka.py)."""
+        sizes `run` reports besides the full one (trainer/train/matryoshka.py)."""
         self.model, self.batch_size = model, batch_size
         self.dims = (None,) + tuple(dims)
         self.max_seq_length = min(max_seq_length, model.config.max_input_length)

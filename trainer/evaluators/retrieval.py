@@ -14,8 +14,8 @@ import numpy as np
 from pipeline import record_schema
 from pipeline.manifest import CorpusEntry, Manifest
 from trainer.data import records
-from trainer.encode import encode_ids
-from trainer.matryoshka import dim_metric, truncate
+from trainer.model.encode import encode_ids
+from trainer.train.matryoshka import dim_metric, truncate
 
 
 def retrieval_metrics(anchors: np.ndarray, positives: np.ndarray, positive_fp: Sequence[int] | None = None) -> dict[str, float]:
@@ -69,7 +69,7 @@ def validation_pairs(corpus: CorpusEntry, compression: str, max_examples: int, m
 
 class RetrievalEvaluator:
     """Recall@1 and MRR@10 per corpus with a validation split (and their means), on given parameters;
-    also at each Matryoshka size of `dims` (eval/dim<d>/..., trainer/matryoshka.py)."""
+    also at each Matryoshka size of `dims` (eval/dim<d>/..., trainer/train/matryoshka.py)."""
 
     def __init__(self, model, manifest: Manifest, max_examples: int, max_seq_length: int, batch_size: int = 64,
                  dims: Sequence[int] = ()):

@@ -15,9 +15,9 @@ import numpy as np
 
 from pipeline import storage
 from pipeline.user_errors import UserError
-from trainer.encode import encode
-from trainer.evaluators.ir import prompt_text
-from trainer.matryoshka import dim_metric, truncate
+from trainer.model.encode import encode
+from trainer.prompts import prompt_text
+from trainer.train.matryoshka import dim_metric, truncate
 
 StsRow = tuple[str, str, float]
 
@@ -95,11 +95,3 @@ class StsEvaluator:
         row = {s: i for i, s in enumerate(self.sentences)}
         return {dim_metric("eval/sts_spearman", dim): sts_spearman(
             lambda s, dim=dim: truncate(emb[[row[x] for x in s]], dim), self.rows) for dim in self.dims}
-
-
-if __name__ == "__main__":  # the command line lives in trainer/cli.py (console script set-sts-eval)
-    import sys
-
-    from trainer.cli import sts_eval_main
-
-    sys.exit(sts_eval_main())

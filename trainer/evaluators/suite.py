@@ -12,10 +12,11 @@ from typing import Any, Mapping
 
 from pipeline.manifest import Manifest
 from trainer.config import TrainConfig
-from trainer.evaluators.ir import IrEvaluator, training_ir_prompts
+from trainer.evaluators.ir import IrEvaluator
+from trainer.prompts import training_ir_prompts
 from trainer.evaluators.retrieval import RetrievalEvaluator
 from trainer.evaluators.sts import StsEvaluator, training_sts_prompt
-from trainer.matryoshka import eval_dims
+from trainer.train.matryoshka import eval_dims
 
 
 class EvaluationSuite:

@@ -22,7 +22,7 @@ ENCODE_CHUNK = 4096
 
 @dataclasses.dataclass
 class Encoder:
-    """Our SentenceEncoder, its parameters and tokenizer, run over a mesh (trainer/encode.py)."""
+    """Our SentenceEncoder, its parameters and tokenizer, run over a mesh (trainer/model/encode.py)."""
 
     model: Any
     params: Any
@@ -32,11 +32,11 @@ class Encoder:
     mesh: Any
     source_dir: str
     fingerprint: str  # of the model's files (model_fingerprint)
-    packing: bool = True  # several texts per row (trainer/encode.py): no padding computed
+    packing: bool = True  # several texts per row (trainer/model/encode.py): no padding computed
 
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        from trainer.encode import encode
+        from trainer.model.encode import encode
 
         return encode(self.model, self.params, self.tokenizer, texts, self.batch_size, self.max_seq_length,
                       mesh=self.mesh, packing=self.packing)
@@ -71,9 +71,9 @@ def model_fingerprint(model_dir: str) -> str:
 def load_encoder(model: str, max_seq_length: int | None, batch_size: int, mesh, packing: bool = True) -> Encoder:
     """Our encoder of `--model` (a Hugging Face name or directory, local or gs://, or our export);
     max_seq_length None: the model's own (sentence_bert_config.json, as sentence-transformers uses it)."""
-    from trainer.encode import load_tokenizer
-    from trainer.export import sentence_bert_max_len
-    from trainer.hf_loading import load_pretrained
+    from trainer.model.encode import load_tokenizer
+    from trainer.model.export import sentence_bert_max_len
+    from trainer.model.hf_loading import load_pretrained
 
     pre = load_pretrained(model)
     limit = pre.config.max_input_length

@@ -66,7 +66,7 @@ class MineSettings:
     query_prompt: str | None = None
     corpus_prompt_name: str | None = None
     corpus_prompt: str | None = None
-    packing: bool = True  # encode several texts per row (trainer/encode.py); False: one per bucket-padded row
+    packing: bool = True  # encode several texts per row (trainer/model/encode.py); False: one per bucket-padded row
 
     def check(self) -> None:
         self.filters.check()
@@ -107,8 +107,8 @@ def resolve_prompts(s: MineSettings, model_dir: str) -> dict[str, str]:
     """{"query": text, "corpus": text}: each role's literal prompt, else its prompt name looked up in the
     config_sentence_transformers.json of `model_dir` (a name it lacks is a UserError that lists the
     names it has), else ""."""
-    from trainer.evaluators.ir import prompt_text
-    from trainer.export import sentence_transformers_prompts
+    from trainer.prompts import prompt_text
+    from trainer.model.export import sentence_transformers_prompts
 
     table = sentence_transformers_prompts(model_dir)[0]
     out = {}

@@ -7,8 +7,8 @@ Layout (what `sentence_transformers.SentenceTransformer(path)` loads):
   modules.json, sentence_bert_config.json, config_sentence_transformers.json, README.md (model card)
 
 CLI (trainer/cli.py; console script set-export):
-  python -m trainer.export --init_from=MODEL --output_dir=OUT   # round trip through our parameters
-  python -m trainer.export --workdir=W --output_dir=OUT         # latest training checkpoint
+  python -m trainer.cli export --init_from=MODEL --output_dir=OUT   # round trip through our parameters
+  python -m trainer.cli export --workdir=W --output_dir=OUT         # latest training checkpoint
 TensorFlow-free and torch-free.
 """
 from __future__ import annotations
@@ -23,9 +23,9 @@ import numpy as np
 from pipeline import storage
 from pipeline.model_source import DEMO_HUB_NAME, DEMO_MODEL, is_hub_name
 from pipeline.user_errors import UserError
-from trainer.hf_loading import architecture_name, params_to_hf_state_dict, tokenizer_files
-from trainer.modeling import EncoderConfig
-from trainer.pooling import pooling_config
+from trainer.model.hf_loading import architecture_name, params_to_hf_state_dict, tokenizer_files
+from trainer.model.modeling import EncoderConfig
+from trainer.model.pooling import pooling_config
 
 MODULES = [
     {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -120,7 +120,7 @@ def export_sentence_transformers(
     """Writes the SentenceTransformers directory; returns output_dir. `params` in any form
     hf_loading.encoder_tree accepts; `tokenizer_dir` a local or remote directory with tokenizer files;
     `extra_tensors` HF-named tensors written as well (the base checkpoint's pooler: see
-    hf_loading.pooler_tensors); `pooling` the encoder's mode (trainer/pooling.py); `prompts` (name -> text)
+    hf_loading.pooler_tensors); `pooling` the encoder's mode (trainer/model/pooling.py); `prompts` (name -> text)
     and `default_prompt_name` go to config_sentence_transformers.json, where `encode(prompt_name=...)`
     finds them (the manifest's table, for a trained model)."""
     from safetensors.numpy import save_file
@@ -189,7 +189,7 @@ def sentence_transformers_prompts(model_dir: str) -> tuple[dict[str, str], str |
 
 def export_from_pretrained(init_from: str, output_dir: str, max_seq_length: int | None = None) -> str:
     """Loads a model into our parameters and exports it (a round trip that checks both directions)."""
-    from trainer.hf_loading import load_pretrained
+    from trainer.model.hf_loading import load_pretrained
 
     pre = load_pretrained(init_from)
     if max_seq_length is None:
@@ -206,13 +206,13 @@ def export_from_workdir(workdir: str, output_dir: str, max_seq_length: int | Non
     from `meta["model_source"]` (the copy the trainer keeps in the workdir) or else from the model named
     by `meta["model"]`; `meta["hf_config"]`, if present, is the config."""
     try:
-        from trainer.checkpointing import restore_latest_params
+        from trainer.train.checkpointing import restore_latest_params
     except ImportError as e:
         raise ImportError(
-            "--workdir needs trainer/checkpointing.py with restore_latest_params(workdir) -> (params, meta); "
+            "--workdir needs trainer/train/checkpointing.py with restore_latest_params(workdir) -> (params, meta); "
             f"it could not be imported: {e}"
         ) from e
-    from trainer.hf_loading import read_hf_config, read_pooler, resolve_model_dir
+    from trainer.model.hf_loading import read_hf_config, read_pooler, resolve_model_dir
 
     params, meta = restore_latest_params(workdir)
     model_ref = meta.get("model")
@@ -249,11 +249,3 @@ def export_from_workdir(workdir: str, output_dir: str, max_seq_length: int | Non
     return export_sentence_transformers(params, config, hf_config, model_dir, output_dir, max_seq_length, card,
                                         extra_tensors=extras, pooling=meta.get("pooling") or "mean",
                                         prompts=meta.get("prompts"), default_prompt_name=meta.get("default_prompt_name"))
-
-
-if __name__ == "__main__":
-    import sys
-
-    from trainer.cli import export_main
-
-    sys.exit(export_main())

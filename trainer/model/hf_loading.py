@@ -20,8 +20,8 @@ import numpy as np
 
 from pipeline.model_source import is_hub_name, resolve_model_source
 from pipeline.user_errors import UserError
-from trainer.modeling import EncoderConfig, SentenceEncoder
-from trainer.pooling import source_pooling_mode
+from trainer.model.modeling import EncoderConfig, SentenceEncoder
+from trainer.model.pooling import source_pooling_mode
 
 # Tensors a checkpoint may carry that the encoder does not use: the pooler and pre-training heads,
 # and buffers some transformers versions saved. Ignored when present, never required.
@@ -276,7 +276,7 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
 def load_pretrained(name_or_path: str, dtype: Any = jnp.float32, remat: bool | str = "none",
                     pooling: str | None = None) -> Pretrained:
     """Loads a BERT / RoBERTa / XLM-RoBERTa checkpoint as a SentenceEncoder with float32 parameters.
-    `pooling`: a trainer/pooling.py mode; None = the source's (a SentenceTransformers directory's
+    `pooling`: a trainer/model/pooling.py mode; None = the source's (a SentenceTransformers directory's
     Pooling module), else mean."""
     model_dir = resolve_model_dir(name_or_path)
     hf_config = read_hf_config(model_dir)

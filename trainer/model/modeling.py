@@ -14,7 +14,7 @@ Parameter tree of `SentenceEncoder` (the variables passed to `apply`):
         ..., "layer_{N-1}": {...}}}}
 
 `Encoder` alone has the tree under "encoder" (without that key). Parameters are float32 whatever
-the compute dtype; `trainer/hf_loading.py` maps them to and from Hugging Face names.
+the compute dtype; `trainer/model/hf_loading.py` maps them to and from Hugging Face names.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from trainer.pooling import check_mode, packed_pool, pool
+from trainer.model.pooling import check_mode, packed_pool, pool
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 _ROBERTA_LIKE = ("roberta", "xlm-roberta")
@@ -357,7 +357,7 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
 
 
 class SentenceEncoder(nn.Module):
-    """Encoder -> pooling (trainer/pooling.py: mean, cls, max, lasttoken) -> L2 normalisation:
+    """Encoder -> pooling (trainer/model/pooling.py: mean, cls, max, lasttoken) -> L2 normalisation:
     unit-norm float32 embeddings [B, H]. Variables: {"params": {"encoder": <Encoder tree>}} (see the
     module docstring); pooling has no parameters."""
 

@@ -1,13 +1,13 @@
 """The compile-only planner: will a run fit its TPU slice, how many programs will it compile, how long
 will it take? Answered by XLA's TPU compiler on any machine, before renting a core.
 
-  python -m trainer.aot --topology=v3-8 --config=reference [any train_main.py flag]   # or: set-plan ...
-  python -m trainer.aot --topology=v5litepod-8 --config=reference --chunk_tokens=0 --json=plan.json
+  python -m trainer.plan.planner --topology=v3-8 --config=reference [any train_main.py flag]   # or: set-plan
+  (the command line: trainer/plan/planner.py; this module is the library it and the preflight use)
 
-For the batch shapes the input pipeline can emit under this configuration (trainer/program_count.py:
+For the batch shapes the input pipeline can emit under this configuration (trainer/plan/program_count.py:
 the worst case, every text at max_seq_length; where the memory plan chunks that one, the largest shape
 that runs unchunked; and the most frequent case, of pair and triplet batches; max_seq_length capped at
-the --manifest's cut, as training caps it) it compiles the real train step (trainer/train_step.py,
+the --manifest's cut, as training caps it) it compiles the real train step (trainer/train/train_step.py,
 with the memory plan of the flags) for the slice's devices and prints, per shape and per device:
 arguments, temporaries and total GiB against the compiler's usable HBM, fits or not, compile seconds,
 the compiler's FLOPs and roofline time.
@@ -19,23 +19,22 @@ packing). Figures are the compiler's and a projection, not measured TPU time. Ex
 when every compiled shape fits.
 
 Model configurations come from a config.json: a --model path that exists is read; roberta-large's and
-roberta-base's ship in trainer/model_configs/ for those hub names, the demo model's with its package;
+roberta-base's ship in trainer/plan/model_configs/ for those hub names, the demo model's with its package;
 other names need the model directory (or the hub).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import re
-import sys
 import time
 from typing import Any, Sequence
 
-from pipeline.user_errors import UserError, as_user_errors, prog_name, run_cli
-from trainer import tpu
 from trainer.config import TrainConfig
+from trainer.plan import flops as flops_lib
+from trainer.plan import tpu
+from trainer.plan.length_profiles import corpus_profiles
 
 GIB = 1024 ** 3
 MODEL_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_configs")
@@ -48,7 +47,7 @@ def read_model_config(model: str) -> dict:
     shipped one for a hub name by its last part (roberta-large, roberta-base: offline), else the demo
     model's, a gs:// directory's or (network) the hub's."""
     from pipeline.model_source import is_hub_name
-    from trainer.hf_loading import read_hf_config, resolve_model_dir
+    from trainer.model.hf_loading import read_hf_config, resolve_model_dir
 
     if os.path.isfile(model):
         with open(model, encoding="utf-8") as f:
@@ -62,8 +61,8 @@ def read_model_config(model: str) -> dict:
 
 
 def build_model(cfg: TrainConfig, hf_config: dict):
-    from trainer.modeling import EncoderConfig, SentenceEncoder
-    from trainer.train_step import compute_dtype
+    from trainer.model.modeling import EncoderConfig, SentenceEncoder
+    from trainer.train.train_step import compute_dtype
 
     enc = EncoderConfig.from_hf_dict(hf_config)
     return enc, SentenceEncoder(enc, dtype=compute_dtype(cfg.dtype), remat=cfg.remat)
@@ -77,7 +76,7 @@ def abstract_state(model: Any, cfg: TrainConfig, mesh: Any) -> Any:
     import jax
     import jax.numpy as jnp
 
-    from trainer.train_step import create_train_state, train_state_sharding
+    from trainer.train.train_step import create_train_state, train_state_sharding
 
     ids = jnp.ones((1, 8), jnp.int32)
     params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, ids)["params"])
@@ -141,7 +140,7 @@ class ShapeReport:
     def roofline_s(self, peak_tflops: float, hbm_gbps: float) -> float | None:
         if self.flops is None:
             return None
-        return max(self.flops / (peak_tflops * 1e12), (self.bytes_accessed or 0.0) / (hbm_gbps * 1e9))
+        return flops_lib.roofline_s(self.flops, self.bytes_accessed, peak_tflops, hbm_gbps)
 
     def to_json(self) -> dict:
         d = {k: v for k, v in dataclasses.asdict(self).items() if k != "shape"}
@@ -161,7 +160,7 @@ def compile_shapes(model: Any, cfg: TrainConfig, mesh: Any, shapes: Sequence[tup
 
     import jax
 
-    from trainer.train_step import make_train_step
+    from trainer.train.train_step import make_train_step
 
     # A concrete state (the preflight's) compiles as its shapes, dtypes and shardings.
     state = abstract_state(model, cfg, mesh) if state is None else jax.tree_util.tree_map(
@@ -208,7 +207,7 @@ def jax_shardings(abstract: Any) -> Any:
 
 
 def _state_bytes(state: Any) -> int:
-    from trainer.memory_plan import state_bytes_per_device
+    from trainer.plan.memory_plan import state_bytes_per_device
 
     return state_bytes_per_device(state, jax_shardings(state))
 
@@ -217,17 +216,15 @@ def _state_bytes(state: Any) -> int:
 
 def shape_step_flops(enc: Any, shape: Any, n_shards: int, cfg: TrainConfig) -> tuple[float, float]:
     """(model, executed) FLOPs of one step of `shape` over all devices."""
-    from trainer.flops import step_flops
-
     columns = 3 if shape.kind == "triplet" else 2
     rows = shape.rows * n_shards * (1 if shape.packed else columns)
-    return step_flops(enc, rows, shape.length, chunked=shape.chunks > 1, remat=cfg.remat)
+    return flops_lib.step_flops(enc, rows, shape.length, chunked=shape.chunks > 1, remat=cfg.remat)
 
 
 def project(sim: Any, enc: Any, cfg: TrainConfig, n_shards: int, peak_tflops: float, efficiency: float) -> dict:
     """Days and pairs/s of cfg.train_steps steps with the simulated shape mix, executed FLOPs at
     `efficiency` of the slice's peak; the seed's way (every text padded to max_seq_length) beside it."""
-    from trainer.flops import step_flops
+    from trainer.plan.flops import step_flops
 
     peak = peak_tflops * 1e12 * n_shards
     model = executed = seed = 0.0
@@ -271,38 +268,6 @@ def format_report(r: ShapeReport, s: tpu.Slice | None) -> str:
     return line
 
 
-def build_parser() -> argparse.ArgumentParser:
-    import train_main
-
-    p = train_main.build_parser(program_name())
-    p.description = __doc__
-    p.add_argument("--topology", default="v3-8", choices=sorted(tpu.SLICES), help="the TPU slice to compile for")
-    p.add_argument("--shapes", default="worst,typical", help="which shapes to compile: worst (with the largest unchunked ones), typical")
-    p.add_argument("--sim_steps", type=int, default=10_000, help="schedule steps simulated for the shape mix")
-    p.add_argument("--manifest", default=None, help="length statistics from a Beam job's manifest.json "
-                   "(default: the length profiles stated in trainer/length_profiles.py)")
-    p.add_argument("--data_config", default=None, help="corpora and weights (default: data_config.json)")
-    p.add_argument("--efficiency", type=float, default=0.4,
-                   help="share of peak reached on the executed FLOPs, for the projection")
-    p.add_argument("--json", default=None, help="also write the report as JSON here")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="programs compiled at once")
-    return p
-
-
-def corpus_profiles(manifest: Any, data_config: str | None, model: str) -> list:
-    """The (typed) manifest's measured lengths, else the stated table for the data config's corpora (their
-    prompts counted with `model`'s tokenizer)."""
-    from trainer.length_profiles import manifest_profiles, model_prompt_counter, stated_profiles
-
-    if manifest is not None:
-        return manifest_profiles(manifest)
-    from pipeline.data_config import load_data_config
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return stated_profiles(load_data_config(data_config or os.path.join(root, "data_config.json")).corpora,
-                           model_prompt_counter(model))
-
-
 def slice_mesh(slice_: tpu.Slice) -> Any:
     """A `data` mesh over the slice's devices as the compiler sees them (hosts in order), for compiling."""
     tpu.prepare_offline_compile(slice_.accelerator_type)
@@ -321,7 +286,7 @@ def plan(cfg: TrainConfig, slice_: tpu.Slice, shapes: Sequence[str] = ("worst", 
          log=print) -> dict:
     """Compile and project; returns the JSON report (with "fits"). `memory_budget_gib` > 0 lowers the
     budget below the compiler's usable HBM (to leave headroom)."""
-    from trainer.program_count import memory_check_shapes, simulate, typical_shapes
+    from trainer.plan.program_count import memory_check_shapes, simulate, typical_shapes
 
     mesh = slice_mesh(slice_)
     n = mesh.devices.size
@@ -356,48 +321,3 @@ def plan(cfg: TrainConfig, slice_: tpu.Slice, shapes: Sequence[str] = ("worst", 
     return {"topology": slice_.name, "devices": n, "usable_bytes": usable, "model": cfg.model,
             "config": cfg.to_json(), "shapes": [r.to_json() for r in reports], "projection": proj,
             "fits": all(r.fits for r in reports)}
-
-
-def program_name() -> str:
-    """python -m trainer.aot, or set-plan when run as that console script."""
-    return prog_name("set-plan", "python -m trainer.aot")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The planner's command line (console script set-plan): exit 0 when every shape fits, 1 when one
-    does not, 2 with one line for a user's mistake (a flag, a config value, a missing model or file)."""
-    return run_cli(program_name(), _main, argv)
-
-
-def _main(argv: list[str] | None) -> int:
-    import train_main
-
-    from pipeline.manifest import load_manifest
-    from trainer.length_profiles import with_effective_length
-
-    args = build_parser().parse_args(argv)
-    with as_user_errors(FileNotFoundError):
-        manifest = load_manifest(args.manifest) if args.manifest else None
-    # The run's batches never exceed the data's cut: plan the shapes training will emit.
-    cfg = with_effective_length(train_main.config_from_args(args), manifest)
-    s = tpu.get_slice(args.topology)
-    shapes = [x for x in args.shapes.split(",") if x]
-    if set(shapes) - {"worst", "typical"}:
-        raise UserError(f"--shapes={args.shapes}: choose from worst, typical (comma-separated)")
-    if cfg.batch_size % s.devices:
-        raise UserError(f"--batch_size={cfg.batch_size} does not divide over the {s.devices} devices of a "
-                        f"{s.name}; use a multiple of {s.devices}")
-    if args.sim_steps < 1 or args.jobs < 1 or not 0 < args.efficiency <= 1:
-        raise UserError("--sim_steps and --jobs must be at least 1, --efficiency in (0, 1]")
-    with as_user_errors(FileNotFoundError):  # the model's config.json or the data config named
-        read_model_config(cfg.model)
-        profiles = corpus_profiles(manifest, args.data_config, cfg.model)
-    report = plan(cfg, s, shapes, args.sim_steps, profiles, args.efficiency, args.jobs, cfg.memory_budget_gib)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-    return 0 if report["fits"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -33,3 +33,8 @@ def step_flops(enc: Any, rows: int, length: int, chunked: bool = False, remat: s
     executed = model + (fwd if chunked else 0.0)
     executed += {"none": 0.0, "dots": attention, "full": fwd}[remat]
     return model, executed
+
+
+def roofline_s(flops: float, bytes_accessed: float | None, peak_tflops: float, hbm_gbps: float) -> float:
+    """A program's roofline time: the longer of its FLOPs at peak and its memory traffic at HBM bandwidth."""
+    return max(flops / (peak_tflops * 1e12), (bytes_accessed or 0.0) / (hbm_gbps * 1e9))

@@ -1,7 +1,7 @@
 """Per-corpus token-length profiles: what the batch shapes of a run are planned from.
 
 The number of programs a run compiles and the padding it pays depend on how long the texts of each
-corpus are (trainer/program_count.py). Before the Beam job has run there is no histogram, so a stated
+corpus are (trainer/plan/program_count.py). Before the Beam job has run there is no histogram, so a stated
 table gives each corpus's columns a log-normal token count (roberta-large / BERT tokenizers, special
 tokens included, before the cut at max_seq_length), plus the tokens of the corpus's prompts when the
 data config gives it some (counted with the model's tokenizer); after it, the manifest's p50 / p95
@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -182,3 +183,16 @@ def sample_lengths(profile: CorpusProfile, n: int, rng: np.random.Generator, max
     prompt = np.array([c.prompt_tokens for c in profile.columns], np.float64)[:, None]
     draws = np.exp(np.log(median) + sigma * rng.standard_normal((len(profile.columns), int(n))))
     return np.clip(np.rint(draws) + prompt, min(3, max_seq_length), max_seq_length).astype(np.int64)
+
+
+def corpus_profiles(manifest: Any, data_config: str | None, model: str) -> list:
+    """The profiles a plan uses: the (typed) manifest's measured lengths, else the stated table for the
+    data config's corpora (default: the shipped data_config.json; their prompts counted with `model`'s
+    tokenizer)."""
+    if manifest is not None:
+        return manifest_profiles(manifest)
+    from pipeline.data_config import load_data_config
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return stated_profiles(load_data_config(data_config or os.path.join(root, "data_config.json")).corpora,
+                           model_prompt_counter(model))

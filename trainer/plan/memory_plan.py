@@ -4,7 +4,7 @@ Three levers, each a `TrainConfig` field (the `reference` preset's choice and th
 behind it: docs/training_step.md, "Memory plan"):
 
 - `chunk_tokens`: per device, the most tokens whose activations one encoder pass holds. A batch shape
-  over it is embedded in gradient-caching chunks (trainer/grad_cache.py) of at most that many tokens;
+  over it is embedded in gradient-caching chunks (trainer/train/grad_cache.py) of at most that many tokens;
   shapes under it take the plain step. Chosen per shape, statically, from the batch's array shape, so
   short-text corpora never pay the extra forward pass that long-text corpora need.
 - `shard_optimizer` (ZeRO stage 1): AdamW's two moments are sharded over the `data` axis instead of
@@ -12,7 +12,7 @@ behind it: docs/training_step.md, "Memory plan"):
   plus an all-gather of the new parameters. For roberta-large on 8 devices the state per device drops
   from 3.96 to 1.65 GiB: 2.31 GiB per device freed (tests/test_memory_plan.py computes it).
 - `adam_mu_dtype`: the first moment in bfloat16 (optax's `mu_dtype`; the second moment stays float32).
-- `remat` (trainer/modeling.py REMAT_POLICIES): recompute parts of each block in the backward pass.
+- `remat` (trainer/model/modeling.py REMAT_POLICIES): recompute parts of each block in the backward pass.
 
 Dropout is a function of each token's identity (modeling.dropout_token_ids), so every plan gives the
 same losses and gradients (tests/test_layout_invariance.py).

@@ -2,7 +2,7 @@
 step 1 with a message that names the shape, the GiB and the flag that fixes it, instead of dying on
 the first long-text batch hours in.
 
-The shapes are those of trainer/program_count.py `memory_check_shapes`: the pair and the triplet batch
+The shapes are those of trainer/plan/program_count.py `memory_check_shapes`: the pair and the triplet batch
 whose every text has max_seq_length tokens (the effective one: capped at the data's cut) and, where the
 memory plan chunks that one, the largest shape of the kind that runs unchunked (it can need more memory
 than the chunked worst case). Only the kinds the data has are checked. The budget is the
@@ -16,10 +16,10 @@ import logging
 from typing import Any, Iterable
 
 from pipeline.user_errors import UserError
-from trainer.aot import GIB, ShapeReport, compile_shapes
+from trainer.plan.aot import GIB, ShapeReport, compile_shapes
 from trainer.config import TrainConfig
 from trainer.mesh import data_shards
-from trainer.program_count import memory_check_shapes
+from trainer.plan.program_count import memory_check_shapes
 
 log = logging.getLogger("trainer")
 
@@ -71,7 +71,7 @@ def check_reports(reports: Iterable[ShapeReport], cfg: TrainConfig) -> None:
         f"preflight: {what} needs "
         f"{r.total_bytes / GIB:.2f} GiB per device (state and batch {(r.argument_bytes) / GIB:.2f}, temporaries "
         f"{r.temp_bytes / GIB:.2f}) but the budget is {r.usable_bytes / GIB:.2f} GiB. Fix: {_suggestion(r, cfg)}. "
-        f"Plan offline with: python -m trainer.aot --topology=... --config=... [flags]")
+        f"Plan offline with: python -m trainer.plan.planner --topology=... --config=... [flags]")
 
 
 def preflight_shapes(cfg: TrainConfig, n_shards: int, kinds: Iterable[str]) -> list[tuple[str, Any]]:

@@ -3,11 +3,11 @@
 XLA compiles one program per batch shape. With packing (trainer/data/packing.py) a shape is (kind, rows per
 device, row length, chunks): the row length from the buckets, the rows from the row ladder
 (`pack_row_steps` steps per doubling), grown by the memory plan to a multiple of their gradient-caching
-chunks (trainer/memory_plan.py). Fewer steps compile fewer programs but pad more rows; a TPU run, whose
+chunks (trainer/plan/memory_plan.py). Fewer steps compile fewer programs but pad more rows; a TPU run, whose
 compiles take minutes, wants the trade measured. This module replays the corpus schedule over the
-length profiles (trainer/length_profiles.py) through the packer's own placement and counts.
+length profiles (trainer/plan/length_profiles.py) through the packer's own placement and counts.
 
-  python -m trainer.program_count --config=reference --devices=8 --steps=10000 [--manifest=out/data]
+  python -m trainer.plan.program_count --config=reference --devices=8 --steps=10000 [--manifest=out/data]
       [--pack_min_row_length=128 --pack_row_steps=2 ...any TrainConfig flag]
 
 Nothing is compiled and no device is needed (memory_plan imports jax but runs none of it).
@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
-import os
 import sys
 from typing import Sequence
 
@@ -25,8 +24,8 @@ import numpy as np
 
 from trainer.data.batching import bucket_length, effective_buckets
 from trainer.data.corpus_schedule import MIXED, CorpusSchedule
-from trainer.length_profiles import CorpusProfile, sample_lengths
-from trainer.memory_plan import ChunkPlan
+from trainer.plan.length_profiles import CorpusProfile, sample_lengths
+from trainer.plan.memory_plan import ChunkPlan
 from trainer.data.packing import place_texts, row_bucket
 
 # Distinguishes the length draws from the corpus schedule's stream (trainer/data/corpus_schedule.py).
@@ -286,33 +285,26 @@ def summary_lines(sim: Simulation) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     import time
 
-    import train_main
-    from pipeline.data_config import load_data_config
-    from trainer.length_profiles import manifest_profiles, model_prompt_counter, stated_profiles, with_effective_length
+    from pipeline.manifest import load_manifest
+    from trainer import flags
+    from trainer.plan.length_profiles import corpus_profiles, with_effective_length
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    p = train_main.build_parser()
-    p.description = __doc__
+    p = flags.build_parser(None, __doc__)
     p.set_defaults(config="reference")
     p.add_argument("--devices", type=int, default=8, help="data shards (devices) the batch splits over")
     p.add_argument("--steps", type=int, default=10_000, help="steps to simulate")
     p.add_argument("--manifest", default=None,
                    help="the Beam job's output dir or manifest.json: measured lengths instead of the stated table")
-    p.add_argument("--data_config", default=os.path.join(repo, "data_config.json"),
-                   help="corpora for the stated table (without --manifest)")
+    p.add_argument("--data_config", default=None,
+                   help="corpora for the stated table (without --manifest; default: data_config.json)")
     p.add_argument("--sim_seed", type=int, default=0, help="seed of the simulated token lengths")
     p.add_argument("--exact_packer", action="store_true", help="place with packing.place_texts itself (slower)")
     args = p.parse_args(argv)
-    cfg = train_main.config_from_args(args)
-    if args.manifest:
-        from pipeline.manifest import load_manifest
-
-        manifest = load_manifest(args.manifest)
-        cfg = with_effective_length(cfg, manifest)
-        profiles, source = manifest_profiles(manifest), f"measured lengths of {args.manifest}"
-    else:
-        profiles = stated_profiles(load_data_config(args.data_config).corpora, model_prompt_counter(cfg.model))
-        source = "stated length table"
+    cfg = flags.config_from_args(args)
+    manifest = load_manifest(args.manifest) if args.manifest else None
+    cfg = with_effective_length(cfg, manifest)
+    profiles = corpus_profiles(manifest, args.data_config, cfg.model)
+    source = f"measured lengths of {args.manifest}" if manifest else "stated length table"
     start = time.perf_counter()
     sim = simulate(profiles, cfg, args.devices, args.steps, args.sim_seed, args.exact_packer)
     took = time.perf_counter() - start

@@ -17,20 +17,21 @@ from tqdm import tqdm
 
 from pipeline import storage
 from pipeline.manifest import Manifest, load_manifest
-from trainer import multihost, startup
-from trainer.checkpointing import Checkpointer
+from trainer import multihost
+from trainer.train import startup
+from trainer.train.checkpointing import Checkpointer
 from trainer.config import TrainConfig
 from trainer.data.batches import BatchStream
-from trainer.encode import load_tokenizer
+from trainer.model.encode import load_tokenizer
 from trainer.evaluators.mteb_tasks import MtebRun, resolve_tasks, run_tasks
 from trainer.evaluators.suite import EvaluationSuite, evaluation_table
-from trainer.export import export_sentence_transformers
-from trainer.length_profiles import with_effective_length
-from trainer.memory_plan import ChunkPlan, batch_packer
+from trainer.model.export import export_sentence_transformers
+from trainer.plan.length_profiles import with_effective_length
+from trainer.plan.memory_plan import ChunkPlan, batch_packer
 from trainer.mesh import create_mesh, data_shards, layout_report, shard_batch
-from trainer.metrics_writer import MetricsWriter, truncate_metrics
-from trainer.preflight import run_preflight
-from trainer.train_step import create_train_state, make_train_step, train_state_sharding
+from trainer.train.metrics_writer import MetricsWriter, truncate_metrics
+from trainer.plan.preflight import run_preflight
+from trainer.train.train_step import create_train_state, make_train_step, train_state_sharding
 
 log = logging.getLogger("trainer")
 

@@ -8,7 +8,7 @@ clips, applies AdamW and returns the new state with metrics. Pair batches use
 Dropout: one key per step, fold_in(seed, step), so a resumed run draws the same dropout; each mask is
 a hash of that key, the site and the token's identity (its text's index in the global batch and its
 position within the text: `padded_token_ids`, `packed_token_ids`), so padded or packed rows, any
-device count and any gradient-caching chunks (trainer/memory_plan.py) give the same numbers. A
+device count and any gradient-caching chunks (trainer/plan/memory_plan.py) give the same numbers. A
 non-finite loss or gradient leaves the state untouched (metrics["finite"] is False) so the loop can
 stop with the last good state and checkpoint intact.
 """
@@ -24,14 +24,14 @@ import optax
 from jax.sharding import Mesh
 
 from trainer.config import TrainConfig
-from trainer.grad_cache import (cached_value_and_grad, cached_value_and_grad_packed, packed_to_columns,
+from trainer.train.grad_cache import (cached_value_and_grad, cached_value_and_grad_packed, packed_to_columns,
                                 stack_columns)
-from trainer.loss import contrastive_loss, validate_loss_options
-from trainer.matryoshka import matryoshka_loss
-from trainer.memory_plan import ChunkPlan, state_shardings
+from trainer.train.loss import contrastive_loss, validate_loss_options
+from trainer.train.matryoshka import matryoshka_loss
+from trainer.plan.memory_plan import ChunkPlan, state_shardings
 from trainer.mesh import batch_sharding, check_batch_layout, data_shards, replicated
-from trainer.modeling import dropout_token_ids
-from trainer.optimizer import learning_rate_schedule, make_optimizer
+from trainer.model.modeling import dropout_token_ids
+from trainer.train.optimizer import learning_rate_schedule, make_optimizer
 from trainer.data.packing import PACKED_KEYS, packed_columns, texts_per_shard
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -123,7 +123,7 @@ def batch_columns(batch: Mapping[str, Any]) -> tuple[str, ...]:
 
 def make_loss_of_embeddings(cfg: TrainConfig, batch: Mapping[str, Any]) -> Callable[[jax.Array], jax.Array]:
     """[C, B, H] embeddings -> the contrastive loss, with the directions of this batch's kind (summed
-    over cfg.matryoshka_dims' sizes when set: trainer/matryoshka.py)."""
+    over cfg.matryoshka_dims' sizes when set: trainer/train/matryoshka.py)."""
     triplet = "negative" in batch_columns(batch)
     directions = cfg.triplet_directions if triplet else cfg.pair_directions
 
@@ -142,7 +142,7 @@ def make_loss_of_embeddings(cfg: TrainConfig, batch: Mapping[str, Any]) -> Calla
 def loss_and_grads(apply_fn: Callable, params: Any, batch: Mapping[str, jax.Array], cfg: TrainConfig,
                    step_key: jax.Array, deterministic: bool, mesh: Mesh | None = None):
     """(loss, grads) of one batch: plain autodiff, or gradient caching where the memory plan
-    (cfg.grad_cache_chunk / cfg.chunk_tokens, trainer/memory_plan.py) chunks this batch's shape.
+    (cfg.grad_cache_chunk / cfg.chunk_tokens, trainer/plan/memory_plan.py) chunks this batch's shape.
     `apply_fn` is the model's (as_apply_fn) or, for a packed batch, as_packed_apply_fn's."""
     columns = batch_columns(batch)
     loss_fn = make_loss_of_embeddings(cfg, batch)
