@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from trainer.model.modeling import EncoderConfig, SentenceEncoder
+from tests._xla import cpu_devices_env
 
 TINY = EncoderConfig(vocab_size=97, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=32, max_position_embeddings=32)
@@ -42,7 +43,7 @@ def run_on_cpu_devices(script: str, devices: int = 8, timeout: int = 600) -> dic
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    env = cpu_devices_env(devices)
     proc = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -8,6 +8,8 @@ import shutil
 
 import pytest
 
+from tests._xla import FAST_COMPILE
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # One CPU device in test processes unless a test asks for more (its subprocess's own XLA_FLAGS):
@@ -16,15 +18,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # device count would depend on the order tests ran in.
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=1").strip()
+if FAST_COMPILE not in os.environ["XLA_FLAGS"]:  # tests/_xla.py says why
+    os.environ["XLA_FLAGS"] += " " + FAST_COMPILE
 
 # The slowest files (measured: `pytest --durations`), slowest first. scripts/test.sh runs two xdist
 # workers with --dist loadfile --no-loadscope-reorder, so files are handed out in collection order:
 # starting the long ones first keeps one worker from running a long file alone at the end (xdist's
 # default order, most tests first, put these few-test files last). Order only; nothing is skipped.
-SLOWEST_FIRST = ["test_layout_invariance.py", "test_data_batches.py", "test_grad_cache.py", "test_train_loop.py",
-                 "test_evaluators_mteb.py", "test_data_packing.py", "test_train_step.py", "test_gcs_end_to_end.py",
-                 "test_beam_main.py", "test_modeling.py", "test_memory_plan.py", "test_encode.py", "test_loss.py",
-                 "test_mine_run.py", "test_aot.py", "test_preflight.py", "test_export.py"]
+SLOWEST_FIRST = ["test_layout_invariance.py", "test_data_batches.py", "test_train_loop.py", "test_mine_run.py",
+                 "test_grad_cache.py", "test_evaluators_mteb.py", "test_gcs_end_to_end.py", "test_train_step.py",
+                 "test_aot.py", "test_encode.py", "test_beam_main.py", "test_data_packing.py", "test_modeling.py",
+                 "test_loss.py", "test_preflight.py", "test_memory_plan.py", "test_export.py"]
 
 
 def pytest_collection_modifyitems(config, items):

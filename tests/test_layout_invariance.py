@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from trainer.train.metrics_writer import read_metrics
+from tests._xla import cpu_devices_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,7 +49,7 @@ def _without_dropout(model_dir, tmp_path):
 
 
 def _start(data_dir, model_dir, workdir, devices, extra):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    env = cpu_devices_env(devices)
     cmd = [sys.executable, os.path.join(REPO, "train_main.py"), f"--data_dir={data_dir}", f"--workdir={workdir}",
            f"--model={model_dir}", "--from_scratch=true", "--batch_size=16", "--train_steps=5", "--warmup_steps=1",
            "--learning_rate=1e-3", "--log_every=1", "--eval_every=0", "--checkpoint_every=1000",

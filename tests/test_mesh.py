@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from trainer.mesh import BatchLayoutError, check_batch_layout, create_mesh, layout_report, shard_batch
+from tests._xla import cpu_devices_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -98,8 +99,8 @@ def _free_port():
 @pytest.mark.slow  # two JAX processes for ~2 min on 2 cores; tests/test_multihost_training.py (slow) trains and resumes on two
 def test_two_processes_match_one_process_with_four_devices(tmp_path):
     addr = f"localhost:{_free_port()}"
-    env1 = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    env2 = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env1 = cpu_devices_env(4)
+    env2 = cpu_devices_env(2)
     # Output to files, not pipes: a full pipe would block one host while the other waits for it.
     logs = [open(tmp_path / f"log{i}.txt", "w") for i in range(3)]
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, "2", str(i), addr, str(tmp_path / f"two{i}.json")],

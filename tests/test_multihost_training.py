@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from trainer.train.metrics_writer import read_metrics
+from tests._xla import cpu_devices_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +24,7 @@ def _free_port() -> int:
 
 def _run_two_hosts(data_dir, model_dir, workdir, *extra):
     port = _free_port()
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env = cpu_devices_env(2)
     procs = []
     for pid in range(2):
         cmd = [sys.executable, os.path.join(REPO, "train_main.py"), f"--data_dir={data_dir}", f"--workdir={workdir}",

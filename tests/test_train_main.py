@@ -9,6 +9,7 @@ import pytest
 import train_main
 from trainer.config import PRESETS, TrainConfig
 from trainer.tf_log import cuda_driver_installed
+from tests._xla import cpu_devices_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,7 +109,7 @@ def test_booleans_are_strict():
 
 def test_script_batch_that_does_not_divide_over_the_devices(tmp_path):
     """The script itself, on 2 CPU devices: one line and exit status 2 before the trainer starts."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env = cpu_devices_env(2)
     proc = subprocess.run([sys.executable, os.path.join(REPO, "train_main.py"), f"--data_dir={tmp_path}",
                            f"--workdir={tmp_path / 'run'}", "--batch_size=3"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
