@@ -41,6 +41,7 @@ from typing import IO, Iterator, NamedTuple
 
 import apache_beam as beam
 
+from pipeline import hf_filesystem  # noqa: F401 (registers hf:// with Beam's FileSystems on every worker)
 from pipeline.lines import LineBatch, iter_line_batches
 from pipeline.processing import rejected_record
 from pipeline.reddit_filters import RedditOptions, drop_reason, normalise_id, thread_split, trim
