@@ -305,11 +305,8 @@ def _matches(corpus: CorpusConfig, path: str) -> list[str]:
             found = storage.glob(storage.join(path, BEIR_FILES[0]))
             return [storage.dirname(f) for f in found]
         return storage.glob(path)
-    except (OSError, ValueError, ImportError) as e:  # no such bucket, no network (hf://), no fsspec driver
-        raise _err(f"corpus {corpus.name!r}", f"cannot list {path!r}: {type(e).__name__}: {e}") from None
-    except Exception as e:  # fsspec drivers raise their HTTP clients' errors (e.g. httpx.ConnectError for hf://)
-        raise _err(f"corpus {corpus.name!r}",
-                   f"cannot list {path!r} ({type(e).__name__}: {str(e)[:200]}); is the network reachable?") from None
+    except Exception as e:  # no such bucket, no fsspec driver, or (hf://) the HTTP client's own errors offline
+        raise _err(f"corpus {corpus.name!r}", f"cannot list {path!r}: {type(e).__name__}: {str(e)[:300]}") from None
 
 
 def find_files(corpus: CorpusConfig, input_root: str | None) -> tuple[list[str], list[str]]:
