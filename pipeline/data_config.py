@@ -17,16 +17,11 @@ from pipeline.record_schema import FORMATS, RECORD_FORMATS
 from pipeline.user_errors import UserError
 
 _CORPUS_FIELDS = {"name", "files", "record_format", "weight", "expected_lines", "symmetric", "description", "prompts",
-                  "fields", "input_format", "qrels_split", "reddit_options"}
-# How a corpus's files are read (pipeline/sources.py): "lines", one record per JSON line (.jsonl,
-# .jsonl.gz) or Parquet row (.parquet); "beir", BEIR-format directories (corpus.jsonl, queries.jsonl,
-# qrels/<qrels_split>.tsv) joined into one `query` record per query; "reddit_comments", Reddit comment
-# dumps (JSON lines, gz / bz2 / xz / zst) paired in Beam into (context, response) lines (pipeline/reddit.py).
-INPUT_FORMATS = ("lines", "beir", "reddit_comments")
-# The 2021 training script read a Reddit line as [response, context]: the reply is the anchor.
-REDDIT_FIELDS = {"anchor": "response", "positive": "context"}
-PARQUET_SUFFIX = ".parquet"
-BEIR_FILES = ("corpus.jsonl", "queries.jsonl")
+                  "fields", "input_format"}
+# How a corpus's files are read: a name in pipeline/input_formats.py's registry ("lines": one record
+# per JSON line or Parquet row; "beir": BEIR-format directories; "reddit_comments": Reddit comment
+# dumps paired by thread). A format may own further corpus fields (its `options`, e.g. qrels_split).
+DEFAULT_INPUT_FORMAT = "lines"
 _TOP_FIELDS = {"corpora", "description", "prompts", "default_prompt_name"}
 # A corpus's `prompts` keys: "anchor" prefixes its anchor texts, "candidate" its positives and negatives.
 PROMPT_KEYS = ("anchor", "candidate")
@@ -60,23 +55,27 @@ class CorpusConfig:
     # Where an object line's (or Parquet row's) texts are: pipeline/parsing.py FIELD_KEYS -> key name;
     # empty: the line is one of the record format's own shapes.
     fields: dict[str, str] = dataclasses.field(default_factory=dict, hash=False)
-    input_format: str = "lines"  # INPUT_FORMATS
-    qrels_split: str = "train"  # beir: the qrels file whose judgements become training records
-    # reddit_comments: pipeline/reddit_filters.RedditOptions fields (PolyAI's filters and split by default).
-    reddit_options: dict = dataclasses.field(default_factory=dict, hash=False)
+    input_format: str = DEFAULT_INPUT_FORMAT  # a name in pipeline/input_formats.py's registry
+    # The corpus fields its input format owns, defaults filled in (beir: qrels_split; reddit_comments:
+    # reddit_options), as that format's parse_options left them.
+    options: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["files"] = list(self.files)
         d["prompts"] = {key: p.name for key, p in self.prompts.items()}
-        for key, default in (("fields", {}), ("input_format", "lines")):
+        for key, default in (("fields", {}), ("input_format", DEFAULT_INPUT_FORMAT)):
             if d[key] == default:
                 del d[key]
-        if self.input_format != "beir":
-            del d["qrels_split"]
-        if not self.reddit_options:
-            del d["reddit_options"]
+        d.update(d.pop("options"))
         return d
+
+    @property
+    def reader(self):
+        """The corpus's input format entry (pipeline/input_formats.py)."""
+        from pipeline import input_formats
+
+        return input_formats.get(self.input_format)
 
     @property
     def line_format(self) -> tuple[str, dict[str, str] | None]:
@@ -185,16 +184,25 @@ def _parse_corpus(i: int, raw: Any, prompt_table: dict[str, str]) -> CorpusConfi
     where = f"corpus {name!r}"
     if "shape" in raw:  # the field's name before 0.2
         raise _err(where, "field 'shape' is now called 'record_format'")
-    unknown = sorted(set(raw) - _CORPUS_FIELDS)
+    input_format = raw.get("input_format", DEFAULT_INPUT_FORMAT)
+    from pipeline import input_formats
+
+    if input_format not in input_formats.names():
+        raise _err(where, f"field 'input_format' is {input_format!r}; must be one of {', '.join(input_formats.names())}")
+    reader = input_formats.get(input_format)
+    unknown = sorted(set(raw) - _CORPUS_FIELDS - set(reader.options))
     if unknown:
-        raise _err(where, f"unknown field(s) {unknown}; allowed: {sorted(_CORPUS_FIELDS)}")
+        owners = {key: name for name in input_formats.names() for key in input_formats.get(name).options}
+        hints = [f"{key!r} applies to input_format {owners[key]!r} only" for key in unknown if key in owners]
+        if hints:
+            raise _err(where, f"field {'; field '.join(hints)}")
+        raise _err(where, f"unknown field(s) {unknown}; allowed: {sorted(_CORPUS_FIELDS | set(reader.options))}")
+    options = {key: raw.get(key, default) for key, default in reader.options.items()}
     files = raw.get("files")
     if isinstance(files, str):
         files = [files]
-    # A Reddit corpus read from a BigQuery table alone has no files.
-    from_table = raw.get("input_format") == "reddit_comments" and isinstance(raw.get("reddit_options"), dict) \
-        and bool(raw["reddit_options"].get("bigquery_table"))
-    if not isinstance(files, list) or not (files or from_table) or not all(isinstance(f, str) and f for f in files):
+    if not isinstance(files, list) or not (files or not reader.needs_files(options)) \
+            or not all(isinstance(f, str) and f for f in files):
         raise _err(where, "field 'files' must be a non-empty list of path or glob strings")
     record_format = raw.get("record_format")
     if record_format not in RECORD_FORMATS:
@@ -216,46 +224,17 @@ def _parse_corpus(i: int, raw: Any, prompt_table: dict[str, str]) -> CorpusConfi
              if f.anchor_role == f.positive_role else "a symmetric corpus swaps anchor and positive" if symmetric
              else None)
     prompts = _parse_corpus_prompts(where, raw.get("prompts", {}), prompt_table, swaps)
-    input_format = raw.get("input_format", "lines")
-    if input_format not in INPUT_FORMATS:
-        raise _err(where, f"field 'input_format' is {input_format!r}; must be one of {', '.join(INPUT_FORMATS)}")
     fields = raw.get("fields", {})
     if "fields" in raw:
         why = fields_error(fields, record_format)
         if why:
             raise _err(where, f"field 'fields': {why}")
-    if input_format == "lines" and not fields and any(f.endswith(PARQUET_SUFFIX) for f in files):
-        raise _err(where, "field 'fields' is required for Parquet files: it names the columns of the texts, "
-                          "e.g. {\"anchor\": \"question\", \"positive\": \"answer\"} "
-                          "(python -m pipeline.inspect FILE prints an entry)")
-    qrels_split = raw.get("qrels_split", "train")
-    if input_format == "beir":
-        if record_format != "query" or fields:
-            raise _err(where, "a beir corpus has record_format 'query' (a query and its relevant documents) and "
-                              "no 'fields'")
-        if not isinstance(qrels_split, str) or not qrels_split or "/" in qrels_split:
-            raise _err(where, f"field 'qrels_split' must name a file qrels/<split>.tsv, got {qrels_split!r}")
-    elif "qrels_split" in raw:
-        raise _err(where, "field 'qrels_split' applies to input_format 'beir' only")
-    reddit_options = raw.get("reddit_options", {})
-    if input_format == "reddit_comments":
-        if record_format != "pair":
-            raise _err(where, "a reddit_comments corpus has record_format 'pair' (context and response)")
-        fields = fields or dict(REDDIT_FIELDS)
-        from pipeline.reddit_filters import RedditOptions
-
-        try:
-            table = RedditOptions(**reddit_options).bigquery_table
-            if table:  # Beam's own parser, so a bad reference stops here and not in the graph's construction
-                from apache_beam.io.gcp.bigquery_tools import parse_table_reference
-
-                parse_table_reference(table)
-        except (TypeError, ValueError) as e:
-            raise _err(where, f"field 'reddit_options': {e}") from None
-    elif "reddit_options" in raw:
-        raise _err(where, "field 'reddit_options' applies to input_format 'reddit_comments' only")
+    try:
+        options, fields = reader.parse_options(options, record_format, dict(fields), files)
+    except ValueError as e:
+        raise _err(where, str(e)) from None
     return CorpusConfig(name, tuple(files), record_format, float(weight), expected, symmetric, description, prompts,
-                        dict(fields), input_format, qrels_split, dict(reddit_options))
+                        dict(fields), input_format, dict(options))
 
 
 def parse_data_config(raw: Any) -> DataConfig:
@@ -299,12 +278,9 @@ def resolve_path(pattern: str, input_root: str | None) -> str:
 
 
 def _matches(corpus: CorpusConfig, path: str) -> list[str]:
-    """What a resolved pattern names: files, or for a beir corpus the directories holding a BEIR set."""
+    """What a resolved pattern names: files, or what the corpus's input format reads (BEIR: directories)."""
     try:
-        if corpus.input_format == "beir":
-            found = storage.glob(storage.join(path, BEIR_FILES[0]))
-            return [storage.dirname(f) for f in found]
-        return storage.glob(path)
+        return corpus.reader.find(path)
     except Exception as e:  # no such bucket, no fsspec driver, or (hf://) the HTTP client's own errors offline
         raise _err(f"corpus {corpus.name!r}", f"cannot list {path!r}: {type(e).__name__}: {str(e)[:300]}") from None
 

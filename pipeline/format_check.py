@@ -16,14 +16,18 @@ from typing import Iterator
 
 from pipeline import lines as lines_lib
 from pipeline import parsing, storage
-from pipeline.data_config import BEIR_FILES, PARQUET_SUFFIX, CorpusConfig, DataConfig
 from pipeline.user_errors import UserError
 
 SAMPLE_LINES = 1000
+PARQUET_SUFFIX = ".parquet"
 COMMENT_DUMP_SUFFIXES = (".zst", ".bz2", ".xz")
 MAX_LINE_BYTES = 1 << 20
 # Above this share of rejected sample lines the declared format is taken to be wrong.
 MOST = 0.5
+
+
+def is_parquet(path: str) -> bool:
+    return path.endswith(PARQUET_SUFFIX)
 
 
 class FormatCheckError(UserError):
@@ -33,7 +37,7 @@ class FormatCheckError(UserError):
 def sample_lines(path: str, n: int = SAMPLE_LINES) -> tuple[list[bytes], tuple[int, ...]]:
     """(the first n lines of a JSON-lines file, or n rows of a Parquet file as object lines; the
     indexes of lines cut for being longer than MAX_LINE_BYTES)."""
-    if path.endswith(PARQUET_SUFFIX):
+    if is_parquet(path):
         return [parsing.row_line(r) for r in parquet_rows(path, n)], ()
     if path.endswith(COMMENT_DUMP_SUFFIXES):  # Reddit's dumps: bz2, xz, zstd with a long window
         from pipeline.reddit import open_comment_file
@@ -69,8 +73,7 @@ def _rows(pf, n: int) -> Iterator[dict]:
 class SampleCheck:
     corpus: str
     path: str
-    what: str  # "record_format 'pair'", or "Reddit comment records"
-    fields: dict | None
+    what: str  # "record_format 'pair'", "record_format 'pair' with fields {...}", "Reddit comment records"
     sampled: int = 0
     reasons: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     first_detail: dict = dataclasses.field(default_factory=dict)  # reason -> the first line's detail
@@ -84,57 +87,41 @@ class SampleCheck:
         return self.sampled > 0 and self.rejected > MOST * self.sampled
 
     def describe(self) -> str:
-        what = self.what + (f" with fields {self.fields}" if self.fields else "")
         reasons = ", ".join(f"{r} {n}" + (f" ({self.first_detail[r]})" if self.first_detail.get(r) else "")
                             for r, n in self.reasons.most_common())
-        return (f"{what} rejects {self.rejected} of the first {self.sampled} lines"
+        return (f"{self.what} rejects {self.rejected} of the first {self.sampled} lines"
                 + (f": {reasons}" if reasons else ""))
 
 
-def check_sample(corpus: CorpusConfig, path: str, n: int = SAMPLE_LINES) -> SampleCheck:
-    record_format, fields = corpus.line_format
+def check_sample(corpus, path: str, n: int = SAMPLE_LINES) -> SampleCheck:
+    """The first n lines of a file judged as its corpus (a data_config.CorpusConfig) reads them."""
     lines, too_long = sample_lines(path, n)
-    if corpus.input_format == "reddit_comments":  # comment records, paired later: check them as comments
-        from pipeline.reddit import Rejection as CommentRejection, parse_comment_line
-        from pipeline.reddit_filters import RedditOptions
-
-        out = SampleCheck(corpus.name, path, "Reddit comment records", None, len(lines))
-        options = RedditOptions(**corpus.reddit_options)
-        results = [parse_comment_line(raw, options) for raw in lines]
-        rejections = [r for r in results if isinstance(r, CommentRejection)]
-    else:
-        out = SampleCheck(corpus.name, path, f"record_format {record_format!r}", fields, len(lines))
-        rejections = [p for _, _, p in parsing.parse_lines(lines, too_long, record_format, fields)
-                      if isinstance(p, parsing.Rejection)]
+    what, rejections = corpus.reader.sample_rejections(corpus, lines, too_long)
+    out = SampleCheck(corpus.name, path, what, len(lines))
     for r in rejections:
         out.reasons[r.reason] += 1
         out.first_detail.setdefault(r.reason, r.detail[:160])
     return out
 
 
-def beir_missing(directory: str, split: str) -> list[str]:
-    """The files of a BEIR directory that are not there (corpus.jsonl was found by the data config)."""
-    needed = [storage.join(directory, BEIR_FILES[1]), storage.join(directory, "qrels", f"{split}.tsv")]
-    return [f for f in needed if not storage.exists(f)]
+def check_files_sample(corpus, files: list[str], n: int = SAMPLE_LINES) -> None:
+    """Raises FormatCheckError for the first file whose sample the corpus's declared format mostly rejects
+    (the start-up check of the formats that read files line by line)."""
+    for path in files:
+        try:
+            result = check_sample(corpus, path, n)
+        except Exception as e:  # noqa: BLE001 (pyarrow, gzip and HTTP clients raise their own types)
+            raise FormatCheckError(f"corpus {corpus.name!r}, file {path}: cannot read its first lines "
+                                   f"({type(e).__name__}: {str(e)[:300]})") from None
+        if result.mostly_rejected:
+            raise FormatCheckError(
+                f"corpus {corpus.name!r}, file {path}: {result.describe()}; fix the corpus's record_format / "
+                f"fields (python -m pipeline.inspect {path} prints what the lines hold), or pass "
+                "--no_format_check")
 
 
-def check_before_start(config: DataConfig, files: dict[str, list[str]], n: int = SAMPLE_LINES) -> None:
-    """Raises FormatCheckError for the first file whose declared format rejects most of its sample,
-    and for a BEIR directory that lacks its queries or qrels."""
+def check_before_start(config, files: dict[str, list[str]], n: int = SAMPLE_LINES) -> None:
+    """Each corpus's input format's start-up check (default: check_files_sample) over a data_config.DataConfig
+    and its resolved files; raises FormatCheckError."""
     for c in config.corpora:
-        if c.input_format == "beir":
-            missing = [m for d in files[c.name] for m in beir_missing(d, c.qrels_split)]
-            if missing:
-                raise FormatCheckError(f"corpus {c.name!r} (beir): missing {', '.join(missing)}")
-            continue
-        for path in files[c.name]:
-            try:
-                result = check_sample(c, path, n)
-            except Exception as e:  # noqa: BLE001 (pyarrow, gzip and HTTP clients raise their own types)
-                raise FormatCheckError(f"corpus {c.name!r}, file {path}: cannot read its first lines "
-                                       f"({type(e).__name__}: {str(e)[:300]})") from None
-            if result.mostly_rejected:
-                raise FormatCheckError(
-                    f"corpus {c.name!r}, file {path}: {result.describe()}; fix the corpus's record_format / "
-                    f"fields (python -m pipeline.inspect {path} prints what the lines hold), or pass "
-                    "--no_format_check")
+        c.reader.check_before_start(c, files[c.name], n)

@@ -21,7 +21,7 @@ import re
 import sys
 
 from pipeline import data_config as dc
-from pipeline import format_check, storage
+from pipeline import format_check, input_formats, storage
 from pipeline.user_errors import ArgumentParser, UserError, run_cli
 
 EXACT_BYTES = 64 << 20  # files up to this size (as stored) are counted in full
@@ -45,11 +45,6 @@ def shape_of(line: bytes) -> str:
     return f"JSON {type(obj).__name__}"
 
 
-def is_comment_record(obj) -> bool:
-    """A Reddit comment as the public dumps and BigQuery publish them."""
-    return isinstance(obj, dict) and {"id", "parent_id", "link_id", "body"} <= set(obj)
-
-
 def count_lines(path: str) -> tuple[int | None, bool]:
     """(line count, exact?): exact up to EXACT_BYTES stored, else estimated from a PREFIX_BYTES prefix;
     (None, False) for a bz2 / xz / zstd dump over EXACT_BYTES (its stored bytes per line are not known)."""
@@ -60,7 +55,7 @@ def count_lines(path: str) -> tuple[int | None, bool]:
 
         with open_comment_file(path) as f:
             return sum(1 for _ in f), True
-    if path.endswith(dc.PARQUET_SUFFIX):
+    if format_check.is_parquet(path):
         import pyarrow.parquet as pq
 
         with storage.open_file(path, "rb") as f:
@@ -84,22 +79,37 @@ def _size(path: str) -> int:
     return os.path.getsize(path)
 
 
-def suggest_entry(path: str, lines: list[bytes], count: int, exact: bool) -> dict:
-    """A data-config entry for a file from its dominant line shape (to check, not to trust blindly:
-    a list of three texts may be a triplet or a small set)."""
+def decoded(lines: list[bytes]) -> list:
+    """The lines that are JSON, decoded."""
     objs = []
     for line in lines:
         try:
             objs.append(json.loads(line))
         except (ValueError, RecursionError):
             pass
+    return objs
+
+
+def recognised_format(objs: list) -> tuple[input_formats.InputFormat, str] | None:
+    """(the input format whose records most of a sample holds, its note), for formats that say so."""
+    for name in input_formats.names():
+        fmt = input_formats.get(name)
+        note = fmt.recognise(objs)
+        if note:
+            return fmt, note
+    return None
+
+
+def suggest_entry(path: str, lines: list[bytes], count: int, exact: bool) -> dict:
+    """A data-config entry for a file from its dominant line shape (to check, not to trust blindly:
+    a list of three texts may be a triplet or a small set)."""
+    objs = decoded(lines)
     shapes = collections.Counter(shape_of(line) for line in lines).most_common()
     entry: dict = {"name": _corpus_name(path), "files": [os.path.basename(path)]}
+    recognised = recognised_format(objs)
+    if recognised:
+        return recognised[0].suggest_entry(entry)
     first = next((o for o in objs if isinstance(o, (list, dict))), None)
-    if is_comment_record(first):
-        return {**entry, "record_format": "pair", "input_format": "reddit_comments", "weight": 82,
-                "description": "Reddit comment records, paired by thread into (context, response) with PolyAI's "
-                               "filters (docs/reddit.md); weight: the 2021 run's 82 per yearly file"}
     fmt, fields, note = "pair", None, ""
     list_key = next((k for k in ("set", "texts") if isinstance(first, dict) and isinstance(first.get(k), list)), None)
     if isinstance(first, list) or list_key:
@@ -144,13 +154,6 @@ def parquet_schema(path: str) -> str:
         return ", ".join(f"{field.name}: {field.type}" for field in pq.ParquetFile(f).schema_arrow)
 
 
-def _is_comment_line(line: bytes) -> bool:
-    try:
-        return is_comment_record(json.loads(line))
-    except (ValueError, RecursionError):
-        return False
-
-
 def _cut(line: bytes) -> str:
     text = line[: SHOW_CHARS * 4].decode("utf-8", "replace")
     return text if len(text) <= SHOW_CHARS else text[:SHOW_CHARS] + " ..."
@@ -166,16 +169,15 @@ def inspect_file(path: str, out) -> tuple[list[bytes], int, bool]:
     else:
         print(f"  lines: {count:,}" + ("" if exact else f" (estimated from the first {PREFIX_BYTES >> 20} MiB)"),
               file=out)
-    if path.endswith(dc.PARQUET_SUFFIX):
+    if format_check.is_parquet(path):
         print(f"  Parquet schema: {parquet_schema(path)}", file=out)
     for shape, n in collections.Counter(shape_of(line) for line in lines).most_common(3):
         print(f"  shape: {shape}  ({n} of the first {len(lines)})", file=out)
     for line in lines[:2]:
         print(f"  sample: {_cut(line)}", file=out)
-    comments = sum(_is_comment_line(line) for line in lines)
-    if comments > len(lines) / 2:
-        print(f"  Reddit comment records ({comments} of {len(lines)}): a corpus of them has input_format "
-              "'reddit_comments' (paired by thread, docs/reddit.md)", file=out)
+    recognised = recognised_format(decoded(lines))
+    if recognised:
+        print(f"  {recognised[1]}", file=out)
     return lines, count, exact
 
 
@@ -199,7 +201,7 @@ def _main(argv) -> int:
     covered: dict[str, dc.CorpusConfig] = {}
     if config:
         for c in config.corpora:
-            if c.input_format in ("lines", "reddit_comments"):
+            if c.reader.reads_files:
                 covered.update((f, c) for f in dc.find_files(c, root)[0])
     paths = [f for pattern in args.paths for f in (storage.glob(storage.abspath(pattern)) or [pattern])]
     if not args.paths:

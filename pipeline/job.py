@@ -67,9 +67,9 @@ class WriteManifest(beam.DoFn):
                 split: writing.list_files(opts.output_dir, f"{corpus.name}/{split}-*-of-*{manifest_lib.FILE_SUFFIX}")
                 for split in splitting.SPLITS}
             source = None
-            if corpus.input_format != "lines":
+            if corpus.reader.has_events:
                 counts = {e: n for (name, e), n in sorted(events.items()) if name == corpus.name}
-                failed = check_source_counts(corpus.input_format, counts)
+                failed = check_source_counts(corpus, counts)
                 if failed:
                     raise manifest_lib.ManifestError(f"corpus {corpus.name!r}: source counts do not reconcile "
                                                      f"({'; '.join(failed)}): {counts}")

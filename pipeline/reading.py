@@ -17,6 +17,7 @@ import apache_beam as beam
 
 from pipeline.lines import KEEP_OF_LONG_LINE, LineBatch, batch_units, gunzipped  # noqa: F401 (re-exported)
 from pipeline.lines import iter_line_batches as _iter_line_batches
+from pipeline.parsing import row_line
 
 
 @contextlib.contextmanager
@@ -53,3 +54,18 @@ class ReadLineBatches(beam.DoFn):
             n += batch_units(batch)
             yield batch
         yield beam.pvalue.TaggedOutput(LINE_COUNTS, (corpus, n))
+
+
+class ParquetTablesToBatches(beam.DoFn):
+    """(file, pyarrow.Table) -> LineBatch of the rows as JSON objects, and (corpus, rows) on LINE_COUNTS."""
+
+    def __init__(self, corpus: str, batch_lines: int):
+        self._corpus, self._batch_lines = corpus, batch_lines
+
+    def process(self, element):
+        path, table = element
+        rows = table.to_pylist()
+        for start in range(0, len(rows), self._batch_lines):
+            chunk = rows[start:start + self._batch_lines]
+            yield LineBatch(self._corpus, path, 0, [row_line(r) for r in chunk], (), "")
+        yield beam.pvalue.TaggedOutput(LINE_COUNTS, (self._corpus, len(rows)))

@@ -150,7 +150,7 @@ def test_beir_corpora_name_directories(tmp_path):
         resolve_corpora(config, str(tmp_path))
     one = _config({"name": "s", "files": ["scifact"], "record_format": "query", "input_format": "beir"})
     assert resolve_corpora(one, str(tmp_path))[1] == {"s": [str(tmp_path / "scifact")]}
-    assert one.get("s").qrels_split == "train"
+    assert one.get("s").options == {"qrels_split": "train"}
 
 
 # ------------------------------------------------------------------------------------------ prompts
@@ -230,8 +230,8 @@ def test_reddit_corpora_take_comment_files_or_a_bigquery_table():
         {"name": "r", "files": ["RC_*.zst"], "record_format": "pair", "input_format": "reddit_comments", "weight": 1},
         {"name": "bq", "files": [], "record_format": "pair", "input_format": "reddit_comments", "weight": 1,
          "reddit_options": {"bigquery_table": "my-project:reddit.comments", "extra_contexts": 2}}]})
-    assert c.get("r").fields == {"anchor": "response", "positive": "context"} and c.get("r").reddit_options == {}
-    assert c.get("bq").files == () and c.get("bq").reddit_options["extra_contexts"] == 2
+    assert c.get("r").fields == {"anchor": "response", "positive": "context"} and c.get("r").options == {"reddit_options": {}}
+    assert c.get("bq").files == () and c.get("bq").options["reddit_options"]["extra_contexts"] == 2
     assert parse_data_config(c.to_json()) == c
     for patch, message in (({"record_format": "query"}, "a reddit_comments corpus has record_format 'pair'"),
                            ({"reddit_options": {"max_lenght": 3}}, "field 'reddit_options': "),
