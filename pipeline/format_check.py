@@ -4,7 +4,7 @@ A corpus declared with the wrong record format or field mapping would otherwise 
 rejects every line, found only when the job ends (on Dataflow, after paying for it). Here, on the
 launcher and before any worker starts, the first SAMPLE_LINES lines (or Parquet rows) of each file go
 through the same parser the job uses; when most are rejected the job stops with one line naming the
-corpus, the file, the format and the reasons. `python -m pipeline.inspect` prints the same check in
+corpus, the file, the format and the reasons. `python -m pipeline.inspect_files` prints the same check in
 full. Files are read through pipeline/storage.py (local, gs://, hf://).
 """
 from __future__ import annotations
@@ -116,7 +116,7 @@ def check_files_sample(corpus, files: list[str], n: int = SAMPLE_LINES) -> None:
         if result.mostly_rejected:
             raise FormatCheckError(
                 f"corpus {corpus.name!r}, file {path}: {result.describe()}; fix the corpus's record_format / "
-                f"fields (python -m pipeline.inspect {path} prints what the lines hold), or pass "
+                f"fields (python -m pipeline.inspect_files {path} prints what the lines hold), or pass "
                 "--no_format_check")
 
 

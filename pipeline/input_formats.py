@@ -10,7 +10,7 @@ does that depends on the format goes through the format's entry, an `InputFormat
   read()              the Beam transform that reads the files into SourceOutputs (below)
   check_counts()      the identities its source events must satisfy (checked before the manifest is written)
   check_before_start()  the launcher's start-up check (default: the first lines of each file parsed)
-  sample_rejections() how a sample line is judged by that check and by `python -m pipeline.inspect`
+  sample_rejections() how a sample line is judged by that check and by `python -m pipeline.inspect_files`
   recognise()         `inspect`'s note when a file's sample holds this format's records (and then
   suggest_entry()     the data-config entry it suggests for the file)
   reads_files         whether `inspect` samples the files `find` names
@@ -50,7 +50,7 @@ class InputFormat:
 
     name: str = ""
     options: dict[str, Any] = {}
-    # Whether `find` names files that `python -m pipeline.inspect` can sample (BEIR names directories).
+    # Whether `find` names files that `python -m pipeline.inspect_files` can sample (BEIR names directories).
     reads_files: bool = True
 
     def parse_options(self, options: dict[str, Any], record_format: str, fields: dict[str, str], files: list[str]

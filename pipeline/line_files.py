@@ -15,7 +15,7 @@ class LineFiles(InputFormat):
         if not fields and any(is_parquet(f) for f in files):
             raise ValueError("field 'fields' is required for Parquet files: it names the columns of the texts, "
                              "e.g. {\"anchor\": \"question\", \"positive\": \"answer\"} "
-                             "(python -m pipeline.inspect FILE prints an entry)")
+                             "(python -m pipeline.inspect_files FILE prints an entry)")
         return options, fields
 
     def read(self, p, corpus, files, batch_lines, max_line_bytes) -> SourceOutputs:

@@ -1,6 +1,6 @@
-"""What a corpus file holds, and whether a data config reads it: `python -m pipeline.inspect`.
+"""What a corpus file holds, and whether a data config reads it: `python -m pipeline.inspect_files`.
 
-  python -m pipeline.inspect PATH_OR_GLOB... [--data_config=FILE] [--input_root=DIR]
+  python -m pipeline.inspect_files PATH_OR_GLOB... [--data_config=FILE] [--input_root=DIR]
 
 Per file (JSON lines, .gz or not, or Parquet; local, gs:// or hf://): the line shapes of a sample
 (list lengths, object keys; a Parquet file's schema), two sample lines cut short, and the line
@@ -182,7 +182,7 @@ def inspect_file(path: str, out) -> tuple[list[bytes], int, bool]:
 
 
 def build_parser():
-    p = ArgumentParser(prog="python -m pipeline.inspect", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m pipeline.inspect_files", description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="*", help="files or globs (local, gs://, hf://)")
     p.add_argument("--data_config", default=None, help="check the files against this data config")
     p.add_argument("--input_root", default=None, help="the config's relative patterns' root (default: its directory)")
@@ -190,7 +190,7 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    return run_cli("python -m pipeline.inspect", _main, argv)
+    return run_cli("python -m pipeline.inspect_files", _main, argv)
 
 
 def _main(argv) -> int:

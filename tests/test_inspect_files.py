@@ -1,4 +1,4 @@
-"""pipeline/inspect.py: what a file holds, whether a config reads it, and entries for files it does not cover."""
+"""pipeline/inspect_files.py: what a file holds, whether a config reads it, and entries for files it does not cover."""
 import gzip
 import json
 import os
@@ -8,7 +8,7 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import inspect as inspect_lib
+from pipeline import inspect_files
 from pipeline.data_config import parse_data_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +29,7 @@ def test_inspect_reports_shapes_counts_checks_and_suggestions(tmp_path, capsys):
     cfg.write_text(json.dumps({"corpora": [
         {"name": "wikianswers", "files": ["WikiAnswers.jsonl.gz"], "record_format": "pair", "weight": 1},
         {"name": "pairs", "files": ["pairs.jsonl.gz"], "record_format": "pair", "weight": 1}]}))
-    rc = inspect_lib.main([str(tmp_path / "*.gz"), str(tmp_path / "gooaq.parquet"), f"--data_config={cfg}"])
+    rc = inspect_files.main([str(tmp_path / "*.gz"), str(tmp_path / "gooaq.parquet"), f"--data_config={cfg}"])
     out = capsys.readouterr().out
     assert rc == 1  # wikianswers declared pair: its sets are rejected
     assert "  lines: 30\n  shape: object {set: list}  (30 of the first 30)" in out
@@ -49,19 +49,19 @@ def test_inspect_reports_shapes_counts_checks_and_suggestions(tmp_path, capsys):
 
 def test_counts_are_estimated_past_the_exact_limit(tmp_path, monkeypatch):
     _gz(tmp_path / "big.jsonl.gz", [[f"a{i}" * 3, f"b{i}"] for i in range(200_000)])
-    assert inspect_lib.count_lines(str(tmp_path / "big.jsonl.gz")) == (200_000, True)
+    assert inspect_files.count_lines(str(tmp_path / "big.jsonl.gz")) == (200_000, True)
     size = os.path.getsize(tmp_path / "big.jsonl.gz")
-    monkeypatch.setattr(inspect_lib, "EXACT_BYTES", size // 4)
-    monkeypatch.setattr(inspect_lib, "PREFIX_BYTES", size // 3)
-    n, exact = inspect_lib.count_lines(str(tmp_path / "big.jsonl.gz"))
+    monkeypatch.setattr(inspect_files, "EXACT_BYTES", size // 4)
+    monkeypatch.setattr(inspect_files, "PREFIX_BYTES", size // 3)
+    n, exact = inspect_files.count_lines(str(tmp_path / "big.jsonl.gz"))
     assert not exact and abs(n - 200_000) < 10_000  # within 5%: gzip reads a little ahead of the lines
 
 
 def test_the_command_line_exit_status(tmp_path):
     _gz(tmp_path / "p.jsonl.gz", [["a", "b"]])
-    r = subprocess.run([sys.executable, "-m", "pipeline.inspect", str(tmp_path / "p.jsonl.gz")], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "pipeline.inspect_files", str(tmp_path / "p.jsonl.gz")], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and '"record_format": "pair"' in r.stdout
-    r = subprocess.run([sys.executable, "-m", "pipeline.inspect", str(tmp_path / "none.jsonl.gz")], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "pipeline.inspect_files", str(tmp_path / "none.jsonl.gz")], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().endswith(f"no such file: {tmp_path / 'none.jsonl.gz'}")
