@@ -90,8 +90,16 @@ def _query_object(obj: dict, fmt) -> tuple[list, list[int]]:
 
 
 def _set_members(members: list, dropped: dict | None) -> list:
-    """A set's members without its empty ones (counted in `dropped`); rejected when fewer than 2 remain."""
-    _check_strings(members)
+    """A set's members without its empty ones (counted in `dropped`), checked: a non-string rejects the
+    line, as does having fewer than 2 texts left."""
+    empty = 0
+    for i, m in enumerate(members):  # one pass, as _check_texts makes for the other formats
+        if not isinstance(m, str):
+            _check_strings(members)  # rejects, naming the first non-string
+        if not m.strip():
+            empty += 1
+    if not empty:
+        return members
     kept = [m for m in members if m.strip()]
     if len(kept) < 2:
         raise Rejection(EMPTY_TEXT, f"{len(members) - len(kept)} of the set's {len(members)} members are empty: "
@@ -101,17 +109,23 @@ def _set_members(members: list, dropped: dict | None) -> list:
     return kept
 
 
+_QUERY_KEYS = {name: {"query", "pos", "neg"} if f.has_negative else {"query", "pos"} for name, f in FORMATS.items()}
+_LIST_ROLES = {name: f.line_roles() for name, f in FORMATS.items() if f.selection == "fixed"}
+
+
 def _by_format(obj: Any, record_format: str, dropped: dict | None = None) -> tuple[list, list[int]]:
     fmt = FORMATS[record_format]
-    query_keys = {"query", "pos", "neg"} if fmt.has_negative else {"query", "pos"}
-    if fmt.selection == "fixed":  # pair, triplet: a list of exactly n texts, or the query object
-        n = len(fmt.line_roles())
+    list_roles = _LIST_ROLES.get(record_format)
+    if list_roles is not None and type(obj) is list and len(obj) == len(list_roles):  # the common [a, p(, n)]
+        return obj, list(list_roles)
+    query_keys = _QUERY_KEYS[record_format]
+    if list_roles is not None:  # pair, triplet: {"texts": [...]} of exactly n texts, or the query object
         if isinstance(obj, dict) and set(obj) == query_keys:
             return _query_object(obj, fmt)
         listed = obj[TEXTS_FIELD] if isinstance(obj, dict) and set(obj) == {TEXTS_FIELD} else obj
-        if not isinstance(listed, list) or len(listed) != n:
+        if not isinstance(listed, list) or len(listed) != len(list_roles):
             raise _wrong(record_format, obj if listed is obj else listed)
-        return listed, fmt.line_roles()
+        return listed, list(list_roles)
     if fmt.selection == "two_members":  # set: a list, {"set": [...]} or {"texts": [...]}
         if isinstance(obj, dict):
             if len(obj) != 1 or not set(obj) <= {"set", TEXTS_FIELD}:
@@ -186,7 +200,8 @@ def parse_object(obj: Any, record_format: str, fields: dict | None = None, dropp
     that stays (DROPPED reasons) are counted into `dropped` when given."""
     texts, roles = (_by_fields(obj, fields, record_format, dropped) if fields
                     else _by_format(obj, record_format, dropped))
-    _check_texts(texts)
+    if FORMATS[record_format].selection != "two_members":  # a set's members were checked as they were kept
+        _check_texts(texts)
     return texts, roles
 
 
