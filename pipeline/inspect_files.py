@@ -119,7 +119,7 @@ def suggest_entry(path: str, lines: list[bytes], count: int, exact: bool) -> dic
         fmt = "pair" if sizes == {2} else "triplet" if sizes == {3} else "set"
         note = "a list of 3 texts may also be a small set: declare 'set' if they are interchangeable" \
             if fmt == "triplet" else ""
-        fields = {"texts": key} if key == "texts" else None
+        # {"set": [...]} and older releases' {"texts": [...]} read without a field mapping
     elif isinstance(first, dict) and {"query", "pos"} <= set(first):
         fmt = "query_with_negatives" if "neg" in first else "query"
     elif isinstance(first, dict):

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from pipeline import stats as stats_lib
 from pipeline import storage
 from pipeline.data_config import PROMPT_KEYS, Prompt
+from pipeline.parsing import DROPPED
 from pipeline.record_schema import COMPRESSION, FILE_SUFFIX, FORMATS, SCHEMA_VERSION, RecordFormat
 from pipeline.user_errors import UserError
 
@@ -41,6 +42,9 @@ def corpus_entry(corpus, files: list[str], acc: dict, train_files: list[str],
         "train_examples": acc["train"],
         "validation_examples": acc["validation"],
         "rejected": {"total": rejected_total, "by_reason": dict(sorted(acc["rejected"].items()))},
+        # Texts dropped from lines that became records (a set's empty members): not lines, so outside
+        # the reconciliation below.
+        "dropped_texts": {reason: acc.get("dropped", {}).get(reason, 0) for reason in DROPPED},
         "train_files": list(train_files),
         "validation_files": list(validation_files),
         "token_lengths": stats_lib.token_length_summary(acc),

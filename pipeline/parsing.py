@@ -21,6 +21,10 @@ LINE_TOO_LONG = "line_too_long"
 FILE_READ_ERROR = "file_read_error"
 REASONS = (INVALID_UTF8, EMPTY_LINE, BAD_JSON, WRONG_FORMAT, NON_STRING_TEXT, EMPTY_TEXT, LINE_TOO_LONG,
            FILE_READ_ERROR)
+# Texts dropped from lines that stay (the manifest's per-corpus `dropped_texts` keys): an empty member of
+# a set (a caption left blank) goes, the set keeps its other members while two or more remain.
+EMPTY_MEMBER = "empty_member"
+DROPPED = (EMPTY_MEMBER,)
 
 # A data config's `fields` maps where a line's texts are in a JSON object (or a Parquet row, which the
 # reader hands over as one): either {"texts": KEY}, a key holding the list a list line would be, or one
@@ -47,38 +51,92 @@ def _texts(value: Any, what: str, min_count: int) -> list[str]:
     return value
 
 
-def _check_texts(texts: list) -> None:
+def _check_strings(texts: list) -> None:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             what = "null" if t is None else f"a {type(t).__name__}, not a string"
             raise Rejection(NON_STRING_TEXT, f"text #{i} is {what}")
+
+
+def _check_texts(texts: list) -> None:
+    _check_strings(texts)
+    for i, t in enumerate(texts):
         if not t.strip():
             raise Rejection(EMPTY_TEXT, f"text #{i} is empty")
 
 
-def _by_format(obj: Any, record_format: str) -> tuple[list, list[int]]:
+# The line shapes each record format reads without a field mapping: the public card's shapes, and
+# older releases' {"texts": [...]} where the list alone says which text is which (not the query formats).
+SHAPES = {
+    "pair": '["a", "p"], {"texts": ["a", "p"]} or {"query": "a", "pos": [...]}',
+    "triplet": '["a", "p", "n"], {"texts": ["a", "p", "n"]} or {"query": "a", "pos": [...], "neg": [...]}',
+    "set": 'a list of 2 or more texts, {"set": [...]} or {"texts": [...]}',
+    "query": '{"query": "q", "pos": [...]}',
+    "query_with_negatives": '{"query": "q", "pos": [...], "neg": [...]}',
+}
+
+
+def _wrong(record_format: str, got: Any) -> Rejection:
+    what = (f"a list of {len(got)}" if isinstance(got, list) else f"an object with keys {sorted(got)[:10]}"
+            if isinstance(got, dict) else f"a JSON {type(got).__name__}")
+    return Rejection(WRONG_FORMAT, f"a {record_format} line is {SHAPES[record_format]}; got {what}")
+
+
+def _query_object(obj: dict, fmt) -> tuple[list, list[int]]:
+    """[query, *pos, *neg] of a {"query", "pos"[, "neg"]} object, every positive and negative kept."""
+    pos = _texts(obj["pos"], "'pos'", 1)
+    neg = _texts(obj["neg"], "'neg'", 1) if fmt.has_negative else []
+    return [obj["query"], *pos, *neg], fmt.line_roles(len(pos), len(neg))
+
+
+def _set_members(members: list, dropped: dict | None) -> list:
+    """A set's members without its empty ones (counted in `dropped`), checked: a non-string rejects the
+    line, as does having fewer than 2 texts left."""
+    empty = 0
+    for i, m in enumerate(members):  # one pass, as _check_texts makes for the other formats
+        if not isinstance(m, str):
+            _check_strings(members)  # rejects, naming the first non-string
+        if not m.strip():
+            empty += 1
+    if not empty:
+        return members
+    kept = [m for m in members if m.strip()]
+    if len(kept) < 2:
+        raise Rejection(EMPTY_TEXT, f"{len(members) - len(kept)} of the set's {len(members)} members are empty: "
+                                    f"fewer than 2 texts remain")
+    if dropped is not None and len(kept) < len(members):
+        dropped[EMPTY_MEMBER] = dropped.get(EMPTY_MEMBER, 0) + len(members) - len(kept)
+    return kept
+
+
+_QUERY_KEYS = {name: {"query", "pos", "neg"} if f.has_negative else {"query", "pos"} for name, f in FORMATS.items()}
+_LIST_ROLES = {name: f.line_roles() for name, f in FORMATS.items() if f.selection == "fixed"}
+
+
+def _by_format(obj: Any, record_format: str, dropped: dict | None = None) -> tuple[list, list[int]]:
     fmt = FORMATS[record_format]
-    if fmt.selection == "fixed":  # pair, triplet: a list of exactly n texts
-        n = len(fmt.line_roles())
-        if not isinstance(obj, list) or len(obj) != n:
-            got = f"a list of {len(obj)}" if isinstance(obj, list) else f"a JSON {type(obj).__name__}"
-            raise Rejection(WRONG_FORMAT, f"a {record_format} line is a list of {n} texts, got {got}")
-        return obj, fmt.line_roles()
-    if fmt.selection == "two_members":  # set: a list, or {"set": [...]}
+    list_roles = _LIST_ROLES.get(record_format)
+    if list_roles is not None and type(obj) is list and len(obj) == len(list_roles):  # the common [a, p(, n)]
+        return obj, list(list_roles)
+    query_keys = _QUERY_KEYS[record_format]
+    if list_roles is not None:  # pair, triplet: {"texts": [...]} of exactly n texts, or the query object
+        if isinstance(obj, dict) and set(obj) == query_keys:
+            return _query_object(obj, fmt)
+        listed = obj[TEXTS_FIELD] if isinstance(obj, dict) and set(obj) == {TEXTS_FIELD} else obj
+        if not isinstance(listed, list) or len(listed) != len(list_roles):
+            raise _wrong(record_format, obj if listed is obj else listed)
+        return listed, list(list_roles)
+    if fmt.selection == "two_members":  # set: a list, {"set": [...]} or {"texts": [...]}
         if isinstance(obj, dict):
-            if set(obj) != {"set"}:
-                raise Rejection(WRONG_FORMAT, f"a set line is {{\"set\": [...]}} or a list, got keys {sorted(obj)}")
-            obj = obj["set"]
-        members = _texts(obj, "a set", 2)
+            if len(obj) != 1 or not set(obj) <= {"set", TEXTS_FIELD}:
+                raise _wrong(record_format, obj)
+            obj = next(iter(obj.values()))
+        members = _set_members(_texts(obj, "a set", 2), dropped)
         return members, fmt.line_roles(len(members))
     # query / query_with_negatives: {"query": ..., "pos": [...][, "neg": [...]]}
-    keys = {"query", "pos", "neg"} if fmt.has_negative else {"query", "pos"}
-    if not isinstance(obj, dict) or set(obj) != keys:
-        got = f"keys {sorted(obj)}" if isinstance(obj, dict) else f"a JSON {type(obj).__name__}"
-        raise Rejection(WRONG_FORMAT, f"a {record_format} line is an object with keys {sorted(keys)}, got {got}")
-    pos = _texts(obj["pos"], "'pos'", 1)
-    neg = _texts(obj["neg"], "'neg'", 1) if "neg" in obj else []
-    return [obj["query"], *pos, *neg], fmt.line_roles(len(pos), len(neg))
+    if not isinstance(obj, dict) or set(obj) != query_keys:
+        raise _wrong(record_format, obj)
+    return _query_object(obj, fmt)
 
 
 def fields_error(fields: dict, record_format: str) -> str | None:
@@ -112,13 +170,13 @@ def _field(obj: dict, key: str, role: str) -> Any:
     return obj[key]
 
 
-def _by_fields(obj: Any, fields: dict, record_format: str) -> tuple[list, list[int]]:
+def _by_fields(obj: Any, fields: dict, record_format: str, dropped: dict | None = None) -> tuple[list, list[int]]:
     """(texts, roles) of an object through the corpus's `fields` (validated by fields_error)."""
     if not isinstance(obj, dict):
         raise Rejection(WRONG_FORMAT, f"a line of this corpus is a JSON object (its fields are mapped), "
                                       f"got a JSON {type(obj).__name__}")
     if TEXTS_FIELD in fields:
-        return _by_format(_field(obj, fields[TEXTS_FIELD], TEXTS_FIELD), record_format)
+        return _by_format(_field(obj, fields[TEXTS_FIELD], TEXTS_FIELD), record_format, dropped)
     fmt = FORMATS[record_format]
     values = {role: _field(obj, key, role) for role, key in fields.items()}
     if fmt.selection == "fixed":
@@ -136,14 +194,19 @@ def _by_fields(obj: Any, fields: dict, record_format: str) -> tuple[list, list[i
     return [values["anchor"], *pos, *neg], fmt.line_roles(len(pos), len(neg))
 
 
-def parse_object(obj: Any, record_format: str, fields: dict | None = None) -> tuple[list[str], list[int]]:
-    """(texts, roles) of one decoded line (or Parquet row); raises Rejection."""
-    texts, roles = _by_fields(obj, fields, record_format) if fields else _by_format(obj, record_format)
-    _check_texts(texts)
+def parse_object(obj: Any, record_format: str, fields: dict | None = None, dropped: dict | None = None
+                 ) -> tuple[list[str], list[int]]:
+    """(texts, roles) of one decoded line (or Parquet row); raises Rejection. Texts dropped from a line
+    that stays (DROPPED reasons) are counted into `dropped` when given."""
+    texts, roles = (_by_fields(obj, fields, record_format, dropped) if fields
+                    else _by_format(obj, record_format, dropped))
+    if FORMATS[record_format].selection != "two_members":  # a set's members were checked as they were kept
+        _check_texts(texts)
     return texts, roles
 
 
-def parse_line(raw: bytes, record_format: str, fields: dict | None = None) -> tuple[list[str], list[int]]:
+def parse_line(raw: bytes, record_format: str, fields: dict | None = None, dropped: dict | None = None
+               ) -> tuple[list[str], list[int]]:
     """(texts, roles) of one line without its line break; raises Rejection."""
     try:
         line = raw.decode("utf-8")
@@ -157,7 +220,7 @@ def parse_line(raw: bytes, record_format: str, fields: dict | None = None) -> tu
         raise Rejection(BAD_JSON, str(e)[:200]) from None
     except RecursionError:
         raise Rejection(BAD_JSON, "nested too deeply") from None
-    return parse_object(obj, record_format, fields)
+    return parse_object(obj, record_format, fields, dropped)
 
 
 def _unreadable_cell(value: Any) -> dict:
@@ -171,17 +234,18 @@ def row_line(row: dict) -> bytes:
     return json.dumps(row, ensure_ascii=False, default=_unreadable_cell).encode("utf-8")
 
 
-def parse_lines(lines: Iterable[bytes], too_long: Iterable[int], record_format: str, fields: dict | None = None
-                ) -> Iterator[tuple[int, bytes, tuple[list[str], list[int]] | Rejection]]:
+def parse_lines(lines: Iterable[bytes], too_long: Iterable[int], record_format: str, fields: dict | None = None,
+                dropped: dict | None = None) -> Iterator[tuple[int, bytes, tuple[list[str], list[int]] | Rejection]]:
     """(index, raw, (texts, roles) or its Rejection) for each line of a batch; the lines whose indexes
-    are in `too_long` (cut by the reader) are rejected as LINE_TOO_LONG without being parsed."""
+    are in `too_long` (cut by the reader) are rejected as LINE_TOO_LONG without being parsed. Texts
+    dropped from accepted lines are counted into `dropped` (reason -> count) when given."""
     too_long = set(too_long)
     for i, raw in enumerate(lines):
         if i in too_long:
             yield i, raw, Rejection(LINE_TOO_LONG, "line longer than --max_line_bytes")
             continue
         try:
-            parsed: tuple[list[str], list[int]] | Rejection = parse_line(raw, record_format, fields)
+            parsed: tuple[list[str], list[int]] | Rejection = parse_line(raw, record_format, fields, dropped)
         except Rejection as r:
             parsed = r
         yield i, raw, parsed

@@ -5,7 +5,8 @@ corpus's declared record format, tokenizing all texts of the batch in one fast-t
 and serialisation. Outputs (tagged):
   output_tag(corpus, split): lists of serialised tf.train.Example records
   "rejected": JSON lines {"corpus", "file", "line_number", "reason", "detail", "line"}
-  "stats": (corpus, stats dict of pipeline/stats.py) once per batch
+  "stats": (corpus, stats dict of pipeline/stats.py) once per batch, with the texts dropped from lines
+           that stay (a set's empty members) by reason
 """
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ class ProcessLineBatch(beam.DoFn):
 
         accepted = []  # (raw line, texts, roles)
         all_texts = []
-        for i, raw, parsed in parsing.parse_lines(batch.lines, batch.too_long, record_format, fields):
+        for i, raw, parsed in parsing.parse_lines(batch.lines, batch.too_long, record_format, fields,
+                                                    acc["dropped"]):
             if isinstance(parsed, parsing.Rejection):
                 yield reject(i, parsed.reason, parsed.detail, raw)
                 continue

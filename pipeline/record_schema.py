@@ -11,11 +11,15 @@ One record per accepted input line, as a `tf.train.Example`:
 
 Texts keep the order they had in the line. Roles per record format (FORMATS below, the one table
 that the job's parser, the trainer's draw and the validation reader all follow):
-  pair                  [ANCHOR, POSITIVE]
-  triplet               [ANCHOR, POSITIVE, NEGATIVE]
+  pair                  [ANCHOR, POSITIVE]              ([ANCHOR, POSITIVE...] from {"query", "pos": [...]})
+  triplet               [ANCHOR, POSITIVE, NEGATIVE]    ([ANCHOR, POSITIVE..., NEGATIVE...] from
+                                                         {"query", "pos": [...], "neg": [...]})
   set                   [MEMBER, MEMBER, ...]           (two drawn at training time)
   query                 [ANCHOR, POSITIVE, ...]         (one positive drawn at training time)
   query_with_negatives  [ANCHOR, POSITIVE..., NEGATIVE...]
+Every format but set is stored one way: the anchor, its positives, then its negatives; a draw takes
+the anchor, one positive and (triplet, query_with_negatives) one negative, each uniformly among its
+kind, so a record with one of each always gives the same example.
 
 TensorFlow is imported lazily so that modules importing the constants stay light.
 """
@@ -43,20 +47,23 @@ class RecordFormat:
     anchor_role: int  # the role of the example's anchor text
     positive_role: int  # the role of its positive (another text than the anchor)
     negative_role: int | None  # the role of its hard negative; None: the format has none
-    # How the example's texts are chosen from a record: "fixed" (texts 0, 1[, 2]), "two_members"
-    # (two distinct members drawn), "drawn" (the anchor, one positive drawn[, one negative drawn]).
+    # How a line holds its texts: "fixed" (a list of exactly 2 or 3 texts, or {"query", "pos": [...]
+    # [, "neg": [...]]}), "two_members" (a list of members; two distinct ones drawn), "drawn" (the object
+    # form only). Outside sets a record is [ANCHOR, POSITIVE..., NEGATIVE...]: one positive[, one negative]
+    # drawn per example.
     selection: str
 
     @property
     def has_negative(self) -> bool:
         return self.negative_role is not None
 
-    def line_roles(self, n_positives: int = 1, n_negatives: int = 0) -> list[int]:
-        """The roles of a parsed line's texts, in line order (a set's n_positives = its member count)."""
+    def line_roles(self, n_positives: int = 1, n_negatives: int | None = None) -> list[int]:
+        """The roles of a parsed line's texts, in line order (a set's n_positives = its member count;
+        n_negatives defaults to the format's one negative, or none)."""
         if self.selection == "two_members":
             return [ROLE_MEMBER] * n_positives
-        negatives = [ROLE_NEGATIVE] * (n_negatives if self.selection == "drawn" else int(self.has_negative))
-        return [ROLE_ANCHOR] + [ROLE_POSITIVE] * (n_positives if self.selection == "drawn" else 1) + negatives
+        n_negatives = int(self.has_negative) if n_negatives is None else n_negatives
+        return [ROLE_ANCHOR] + [ROLE_POSITIVE] * n_positives + [ROLE_NEGATIVE] * n_negatives
 
     def first_pair(self, roles: Sequence[int]) -> tuple[int, int]:
         """Indices of a record's first (anchor, positive): the deterministic pair evaluation uses."""

@@ -16,8 +16,13 @@ def _triplet(i, f):
     return [f"{f} anchor {i}", f"{f} positive {i}", f"{f} negative {i}"]
 
 
-def _set(i, f):
-    return {"set": [f"{f} caption {i}.{k}" for k in range(5)]}
+def triplet_object(i, f):  # the card's other triplet shape: every positive and negative kept
+    return {"query": f"{f} query {i}", "pos": [f"{f} positive {i}"] + [f"{f} positive {i}b"] * (i % 2),
+            "neg": [f"{f} negative {i}.{k}" for k in range(1 + i % 3)]}
+
+
+def _set(i, f):  # line 1 has a blank caption: dropped and counted (empty_member), the line kept
+    return {"set": ["" if (i, k) == (1, 2) else f"{f} caption {i}.{k}" for k in range(5)]}
 
 
 def _citations(i, f):  # a list of two or more linked papers
@@ -28,11 +33,12 @@ def _query(i, f):
     return {"query": f"{f} question {i}", "pos": [f"{f} snippet {i}.{k}" for k in range(5)]}
 
 
-# file name -> line maker: the public repository as its card describes it (Reddit is not there).
+# file name -> line maker: the public repository as its card describes it (Reddit is not there); msmarco
+# as {"query", "pos", "neg"} objects, Quora's triplets as lists (tests read both in both shapes).
 PUBLIC = {
     "gooaq_pairs.jsonl.gz": _pair, "yahoo_answers_title_answer.jsonl.gz": _pair,
     "yahoo_answers_title_question.jsonl.gz": _pair, "yahoo_answers_question_answer.jsonl.gz": _pair,
-    "msmarco-triplets.jsonl.gz": _triplet,
+    "msmarco-triplets.jsonl.gz": triplet_object,
     "stackexchange_duplicate_questions_title_title.jsonl.gz": _pair,
     "stackexchange_duplicate_questions_body_body.jsonl.gz": _pair,
     "stackexchange_duplicate_questions_title-body_title-body.jsonl.gz": _pair,

@@ -135,7 +135,7 @@ CORRUPT_PAIRS = [  # (line bytes, expected reason or None)
     (b'{"not json', "bad_json"),
     (b'["only one text"]', "wrong_format"),
     (b'["one", "two", "three"]', "wrong_format"),
-    (b'{"query": "q", "pos": ["p"]}', "wrong_format"),
+    (b'{"query": "q", "pos": ["p"], "neg": ["n"]}', "wrong_format"),  # a triplet object in a pair corpus
     (b'["", "empty anchor"]', "empty_text"),
     (b'["   ", "blank anchor"]', "empty_text"),
     (b'["number partner", 5]', "non_string_text"),

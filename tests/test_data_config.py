@@ -1,5 +1,6 @@
 import json
 import os
+import re
 
 import pytest
 
@@ -30,12 +31,125 @@ def test_the_public_config_describes_the_public_repository():
         "stackexchange_duplicate_questions", "quora_duplicates", "simple_wiki", "altlex"}
 
 
+# The 2021 card (../shared/reference/corpora.md, first table): corpus -> (file(s), training tuples, weight).
+CARD_2021 = {
+    "gooaq": (["gooaq_pairs.jsonl.gz"], 3_012_496, 247),
+    "stackexchange_duplicate_questions": ([], 364_001, 91),  # the card names no file: "a (title, body) file"
+    "flickr30k_captions": (["flickr30k_captions.jsonl.gz"], 317_695, 1),
+    "coco_captions": (["coco_captions.jsonl.gz"], 828_395, 1),
+    "codesearchnet": (["codesearchnet.jsonl.gz"], 1_151_414, 1),
+    "trivia_qa": (["TriviaQA_pairs.jsonl.gz"], 73_346, 19),
+    "squad": (["squad_pairs.jsonl.gz"], 87_599, 22),
+    "natural_questions": (["NQ-train_pairs.jsonl.gz"], 100_231, 25),
+    "simple_wiki": (["SimpleWiki.jsonl.gz"], 102_225, 26),
+    "quora_duplicates": (["quora_duplicates_triplets.jsonl.gz"], 103_663, 26),
+    "altlex": (["altlex.jsonl.gz"], 112_696, 28),
+    "wikihow": (["wikihow.jsonl.gz"], 128_542, 32),
+    "sentence_compression": (["sentence-compression.jsonl.gz"], 180_000, 45),
+    "allnli": (["AllNLI.jsonl.gz"], 277_230, 69),
+    "eli5": (["eli5_question_answer.jsonl.gz"], 325_475, 81),
+    "specter": (["specter_train_triples.jsonl.gz"], 684_100, 84),
+    "s2orc_title_abstract": (["S2ORC_title_abstract.jsonl.gz"], 41_769_185, 123),
+    "s2orc_citation_pairs": (["S2ORC_citation_pairs.jsonl.gz"], 52_603_982, 123),
+    "s2orc_citation_abstract": (["S2ORC_citation_pairs_abstract.jsonl.gz"], 116_288_806, 123),
+    "paq": (["PAQ_pairs.jsonl.gz"], 64_371_441, 123),
+    "wikianswers": (["WikiAnswers_pairs.jsonl.gz"], 77_427_422, 123),
+    "searchqa": (["searchQA_question_top5_snippets_merged.jsonl.gz"], 582_261, 144),
+    "yahoo_answers_title_answer": (["yahoo_answers_title_answer.jsonl.gz"], 1_198_260, 247),
+    "yahoo_answers_title_question": (["yahoo_answers_title_question.jsonl.gz"], 659_896, 163),
+    "yahoo_answers_question_answer": (["yahoo_answers_question_answer.jsonl.gz"], 681_164, 169),
+    "msmarco": (["msmarco-query_passage_negative.jsonl.gz"], 9_144_553, 247),
+    "reddit": ([f"reddit/reddit_{y}.jsonl.gz" for y in (2015, 2016, 2017, 2018)], 726_484_430, 328),
+}
+# The public repository's line counts (corpora.md, second table), of the files the configs read.
+PUBLIC_LINES = {
+    "gooaq_pairs.jsonl.gz": 3_012_496, "yahoo_answers_title_answer.jsonl.gz": 1_198_260,
+    "yahoo_answers_title_question.jsonl.gz": 659_896, "yahoo_answers_question_answer.jsonl.gz": 681_164,
+    "msmarco-triplets.jsonl.gz": 499_184, "stackexchange_duplicate_questions_title_title.jsonl.gz": 304_525,
+    "stackexchange_duplicate_questions_body_body.jsonl.gz": 250_519,
+    "stackexchange_duplicate_questions_title-body_title-body.jsonl.gz": 250_460,
+    "eli5_question_answer.jsonl.gz": 325_475, "squad_pairs.jsonl.gz": 87_599, "wikihow.jsonl.gz": 128_542,
+    "NQ-train_pairs.jsonl.gz": 100_231, "S2ORC_title_abstract.jsonl.gz": 41_769_185,
+    "quora_duplicates.jsonl.gz": 103_663, "quora_duplicates_triplets.jsonl.gz": 101_762,
+    "WikiAnswers.jsonl.gz": 27_383_151, "searchQA_top5_snippets.jsonl.gz": 117_220,
+    "S2ORC_citations_titles.jsonl.gz": 51_030_086, "S2ORC_citations_abstracts.jsonl.gz": 39_567_485,
+    "AllNLI.jsonl.gz": 277_230, "specter_train_triples.jsonl.gz": 684_100, "SimpleWiki.jsonl.gz": 102_225,
+    "PAQ_pairs.jsonl.gz": 64_371_441, "altlex.jsonl.gz": 112_696, "codesearchnet.jsonl.gz": 1_151_414,
+    "sentence-compression.jsonl.gz": 180_000, "TriviaQA_pairs.jsonl.gz": 73_346,
+    "flickr30k_captions.jsonl.gz": 31_783, "coco_captions.jsonl.gz": 82_783,
+}
+# Where the 2021 config cannot follow the card, and what it reads instead (its descriptions say why).
+SE_FILES = ["stackexchange_duplicate_questions_title_title.jsonl.gz",
+            "stackexchange_duplicate_questions_body_body.jsonl.gz",
+            "stackexchange_duplicate_questions_title-body_title-body.jsonl.gz"]
+REFERENCE_DEPARTURES = {"stackexchange_duplicate_questions": SE_FILES, "quora_duplicates": ["quora_duplicates.jsonl.gz"]}
+SET_CORPORA = ("flickr30k_captions", "coco_captions")  # the card counts a line of 5 captions as its 10 pairs
+
+
+def _numbers(text: str) -> set[int]:
+    """The figures of a text written with thousands separators (1,234 and up)."""
+    return {int(m.replace(",", "")) for m in re.findall(r"\b\d{1,3}(?:,\d{3})+\b", text)}
+
+
+def _description_errors(config_path: str, known: set[int]) -> list[str]:
+    """Figures in a config's descriptions that are not the card's, sums (a + b = c) that do not add up, and
+    weights (a sum of small numbers, or 'weight N') other than the entry's own."""
+    with open(config_path) as f:
+        raw = json.load(f)
+    errors = []
+    for c in [{"name": "top level", "description": raw["description"]}] + raw["corpora"]:
+        where, text = c["name"], c.get("description", "")
+        errors += [f"{where}: {n:,} is not a figure of the card" for n in sorted(_numbers(text) - known)]
+        for terms, total in re.findall(r"((?:\d[\d,]*\s*\+\s*)+\d[\d,]*)\s*=\s*(\d[\d,]*)", text):
+            values = [int(t.replace(",", "")) for t in terms.split("+")]
+            if sum(values) != int(total.replace(",", "")):
+                errors.append(f"{where}: {terms}= {total} does not add up")
+            elif max(values) < 1000 and "weight" in c and sum(values) != c["weight"]:
+                errors.append(f"{where}: weights {terms}= {total}, not the entry's {c['weight']}")
+        for w in re.findall(r"\b[Ww]eight,? (\d+)\b", text):
+            if "weight" in c and int(w) != c["weight"]:
+                errors.append(f"{where}: says weight {w}, the entry has {c['weight']}")
+    return errors
+
+
+def test_the_reference_config_agrees_with_the_2021_card_and_with_itself():
+    c = load_data_config(os.path.join(REPO, "data_configs", "reference_2021.json"))
+    assert c.names == list(CARD_2021)
+    for x in c.corpora:
+        files, tuples, weight = CARD_2021[x.name]
+        assert x.weight == weight, x.name  # every weight is the card's
+        # Files: the card's, except where it names none that exists (the descriptions say so).
+        assert list(x.files) == REFERENCE_DEPARTURES.get(x.name, files), x.name
+        # Counts: the card's tuples where a line is a tuple; else the lines of the files read.
+        if x.name in REFERENCE_DEPARTURES or x.name in SET_CORPORA:
+            assert x.expected_lines == sum(PUBLIC_LINES[f] for f in x.files), x.name
+        else:
+            assert x.expected_lines == tuples, x.name
+    # The card's weight rule, lines / 4,000 capped at 247, where it states it: within 2 of each weight
+    # (its rounding), SPECTER the one corpus that does not fit (84; the rule gives 171, its entry says so).
+    rule = {n: min(247, round(t / 4000)) for n, (_, t, w) in CARD_2021.items() if w not in (1, 123, 328)}
+    assert {n for n, r in rule.items() if abs(r - CARD_2021[n][2]) > 2} == {"specter"} and rule["specter"] == 171
+    assert rule["stackexchange_duplicate_questions"] == 91 and rule["quora_duplicates"] == 26
+    assert "would give 171" in c.get("specter").description
+    assert c.get("reddit").weight == 82 * len(c.get("reddit").files)
+    # Quora: the count the card gives is the pair file's, which the entry reads as pairs.
+    assert c.get("quora_duplicates").record_format == "pair" and c.get("quora_duplicates").expected_lines == 103_663
+    assert sum(x.expected_lines for x in c.corpora) == 1_098_470_487
+    known = {t for _, t, _ in CARD_2021.values()} | set(PUBLIC_LINES.values()) | {805_504, 4_000}
+    assert _description_errors(os.path.join(REPO, "data_configs", "reference_2021.json"), known) == []
+    assert _description_errors(os.path.join(REPO, "data_config.json"), known) == []
+
+
+def test_the_public_config_counts_are_its_files_lines():
+    c = load_data_config(os.path.join(REPO, "data_config.json"))
+    for x in c.corpora:
+        if x.name != "reddit":
+            assert x.expected_lines == sum(PUBLIC_LINES[f] for f in x.files), x.name
+
+
 def test_the_reference_config_keeps_the_2021_file_set():
     c = load_data_config(os.path.join(REPO, "data_configs", "reference_2021.json"))
     assert len(c.corpora) == 27 and len(set(c.names)) == 27
-    # The rows of corpora.md (1,099,060,508), except Stack Exchange duplicate questions: its three real files
-    # hold 304,525 + 250,519 + 250,460 = 805,504 lines, not the model card's 364,001 (+441,503).
-    assert sum(x.expected_lines for x in c.corpora) == 1_099_502_011
     se = c.get("stackexchange_duplicate_questions")
     assert se.expected_lines == 805_504 and se.weight == 91 and len(se.files) == 3
     assert {x.record_format for x in c.corpora} == {"pair", "set", "triplet"}

@@ -24,7 +24,8 @@ def test_sample_counts_reasons_and_reads_only_the_head(tmp_path):
     result = format_check.check_sample(_corpus(record_format="pair"), str(tmp_path / "sets.jsonl.gz"))
     assert (result.sampled, result.rejected, result.mostly_rejected) == (1000, 1000, True)
     assert result.describe() == ("record_format 'pair' rejects 1000 of the first 1000 lines: wrong_format 1000 "
-                                 "(a pair line is a list of 2 texts, got a JSON dict)")
+                                 "(a pair line is [\"a\", \"p\"], {\"texts\": [\"a\", \"p\"]} or {\"query\": \"a\", "
+                                 "\"pos\": [...]}; got an object with keys ['set'])")
     ok = format_check.check_sample(_corpus(record_format="set"), str(tmp_path / "sets.jsonl.gz"))
     assert (ok.rejected, ok.mostly_rejected) == (0, False)
 
@@ -41,7 +42,7 @@ def test_parquet_rows_are_checked_through_the_fields(tmp_path):
 
 def test_the_job_stops_before_any_work_naming_corpus_file_format_and_reasons(tmp_path, capsys):
     _gz(tmp_path / "good.jsonl.gz", [["a", "b"]] * 5)
-    _gz(tmp_path / "bad.jsonl.gz", [{"query": "q", "pos": ["p"]}] * 7 + [["a", "b"]] * 3)
+    _gz(tmp_path / "bad.jsonl.gz", [{"query": "q", "pos": ["p"], "neg": ["n"]}] * 7 + [["a", "b"]] * 3)
     (tmp_path / "cfg.json").write_text(json.dumps({"corpora": [
         {"name": "good", "files": ["good.jsonl.gz"], "record_format": "pair", "weight": 1},
         {"name": "declared_pair", "files": ["bad.jsonl.gz"], "record_format": "pair", "weight": 1}]}))
@@ -51,7 +52,8 @@ def test_the_job_stops_before_any_work_naming_corpus_file_format_and_reasons(tmp
     assert rc == 2 and len(err) == 1 and not out.exists()
     assert err[0].startswith(f"beam_main.py: error: corpus 'declared_pair', file {tmp_path / 'bad.jsonl.gz'}: "
                              "record_format 'pair' rejects 7 of the first 10 lines: wrong_format 7 (a pair line is "
-                             "a list of 2 texts, got a JSON dict)")
+                             '["a", "p"], {"texts": ["a", "p"]} or {"query": "a", "pos": [...]}; got an object with '
+                             "keys ['neg', 'pos', 'query'])")
     assert "--no_format_check" in err[0]
 
 

@@ -39,7 +39,7 @@ def test_inspect_reports_shapes_counts_checks_and_suggestions(tmp_path, capsys):
     assert "Parquet schema: question: string, answer: string, score: double" in out
     assert 'sample: ["a0", "b0"]' in out
     entries = {e["name"]: e for e in json.loads(out.split("(check each entry before use):\n")[1])}
-    assert entries["old"]["record_format"] == "triplet" and entries["old"]["fields"] == {"texts": "texts"}
+    assert entries["old"]["record_format"] == "triplet" and "fields" not in entries["old"]
     assert entries["old"]["expected_lines"] == 5 and "small set" in entries["old"]["description"]
     assert entries["gooaq"]["fields"] == {"anchor": "question", "positive": "answer"}
     assert entries["gooaq"]["record_format"] == "pair" and set(entries) == {"old", "gooaq"}

@@ -22,6 +22,10 @@ def test_entry_and_manifest_fields(tmp_path):
     e = corpus_entry(CORPUS, ["/in/c-0.jsonl.gz"], _acc(10, 7, 1, {"bad_json": 2}), ["c/train-00000-of-00001.tfrecord.gz"],
                      ["c/validation-00000-of-00001.tfrecord.gz"])
     assert e["rejected"] == {"total": 2, "by_reason": {"bad_json": 2}}
+    assert e["dropped_texts"] == {"empty_member": 0}
+    acc = _acc(10, 8, 0, {"empty_text": 2})
+    acc["dropped"] = {"empty_member": 5}  # texts out of lines that stay: not lines, the counts still reconcile
+    assert corpus_entry(CORPUS, [], acc, [], [])["dropped_texts"] == {"empty_member": 5}
     assert e["token_lengths"] == {"texts": 2, "mean": 3.0, "p50": 2, "p95": 4, "max": 4, "truncated_share": 0.5}
     assert (e["weight"], e["symmetric"], e["expected_lines"]) == (3.0, True, 10)
     tok = {"name": "t", "vocab_fingerprint": "f" * 64, "vocab_size": 5, "pad_token_id": 0}

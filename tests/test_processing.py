@@ -46,6 +46,17 @@ def test_a_batch_becomes_records_rejections_and_stats(hf):
     assert sum(stats["hist"]) == 7
 
 
+def test_a_sets_empty_members_are_dropped_and_counted_in_its_stats(hf):
+    lines = [b'{"set": ["a red bus", "", "a bus on a road"]}', b'["", " ", "one caption"]', b'["x", "y"]']
+    out = _run(hf, LineBatch("captions", "f", 1, lines, (), ""), {"captions": "set"})
+    first, second = (decode_record(r) for r in out[output_tag("captions", "train")][0])
+    assert first["texts"] == hf(["a red bus", "a bus on a road"])["input_ids"] and len(second["texts"]) == 2
+    assert [json.loads(r)["reason"] for r in out[REJECTED]] == ["empty_text"]
+    ((_, stats),) = out[STATS]
+    assert (stats["lines_read"], stats["train"], stats["texts"]) == (3, 2, 4)
+    assert stats["dropped"] == {"empty_member": 1} and stats["rejected"] == {"empty_text": 1}
+
+
 def test_validation_fraction_routes_records(hf):
     lines = [json.dumps([f"question {i}", f"answer {i}"]).encode() for i in range(400)]
     out = _run(hf, LineBatch("qa", "f", 1, lines, (2,), ""), {"qa": "pair"}, fraction=0.25)

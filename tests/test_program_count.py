@@ -165,3 +165,20 @@ def test_cli(capsys, tmp_path):
                  f"--manifest={write_manifest(tmp_path, 64)}"]) == 0
     out = capsys.readouterr().out
     assert "memory check shapes: worst pair 32x64, worst triplet 48x64" in out
+    # The manifest's corpora, without training examples: drawn infinitely often, each named.
+    assert "passes per corpus over 540,000 steps x 64 examples" in out
+    assert out.rstrip().endswith("warning: 2 corpus(es) drawn more than 20 times per example: p (inf), t (inf); to "
+                                 "draw them less, lower their weights in the data config (weights proportional to the "
+                                 "corpora's examples give every corpus the same passes) or train fewer steps "
+                                 "(docs/pipeline.md, 'Passes per corpus')")
+
+
+def test_cli_states_the_passes_of_the_whole_run(capsys):
+    assert main(["--config=reference", "--devices=4", "--steps=2", "--batch_size=1024", "--train_steps=540000"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.split("(draws of each example, on average):\n")[1].splitlines()
+            if line.startswith("  ")}
+    assert rows["msmarco"] == ["9.11%", "499,184", "100.93"] and rows["searchqa"] == ["5.31%", "117,220", "250.57"]
+    assert rows["reddit"] == ["12.10%", "726,484,430", "0.09"] and len(rows) == 28  # the header and 27 corpora
+    warning = out.split("warning: ")[1]
+    assert warning.startswith("17 corpus(es) drawn more than 20 times per example: searchqa (251), msmarco (101), ")

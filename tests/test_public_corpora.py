@@ -9,10 +9,12 @@ import sys
 
 import pytest
 
-from _public_files import PUBLIC, REFERENCE_2021, write_files
+from _public_files import PUBLIC, REFERENCE_2021, triplet_object, write_files
+from _tfrecords import read_tfrecords
 from pipeline import format_check, job
 from pipeline.data_config import load_data_config, resolve_corpora
 from pipeline.manifest import read_manifest
+from pipeline.record_schema import ROLE_ANCHOR as A, ROLE_NEGATIVE as N, ROLE_POSITIVE as P, decode_record
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLIC_CONFIG = os.path.join(REPO, "data_config.json")
@@ -32,18 +34,27 @@ def public_run(public_root, tmp_path_factory):
     rc = job.run([f"--data_config={PUBLIC_CONFIG}", f"--input_root={public_root}", f"--output_dir={out}",
                   "--skip_missing_corpora", "--max_seq_length=32"])
     assert rc == 0
-    return read_manifest(out)
+    return out, read_manifest(out)
 
 
 def test_the_public_files_run_with_one_flag_and_nothing_is_rejected(public_run):
     config = load_data_config(PUBLIC_CONFIG)
-    m = public_run
+    public_out, m = public_run
     assert [c["name"] for c in m["corpora"]] == [n for n in config.names if n != "reddit"]
     lines = {c.name: 4 * len(c.files) for c in config.corpora}  # 4 lines per stand-in file
     for c in m["corpora"]:
         assert c["rejected"]["total"] == 0, c
         assert c["lines_read"] == lines[c["name"]] == c["train_examples"] + c["validation_examples"]
     assert m["totals"]["rejected"] == 0 and m["totals"]["lines_read"] == sum(lines.values()) - lines["reddit"]
+    # The sets' blank captions (one per stand-in file) are dropped and counted, their lines kept.
+    sets = {"flickr30k_captions", "coco_captions", "wikianswers"}
+    assert {c["name"]: c["dropped_texts"]["empty_member"] for c in m["corpora"] if c["dropped_texts"]["empty_member"]} \
+        == dict.fromkeys(sets, 1)
+    # msmarco's stand-in is {"query", "pos", "neg"} objects: each record keeps every positive and negative.
+    (msmarco,) = [c for c in m["corpora"] if c["name"] == "msmarco"]
+    roles = sorted(tuple(decode_record(r)["roles"]) for f in msmarco["train_files"] + msmarco["validation_files"]
+                   for r in read_tfrecords(os.path.join(public_out, f)))
+    assert roles == sorted(tuple([A] + [P] * (1 + i % 2) + [N] * (1 + i % 3)) for i in range(4))
     # Reddit left out, recorded with its missing files, and the others' shares renormalised.
     assert [lo["name"] for lo in m["left_out"]["corpora"]] == ["reddit"]
     assert len(m["left_out"]["corpora"][0]["missing"]) == 4
@@ -86,3 +97,34 @@ def test_hf_paths_are_refused_offline_in_one_line(tmp_path):
     lines = [line for line in r.stderr.splitlines() if "error" in line.lower()]
     assert r.returncode == 2, r.stderr[-2000:]
     assert lines == [lines[-1]] and f"cannot list '{root}/gooaq_pairs.jsonl.gz'" in lines[-1], r.stderr[-2000:]
+
+
+# The two line shapes the card documents for a triplet file: the shipped entries read msmarco-triplets and
+# quora_duplicates_triplets in either, whichever the real files hold.
+TRIPLET_FILES = {"msmarco": "msmarco-triplets.jsonl.gz", "quora_duplicates": "quora_duplicates_triplets.jsonl.gz"}
+
+
+@pytest.mark.parametrize("make", [triplet_object, lambda i, f: [f"{f} q {i}", f"{f} p {i}", f"{f} n {i}"]],
+                         ids=["object", "list"])
+def test_the_shipped_triplet_entries_read_both_card_shapes(tmp_path, make):
+    write_files(str(tmp_path), {name: make for name in TRIPLET_FILES.values()}, lines_per_file=6)
+    config = load_data_config(PUBLIC_CONFIG).select(list(TRIPLET_FILES))
+    kept, files, _ = resolve_corpora(config, str(tmp_path))
+    format_check.check_before_start(kept, files)  # the start-up check passes
+    for c in kept.corpora:
+        assert c.record_format == "triplet" and not c.fields  # no mapping: the entry as shipped
+        result = format_check.check_sample(c, files[c.name][0])
+        assert (result.sampled, result.rejected) == (6, 0), result.describe()
+
+
+def test_a_card_file_that_is_absent_is_named_with_the_skip_hint(public_root, tmp_path, capsys):
+    # wikihow.jsonl.gz is listed by the card but one reader got a 404: the job names it before any work.
+    root = tmp_path / "root"
+    write_files(str(root), {k: v for k, v in PUBLIC.items() if k != "wikihow.jsonl.gz"}, lines_per_file=1)
+    rc = job.run([f"--data_config={PUBLIC_CONFIG}", f"--input_root={root}", f"--output_dir={tmp_path / 'o'}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and not os.path.exists(tmp_path / "o")
+    assert "2 corpus(es) with missing files: corpus 'wikihow': " + str(root / "wikihow.jsonl.gz") in err
+    assert err.endswith("; --skip_missing_corpora leaves out corpora none of whose files exist")
+    _, _, left_out = resolve_corpora(load_data_config(PUBLIC_CONFIG), str(root), skip_missing=True)
+    assert [lo.name for lo in left_out] == ["wikihow", "reddit"]

@@ -8,6 +8,8 @@ resumed run needs nothing but the step number to continue the sequence.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Sequence
 
 import numpy as np
@@ -47,3 +49,57 @@ class CorpusSchedule:
         rng.random()
         rng.choice(self.probabilities.size, p=self.probabilities)
         return rng.choice(self.probabilities.size, size=batch_size, p=self.probabilities)
+
+
+# Above this many passes over a corpus's examples in one run, the start-up log and the planner warn.
+PASSES_WARNING = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusPasses:
+    """How often a run draws one corpus's examples: `draws` examples in all, `passes` per example."""
+
+    name: str
+    probability: float
+    examples: int | None  # its training records (a manifest's train_examples, or a data config's expected_lines)
+    draws: float  # expected examples drawn from it: steps x batch x probability
+
+    @property
+    def passes(self) -> float | None:
+        """Expected draws of each of its examples; None when the count is unknown, inf when it is 0."""
+        if self.examples is None:
+            return None
+        return self.draws / self.examples if self.examples else math.inf
+
+
+def corpus_passes(corpora: Sequence[tuple[str, float, int | None]], steps: int, batch_size: int) -> list[CorpusPasses]:
+    """(name, weight, examples) of each corpus -> how many times a run of `steps` global batches of
+    `batch_size` draws each of its examples on average: steps x batch_size x weight / sum(weights) / examples.
+
+    An example is a record (one accepted line): every draw takes one record and one (anchor, positive
+    [, negative]) from it. A set record of k members holds k(k-1)/2 pairs and a query record one per
+    positive, so each *pair* of those is drawn less often than its record; the record's texts are
+    not. Mixed batches (mixed_batch_share) pick each slot's corpus by the same weights, so the
+    expectation is the same."""
+    total = float(sum(w for _, w, _ in corpora))
+    return [CorpusPasses(name, w / total, examples, steps * batch_size * w / total) for name, w, examples in corpora]
+
+
+def passes_report(passes: Sequence[CorpusPasses], steps: int, batch_size: int,
+                  limit: float = PASSES_WARNING) -> tuple[list[str], str | None]:
+    """(table lines, a warning naming every corpus drawn more than `limit` times per example, or None)."""
+    lines = [f"passes per corpus over {steps:,} steps x {batch_size:,} examples (draws of each example, on average):",
+             f"  {'corpus':<36} {'share':>7} {'examples':>13} {'passes':>9}"]
+    for p in passes:
+        examples = "unknown" if p.examples is None else f"{p.examples:,}"
+        times = "-" if p.passes is None else f"{p.passes:,.2f}"
+        lines.append(f"  {p.name:<36} {p.probability:>7.2%} {examples:>13} {times:>9}")
+    over = sorted((p for p in passes if p.passes is not None and p.passes > limit), key=lambda p: -p.passes)
+    warning = None
+    if over:
+        warning = (f"{len(over)} corpus(es) drawn more than {limit:g} times per example: "
+                   + ", ".join(f"{p.name} ({p.passes:,.0f})" for p in over)
+                   + "; to draw them less, lower their weights in the data config (weights proportional to the "
+                     "corpora's examples give every corpus the same passes) or train fewer steps "
+                     "(docs/pipeline.md, 'Passes per corpus')")
+    return lines, warning

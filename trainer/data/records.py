@@ -88,7 +88,7 @@ def draw_chunk(corpus: CorpusStream, raw, draw_key, max_len: int | None):
 
     Returns per column (anchor, positive, negative) flat values, lengths and fingerprints; a format
     without negatives gets empty ones. u[:, 0..3] are per-record uniforms: first member / positive /
-    negative choice / swap coin."""
+    negative choice / swap coin; each positive (negative) of a record is drawn with equal chance."""
     fmt, name = corpus.format, corpus.name
     spec = {k: tf.io.RaggedFeature(v.dtype, row_splits_dtype=tf.int64) for k, v in record_schema.tf_feature_spec().items()}
     p = tf.io.parse_example(raw, spec)
@@ -105,20 +105,14 @@ def draw_chunk(corpus: CorpusStream, raw, draw_key, max_len: int | None):
     u = tf.random.stateless_uniform([n, 4], seed=draw_key, dtype=tf.float32)
     zero = tf.zeros([n], tf.int64)
     neg = None
-    if fmt.selection == "fixed":  # pair, triplet: texts 0, 1[, 2]
-        need = len(fmt.line_roles())
-        checks.append(tf.debugging.assert_greater_equal(
-            n_texts, tf.cast(need, tf.int64), message=f"corpus {name}: a {fmt.name} record has too few texts"))
-        anc, pos = zero, zero + 1
-        if fmt.has_negative:
-            neg = zero + 2
-    elif fmt.selection == "two_members":  # set: two distinct members
+    if fmt.selection == "two_members":  # set: two distinct members
         checks.append(tf.debugging.assert_greater_equal(
             n_texts, tf.constant(2, tf.int64), message=f"corpus {name}: a set record has fewer than 2 members"))
         anc = _pick(u[:, 0], n_texts)
         pos = _pick(u[:, 1], n_texts - 1)
         pos = pos + tf.cast(pos >= anc, tf.int64)
-    else:  # "drawn": [ANCHOR, POSITIVE..., NEGATIVE...], one positive[, one negative] drawn
+    else:  # [ANCHOR, POSITIVE..., NEGATIVE...], one positive[, one negative] drawn: a pair or triplet
+        # record from a list line has one of each (texts 0, 1[, 2]); from an object line, maybe more
         n_pos = tf.reduce_sum(tf.cast(roles == fmt.positive_role, tf.int64), axis=1)
         checks.append(tf.debugging.assert_positive(n_pos, message=f"corpus {name}: a {fmt.name} record has no positive"))
         anc = zero

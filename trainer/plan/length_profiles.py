@@ -193,6 +193,9 @@ def corpus_profiles(manifest: Any, data_config: str | None, model: str) -> list:
         return manifest_profiles(manifest)
     from pipeline.data_config import load_data_config
 
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return stated_profiles(load_data_config(data_config or os.path.join(root, "data_config.json")).corpora,
-                           model_prompt_counter(model))
+    return stated_profiles(load_data_config(data_config or shipped_data_config()).corpora, model_prompt_counter(model))
+
+
+def shipped_data_config() -> str:
+    """The path of the repository's data_config.json (the public corpora)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data_config.json")

@@ -10,6 +10,9 @@ length profiles (trainer/plan/length_profiles.py) through the packer's own place
   python -m trainer.plan.program_count --config=reference --devices=8 --steps=10000 [--manifest=out/data]
       [--pack_min_row_length=128 --pack_row_steps=2 ...any TrainConfig flag]
 
+It also prints how many times the whole run (--train_steps x --batch_size) draws each corpus's examples
+(trainer/data/corpus_schedule.py corpus_passes), warning above 20.
+
 Nothing is compiled and no device is needed (memory_plan imports jax but runs none of it).
 """
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from trainer.data.batching import bucket_length, effective_buckets
-from trainer.data.corpus_schedule import MIXED, CorpusSchedule
+from trainer.data.corpus_schedule import MIXED, CorpusPasses, CorpusSchedule, corpus_passes, passes_report
 from trainer.plan.length_profiles import CorpusProfile, sample_lengths
 from trainer.plan.memory_plan import ChunkPlan
 from trainer.data.packing import place_texts, row_bucket
@@ -314,7 +317,23 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(summary_lines(sim)))
     print("memory check shapes: " + ", ".join(f"{case} {s.label}" for case, s in memory_check_shapes(cfg, args.devices)))
     print(f"simulated in {took:.1f} s")
+    lines, warning = passes_report(run_passes(cfg, manifest, args.data_config), cfg.train_steps, cfg.batch_size)
+    print("\n".join(lines) + (f"\nwarning: {warning}" if warning else ""))
     return 0
+
+
+def run_passes(cfg, manifest, data_config: str | None) -> list[CorpusPasses]:
+    """Passes per corpus of the whole run (cfg.train_steps, not the simulated steps): over the manifest's
+    training examples, else the data config's expected_lines (default: the shipped data_config.json)."""
+    if manifest is not None:
+        corpora = [(c.name, c.weight, c.train_examples) for c in manifest.corpora]
+    else:
+        from pipeline.data_config import load_data_config
+        from trainer.plan.length_profiles import shipped_data_config
+
+        corpora = [(c.name, c.weight, c.expected_lines)
+                   for c in load_data_config(data_config or shipped_data_config()).corpora]
+    return corpus_passes(corpora, cfg.train_steps, cfg.batch_size)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """What a training run prepares before its first step: the compilation cache, the model, a copy of
-its source files in the workdir, and the check that the data was tokenized with its vocabulary."""
+its source files in the workdir, the check that the data was tokenized with its vocabulary, and the
+log of how many times the run draws each corpus's examples."""
 from __future__ import annotations
 
 import logging
@@ -12,6 +13,7 @@ from pipeline.manifest import Manifest
 from pipeline.tokenizing import vocab_fingerprint
 from pipeline.user_errors import UserError
 from trainer.config import TrainConfig
+from trainer.data.corpus_schedule import CorpusPasses, corpus_passes, passes_report
 from trainer.model.hf_loading import Pretrained, init_random, load_pretrained, read_hf_config, resolve_model_dir, tokenizer_files
 from trainer.train.matryoshka import check_dims
 from trainer.model.modeling import EncoderConfig
@@ -89,3 +91,15 @@ def check_tokenizer(manifest: Manifest, tokenizer) -> None:
         raise TokenizerMismatchError(
             f"the data was tokenized with {manifest.tokenizer.get('name')!r} whose vocabulary differs from "
             f"the model's; rerun beam_main.py with --tokenizer set to the model ({want[:12]} != {have[:12]})")
+
+
+def log_corpus_passes(cfg: TrainConfig, manifest: Manifest) -> list[CorpusPasses]:
+    """Logs, per corpus of the manifest, how many times train_steps x batch_size draws each of its
+    training examples on average, with a warning naming the corpora drawn more than 20 times."""
+    passes = corpus_passes([(c.name, c.weight, c.train_examples) for c in manifest.corpora], cfg.train_steps,
+                           cfg.batch_size)
+    lines, warning = passes_report(passes, cfg.train_steps, cfg.batch_size)
+    log.info("%s", "\n".join(lines))
+    if warning:
+        log.warning("%s", warning)
+    return passes

@@ -114,6 +114,7 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
     log.info("compilation cache: %s", cache_dir or "off")
 
     manifest = load_manifest(data_dir)
+    startup.log_corpus_passes(cfg, manifest)
     pretrained = startup.load_model(cfg)
     source_dir = startup.save_model_source(pretrained, workdir)
     tokenizer = load_tokenizer(pretrained.source_dir)
