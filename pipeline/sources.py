@@ -14,6 +14,8 @@ count) does not know where a line came from:
   events        (corpus, event name) for a source's own accounting (BEIR: documents read, qrels
                 naming a missing document, ...), counted into the manifest's `source` record
   rejected      rejected-record JSON lines of a source's own inputs (a bad document line, ...)
+  skipped       (corpus, {"file", "last_line", "cause"}) of files left out by --on_corrupt_file=skip
+                (pipeline/reading.py, pipeline/reddit.py); with the default, such a file fails the job
 """
 from __future__ import annotations
 
@@ -21,11 +23,10 @@ from typing import NamedTuple
 
 import apache_beam as beam
 
-from pipeline import hf_filesystem  # noqa: F401 (registers hf:// with Beam's FileSystems)
 from pipeline.data_config import PARQUET_SUFFIX, DataConfig
 from pipeline.lines import LineBatch
 from pipeline.parsing import row_line
-from pipeline.reading import LINE_COUNTS, ReadLineBatches
+from pipeline.reading import LINE_COUNTS, SKIPPED, ReadLineBatches
 
 
 class SourceOutputs(NamedTuple):
@@ -33,6 +34,7 @@ class SourceOutputs(NamedTuple):
     line_counts: list  # PCollections of (corpus, n)
     events: list  # PCollections of (corpus, event)
     rejected: list  # PCollections of rejected-record JSON strings
+    skipped: list  # PCollections of (corpus, {"file", "last_line", "cause"})
 
 
 class ParquetTablesToBatches(beam.DoFn):
@@ -46,7 +48,7 @@ class ParquetTablesToBatches(beam.DoFn):
         rows = table.to_pylist()
         for start in range(0, len(rows), self._batch_lines):
             chunk = rows[start:start + self._batch_lines]
-            yield LineBatch(self._corpus, path, 0, [row_line(r) for r in chunk], (), "")
+            yield LineBatch(self._corpus, path, 0, [row_line(r) for r in chunk], ())
         yield beam.pvalue.TaggedOutput(LINE_COUNTS, (self._corpus, len(rows)))
 
 
@@ -55,20 +57,21 @@ def _is_parquet(path: str) -> bool:
 
 
 def read_sources(p: beam.Pipeline, config: DataConfig, files: dict[str, list[str]], batch_lines: int,
-                 max_line_bytes: int) -> SourceOutputs:
+                 max_line_bytes: int, on_corrupt_file: str = "fail") -> SourceOutputs:
     from pipeline import beir, reddit
     from pipeline.reddit_filters import RedditOptions
 
-    out = SourceOutputs([], [], [], [])
+    out = SourceOutputs([], [], [], [], [])
     json_files = [(c.name, f) for c in config.corpora if c.input_format == "lines"
                   for f in files[c.name] if not _is_parquet(f)]
     if json_files:
         read = (p
                 | "Files" >> beam.Create(json_files, reshuffle=False)
-                | "ReadLines" >> beam.ParDo(ReadLineBatches(batch_lines, max_line_bytes)).with_outputs(
-                    LINE_COUNTS, main="batches"))
+                | "ReadLines" >> beam.ParDo(ReadLineBatches(batch_lines, max_line_bytes, on_corrupt_file)).with_outputs(
+                    LINE_COUNTS, SKIPPED, main="batches"))
         out.batches.append(read.batches)
         out.line_counts.append(read[LINE_COUNTS])
+        out.skipped.append(read[SKIPPED])
     for c in config.corpora:
         parquet = [f for f in files[c.name] if _is_parquet(f)] if c.input_format == "lines" else []
         if parquet:
@@ -90,13 +93,22 @@ def read_sources(p: beam.Pipeline, config: DataConfig, files: dict[str, list[str
                 out.rejected.append(got.rejected)
         if c.input_format == "reddit_comments":
             got = p | f"Reddit/{c.name}" >> reddit.RedditPairs(c.name, files[c.name], RedditOptions(**c.reddit_options),
-                                                                batch_lines)
+                                                                batch_lines, on_corrupt_file)
             out.batches.append(got.batches)
             out.line_counts.append(got.batches | f"Reddit/{c.name}/CountLines" >> beam.Map(
                 lambda b: (b.corpus, len(b.lines))))
             out.events.append(got.events | f"Reddit/{c.name}/Keyed" >> beam.Map(lambda e, name=c.name: (name, e)))
             out.rejected.append(got.rejected)
+            out.skipped.append(got.skipped)
     return out
+
+
+def source_rejected(input_format: str, counts: dict) -> dict[str, int]:
+    """reason -> input lines of a joined source written to `rejected/` that its corpus's rejected
+    total counts (Reddit's bad comment lines; a BEIR set's bad lines are in its `source` record only)."""
+    from pipeline import reddit
+
+    return reddit.rejected_counts(counts) if input_format == "reddit_comments" else {}
 
 
 def check_source_counts(input_format: str, counts: dict) -> list[str]:
