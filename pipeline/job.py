@@ -187,7 +187,14 @@ def run(argv=None) -> int:
     line on stderr and exit status 2, before any work."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:  # Beam logs a failed DoFn's traceback: ours is one line
+        handler.addFilter(_no_job_failure_traceback)
     return run_cli(options_lib.program_name(), _run, argv)
+
+
+def _no_job_failure_traceback(record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (record.name.startswith("apache_beam") and exc is not None and find_job_failure(exc))
 
 
 def _run(argv) -> int:

@@ -49,11 +49,16 @@ def find_job_failure(e: BaseException) -> str | None:
             continue
         seen.add(id(x))
         if isinstance(x, JobFailure):
-            return str(x)
+            return _without_step(str(x))
         todo.extend(a for a in (x.__cause__, x.__context__, *x.args) if isinstance(a, BaseException))
     names = "|".join(map(re.escape, job_failure_names()))
     found = re.findall(rf"\b(?:{names}): ([^\n]+)", str(e))
-    return found[-1].strip() if found else None
+    return _without_step(found[-1]) if found else None
+
+
+def _without_step(message: str) -> str:
+    """Beam appends " [while running 'STEP']" to an exception's first argument: the user needs the file."""
+    return re.sub(r" \[while running '[^']*'\]", "", message).strip()
 
 
 class ArgumentParser(argparse.ArgumentParser):

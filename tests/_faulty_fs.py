@@ -1,10 +1,10 @@
-"""A file system that fails on purpose: `faulty:///abs/path` is the local file /abs/path, read through
+"""A file system that fails on purpose: `faulty://abs/path` is the local file /abs/path, read through
 Beam's FileSystems (the job's workers) with injected read faults, and through fsspec (the launcher's
 listing and start-up check) without them.
 
 The faults are set per file name in `<state dir>/spec.json` ({name: {"nth_read": N, "times": T}}):
-the N-th read() or readline() of the file's raw bytes raises OSError("injected fault ..."), the first T times
-(T = 0: every time). The state dir is `$FAULTY_FS_STATE`, so worker processes share it; each
+the N-th read() or readline() of the file's raw bytes raises OSError("injected fault ..."), the first T times;
+T = 0: from then on every read of the file fails (a file that became unreadable). The state dir is `$FAULTY_FS_STATE`, so worker processes share it; each
 injected fault is one line in `<state dir>/injected.log`, which tests count.
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ STATE_ENV = "FAULTY_FS_STATE"
 
 
 def url(path: str) -> str:
-    return f"{SCHEME}://{os.path.abspath(path)}"
+    """`faulty://tmp/x` for /tmp/x: the form pipeline/storage.py's listing gives back."""
+    return f"{SCHEME}://{os.path.abspath(path).lstrip('/')}"
 
 
 def _local(path: str) -> str:
@@ -59,9 +60,10 @@ class _FaultyReader:
     def _tick(self):
         """Counts a read (read() or readline()); the rule's one raises."""
         self._reads += 1
-        if self._reads == self._rule["nth_read"]:
-            times = self._rule.get("times", 1)
-            if times == 0 or len([x for x in injected(self._state) if x == self._name]) < times:
+        times = self._rule.get("times", 1)
+        done = len([x for x in injected(self._state) if x == self._name])
+        if (times == 0 and done) or self._reads == self._rule["nth_read"]:
+            if times == 0 or done < times:
                 with open(os.path.join(self._state, "injected.log"), "a") as log:
                     log.write(self._name + "\n")
                 raise OSError(f"injected fault at read {self._reads} of {self._name}")
