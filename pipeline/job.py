@@ -28,7 +28,7 @@ import sys
 import apache_beam as beam
 from apache_beam.runners.runner import PipelineState
 
-from pipeline import format_check, processing, splitting, stats, tokenizing, writing
+from pipeline import format_check, hf_filesystem, processing, splitting, stats, tokenizing, writing
 from pipeline import manifest as manifest_lib
 from pipeline import options as options_lib
 from pipeline.data_config import DataConfig, LeftOut, load_data_config, resolve_corpora
@@ -70,9 +70,10 @@ class WriteManifest(beam.DoFn):
     """Runs once, after every write is finalised (its side inputs force that order)."""
 
     def __init__(self, config: DataConfig, files: dict, tokenizer: dict, opts: options_lib.JobOptions,
-                 left_out: list[LeftOut] = ()):
+                 left_out: list[LeftOut] = (), hf_revisions: dict | None = None):
         self._config, self._files, self._tokenizer, self._opts = config, files, tokenizer, opts
         self._left_out = list(left_out)
+        self._hf_revisions = dict(hf_revisions or {})
 
     def process(self, _, combined_stats, line_counts, events, written_files, skipped_files):
         opts = self._opts
@@ -106,12 +107,12 @@ class WriteManifest(beam.DoFn):
         manifest = manifest_lib.build_manifest(entries, self._tokenizer, opts.max_seq_length, opts.validation_fraction,
                                                prompts=self._config.prompts,
                                                default_prompt_name=self._config.default_prompt_name,
-                                               left_out=self._left_out)
+                                               left_out=self._left_out, hf_revisions=self._hf_revisions)
         yield manifest_lib.write_manifest(opts.output_dir, manifest)
 
 
 def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_json: str, tokenizer_info: dict,
-                   opts: options_lib.JobOptions, left_out: list[LeftOut] = ()):
+                   opts: options_lib.JobOptions, left_out: list[LeftOut] = (), hf_revisions: dict | None = None):
     join = beam.io.filesystems.FileSystems.join
     tags = [processing.output_tag(c.name, s) for c in config.corpora for s in splitting.SPLITS]
     sources = read_sources(p, config, files, opts.batch_lines, opts.max_line_bytes, opts.on_corrupt_file)
@@ -147,7 +148,7 @@ def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_
     return (
         p
         | "ManifestTrigger" >> beam.Create([None])
-        | "WriteManifest" >> beam.ParDo(WriteManifest(config, files, tokenizer_info, opts, left_out),
+        | "WriteManifest" >> beam.ParDo(WriteManifest(config, files, tokenizer_info, opts, left_out, hf_revisions),
                                         beam.pvalue.AsDict(combined), beam.pvalue.AsDict(line_counts),
                                         beam.pvalue.AsDict(events), beam.pvalue.AsList(all_written),
                                         beam.pvalue.AsList(skipped))
@@ -173,13 +174,14 @@ def prepare(argv):
                                               opts.input_root, opts.skip_missing_corpora)
     if left_out:
         log.warning("%s", manifest_lib.left_out_summary(left_out, config))
+    files, hf_revisions = hf_filesystem.pin_revisions(files)  # every worker reads the same commit
     if opts.format_check:
         format_check.check_before_start(config, files)
     writing.prepare_output_dir(opts.output_dir, opts.overwrite)
     tok = tokenizing.load_hf_tokenizer(opts.tokenizer)
     info = tokenizing.describe(tok, opts.tokenizer).to_json()
     tokenizer_json = tokenizing.save_for_workers(tok, opts.output_dir)
-    return opts, pipeline, config, files, tokenizer_json, info, left_out
+    return opts, pipeline, config, files, tokenizer_json, info, left_out, hf_revisions
 
 
 def run(argv=None) -> int:
@@ -198,9 +200,9 @@ def _no_job_failure_traceback(record: logging.LogRecord) -> bool:
 
 
 def _run(argv) -> int:
-    opts, p, config, files, tokenizer_json, info, left_out = prepare(argv)
+    opts, p, config, files, tokenizer_json, info, left_out, hf_revisions = prepare(argv)
     log.info("%d corpora, %d files -> %s", len(config.corpora), sum(map(len, files.values())), opts.output_dir)
-    build_pipeline(p, config, files, tokenizer_json, info, opts, left_out)
+    build_pipeline(p, config, files, tokenizer_json, info, opts, left_out, hf_revisions)
     prog = options_lib.program_name()
     try:
         state = p.run().wait_until_finish()

@@ -91,7 +91,7 @@ def left_out_entry(left_out, entries: list[dict]) -> dict[str, Any]:
 
 def build_manifest(entries: list[dict], tokenizer: dict, max_seq_length: int, validation_fraction: float,
                    created: str | None = None, prompts: dict[str, str] | None = None,
-                   default_prompt_name: str | None = None, left_out=()) -> dict[str, Any]:
+                   default_prompt_name: str | None = None, left_out=(), hf_revisions=None) -> dict[str, Any]:
     totals = {k: sum(e[k] for e in entries) for k in ("lines_read", "train_examples", "validation_examples")}
     totals["rejected"] = sum(e["rejected"]["total"] for e in entries)
     totals["skipped_files"] = sum(len(e.get("skipped_files", ())) for e in entries)
@@ -110,6 +110,9 @@ def build_manifest(entries: list[dict], tokenizer: dict, max_seq_length: int, va
         "corpora": entries,
         # Corpora of the data config that this run left out (--skip_missing_corpora); empty: none.
         "left_out": left_out_entry(left_out, entries) if left_out else {},
+        # hf:// repositories as the data config named them ("hf://datasets/O/N[@REVISION]") -> the
+        # commit every file was read at (pipeline/hf_filesystem.py); empty: no hf:// input.
+        "hf_revisions": dict(hf_revisions or {}),
         "totals": totals,
     }
 
