@@ -17,7 +17,7 @@ from pipeline.record_schema import FORMATS, RECORD_FORMATS
 from pipeline.user_errors import UserError
 
 _CORPUS_FIELDS = {"name", "files", "record_format", "weight", "expected_lines", "symmetric", "description", "prompts",
-                  "fields", "input_format", "qrels_split", "reddit_options"}
+                  "fields", "input_format", "qrels_split", "reddit_options", "file_bytes"}
 # How a corpus's files are read (pipeline/sources.py): "lines", one record per JSON line (.jsonl,
 # .jsonl.gz) or Parquet row (.parquet); "beir", BEIR-format directories (corpus.jsonl, queries.jsonl,
 # qrels/<qrels_split>.tsv) joined into one `query` record per query; "reddit_comments", Reddit comment
@@ -64,6 +64,9 @@ class CorpusConfig:
     qrels_split: str = "train"  # beir: the qrels file whose judgements become training records
     # reddit_comments: pipeline/reddit_filters.RedditOptions fields (PolyAI's filters and split by default).
     reddit_options: dict = dataclasses.field(default_factory=dict, hash=False)
+    # Optional: file name (the last part of a matched path) -> its size in bytes as published; the
+    # launcher compares them before the job starts (check_file_sizes), a cheap catch of a short copy.
+    file_bytes: dict[str, int] = dataclasses.field(default_factory=dict, hash=False)
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -76,6 +79,8 @@ class CorpusConfig:
             del d["qrels_split"]
         if not self.reddit_options:
             del d["reddit_options"]
+        if not self.file_bytes:
+            del d["file_bytes"]
         return d
 
     @property
@@ -254,8 +259,13 @@ def _parse_corpus(i: int, raw: Any, prompt_table: dict[str, str]) -> CorpusConfi
             raise _err(where, f"field 'reddit_options': {e}") from None
     elif "reddit_options" in raw:
         raise _err(where, "field 'reddit_options' applies to input_format 'reddit_comments' only")
+    file_bytes = raw.get("file_bytes", {})
+    if not isinstance(file_bytes, dict) or not all(
+            isinstance(k, str) and k and "/" not in k and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            for k, v in file_bytes.items()):
+        raise _err(where, "field 'file_bytes' must map file names (no '/') to sizes in bytes (non-negative integers)")
     return CorpusConfig(name, tuple(files), record_format, float(weight), expected, symmetric, description, prompts,
-                        dict(fields), input_format, qrels_split, dict(reddit_options))
+                        dict(fields), input_format, qrels_split, dict(reddit_options), dict(file_bytes))
 
 
 def parse_data_config(raw: Any) -> DataConfig:
@@ -366,3 +376,22 @@ def resolve_corpora(config: DataConfig, input_root: str | None, skip_missing: bo
                               f"({input_root}); left out: {', '.join(lo.name for lo in left_out)}")
     kept = dataclasses.replace(config, corpora=tuple(c for c in config.corpora if c.name in files))
     return kept, files, left_out
+
+
+def check_file_sizes(config: DataConfig, files: dict[str, list[str]]) -> None:
+    """Compares each file a corpus's `file_bytes` names with its size (one metadata lookup per named
+    file, no read); one DataConfigError names every difference, and a name that matches none of
+    the corpus's files."""
+    problems = []
+    for c in config.corpora:
+        by_name = {storage.basename(f): f for f in files.get(c.name, ())}
+        for name, expected in sorted(c.file_bytes.items()):
+            if name not in by_name:
+                problems.append(f"corpus {c.name!r}: file_bytes names {name!r}, which none of its files is")
+                continue
+            size = storage.size(by_name[name])
+            if size != expected:
+                problems.append(f"corpus {c.name!r}: {by_name[name]} is {size} bytes, the data config says {expected}")
+    if problems:
+        raise DataConfigError(f"data config: {len(problems)} file size(s) differ (field 'file_bytes'): "
+                              f"{'; '.join(problems)}; an incomplete copy? Fetch it again or correct file_bytes")

@@ -31,7 +31,7 @@ from apache_beam.runners.runner import PipelineState
 from pipeline import format_check, hf_filesystem, processing, splitting, stats, tokenizing, writing
 from pipeline import manifest as manifest_lib
 from pipeline import options as options_lib
-from pipeline.data_config import DataConfig, LeftOut, load_data_config, resolve_corpora
+from pipeline.data_config import DataConfig, LeftOut, check_file_sizes, load_data_config, resolve_corpora
 from pipeline.sources import check_source_counts, read_sources, source_rejected
 from pipeline.user_errors import EXIT_JOB_FAILURE, JobFailure, find_job_failure, run_cli
 
@@ -174,6 +174,7 @@ def prepare(argv):
                                               opts.input_root, opts.skip_missing_corpora)
     if left_out:
         log.warning("%s", manifest_lib.left_out_summary(left_out, config))
+    check_file_sizes(config, files)
     files, hf_revisions = hf_filesystem.pin_revisions(files)  # every worker reads the same commit
     if opts.format_check:
         format_check.check_before_start(config, files)
