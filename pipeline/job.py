@@ -33,7 +33,7 @@ from pipeline import manifest as manifest_lib
 from pipeline import options as options_lib
 from pipeline.data_config import DataConfig, LeftOut, check_file_sizes, load_data_config, resolve_corpora
 from pipeline.sources import check_source_counts, read_sources, source_rejected
-from pipeline.user_errors import EXIT_JOB_FAILURE, JobFailure, find_job_failure, run_cli
+from pipeline.user_errors import EXIT_JOB_FAILURE, JobFailure, find_job_failure, job_failure_in_text, run_cli
 
 log = logging.getLogger("beam_main")
 
@@ -196,8 +196,12 @@ def run(argv=None) -> int:
 
 
 def _no_job_failure_traceback(record: logging.LogRecord) -> bool:
+    """Drops Beam's error records of a JobFailure (with its traceback, or a worker process's relayed
+    as text): the launcher prints it as one line."""
+    if not record.name.startswith("apache_beam") or record.levelno < logging.ERROR:
+        return True
     exc = record.exc_info[1] if record.exc_info else None
-    return not (record.name.startswith("apache_beam") and exc is not None and find_job_failure(exc))
+    return not ((exc is not None and find_job_failure(exc)) or job_failure_in_text(record.getMessage()))
 
 
 def _run(argv) -> int:

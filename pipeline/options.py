@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "manifest's skipped_files and the closing log line")
     p.add_argument("--expected_lines_tolerance", type=float, default=0.0,
                    help="a fraction: a corpus whose lines read differ from its data config's expected_lines by "
-                        "more than this share of expected_lines fails the job at the end (default 0: exactly)")
+                        "more than this share of expected_lines fails the job at the end (default 0: exactly; 1 accepts "
+                        "anything up to twice the count, e.g. small stand-in files)")
     return p
 
 
@@ -113,8 +114,8 @@ def parse_args(argv: list[str] | None) -> tuple[JobOptions, list[str]]:
     if args.batch_lines < 1 or args.max_line_bytes < 1 or args.train_shards < 0 or args.records_per_shard < 1:
         raise OptionsError("--batch_lines, --max_line_bytes and --records_per_shard must be positive, "
                            "--train_shards non-negative")
-    if not 0.0 <= args.expected_lines_tolerance < 1.0:
-        raise OptionsError(f"--expected_lines_tolerance is a fraction of expected_lines in [0, 1), "
+    if not 0.0 <= args.expected_lines_tolerance < float("inf"):
+        raise OptionsError(f"--expected_lines_tolerance is a non-negative fraction of expected_lines, "
                            f"got {args.expected_lines_tolerance}")
     corpora = tuple(n.strip() for n in args.corpora.split(",") if n.strip())
     return JobOptions(data_config, input_root, output_dir, args.tokenizer, args.max_seq_length, corpora,

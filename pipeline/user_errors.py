@@ -51,8 +51,13 @@ def find_job_failure(e: BaseException) -> str | None:
         if isinstance(x, JobFailure):
             return _without_step(str(x))
         todo.extend(a for a in (x.__cause__, x.__context__, *x.args) if isinstance(a, BaseException))
+    return job_failure_in_text(str(e))
+
+
+def job_failure_in_text(text: str) -> str | None:
+    """The message of the last `SomeFailure: message` line (a JobFailure type's name) in `text`."""
     names = "|".join(map(re.escape, job_failure_names()))
-    found = re.findall(rf"\b(?:{names}): ([^\n]+)", str(e))
+    found = re.findall(rf"\b(?:{names}): ([^\n]+)", text)
     return _without_step(found[-1]) if found else None
 
 

@@ -71,8 +71,8 @@ def test_expected_lines_are_enforced_within_the_tolerance(tmp_path):
     assert m["corpora"][0]["skipped_files"] == [skipped[0][1]] and m["totals"]["skipped_files"] == 1
     with pytest.raises(SystemExit):
         options.parse_args(["--on_corrupt_file=ignore"])
-    with pytest.raises(options.OptionsError, match="fraction"):
-        options.parse_args(["--expected_lines_tolerance=2"])
+    with pytest.raises(options.OptionsError, match="non-negative fraction"):
+        options.parse_args(["--expected_lines_tolerance=-0.1"])
 
 
 # ---------------------------------------------------------------------------------------------------
