@@ -97,7 +97,7 @@ def test_a_fault_that_persists_raises_naming_file_line_and_cause(corpus, tmp_pat
     with pytest.raises(FileReadFailed) as e:
         _read(path, retry=NO_WAIT)
     assert len(_faulty_fs.injected(state)) == 3 and e.value.attempts == 3
-    assert 0 < e.value.last_line < N_LINES and "OSError: injected fault at read 4" in e.value.cause
+    assert 0 < e.value.last_line < N_LINES and e.value.cause.startswith("OSError: injected fault at read")
     assert str(e.value).startswith(f"cannot read {path} (after line {e.value.last_line}, 3 attempt(s)): OSError")
 
 
