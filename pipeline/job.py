@@ -8,6 +8,8 @@
      +-> lines per source -> CombinePerKey(sum) --------------------------------------+
      +-> source events (BEIR accounting) -> Count.PerElement -------------------------+
   manifest.json <- WriteManifest (side inputs: stats, counts, every write's finalised files) <--+
+  (and the files --on_corrupt_file=skip left out: a side input of Process, which drops their batches,
+  and of WriteManifest, which records them)
 
 WriteManifest runs once, after everything else; it refuses (fails the job) when the lines counted
 by the reader differ from the lines the processing step accounted for, and when a corpus of files
