@@ -239,7 +239,7 @@ class ReadBeir(beam.PTransform):
         directory = self._dir
         batches = (records.main
                    | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_lines)
-                   | "ToLineBatch" >> beam.Map(lambda lines: LineBatch(corpus, directory, 0, list(lines), (), "")))
+                   | "ToLineBatch" >> beam.Map(lambda lines: LineBatch(corpus, directory, 0, list(lines), ())))
         line_counts = batches | "CountLines" >> beam.Map(lambda b: (b.corpus, len(b.lines)))
         events = ((docs[EVENT], queries[EVENT], qrels[EVENT], joined_docs[EVENT], records[EVENT])
                   | "Events" >> beam.Flatten())

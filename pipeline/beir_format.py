@@ -14,6 +14,7 @@ class BeirDirectories(InputFormat):
     # qrels_split: the qrels file whose judgements become training records.
     options = {"qrels_split": "train"}
     reads_files = False
+    counts_input_lines = False
 
     def parse_options(self, options, record_format, fields, files):
         if record_format != "query" or fields:
@@ -27,13 +28,13 @@ class BeirDirectories(InputFormat):
     def find(self, path):
         return [storage.dirname(f) for f in storage.glob(storage.join(path, CORPUS_FILE))]
 
-    def read(self, p, corpus, files, batch_lines, max_line_bytes) -> SourceOutputs:
+    def read(self, p, corpus, files, settings) -> SourceOutputs:
         from pipeline.beir import ReadBeir
 
-        out = SourceOutputs([], [], [], [])
+        out = SourceOutputs([], [], [], [], [])
         for i, directory in enumerate(files):
             got = p | f"Beir/{corpus.name}/{i}" >> ReadBeir(corpus.name, directory, corpus.options["qrels_split"],
-                                                             batch_lines)
+                                                             settings.batch_lines)
             out.batches.append(got.batches)
             out.line_counts.append(got.line_counts)
             out.events.append(got.events)

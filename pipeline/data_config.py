@@ -17,7 +17,7 @@ from pipeline.record_schema import FORMATS, RECORD_FORMATS
 from pipeline.user_errors import UserError
 
 _CORPUS_FIELDS = {"name", "files", "record_format", "weight", "expected_lines", "symmetric", "description", "prompts",
-                  "fields", "input_format"}
+                  "fields", "input_format", "file_bytes"}
 # How a corpus's files are read: a name in pipeline/input_formats.py's registry ("lines": one record
 # per JSON line or Parquet row; "beir": BEIR-format directories; "reddit_comments": Reddit comment
 # dumps paired by thread). A format may own further corpus fields (its `options`, e.g. qrels_split).
@@ -59,6 +59,9 @@ class CorpusConfig:
     # The corpus fields its input format owns, defaults filled in (beir: qrels_split; reddit_comments:
     # reddit_options), as that format's parse_options left them.
     options: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+    # Optional: file name (the last part of a matched path) -> its size in bytes as published; the
+    # launcher compares them before the job starts (check_file_sizes), a cheap catch of a short copy.
+    file_bytes: dict[str, int] = dataclasses.field(default_factory=dict, hash=False)
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -68,6 +71,8 @@ class CorpusConfig:
             if d[key] == default:
                 del d[key]
         d.update(d.pop("options"))
+        if not self.file_bytes:
+            del d["file_bytes"]
         return d
 
     @property
@@ -233,8 +238,13 @@ def _parse_corpus(i: int, raw: Any, prompt_table: dict[str, str]) -> CorpusConfi
         options, fields = reader.parse_options(options, record_format, dict(fields), files)
     except ValueError as e:
         raise _err(where, str(e)) from None
+    file_bytes = raw.get("file_bytes", {})
+    if not isinstance(file_bytes, dict) or not all(
+            isinstance(k, str) and k and "/" not in k and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            for k, v in file_bytes.items()):
+        raise _err(where, "field 'file_bytes' must map file names (no '/') to sizes in bytes (non-negative integers)")
     return CorpusConfig(name, tuple(files), record_format, float(weight), expected, symmetric, description, prompts,
-                        dict(fields), input_format, dict(options))
+                        dict(fields), input_format, dict(options), dict(file_bytes))
 
 
 def parse_data_config(raw: Any) -> DataConfig:
@@ -342,3 +352,22 @@ def resolve_corpora(config: DataConfig, input_root: str | None, skip_missing: bo
                               f"({input_root}); left out: {', '.join(lo.name for lo in left_out)}")
     kept = dataclasses.replace(config, corpora=tuple(c for c in config.corpora if c.name in files))
     return kept, files, left_out
+
+
+def check_file_sizes(config: DataConfig, files: dict[str, list[str]]) -> None:
+    """Compares each file a corpus's `file_bytes` names with its size (one metadata lookup per named
+    file, no read); one DataConfigError names every difference, and a name that matches none of
+    the corpus's files."""
+    problems = []
+    for c in config.corpora:
+        by_name = {storage.basename(f): f for f in files.get(c.name, ())}
+        for name, expected in sorted(c.file_bytes.items()):
+            if name not in by_name:
+                problems.append(f"corpus {c.name!r}: file_bytes names {name!r}, which none of its files is")
+                continue
+            size = storage.size(by_name[name])
+            if size != expected:
+                problems.append(f"corpus {c.name!r}: {by_name[name]} is {size} bytes, the data config says {expected}")
+    if problems:
+        raise DataConfigError(f"data config: {len(problems)} file size(s) differ (field 'file_bytes'): "
+                              f"{'; '.join(problems)}; an incomplete copy? Fetch it again or correct file_bytes")

@@ -2,9 +2,15 @@
 
 Beam's IOs (our line reader, ReadFromText, the Parquet IO) open files through Beam's `FileSystems`,
 which knows local paths and gs:// but not hf://. Beam finds FileSystem subclasses by their
-`scheme()` once the defining module is imported; every module of the job that opens a file imports
-this one, so launchers and workers alike resolve `hf://datasets/OWNER/NAME/PATH` (public datasets need
-no token; HF_TOKEN is read by huggingface_hub as usual). Writing to the Hub is not supported.
+`scheme()` once the defining module is imported; every module of the job that opens a file
+(pipeline/reading.py, reddit.py, beir.py) imports this one, so launchers and workers alike resolve
+`hf://datasets/OWNER/NAME/PATH` (public datasets need no token; HF_TOKEN is read by huggingface_hub as
+usual). Writing to the Hub is not supported.
+
+`hf://datasets/OWNER/NAME@REVISION/PATH` reads that revision (a branch, tag or commit). The launcher
+pins every hf:// file to the commit its revision names when the job starts (`pin_revisions`), so all
+workers of a long job read one commit even if the repository moves meanwhile; the manifest records
+the pins (`hf_revisions`) and the pinned paths.
 """
 from __future__ import annotations
 
@@ -86,3 +92,38 @@ class HuggingFaceFileSystem(FileSystem):
         raise BeamIOError("hf:// is read-only in this job: write outputs to a local or gs:// directory")
 
     create = mkdirs = copy = rename = delete = _read_only
+
+
+def pin_revisions(files: dict[str, list[str]]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """(files with each hf:// path's revision replaced by its commit, {"hf://REPO[@REVISION]": commit});
+    other paths unchanged. One lookup per repository and revision; a failure is a UserError naming
+    the path."""
+    if not any(p.startswith(f"{SCHEME}://") for paths in files.values() for p in paths):
+        return files, {}
+    from huggingface_hub import HfApi, constants
+
+    from pipeline.user_errors import UserError
+
+    fs = _fs()
+    commits: dict[tuple, str] = {}
+    pins: dict[str, str] = {}
+    out: dict[str, list[str]] = {}
+    for name, paths in files.items():
+        out[name] = []
+        for path in paths:
+            if not path.startswith(f"{SCHEME}://"):
+                out[name].append(path)
+                continue
+            try:
+                r = fs.resolve_path(_strip(path))
+                key = (r.repo_type, r.repo_id, r.revision)
+                if key not in commits:
+                    commits[key] = HfApi(endpoint=fs.endpoint).repo_info(r.repo_id, revision=r.revision,
+                                                                       repo_type=r.repo_type).sha
+            except Exception as e:  # noqa: BLE001 (the HTTP client's errors are not OSErrors)
+                raise UserError(f"corpus {name!r}: cannot resolve the revision of {path}: "
+                                f"{type(e).__name__}: {str(e)[:300]}") from None
+            pins[f"{SCHEME}://{r.root}"] = commits[key]  # as the user wrote it: repository[@revision]
+            repo = f"{SCHEME}://{constants.REPO_TYPES_URL_PREFIXES.get(r.repo_type, '')}{r.repo_id}"
+            out[name].append(f"{repo}@{commits[key]}" + (f"/{r.path_in_repo}" if r.path_in_repo else ""))
+    return out, pins

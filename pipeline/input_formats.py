@@ -9,6 +9,8 @@ does that depends on the format goes through the format's entry, an `InputFormat
   find()              what a resolved file pattern names (files; BEIR: the directories holding a set)
   read()              the Beam transform that reads the files into SourceOutputs (below)
   check_counts()      the identities its source events must satisfy (checked before the manifest is written)
+  source_rejected()   its own rejected input lines, by reason, that count in the corpus's rejected total
+  counts_input_lines  whether the lines it emits are the files' lines (then expected_lines is enforced)
   check_before_start()  the launcher's start-up check (default: the first lines of each file parsed)
   sample_rejections() how a sample line is judged by that check and by `python -m pipeline.inspect_files`
   recognise()         `inspect`'s note when a file's sample holds this format's records (and then
@@ -43,6 +45,17 @@ class SourceOutputs(NamedTuple):
     line_counts: list  # PCollections of (corpus, n): lines emitted, counted before the shuffle
     events: list  # PCollections of (corpus, event name) of the format's own accounting
     rejected: list  # PCollections of rejected-record JSON strings of the format's own inputs
+    # PCollections of (corpus, {"file", "last_line", "cause"}): files left out whole under
+    # --on_corrupt_file=skip (pipeline/reading.py skipped_entry); their batches are dropped downstream.
+    skipped: list
+
+
+class ReadSettings(NamedTuple):
+    """The job's reading flags (pipeline/options.py), as every format's read() gets them."""
+
+    batch_lines: int  # lines per LineBatch
+    max_line_bytes: int  # a longer line is a rejected record (line_too_long), never held whole
+    on_corrupt_file: str = "fail"  # "fail": a file that cannot be read fails the job; "skip": left out whole
 
 
 class InputFormat:
@@ -52,6 +65,9 @@ class InputFormat:
     options: dict[str, Any] = {}
     # Whether `find` names files that `python -m pipeline.inspect_files` can sample (BEIR names directories).
     reads_files: bool = True
+    # Whether the lines read() emits are its files' lines, so that a corpus's expected_lines is checked
+    # against them (False where the job builds the records: BEIR's queries, Reddit's pairs).
+    counts_input_lines: bool = True
 
     def parse_options(self, options: dict[str, Any], record_format: str, fields: dict[str, str], files: list[str]
                       ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -68,12 +84,17 @@ class InputFormat:
 
         return storage.glob(path)
 
-    def read(self, p, corpus, files: list[str], batch_lines: int, max_line_bytes: int) -> SourceOutputs:
+    def read(self, p, corpus, files: list[str], settings: ReadSettings) -> SourceOutputs:
         raise NotImplementedError(f"input format {self.name!r} does not implement read()")
 
     def check_counts(self, counts: dict[str, int]) -> list[str]:
         """The identities of the format's source events that do not hold (empty: all hold)."""
         return []
+
+    def source_rejected(self, counts: dict[str, int]) -> dict[str, int]:
+        """reason -> the format's own input lines written to `rejected/` that its corpus's rejected total
+        counts (from its event counts; default none)."""
+        return {}
 
     @property
     def has_events(self) -> bool:

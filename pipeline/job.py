@@ -8,9 +8,15 @@
      +-> lines per source -> CombinePerKey(sum) --------------------------------------+
      +-> source events (BEIR accounting) -> Count.PerElement -------------------------+
   manifest.json <- WriteManifest (side inputs: stats, counts, every write's finalised files) <--+
+  (and the files --on_corrupt_file=skip left out: a side input of Process, which drops their batches,
+  and of WriteManifest, which records them)
 
 WriteManifest runs once, after everything else; it refuses (fails the job) when the lines counted
-by the reader differ from the lines the processing step accounted for.
+by the reader differ from the lines the processing step accounted for, and when a corpus of files
+read line by line (input_format "lines") read another number of lines than its data config's
+`expected_lines` (within --expected_lines_tolerance, a fraction of it). A file that cannot be read
+fails the job (pipeline/lines.py) or, with --on_corrupt_file=skip, is left out whole and recorded.
+A failure of either kind reaches the launcher as one line, exit status 1.
 
 Everything that can be wrong with the configuration (data config, files, output directory,
 tokenizer, flags) is checked on the launcher before the pipeline starts.
@@ -24,12 +30,12 @@ import sys
 import apache_beam as beam
 from apache_beam.runners.runner import PipelineState
 
-from pipeline import format_check, processing, splitting, stats, tokenizing, writing
+from pipeline import format_check, hf_filesystem, processing, splitting, stats, tokenizing, writing
 from pipeline import manifest as manifest_lib
 from pipeline import options as options_lib
-from pipeline.data_config import DataConfig, LeftOut, load_data_config, resolve_corpora
+from pipeline.data_config import DataConfig, LeftOut, check_file_sizes, load_data_config, resolve_corpora
 from pipeline.sources import check_source_counts, read_sources
-from pipeline.user_errors import run_cli
+from pipeline.user_errors import EXIT_JOB_FAILURE, JobFailure, find_job_failure, job_failure_in_text, run_cli
 
 log = logging.getLogger("beam_main")
 
@@ -44,15 +50,34 @@ def train_shards(corpus, opts: options_lib.JobOptions) -> int:
     return 0  # runner decides
 
 
+class CountMismatch(JobFailure):
+    """A corpus whose lines read differ from its data config's expected_lines."""
+
+
+def check_expected_lines(corpus, read: int, tolerance: float) -> None:
+    """Raises CountMismatch when `read` is further from corpus.expected_lines than tolerance (a
+    fraction of expected_lines) allows. Only corpora read line by line: a joined source's records
+    (Reddit's pairs, BEIR's queries) are built by the job, and expected_lines only sizes their shards."""
+    expected = corpus.expected_lines
+    if expected is None or not corpus.reader.counts_input_lines:
+        return
+    if abs(read - expected) > tolerance * expected:
+        within = f" (more than --expected_lines_tolerance={tolerance:g} of it)" if tolerance else ""
+        raise CountMismatch(f"corpus {corpus.name!r}: expected {expected} lines (data config expected_lines) but "
+                            f"read {read}{within}; no manifest was written: check the files (an incomplete "
+                            "copy?) or the data config, or allow a difference with --expected_lines_tolerance")
+
+
 class WriteManifest(beam.DoFn):
     """Runs once, after every write is finalised (its side inputs force that order)."""
 
     def __init__(self, config: DataConfig, files: dict, tokenizer: dict, opts: options_lib.JobOptions,
-                 left_out: list[LeftOut] = ()):
+                 left_out: list[LeftOut] = (), hf_revisions: dict | None = None):
         self._config, self._files, self._tokenizer, self._opts = config, files, tokenizer, opts
         self._left_out = list(left_out)
+        self._hf_revisions = dict(hf_revisions or {})
 
-    def process(self, _, combined_stats, line_counts, events, written_files):
+    def process(self, _, combined_stats, line_counts, events, written_files, skipped_files):
         opts = self._opts
         entries = []
         for corpus in self._config.corpora:
@@ -63,10 +88,13 @@ class WriteManifest(beam.DoFn):
                 # difference is lost (or duplicated) data. Fail the job rather than write a manifest.
                 raise manifest_lib.ManifestError(
                     f"corpus {corpus.name!r}: {read} lines were read but {acc['lines_read']} processed")
+            skipped = [s for name, s in skipped_files if name == corpus.name]
+            if not skipped:  # a skipped file is recorded instead: the user asked for the corpus without it
+                check_expected_lines(corpus, read, opts.expected_lines_tolerance)
             shard_files = {
                 split: writing.list_files(opts.output_dir, f"{corpus.name}/{split}-*-of-*{manifest_lib.FILE_SUFFIX}")
                 for split in splitting.SPLITS}
-            source = None
+            source = rejected_by_source = None
             if corpus.reader.has_events:
                 counts = {e: n for (name, e), n in sorted(events.items()) if name == corpus.name}
                 failed = check_source_counts(corpus, counts)
@@ -74,21 +102,24 @@ class WriteManifest(beam.DoFn):
                     raise manifest_lib.ManifestError(f"corpus {corpus.name!r}: source counts do not reconcile "
                                                      f"({'; '.join(failed)}): {counts}")
                 source = {"input_format": corpus.input_format, "counts": counts}
+                rejected_by_source = corpus.reader.source_rejected(counts) or None
             entries.append(manifest_lib.corpus_entry(corpus, self._files[corpus.name], acc,
                                                      shard_files[splitting.TRAIN], shard_files[splitting.VALIDATION],
-                                                     source))
+                                                     source, rejected_by_source, skipped))
         manifest = manifest_lib.build_manifest(entries, self._tokenizer, opts.max_seq_length, opts.validation_fraction,
                                                prompts=self._config.prompts,
                                                default_prompt_name=self._config.default_prompt_name,
-                                               left_out=self._left_out)
+                                               left_out=self._left_out, hf_revisions=self._hf_revisions)
         yield manifest_lib.write_manifest(opts.output_dir, manifest)
 
 
 def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_json: str, tokenizer_info: dict,
-                   opts: options_lib.JobOptions, left_out: list[LeftOut] = ()):
+                   opts: options_lib.JobOptions, left_out: list[LeftOut] = (), hf_revisions: dict | None = None):
     join = beam.io.filesystems.FileSystems.join
     tags = [processing.output_tag(c.name, s) for c in config.corpora for s in splitting.SPLITS]
-    sources = read_sources(p, config, files, opts.batch_lines, opts.max_line_bytes)
+    sources = read_sources(p, config, files, opts.batch_lines, opts.max_line_bytes, opts.on_corrupt_file)
+    skipped = ((sources.skipped or [p | "NoSkipped" >> beam.Create([])])
+               | "AllSkipped" >> beam.Flatten())
     line_counts = sources.line_counts | "AllLineCounts" >> beam.Flatten() | "CountLines" >> beam.CombinePerKey(sum)
     events = ((sources.events or [p | "NoEvents" >> beam.Create([])])
               | "AllEvents" >> beam.Flatten() | "CountEvents" >> beam.combiners.Count.PerElement())
@@ -99,7 +130,8 @@ def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_
         | "Spread" >> beam.Reshuffle()
         | "Process" >> beam.ParDo(processing.ProcessLineBatch(
             {c.name: c.line_format for c in config.corpora}, tokenizer_json, opts.max_seq_length,
-            opts.validation_fraction, prompts)).with_outputs(processing.REJECTED, processing.STATS, *tags)
+            opts.validation_fraction, prompts), beam.pvalue.AsList(skipped)).with_outputs(
+                processing.REJECTED, processing.STATS, *tags)
     )
     written = []
     for c in config.corpora:
@@ -118,9 +150,10 @@ def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_
     return (
         p
         | "ManifestTrigger" >> beam.Create([None])
-        | "WriteManifest" >> beam.ParDo(WriteManifest(config, files, tokenizer_info, opts, left_out),
+        | "WriteManifest" >> beam.ParDo(WriteManifest(config, files, tokenizer_info, opts, left_out, hf_revisions),
                                         beam.pvalue.AsDict(combined), beam.pvalue.AsDict(line_counts),
-                                        beam.pvalue.AsDict(events), beam.pvalue.AsList(all_written))
+                                        beam.pvalue.AsDict(events), beam.pvalue.AsList(all_written),
+                                        beam.pvalue.AsList(skipped))
     )
 
 
@@ -143,13 +176,15 @@ def prepare(argv):
                                               opts.input_root, opts.skip_missing_corpora)
     if left_out:
         log.warning("%s", manifest_lib.left_out_summary(left_out, config))
+    check_file_sizes(config, files)
+    files, hf_revisions = hf_filesystem.pin_revisions(files)  # every worker reads the same commit
     if opts.format_check:
         format_check.check_before_start(config, files)
     writing.prepare_output_dir(opts.output_dir, opts.overwrite)
     tok = tokenizing.load_hf_tokenizer(opts.tokenizer)
     info = tokenizing.describe(tok, opts.tokenizer).to_json()
     tokenizer_json = tokenizing.save_for_workers(tok, opts.output_dir)
-    return opts, pipeline, config, files, tokenizer_json, info, left_out
+    return opts, pipeline, config, files, tokenizer_json, info, left_out, hf_revisions
 
 
 def run(argv=None) -> int:
@@ -157,17 +192,32 @@ def run(argv=None) -> int:
     line on stderr and exit status 2, before any work."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:  # Beam logs a failed DoFn's traceback: ours is one line
+        handler.addFilter(_no_job_failure_traceback)
     return run_cli(options_lib.program_name(), _run, argv)
 
 
+def _no_job_failure_traceback(record: logging.LogRecord) -> bool:
+    """Drops Beam's error records of a JobFailure (with its traceback, or a worker process's relayed
+    as text): the launcher prints it as one line."""
+    if not record.name.startswith("apache_beam") or record.levelno < logging.ERROR:
+        return True
+    exc = record.exc_info[1] if record.exc_info else None
+    return not ((exc is not None and find_job_failure(exc)) or job_failure_in_text(record.getMessage()))
+
+
 def _run(argv) -> int:
-    opts, p, config, files, tokenizer_json, info, left_out = prepare(argv)
+    opts, p, config, files, tokenizer_json, info, left_out, hf_revisions = prepare(argv)
     log.info("%d corpora, %d files -> %s", len(config.corpora), sum(map(len, files.values())), opts.output_dir)
-    build_pipeline(p, config, files, tokenizer_json, info, opts, left_out)
+    build_pipeline(p, config, files, tokenizer_json, info, opts, left_out, hf_revisions)
     prog = options_lib.program_name()
     try:
         state = p.run().wait_until_finish()
     except Exception as e:  # a failed pipeline: runners raise from run() or wait_until_finish()
+        failure = find_job_failure(e)
+        if failure:  # a file that cannot be read, counts that differ: one line, no traceback
+            print(f"{prog}: error: {failure}", file=sys.stderr)
+            return EXIT_JOB_FAILURE
         log.exception("the pipeline failed")
         print(f"{prog}: error: the pipeline failed ({type(e).__name__}: {str(e)[-2000:]}); no manifest was written",
               file=sys.stderr)
@@ -177,7 +227,10 @@ def _run(argv) -> int:
         return 1
     manifest = manifest_lib.read_manifest(opts.output_dir)
     t = manifest["totals"]
-    log.info("done: %d lines read, %d train, %d validation, %d rejected; manifest %s",
-             t["lines_read"], t["train_examples"], t["validation_examples"], t["rejected"],
+    skipped = [s for c in manifest["corpora"] for s in c.get("skipped_files", ())]
+    left_out = (f", {len(skipped)} file(s) skipped (--on_corrupt_file=skip): "
+                + "; ".join(f"{s['file']} ({s['cause']})" for s in skipped)) if skipped else ""
+    log.info("done: %d lines read, %d train, %d validation, %d rejected%s; manifest %s",
+             t["lines_read"], t["train_examples"], t["validation_examples"], t["rejected"], left_out,
              beam.io.filesystems.FileSystems.join(opts.output_dir, manifest_lib.MANIFEST_NAME))
     return 0

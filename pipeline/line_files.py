@@ -5,7 +5,7 @@ object line: one rule for both)."""
 from __future__ import annotations
 
 from pipeline.format_check import is_parquet
-from pipeline.input_formats import InputFormat, SourceOutputs
+from pipeline.input_formats import InputFormat, ReadSettings, SourceOutputs
 
 
 class LineFiles(InputFormat):
@@ -18,20 +18,22 @@ class LineFiles(InputFormat):
                              "(python -m pipeline.inspect_files FILE prints an entry)")
         return options, fields
 
-    def read(self, p, corpus, files, batch_lines, max_line_bytes) -> SourceOutputs:
+    def read(self, p, corpus, files, settings: ReadSettings) -> SourceOutputs:
         import apache_beam as beam
 
-        from pipeline.reading import LINE_COUNTS, ParquetTablesToBatches, ReadLineBatches
+        from pipeline.reading import LINE_COUNTS, SKIPPED, ParquetTablesToBatches, ReadLineBatches
 
-        out = SourceOutputs([], [], [], [])
+        out = SourceOutputs([], [], [], [], [])
         json_files = [(corpus.name, f) for f in files if not is_parquet(f)]
         if json_files:
             read = (p
                     | f"Lines/{corpus.name}/Files" >> beam.Create(json_files, reshuffle=False)
-                    | f"Lines/{corpus.name}/Read" >> beam.ParDo(ReadLineBatches(batch_lines, max_line_bytes))
-                    .with_outputs(LINE_COUNTS, main="batches"))
+                    | f"Lines/{corpus.name}/Read" >> beam.ParDo(ReadLineBatches(
+                        settings.batch_lines, settings.max_line_bytes, settings.on_corrupt_file))
+                    .with_outputs(LINE_COUNTS, SKIPPED, main="batches"))
             out.batches.append(read.batches)
             out.line_counts.append(read[LINE_COUNTS])
+            out.skipped.append(read[SKIPPED])
         parquet = [f for f in files if is_parquet(f)]
         if parquet:
             # Every column is read: a mapped column that a file lacks becomes a rejected row
@@ -39,7 +41,7 @@ class LineFiles(InputFormat):
             rows = (p
                     | f"Parquet/{corpus.name}/Files" >> beam.Create(parquet, reshuffle=False)
                     | f"Parquet/{corpus.name}/Read" >> beam.io.ReadAllFromParquetBatched(with_filename=True)
-                    | f"Parquet/{corpus.name}/Rows" >> beam.ParDo(ParquetTablesToBatches(corpus.name, batch_lines))
+                    | f"Parquet/{corpus.name}/Rows" >> beam.ParDo(ParquetTablesToBatches(corpus.name, settings.batch_lines))
                     .with_outputs(LINE_COUNTS, main="batches"))
             out.batches.append(rows.batches)
             out.line_counts.append(rows[LINE_COUNTS])

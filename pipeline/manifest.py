@@ -28,8 +28,17 @@ class ManifestError(UserError):
 
 
 def corpus_entry(corpus, files: list[str], acc: dict, train_files: list[str],
-                 validation_files: list[str], source: dict | None = None) -> dict[str, Any]:
-    rejected_total = sum(acc["rejected"].values())
+                 validation_files: list[str], source: dict | None = None,
+                 source_rejected: dict[str, int] | None = None, skipped_files=()) -> dict[str, Any]:
+    """One corpus's record. `source_rejected`: reason -> input lines of a joined source (Reddit's bad
+    comment lines) written to rejected/: they count in `rejected` (total, by_reason and from_source)
+    but not in `lines_read`, which counts the records the source built. `skipped_files`: the files
+    --on_corrupt_file=skip left out ({"file", "last_line", "cause"})."""
+    by_reason = dict(acc["rejected"])
+    for reason, n in (source_rejected or {}).items():
+        by_reason[reason] = by_reason.get(reason, 0) + n
+    from_source = sum((source_rejected or {}).values())
+    rejected_total = sum(by_reason.values())
     entry = {
         "name": corpus.name,
         "record_format": corpus.record_format,
@@ -41,10 +50,11 @@ def corpus_entry(corpus, files: list[str], acc: dict, train_files: list[str],
         "lines_read": acc["lines_read"],
         "train_examples": acc["train"],
         "validation_examples": acc["validation"],
-        "rejected": {"total": rejected_total, "by_reason": dict(sorted(acc["rejected"].items()))},
+        "rejected": {"total": rejected_total, "by_reason": dict(sorted(by_reason.items()))},
         # Texts dropped from lines that became records (a set's empty members): not lines, so outside
         # the reconciliation below.
         "dropped_texts": {reason: acc.get("dropped", {}).get(reason, 0) for reason in DROPPED},
+        "skipped_files": sorted(skipped_files, key=lambda s: s["file"]),
         "train_files": list(train_files),
         "validation_files": list(validation_files),
         "token_lengths": stats_lib.token_length_summary(acc),
@@ -55,7 +65,9 @@ def corpus_entry(corpus, files: list[str], acc: dict, train_files: list[str],
         entry["fields"] = dict(corpus.fields)
     if source is not None:  # a joined source's own accounting (pipeline/beir.py): its lines are its records
         entry["source"] = source
-    if entry["lines_read"] != entry["train_examples"] + entry["validation_examples"] + rejected_total:
+    if source_rejected is not None:
+        entry["rejected"]["from_source"] = from_source
+    if entry["lines_read"] != entry["train_examples"] + entry["validation_examples"] + rejected_total - from_source:
         raise ManifestError(f"corpus {corpus.name!r}: counts do not reconcile: {entry}")
     return entry
 
@@ -83,9 +95,10 @@ def left_out_entry(left_out, entries: list[dict]) -> dict[str, Any]:
 
 def build_manifest(entries: list[dict], tokenizer: dict, max_seq_length: int, validation_fraction: float,
                    created: str | None = None, prompts: dict[str, str] | None = None,
-                   default_prompt_name: str | None = None, left_out=()) -> dict[str, Any]:
+                   default_prompt_name: str | None = None, left_out=(), hf_revisions=None) -> dict[str, Any]:
     totals = {k: sum(e[k] for e in entries) for k in ("lines_read", "train_examples", "validation_examples")}
     totals["rejected"] = sum(e["rejected"]["total"] for e in entries)
+    totals["skipped_files"] = sum(len(e.get("skipped_files", ())) for e in entries)
     return {
         "schema_version": SCHEMA_VERSION,
         "manifest_version": MANIFEST_VERSION,
@@ -101,6 +114,9 @@ def build_manifest(entries: list[dict], tokenizer: dict, max_seq_length: int, va
         "corpora": entries,
         # Corpora of the data config that this run left out (--skip_missing_corpora); empty: none.
         "left_out": left_out_entry(left_out, entries) if left_out else {},
+        # hf:// repositories as the data config named them ("hf://datasets/O/N[@REVISION]") -> the
+        # commit every file was read at (pipeline/hf_filesystem.py); empty: no hf:// input.
+        "hf_revisions": dict(hf_revisions or {}),
         "totals": totals,
     }
 

@@ -40,6 +40,8 @@ class JobOptions:
     records_per_shard: int
     skip_missing_corpora: bool = False
     format_check: bool = True
+    on_corrupt_file: str = "fail"
+    expected_lines_tolerance: float = 0.0
 
 
 class OptionsError(UserError):
@@ -84,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_format_check", dest="format_check", action="store_false",
                    help="skip the start-up check that parses the first lines of every file with its corpus's "
                         "declared record format and stops the job when most are rejected")
+    p.add_argument("--on_corrupt_file", choices=("fail", "skip"), default="fail",
+                   help="a file that cannot be read to its end after retries (truncated, corrupt, gone): fail the "
+                        "job (default), or skip: leave the whole file out (never a prefix) and record it in the "
+                        "manifest's skipped_files and the closing log line")
+    p.add_argument("--expected_lines_tolerance", type=float, default=0.0,
+                   help="a fraction: a corpus whose lines read differ from its data config's expected_lines by "
+                        "more than this share of expected_lines fails the job at the end (default 0: exactly; 1 accepts "
+                        "anything up to twice the count, e.g. small stand-in files)")
     return p
 
 
@@ -104,11 +114,14 @@ def parse_args(argv: list[str] | None) -> tuple[JobOptions, list[str]]:
     if args.batch_lines < 1 or args.max_line_bytes < 1 or args.train_shards < 0 or args.records_per_shard < 1:
         raise OptionsError("--batch_lines, --max_line_bytes and --records_per_shard must be positive, "
                            "--train_shards non-negative")
+    if not 0.0 <= args.expected_lines_tolerance < float("inf"):
+        raise OptionsError(f"--expected_lines_tolerance is a non-negative fraction of expected_lines, "
+                           f"got {args.expected_lines_tolerance}")
     corpora = tuple(n.strip() for n in args.corpora.split(",") if n.strip())
     return JobOptions(data_config, input_root, output_dir, args.tokenizer, args.max_seq_length, corpora,
                       args.overwrite, args.validation_fraction, args.batch_lines, args.max_line_bytes,
                       args.train_shards, args.records_per_shard, args.skip_missing_corpora,
-                      args.format_check), beam_args
+                      args.format_check, args.on_corrupt_file, args.expected_lines_tolerance), beam_args
 
 
 def pipeline_options(beam_args: list[str]):

@@ -18,9 +18,8 @@ WRONG_FORMAT = "wrong_format"
 NON_STRING_TEXT = "non_string_text"
 EMPTY_TEXT = "empty_text"
 LINE_TOO_LONG = "line_too_long"
-FILE_READ_ERROR = "file_read_error"
-REASONS = (INVALID_UTF8, EMPTY_LINE, BAD_JSON, WRONG_FORMAT, NON_STRING_TEXT, EMPTY_TEXT, LINE_TOO_LONG,
-           FILE_READ_ERROR)
+# A file that cannot be read is not a rejected line: it fails the job or is skipped whole (pipeline/lines.py).
+REASONS = (INVALID_UTF8, EMPTY_LINE, BAD_JSON, WRONG_FORMAT, NON_STRING_TEXT, EMPTY_TEXT, LINE_TOO_LONG)
 # Texts dropped from lines that stay (the manifest's per-corpus `dropped_texts` keys): an empty member of
 # a set (a caption left blank) goes, the set keeps its other members while two or more remain.
 EMPTY_MEMBER = "empty_member"

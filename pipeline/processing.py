@@ -15,7 +15,7 @@ import json
 import apache_beam as beam
 
 from pipeline import parsing, stats, splitting
-from pipeline.reading import LineBatch, batch_units
+from pipeline.reading import LineBatch
 from pipeline.record_schema import encode_record, fingerprint
 from pipeline.tokenizing import BatchTokenizer
 
@@ -53,12 +53,16 @@ class ProcessLineBatch(beam.DoFn):
         # Once per worker (DoFn instance), not per bundle or element.
         self._tokenizer = BatchTokenizer.from_path(self._tokenizer_json_path, self._max_seq_length)
 
-    def process(self, batch: LineBatch):
+    def process(self, batch: LineBatch, skipped=()):
+        """`skipped`: (corpus, {"file", ...}) of files left out by --on_corrupt_file=skip (a side
+        input): their batches are dropped here, so a skipped file gives nothing, never a prefix."""
         corpus, path = batch.corpus, batch.path
+        if skipped and any(s["file"] == path for _, s in skipped):
+            return
         record_format, fields = self._formats[corpus]
         prompts = self._prompts.get(corpus)
         acc = stats.new_stats(self._max_seq_length)
-        acc["lines_read"] = batch_units(batch)
+        acc["lines_read"] = len(batch.lines)
         rejected = acc["rejected"]
 
         def reject(i, reason, detail, raw):
@@ -78,8 +82,6 @@ class ProcessLineBatch(beam.DoFn):
             # A prompt is prepended to the text before tokenizing, as sentence-transformers applies it
             # (it counts toward max_seq_length); fingerprints below stay those of the texts themselves.
             all_texts.extend([prompts.get(r, "") + t for t, r in zip(texts, roles)] if prompts else texts)
-        if batch.read_error:
-            yield reject(len(batch.lines), parsing.FILE_READ_ERROR, batch.read_error, b"")
 
         ids, truncated = self._tokenizer.encode(all_texts) if all_texts else ([], [])
         hist = acc["hist"]

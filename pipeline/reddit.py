@@ -14,9 +14,9 @@ line is `{"context": parent body, "response": comment body}`, plus "context/0" (
 "context/1", ... when RedditOptions.extra_contexts asks for them (PolyAI's names).
 
 Events (the `events` output, one string per event; count them with Count.PerElement):
-    lines_read                  each input line or BigQuery row, and each file that fails to read
+    lines_read                  each input line or BigQuery row
     dropped/<reason>            a line that is no comment record (invalid_utf8, empty_line, bad_json,
-                                wrong_format, line_too_long, file_read_error: these also go to
+                                wrong_format, line_too_long: REJECTION_REASONS, which also go to
                                 `rejected`), a comment PolyAI's filters drop (too_long, deleted,
                                 removed, too_short), or a second copy of a comment id (duplicate)
     comments_kept               a comment that may be a context or a response
@@ -31,6 +31,13 @@ Identities (check_reddit_counts):
     comments_kept == pairs + sum(unpaired/*)
     pairs         == pairs_written + pairs_other_split
 and the lines in `batches` number pairs_written.
+
+A file that cannot be read to its end (after pipeline/lines.py's retries) is never data: it raises
+FileReadFailed and the job fails, or, with on_corrupt_file="skip", it goes to the `skipped` output
+and gives nothing. The comments of a file are grouped by thread with other files' before anything
+could drop them, so in skip mode each file is first read through once, without parsing, and only a
+file read to its end is then read for its comments (skip mode reads each dump twice; the default
+reads it once). A glob that matches no file at run time is a FileReadFailed of its own.
 """
 from __future__ import annotations
 
@@ -42,7 +49,8 @@ from typing import IO, Iterator, NamedTuple
 import apache_beam as beam
 
 from pipeline import hf_filesystem  # noqa: F401 (registers hf:// with Beam's FileSystems on every worker)
-from pipeline.lines import LineBatch, iter_line_batches
+from pipeline.lines import (DEFAULT_RETRY, FileReadFailed, LineBatch, ResumableReader, Retry, describe_fault,
+                            iter_line_batches)
 from pipeline.processing import rejected_record
 from pipeline.reddit_filters import RedditOptions, drop_reason, normalise_id, thread_split, trim
 
@@ -66,10 +74,12 @@ EMPTY_LINE = "empty_line"
 BAD_JSON = "bad_json"
 WRONG_FORMAT = "wrong_format"
 LINE_TOO_LONG = "line_too_long"
-FILE_READ_ERROR = "file_read_error"
+# The dropped/<reason> events whose lines go to `rejected`: they count in the corpus's rejected total.
+REJECTION_REASONS = (INVALID_UTF8, EMPTY_LINE, BAD_JSON, WRONG_FORMAT, LINE_TOO_LONG)
 
 EVENTS = "events"
 REJECTED = "rejected"
+SKIPPED = "skipped"
 # The fields a comment record needs; each a non-empty string (body may be empty).
 REQUIRED_FIELDS = ("id", "parent_id", "link_id", "body")
 # Bytes of compressed input read per step.
@@ -83,6 +93,7 @@ class RedditOutputs(NamedTuple):
     batches: beam.PCollection  # LineBatch of pair lines (UTF-8 JSON bytes)
     events: beam.PCollection  # str, one per counted event
     rejected: beam.PCollection  # str, the job's rejected-record JSON
+    skipped: beam.PCollection  # (corpus, {"file", "last_line", "cause"}) of files left out (on_corrupt_file="skip")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -109,8 +120,8 @@ def _new_decompressor(path: str):
 class _Decompressed(io.RawIOBase):
     """The decompressed bytes of a file of one or more concatenated members/frames. A stream that ends
     inside a member raises EOFError and a corrupt one OSError (zstandard returns a truncated frame's
-    bytes without complaint, and lzma / zlib / zstandard raise their own error types), so that the
-    line reader keeps the lines before the damage and reports it once."""
+    bytes without complaint, and lzma / zlib / zstandard raise their own error types): the line
+    reader's read faults (pipeline/lines.py)."""
 
     def __init__(self, raw: IO[bytes], path: str):
         self._raw, self._path = raw, path
@@ -267,6 +278,11 @@ def pair_thread(thread_id: str, comments, options: RedditOptions) -> tuple[list,
     return lines, events
 
 
+def rejected_counts(counts: dict) -> dict[str, int]:
+    """reason -> lines of the input written to `rejected` (the dropped/<reason> events of REJECTION_REASONS)."""
+    return {r: counts[DROPPED + r] for r in REJECTION_REASONS if counts.get(DROPPED + r)}
+
+
 def check_reddit_counts(counts: dict) -> list[str]:
     """The identities of the module docstring that `counts` (event -> count) breaks; [] when all hold."""
     def total(prefix):
@@ -297,27 +313,34 @@ def _events_and_rejection(corpus: str, path: str, line_number: int, rejection: R
         REJECTED, rejected_record(corpus, path, line_number, rejection.reason, rejection.detail, raw))
 
 
-class ExpandPaths(beam.DoFn):
-    """A path or glob -> its files, sorted; a pattern that matches none (or cannot be listed) is one
-    rejected unit, not a silent nothing."""
+def _skipped(corpus: str, e: FileReadFailed):
+    return beam.pvalue.TaggedOutput(SKIPPED, (corpus, {"file": e.path, "last_line": e.last_line, "cause": e.cause}))
 
-    def __init__(self, corpus: str):
+
+class ExpandPaths(beam.DoFn):
+    """A path or glob -> its files, sorted; a pattern that matches none (or cannot be listed) is a
+    FileReadFailed (or, with on_corrupt_file="skip", a skipped entry), not a silent nothing."""
+
+    def __init__(self, corpus: str, on_corrupt_file: str = "fail"):
         self._corpus = corpus
+        self._skip = on_corrupt_file == "skip"
 
     def process(self, pattern: str):
         if not _has_glob(pattern):
-            yield pattern  # opened as it is (a missing file is reported by the reader)
+            yield pattern  # opened as it is (a missing file is the reader's FileReadFailed)
             return
         from apache_beam.io.filesystems import FileSystems
         try:
             files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-        except (OSError, ValueError) as e:
-            files, detail = [], f"{type(e).__name__}: {e}"[:500]
+        except Exception as e:  # noqa: BLE001 (BeamIOError, the HTTP clients' own types)
+            files, detail = [], describe_fault(e)
         else:
             detail = "no file matches the pattern"
         if not files:
-            yield beam.pvalue.TaggedOutput(EVENTS, LINES_READ)
-            yield from _events_and_rejection(self._corpus, pattern, 0, Rejection(FILE_READ_ERROR, detail), b"")
+            failure = FileReadFailed(pattern, 0, detail)
+            if not self._skip:
+                raise failure
+            yield _skipped(self._corpus, failure)
         yield from files
 
 
@@ -329,17 +352,26 @@ class ReadComments(beam.DoFn):
 
     GROUP_WINDOW = 50_000
 
-    def __init__(self, corpus: str, options: RedditOptions):
+    def __init__(self, corpus: str, options: RedditOptions, on_corrupt_file: str = "fail",
+                 retry: Retry = DEFAULT_RETRY):
         self._corpus = corpus
         self._options = options
+        self._skip = on_corrupt_file == "skip"
+        self._retry = retry
 
     def process(self, path: str):
+        if self._skip:
+            try:
+                read_through(path, self._retry)
+            except FileReadFailed as e:
+                yield _skipped(self._corpus, e)
+                return
         lines_read = beam.pvalue.TaggedOutput(EVENTS, LINES_READ)
         number = 0
         pending: dict = {}
         held = 0
         for batch in iter_line_batches(self._corpus, path, 4096, self._options.max_line_bytes,
-                                       opener=open_comment_file):
+                                       opener=open_comment_file, retry=self._retry):
             too_long = set(batch.too_long)
             for i, raw in enumerate(batch.lines):
                 number = batch.first_line + i
@@ -354,11 +386,16 @@ class ReadComments(beam.DoFn):
             if held >= self.GROUP_WINDOW:
                 yield from sorted(pending.items())
                 pending, held = {}, 0
-            if batch.read_error:
-                yield lines_read
-                yield from _events_and_rejection(self._corpus, path, number + 1,
-                                                 Rejection(FILE_READ_ERROR, batch.read_error), b"")
         yield from sorted(pending.items())
+
+
+def read_through(path: str, retry: Retry = DEFAULT_RETRY) -> int:
+    """Reads a comment file to its end without parsing (the pre-pass of on_corrupt_file="skip"); its
+    decompressed bytes, or FileReadFailed."""
+    with ResumableReader(path, open_comment_file, retry) as f:
+        while f.readline(_CHUNK):
+            pass
+        return f.offset
 
 
 class CommentsFromRows(beam.DoFn):
@@ -394,7 +431,7 @@ class PairThread(beam.DoFn):
 
 
 def _line_batch(lines, corpus: str, label: str) -> LineBatch:
-    return LineBatch(corpus, label, 0, list(lines), (), "")
+    return LineBatch(corpus, label, 0, list(lines), ())
 
 
 def source_label(paths: list[str], options: RedditOptions) -> str:
@@ -408,7 +445,8 @@ def source_label(paths: list[str], options: RedditOptions) -> str:
 class RedditPairs(beam.PTransform):
     """Pipeline -> RedditOutputs(batches, events, rejected) for one Reddit corpus (module docstring)."""
 
-    def __init__(self, corpus: str, paths: list[str], options: RedditOptions, batch_lines: int):
+    def __init__(self, corpus: str, paths: list[str], options: RedditOptions, batch_lines: int,
+                 on_corrupt_file: str = "fail"):
         super().__init__()
         if not paths and not options.bigquery_table:
             raise ValueError(f"corpus {corpus!r}: no comment files and no bigquery_table")
@@ -418,19 +456,22 @@ class RedditPairs(beam.PTransform):
         self._paths = list(paths)
         self._options = options
         self._batch_lines = batch_lines
+        self._on_corrupt_file = on_corrupt_file
 
     def expand(self, pbegin):
         corpus, options = self._corpus, self._options
-        keyed, events, rejected = [], [], []
+        keyed, events, rejected, skipped = [], [], [], []
         if self._paths:
             files = (pbegin | "Patterns" >> beam.Create(self._paths)
-                     | "ExpandPaths" >> beam.ParDo(ExpandPaths(corpus)).with_outputs(EVENTS, REJECTED, main="files"))
+                     | "ExpandPaths" >> beam.ParDo(ExpandPaths(corpus, self._on_corrupt_file)).with_outputs(
+                         SKIPPED, main="files"))
             read = (files.files | "SpreadFiles" >> beam.Reshuffle()
-                    | "ReadComments" >> beam.ParDo(ReadComments(corpus, options)).with_outputs(
-                        EVENTS, REJECTED, main="comments"))
+                    | "ReadComments" >> beam.ParDo(ReadComments(corpus, options, self._on_corrupt_file)).with_outputs(
+                        EVENTS, REJECTED, SKIPPED, main="comments"))
             keyed.append(read.comments)
-            events += [files[EVENTS], read[EVENTS]]
-            rejected += [files[REJECTED], read[REJECTED]]
+            events.append(read[EVENTS])
+            rejected.append(read[REJECTED])
+            skipped += [files[SKIPPED], read[SKIPPED]]
         if options.bigquery_table:
             rows = pbegin | "ReadBigQuery" >> beam.io.ReadFromBigQuery(
                 table=options.bigquery_table, method=beam.io.ReadFromBigQuery.Method.DIRECT_READ,
@@ -451,4 +492,5 @@ class RedditPairs(beam.PTransform):
         return RedditOutputs(
             batches=batches,
             events=tuple(events) | "AllEvents" >> beam.Flatten(),
-            rejected=tuple(rejected) | "AllRejected" >> beam.Flatten())
+            rejected=tuple(rejected) | "AllRejected" >> beam.Flatten(),
+            skipped=(tuple(skipped) or (pbegin | "NoSkipped" >> beam.Create([]),)) | "AllSkipped" >> beam.Flatten())

@@ -19,6 +19,7 @@ class RedditComments(InputFormat):
     name = "reddit_comments"
     # reddit_options: pipeline/reddit_filters.RedditOptions fields (PolyAI's filters and split by default).
     options = {"reddit_options": {}}
+    counts_input_lines = False
 
     def parse_options(self, options, record_format, fields, files):
         if record_format != "pair":
@@ -39,7 +40,7 @@ class RedditComments(InputFormat):
     def needs_files(self, options):  # a corpus may read a BigQuery table alone
         return not (isinstance(options["reddit_options"], dict) and options["reddit_options"].get("bigquery_table"))
 
-    def read(self, p, corpus, files, batch_lines, max_line_bytes) -> SourceOutputs:
+    def read(self, p, corpus, files, settings) -> SourceOutputs:
         import apache_beam as beam
 
         from pipeline.reddit import RedditPairs
@@ -47,15 +48,20 @@ class RedditComments(InputFormat):
 
         name = corpus.name
         got = p | f"Reddit/{name}" >> RedditPairs(name, files, RedditOptions(**corpus.options["reddit_options"]),
-                                                   batch_lines)
+                                                   settings.batch_lines, settings.on_corrupt_file)
         counts = got.batches | f"Reddit/{name}/CountLines" >> beam.Map(lambda b: (b.corpus, len(b.lines)))
         events = got.events | f"Reddit/{name}/Keyed" >> beam.Map(lambda e, name=name: (name, e))
-        return SourceOutputs([got.batches], [counts], [events], [got.rejected])
+        return SourceOutputs([got.batches], [counts], [events], [got.rejected], [got.skipped])
 
     def check_counts(self, counts):
         from pipeline.reddit import check_reddit_counts
 
         return check_reddit_counts(counts)
+
+    def source_rejected(self, counts):  # its bad comment lines count in the corpus's rejected total
+        from pipeline.reddit import rejected_counts
+
+        return rejected_counts(counts)
 
     def sample_rejections(self, corpus, lines, too_long):
         # Comment records, paired later: the check reads them as comments.

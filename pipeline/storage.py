@@ -44,6 +44,18 @@ def open_file(path: str, mode: str = "r", **kw) -> IO:
     return open(path, mode, **kw)
 
 
+def size(path: str) -> int:
+    """A file's size in bytes (a metadata lookup, no read)."""
+    if is_remote(path):
+        fs, p = fsspec.core.url_to_fs(path)
+        return fs.size(p)
+    return os.path.getsize(path)
+
+
+def basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1] if is_remote(path) else os.path.basename(path)
+
+
 def exists(path: str) -> bool:
     if is_remote(path):
         fs, p = fsspec.core.url_to_fs(path)

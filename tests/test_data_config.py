@@ -382,3 +382,29 @@ def test_a_bigquery_reddit_corpus_builds_its_read_in_the_job_graph(tmp_path):
 
     every = list(labels(p.transforms_stack[0]))
     assert any(label.startswith("Reddit/bq/") and label.endswith("ReadBigQuery") for label in every)
+
+
+def test_file_bytes_are_compared_before_the_job_starts(tmp_path):
+    from pipeline.data_config import check_file_sizes
+
+    (tmp_path / "a.jsonl.gz").write_bytes(b"x" * 100)
+    (tmp_path / "b.jsonl.gz").write_bytes(b"x" * 7)
+
+    def config(file_bytes):
+        return parse_data_config({"corpora": [{"name": "c", "files": ["*.jsonl.gz"], "record_format": "pair",
+                                               "weight": 1, "file_bytes": file_bytes}]})
+
+    ok = config({"a.jsonl.gz": 100, "b.jsonl.gz": 7})
+    assert ok.corpora[0].to_json()["file_bytes"] == {"a.jsonl.gz": 100, "b.jsonl.gz": 7}
+    check_file_sizes(*resolve_corpora(ok, str(tmp_path))[:2])
+    short = config({"a.jsonl.gz": 120, "gone.jsonl.gz": 5})
+    with pytest.raises(DataConfigError) as e:
+        check_file_sizes(*resolve_corpora(short, str(tmp_path))[:2])
+    assert str(e.value).startswith("data config: 2 file size(s) differ (field 'file_bytes'): corpus 'c': "
+                                   f"{tmp_path / 'a.jsonl.gz'} is 100 bytes, the data config says 120; corpus 'c': "
+                                   "file_bytes names 'gone.jsonl.gz', which none of its files is")
+    for bad in ({"a.jsonl.gz": -1}, {"d/a.jsonl.gz": 1}, {"a.jsonl.gz": True}, ["a.jsonl.gz"]):
+        with pytest.raises(DataConfigError, match="field 'file_bytes'"):
+            config(bad)
+    assert "file_bytes" not in parse_data_config({"corpora": [{"name": "c", "files": ["x"], "record_format": "pair",
+                                                              "weight": 1}]}).corpora[0].to_json()

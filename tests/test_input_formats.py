@@ -37,7 +37,7 @@ class _TsvToBatches(beam.DoFn):
             else:  # left to the parser: a wrong_format rejection, as any bad line
                 lines.append(json.dumps(row).encode())
                 yield beam.pvalue.TaggedOutput("events", (self._corpus, "not_pairs"))
-        yield LineBatch(self._corpus, path, 1, lines, (), "")
+        yield LineBatch(self._corpus, path, 1, lines, ())
         yield beam.pvalue.TaggedOutput("counts", (self._corpus, len(lines)))
 
 
@@ -50,11 +50,11 @@ class TsvPairs(InputFormat):
             raise ValueError("a toy_tsv corpus is a pair corpus with a one-character 'delimiter'")
         return options, fields
 
-    def read(self, p, corpus, files, batch_lines, max_line_bytes):
+    def read(self, p, corpus, files, settings):
         got = (p | f"Toy/{corpus.name}/Files" >> beam.Create(files)
                | f"Toy/{corpus.name}/Read" >> beam.ParDo(_TsvToBatches(corpus.name, corpus.options["delimiter"]))
                .with_outputs("events", "counts", main="batches"))
-        return SourceOutputs([got.batches], [got.counts], [got.events], [])
+        return SourceOutputs([got.batches], [got.counts], [got.events], [], [])
 
     def check_counts(self, counts):
         ok = counts.get("rows_read", 0) == counts.get("pairs", 0) + counts.get("not_pairs", 0)

@@ -30,7 +30,8 @@ def test_entry_and_manifest_fields(tmp_path):
     assert (e["weight"], e["symmetric"], e["expected_lines"]) == (3.0, True, 10)
     tok = {"name": "t", "vocab_fingerprint": "f" * 64, "vocab_size": 5, "pad_token_id": 0}
     m = build_manifest([e], tok, 4, 0.01, created="2026-01-01T00:00:00+00:00")
-    assert m["totals"] == {"lines_read": 10, "train_examples": 7, "validation_examples": 1, "rejected": 2}
+    assert m["totals"] == {"lines_read": 10, "train_examples": 7, "validation_examples": 1, "rejected": 2,
+                           "skipped_files": 0}
     assert m["schema_version"] == 1 and m["compression"] == "GZIP" and m["tokenizer"] == tok
     path = write_manifest(str(tmp_path), m)
     assert path == str(tmp_path / "manifest.json") and not (tmp_path / "manifest.json.tmp").exists()

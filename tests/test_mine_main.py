@@ -40,6 +40,18 @@ def test_user_mistakes_are_one_line(tmp_path, capsys, lines, flags, message):
     assert not os.path.exists(tmp_path / "out.jsonl.gz")
 
 
+def test_a_file_that_cannot_be_read_fails_in_one_line(tmp_path, capsys):
+    """Never mining part of a file: a truncated input is exit status 1 and one line."""
+    whole = open(SAMPLE_QA, "rb").read()
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    assert mine_main.main([f"--input={cut}", f"--output={tmp_path}/out.jsonl.gz", "--no_progress"]) == 1
+    line = _one_line(capsys)
+    assert line.startswith(f"mine_main.py: error: cannot read {cut} (after line ") and line.endswith(
+        "3 attempt(s)): EOFError: Compressed file ended before the end-of-stream marker was reached")
+    assert not os.path.exists(tmp_path / "out.jsonl.gz")
+
+
 def test_bad_flags_are_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         mine_main.main(["--input=x", "--output=y.jsonl.gz", "--sampling_strategy=best"])

@@ -13,11 +13,11 @@ def hf():
     return load_hf_tokenizer(DEMO_TOKENIZER)
 
 
-def _run(hf, batch, shapes, fraction=0.0):
+def _run(hf, batch, shapes, fraction=0.0, skipped=()):
     fn = ProcessLineBatch({k: (v, None) for k, v in shapes.items()}, "unused", 16, fraction)
     fn._tokenizer = BatchTokenizer(hf.backend_tokenizer.to_str(), 16)  # what setup() does from a file
     out = {}
-    for o in fn.process(batch):
+    for o in fn.process(batch, skipped):
         out.setdefault(o.tag, []).append(o.value)
     return out
 
@@ -25,7 +25,7 @@ def _run(hf, batch, shapes, fraction=0.0):
 def test_a_batch_becomes_records_rejections_and_stats(hf):
     lines = [b'{"query": "where is paris", "pos": ["Paris is in France."], "neg": ["Rome is in Italy."]}',
              b'{"query": "bad"}', b'{"query": "  q  ", "pos": ["p"], "neg": ["n", "m"]}', b"\xff"]
-    out = _run(hf, LineBatch("web", "/x/web.jsonl.gz", 41, lines, (), "disk on fire"), {"web": "query_with_negatives"})
+    out = _run(hf, LineBatch("web", "/x/web.jsonl.gz", 41, lines, ()), {"web": "query_with_negatives"})
     (records,) = out[output_tag("web", "train")]
     assert output_tag("web", "validation") not in out  # fraction 0
     first, second = (decode_record(r) for r in records)
@@ -35,20 +35,18 @@ def test_a_batch_becomes_records_rejections_and_stats(hf):
     assert first["fingerprints"] == [fingerprint(t) for t in texts]
     assert second["fingerprints"][0] == fingerprint("q")  # surrounding whitespace does not change identity
     rejected = [json.loads(r) for r in out[REJECTED]]
-    assert [(r["line_number"], r["reason"]) for r in rejected] == [(42, "wrong_format"), (44, "invalid_utf8"),
-                                                                   (45, "file_read_error")]
+    assert [(r["line_number"], r["reason"]) for r in rejected] == [(42, "wrong_format"), (44, "invalid_utf8")]
     assert rejected[0]["file"] == "/x/web.jsonl.gz" and rejected[0]["line"] == '{"query": "bad"}'
-    assert rejected[2]["detail"] == "disk on fire"
     ((corpus, stats),) = out[STATS]
     assert corpus == "web"
-    assert (stats["lines_read"], stats["train"], stats["validation"], stats["texts"]) == (5, 2, 0, 7)
-    assert stats["rejected"] == {"wrong_format": 1, "invalid_utf8": 1, "file_read_error": 1}
+    assert (stats["lines_read"], stats["train"], stats["validation"], stats["texts"]) == (4, 2, 0, 7)
+    assert stats["rejected"] == {"wrong_format": 1, "invalid_utf8": 1}
     assert sum(stats["hist"]) == 7
 
 
 def test_a_sets_empty_members_are_dropped_and_counted_in_its_stats(hf):
     lines = [b'{"set": ["a red bus", "", "a bus on a road"]}', b'["", " ", "one caption"]', b'["x", "y"]']
-    out = _run(hf, LineBatch("captions", "f", 1, lines, (), ""), {"captions": "set"})
+    out = _run(hf, LineBatch("captions", "f", 1, lines, ()), {"captions": "set"})
     first, second = (decode_record(r) for r in out[output_tag("captions", "train")][0])
     assert first["texts"] == hf(["a red bus", "a bus on a road"])["input_ids"] and len(second["texts"]) == 2
     assert [json.loads(r)["reason"] for r in out[REJECTED]] == ["empty_text"]
@@ -57,9 +55,17 @@ def test_a_sets_empty_members_are_dropped_and_counted_in_its_stats(hf):
     assert stats["dropped"] == {"empty_member": 1} and stats["rejected"] == {"empty_text": 1}
 
 
+def test_batches_of_a_skipped_file_give_nothing(hf):
+    lines = [b'["a", "b"]', b"\xff"]
+    skipped = [("qa", {"file": "/x/cut.jsonl.gz", "last_line": 2, "cause": "EOFError: ..."})]
+    assert _run(hf, LineBatch("qa", "/x/cut.jsonl.gz", 1, lines, ()), {"qa": "pair"}, skipped=skipped) == {}
+    kept = _run(hf, LineBatch("qa", "/x/whole.jsonl.gz", 1, lines, ()), {"qa": "pair"}, skipped=skipped)
+    assert kept[STATS][0][1]["lines_read"] == 2 and len(kept[REJECTED]) == 1
+
+
 def test_validation_fraction_routes_records(hf):
     lines = [json.dumps([f"question {i}", f"answer {i}"]).encode() for i in range(400)]
-    out = _run(hf, LineBatch("qa", "f", 1, lines, (2,), ""), {"qa": "pair"}, fraction=0.25)
+    out = _run(hf, LineBatch("qa", "f", 1, lines, (2,)), {"qa": "pair"}, fraction=0.25)
     n_train = len(out[output_tag("qa", "train")][0])
     n_val = len(out[output_tag("qa", "validation")][0])
     assert n_train + n_val == 399 and 60 < n_val < 140
@@ -75,7 +81,7 @@ def test_prompts_prefix_texts_by_role_and_the_dofn_pickles(hf):
     fn._tokenizer = BatchTokenizer(hf.backend_tokenizer.to_str(), 16)
     lines = [b'["where is paris", "Paris is in France.", "Rome is in Italy."]']
     out = {}
-    for o in fn.process(LineBatch("web", "f", 1, lines, (), "")):
+    for o in fn.process(LineBatch("web", "f", 1, lines, ())):
         out.setdefault(o.tag, []).append(o.value)
     (record,) = (decode_record(r) for r in out[output_tag("web", "train")][0])
     assert record["texts"] == hf(["query: where is paris", "passage: Paris is in France.", "Rome is in Italy."],

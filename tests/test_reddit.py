@@ -17,8 +17,10 @@ import apache_beam as beam
 import pytest
 import zstandard
 
-from pipeline.lines import LineBatch
-from pipeline.reddit import RedditOptions, RedditPairs, check_reddit_counts
+from pipeline.lines import FileReadFailed, LineBatch, Retry
+from pipeline.reddit import (EVENTS, SKIPPED, ExpandPaths, ReadComments, RedditOptions, RedditPairs,
+                             check_reddit_counts, rejected_counts)
+from tests import _faulty_fs
 from pipeline.reddit_filters import drop_reason, thread_split, trim
 
 WORDS = "alpha beta gamma delta river stone cloud light paper window green quiet sharp bright".split()
@@ -164,7 +166,7 @@ def run_reddit(out_dir, sources, mode="in_memory"):
         for name, (paths, options) in sources.items():
             out = p | f"R_{name}" >> RedditPairs("reddit", paths, options, batch_lines=7)
             (out.batches | f"B_{name}" >> beam.Map(lambda b: json.dumps(
-                [b.corpus, b.path, b.first_line, [x.decode() for x in b.lines], list(b.too_long), b.read_error]))
+                [b.corpus, b.path, b.first_line, [x.decode() for x in b.lines], list(b.too_long)]))
              | f"WB_{name}" >> beam.io.WriteToText(os.path.join(out_dir, name + ".batches"), shard_name_template=""))
             (out.events | f"C_{name}" >> beam.combiners.Count.PerElement()
              | f"J_{name}" >> beam.Map(json.dumps)
@@ -176,7 +178,7 @@ def run_reddit(out_dir, sources, mode="in_memory"):
         def read(ext):
             with open(os.path.join(out_dir, name + ext)) as f:
                 return [json.loads(line) for line in f]
-        batches = [LineBatch(c, pth, fl, lines, tuple(tl), err) for c, pth, fl, lines, tl, err in read(".batches")]
+        batches = [LineBatch(c, pth, fl, lines, tuple(tl)) for c, pth, fl, lines, tl in read(".batches")]
         pairs = sorted((json.loads(x) for b in batches for x in b.lines), key=lambda d: json.dumps(d, sort_keys=True))
         rejected = sorted(read(".rejected"), key=lambda r: (r["file"], r["line_number"]))
         results[name] = (pairs, dict(read(".events")), rejected, batches)
@@ -193,24 +195,15 @@ def runs(tmp_path_factory, thread_set):
     files, _, _ = thread_set
     d = str(tmp_path_factory.mktemp("reddit"))
     paths = {ext: write_files(d, files, ext) for ext in ("", ".gz", ".bz2", ".xz", ".zst")}
-    good = files[0][:40]
-    broken = [os.path.join(d, "cut.jsonl.gz"), os.path.join(d, "cut.jsonl.zst"), os.path.join(d, "missing.jsonl"),
-              os.path.join(d, "nomatch-*.jsonl.xz")]
-    whole = b"\n".join(good) + b"\n"
-    with open(broken[0], "wb") as f:
-        f.write(gzip.compress(whole)[:-30])
-    with open(broken[1], "wb") as f:
-        f.write(zstd_long_window(whole)[:-30])
     sources = {"plain": (paths[""], RedditOptions()),
                "gz": (paths[".gz"], RedditOptions()), "bz2": (paths[".bz2"], RedditOptions()),
                "xz": (paths[".xz"], RedditOptions()),
                "zst": ([os.path.join(d, "RC_2015-0*.jsonl.zst")], RedditOptions()),  # a glob
                "ctx": (paths[""], RedditOptions(extra_contexts=2)),
                "train": (paths[""], RedditOptions(split="train", train_fraction=0.5)),
-               "test": (paths[""], RedditOptions(split="test", train_fraction=0.5)),
-               "broken": (broken, RedditOptions())}
+               "test": (paths[""], RedditOptions(split="test", train_fraction=0.5))}
     out = tmp_path_factory.mktemp("out")
-    return dict(results=run_reddit(str(out), sources), paths=paths, broken=broken, good=good, dir=d)
+    return dict(results=run_reddit(str(out), sources), paths=paths, dir=d)
 
 
 def test_pairs_and_counts_follow_the_thread_structure(runs, thread_set):
@@ -250,7 +243,7 @@ def test_zst_files_need_the_long_window(runs):
 def test_batches_are_line_batches_without_line_numbers(runs):
     _, counts, _, batches = runs["results"]["plain"]
     assert sum(len(b.lines) for b in batches) == counts["pairs_written"]
-    assert all(len(b.lines) <= 7 and b.first_line == 0 and b.too_long == () and b.read_error == ""
+    assert all(len(b.lines) <= 7 and b.first_line == 0 and b.too_long == ()
                and b.corpus == "reddit" and b.path == runs["paths"][""][0] + " (+1 more)" for b in batches)
 
 
@@ -279,22 +272,63 @@ def test_polyai_split_by_thread(runs, thread_set):
     assert check_reddit_counts(train_counts) == [] and check_reddit_counts(test_counts) == []
 
 
-def test_broken_files_keep_the_lines_before_and_are_reported(runs, thread_set):
-    files, comments, facts = thread_set
-    pairs, counts, rejected, _ = runs["results"]["broken"]
-    good = runs["good"]
-    errors = [r for r in rejected if r["reason"] == "file_read_error"]
-    assert sorted(r["file"] for r in errors) == sorted(runs["broken"])
-    assert "nomatch" in next(r for r in errors if "no file matches" in r["detail"])["file"]
-    assert counts["dropped/file_read_error"] == 4 and check_reddit_counts(counts) == []
-    # A truncated file keeps its lines up to the last whole compressed block before the cut (gzip:
-    # all but the last line or two; zstd: this small file is one block, so none) and reports the error
-    # on the line after them; a missing file and an empty glob are one unit each.
-    line_of = {r["file"]: r["line_number"] for r in errors}
-    assert line_of[runs["broken"][0]] >= len(good) - 2 and line_of[runs["broken"][1]] == 1
-    assert (line_of[runs["broken"][2]], line_of[runs["broken"][3]]) == (1, 0)
-    assert counts["lines_read"] == line_of[runs["broken"][0]] + line_of[runs["broken"][1]] + 2
-    assert len(pairs) == counts.get("pairs_written", 0)
+NO_WAIT = Retry(attempts=3, backoff_s=0.0)
+
+
+def _dofn_outputs(fn, element):
+    out = {}
+    for o in fn.process(element):
+        out.setdefault(getattr(o, "tag", "main"), []).append(getattr(o, "value", o))
+    return out
+
+
+@pytest.mark.parametrize("ext", [".gz", ".bz2", ".xz", ".zst"])
+def test_a_truncated_dump_fails_or_is_skipped_whole(runs, thread_set, tmp_path, ext):
+    """A cut dump is never a smaller dump: FileReadFailed (the job fails), or with skip nothing of it."""
+    files, _, _ = thread_set
+    whole = (b"\n".join(files[0]) + b"\n") * 20  # several compressed blocks, so a cut keeps some lines
+    data = zstd_long_window(whole) if ext == ".zst" else COMPRESS[ext](whole)
+    cut = tmp_path / f"RC_cut.jsonl{ext}"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(FileReadFailed) as e:
+        _dofn_outputs(ReadComments("reddit", RedditOptions(), "fail", NO_WAIT), str(cut))
+    assert e.value.path == str(cut) and e.value.attempts == 3 and e.value.last_line < 20 * len(files[0])
+    out = _dofn_outputs(ReadComments("reddit", RedditOptions(), "skip", NO_WAIT), str(cut))
+    assert list(out) == [SKIPPED] and out[SKIPPED] == [("reddit", {"file": str(cut), "last_line": e.value.last_line,
+                                                                    "cause": e.value.cause})]
+
+
+def test_a_transient_fault_in_a_dump_heals(runs, tmp_path):
+    """The injected file system fails the 2nd raw read of the .zst dump twice: the same comments."""
+    path = runs["paths"][".zst"][0]
+    clean = _dofn_outputs(ReadComments("reddit", RedditOptions()), path)
+    _faulty_fs.set_faults(str(tmp_path / "state"), {os.path.basename(path): {"nth_read": 2, "times": 2}})
+    healed = _dofn_outputs(ReadComments("reddit", RedditOptions(), "skip", NO_WAIT),
+                           _faulty_fs.url(path))
+    assert len(_faulty_fs.injected(str(tmp_path / "state"))) == 2
+    assert healed["main"] == clean["main"] and healed[EVENTS] == clean[EVENTS] and SKIPPED not in healed
+
+
+def test_a_glob_that_matches_nothing_at_run_time(tmp_path):
+    pattern = str(tmp_path / "nomatch-*.jsonl.xz")
+    with pytest.raises(FileReadFailed, match="no file matches the pattern"):
+        _dofn_outputs(ExpandPaths("reddit"), pattern)
+    assert _dofn_outputs(ExpandPaths("reddit", "skip"), pattern)[SKIPPED][0][1]["file"] == pattern
+
+
+def test_rejected_lines_count_in_the_corpus_rejected_total(runs):
+    from pipeline.manifest import corpus_entry
+    from pipeline.data_config import CorpusConfig
+    from pipeline.stats import new_stats
+
+    _, counts, rejected, _ = runs["results"]["plain"]
+    by_source = rejected_counts(counts)
+    assert sum(by_source.values()) == len(rejected) > 0
+    acc = new_stats(8)
+    acc.update(lines_read=10, train=9, rejected={"empty_text": 1})
+    e = corpus_entry(CorpusConfig("reddit", ("x",), "pair", 1.0), [], acc, [], [], {"counts": counts}, by_source)
+    assert e["rejected"]["total"] == 1 + len(rejected) and e["rejected"]["from_source"] == len(rejected)
+    assert e["rejected"]["by_reason"]["empty_text"] == 1 + by_source.get("empty_text", 0)
 
 
 def test_multi_processing_gives_the_same_output(runs, tmp_path):

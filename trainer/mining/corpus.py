@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from pipeline import parsing, storage
-from pipeline.lines import batch_units, iter_line_batches
+from pipeline.lines import iter_line_batches
 from pipeline.record_schema import FORMATS, ROLE_POSITIVE, fingerprint
 from pipeline.user_errors import UserError
 
@@ -81,11 +81,12 @@ def input_files(pattern: str, flag: str) -> list[str]:
 
 
 def _lines(files: Sequence[str], counts: ReadCounts, max_line_bytes: int):
-    """(path, line number, raw line) of every line, with too-long lines and read errors counted."""
+    """(path, line number, raw line) of every line, with too-long lines counted; a file that cannot be
+    read to its end raises FileReadFailed (pipeline/lines.py), so mining never runs on part of a file."""
     for path in files:
         counts.files.append(path)
         for batch in iter_line_batches("mine", path, 1024, max_line_bytes):
-            counts.lines_read += batch_units(batch)
+            counts.lines_read += len(batch.lines)
             too_long = set(batch.too_long)
             for i, raw in enumerate(batch.lines):
                 if i in too_long:
@@ -93,9 +94,6 @@ def _lines(files: Sequence[str], counts: ReadCounts, max_line_bytes: int):
                                   "line longer than --max_line_bytes", raw)
                 else:
                     yield path, batch.first_line + i, raw
-            if batch.read_error:
-                counts.reject(path, batch.first_line + len(batch.lines), parsing.FILE_READ_ERROR,
-                              batch.read_error, b"")
 
 
 def _pool_line(raw: bytes) -> str:
