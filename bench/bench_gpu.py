@@ -6,7 +6,7 @@ synthetic token ids with realistic lengths (log-normal, median --median_len toke
 --max_len). Both sides get the same batches (same seed). Our side is configured as the trainer is
 (TrainConfig defaults: buckets, pack_min_row_length, pack_row_steps) and builds its batches as the
 trainer does: each batch padded to the smallest bucket that fits it, then packed into rows of whole
-texts (trainer.plan.memory_plan.batch_packer: the row ladder, grown to a multiple of the memory plan's
+texts (trainer.train.memory.batch_packer: the row ladder, grown to a multiple of the memory plan's
 gradient-caching chunks), or left padded with --packing=0. ST pads each column to its longest text
 (recent versions' gradient caching trims each mini-batch to its own longest text).
 
@@ -80,7 +80,7 @@ from trainer.plan.flops import step_flops  # noqa: E402  (no JAX)
 
 def padded_batch(b: dict, buckets) -> dict:
     """The input pipeline's padded batch: every column padded to the smallest bucket that fits."""
-    from trainer.data.batching import bucket_length
+    from trainer.data.padding import bucket_length
 
     L = bucket_length(longest_text(b), buckets)
     d = {}
@@ -119,10 +119,10 @@ def run_ours(args, case) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from trainer.data.batching import effective_buckets
+    from trainer.data.padding import effective_buckets
     from trainer.config import TrainConfig
     from trainer.model.hf_loading import init_random
-    from trainer.plan.memory_plan import ChunkPlan, batch_packer
+    from trainer.train.memory import ChunkPlan, batch_packer
     from trainer.mesh import create_mesh, data_shards, shard_batch
     from trainer.model.modeling import EncoderConfig
     from trainer.train.train_step import create_train_state, make_train_step

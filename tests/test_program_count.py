@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from pipeline.data_config import load_data_config
-from trainer.data.batching import effective_buckets
+from trainer.data.padding import effective_buckets
 from trainer.config import TrainConfig
 from trainer.plan.length_profiles import stated_profiles
 from trainer.data.packing import best_fit_decreasing
 from tests.test_length_profiles import write_manifest
 from trainer.config import get_preset
 from trainer.data.packing import row_bucket
-from trainer.plan.memory_plan import ChunkPlan
+from trainer.train.memory import ChunkPlan
 from trainer.plan.program_count import (Shape, bin_count, largest_unchunked_shape, main, memory_check_shapes, simulate,
                                    summary_lines, typical_shapes, worst_shapes)
 

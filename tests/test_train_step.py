@@ -184,7 +184,7 @@ MULTI = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow  # ~1 min; CI keeps tests/test_layout_invariance.py and test_memory_plan.py (8 devices)
+@pytest.mark.slow  # ~1 min; CI keeps tests/test_layout_invariance.py and test_memory.py (8 devices)
 def test_eight_devices_equal_one_device():
     res = run_on_cpu_devices(MULTI, 8)
     one, eight = res["one"], res["eight"]

@@ -144,7 +144,7 @@ def _ir_eval(argv: Sequence[str] | None, prog: str) -> int:
 
     import json
 
-    from trainer.evaluators.beir import read_beir
+    from trainer.evaluators.ir_data import read_beir
 
     data = read_beir(args.beir_dir, args.split)  # a malformed set stops here, before JAX and the model load
     from trainer.model.encode import load_tokenizer

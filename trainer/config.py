@@ -59,7 +59,7 @@ class TrainConfig:
     train_steps: int = 540_000
     batch_size: int = 1024  # global batch, over all devices and hosts
     adam_mu_dtype: str = "float32"  # AdamW's first moment: float32 | bfloat16 (the second stays float32)
-    # Memory plan (trainer/plan/memory_plan.py; none of it changes the numbers, only memory and speed):
+    # Memory plan (trainer/train/memory.py; none of it changes the numbers, only memory and speed):
     grad_cache_chunk: int = 0  # 0 = off; else embed every batch in chunks of this many texts
     chunk_tokens: int = 0  # per device, most tokens one encoder pass holds; larger shapes are chunked
     shard_optimizer: bool = False  # ZeRO-1: AdamW moments sharded over the devices
@@ -102,7 +102,7 @@ class TrainConfig:
     mteb_tasks: str = ""
     export_dir: str | None = None  # default: <workdir>/export
     # Start-up: compile the worst-case batch shapes and stop before step 1 if one does not fit
-    # (trainer/plan/preflight.py); the budget is the device's memory, or this many GiB when > 0.
+    # (trainer/train/preflight.py); the budget is the device's memory, or this many GiB when > 0.
     preflight: bool = True
     memory_budget_gib: float = 0.0
     # JAX's persistent compilation cache, so that a restarted run does not compile its programs again:
@@ -205,7 +205,7 @@ def _check_evaluation_options(cfg: TrainConfig) -> None:
     """Pooling among trainer/model/pooling.py's modes; BEIR directories with distinct names (they name the
     metrics); prompt names that are strings; MTEB task entries in their form (train_main.py looks them
     up in mteb before the run starts)."""
-    from trainer.evaluators.beir import dataset_name
+    from trainer.evaluators.ir_data import dataset_name
     from trainer.evaluators.mteb_tasks import spec_problem
     from trainer.model.pooling import POOLING_MODES
 

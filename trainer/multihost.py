@@ -15,9 +15,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from pipeline.user_errors import UserError
-from trainer.data import batching
+from trainer.data import padding
 from trainer.data.packing import pad_packed
-from trainer.plan.memory_plan import ChunkPlan
+from trainer.train.memory import ChunkPlan
 
 _STATE_BYTES = 1 << 16  # room for one host's data position (about 1 KB of JSON) when gathered
 
@@ -36,7 +36,7 @@ def agree_on_shape(batch: Mapping[str, Any], pad_id: int, plan: ChunkPlan) -> di
     if "packed_ids" in batch:
         rows, row_length = (int(v) for v in _max_over_hosts(np.shape(batch["packed_ids"])[1:]))
         return pad_packed(batch, row_length, plan.packed_rows(rows, row_length), pad_id)
-    return batching.repad(batch, int(_max_over_hosts(np.shape(batch["anchor_ids"])[1])), pad_id)
+    return padding.repad(batch, int(_max_over_hosts(np.shape(batch["anchor_ids"])[1])), pad_id)
 
 
 def gather_data_state(host_state: dict) -> dict:

@@ -23,7 +23,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from trainer.data.batching import ID_KEYS, bucket_length
+from trainer.data.padding import ID_KEYS, bucket_length
 
 PACKED_KEYS = ("packed_ids", "packed_positions", "packed_text")
 

@@ -1,4 +1,4 @@
-"""The compile-only TPU planner's command line (console script set-plan): the library is trainer/plan/aot.py.
+"""The compile-only TPU planner's command line (console script set-plan): the library is trainer/train/aot.py.
 
   python -m trainer.plan.planner --topology=v3-8 --config=reference [any train_main.py flag]
   python -m trainer.plan.planner --topology=v5litepod-8 --config=reference --chunk_tokens=0 --json=plan.json
@@ -12,7 +12,7 @@ import sys
 
 from pipeline.user_errors import UserError, as_user_errors, prog_name, run_cli
 from trainer.plan import tpu
-from trainer.plan.aot import plan, read_model_config
+from trainer.train.aot import plan, read_model_config
 from trainer.plan.length_profiles import corpus_profiles
 
 

@@ -3,7 +3,7 @@
 XLA compiles one program per batch shape. With packing (trainer/data/packing.py) a shape is (kind, rows per
 device, row length, chunks): the row length from the buckets, the rows from the row ladder
 (`pack_row_steps` steps per doubling), grown by the memory plan to a multiple of their gradient-caching
-chunks (trainer/plan/memory_plan.py). Fewer steps compile fewer programs but pad more rows; a TPU run, whose
+chunks (trainer/train/memory.py). Fewer steps compile fewer programs but pad more rows; a TPU run, whose
 compiles take minutes, wants the trade measured. This module replays the corpus schedule over the
 length profiles (trainer/plan/length_profiles.py) through the packer's own placement and counts.
 
@@ -22,10 +22,10 @@ from typing import Sequence
 
 import numpy as np
 
-from trainer.data.batching import bucket_length, effective_buckets
+from trainer.data.padding import bucket_length, effective_buckets
 from trainer.data.corpus_schedule import MIXED, CorpusSchedule
 from trainer.plan.length_profiles import CorpusProfile, sample_lengths
-from trainer.plan.memory_plan import ChunkPlan
+from trainer.train.memory import ChunkPlan
 from trainer.data.packing import place_texts, row_bucket
 
 # Distinguishes the length draws from the corpus schedule's stream (trainer/data/corpus_schedule.py).

@@ -1,7 +1,7 @@
 """TPU slices as the compiler sees them, and a quiet JAX start where libtpu is installed but no TPU is.
 
 `jax[tpu]` brings libtpu, which also compiles for TPU topologies on a machine without TPUs
-(`jax.experimental.topologies`): trainer/plan/aot.py plans a run that way. The price: on such a machine a
+(`jax.experimental.topologies`): trainer/train/aot.py plans a run that way. The price: on such a machine a
 plain start of JAX loads libtpu and prints initialisation errors; `quiet_start()` (called when the
 trainer package is imported) keeps JAX off a TPU backend that is not there.
 """

@@ -27,10 +27,10 @@ from trainer.evaluators.mteb_tasks import MtebRun, resolve_tasks, run_tasks
 from trainer.evaluators.suite import EvaluationSuite, evaluation_table
 from trainer.model.export import export_sentence_transformers
 from trainer.plan.length_profiles import with_effective_length
-from trainer.plan.memory_plan import ChunkPlan, batch_packer
+from trainer.train.memory import ChunkPlan, batch_packer
 from trainer.mesh import create_mesh, data_shards, layout_report, shard_batch
 from trainer.train.metrics_writer import MetricsWriter, truncate_metrics
-from trainer.plan.preflight import run_preflight
+from trainer.train.preflight import run_preflight
 from trainer.train.train_step import create_train_state, make_train_step, train_state_sharding
 
 log = logging.getLogger("trainer")

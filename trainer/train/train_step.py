@@ -8,7 +8,7 @@ clips, applies AdamW and returns the new state with metrics. Pair batches use
 Dropout: one key per step, fold_in(seed, step), so a resumed run draws the same dropout; each mask is
 a hash of that key, the site and the token's identity (its text's index in the global batch and its
 position within the text: `padded_token_ids`, `packed_token_ids`), so padded or packed rows, any
-device count and any gradient-caching chunks (trainer/plan/memory_plan.py) give the same numbers. A
+device count and any gradient-caching chunks (trainer/train/memory.py) give the same numbers. A
 non-finite loss or gradient leaves the state untouched (metrics["finite"] is False) so the loop can
 stop with the last good state and checkpoint intact.
 """
@@ -28,7 +28,7 @@ from trainer.train.grad_cache import (cached_value_and_grad, cached_value_and_gr
                                 stack_columns)
 from trainer.train.loss import contrastive_loss, validate_loss_options
 from trainer.train.matryoshka import matryoshka_loss
-from trainer.plan.memory_plan import ChunkPlan, state_shardings
+from trainer.train.memory import ChunkPlan, state_shardings
 from trainer.mesh import batch_sharding, check_batch_layout, data_shards, replicated
 from trainer.model.modeling import dropout_token_ids
 from trainer.train.optimizer import learning_rate_schedule, make_optimizer
@@ -142,7 +142,7 @@ def make_loss_of_embeddings(cfg: TrainConfig, batch: Mapping[str, Any]) -> Calla
 def loss_and_grads(apply_fn: Callable, params: Any, batch: Mapping[str, jax.Array], cfg: TrainConfig,
                    step_key: jax.Array, deterministic: bool, mesh: Mesh | None = None):
     """(loss, grads) of one batch: plain autodiff, or gradient caching where the memory plan
-    (cfg.grad_cache_chunk / cfg.chunk_tokens, trainer/plan/memory_plan.py) chunks this batch's shape.
+    (cfg.grad_cache_chunk / cfg.chunk_tokens, trainer/train/memory.py) chunks this batch's shape.
     `apply_fn` is the model's (as_apply_fn) or, for a packed batch, as_packed_apply_fn's."""
     columns = batch_columns(batch)
     loss_fn = make_loss_of_embeddings(cfg, batch)

@@ -10,7 +10,7 @@ behind it: docs/training_step.md, "Memory plan"):
 - `shard_optimizer` (ZeRO stage 1): AdamW's two moments are sharded over the `data` axis instead of
   replicated; parameters and gradients stay replicated, and XLA turns the update into a sharded update
   plus an all-gather of the new parameters. For roberta-large on 8 devices the state per device drops
-  from 3.96 to 1.65 GiB: 2.31 GiB per device freed (tests/test_memory_plan.py computes it).
+  from 3.96 to 1.65 GiB: 2.31 GiB per device freed (tests/test_memory.py computes it).
 - `adam_mu_dtype`: the first moment in bfloat16 (optax's `mu_dtype`; the second moment stays float32).
 - `remat` (trainer/model/modeling.py REMAT_POLICIES): recompute parts of each block in the backward pass.
 
@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from trainer.data.batching import effective_buckets
+from trainer.data.padding import effective_buckets
 from trainer.mesh import DATA_AXIS, data_shards, replicated
 from trainer.data.packing import pack_batch
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests._tiny import run_on_cpu_devices
-from trainer.plan.memory_plan import ChunkPlan, moment_spec
+from trainer.train.memory import ChunkPlan, moment_spec
 
 
 def test_chunks_follow_the_shape_and_rows_divide_into_them():
@@ -46,7 +46,7 @@ ZERO = textwrap.dedent("""
     import json, jax, numpy as np
     from tests._tiny import random_batch, tiny_model
     from trainer.config import TrainConfig
-    from trainer.plan.memory_plan import state_bytes_per_device
+    from trainer.train.memory import state_bytes_per_device
     from trainer.mesh import create_mesh, shard_batch
     from trainer.train.train_step import create_train_state, make_train_step, train_state_sharding
     model, params = tiny_model()
@@ -80,11 +80,11 @@ def test_zero1_shards_the_moments_and_changes_no_number():
 
 def test_zero1_frees_what_the_docstring_says_for_roberta_large():
     """The state per device of roberta-large on 8 devices, replicated and ZeRO-1 (shapes only, on an abstract
-    mesh), and the figure trainer/plan/memory_plan.py states from them."""
+    mesh), and the figure trainer/train/memory.py states from them."""
     from jax.sharding import AbstractMesh
 
-    import trainer.plan.memory_plan as memory_plan
-    from trainer.plan.aot import GIB, abstract_state, build_model, jax_shardings, read_model_config
+    from trainer.train import memory
+    from trainer.train.aot import GIB, abstract_state, build_model, jax_shardings, read_model_config
     from trainer.config import get_preset
 
     cfg = get_preset("reference")
@@ -93,7 +93,7 @@ def test_zero1_frees_what_the_docstring_says_for_roberta_large():
     gib = {}
     for zero in (False, True):
         state = abstract_state(model, cfg.replace(shard_optimizer=zero), mesh)
-        gib[zero] = memory_plan.state_bytes_per_device(state, jax_shardings(state)) / GIB
+        gib[zero] = memory.state_bytes_per_device(state, jax_shardings(state)) / GIB
     assert (round(gib[False], 2), round(gib[True], 2)) == (3.96, 1.65)  # float32 params + two moments; moments / 8
     assert f"from {gib[False]:.2f} to {gib[True]:.2f} GiB: {gib[False] - gib[True]:.2f} GiB per device freed" in \
-        " ".join(memory_plan.__doc__.split())
+        " ".join(memory.__doc__.split())

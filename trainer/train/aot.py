@@ -37,7 +37,7 @@ from trainer.plan import tpu
 from trainer.plan.length_profiles import corpus_profiles
 
 GIB = 1024 ** 3
-MODEL_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_configs")
+MODEL_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "plan", "model_configs")
 
 
 # ------------------------------------------------------------------------------------- the model
@@ -90,7 +90,7 @@ def abstract_batch(shape: Any, cfg: TrainConfig, mesh: Any) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from trainer.data.batching import ID_KEYS
+    from trainer.data.padding import ID_KEYS
     from trainer.mesh import batch_sharding, data_shards
     from trainer.data.packing import PACKED_KEYS
 
@@ -207,7 +207,7 @@ def jax_shardings(abstract: Any) -> Any:
 
 
 def _state_bytes(state: Any) -> int:
-    from trainer.plan.memory_plan import state_bytes_per_device
+    from trainer.train.memory import state_bytes_per_device
 
     return state_bytes_per_device(state, jax_shardings(state))
 

@@ -16,7 +16,7 @@ import logging
 from typing import Any, Iterable
 
 from pipeline.user_errors import UserError
-from trainer.plan.aot import GIB, ShapeReport, compile_shapes
+from trainer.train.aot import GIB, ShapeReport, compile_shapes
 from trainer.config import TrainConfig
 from trainer.mesh import data_shards
 from trainer.plan.program_count import memory_check_shapes
