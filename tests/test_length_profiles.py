@@ -14,8 +14,8 @@ from pipeline.record_schema import SCHEMA_VERSION
 from tests._prompted import MINILM_PROMPTS
 from trainer.config import TrainConfig
 from trainer.plan.length_profiles import (KINDS, STATED, ColumnProfile, CorpusProfile, manifest_profiles,
-                                     model_prompt_counter, prompt_token_counter, sample_lengths, stated_profiles,
-                                     with_effective_length)
+                                     model_prompt_counter, prompt_token_counter, sample_lengths, stated_profiles)
+from trainer.data.shapes import with_effective_length
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

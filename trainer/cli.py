@@ -68,7 +68,10 @@ def _export(argv: Sequence[str] | None, prog: str) -> int:
         if args.init_from:
             out = export.export_from_pretrained(args.init_from, args.output_dir, args.max_seq_length)
         else:
-            out = export.export_from_workdir(args.workdir, args.output_dir, args.max_seq_length)
+            from trainer.train.checkpointing import restore_latest_params
+
+            params, meta = restore_latest_params(args.workdir)
+            out = export.export_from_checkpoint(params, meta, args.workdir, args.output_dir, args.max_seq_length)
     print(f"exported a SentenceTransformers model to {out}")
     return 0
 

@@ -30,7 +30,7 @@ from trainer.data.corpus_schedule import MIXED, CorpusSchedule
 from trainer.data.prefetch import Prefetcher
 from trainer.data.reader import CorpusReader
 from trainer.data.records import CorpusStream, StreamOptions
-from trainer.plan.length_profiles import with_effective_length
+from trainer.data.shapes import with_effective_length
 
 STATE_VERSION = 1
 
