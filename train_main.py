@@ -29,7 +29,7 @@ from trainer import flags
 from trainer.config import TrainConfig
 from trainer.flags import config_from_args  # noqa: F401 (the tests' and users' import of it)
 
-EXIT_MTEB_FAILED = 4  # trained and exported, but an --mteb_tasks task failed
+EXIT_MTEB_FAILED = 4  # trained and exported, but an evaluation of the export (an --mteb_tasks task) failed
 
 
 def program_name() -> str:
@@ -43,28 +43,23 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def check_inputs(cfg: TrainConfig, data_dir: str) -> None:
     """What the user named, checked before the trainer (and TensorFlow) starts: --model when it is a
-    local path, the --ir_eval directories, the --mteb_tasks (mteb importable, each task known), the
-    batch over this run's devices, and the Beam job's manifest in --data_dir (with the IR and STS prompt
-    names in its prompt table)."""
-    from pipeline import storage
-    from pipeline.manifest import load_manifest
-    from trainer.prompts import training_ir_prompts
-    from trainer.evaluators.mteb_tasks import resolve_tasks
-    from trainer.evaluators.sts import training_sts_prompt
+    local path, the --loss, what each evaluator of --evaluators needs (trainer/evaluators/suite.py: the
+    --ir_eval directories, the --mteb_tasks known to mteb, prompt names in the manifest's table), the
+    batch over this run's devices, and the Beam job's manifest in --data_dir."""
+    from trainer.evaluators import suite
     from trainer.mesh import check_batch_layout, create_mesh
+    from trainer.train.loss import loss_named
 
     if not (is_remote(cfg.model) or is_hub_name(cfg.model) or os.path.isdir(cfg.model)):
         raise UserError(f"--model={cfg.model}: no such directory (give a local or gs:// model directory, "
                         "or a Hugging Face name)")
-    for d in cfg.ir_eval:
-        if not storage.exists(storage.join(d, "corpus.jsonl")):
-            raise UserError(f"--ir_eval={d}: no corpus.jsonl there (a BEIR-format directory: corpus.jsonl, "
-                            "queries.jsonl, qrels/test.tsv)")
-    resolve_tasks(cfg.mteb_tasks)
+    try:
+        loss_named(cfg.loss)
+    except ValueError as e:
+        raise UserError(f"--loss: {e}") from None
+    inputs = suite.check_inputs(cfg, data_dir)
     check_batch_layout(cfg.batch_size, create_mesh(), cfg.grad_cache_chunk)
-    manifest = load_manifest(data_dir)
-    training_ir_prompts(cfg, manifest)  # the prompt names in the manifest's table
-    training_sts_prompt(cfg, manifest)
+    inputs.manifest  # noqa: B018 -- the Beam job's manifest, read (and checked) once
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,11 +87,11 @@ def _train(argv: list[str] | None) -> int:
         return 3
     if result.finished:
         logging.getLogger("trainer").info("done at step %d; exported to %s", result.step, result.export_dir)
-    if result.mteb is not None and result.mteb.failures:
+    if result.export_failures:
         logging.getLogger("trainer").error(
-            "training finished and the model is exported to %s, but MTEB task(s) %s failed (above); rerun the "
+            "training finished and the model is exported to %s, but %s failed (above); rerun the "
             "same command to run them again (the training is not repeated)", result.export_dir,
-            ", ".join(result.mteb.failures))
+            "; ".join(result.export_failures))
         return EXIT_MTEB_FAILED
     return 0
 

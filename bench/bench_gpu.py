@@ -6,7 +6,7 @@ synthetic token ids with realistic lengths (log-normal, median --median_len toke
 --max_len). Both sides get the same batches (same seed). Our side is configured as the trainer is
 (TrainConfig defaults: buckets, pack_min_row_length, pack_row_steps) and builds its batches as the
 trainer does: each batch padded to the smallest bucket that fits it, then packed into rows of whole
-texts (trainer.plan.memory_plan.batch_packer: the row ladder, grown to a multiple of the memory plan's
+texts (trainer.data.shapes.batch_packer: the row ladder, grown to a multiple of the memory plan's
 gradient-caching chunks), or left padded with --packing=0. ST pads each column to its longest text
 (recent versions' gradient caching trims each mini-batch to its own longest text).
 
@@ -14,7 +14,7 @@ Timing, ours: every timed batch is built and packed before the timed region (the
 input pipeline's prefetch thread, overlapping the step, so packing is not on the step's critical
 path); its host-to-device copy (mesh.shard_batch) stays inside the timed loop, as in the train loop.
 XLA compiles one program per batch shape, so before timing we collect the distinct shapes of the timed
-batches (trainer.plan.program_count.Shape: kind, rows x row length, chunks) and run one warm-up step on a
+batches (trainer.data.shapes.Shape: kind, rows x row length, chunks) and run one warm-up step on a
 batch of each shape: every timed step then runs a compiled program. A compile during the timed steps
 (counted from the step's jit cache and JAX's backend-compile events) is reported as
 `compiles_during_timing` and should be 0. ST (eager PyTorch, nothing to compile) warms up on 2 extra
@@ -80,7 +80,7 @@ from trainer.plan.flops import step_flops  # noqa: E402  (no JAX)
 
 def padded_batch(b: dict, buckets) -> dict:
     """The input pipeline's padded batch: every column padded to the smallest bucket that fits."""
-    from trainer.data.batching import bucket_length
+    from trainer.data.padding import bucket_length
 
     L = bucket_length(longest_text(b), buckets)
     d = {}
@@ -93,8 +93,8 @@ def padded_batch(b: dict, buckets) -> dict:
 
 
 def batch_shape(d: dict, plan, n_shards: int):
-    """The program shape of a (packed or padded) batch, as trainer/plan/program_count.py labels it."""
-    from trainer.plan.program_count import Shape
+    """The program shape of a (packed or padded) batch, as trainer/data/shapes.py labels it."""
+    from trainer.data.shapes import Shape
 
     kind = "triplet" if "negative_fp" in d else "pair"
     if "packed_ids" in d:
@@ -119,10 +119,10 @@ def run_ours(args, case) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from trainer.data.batching import effective_buckets
+    from trainer.data.padding import effective_buckets
     from trainer.config import TrainConfig
     from trainer.model.hf_loading import init_random
-    from trainer.plan.memory_plan import ChunkPlan, batch_packer
+    from trainer.data.shapes import Chunking, batch_packer
     from trainer.mesh import create_mesh, data_shards, shard_batch
     from trainer.model.modeling import EncoderConfig
     from trainer.train.train_step import create_train_state, make_train_step
@@ -144,7 +144,7 @@ def run_ours(args, case) -> dict:
     pre = init_random(enc, seed=0, dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32, remat=cfg.remat)
     mesh = create_mesh(jax.devices()[:1])  # one device, like ST
     n_shards = data_shards(mesh)
-    plan = ChunkPlan.from_config(cfg, n_shards)
+    plan = Chunking.from_config(cfg, n_shards)
     buckets = effective_buckets(cfg.bucket_lengths, cfg.max_seq_length)
     pack = batch_packer(cfg, n_shards, n_shards, pad) if cfg.packing else (lambda d: d)
 

@@ -2,7 +2,7 @@
 roofline step time and projected days, beside the same run done the seed's way (every text padded to
 max_seq_length, no packing) over the same length profiles; the ratio is the compute packing saves.
 
-Compiler figures (libtpu on this CPU machine, `trainer/plan/aot.py`) and a projection at a stated share of
+Compiler figures (libtpu on this CPU machine, `trainer/plan/projection.py`) and a projection at a stated share of
 peak on the executed FLOPs, not measured TPU time. roberta-large takes 3-6 minutes per shape on 2
 cores; the default grid takes about an hour.
 
@@ -19,7 +19,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from trainer.plan import aot, tpu  # noqa: E402
+from trainer.plan import tpu  # noqa: E402
+from trainer.plan import projection  # noqa: E402
+from trainer.train import aot  # noqa: E402
 from trainer.config import DEMO_MODEL, get_preset  # noqa: E402
 from trainer.plan.flops import roofline_s  # noqa: E402
 
@@ -52,7 +54,7 @@ def main() -> int:
         cfg = get_preset("reference").replace(model=MODELS[model], **PLANS[plan_name])
         s = tpu.get_slice(topology)
         t0 = time.perf_counter()
-        report = aot.plan(cfg, s, args.shapes.split(","), args.sim_steps, efficiency=args.efficiency, jobs=args.jobs,
+        report = projection.plan(cfg, s, args.shapes.split(","), args.sim_steps, efficiency=args.efficiency, jobs=args.jobs,
                           log=lambda line: print("  " + line, file=sys.stderr, flush=True))
         p = report["projection"]
         for r in report["shapes"]:

@@ -60,7 +60,7 @@ def main() -> int:
         MultipleNegativesRankingLoss,
     )
 
-    from trainer.data.batching import bucket_length, effective_buckets
+    from trainer.data.padding import bucket_length, effective_buckets
     from trainer.config import TrainConfig
     from trainer.model.encode import load_tokenizer, tokenize
     from trainer.model.hf_loading import load_pretrained

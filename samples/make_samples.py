@@ -335,7 +335,7 @@ def main() -> None:
         json.dump({"description": "Bundled sample corpora (samples/make_samples.py); input root: samples/corpora",
                    "corpora": config}, f, indent=2)
         f.write("\n")
-    # The demo's retrieval set (BEIR format; trainer/evaluators/beir.py), from its own seed.
+    # The demo's retrieval set (BEIR format; trainer/evaluators/ir_data.py), from its own seed.
     write_beir(os.path.join(HERE, "beir", "sample_ir"), *beir_sample(random.Random(SEED + len(CORPORA))))
 
 

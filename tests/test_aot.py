@@ -13,7 +13,8 @@ import pytest
 pytest.importorskip("libtpu")
 
 from tests.test_length_profiles import write_manifest  # noqa: E402
-from trainer.plan import aot, planner, tpu  # noqa: E402
+from trainer.plan import planner, projection, tpu  # noqa: E402
+from trainer.train import aot  # noqa: E402
 from trainer.config import DEMO_MODEL, get_preset  # noqa: E402
 from trainer.plan.flops import step_flops  # noqa: E402
 from trainer.model.modeling import EncoderConfig  # noqa: E402
@@ -32,11 +33,11 @@ def test_minilm_reference_step_fits_a_v3_8_with_the_compilers_numbers():
     the worst pair (16 rows x 128 per core) and triplet (24 x 128) compile for a v3-8 and fit."""
     cfg = get_preset("reference").replace(model=DEMO_MODEL, batch_size=64)
     lines, log = _lines()
-    report = aot.plan(cfg, tpu.get_slice("v3-8"), shapes=("worst",), sim_steps=200, jobs=2, log=log)
+    report = projection.plan(cfg, tpu.get_slice("v3-8"), shapes=("worst",), sim_steps=200, jobs=2, log=log)
     assert report["fits"] and report["devices"] == 8
     shapes = {s["shape"]: s for s in report["shapes"]}
     assert set(shapes) == {"pair 16x128", "triplet 24x128"}
-    enc = EncoderConfig.from_hf_dict(aot.read_model_config(DEMO_MODEL))
+    enc = EncoderConfig.from_hf_dict(projection.read_model_config(DEMO_MODEL))
     n_params = 22_565_376  # all-MiniLM-L6-v2 (no pooler)
     for label, s in shapes.items():
         rows = 8 * int(label.split()[1].split("x")[0])
@@ -81,7 +82,7 @@ def test_roberta_large_reference_plan_fits(topology):
     """The reference run (roberta-large, batch 1024, the preset's memory plan) on a v3-8: every
     worst and typical shape fits. About 4 minutes per shape on 2 cores."""
     lines, log = _lines()
-    report = aot.plan(get_preset("reference"), tpu.get_slice(topology), jobs=os.cpu_count() or 1, log=log)
+    report = projection.plan(get_preset("reference"), tpu.get_slice(topology), jobs=os.cpu_count() or 1, log=log)
     assert report["fits"], "\n".join(lines)
 
 
@@ -90,14 +91,14 @@ def test_a_model_path_that_exists_wins_over_a_shipped_config(tmp_path, tiny_bert
     ckpt = tmp_path / "ckpts" / "roberta-large"
     ckpt.mkdir(parents=True)
     shutil.copyfile(os.path.join(tiny_bert_dir, "config.json"), ckpt / "config.json")
-    assert aot.read_model_config(str(ckpt))["hidden_size"] == 32  # the checkpoint's, not roberta-large's 1024
-    assert aot.read_model_config(str(ckpt / "config.json"))["hidden_size"] == 32
+    assert projection.read_model_config(str(ckpt))["hidden_size"] == 32  # the checkpoint's, not roberta-large's 1024
+    assert projection.read_model_config(str(ckpt / "config.json"))["hidden_size"] == 32
     monkeypatch.chdir(tmp_path / "ckpts")
-    assert aot.read_model_config("roberta-large")["hidden_size"] == 32  # a relative path that exists
+    assert projection.read_model_config("roberta-large")["hidden_size"] == 32  # a relative path that exists
     monkeypatch.chdir(tmp_path)
     # A name that is only a hub id still plans offline with the shipped config.
-    assert aot.read_model_config("FacebookAI/roberta-large")["hidden_size"] == 1024
-    assert aot.read_model_config("roberta-large")["hidden_size"] == 1024
+    assert projection.read_model_config("FacebookAI/roberta-large")["hidden_size"] == 1024
+    assert projection.read_model_config("roberta-large")["hidden_size"] == 1024
 
 
 def test_the_projection_is_labelled_as_one_at_the_stated_efficiency(monkeypatch, capsys):
@@ -122,18 +123,18 @@ def test_planner_reports_a_largest_unchunked_shape_that_does_not_fit(tiny_bert_d
     the worst pair fits and the largest unchunked one does not (before, it compiled only the worst case)."""
     import dataclasses
 
-    from trainer.plan.program_count import memory_check_shapes
+    from trainer.data.shapes import memory_check_shapes
 
     with open(os.path.join(tiny_bert_dir, "config.json")) as f:
         hf = dict(json.load(f), hidden_size=128, num_hidden_layers=6, num_attention_heads=2, intermediate_size=256)
     cfg = get_preset("reference").replace(batch_size=256, chunk_tokens=63 * 128, pack_row_steps=16)
     s = tpu.get_slice("v3-8")
-    mesh = aot.slice_mesh(s)
+    mesh = projection.slice_mesh(s)
     pairs = [(case, shape) for case, shape in memory_check_shapes(cfg, 8) if shape.kind == "pair"]
     assert [(case, shape.label) for case, shape in pairs] == [("worst", "pair 64x128 (2 chunks)"),
                                                                ("unchunked", "pair 62x128")]
-    worst, plain = aot.compile_shapes(aot.build_model(cfg, hf)[1], cfg, mesh, pairs, 2**34, jobs=2)
+    worst, plain = aot.compile_shapes(projection.build_model(cfg, hf)[1], cfg, mesh, pairs, 2**34, jobs=2)
     assert plain.total_bytes > worst.total_bytes, (plain.total_bytes, worst.total_bytes)
     budget = (worst.total_bytes + plain.total_bytes) // 2
-    lines = [aot.format_report(dataclasses.replace(r, usable_bytes=budget), s) for r in (worst, plain)]
+    lines = [projection.format_report(dataclasses.replace(r, usable_bytes=budget), s) for r in (worst, plain)]
     assert "fits" in lines[0] and "DOES NOT FIT" in lines[1] and lines[1].lstrip().startswith("unchunked pair 62x128")

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from pipeline import record_schema as rs
 from pipeline.manifest import ManifestError, load_manifest
-from trainer.data import batching, records
+from trainer.data import padding, records
 from trainer.config import TrainConfig
 from trainer.data.corpus_schedule import CorpusSchedule
 from trainer.data.batches import BatchStream, DataError
@@ -130,7 +130,7 @@ INDEX_OF = {name: i for i, (name, *_) in enumerate(CORPORA)}
 
 
 def fold(ci, rec, t):
-    return int(batching.fold_fingerprint(np.array([rs.fingerprint(text_key(ci, rec, t))]))[0])
+    return int(padding.fold_fingerprint(np.array([rs.fingerprint(text_key(ci, rec, t))]))[0])
 
 
 def check_batch(batch, corpora=CORPORA, buckets=(16, 32, 64, 128), pad=PAD):
@@ -144,7 +144,7 @@ def check_batch(batch, corpora=CORPORA, buckets=(16, 32, 64, 128), pad=PAD):
     assert ("negative_ids" in batch) == has_neg
     L = batch["anchor_ids"].shape[1]
     longest = max(int(batch[f"{c}_mask"].sum(1).max()) for c in cols)
-    assert L == batching.bucket_length(longest, buckets)
+    assert L == padding.bucket_length(longest, buckets)
     rows = []
     for c in cols:
         ids, mask = batch[f"{c}_ids"], batch[f"{c}_mask"]

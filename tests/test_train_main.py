@@ -61,6 +61,9 @@ def _one_line(capsys) -> str:
     ("--model=/no/such/dir", "--model=/no/such/dir: no such directory"),
     ("--ir_eval=/no/beir", "--ir_eval=/no/beir: no corpus.jsonl there (a BEIR-format directory"),
     ("--pooling=first", "--pooling must be one of auto, mean, cls, max, lasttoken, got 'first'"),
+    ("--loss=triplet", "--loss: unknown loss 'triplet'; registered: contrastive"),
+    ("--evaluators=retrieval,bleu", "--evaluators: unknown evaluator(s) 'bleu'; registered: retrieval, sts, ir, mteb"),
+    ("--evaluators=ir,ir", "--evaluators must be distinct evaluator names (comma-separated), got 'ir,ir'"),
 ])
 def test_bad_values_are_one_line(tmp_path, capsys, flag, message):
     assert train_main.main([f"--data_dir={tmp_path}", f"--workdir={tmp_path / 'run'}", flag]) == 2

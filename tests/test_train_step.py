@@ -184,7 +184,7 @@ MULTI = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow  # ~1 min; CI keeps tests/test_layout_invariance.py and test_memory_plan.py (8 devices)
+@pytest.mark.slow  # ~1 min; CI keeps tests/test_layout_invariance.py and test_memory.py (8 devices)
 def test_eight_devices_equal_one_device():
     res = run_on_cpu_devices(MULTI, 8)
     one, eight = res["one"], res["eight"]
@@ -193,3 +193,40 @@ def test_eight_devices_equal_one_device():
     np.testing.assert_allclose(eight["norms"], one["norms"], rtol=1e-4)
     np.testing.assert_allclose(eight["params"], one["params"], rtol=1e-4, atol=1e-6)
     assert one["losses"][0] > 1.0
+
+
+def _toy_loss(cfg, batch):
+    """A loss of this test file alone: the mean squared distance of each anchor to its positive, times
+    cfg.scale (no negatives, no normalisation): --loss=toy once registered."""
+    return lambda embs: cfg.scale * jnp.mean(jnp.sum((embs[0] - embs[1]) ** 2, axis=-1))
+
+
+@pytest.mark.parametrize("memory", [{}, {"grad_cache_chunk": 4}], ids=["plain", "grad_cache"])
+def test_a_loss_registered_from_outside_trains_through_caching_and_matryoshka(tiny, monkeypatch, memory):
+    """--loss picks a loss registered in trainer/train/loss.py LOSSES; the step, gradient caching and the
+    Matryoshka sizes take it as they take the contrastive loss."""
+    from trainer.train import loss as loss_lib
+
+    monkeypatch.setitem(loss_lib.LOSSES, "toy", _toy_loss)
+    model, params = tiny
+    batch = random_batch(3)
+    cfg = CFG.replace(loss="toy", scale=2.0, matryoshka_dims=(16, 4), matryoshka_weights=(1.0, 0.5), **memory)
+
+    def direct(p):  # the toy loss at both sizes, by hand
+        a, b = (model.apply({"params": p}, batch[f"{c}_ids"], batch[f"{c}_mask"]) for c in ("anchor", "positive"))
+        return sum(w * 2.0 * jnp.mean(jnp.sum((a[:, :d] - b[:, :d]) ** 2, axis=-1)) for d, w in ((16, 1.0), (4, 0.5)))
+    want_loss, want_grads = jax.jit(jax.value_and_grad(direct))(params)
+    loss, grads = jax.jit(lambda p, b: loss_and_grads(model_apply(model), p, b, cfg, jax.random.PRNGKey(0), True))(
+        params, batch)
+    assert float(loss) == pytest.approx(float(want_loss), rel=1e-5) and float(loss) > 0
+    assert _rel(_leaves(grads), _leaves(want_grads)) < 1e-4
+    if memory:  # the rest is the same with gradient caching
+        return
+    contrastive, _ = jax.jit(lambda p, b: loss_and_grads(model_apply(model), p, b, cfg.replace(loss="contrastive"),
+                                                         jax.random.PRNGKey(0), True))(params, batch)
+    assert abs(float(contrastive) - float(loss)) > 1e-3  # the name chose the loss
+
+    mesh = create_mesh()
+    state, metrics = make_train_step(model, cfg, mesh, dropout=False)(create_train_state(params, cfg, mesh), batch)
+    assert int(state.step) == 1 and bool(metrics["finite"])
+    assert float(metrics["loss"]) == pytest.approx(float(want_loss), rel=1e-5)

@@ -68,7 +68,10 @@ def _export(argv: Sequence[str] | None, prog: str) -> int:
         if args.init_from:
             out = export.export_from_pretrained(args.init_from, args.output_dir, args.max_seq_length)
         else:
-            out = export.export_from_workdir(args.workdir, args.output_dir, args.max_seq_length)
+            from trainer.train.checkpointing import restore_latest_params
+
+            params, meta = restore_latest_params(args.workdir)
+            out = export.export_from_checkpoint(params, meta, args.workdir, args.output_dir, args.max_seq_length)
     print(f"exported a SentenceTransformers model to {out}")
     return 0
 
@@ -144,7 +147,7 @@ def _ir_eval(argv: Sequence[str] | None, prog: str) -> int:
 
     import json
 
-    from trainer.evaluators.beir import read_beir
+    from trainer.evaluators.ir_data import read_beir
 
     data = read_beir(args.beir_dir, args.split)  # a malformed set stops here, before JAX and the model load
     from trainer.model.encode import load_tokenizer

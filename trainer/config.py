@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import os
-from typing import Any
+import re
+from typing import Any, Sequence
+
+import numpy as np
 
 from pipeline.model_source import DEMO_MODEL
 from pipeline.user_errors import UserError
@@ -20,6 +23,76 @@ REMAT_MODES = ("none", "dots", "full")  # modeling.REMAT_POLICIES
 # finds the sample corpora (pipeline/options.py), so the demo preset works from any directory.
 SAMPLE_BEIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples", "beir",
                            "sample_ir")
+
+
+# The rules of fields whose modules sit above this one (tests/test_imports.py: the config imports none of
+# them); those modules import their rules from here.
+POOLING_MODES = ("mean", "cls", "max", "lasttoken")  # trainer/model/pooling.py
+DIRECTIONS = ("query_to_doc", "doc_to_query", "query_to_query", "doc_to_doc")
+PARTITION_MODES = ("joint", "per_direction")
+
+
+def validate_loss_options(directions: Sequence[str], partition_mode: str) -> tuple[str, ...]:
+    """Raise ValueError on options sentence-transformers also rejects; returns directions as a tuple."""
+    directions = tuple(directions)
+    if not directions:
+        raise ValueError("at least one loss direction is needed")
+    bad = set(directions) - set(DIRECTIONS)
+    if bad:
+        raise ValueError(f"unknown loss directions {sorted(bad)}; valid: {', '.join(DIRECTIONS)}")
+    if "query_to_doc" not in directions:
+        raise ValueError("'query_to_doc' must be among the directions (it holds the positive pair)")
+    if len(set(directions)) != len(directions):
+        raise ValueError(f"duplicate loss directions in {directions}")
+    if partition_mode not in PARTITION_MODES:
+        raise ValueError(f"partition_mode must be one of {PARTITION_MODES}, got {partition_mode!r}")
+    if partition_mode == "per_direction" and set(directions) & {"query_to_query", "doc_to_doc"}:
+        raise ValueError("partition_mode='per_direction' cannot be used with query_to_query or doc_to_doc "
+                         "(their pools hold no positive); use partition_mode='joint'")
+    return directions
+
+
+def check_dims(dims: Sequence[int], weights: Sequence[float], hidden_size: int | None = None) -> None:
+    """ValueError unless dims are distinct positive sizes (<= hidden_size when known) and weights are
+    empty (all 1) or one positive number per size."""
+    if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in dims):
+        raise ValueError(f"matryoshka_dims must be positive integers, got {list(dims)}")
+    if len(set(dims)) != len(dims):
+        raise ValueError(f"matryoshka_dims repeats a size: {list(dims)}")
+    if weights and not dims:
+        raise ValueError("matryoshka_weights needs matryoshka_dims")
+    if weights and len(weights) != len(dims):
+        raise ValueError(f"matryoshka_weights needs one weight per size: {len(weights)} weights for {len(dims)} sizes")
+    if any(not np.isfinite(w) or w <= 0 for w in weights):
+        raise ValueError(f"matryoshka_weights must be positive numbers, got {list(weights)}")
+    if hidden_size is not None and dims and max(dims) > hidden_size:
+        raise ValueError(f"matryoshka_dims {list(dims)}: the model's embeddings have {hidden_size} dimensions")
+
+
+_MTEB_CLASS_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+def mteb_task_entries(spec: str) -> list[str]:
+    """--mteb_tasks' entries (trainer/evaluators/mteb_tasks.py), stripped, empty ones dropped."""
+    return [s.strip() for s in spec.split(",") if s.strip()]
+
+
+def mteb_spec_problem(spec: Any) -> str | None:
+    """What is wrong with --mteb_tasks' form, or None. Only the form: the
+    names themselves are looked up by `resolve_tasks` at start-up, where mteb is imported."""
+    if not isinstance(spec, str):
+        return "comma-separated MTEB task names or package.module:ClassName entries"
+    for entry in mteb_task_entries(spec):
+        if ":" in entry and not _MTEB_CLASS_SPEC.fullmatch(entry):
+            return f"package.module:ClassName for a task class (got {entry!r})"
+    if len(set(mteb_task_entries(spec))) < len(mteb_task_entries(spec)):
+        return "distinct entries (each names its metrics)"
+    return None
+
+
+def ir_dataset_name(path: str) -> str:
+    """An --ir_eval directory's last component: it names the metrics (eval/ir/<name>/...)."""
+    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 class ConfigError(UserError):
@@ -36,7 +109,10 @@ class TrainConfig:
     # Pooling of token states (trainer/model/pooling.py): mean | cls | max | lasttoken, or "auto": the source
     # model's (its 1_Pooling/config.json), else mean. The export writes the same mode.
     pooling: str = "auto"
-    # Loss: cosine similarity x scale, cross entropy against the true pair, in-batch negatives.
+    # The loss, by name in trainer/train/loss.py LOSSES: "contrastive" (cosine similarity x scale, cross
+    # entropy against the true pair, in-batch negatives; the fields below) or one registered there.
+    # Gradient caching and Matryoshka wrap whichever is chosen.
+    loss: str = "contrastive"
     scale: float = 20.0
     # Directions for pair batches (symmetric loss, as the reference run) and for triplet batches.
     pair_directions: tuple[str, ...] = ("query_to_doc", "doc_to_query")
@@ -59,7 +135,7 @@ class TrainConfig:
     train_steps: int = 540_000
     batch_size: int = 1024  # global batch, over all devices and hosts
     adam_mu_dtype: str = "float32"  # AdamW's first moment: float32 | bfloat16 (the second stays float32)
-    # Memory plan (trainer/plan/memory_plan.py; none of it changes the numbers, only memory and speed):
+    # Memory plan (trainer/train/memory.py; none of it changes the numbers, only memory and speed):
     grad_cache_chunk: int = 0  # 0 = off; else embed every batch in chunks of this many texts
     chunk_tokens: int = 0  # per device, most tokens one encoder pass holds; larger shapes are chunked
     shard_optimizer: bool = False  # ZeRO-1: AdamW moments sharded over the devices
@@ -100,9 +176,12 @@ class TrainConfig:
     # task class of your own as package.module:ClassName (an mteb AbsTask subclass, e.g. on private data).
     # Metrics mteb/<task>/<split>/main_score; mteb's files in <workdir>/mteb. "": none.
     mteb_tasks: str = ""
+    # The evaluators, by name in trainer/evaluators/suite.py EVALUATORS, in this order: each runs when its
+    # own inputs are set (sts: --sts_dev, ir: --ir_eval, mteb: --mteb_tasks; retrieval: always).
+    evaluators: tuple[str, ...] = ("retrieval", "sts", "ir", "mteb")
     export_dir: str | None = None  # default: <workdir>/export
     # Start-up: compile the worst-case batch shapes and stop before step 1 if one does not fit
-    # (trainer/plan/preflight.py); the budget is the device's memory, or this many GiB when > 0.
+    # (trainer/train/preflight.py); the budget is the device's memory, or this many GiB when > 0.
     preflight: bool = True
     memory_budget_gib: float = 0.0
     # JAX's persistent compilation cache, so that a restarted run does not compile its programs again:
@@ -194,7 +273,7 @@ def check_config(cfg: TrainConfig) -> None:
     for name, choices in (("dtype", DTYPES), ("adam_mu_dtype", DTYPES), ("remat", REMAT_MODES)):
         if getattr(cfg, name) not in choices:
             _refuse(name, getattr(cfg, name), f"one of {', '.join(choices)}")
-    for name in ("model", "compilation_cache"):
+    for name in ("model", "compilation_cache", "loss"):
         if not isinstance(getattr(cfg, name), str) or not getattr(cfg, name):
             _refuse(name, getattr(cfg, name), "a non-empty string")
     _check_evaluation_options(cfg)
@@ -205,22 +284,21 @@ def _check_evaluation_options(cfg: TrainConfig) -> None:
     """Pooling among trainer/model/pooling.py's modes; BEIR directories with distinct names (they name the
     metrics); prompt names that are strings; MTEB task entries in their form (train_main.py looks them
     up in mteb before the run starts)."""
-    from trainer.evaluators.beir import dataset_name
-    from trainer.evaluators.mteb_tasks import spec_problem
-    from trainer.model.pooling import POOLING_MODES
-
     if cfg.pooling not in ("auto",) + POOLING_MODES:
         _refuse("pooling", cfg.pooling, f"one of auto, {', '.join(POOLING_MODES)}")
-    if not isinstance(cfg.ir_eval, tuple) or not all(isinstance(d, str) and dataset_name(d) for d in cfg.ir_eval):
+    if not isinstance(cfg.ir_eval, tuple) or not all(isinstance(d, str) and ir_dataset_name(d) for d in cfg.ir_eval):
         _refuse("ir_eval", cfg.ir_eval, "BEIR-format directories (comma-separated)")
-    names = [dataset_name(d) for d in cfg.ir_eval]
+    names = [ir_dataset_name(d) for d in cfg.ir_eval]
     if len(set(names)) < len(names):
         _refuse("ir_eval", cfg.ir_eval, "directories with distinct names (each names its metrics)")
     # Prompt names, resolved against the manifest at start-up.
     for name in ("ir_query_prompt_name", "ir_corpus_prompt_name", "sts_prompt_name"):
         if not isinstance(getattr(cfg, name), str):
             _refuse(name, getattr(cfg, name), "a prompt name of the manifest's 'prompts' (or empty: none)")
-    problem = spec_problem(cfg.mteb_tasks)
+    if (not isinstance(cfg.evaluators, tuple) or not all(isinstance(e, str) and e for e in cfg.evaluators)
+            or len(set(cfg.evaluators)) < len(cfg.evaluators)):
+        _refuse("evaluators", cfg.evaluators, "distinct evaluator names (comma-separated)")
+    problem = mteb_spec_problem(cfg.mteb_tasks)
     if problem:
         _refuse("mteb_tasks", cfg.mteb_tasks, problem)
 
@@ -228,9 +306,6 @@ def _check_evaluation_options(cfg: TrainConfig) -> None:
 def _check_loss_options(cfg: TrainConfig) -> None:
     """The loss's own rules (trainer/train/loss.py: known directions, query_to_doc among them, per_direction
     only with query_to_doc and doc_to_query)."""
-    from trainer.train.loss import PARTITION_MODES, validate_loss_options
-    from trainer.train.matryoshka import check_dims
-
     if cfg.partition_mode not in PARTITION_MODES:
         _refuse("partition_mode", cfg.partition_mode, f"one of {', '.join(PARTITION_MODES)}")
     for name in ("pair_directions", "triplet_directions"):

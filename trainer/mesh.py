@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from pipeline.user_errors import UserError
-from trainer.plan.tpu import tpu_attached
+from trainer.devices import tpu_attached
 
 DATA_AXIS = "data"
 log = logging.getLogger(__name__)

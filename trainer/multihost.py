@@ -3,7 +3,8 @@ position to checkpoint. With one host both are the identity.
 
 Every host builds its batches from its own files (trainer/data/batches.py), so each picks its own
 bucket length (and, packed, its own row count); one compiled program needs one global shape, so
-every host grows its arrays to the largest any host has.
+every host grows its arrays to the largest any host has (trainer/data/shapes.py `agree_on_shape`,
+with `max_over_hosts`).
 """
 from __future__ import annotations
 
@@ -15,28 +16,13 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from pipeline.user_errors import UserError
-from trainer.data import batching
-from trainer.data.packing import pad_packed
-from trainer.plan.memory_plan import ChunkPlan
 
 _STATE_BYTES = 1 << 16  # room for one host's data position (about 1 KB of JSON) when gathered
 
 
-def _max_over_hosts(values) -> np.ndarray:
+def max_over_hosts(values) -> np.ndarray:
     """The elementwise max over hosts of a few ints."""
     return np.max(multihost_utils.process_allgather(np.asarray(values, np.int32)), axis=0)
-
-
-def agree_on_shape(batch: Mapping[str, Any], pad_id: int, plan: ChunkPlan) -> dict:
-    """The batch grown to the shape every host agrees on: padded batches to the longest bucket any
-    host picked; packed batches to the longest rows and most rows any host has (then to a row count
-    the memory plan can chunk)."""
-    if jax.process_count() == 1:
-        return dict(batch)
-    if "packed_ids" in batch:
-        rows, row_length = (int(v) for v in _max_over_hosts(np.shape(batch["packed_ids"])[1:]))
-        return pad_packed(batch, row_length, plan.packed_rows(rows, row_length), pad_id)
-    return batching.repad(batch, int(_max_over_hosts(np.shape(batch["anchor_ids"])[1])), pad_id)
 
 
 def gather_data_state(host_state: dict) -> dict:

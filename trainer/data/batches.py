@@ -25,12 +25,12 @@ import numpy as np
 from pipeline.manifest import CorpusEntry, Manifest, load_manifest
 from pipeline.user_errors import UserError
 from trainer.config import TrainConfig
-from trainer.data import batching, records
+from trainer.data import padding, records
 from trainer.data.corpus_schedule import MIXED, CorpusSchedule
 from trainer.data.prefetch import Prefetcher
 from trainer.data.reader import CorpusReader
 from trainer.data.records import CorpusStream, StreamOptions
-from trainer.plan.length_profiles import with_effective_length
+from trainer.data.shapes import with_effective_length
 
 STATE_VERSION = 1
 
@@ -85,7 +85,7 @@ class BatchStream:
         self.pad_id = self.manifest.pad_token_id
         job_len = self.manifest.max_seq_length
         self.max_seq_length = with_effective_length(cfg, self.manifest).max_seq_length
-        self.buckets = batching.effective_buckets(cfg.bucket_lengths, self.max_seq_length)
+        self.buckets = padding.effective_buckets(cfg.bucket_lengths, self.max_seq_length)
         self.corpora = [self._stream(i, c) for i, c in enumerate(self._select(corpora))]
         self.names = [c.name for c in self.corpora]
         self.schedule = CorpusSchedule([c.weight for c in self.corpora], self.seed, cfg.mixed_batch_share)
@@ -195,7 +195,7 @@ class BatchStream:
             parts, skipped = self._take(ci, size, columns, seen)
             slots, name = [(parts, np.arange(size))], self.corpora[ci].name
         else:
-            columns = batching.ID_KEYS[:2]
+            columns = padding.ID_KEYS[:2]
             choices = self.schedule.mixed_choices(step, size)
             slots, skipped = [], 0
             for c in np.unique(choices):
@@ -207,7 +207,7 @@ class BatchStream:
         self._skipped += skipped
         longest = max(int(chunk.columns[col][2][rows].max(initial=0))
                       for parts, _ in slots for chunk, rows in parts for col in columns)
-        batch = batching.assemble(slots, columns, size, batching.bucket_length(longest, self.buckets), self.pad_id)
+        batch = padding.assemble(slots, columns, size, padding.bucket_length(longest, self.buckets), self.pad_id)
         if self._transform is not None:
             batch = self._transform(batch)
         batch["corpus"] = name

@@ -23,7 +23,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from trainer.data.batching import ID_KEYS, bucket_length
+from trainer.data.padding import ID_KEYS, bucket_length
 
 PACKED_KEYS = ("packed_ids", "packed_positions", "packed_text")
 
@@ -95,7 +95,7 @@ def packed_columns(batch: Mapping[str, object]) -> tuple[str, ...]:
 def place_texts(lengths: np.ndarray, n_shards: int, buckets: Sequence[int], min_row_length: int,
                 row_steps: int = 16, rows_for: Callable[[int, int], int] | None = None):
     """Where pack_batch puts each text, from the token counts [C, B] alone (the shape simulation of
-    trainer/plan/program_count.py uses it without token ids). Returns (per-shard lengths [S, C * b], the
+    trainer/data/shapes.py uses it without token ids). Returns (per-shard lengths [S, C * b], the
     per-shard placements (bin, offset, bins), rows per shard, row length)."""
     n_cols, n_rows = lengths.shape
     if n_rows % n_shards:
@@ -118,7 +118,7 @@ def pack_batch(batch: Mapping[str, object], n_shards: int, buckets: Sequence[int
 
     `buckets`: allowed row lengths (sorted; the last is max_seq_length). Rows per shard: the ladder
     (`row_bucket(n, row_steps)`), then `rows_for(rows, row_length)` when given (the memory plan grows
-    them to a multiple of their gradient-caching chunks: ChunkPlan.packed_rows). With several hosts,
+    them to a multiple of their gradient-caching chunks: shapes.Chunking.packed_rows). With several hosts,
     agree on the max (row length, rows) over hosts and `pad_packed` every host's batch to it."""
     columns = tuple(c for c in ID_KEYS if f"{c}_ids" in batch)
     missing = [c for c in columns if f"{c}_fp" not in batch]

@@ -12,8 +12,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from trainer.data import batching
-from trainer.data.batching import ID_KEYS
+from trainer.data import padding
+from trainer.data.padding import ID_KEYS
 from trainer.data import records
 from trainer.data.records import CorpusStream
 
@@ -75,7 +75,7 @@ class CorpusReader:
             if seen is not None and skipped < max_skips:
                 # The budget may be overshot by one window; it only has to guarantee progress.
                 window = np.stack([chunk.fingerprints[c][rows] for c in columns], axis=1)
-                keep = batching.select_unique(window, seen)
+                keep = padding.select_unique(window, seen)
                 skipped += int(rows.size - keep.sum())
                 rows = rows[keep]
             parts.append((chunk, rows))

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from pipeline import record_schema
 from pipeline.record_schema import RecordFormat
-from trainer.data.batching import ID_KEYS
+from trainer.data.padding import ID_KEYS
 
 # Records parsed (and drawn) together: large, because every chunk crossing into python costs ~1 ms.
 # Part of the data order (the stateless draws are keyed per chunk); saved positions record it.

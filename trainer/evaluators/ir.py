@@ -1,4 +1,4 @@
-"""Retrieval on BEIR-format data sets (trainer/evaluators/beir.py): nDCG@10, MRR@10, recall@100 and
+"""Retrieval on BEIR-format data sets (trainer/evaluators/ir_data.py): nDCG@10, MRR@10, recall@100 and
 MAP@100 of each query's ranking of the whole corpus by cosine similarity.
 
 The definitions are sentence-transformers' InformationRetrievalEvaluator's, so the numbers match it
@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from trainer.model.encode import encode_ids, tokenize
-from trainer.evaluators.beir import BeirDataset, read_beir
+from trainer.evaluators.ir_data import BeirDataset, read_beir
 from trainer.train.matryoshka import dim_metric, truncate
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "map@100")

@@ -19,11 +19,11 @@ import dataclasses
 import importlib
 import logging
 import os
-import re
-from typing import Any, Sequence
+from typing import Sequence
 
 from pipeline import storage
 from pipeline.user_errors import UserError
+from trainer.config import mteb_task_entries
 
 log = logging.getLogger("trainer")
 
@@ -33,27 +33,6 @@ class MtebTaskError(UserError):
 
 
 INSTALL_HINT = "pip install mteb, or pip install -e '.[mteb]' in a checkout"
-_CLASS_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
-
-
-def parse_spec(spec: str) -> list[str]:
-    """The spec's entries, stripped, empty ones dropped."""
-    return [s.strip() for s in spec.split(",") if s.strip()]
-
-
-def spec_problem(spec: Any) -> str | None:
-    """What is wrong with the spec's form (trainer/config.py refuses it), or None. Only the form: the
-    names themselves are looked up by `resolve_tasks` at start-up, where mteb is imported."""
-    if not isinstance(spec, str):
-        return "comma-separated MTEB task names or package.module:ClassName entries"
-    for entry in parse_spec(spec):
-        if ":" in entry and not _CLASS_SPEC.fullmatch(entry):
-            return f"package.module:ClassName for a task class (got {entry!r})"
-    if len(set(parse_spec(spec))) < len(parse_spec(spec)):
-        return "distinct entries (each names its metrics)"
-    return None
-
-
 def _import_mteb():
     try:
         import mteb
@@ -81,7 +60,7 @@ def resolve_tasks(spec: str) -> list:
     """The spec's task objects, in its order ([] for an empty spec, without importing mteb). A
     MtebTaskError when mteb is missing, a name is not an MTEB task (with mteb's closest match), a
     module:Class does not import or is not a task class, or two entries are the same task."""
-    entries = parse_spec(spec)
+    entries = mteb_task_entries(spec)
     if not entries:
         return []
     mteb = _import_mteb()

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from trainer.data import batching
+from trainer.data import padding
 
 
 def load_tokenizer(source_dir: str):
@@ -79,7 +79,7 @@ def encode_ids(
         return np.zeros((0, model.config.hidden_size), np.float32)
     max_seq_length = min(max_seq_length, model.config.max_input_length)
     # The caller's buckets (or a ladder of them), capped, plus max_seq_length so every sentence fits one.
-    buckets = batching.effective_buckets(buckets or batching.bucket_ladder(max_seq_length), max_seq_length)
+    buckets = padding.effective_buckets(buckets or padding.bucket_ladder(max_seq_length), max_seq_length)
     lengths = np.array([len(x) for x in ids])
     if lengths.max() > max_seq_length:
         raise ValueError(f"a text has {lengths.max()} tokens, more than max_seq_length {max_seq_length}")
@@ -104,7 +104,7 @@ def _encode_padded(model, params, ids, lengths, pad_id, batch_size, buckets, sha
     outs = []
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
-        width = batching.bucket_length(int(lengths[idx[0]]), buckets)
+        width = padding.bucket_length(int(lengths[idx[0]]), buckets)
         # A short last batch keeps the full batch size (filler rows are all padding) so shapes stay static.
         batch = np.full((batch_size, width), pad_id, np.int32)
         mask = np.zeros((batch_size, width), np.int32)
@@ -136,7 +136,7 @@ def _encode_packed(model, params, ids, lengths, pad_id, batch_size, buckets, sha
     n = len(ids)
     if lengths.min() < 1:
         raise ValueError("a text has no tokens (a tokenizer adds at least its special tokens)")
-    row_len = batching.bucket_length(int(lengths.max()), buckets)
+    row_len = padding.bucket_length(int(lengths.max()), buckets)
     bins, offsets, n_bins = best_fit_decreasing(lengths, row_len)
     # Rows per shard and call: a power of two, so that calls on texts of one distribution share a program.
     rows = row_bucket(-(-int(np.ceil(batch_size * lengths.mean() / row_len)) // shards), steps=1)

@@ -201,20 +201,15 @@ def export_from_pretrained(init_from: str, output_dir: str, max_seq_length: int 
                                         prompts=prompts, default_prompt_name=default_prompt_name)
 
 
-def export_from_workdir(workdir: str, output_dir: str, max_seq_length: int | None = None) -> str:
-    """Exports the latest checkpoint of a training workdir. config.json and the tokenizer files come
-    from `meta["model_source"]` (the copy the trainer keeps in the workdir) or else from the model named
-    by `meta["model"]`; `meta["hf_config"]`, if present, is the config."""
-    try:
-        from trainer.train.checkpointing import restore_latest_params
-    except ImportError as e:
-        raise ImportError(
-            "--workdir needs trainer/train/checkpointing.py with restore_latest_params(workdir) -> (params, meta); "
-            f"it could not be imported: {e}"
-        ) from e
+def export_from_checkpoint(params: Any, meta: dict, workdir: str, output_dir: str,
+                           max_seq_length: int | None = None) -> str:
+    """Exports a training workdir's checkpoint: its `params` and `meta` as
+    trainer/train/checkpointing.py `restore_latest_params(workdir)` returns them (the command line,
+    trainer/cli.py, restores them). config.json and the tokenizer files come from `meta["model_source"]`
+    (the copy the trainer keeps in the workdir) or else from the model named by `meta["model"]`;
+    `meta["hf_config"]`, if present, is the config."""
     from trainer.model.hf_loading import read_hf_config, read_pooler, resolve_model_dir
 
-    params, meta = restore_latest_params(workdir)
     model_ref = meta.get("model")
     source = meta.get("model_source")
     if not model_ref and not source:

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from pipeline.user_errors import UserError
+from trainer.config import POOLING_MODES
 
-POOLING_MODES = ("mean", "cls", "max", "lasttoken")
 # sentence-transformers' legacy boolean keys, in the order it concatenates them.
 _LEGACY_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
                 "pooling_mode_mean_tokens": "mean", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",

@@ -147,15 +147,6 @@ def model_prompt_counter(model: str) -> Callable[[str], int]:
     return lambda prompt: counter()(prompt)
 
 
-def with_effective_length(cfg: Any, manifest: Manifest | None) -> Any:
-    """cfg (a TrainConfig) with max_seq_length capped at the job's cut (the manifest's), which no record
-    exceeds: the longest text the run sees. The input pipeline (trainer/data/batches.py), its packer, the
-    preflight and the planner all take this one value, so none of them plans or compiles shapes that never
-    occur (data tokenized at 64 is planned at 64, whatever --max_seq_length says)."""
-    cut = manifest.max_seq_length if manifest is not None else None
-    return cfg.replace(max_seq_length=min(int(cfg.max_seq_length), cut or int(cfg.max_seq_length)))
-
-
 def manifest_profiles(manifest: Manifest) -> list[CorpusProfile]:
     """Profiles from the Beam job's measured token lengths: median = p50, sigma from p95 / p50.
 

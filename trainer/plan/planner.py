@@ -1,4 +1,4 @@
-"""The compile-only TPU planner's command line (console script set-plan): the library is trainer/plan/aot.py.
+"""The compile-only TPU planner's command line (console script set-plan): the library is trainer/plan/projection.py.
 
   python -m trainer.plan.planner --topology=v3-8 --config=reference [any train_main.py flag]
   python -m trainer.plan.planner --topology=v5litepod-8 --config=reference --chunk_tokens=0 --json=plan.json
@@ -12,7 +12,7 @@ import sys
 
 from pipeline.user_errors import UserError, as_user_errors, prog_name, run_cli
 from trainer.plan import tpu
-from trainer.plan.aot import plan, read_model_config
+from trainer.plan.projection import plan, read_model_config
 from trainer.plan.length_profiles import corpus_profiles
 
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     from pipeline.manifest import load_manifest
     from trainer.flags import config_from_args
-    from trainer.plan.length_profiles import with_effective_length
+    from trainer.data.shapes import with_effective_length
 
     args = build_parser().parse_args(argv)
     with as_user_errors(FileNotFoundError):

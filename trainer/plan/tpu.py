@@ -1,14 +1,13 @@
-"""TPU slices as the compiler sees them, and a quiet JAX start where libtpu is installed but no TPU is.
+"""TPU slices as the compiler sees them, for planning a run on a machine without TPUs.
 
 `jax[tpu]` brings libtpu, which also compiles for TPU topologies on a machine without TPUs
-(`jax.experimental.topologies`): trainer/plan/aot.py plans a run that way. The price: on such a machine a
-plain start of JAX loads libtpu and prints initialisation errors; `quiet_start()` (called when the
-trainer package is imported) keeps JAX off a TPU backend that is not there.
+(`jax.experimental.topologies`): the planner (trainer/plan/projection.py) compiles the real step
+(trainer/train/aot.py) for a slice that way. On such a machine JAX itself stays off the absent TPU
+(trainer/devices.py `quiet_start`).
 """
 from __future__ import annotations
 
 import dataclasses
-import glob
 import importlib.util
 import os
 import re
@@ -50,30 +49,6 @@ def get_slice(name: str) -> Slice:
     if name not in SLICES:
         raise ValueError(f"unknown TPU slice {name!r}; choose one of {', '.join(SLICES)}")
     return SLICES[name]
-
-
-def tpu_attached() -> bool:
-    """A TPU chip on this machine's PCI bus (Google's vendor id), as JAX's own hardware check looks."""
-    for path in glob.glob("/sys/bus/pci/devices/*/vendor"):
-        try:
-            with open(path) as f:
-                if f.read().strip() == "0x1ae0":
-                    return True
-        except OSError:
-            continue
-    return False
-
-
-def quiet_start() -> None:
-    """Where libtpu is installed but no TPU is attached (a CPU or GPU machine with `jax[tpu]` for
-    planning), list the platforms JAX may start, without TPU. Leaves an explicit JAX_PLATFORMS alone."""
-    if os.environ.get("JAX_PLATFORMS") or importlib.util.find_spec("libtpu") is None or tpu_attached():
-        return
-    cuda = any(importlib.util.find_spec(m) for m in ("jax_cuda12_plugin", "jax_cuda13_plugin"))
-    platforms = "cuda,cpu" if cuda and glob.glob("/dev/nvidia[0-9]*") else "cpu"
-    os.environ["JAX_PLATFORMS"] = platforms
-    if "jax" in sys.modules:  # imported before us: set the config too (read when backends start)
-        sys.modules["jax"].config.update("jax_platforms", platforms)
 
 
 def prepare_offline_compile(accelerator_type: str) -> None:

@@ -1,4 +1,11 @@
-"""In-batch-negatives contrastive loss (MultipleNegativesRankingLoss) over the global batch.
+"""The losses by name (`LOSSES`, TrainConfig.loss), and the default: the in-batch-negatives contrastive
+loss (MultipleNegativesRankingLoss) over the global batch.
+
+A loss entry maps (cfg, batch) to a function of the embeddings of one batch, [C, B, H] (C: anchor,
+positive[, negative] columns; any layout, padded or packed, gives the same array) -> a float32 scalar.
+The step differentiates that function as it is, through gradient caching and the Matryoshka sizes
+(trainer/train/train_step.py `make_loss_of_embeddings`); a new loss is a function and its
+`register_loss` line (docs/extending.md, "A new loss").
 
 Same numbers as sentence-transformers 6's `MultipleNegativesRankingLoss` (cos_sim, no hardness
 weighting, no cross-device gather: under jit the whole global batch is one array), plus optional
@@ -27,34 +34,12 @@ a symmetric corpus or a hard negative equal to the query). The true-pair column 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 
-DIRECTIONS = ("query_to_doc", "doc_to_query", "query_to_query", "doc_to_doc")
-PARTITION_MODES = ("joint", "per_direction")
-
-
-def validate_loss_options(directions: Sequence[str], partition_mode: str) -> tuple[str, ...]:
-    """Raise ValueError on options sentence-transformers also rejects; returns directions as a tuple."""
-    directions = tuple(directions)
-    if not directions:
-        raise ValueError("at least one loss direction is needed")
-    bad = set(directions) - set(DIRECTIONS)
-    if bad:
-        raise ValueError(f"unknown loss directions {sorted(bad)}; valid: {', '.join(DIRECTIONS)}")
-    if "query_to_doc" not in directions:
-        raise ValueError("'query_to_doc' must be among the directions (it holds the positive pair)")
-    if len(set(directions)) != len(directions):
-        raise ValueError(f"duplicate loss directions in {directions}")
-    if partition_mode not in PARTITION_MODES:
-        raise ValueError(f"partition_mode must be one of {PARTITION_MODES}, got {partition_mode!r}")
-    if partition_mode == "per_direction" and set(directions) & {"query_to_query", "doc_to_doc"}:
-        raise ValueError("partition_mode='per_direction' cannot be used with query_to_query or doc_to_doc "
-                         "(their pools hold no positive); use partition_mode='joint'")
-    return directions
-
+from trainer.config import validate_loss_options
 
 def _normalize(x: jax.Array) -> jax.Array:
     # Same epsilon as torch.nn.functional.normalize (used by ST's cos_sim).
@@ -134,3 +119,40 @@ def contrastive_loss(
     else:
         log_z = sum(jax.nn.logsumexp(s, axis=1) for s in sims) / len(sims)
     return jnp.mean(log_z - positive_scores)
+
+
+# (cfg, batch) -> loss of the batch's [C, B, H] embeddings.
+LossFactory = Callable[[Any, Mapping[str, Any]], Callable[[jax.Array], jax.Array]]
+LOSSES: dict[str, LossFactory] = {}
+
+
+def register_loss(name: str, factory: LossFactory) -> LossFactory:
+    """Add a loss to the registry under `name` (the value of --loss); a name taken is a ValueError."""
+    if name in LOSSES:
+        raise ValueError(f"a loss named {name!r} is registered already")
+    LOSSES[name] = factory
+    return factory
+
+
+def loss_named(name: str) -> LossFactory:
+    """The registered loss `name`, or a ValueError naming the registered ones."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; registered: {', '.join(LOSSES)}")
+    return LOSSES[name]
+
+
+def contrastive_from_config(cfg: Any, batch: Mapping[str, Any]) -> Callable[[jax.Array], jax.Array]:
+    """`contrastive_loss` with cfg's scale, masking and partition mode, and the directions of the batch's
+    kind: cfg.triplet_directions for three columns (a negative), else cfg.pair_directions."""
+    def loss(embs: jax.Array) -> jax.Array:
+        triplet = embs.shape[0] == 3
+        return contrastive_loss(
+            embs[0], embs[1], embs[2] if triplet else None,
+            anchor_fp=batch.get("anchor_fp"), positive_fp=batch.get("positive_fp"),
+            negative_fp=batch.get("negative_fp"), scale=cfg.scale,
+            directions=cfg.triplet_directions if triplet else cfg.pair_directions,
+            partition_mode=cfg.partition_mode, mask_false_negatives=cfg.mask_false_negatives)
+    return loss
+
+
+register_loss("contrastive", contrastive_from_config)

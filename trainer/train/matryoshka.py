@@ -20,23 +20,6 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def check_dims(dims: Sequence[int], weights: Sequence[float], hidden_size: int | None = None) -> None:
-    """ValueError unless dims are distinct positive sizes (<= hidden_size when known) and weights are
-    empty (all 1) or one positive number per size."""
-    if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in dims):
-        raise ValueError(f"matryoshka_dims must be positive integers, got {list(dims)}")
-    if len(set(dims)) != len(dims):
-        raise ValueError(f"matryoshka_dims repeats a size: {list(dims)}")
-    if weights and not dims:
-        raise ValueError("matryoshka_weights needs matryoshka_dims")
-    if weights and len(weights) != len(dims):
-        raise ValueError(f"matryoshka_weights needs one weight per size: {len(weights)} weights for {len(dims)} sizes")
-    if any(not np.isfinite(w) or w <= 0 for w in weights):
-        raise ValueError(f"matryoshka_weights must be positive numbers, got {list(weights)}")
-    if hidden_size is not None and dims and max(dims) > hidden_size:
-        raise ValueError(f"matryoshka_dims {list(dims)}: the model's embeddings have {hidden_size} dimensions")
-
-
 def matryoshka_loss(loss_of_embeddings: Callable[[jax.Array], jax.Array], embs: jax.Array,
                     dims: Sequence[int], weights: Sequence[float] = ()) -> jax.Array:
     """sum_d weight_d * loss_of_embeddings(embs[..., :d]); the plain loss when dims is empty.

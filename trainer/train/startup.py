@@ -12,10 +12,9 @@ from pipeline import storage
 from pipeline.manifest import Manifest
 from pipeline.tokenizing import vocab_fingerprint
 from pipeline.user_errors import UserError
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, check_dims
 from trainer.data.corpus_schedule import CorpusPasses, corpus_passes, passes_report
 from trainer.model.hf_loading import Pretrained, init_random, load_pretrained, read_hf_config, resolve_model_dir, tokenizer_files
-from trainer.train.matryoshka import check_dims
 from trainer.model.modeling import EncoderConfig
 from trainer.model.pooling import source_pooling_mode
 from trainer.train.train_step import compute_dtype

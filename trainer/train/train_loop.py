@@ -22,15 +22,13 @@ from trainer.train import startup
 from trainer.train.checkpointing import Checkpointer
 from trainer.config import TrainConfig
 from trainer.data.batches import BatchStream
+from trainer.data.shapes import Chunking, agree_on_shape, batch_packer, with_effective_length
 from trainer.model.encode import load_tokenizer
-from trainer.evaluators.mteb_tasks import MtebRun, resolve_tasks, run_tasks
-from trainer.evaluators.suite import EvaluationSuite, evaluation_table
+from trainer.evaluators.suite import EvaluationSuite, evaluation_table, path_fields
 from trainer.model.export import export_sentence_transformers
-from trainer.plan.length_profiles import with_effective_length
-from trainer.plan.memory_plan import ChunkPlan, batch_packer
 from trainer.mesh import create_mesh, data_shards, layout_report, shard_batch
 from trainer.train.metrics_writer import MetricsWriter, truncate_metrics
-from trainer.plan.preflight import run_preflight
+from trainer.train.preflight import run_preflight
 from trainer.train.train_step import create_train_state, make_train_step, train_state_sharding
 
 log = logging.getLogger("trainer")
@@ -50,7 +48,8 @@ class TrainResult:
     evaluation: dict = dataclasses.field(default_factory=dict)
     evaluation_before: dict = dataclasses.field(default_factory=dict)
     export_dir: str | None = None
-    mteb: MtebRun | None = None  # --mteb_tasks on the export (main process): metrics, failed tasks
+    # What failed in the evaluations of the export (main process; --mteb_tasks), each a phrase naming it.
+    export_failures: list[str] = dataclasses.field(default_factory=list)
 
 
 class PreemptionGuard:
@@ -85,7 +84,8 @@ def model_card(cfg: TrainConfig, manifest: Manifest, step: int, evaluation: dict
            for c in manifest.corpora}
     card = {
         "base_model": cfg.model,
-        "training": {k: v for k, v in cfg.to_json().items() if k not in ("export_dir", "sts_dev", "ir_eval")},
+        # Paths of this machine are no part of the model: the export's and the evaluators' files.
+        "training": {k: v for k, v in cfg.to_json().items() if k not in {"export_dir"} | path_fields()},
         "steps": step,
         "data_mix": mix,
         "evaluation": evaluation,
@@ -102,11 +102,11 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
     """Runs (or resumes) training to cfg.train_steps, then evaluates and exports.
 
     `stop_at_step` behaves like a preemption at that step (checkpoint, then return): a time-boxed job
-    or a test of exact resume. With cfg.mteb_tasks, the tasks are looked up first (a MtebTaskError
-    before anything starts) and run on the export at the end; a task that fails there is logged and
-    returned in `result.mteb.failures`: the checkpoint and the export stay."""
+    or a test of exact resume. The evaluators (trainer/evaluators/suite.py, cfg.evaluators) are built
+    before step 1 (with cfg.mteb_tasks, the tasks are looked up then: a MtebTaskError) and run before,
+    during and after training; those of the export run on it at the end, and what fails there is logged
+    and returned in `result.export_failures`: the checkpoint and the export stay."""
     is_main = jax.process_index() == 0
-    mteb_tasks = resolve_tasks(cfg.mteb_tasks)  # nothing downloaded: a task loads its data when run
     cache_dir = startup.enable_compilation_cache(cfg.compilation_cache, workdir)
     mesh = create_mesh()
     log.info("devices: %d (%s), hosts: %d", jax.device_count(), jax.devices()[0].platform, jax.process_count())
@@ -140,13 +140,13 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
             "config": cfg.to_json(), "data_dir": data_dir, "pooling": pretrained.model.pooling,
             "prompts": manifest.prompts, "default_prompt_name": manifest.default_prompt_name}
 
-    plan = ChunkPlan.from_config(cfg, data_shards(mesh))
+    chunking = Chunking.from_config(cfg, data_shards(mesh))
     packer = (batch_packer(data_cfg, data_shards(mesh), data_shards(mesh) // jax.process_count(), pad_id)
               if cfg.packing else None)
     batches = BatchStream(manifest, data_cfg, jax.process_index(), jax.process_count(), state=data_state,
                           transform=packer)
     step_fn = make_train_step(pretrained.model, cfg, mesh, state_sharding=train_state_sharding(state, cfg, mesh))
-    evaluators = EvaluationSuite(cfg, pretrained.model, tokenizer, manifest)
+    evaluators = EvaluationSuite(cfg, pretrained.model, tokenizer, manifest, workdir, progress)
     writer = MetricsWriter(workdir, enabled=is_main)
     before: dict = {}
     if start_step == 0:
@@ -167,7 +167,7 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
                 batch = next(batches)
                 corpus = batch.pop("corpus")
                 rows = batch["anchor_fp"].shape[0] * jax.process_count()
-                batch = multihost.agree_on_shape(batch, pad_id, plan)
+                batch = agree_on_shape(batch, pad_id, chunking)
                 state, metrics = step_fn(state, shard_batch(batch, mesh))
                 metrics = jax.device_get(metrics)
                 step += 1
@@ -215,11 +215,11 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
         bar.close()
         batches.close()
         checkpointer.close()
-    mteb_run = None
-    if is_main and mteb_tasks:  # on the written export, with the input pipeline closed
-        mteb_run = run_tasks(mteb_tasks, export_dir, storage.join(workdir, "mteb"), step, progress=progress)
-        if mteb_run.metrics:
-            writer.write(step, mteb_run.metrics)
-        log.info("%s", mteb_run.summary())
+    failures: list[str] = []
+    if is_main and evaluators.evaluates_export:  # on the written export, with the input pipeline closed
+        on_export = evaluators.run_on_export(export_dir, step)
+        if on_export:
+            writer.write(step, on_export)
+        failures = evaluators.failures()
     return TrainResult(step, finished=True, evaluation=final, evaluation_before=before, export_dir=export_dir,
-                       mteb=mteb_run)
+                       export_failures=failures)

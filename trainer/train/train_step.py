@@ -1,14 +1,14 @@
 """The training state and one jit-compiled training step over a device mesh.
 
 The step embeds every column of the global batch (sharded on the mesh's `data` axis), computes the
-contrastive loss over the whole global batch (XLA inserts the gathers the similarity matrix needs),
+loss (cfg.loss; the contrastive loss by default) over the whole global batch (XLA inserts the gathers the similarity matrix needs),
 clips, applies AdamW and returns the new state with metrics. Pair batches use
 `cfg.pair_directions`, triplet batches (a `negative_ids` column) `cfg.triplet_directions`.
 
 Dropout: one key per step, fold_in(seed, step), so a resumed run draws the same dropout; each mask is
 a hash of that key, the site and the token's identity (its text's index in the global batch and its
 position within the text: `padded_token_ids`, `packed_token_ids`), so padded or packed rows, any
-device count and any gradient-caching chunks (trainer/plan/memory_plan.py) give the same numbers. A
+device count and any gradient-caching chunks (trainer/data/shapes.py) give the same numbers. A
 non-finite loss or gradient leaves the state untouched (metrics["finite"] is False) so the loop can
 stop with the last good state and checkpoint intact.
 """
@@ -26,13 +26,14 @@ from jax.sharding import Mesh
 from trainer.config import TrainConfig
 from trainer.train.grad_cache import (cached_value_and_grad, cached_value_and_grad_packed, packed_to_columns,
                                 stack_columns)
-from trainer.train.loss import contrastive_loss, validate_loss_options
+from trainer.train.loss import loss_named, validate_loss_options
 from trainer.train.matryoshka import matryoshka_loss
-from trainer.plan.memory_plan import ChunkPlan, state_shardings
+from trainer.train.memory import state_shardings
 from trainer.mesh import batch_sharding, check_batch_layout, data_shards, replicated
 from trainer.model.modeling import dropout_token_ids
 from trainer.train.optimizer import learning_rate_schedule, make_optimizer
 from trainer.data.packing import PACKED_KEYS, packed_columns, texts_per_shard
+from trainer.data.shapes import Chunking
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -122,38 +123,30 @@ def batch_columns(batch: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def make_loss_of_embeddings(cfg: TrainConfig, batch: Mapping[str, Any]) -> Callable[[jax.Array], jax.Array]:
-    """[C, B, H] embeddings -> the contrastive loss, with the directions of this batch's kind (summed
-    over cfg.matryoshka_dims' sizes when set: trainer/train/matryoshka.py)."""
-    triplet = "negative" in batch_columns(batch)
-    directions = cfg.triplet_directions if triplet else cfg.pair_directions
-
-    def contrastive(embs):
-        return contrastive_loss(
-            embs[0], embs[1], embs[2] if triplet else None,
-            anchor_fp=batch.get("anchor_fp"), positive_fp=batch.get("positive_fp"),
-            negative_fp=batch.get("negative_fp"), scale=cfg.scale, directions=directions,
-            partition_mode=cfg.partition_mode, mask_false_negatives=cfg.mask_false_negatives)
+    """[C, B, H] embeddings -> cfg.loss's loss of this batch (trainer/train/loss.py LOSSES; the contrastive
+    loss by default), summed over cfg.matryoshka_dims' sizes when set (trainer/train/matryoshka.py)."""
+    loss = loss_named(cfg.loss)(cfg, batch)
 
     def loss_of_embeddings(embs):
-        return matryoshka_loss(contrastive, embs, cfg.matryoshka_dims, cfg.matryoshka_weights)
+        return matryoshka_loss(loss, embs, cfg.matryoshka_dims, cfg.matryoshka_weights)
     return loss_of_embeddings
 
 
 def loss_and_grads(apply_fn: Callable, params: Any, batch: Mapping[str, jax.Array], cfg: TrainConfig,
                    step_key: jax.Array, deterministic: bool, mesh: Mesh | None = None):
     """(loss, grads) of one batch: plain autodiff, or gradient caching where the memory plan
-    (cfg.grad_cache_chunk / cfg.chunk_tokens, trainer/plan/memory_plan.py) chunks this batch's shape.
+    (cfg.grad_cache_chunk / cfg.chunk_tokens, trainer/train/memory.py) chunks this batch's shape.
     `apply_fn` is the model's (as_apply_fn) or, for a packed batch, as_packed_apply_fn's."""
     columns = batch_columns(batch)
     loss_fn = make_loss_of_embeddings(cfg, batch)
     n_shards = 1 if mesh is None else data_shards(mesh)
     if "packed_ids" in batch:
         batch_size = batch["anchor_fp"].shape[0]
-        plan = ChunkPlan(batch_size, n_shards, cfg.grad_cache_chunk, cfg.chunk_tokens)
+        chunking = Chunking(batch_size, n_shards, cfg.grad_cache_chunk, cfg.chunk_tokens)
         ids, pos, text = (batch[k] for k in PACKED_KEYS)
         n_texts = texts_per_shard(batch)
         arrays = (ids, pos, text, packed_token_ids(text, pos, batch_size, n_texts))
-        n_chunks = plan.packed_chunks(*ids.shape[1:])
+        n_chunks = chunking.packed_chunks(*ids.shape[1:])
         if n_chunks > 1:
             return cached_value_and_grad_packed(apply_fn, params, arrays, n_texts, loss_fn, len(columns), step_key,
                                                 n_chunks, deterministic, mesh)
@@ -164,8 +157,8 @@ def loss_and_grads(apply_fn: Callable, params: Any, batch: Mapping[str, jax.Arra
         return jax.value_and_grad(packed_loss)(params)
     ids, masks = stack_columns(batch, columns)
     token_ids = padded_token_ids(*ids.shape)
-    plan = ChunkPlan(ids.shape[1], n_shards, cfg.grad_cache_chunk, cfg.chunk_tokens)
-    chunk = plan.padded_chunk(len(columns), ids.shape[2])
+    chunking = Chunking(ids.shape[1], n_shards, cfg.grad_cache_chunk, cfg.chunk_tokens)
+    chunk = chunking.padded_chunk(len(columns), ids.shape[2])
     if chunk:
         return cached_value_and_grad(apply_fn, params, ids, masks, token_ids, loss_fn, step_key, chunk,
                                      deterministic, mesh)

@@ -2,7 +2,7 @@
 step 1 with a message that names the shape, the GiB and the flag that fixes it, instead of dying on
 the first long-text batch hours in.
 
-The shapes are those of trainer/plan/program_count.py `memory_check_shapes`: the pair and the triplet batch
+The shapes are those of trainer/data/shapes.py `memory_check_shapes`: the pair and the triplet batch
 whose every text has max_seq_length tokens (the effective one: capped at the data's cut) and, where the
 memory plan chunks that one, the largest shape of the kind that runs unchunked (it can need more memory
 than the chunked worst case). Only the kinds the data has are checked. The budget is the
@@ -16,10 +16,10 @@ import logging
 from typing import Any, Iterable
 
 from pipeline.user_errors import UserError
-from trainer.plan.aot import GIB, ShapeReport, compile_shapes
+from trainer.train.aot import GIB, ShapeReport, compile_shapes
 from trainer.config import TrainConfig
 from trainer.mesh import data_shards
-from trainer.plan.program_count import memory_check_shapes
+from trainer.data.shapes import memory_check_shapes
 
 log = logging.getLogger("trainer")
 
@@ -82,7 +82,7 @@ def preflight_shapes(cfg: TrainConfig, n_shards: int, kinds: Iterable[str]) -> l
 
 def run_preflight(model: Any, cfg: TrainConfig, mesh: Any, state: Any, kinds: Iterable[str]) -> list[ShapeReport]:
     """Compile the memory-check shapes of `kinds` ("pair", "triplet") on `mesh`; raise PreflightError
-    if one does not fit. `cfg` carries the effective max_seq_length (length_profiles.with_effective_length).
+    if one does not fit. `cfg` carries the effective max_seq_length (shapes.with_effective_length).
     Returns the reports ([] when no budget is known)."""
     budget = memory_budget(cfg, mesh.devices.flat[0])
     if budget is None:

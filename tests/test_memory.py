@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from tests._tiny import run_on_cpu_devices
-from trainer.plan.memory_plan import ChunkPlan, moment_spec
+from trainer.data.shapes import Chunking
+from trainer.train.memory import moment_spec
 
 
 def test_chunks_follow_the_shape_and_rows_divide_into_them():
-    plan = ChunkPlan(batch_size=1024, n_shards=8, max_tokens=16384)
+    plan = Chunking(batch_size=1024, n_shards=8, max_tokens=16384)
     assert plan.packed_chunks(128, 128) == 1  # 16384 tokens: fits one pass
     assert plan.packed_chunks(256, 128) == 2 and plan.packed_chunks(384, 128) == 3
     assert plan.packed_chunks(200, 64) == 1  # short rows: 12800 tokens
@@ -21,19 +22,19 @@ def test_chunks_follow_the_shape_and_rows_divide_into_them():
             assert grown >= rows and grown % n == 0, (rows, length)
             assert grown // n * length <= 16384  # every chunk within the budget
             assert plan.packed_rows(grown, length) == grown  # a fixed point: hosts can re-apply it
-    assert ChunkPlan(1024, 8).packed_chunks(384, 128) == 1  # no limit: never chunked
-    fixed = ChunkPlan(1024, 8, fixed_texts=256)  # --grad_cache_chunk: every shape in B / 256 chunks
+    assert Chunking(1024, 8).packed_chunks(384, 128) == 1  # no limit: never chunked
+    fixed = Chunking(1024, 8, fixed_texts=256)  # --grad_cache_chunk: every shape in B / 256 chunks
     assert fixed.packed_chunks(10, 64) == 4 and fixed.packed_rows(10, 64) == 12
 
 
 def test_padded_chunks_divide_the_device_rows():
-    plan = ChunkPlan(batch_size=64, n_shards=2, max_tokens=1000)
+    plan = Chunking(batch_size=64, n_shards=2, max_tokens=1000)
     assert plan.padded_chunk(2, 8) == 0  # 2 columns x 32 texts x 8 tokens = 512: plain step
     chunk = plan.padded_chunk(2, 128)  # 32 texts x 128 per device: <= 7 texts a pass -> 8 chunks of 4 (8 global)
     assert chunk == 8 and (chunk // 2) * 128 <= 1000
-    assert ChunkPlan(64, 2, fixed_texts=8).padded_chunk(3, 16) == 8
+    assert Chunking(64, 2, fixed_texts=8).padded_chunk(3, 16) == 8
     with pytest.raises(ValueError, match="not both"):
-        ChunkPlan(64, 2, fixed_texts=8, max_tokens=100)
+        Chunking(64, 2, fixed_texts=8, max_tokens=100)
 
 
 def test_moments_shard_on_an_axis_that_divides():
@@ -46,7 +47,7 @@ ZERO = textwrap.dedent("""
     import json, jax, numpy as np
     from tests._tiny import random_batch, tiny_model
     from trainer.config import TrainConfig
-    from trainer.plan.memory_plan import state_bytes_per_device
+    from trainer.train.memory import state_bytes_per_device
     from trainer.mesh import create_mesh, shard_batch
     from trainer.train.train_step import create_train_state, make_train_step, train_state_sharding
     model, params = tiny_model()
@@ -80,11 +81,12 @@ def test_zero1_shards_the_moments_and_changes_no_number():
 
 def test_zero1_frees_what_the_docstring_says_for_roberta_large():
     """The state per device of roberta-large on 8 devices, replicated and ZeRO-1 (shapes only, on an abstract
-    mesh), and the figure trainer/plan/memory_plan.py states from them."""
+    mesh), and the figure trainer/train/memory.py states from them."""
     from jax.sharding import AbstractMesh
 
-    import trainer.plan.memory_plan as memory_plan
-    from trainer.plan.aot import GIB, abstract_state, build_model, jax_shardings, read_model_config
+    from trainer.train import memory
+    from trainer.plan.projection import build_model, read_model_config
+    from trainer.train.aot import GIB, abstract_state, jax_shardings
     from trainer.config import get_preset
 
     cfg = get_preset("reference")
@@ -93,7 +95,7 @@ def test_zero1_frees_what_the_docstring_says_for_roberta_large():
     gib = {}
     for zero in (False, True):
         state = abstract_state(model, cfg.replace(shard_optimizer=zero), mesh)
-        gib[zero] = memory_plan.state_bytes_per_device(state, jax_shardings(state)) / GIB
+        gib[zero] = memory.state_bytes_per_device(state, jax_shardings(state)) / GIB
     assert (round(gib[False], 2), round(gib[True], 2)) == (3.96, 1.65)  # float32 params + two moments; moments / 8
     assert f"from {gib[False]:.2f} to {gib[True]:.2f} GiB: {gib[False] - gib[True]:.2f} GiB per device freed" in \
-        " ".join(memory_plan.__doc__.split())
+        " ".join(memory.__doc__.split())

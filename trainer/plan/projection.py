@@ -2,13 +2,13 @@
 will it take? Answered by XLA's TPU compiler on any machine, before renting a core.
 
   python -m trainer.plan.planner --topology=v3-8 --config=reference [any train_main.py flag]   # or: set-plan
-  (the command line: trainer/plan/planner.py; this module is the library it and the preflight use)
+  (the command line: trainer/plan/planner.py; this module is its library)
 
-For the batch shapes the input pipeline can emit under this configuration (trainer/plan/program_count.py:
+For the batch shapes the input pipeline can emit under this configuration (trainer/data/shapes.py:
 the worst case, every text at max_seq_length; where the memory plan chunks that one, the largest shape
 that runs unchunked; and the most frequent case, of pair and triplet batches; max_seq_length capped at
 the --manifest's cut, as training caps it) it compiles the real train step (trainer/train/train_step.py,
-with the memory plan of the flags) for the slice's devices and prints, per shape and per device:
+with the memory plan of the flags; trainer/train/aot.py) for the slice's devices and prints, per shape and per device:
 arguments, temporaries and total GiB against the compiler's usable HBM, fits or not, compile seconds,
 the compiler's FLOPs and roofline time.
 Then it projects the run: the shape mix of a simulated schedule, each step's executed FLOPs (model
@@ -24,19 +24,16 @@ other names need the model directory (or the hub).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import re
-import time
 from typing import Any, Sequence
 
 from trainer.config import TrainConfig
 from trainer.plan import flops as flops_lib
 from trainer.plan import tpu
 from trainer.plan.length_profiles import corpus_profiles
+from trainer.train.aot import GIB, ShapeReport, compile_shapes
 
-GIB = 1024 ** 3
 MODEL_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_configs")
 
 
@@ -66,150 +63,6 @@ def build_model(cfg: TrainConfig, hf_config: dict):
 
     enc = EncoderConfig.from_hf_dict(hf_config)
     return enc, SentenceEncoder(enc, dtype=compute_dtype(cfg.dtype), remat=cfg.remat)
-
-
-# ------------------------------------------------------------------------------------- abstract inputs
-
-def abstract_state(model: Any, cfg: TrainConfig, mesh: Any) -> Any:
-    """The TrainState as ShapeDtypeStructs with its shardings (memory plan included): no parameters
-    are materialised, so roberta-large plans on a laptop."""
-    import jax
-    import jax.numpy as jnp
-
-    from trainer.train.train_step import create_train_state, train_state_sharding
-
-    ids = jnp.ones((1, 8), jnp.int32)
-    params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, ids)["params"])
-    state = jax.eval_shape(lambda p: create_train_state(p, cfg), params)
-    shardings = train_state_sharding(state, cfg, mesh)
-    return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
-
-
-def abstract_batch(shape: Any, cfg: TrainConfig, mesh: Any) -> dict:
-    """The global batch of a `program_count.Shape` as ShapeDtypeStructs sharded on `data`."""
-    import jax
-    import jax.numpy as jnp
-
-    from trainer.data.batching import ID_KEYS
-    from trainer.mesh import batch_sharding, data_shards
-    from trainer.data.packing import PACKED_KEYS
-
-    sharding = batch_sharding(mesh)
-    columns = ID_KEYS if shape.kind == "triplet" else ID_KEYS[:2]
-
-    def spec(*dims):
-        return jax.ShapeDtypeStruct(dims, jnp.int32, sharding=sharding)
-
-    B = cfg.batch_size
-    batch = {f"{c}_fp": spec(B) for c in columns}
-    if shape.packed:
-        batch.update({k: spec(data_shards(mesh), shape.rows, shape.length) for k in PACKED_KEYS})
-    else:
-        for c in columns:
-            batch[f"{c}_ids"] = batch[f"{c}_mask"] = spec(B, shape.length)
-    return batch
-
-
-# ------------------------------------------------------------------------------------- compile
-
-@dataclasses.dataclass
-class ShapeReport:
-    """Per device: bytes of the compiled step for one batch shape."""
-
-    shape: Any
-    case: str  # "worst" | "typical"
-    usable_bytes: int
-    argument_bytes: int = 0
-    output_bytes: int = 0
-    temp_bytes: int = 0
-    alias_bytes: int = 0
-    compile_s: float = 0.0
-    flops: float | None = None  # compiler's, per device (a while loop's body counted once)
-    bytes_accessed: float | None = None
-    error: str | None = None
-
-    @property
-    def total_bytes(self) -> int:
-        # Donated state: the outputs reuse the arguments' buffers (alias), counted once.
-        return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
-
-    @property
-    def fits(self) -> bool:
-        return self.error is None and self.total_bytes <= self.usable_bytes
-
-    def roofline_s(self, peak_tflops: float, hbm_gbps: float) -> float | None:
-        if self.flops is None:
-            return None
-        return flops_lib.roofline_s(self.flops, self.bytes_accessed, peak_tflops, hbm_gbps)
-
-    def to_json(self) -> dict:
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "shape"}
-        d.update(shape=self.shape.label, total_bytes=self.total_bytes, fits=self.fits)
-        return d
-
-
-_NEEDS = re.compile(r"required for HLO temporaries \(([0-9.]+)([KMGT]?)\)")
-
-
-def compile_shapes(model: Any, cfg: TrainConfig, mesh: Any, shapes: Sequence[tuple[str, Any]], usable_bytes: int,
-                   state: Any = None, jobs: int = 1) -> list[ShapeReport]:
-    """Lower the train step for each (case, shape) on `mesh` (real devices or a TPU topology's), then
-    compile them, `jobs` at a time (XLA compiles outside the GIL: 2 cores, half the wait). `state`:
-    the train state, abstract or concrete (default: `abstract_state`)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import jax
-
-    from trainer.train.train_step import make_train_step
-
-    # A concrete state (the preflight's) compiles as its shapes, dtypes and shardings.
-    state = abstract_state(model, cfg, mesh) if state is None else jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    step = make_train_step(model, cfg, mesh, state_sharding=jax_shardings(state))
-    lowered = [step.lower(state, abstract_batch(shape, cfg, mesh)) for _, shape in shapes]
-
-    def run(i: int) -> ShapeReport:
-        case, shape = shapes[i]
-        report = ShapeReport(shape, case, usable_bytes)
-        t0 = time.perf_counter()
-        try:
-            compiled = lowered[i].compile()
-        except Exception as e:  # noqa: BLE001 -- XlaRuntimeError: the compiler refused (out of memory)
-            report.compile_s = time.perf_counter() - t0
-            m = _NEEDS.search(str(e))
-            if not m:
-                raise
-            report.temp_bytes = int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2) or " "))
-            report.argument_bytes = _state_bytes(state)
-            report.error = str(e).split("\n")[0][:300]
-            return report
-        report.compile_s = time.perf_counter() - t0
-        mem = compiled.memory_analysis()
-        report.argument_bytes = int(mem.argument_size_in_bytes)
-        report.output_bytes = int(mem.output_size_in_bytes)
-        report.temp_bytes = int(mem.temp_size_in_bytes)
-        report.alias_bytes = int(mem.alias_size_in_bytes)
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        if cost:
-            report.flops = float(cost.get("flops", 0.0)) or None
-            report.bytes_accessed = float(cost.get("bytes accessed", 0.0)) or None
-        return report
-
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
-        return list(pool.map(run, range(len(shapes))))
-
-
-def jax_shardings(abstract: Any) -> Any:
-    import jax
-
-    return jax.tree_util.tree_map(lambda x: x.sharding, abstract)
-
-
-def _state_bytes(state: Any) -> int:
-    from trainer.plan.memory_plan import state_bytes_per_device
-
-    return state_bytes_per_device(state, jax_shardings(state))
 
 
 # ------------------------------------------------------------------------------------- projection
@@ -262,7 +115,7 @@ def format_report(r: ShapeReport, s: tpu.Slice | None) -> str:
     if r.flops is not None:
         line += f"  {r.flops / 1e12:6.2f} TFLOP/device"
         if s is not None:
-            line += f"  roofline {1e3 * r.roofline_s(s.peak_tflops, s.hbm_gbps):6.1f} ms"
+            line += f"  roofline {1e3 * flops_lib.roofline_s(r.flops, r.bytes_accessed, s.peak_tflops, s.hbm_gbps):6.1f} ms"
         if r.shape.chunks > 1:  # XLA's cost analysis counts a while loop's body once
             line += " (one chunk of the scans)"
     return line
@@ -286,7 +139,8 @@ def plan(cfg: TrainConfig, slice_: tpu.Slice, shapes: Sequence[str] = ("worst", 
          log=print) -> dict:
     """Compile and project; returns the JSON report (with "fits"). `memory_budget_gib` > 0 lowers the
     budget below the compiler's usable HBM (to leave headroom)."""
-    from trainer.plan.program_count import memory_check_shapes, simulate, typical_shapes
+    from trainer.data.shapes import memory_check_shapes
+    from trainer.plan.program_count import simulate, typical_shapes
 
     mesh = slice_mesh(slice_)
     n = mesh.devices.size

@@ -20,6 +20,7 @@ import logging
 
 from pipeline import storage
 from pipeline.user_errors import UserError
+from trainer.config import ir_dataset_name
 
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,6 @@ class BeirDataset:
     relevant: dict[str, set[str]]  # query id -> relevant corpus ids (every query of query_ids has one)
     empty_documents: int = 0  # documents of corpus whose text is "" (kept)
     empty_queries: int = 0  # queries of query_ids whose text is "" (kept)
-
-
-def dataset_name(path: str) -> str:
-    """The directory's last component: it names the metrics (eval/ir/<name>/...)."""
-    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _jsonl(path: str, fields: tuple[str, ...]) -> dict[str, dict]:
@@ -107,7 +103,7 @@ def read_beir(path: str, split: str = "test") -> BeirDataset:
     if not query_ids or not corpus:
         raise BeirFormatError(f"{path}: no query of queries.jsonl has a relevant document in qrels/{split}.tsv"
                               if corpus else f"{path}: corpus.jsonl has no documents")
-    data = BeirDataset(dataset_name(path), list(corpus), list(corpus.values()), query_ids,
+    data = BeirDataset(ir_dataset_name(path), list(corpus), list(corpus.values()), query_ids,
                        [query_text[k] for k in query_ids], {k: relevant[k] for k in query_ids},
                        empty_documents=sum(not t for t in corpus.values()),
                        empty_queries=sum(not query_text[k] for k in query_ids))

@@ -1,0 +1,155 @@
+"""The train step compiled ahead of time for given batch shapes, on any devices: the run's own (the
+preflight, trainer/train/preflight.py) or a TPU slice's as the compiler sees it (the planner,
+trainer/plan/). Per shape and device: the bytes of arguments, outputs and temporaries, whether they fit
+a budget, compile seconds and the compiler's FLOPs. Nothing is materialised: the state and batch are
+abstract (ShapeDtypeStructs with their shardings), so roberta-large compiles on a laptop.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from typing import Any, Sequence
+
+from trainer.config import TrainConfig
+
+GIB = 1024 ** 3
+
+
+# ------------------------------------------------------------------------------------- abstract inputs
+
+def abstract_state(model: Any, cfg: TrainConfig, mesh: Any) -> Any:
+    """The TrainState as ShapeDtypeStructs with its shardings (memory plan included): no parameters
+    are materialised, so roberta-large plans on a laptop."""
+    import jax
+    import jax.numpy as jnp
+
+    from trainer.train.train_step import create_train_state, train_state_sharding
+
+    ids = jnp.ones((1, 8), jnp.int32)
+    params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, ids)["params"])
+    state = jax.eval_shape(lambda p: create_train_state(p, cfg), params)
+    shardings = train_state_sharding(state, cfg, mesh)
+    return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+
+
+def abstract_batch(shape: Any, cfg: TrainConfig, mesh: Any) -> dict:
+    """The global batch of a `shapes.Shape` (trainer/data/shapes.py) as ShapeDtypeStructs sharded on `data`."""
+    import jax
+    import jax.numpy as jnp
+
+    from trainer.data.packing import PACKED_KEYS
+    from trainer.data.padding import ID_KEYS
+    from trainer.mesh import batch_sharding, data_shards
+
+    sharding = batch_sharding(mesh)
+    columns = ID_KEYS if shape.kind == "triplet" else ID_KEYS[:2]
+
+    def spec(*dims):
+        return jax.ShapeDtypeStruct(dims, jnp.int32, sharding=sharding)
+
+    B = cfg.batch_size
+    batch = {f"{c}_fp": spec(B) for c in columns}
+    if shape.packed:
+        batch.update({k: spec(data_shards(mesh), shape.rows, shape.length) for k in PACKED_KEYS})
+    else:
+        for c in columns:
+            batch[f"{c}_ids"] = batch[f"{c}_mask"] = spec(B, shape.length)
+    return batch
+
+
+# ------------------------------------------------------------------------------------- compile
+
+@dataclasses.dataclass
+class ShapeReport:
+    """Per device: bytes of the compiled step for one batch shape."""
+
+    shape: Any
+    case: str  # "worst" | "typical"
+    usable_bytes: int
+    argument_bytes: int = 0
+    output_bytes: int = 0
+    temp_bytes: int = 0
+    alias_bytes: int = 0
+    compile_s: float = 0.0
+    flops: float | None = None  # compiler's, per device (a while loop's body counted once)
+    bytes_accessed: float | None = None
+    error: str | None = None
+
+    @property
+    def total_bytes(self) -> int:
+        # Donated state: the outputs reuse the arguments' buffers (alias), counted once.
+        return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.error is None and self.total_bytes <= self.usable_bytes
+
+    def to_json(self) -> dict:
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "shape"}
+        d.update(shape=self.shape.label, total_bytes=self.total_bytes, fits=self.fits)
+        return d
+
+
+_NEEDS = re.compile(r"required for HLO temporaries \(([0-9.]+)([KMGT]?)\)")
+
+
+def compile_shapes(model: Any, cfg: TrainConfig, mesh: Any, shapes: Sequence[tuple[str, Any]], usable_bytes: int,
+                   state: Any = None, jobs: int = 1) -> list[ShapeReport]:
+    """Lower the train step for each (case, shape) on `mesh` (real devices or a TPU topology's), then
+    compile them, `jobs` at a time (XLA compiles outside the GIL: 2 cores, half the wait). `state`:
+    the train state, abstract or concrete (default: `abstract_state`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import jax
+
+    from trainer.train.train_step import make_train_step
+
+    # A concrete state (the preflight's) compiles as its shapes, dtypes and shardings.
+    state = abstract_state(model, cfg, mesh) if state is None else jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    step = make_train_step(model, cfg, mesh, state_sharding=jax_shardings(state))
+    lowered = [step.lower(state, abstract_batch(shape, cfg, mesh)) for _, shape in shapes]
+
+    def run(i: int) -> ShapeReport:
+        case, shape = shapes[i]
+        report = ShapeReport(shape, case, usable_bytes)
+        t0 = time.perf_counter()
+        try:
+            compiled = lowered[i].compile()
+        except Exception as e:  # noqa: BLE001 -- XlaRuntimeError: the compiler refused (out of memory)
+            report.compile_s = time.perf_counter() - t0
+            m = _NEEDS.search(str(e))
+            if not m:
+                raise
+            report.temp_bytes = int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2) or " "))
+            report.argument_bytes = _state_bytes(state)
+            report.error = str(e).split("\n")[0][:300]
+            return report
+        report.compile_s = time.perf_counter() - t0
+        mem = compiled.memory_analysis()
+        report.argument_bytes = int(mem.argument_size_in_bytes)
+        report.output_bytes = int(mem.output_size_in_bytes)
+        report.temp_bytes = int(mem.temp_size_in_bytes)
+        report.alias_bytes = int(mem.alias_size_in_bytes)
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        if cost:
+            report.flops = float(cost.get("flops", 0.0)) or None
+            report.bytes_accessed = float(cost.get("bytes accessed", 0.0)) or None
+        return report
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        return list(pool.map(run, range(len(shapes))))
+
+
+def jax_shardings(abstract: Any) -> Any:
+    import jax
+
+    return jax.tree_util.tree_map(lambda x: x.sharding, abstract)
+
+
+def _state_bytes(state: Any) -> int:
+    from trainer.train.memory import state_bytes_per_device
+
+    return state_bytes_per_device(state, jax_shardings(state))
