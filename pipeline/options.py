@@ -40,6 +40,10 @@ class JobOptions:
     records_per_shard: int
     skip_missing_corpora: bool = False
     format_check: bool = True
+    deduplicate: bool = True
+    decontaminate: str = ""  # comma-separated evaluation set paths (pipeline/eval_texts.py)
+    decontaminate_documents: bool = False
+    clean_bucket_tuples: int = 1_000_000
 
 
 class OptionsError(UserError):
@@ -84,6 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_format_check", dest="format_check", action="store_false",
                    help="skip the start-up check that parses the first lines of every file with its corpus's "
                         "declared record format and stops the job when most are rejected")
+    p.add_argument("--deduplicate", dest="deduplicate", action="store_true", default=True,
+                   help="write a tuple whose normalised texts equal another tuple's once, within and across "
+                        "corpora (default: on; docs/pipeline.md, \"Cleaning\")")
+    p.add_argument("--no_deduplicate", dest="deduplicate", action="store_false",
+                   help="keep duplicate tuples as the files have them")
+    p.add_argument("--decontaminate", default="", metavar="PATH[,PATH...]",
+                   help="evaluation sets to keep out of training and validation: BEIR directories (test queries), "
+                        "STS benchmark files (both sentences), JSON-lines or text files of texts; a tuple with a "
+                        "text equal to one of theirs after normalisation, or sharing 13 consecutive words with one, "
+                        "is removed (written to decontaminated/)")
+    p.add_argument("--decontaminate_documents", action="store_true",
+                   help="with --decontaminate's BEIR directories, also the documents judged relevant to test queries")
+    p.add_argument("--clean_bucket_tuples", type=int, default=1_000_000,
+                   help="tuples per bucket of the cleaning stages' grouping (a bucket is held in one worker's "
+                        "memory; docs/pipeline.md)")
     return p
 
 
@@ -104,11 +123,16 @@ def parse_args(argv: list[str] | None) -> tuple[JobOptions, list[str]]:
     if args.batch_lines < 1 or args.max_line_bytes < 1 or args.train_shards < 0 or args.records_per_shard < 1:
         raise OptionsError("--batch_lines, --max_line_bytes and --records_per_shard must be positive, "
                            "--train_shards non-negative")
+    if args.clean_bucket_tuples < 1:
+        raise OptionsError(f"--clean_bucket_tuples must be positive, got {args.clean_bucket_tuples}")
+    if args.decontaminate_documents and not args.decontaminate:
+        raise OptionsError("--decontaminate_documents needs --decontaminate=PATH (a BEIR directory)")
     corpora = tuple(n.strip() for n in args.corpora.split(",") if n.strip())
     return JobOptions(data_config, input_root, output_dir, args.tokenizer, args.max_seq_length, corpora,
                       args.overwrite, args.validation_fraction, args.batch_lines, args.max_line_bytes,
                       args.train_shards, args.records_per_shard, args.skip_missing_corpora,
-                      args.format_check), beam_args
+                      args.format_check, args.deduplicate, args.decontaminate, args.decontaminate_documents,
+                      args.clean_bucket_tuples), beam_args
 
 
 def pipeline_options(beam_args: list[str]):
