@@ -12,13 +12,31 @@ alone removes nothing. Nothing is broadcast; no side input holds an evaluation s
 from __future__ import annotations
 
 import apache_beam as beam
+import numpy as np
 
 from pipeline import normalize
 from pipeline.dedup import tuple_bucket
 
+TK = 16  # bytes of a tuple key
+
 
 def key_bucket(key: int, buckets: int) -> int:
     return key % buckets
+
+
+def pack_keys(keys: list[int], tks: bytes, buckets: int):
+    """(key bucket, (keys as uint64 bytes, their tuple keys, 16 bytes each)) per bucket: a batch's text
+    keys as two byte strings per bucket (Beam's coder pays per object; the join reads them with numpy)."""
+    arr = np.array(keys, dtype=np.uint64)
+    if buckets == 1:
+        yield 0, (arr.tobytes(), tks)
+        return
+    tk_rows = np.frombuffer(tks, dtype=f"S{TK}")
+    which = arr % np.uint64(buckets)
+    order = np.argsort(which, kind="stable")
+    bounds = np.flatnonzero(np.diff(which[order])) + 1
+    for part in np.split(order, bounds):
+        yield int(which[part[0]]), (arr[part].tobytes(), tk_rows[part].tobytes())
 
 
 class EvalKeys(beam.DoFn):
@@ -38,8 +56,10 @@ class EvalKeys(beam.DoFn):
 
 
 class JoinKeys(beam.DoFn):
-    """(bucket, {"train": [[(key, tuple key), ...], ...], "eval": [(key, set, norm, text), ...]})
-    -> (tuple bucket, (tuple key, set, norm, text)) once per candidate (tuple, evaluation text)."""
+    """(bucket, {"train": [pack_keys(...) values], "eval": [(key, set, norm, text), ...]})
+    -> (tuple bucket, (tuple key, set, norm, text)) once per candidate (tuple, evaluation text). The
+    bucket's evaluation keys are sorted once; each packed batch of training keys is looked up in them
+    with numpy (searchsorted), so the per-key work is C's, not Python's."""
 
     def __init__(self, tuple_buckets: int):
         self._tuple_buckets = tuple_buckets
@@ -54,13 +74,14 @@ class JoinKeys(beam.DoFn):
                 known[(name, norm)] = text
         if not evals:
             return
+        sorted_keys = np.array(sorted(evals), dtype=np.uint64)
         seen = set()
-        for entries in grouped["train"]:
-            for key, tk in entries:
-                hit = evals.get(key)
-                if hit is None:
-                    continue
-                for (name, norm), text in hit.items():
+        for keys_bytes, tks in grouped["train"]:
+            keys = np.frombuffer(keys_bytes, dtype=np.uint64)
+            at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+            for i in np.flatnonzero(sorted_keys[at] == keys).tolist():
+                tk = tks[TK * i:TK * i + TK]
+                for (name, norm), text in evals[int(keys[i])].items():
                     if (tk, name, norm) not in seen:
                         seen.add((tk, name, norm))
                         yield tuple_bucket(tk, self._tuple_buckets), (tk, name, norm, text)

@@ -27,6 +27,7 @@ import json
 from collections import defaultdict
 
 import apache_beam as beam
+import numpy as np
 
 from pipeline import normalize, stats
 from pipeline.record_schema import FORMATS, ROLE_NEGATIVE, ROLE_POSITIVE
@@ -49,7 +50,8 @@ def canonical(record_format: str, symmetric: bool, norms, roles) -> str:
         groups = [[norms[0]], sorted(t for t, r in zip(norms, roles) if r == ROLE_POSITIVE),
                   sorted(t for t, r in zip(norms, roles) if r == ROLE_NEGATIVE)]
     kind = record_format + ("+symmetric" if symmetric and fmt.selection == "fixed" else "")
-    return json.dumps([kind, groups], ensure_ascii=False)
+    # Normalised texts hold no \x1e or \x1f (str.split() counts them as whitespace): safe separators.
+    return "\x1e".join([kind, *("\x1f".join(g) for g in groups)])
 
 
 def tuple_key(record_format: str, symmetric: bool, norms, roles) -> bytes:
@@ -61,10 +63,34 @@ def tuple_bucket(tk: bytes, buckets: int) -> int:
     return int.from_bytes(tk[:8], "little") % buckets
 
 
-def order_key(corpus: str, path: str, line_number: int, raw: bytes) -> tuple:
-    """Which copy stays: the smallest. Sources without line numbers (Parquet rows, joined records) have
-    line 0, and the raw line's hash breaks their ties (equal raw lines give equal records anyway)."""
-    return corpus, path, line_number, hashlib.blake2b(raw, digest_size=8).digest()
+def line_digest(raw: bytes) -> bytes:
+    """The last part of the order key (corpus, path, line number, line digest): which copy stays is the
+    smallest. Sources without line numbers (Parquet rows, joined records) have line 0, and the raw
+    line's hash breaks their ties (equal raw lines give equal records anyway)."""
+    return hashlib.blake2b(raw, digest_size=8).digest()
+
+
+SPLIT_CODES = {"train": b"t", "validation": b"v"}
+SPLIT_OF_CODE = {v[0]: k for k, v in SPLIT_CODES.items()}
+TEXT_SEP = "\x1f"  # between a tuple's normalised texts (normalisation leaves none inside them)
+
+
+def pack_entries(corpus: str, path: str, entries: list) -> tuple:
+    """A bucket's share of one batch as few objects as possible (Beam's coder pays per object, and the
+    shuffle carries a billion of these): (corpus, path, tuple keys (16 bytes each), line numbers
+    (int64), raw-line hashes (8 bytes each), splits (a byte each), [record], [normalised texts joined
+    by TEXT_SEP, or "" when not decontaminating]). entries: (tk, line, digest, split, record, norms)."""
+    return (corpus, path, b"".join(e[0] for e in entries), np.array([e[1] for e in entries], "<i8").tobytes(),
+            b"".join(e[2] for e in entries), b"".join(SPLIT_CODES[e[3]] for e in entries),
+            [e[4] for e in entries], [TEXT_SEP.join(e[5]) for e in entries])
+
+
+def unpack_entries(packed: tuple):
+    """(tuple key, order key, split, record, normalised texts) per entry of pack_entries."""
+    corpus, path, tks, lines, digests, splits, records, norms = packed
+    for i, line in enumerate(np.frombuffer(lines, "<i8").tolist()):
+        yield (tks[16 * i:16 * i + 16], (corpus, path, line, digests[8 * i:8 * i + 8]), SPLIT_OF_CODE[splits[i]],
+               records[i], tuple(norms[i].split(TEXT_SEP)) if norms[i] else ())
 
 
 def _verified(norms, candidates) -> list[dict]:
@@ -81,11 +107,9 @@ def _verified(norms, candidates) -> list[dict]:
 
 
 class Decide(beam.DoFn):
-    """(bucket, {"copies": [[entry, ...], ...], "hits": [(tuple key, set, norm, text), ...]}) -> kept
+    """(bucket, {"copies": [pack_entries(...), ...], "hits": [(tuple key, set, norm, text), ...]}) -> kept
     records on output_tag(corpus, split), removed tuples on DECONTAMINATED, and per corpus a stats
-    delta on STATS (train, validation, duplicates, decontaminated, by set, overlap).
-
-    entry = (tuple key, order key, split, record bytes, normalised texts (only when decontaminating))."""
+    delta on STATS (train, validation, duplicates, decontaminated, by set, overlap)."""
 
     def __init__(self, deduplicate: bool, max_seq_length: int, output_tag, stats_tag: str):
         self._deduplicate, self._max_seq_length = deduplicate, max_seq_length
@@ -97,8 +121,8 @@ class Decide(beam.DoFn):
         for tk, name, norm, text in grouped.get("hits", ()):
             hits[tk].add((name, norm, text))
         copies = defaultdict(list)
-        for entries in grouped["copies"]:
-            for e in entries:
+        for packed in grouped["copies"]:
+            for e in unpack_entries(packed):
                 copies[e[0]].append(e)
         acc = defaultdict(lambda: stats.new_stats(self._max_seq_length))
         kept = []

@@ -21,7 +21,7 @@ import unicodedata
 
 SPAN_WORDS = 13
 KGRAM = 7
-WINDOW = SPAN_WORDS - KGRAM + 1  # 7
+WINDOW = SPAN_WORDS - KGRAM + 1  # 7 (text_keys' minimum by doubling is written for 5 <= WINDOW <= 8)
 EXACT = "exact"  # the rule names written to decontaminated/ and the manifest
 SPAN = f"{SPAN_WORDS}_word_span"
 
@@ -36,15 +36,45 @@ def hash64(s: str) -> int:
     return int.from_bytes(hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
+_MASK = (1 << 64) - 1
+_BASE = 0x9E3779B97F4A7C15  # odd: multiplication by it is invertible mod 2^64
+_BASE_TOP = pow(_BASE, KGRAM - 1, 1 << 64)
+_WORDS: dict[str, int] = {}  # word -> hash64(word), per worker process (words repeat: Zipf)
+_WORDS_MAX = 1 << 20
+
+
+def _word_hashes(words: list[str]) -> list[int]:
+    cache = _WORDS
+    out = [cache.get(w) for w in words]
+    if None in out:
+        if len(cache) > _WORDS_MAX:
+            cache.clear()
+        for i, h in enumerate(out):
+            if h is None:
+                out[i] = cache[words[i]] = hash64(words[i])
+    return out
+
+
 def text_keys(norm: str) -> set[int]:
     """The join keys of a normalised text: its exact hash, and for texts of SPAN_WORDS words or more its
-    winnowed shingle hashes. Exact keys and shingle keys hash different strings ('\\x00' prefix), so a
-    short text's exact key never meets a shingle by design, only by a 2^-64 accident that `matches` refutes."""
+    winnowed shingle hashes (a shingle's hash: a polynomial over its words' hashes mod 2^64, rolled
+    along the text). A key that meets another by accident (an exact key and a shingle hash, two
+    shingles) only proposes a candidate, which `matches` then refutes on the words."""
     keys = {hash64("\x00" + norm)}
     words = norm.split(" ")
     if len(words) >= SPAN_WORDS:
-        shingles = [hash64(" ".join(words[i:i + KGRAM])) for i in range(len(words) - KGRAM + 1)]
-        keys.update(min(shingles[i:i + WINDOW]) for i in range(len(shingles) - WINDOW + 1))
+        wh = _word_hashes(words)
+        h = 0
+        for x in wh[:KGRAM]:
+            h = (h * _BASE + x) & _MASK
+        shingles = [h]
+        for old, new in zip(wh, wh[KGRAM:]):
+            h = ((h - old * _BASE_TOP) * _BASE + new) & _MASK
+            shingles.append(h)
+        # Minimum of every WINDOW (7) consecutive shingles, by doubling: windows of 2, 4, then 4 + 4 overlapping.
+        m2 = list(map(min, shingles, shingles[1:]))
+        m4 = list(map(min, m2, m2[2:]))
+        keys.update(map(min, m4, m4[WINDOW - 4:]))
     return keys
 
 

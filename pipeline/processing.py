@@ -8,7 +8,8 @@ and serialisation. Outputs (tagged):
   "stats": (corpus, stats dict of pipeline/stats.py) once per batch
 With the cleaning stages on (`cleaning`, pipeline/dedup.py), records do not go to their output tags
 here: each accepted line becomes an entry on "tuples", (tuple bucket, [entries]) once per bucket and
-batch, and, when decontaminating, its texts' keys go to "keys", (key bucket, [(key, tuple key)]).
+batch (dedup.pack_entries), and, when decontaminating, its texts' keys go to "keys", (key bucket,
+(keys, tuple keys)) packed as arrays (decontaminate.pack_keys).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from collections import defaultdict
 import apache_beam as beam
 
 from pipeline import dedup, normalize, parsing, stats, splitting
-from pipeline.decontaminate import key_bucket
+from pipeline.decontaminate import pack_keys
 from pipeline.reading import LineBatch, batch_units
 from pipeline.record_schema import encode_record, fingerprint
 from pipeline.tokenizing import BatchTokenizer
@@ -117,22 +118,23 @@ class ProcessLineBatch(beam.DoFn):
         yield beam.pvalue.TaggedOutput(STATS, (corpus, acc))
 
     def _to_cleaning(self, batch: LineBatch, record_format: str, out: dict):
-        """Entries of the cleaning stages (module docstring), grouped by bucket: one element per bucket."""
+        """Entries of the cleaning stages (module docstring), packed by bucket: one element per bucket."""
         c = self._cleaning
         symmetric, decontaminate = c["symmetric"][batch.corpus], c["decontaminate"]
-        tuples, keys = defaultdict(list), defaultdict(list)
+        tuples = defaultdict(list)
+        keys, key_tks = [], []
         for split, records in out.items():
             for i, raw, texts, roles, record in records:
                 norms = [normalize.normalize(t) for t in texts]
                 tk = dedup.tuple_key(record_format, symmetric, norms, roles)
                 number = batch.first_line + i if batch.first_line else 0
-                order = dedup.order_key(batch.corpus, batch.path, number, raw)
                 tuples[dedup.tuple_bucket(tk, c["tuple_buckets"])].append(
-                    (tk, order, split, record, tuple(norms) if decontaminate else ()))
+                    (tk, number, dedup.line_digest(raw), split, record, norms if decontaminate else ()))
                 if decontaminate:
-                    for key in set().union(*map(normalize.text_keys, norms)):
-                        keys[key_bucket(key, c["key_buckets"])].append((key, tk))
+                    text_keys = set().union(*map(normalize.text_keys, norms))
+                    keys.extend(text_keys)
+                    key_tks.append(tk * len(text_keys))
         for b, entries in tuples.items():
-            yield beam.pvalue.TaggedOutput(TUPLES, (b, entries))
-        for b, entries in keys.items():
-            yield beam.pvalue.TaggedOutput(KEYS, (b, entries))
+            yield beam.pvalue.TaggedOutput(TUPLES, (b, dedup.pack_entries(batch.corpus, batch.path, entries)))
+        if keys:
+            yield from (beam.pvalue.TaggedOutput(KEYS, kb) for kb in pack_keys(keys, b"".join(key_tks), c["key_buckets"]))

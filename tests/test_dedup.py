@@ -31,13 +31,25 @@ def test_the_same_tuple_by_record_format():
 
 def _entry(corpus, line, texts, split="train", fmt="pair", roles=PAIR):
     norms = tuple(normalize.normalize(t) for t in texts)
-    return (dedup.tuple_key(fmt, False, norms, roles), dedup.order_key(corpus, f"/in/{corpus}.jsonl.gz", line, b"raw"),
+    return (dedup.tuple_key(fmt, False, norms, roles), (corpus, f"/in/{corpus}.jsonl.gz", line, dedup.line_digest(b"r")),
             split, f"{corpus}:{line}".encode(), norms)
 
 
+def _pack(entries):
+    """One packed element per entry (what ProcessLineBatch sends for a batch of one line)."""
+    return [dedup.pack_entries(e[1][0], e[1][1], [(e[0], e[1][2], e[1][3], e[2], e[3], e[4])]) for e in entries]
+
+
+def test_packing_round_trips():
+    entries = [_entry("a", 3, ["x", "y"]), _entry("a", 0, ["Z"], "validation")]
+    packed = dedup.pack_entries("a", "/in/a.jsonl.gz", [(e[0], e[1][2], e[1][3], e[2], e[3], e[4]) for e in entries])
+    assert list(dedup.unpack_entries(packed)) == entries
+
+
 def _decide(copies, hits=(), deduplicate=True):
+    copies = [_pack(c) for c in copies]
     out = list(dedup.Decide(deduplicate, 4, processing.output_tag, processing.STATS).process(
-        (0, {"copies": copies, "hits": list(hits)})))
+        (0, {"copies": [p for c in copies for p in c], "hits": list(hits)})))
     by_tag = {}
     for o in out:
         by_tag.setdefault(o.tag, []).append(o.value)
