@@ -28,6 +28,7 @@ from pipeline.eval_texts import EvalSet, ReadEvalTexts
 UNKNOWN_LINES = 10_000_000  # a corpus without expected_lines counts as this many lines when sizing buckets
 KEY_BUCKET_SHARE = 16
 DECONTAMINATED_DIR = "decontaminated"
+DECONTAMINATED = dedup.DECONTAMINATED  # the Decide output tag of removed tuples
 
 
 def spec(config, deduplicate: bool, eval_sets: tuple[EvalSet, ...], bucket_tuples: int) -> dict | None:
@@ -75,7 +76,16 @@ def clean(p, results, c: dict, eval_sets: tuple[EvalSet, ...], tags: list[str], 
     return Cleaned(outputs, eval_counts)
 
 
-def eval_set_counts(eval_sets: tuple[EvalSet, ...], counts: dict, removed: dict) -> list[dict]:
-    """Per evaluation set: what it is, the texts read and skipped, and the training lines it removed."""
-    return [{**s.describe(), "texts": counts.get((s.name, "texts"), 0), "skipped": counts.get((s.name, "skipped"), 0),
-             "removed_lines": removed.get(s.name, 0)} for s in eval_sets]
+def manifest_record(deduplicate: bool, eval_sets: tuple[EvalSet, ...], documents: bool, counts: dict,
+                    entries: list[dict]) -> dict:
+    """The manifest's `cleaning` record: `describe`, with per evaluation set the texts read and skipped
+    (counts: ((set, counter), n)) and the training lines it removed, summed over the corpus entries."""
+    removed: dict[str, int] = {}
+    for e in entries:
+        for name, n in e["decontaminated"]["by_set"].items():
+            removed[name] = removed.get(name, 0) + n
+    record = describe(deduplicate, eval_sets, documents)
+    record["decontaminate"] = [{**s.describe(), "texts": counts.get((s.name, "texts"), 0),
+                                "skipped": counts.get((s.name, "skipped"), 0), "removed_lines": removed.get(s.name, 0)}
+                               for s in eval_sets]
+    return record

@@ -85,12 +85,8 @@ class WriteManifest(beam.DoFn):
             entries.append(manifest_lib.corpus_entry(corpus, self._files[corpus.name], acc,
                                                      shard_files[splitting.TRAIN], shard_files[splitting.VALIDATION],
                                                      source))
-        cleaning = cleaning_lib.describe(opts.deduplicate, self._eval_sets, opts.decontaminate_documents)
-        removed = {}
-        for e in entries:
-            for name, n in e["decontaminated"]["by_set"].items():
-                removed[name] = removed.get(name, 0) + n
-        cleaning["decontaminate"] = cleaning_lib.eval_set_counts(self._eval_sets, eval_counts or {}, removed)
+        cleaning = cleaning_lib.manifest_record(opts.deduplicate, self._eval_sets, opts.decontaminate_documents,
+                                                eval_counts or {}, entries)
         manifest = manifest_lib.build_manifest(entries, self._tokenizer, opts.max_seq_length, opts.validation_fraction,
                                                prompts=self._config.prompts,
                                                default_prompt_name=self._config.default_prompt_name,
@@ -125,7 +121,7 @@ def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_
         stats_parts.append(cleaned.outputs[processing.STATS])
         if eval_sets:
             extra = [beam.pvalue.AsDict(cleaned.eval_counts)]
-            written.append(cleaned.outputs[cleaning_lib.dedup.DECONTAMINATED]
+            written.append(cleaned.outputs[cleaning_lib.DECONTAMINATED]
                            | "Write/decontaminated" >> beam.io.WriteToText(
                                join(opts.output_dir, cleaning_lib.DECONTAMINATED_DIR, "decontaminated"),
                                file_name_suffix=".jsonl", num_shards=1))
