@@ -12,6 +12,12 @@ Generates a gzip'd JSON-lines pair corpus (seeded), then measures, alternating, 
              the local runner with its defaults ("default") or with --direct_running_mode=<mode>
 and prints the best time of each (the machine is shared: the best run is the least disturbed one),
 pairs/s, and the ratio job / tokenizer (target >= 0.7).
+
+The job runs three times per mode, alternating: with the cleaning stages off (--no_deduplicate),
+with deduplication alone (the default), and with both (plus --decontaminate against a generated text
+file of --eval_texts sentences from the same vocabulary, of which 1 in 1000 is a text of the corpus);
+the ratios to "off" are the stages' cost (goal >= 0.8). The corpus gets 1% planted duplicates.
+`--cleaning_rates` instead measures the figures of docs/pipeline.md's projection on the DoFns alone.
 """
 from __future__ import annotations
 
@@ -46,6 +52,57 @@ def make_pairs(n: int, seed: int = 0) -> list[list[str]]:
     return [[sentence(), sentence()] for _ in range(n)]
 
 
+def cleaning_rates(pairs, eval_texts: list[str], tokenizer_json: str) -> None:
+    """The figures of docs/pipeline.md's projection, measured on the processing DoFn itself (no Beam
+    pipeline): per tuple, its CPU time with the cleaning stages off and on, the keys it sends to the
+    key join, and the bytes it puts into each shuffle (Beam's FastPrimitivesCoder, the coder these
+    tuples get), and the join DoFns' CPU time per entry."""
+    from apache_beam.coders.coders import FastPrimitivesCoder
+
+    from pipeline import dedup, processing
+    from pipeline.decontaminate import EvalKeys, JoinKeys
+    from pipeline.lines import LineBatch
+    from pipeline.tokenizing import BatchTokenizer
+
+    lines = [json.dumps(p).encode() for p in pairs]
+    coder = FastPrimitivesCoder()
+    spec = {"deduplicate": True, "decontaminate": True, "symmetric": {"c": False}, "tuple_buckets": 1, "key_buckets": 1}
+    results = {}
+    for name, cleaning in (("off", None), ("on", spec)):
+        fn = processing.ProcessLineBatch({"c": ("pair", None)}, tokenizer_json, 128, 0.01, None, cleaning)
+        fn.setup()
+        t0 = time.process_time()
+        outs = [o for i in range(0, len(lines), 512) for o in fn.process(LineBatch("c", "/data/corpora/c.jsonl.gz",
+                                                                                 i + 1, lines[i:i + 512], ()))]
+        results[name] = (time.process_time() - t0, outs)
+    n = len(lines)
+    tuples = [o.value for o in results["on"][1] if o.tag == processing.TUPLES]
+    keys = [o.value for o in results["on"][1] if o.tag == processing.KEYS]
+    n_keys = sum(len(v[1][0]) // 8 for v in keys)
+    tuple_bytes = sum(len(coder.encode(v)) for v in tuples)
+    key_bytes = sum(len(coder.encode(v)) for v in keys)
+    print(f"processing DoFn alone: off {results['off'][0] / n * 1e6:.1f} us/tuple, on {results['on'][0] / n * 1e6:.1f} "
+          f"us/tuple (+{(results['on'][0] - results['off'][0]) / n * 1e6:.1f})")
+    records = sum(len(r) for v in tuples for r in v[1][6])
+    texts = sum(len(t.encode()) for v in tuples for t in v[1][7])
+    print(f"shuffle per tuple: tuple entry {tuple_bytes / n:.0f} B (record {records / n:.0f} B, normalised texts "
+          f"{texts / n:.0f} B); {n_keys / n:.2f} text keys, {key_bytes / n:.0f} B")
+    words = [len(t.split()) for p in pairs for t in p]
+    print(f"words per text: mean {sum(words) / len(words):.1f}; texts of 13+ words: "
+          f"{sum(w >= 13 for w in words) / len(words):.0%}")
+    t0 = time.process_time()
+    ev = [v for t in eval_texts for v in EvalKeys(1).process(("e", t))]
+    t1 = time.process_time()
+    cands = list(JoinKeys(1).process((0, {"train": [v for _, v in keys], "eval": [v for _, v in ev]})))
+    t2 = time.process_time()
+    decided = list(dedup.Decide(True, 128, processing.output_tag, processing.STATS).process(
+        (0, {"copies": [v for _, v in tuples], "hits": [v for _, v in cands]})))
+    t3 = time.process_time()
+    print(f"join DoFns: EvalKeys {(t1 - t0) / len(eval_texts) * 1e6:.1f} us/eval text, JoinKeys "
+          f"{(t2 - t1) / max(1, n_keys) * 1e6:.2f} us/training key ({len(cands)} candidates), Decide "
+          f"{(t3 - t2) / n * 1e6:.1f} us/tuple ({len(decided)} outputs)")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=200_000)
@@ -53,6 +110,9 @@ def main(argv=None) -> None:
     ap.add_argument("--modes", default="default", help="comma-separated: default, in_memory, multi_threading, "
                                                          "multi_processing")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--eval_texts", type=int, default=20_000, help="texts of the generated evaluation set")
+    ap.add_argument("--cleaning_rates", action="store_true",
+                    help="only measure the cleaning stages' per-tuple CPU and shuffle bytes on the DoFns (no job runs)")
     args, extra = ap.parse_known_args(argv)
 
     from pipeline import job
@@ -61,6 +121,12 @@ def main(argv=None) -> None:
     tmp = tempfile.mkdtemp(prefix="bench_pipeline_")
     try:
         pairs = make_pairs(args.pairs)
+        pairs[::100] = [[a.upper(), b] for a, b in pairs[1::100]][:len(pairs[::100])]  # 1% duplicates (case variants)
+        eval_path = os.path.join(tmp, "eval_texts.txt")
+        with open(eval_path, "w", encoding="utf-8") as f:
+            evals = [t for p in make_pairs(args.eval_texts // 2, seed=1) for t in p]
+            evals[::1000] = [p[1] for p in pairs[5::1000]][:len(evals[::1000])]  # 0.1% of them in the corpus
+            f.writelines(t + "\n" for t in evals)
         corpus_dir = os.path.join(tmp, "corpora")
         os.makedirs(corpus_dir)
         with gzip.open(os.path.join(corpus_dir, "bench_pairs.jsonl.gz"), "wt", encoding="utf-8") as f:
@@ -73,6 +139,10 @@ def main(argv=None) -> None:
         texts = [t for p in pairs for t in p]
 
         tok = load_hf_tokenizer(DEMO_TOKENIZER)
+        if args.cleaning_rates:
+            from pipeline.tokenizing import save_for_workers
+            cleaning_rates(pairs, evals, save_for_workers(tok, tmp))
+            return
         tok(texts[:1000], truncation=True, max_length=128)  # warm-up
 
         def cpu_seconds():
@@ -100,8 +170,10 @@ def main(argv=None) -> None:
             return time.perf_counter() - t0, cpu_seconds() - c0
 
         def time_job(mode):
+            mode, cleaning = mode.rsplit("/", 1)
             out = os.path.join(tmp, "out")
             flags = [] if mode == "default" else [f"--direct_running_mode={mode}"]
+            flags += {"off": ["--no_deduplicate"], "dedup": [], "on": [f"--decontaminate={eval_path}"]}[cleaning]
             t0, c0 = time.perf_counter(), cpu_seconds()
             rc = job.run(["--data_config", config, "--input_root", corpus_dir, "--output_dir", out, "--overwrite",
                           *flags, *extra])
@@ -109,10 +181,12 @@ def main(argv=None) -> None:
             assert rc == 0, rc
             with open(os.path.join(out, "manifest.json")) as f:
                 c = json.load(f)["corpora"][0]
-            assert c["train_examples"] + c["validation_examples"] == len(pairs), (mode, c)
+            removed = c["duplicates_removed"] + c["decontaminated"]["total"]
+            assert c["train_examples"] + c["validation_examples"] + removed == len(pairs), (mode, c)
+            assert (removed > 0) == (cleaning != "off"), (mode, c)
             return elapsed, cpu
 
-        modes = [m for m in args.modes.split(",") if m]
+        modes = [f"{m}/{cleaning}" for m in args.modes.split(",") if m for cleaning in ("off", "dedup", "on")]
         best = {"tokenizer": (float("inf"), 0.0), "backend": (float("inf"), 0.0),
                 **{m: (float("inf"), 0.0) for m in modes}}
         for r in range(args.repeats):
@@ -134,6 +208,12 @@ def main(argv=None) -> None:
             print(f"beam job ({m}): {wall:.2f} s  {n / wall:,.0f} pairs/s  {n / cpu:,.0f} pairs per CPU-second  "
                   f"ratio job/tokenizer: {tok_wall / wall:.2f} wall, {tok_cpu / cpu:.2f} CPU  (target >= 0.7); "
                   f"job/backend: {be_wall / wall:.2f} wall, {be_cpu / cpu:.2f} CPU")
+            base, cleaning = m.rsplit("/", 1)
+            if cleaning != "off":
+                off_wall, off_cpu = best[base + "/off"]
+                what = "both stages" if cleaning == "on" else "deduplication alone"
+                print(f"  {what} / off ({base}): {off_wall / wall:.2f} wall, {off_cpu / cpu:.2f} CPU "
+                      "(throughput ratio; goal >= 0.8)")
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

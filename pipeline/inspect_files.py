@@ -10,6 +10,10 @@ the sample (the share rejected and the reasons: the job's own start-up check, pi
 for each file no corpus covers, a data-config entry to start from. With a data config and no
 paths, every file of every corpus is inspected. Exit status 1 when a declared format rejects most
 of its sample, 2 for a usage error.
+
+Given the job's output directory (one holding manifest.json) instead, it prints what the job wrote and
+removed, per corpus: lines read, written, rejected, duplicates removed, tuples removed as evaluation
+texts (by set), the overlap with other corpora, and the evaluation sets checked.
 """
 from __future__ import annotations
 
@@ -181,9 +185,31 @@ def inspect_file(path: str, out) -> tuple[list[bytes], int, bool]:
     return lines, count, exact
 
 
+def report_output_dir(path: str, out) -> None:
+    """What the job wrote and removed (module docstring), from the directory's manifest."""
+    from pipeline.manifest import MANIFEST_NAME, cleaning_summary, read_manifest
+
+    m = read_manifest(path)
+    t = m["totals"]
+    print(f"{storage.join(path, MANIFEST_NAME)}: {t['lines_read']} lines read, {t['train_examples']} train, "
+          f"{t['validation_examples']} validation, {t['rejected']} rejected; {cleaning_summary(m)}", file=out)
+    print(f"  {'corpus':<24} {'read':>10} {'written':>10} {'rejected':>9} {'duplicates':>10} {'eval texts':>10}  "
+          "overlap / by set", file=out)
+    for c in m["corpora"]:
+        decon = c.get("decontaminated", {"total": 0, "by_set": {}})
+        notes = [f"also in {k}: {v}" for k, v in c.get("overlap", {}).items()]
+        notes += [f"{k}: {v}" for k, v in decon["by_set"].items()]
+        print(f"  {c['name']:<24} {c['lines_read']:>10} {c['train_examples'] + c['validation_examples']:>10} "
+              f"{c['rejected']['total']:>9} {c.get('duplicates_removed', 0):>10} {decon['total']:>10}  "
+              f"{'; '.join(notes)}", file=out)
+    for s in (m.get("cleaning") or {}).get("decontaminate", []):
+        print(f"  evaluation set {s['name']} ({s['kind']}, {s['path']}): {s['texts']} texts read, {s['skipped']} "
+              f"lines skipped, {s['removed_lines']} training lines removed", file=out)
+
+
 def build_parser():
     p = ArgumentParser(prog="python -m pipeline.inspect_files", description=__doc__.split("\n\n")[0])
-    p.add_argument("paths", nargs="*", help="files or globs (local, gs://, hf://)")
+    p.add_argument("paths", nargs="*", help="files or globs (local, gs://, hf://), or the job's output directory")
     p.add_argument("--data_config", default=None, help="check the files against this data config")
     p.add_argument("--input_root", default=None, help="the config's relative patterns' root (default: its directory)")
     return p
@@ -203,7 +229,13 @@ def _main(argv) -> int:
         for c in config.corpora:
             if c.reader.reads_files:
                 covered.update((f, c) for f in dc.find_files(c, root)[0])
-    paths = [f for pattern in args.paths for f in (storage.glob(storage.abspath(pattern)) or [pattern])]
+    outputs = [p for p in args.paths if storage.exists(storage.join(storage.abspath(p), "manifest.json"))]
+    for path in outputs:
+        report_output_dir(storage.abspath(path), out)
+    if outputs and len(outputs) == len(args.paths) and not config:
+        return 0
+    paths = [f for pattern in args.paths if pattern not in outputs
+             for f in (storage.glob(storage.abspath(pattern)) or [pattern])]
     if not args.paths:
         if not config:
             raise UserError("give files to inspect, or a --data_config whose files to check")

@@ -11,6 +11,11 @@
   (and the files --on_corrupt_file=skip left out: a side input of Process, which drops their batches,
   and of WriteManifest, which records them)
 
+With --deduplicate (the default) or --decontaminate, the records go through the cleaning stages
+(pipeline/cleaning.py: grouped by tuple, joined with the evaluation sets' texts by key) between
+ProcessLineBatch and the writers; removed tuples are counted, and contaminated ones written to
+decontaminated/.
+
 WriteManifest runs once, after everything else; it refuses (fails the job) when the lines counted
 by the reader differ from the lines the processing step accounted for, and when a corpus of files
 read line by line (input_format "lines") read another number of lines than its data config's
@@ -30,10 +35,12 @@ import sys
 import apache_beam as beam
 from apache_beam.runners.runner import PipelineState
 
+from pipeline import cleaning as cleaning_lib
 from pipeline import format_check, hf_filesystem, processing, splitting, stats, tokenizing, writing
 from pipeline import manifest as manifest_lib
 from pipeline import options as options_lib
 from pipeline.data_config import DataConfig, LeftOut, check_file_sizes, load_data_config, resolve_corpora
+from pipeline.eval_texts import EvalSet, resolve_eval_sets
 from pipeline.sources import check_source_counts, read_sources
 from pipeline.user_errors import EXIT_JOB_FAILURE, JobFailure, find_job_failure, job_failure_in_text, run_cli
 
@@ -72,12 +79,14 @@ class WriteManifest(beam.DoFn):
     """Runs once, after every write is finalised (its side inputs force that order)."""
 
     def __init__(self, config: DataConfig, files: dict, tokenizer: dict, opts: options_lib.JobOptions,
-                 left_out: list[LeftOut] = (), hf_revisions: dict | None = None):
+                 left_out: list[LeftOut] = (), hf_revisions: dict | None = None,
+                 eval_sets: tuple[EvalSet, ...] = ()):
         self._config, self._files, self._tokenizer, self._opts = config, files, tokenizer, opts
         self._left_out = list(left_out)
         self._hf_revisions = dict(hf_revisions or {})
+        self._eval_sets = tuple(eval_sets)
 
-    def process(self, _, combined_stats, line_counts, events, written_files, skipped_files):
+    def process(self, _, combined_stats, line_counts, events, written_files, skipped_files, eval_counts=None):
         opts = self._opts
         entries = []
         for corpus in self._config.corpora:
@@ -106,15 +115,19 @@ class WriteManifest(beam.DoFn):
             entries.append(manifest_lib.corpus_entry(corpus, self._files[corpus.name], acc,
                                                      shard_files[splitting.TRAIN], shard_files[splitting.VALIDATION],
                                                      source, rejected_by_source, skipped))
+        cleaning = cleaning_lib.manifest_record(opts.deduplicate, self._eval_sets, opts.decontaminate_documents,
+                                                eval_counts or {}, entries)
         manifest = manifest_lib.build_manifest(entries, self._tokenizer, opts.max_seq_length, opts.validation_fraction,
                                                prompts=self._config.prompts,
                                                default_prompt_name=self._config.default_prompt_name,
-                                               left_out=self._left_out, hf_revisions=self._hf_revisions)
+                                               left_out=self._left_out, hf_revisions=self._hf_revisions,
+                                               cleaning=cleaning)
         yield manifest_lib.write_manifest(opts.output_dir, manifest)
 
 
 def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_json: str, tokenizer_info: dict,
-                   opts: options_lib.JobOptions, left_out: list[LeftOut] = (), hf_revisions: dict | None = None):
+                   opts: options_lib.JobOptions, left_out: list[LeftOut] = (), hf_revisions: dict | None = None,
+                   eval_sets: tuple[EvalSet, ...] = ()):
     join = beam.io.filesystems.FileSystems.join
     tags = [processing.output_tag(c.name, s) for c in config.corpora for s in splitting.SPLITS]
     sources = read_sources(p, config, files, opts.batch_lines, opts.max_line_bytes, opts.on_corrupt_file)
@@ -124,36 +137,50 @@ def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_
     events = ((sources.events or [p | "NoEvents" >> beam.Create([])])
               | "AllEvents" >> beam.Flatten() | "CountEvents" >> beam.combiners.Count.PerElement())
     prompts = {c.name: c.role_prompts() for c in config.corpora if c.prompts}  # plain data for the workers
+    clean = cleaning_lib.spec(config, opts.deduplicate, eval_sets, opts.clean_bucket_tuples)
     results = (
         sources.batches
         | "AllBatches" >> beam.Flatten()
         | "Spread" >> beam.Reshuffle()
         | "Process" >> beam.ParDo(processing.ProcessLineBatch(
             {c.name: c.line_format for c in config.corpora}, tokenizer_json, opts.max_seq_length,
-            opts.validation_fraction, prompts), beam.pvalue.AsList(skipped)).with_outputs(
-                processing.REJECTED, processing.STATS, *tags)
+            opts.validation_fraction, prompts, clean), beam.pvalue.AsList(skipped))
+        .with_outputs(processing.REJECTED, processing.STATS, processing.TUPLES, processing.KEYS, *tags)
     )
+    records, stats_parts, extra = results, [results[processing.STATS]], []
     written = []
+    if clean:
+        cleaned = cleaning_lib.clean(p, results, clean, eval_sets, tags, opts.max_seq_length)
+        records = cleaned.outputs
+        stats_parts.append(cleaned.outputs[processing.STATS])
+        if eval_sets:
+            extra = [beam.pvalue.AsDict(cleaned.eval_counts)]
+            written.append(cleaned.outputs[cleaning_lib.DECONTAMINATED]
+                           | "Write/decontaminated" >> beam.io.WriteToText(
+                               join(opts.output_dir, cleaning_lib.DECONTAMINATED_DIR, "decontaminated"),
+                               file_name_suffix=".jsonl", num_shards=1))
     for c in config.corpora:
         for split in splitting.SPLITS:
             shards = train_shards(c, opts) if split == splitting.TRAIN else 1
             written.append(
-                results[processing.output_tag(c.name, split)]
+                records[processing.output_tag(c.name, split)]
                 | f"Write/{c.name}/{split}" >> writing.WriteRecordBatches(join(opts.output_dir, c.name, split), shards))
     written.append(
         [results[processing.REJECTED], *sources.rejected]
         | "AllRejected" >> beam.Flatten()
         | "Write/rejected" >> beam.io.WriteToText(join(opts.output_dir, REJECTED_DIR, "rejected"),
                                                   file_name_suffix=".jsonl", num_shards=1))
-    combined = results[processing.STATS] | "CombineStats" >> beam.CombinePerKey(stats.CombineStats(opts.max_seq_length))
+    combined = (stats_parts | "AllStats" >> beam.Flatten()
+                | "CombineStats" >> beam.CombinePerKey(stats.CombineStats(opts.max_seq_length)))
     all_written = written | "AllWritten" >> beam.Flatten()
     return (
         p
         | "ManifestTrigger" >> beam.Create([None])
-        | "WriteManifest" >> beam.ParDo(WriteManifest(config, files, tokenizer_info, opts, left_out, hf_revisions),
+        | "WriteManifest" >> beam.ParDo(WriteManifest(config, files, tokenizer_info, opts, left_out, hf_revisions,
+                                                      eval_sets),
                                         beam.pvalue.AsDict(combined), beam.pvalue.AsDict(line_counts),
                                         beam.pvalue.AsDict(events), beam.pvalue.AsList(all_written),
-                                        beam.pvalue.AsList(skipped))
+                                        beam.pvalue.AsList(skipped), *extra)
     )
 
 
@@ -178,13 +205,14 @@ def prepare(argv):
         log.warning("%s", manifest_lib.left_out_summary(left_out, config))
     check_file_sizes(config, files)
     files, hf_revisions = hf_filesystem.pin_revisions(files)  # every worker reads the same commit
+    eval_sets = resolve_eval_sets(opts.decontaminate, opts.decontaminate_documents)
     if opts.format_check:
         format_check.check_before_start(config, files)
     writing.prepare_output_dir(opts.output_dir, opts.overwrite)
     tok = tokenizing.load_hf_tokenizer(opts.tokenizer)
     info = tokenizing.describe(tok, opts.tokenizer).to_json()
     tokenizer_json = tokenizing.save_for_workers(tok, opts.output_dir)
-    return opts, pipeline, config, files, tokenizer_json, info, left_out, hf_revisions
+    return opts, pipeline, config, files, tokenizer_json, info, left_out, hf_revisions, eval_sets
 
 
 def run(argv=None) -> int:
@@ -207,9 +235,9 @@ def _no_job_failure_traceback(record: logging.LogRecord) -> bool:
 
 
 def _run(argv) -> int:
-    opts, p, config, files, tokenizer_json, info, left_out, hf_revisions = prepare(argv)
+    opts, p, config, files, tokenizer_json, info, left_out, hf_revisions, eval_sets = prepare(argv)
     log.info("%d corpora, %d files -> %s", len(config.corpora), sum(map(len, files.values())), opts.output_dir)
-    build_pipeline(p, config, files, tokenizer_json, info, opts, left_out, hf_revisions)
+    build_pipeline(p, config, files, tokenizer_json, info, opts, left_out, hf_revisions, eval_sets)
     prog = options_lib.program_name()
     try:
         state = p.run().wait_until_finish()
@@ -230,7 +258,8 @@ def _run(argv) -> int:
     skipped = [s for c in manifest["corpora"] for s in c.get("skipped_files", ())]
     left_out = (f", {len(skipped)} file(s) skipped (--on_corrupt_file=skip): "
                 + "; ".join(f"{s['file']} ({s['cause']})" for s in skipped)) if skipped else ""
-    log.info("done: %d lines read, %d train, %d validation, %d rejected%s; manifest %s",
-             t["lines_read"], t["train_examples"], t["validation_examples"], t["rejected"], left_out,
+    log.info("done: %d lines read, %d train, %d validation, %d rejected, %s%s; manifest %s",
+             t["lines_read"], t["train_examples"], t["validation_examples"], t["rejected"],
+             manifest_lib.cleaning_summary(manifest), left_out,
              beam.io.filesystems.FileSystems.join(opts.output_dir, manifest_lib.MANIFEST_NAME))
     return 0

@@ -55,6 +55,13 @@ def corpus_entry(corpus, files: list[str], acc: dict, train_files: list[str],
         # the reconciliation below.
         "dropped_texts": {reason: acc.get("dropped", {}).get(reason, 0) for reason in DROPPED},
         "skipped_files": sorted(skipped_files, key=lambda s: s["file"]),
+        # The cleaning stages (pipeline/dedup.py): copies of another tuple not written, tuples matching an
+        # evaluation set (lines removed per set; a line matching two sets counts under both), and how
+        # many of this corpus's tuples also occur in each other corpus.
+        "duplicates_removed": acc["duplicates"],
+        "decontaminated": {"total": acc["decontaminated"],
+                           "by_set": dict(sorted(acc["decontaminated_by_set"].items()))},
+        "overlap": dict(sorted(acc["overlap"].items())),
         "train_files": list(train_files),
         "validation_files": list(validation_files),
         "token_lengths": stats_lib.token_length_summary(acc),
@@ -67,7 +74,8 @@ def corpus_entry(corpus, files: list[str], acc: dict, train_files: list[str],
         entry["source"] = source
     if source_rejected is not None:
         entry["rejected"]["from_source"] = from_source
-    if entry["lines_read"] != entry["train_examples"] + entry["validation_examples"] + rejected_total - from_source:
+    if entry["lines_read"] != (entry["train_examples"] + entry["validation_examples"] + rejected_total - from_source
+                               + acc["duplicates"] + acc["decontaminated"]):
         raise ManifestError(f"corpus {corpus.name!r}: counts do not reconcile: {entry}")
     return entry
 
@@ -95,10 +103,13 @@ def left_out_entry(left_out, entries: list[dict]) -> dict[str, Any]:
 
 def build_manifest(entries: list[dict], tokenizer: dict, max_seq_length: int, validation_fraction: float,
                    created: str | None = None, prompts: dict[str, str] | None = None,
-                   default_prompt_name: str | None = None, left_out=(), hf_revisions=None) -> dict[str, Any]:
+                   default_prompt_name: str | None = None, left_out=(), hf_revisions=None,
+                   cleaning: dict | None = None) -> dict[str, Any]:
     totals = {k: sum(e[k] for e in entries) for k in ("lines_read", "train_examples", "validation_examples")}
     totals["rejected"] = sum(e["rejected"]["total"] for e in entries)
     totals["skipped_files"] = sum(len(e.get("skipped_files", ())) for e in entries)
+    totals["duplicates_removed"] = sum(e["duplicates_removed"] for e in entries)
+    totals["decontaminated"] = sum(e["decontaminated"]["total"] for e in entries)
     return {
         "schema_version": SCHEMA_VERSION,
         "manifest_version": MANIFEST_VERSION,
@@ -117,8 +128,25 @@ def build_manifest(entries: list[dict], tokenizer: dict, max_seq_length: int, va
         # hf:// repositories as the data config named them ("hf://datasets/O/N[@REVISION]") -> the
         # commit every file was read at (pipeline/hf_filesystem.py); empty: no hf:// input.
         "hf_revisions": dict(hf_revisions or {}),
+        # What the cleaning stages did (pipeline/cleaning.py `describe`, with each evaluation set's counts);
+        # the model card reads it. Absent in manifests from before them.
+        "cleaning": dict(cleaning or {"deduplicate": False, "decontaminate": []}),
         "totals": totals,
     }
+
+
+def cleaning_summary(manifest: dict) -> str:
+    """One phrase on what the cleaning stages removed (the job's closing line, pipeline.inspect_files)."""
+    cleaning, totals = manifest.get("cleaning"), manifest.get("totals", {})
+    if cleaning is None:
+        return "cleaning not recorded (a manifest from before the cleaning stages)"
+    dup = (f"{totals.get('duplicates_removed', 0)} duplicate tuples removed" if cleaning.get("deduplicate")
+           else "duplicates kept (--no_deduplicate)")
+    sets = cleaning.get("decontaminate") or []
+    if not sets:
+        return f"{dup}, not checked against evaluation sets"
+    by_set = ", ".join(f"{s['name']}: {s.get('removed_lines', 0)}" for s in sets)
+    return f"{dup}, {totals.get('decontaminated', 0)} removed as evaluation texts ({by_set}; decontaminated/)"
 
 
 def write_manifest(output_dir: str, manifest: dict) -> str:

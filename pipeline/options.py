@@ -42,6 +42,10 @@ class JobOptions:
     format_check: bool = True
     on_corrupt_file: str = "fail"
     expected_lines_tolerance: float = 0.0
+    deduplicate: bool = True
+    decontaminate: str = ""  # comma-separated evaluation set paths (pipeline/eval_texts.py)
+    decontaminate_documents: bool = False
+    clean_bucket_tuples: int = 1_000_000
 
 
 class OptionsError(UserError):
@@ -94,6 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a fraction: a corpus whose lines read differ from its data config's expected_lines by "
                         "more than this share of expected_lines fails the job at the end (default 0: exactly; 1 accepts "
                         "anything up to twice the count, e.g. small stand-in files)")
+    p.add_argument("--deduplicate", dest="deduplicate", action="store_true", default=True,
+                   help="write a tuple whose normalised texts equal another tuple's once, within and across "
+                        "corpora (default: on; docs/pipeline.md, \"Cleaning\")")
+    p.add_argument("--no_deduplicate", dest="deduplicate", action="store_false",
+                   help="keep duplicate tuples as the files have them")
+    p.add_argument("--decontaminate", default="", metavar="PATH[,PATH...]",
+                   help="evaluation sets to keep out of training and validation: BEIR directories (test queries), "
+                        "STS benchmark files (both sentences), JSON-lines or text files of texts; a tuple with a "
+                        "text equal to one of theirs after normalisation, or sharing 13 consecutive words with one, "
+                        "is removed (written to decontaminated/)")
+    p.add_argument("--decontaminate_documents", action="store_true",
+                   help="with --decontaminate's BEIR directories, also the documents judged relevant to test queries")
+    p.add_argument("--clean_bucket_tuples", type=int, default=1_000_000,
+                   help="tuples per bucket of the cleaning stages' grouping (a bucket is held in one worker's "
+                        "memory; docs/pipeline.md)")
     return p
 
 
@@ -117,11 +136,16 @@ def parse_args(argv: list[str] | None) -> tuple[JobOptions, list[str]]:
     if not 0.0 <= args.expected_lines_tolerance < float("inf"):
         raise OptionsError(f"--expected_lines_tolerance is a non-negative fraction of expected_lines, "
                            f"got {args.expected_lines_tolerance}")
+    if args.clean_bucket_tuples < 1:
+        raise OptionsError(f"--clean_bucket_tuples must be positive, got {args.clean_bucket_tuples}")
+    if args.decontaminate_documents and not args.decontaminate:
+        raise OptionsError("--decontaminate_documents needs --decontaminate=PATH (a BEIR directory)")
     corpora = tuple(n.strip() for n in args.corpora.split(",") if n.strip())
     return JobOptions(data_config, input_root, output_dir, args.tokenizer, args.max_seq_length, corpora,
                       args.overwrite, args.validation_fraction, args.batch_lines, args.max_line_bytes,
                       args.train_shards, args.records_per_shard, args.skip_missing_corpora,
-                      args.format_check, args.on_corrupt_file, args.expected_lines_tolerance), beam_args
+                      args.format_check, args.on_corrupt_file, args.expected_lines_tolerance, args.deduplicate,
+                      args.decontaminate, args.decontaminate_documents, args.clean_bucket_tuples), beam_args
 
 
 def pipeline_options(beam_args: list[str]):

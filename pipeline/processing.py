@@ -7,20 +7,28 @@ and serialisation. Outputs (tagged):
   "rejected": JSON lines {"corpus", "file", "line_number", "reason", "detail", "line"}
   "stats": (corpus, stats dict of pipeline/stats.py) once per batch, with the texts dropped from lines
            that stay (a set's empty members) by reason
+With the cleaning stages on (`cleaning`, pipeline/dedup.py), records do not go to their output tags
+here: each accepted line becomes an entry on "tuples", (tuple bucket, [entries]) once per bucket and
+batch (dedup.pack_entries), and, when decontaminating, its texts' keys go to "keys", (key bucket,
+(keys, tuple keys)) packed as arrays (decontaminate.pack_keys).
 """
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 
 import apache_beam as beam
 
-from pipeline import parsing, stats, splitting
+from pipeline import dedup, normalize, parsing, stats, splitting
+from pipeline.decontaminate import pack_keys
 from pipeline.reading import LineBatch
 from pipeline.record_schema import encode_record, fingerprint
 from pipeline.tokenizing import BatchTokenizer
 
 REJECTED = "rejected"
 STATS = "stats"
+TUPLES = "tuples"
+KEYS = "keys"
 # The `line` field of a rejected record is cut to this many characters.
 REJECTED_LINE_CHARS = 1000
 
@@ -39,7 +47,8 @@ def rejected_record(corpus: str, path: str, line_number: int | None, reason: str
 
 class ProcessLineBatch(beam.DoFn):
     def __init__(self, line_formats: dict[str, tuple[str, dict | None]], tokenizer_json_path: str,
-                 max_seq_length: int, validation_fraction: float, prompts: dict[str, dict[int, str]] | None = None):
+                 max_seq_length: int, validation_fraction: float, prompts: dict[str, dict[int, str]] | None = None,
+                 cleaning: dict | None = None):
         # corpus name -> (declared record format, fields or None): CorpusConfig.line_format, plain data.
         self._formats = line_formats
         # corpus name -> {text role: prompt text} (CorpusConfig.role_prompts): plain data, pickled to workers.
@@ -48,6 +57,9 @@ class ProcessLineBatch(beam.DoFn):
         self._max_seq_length = max_seq_length
         self._validation_fraction = validation_fraction
         self._tokenizer = None
+        # None, or plain data: {"decontaminate": bool, "symmetric": {corpus: bool}, "tuple_buckets": int,
+        # "key_buckets": int} (job.cleaning_spec).
+        self._cleaning = cleaning
 
     def setup(self):
         # Once per worker (DoFn instance), not per bundle or element.
@@ -78,7 +90,7 @@ class ProcessLineBatch(beam.DoFn):
                 yield reject(i, parsed.reason, parsed.detail, raw)
                 continue
             texts, roles = parsed
-            accepted.append((raw, texts, roles))
+            accepted.append((i, raw, texts, roles))
             # A prompt is prepended to the text before tokenizing, as sentence-transformers applies it
             # (it counts toward max_seq_length); fingerprints below stay those of the texts themselves.
             all_texts.extend([prompts.get(r, "") + t for t, r in zip(texts, roles)] if prompts else texts)
@@ -93,13 +105,40 @@ class ProcessLineBatch(beam.DoFn):
         out = {splitting.TRAIN: [], splitting.VALIDATION: []}
         fraction = self._validation_fraction
         pos = 0
-        for raw, texts, roles in accepted:
+        for i, raw, texts, roles in accepted:
             n = len(texts)
             record = encode_record(ids[pos:pos + n], roles, [fingerprint(t.strip()) for t in texts])
             pos += n
-            out[splitting.split_of(raw, fraction)].append(record)
+            out[splitting.split_of(raw, fraction)].append((i, raw, texts, roles, record))
+        if self._cleaning:
+            yield from self._to_cleaning(batch, record_format, out)
+            yield beam.pvalue.TaggedOutput(STATS, (corpus, acc))  # its train / validation come from dedup.Decide
+            return
         for split, records in out.items():
+            records = [r[-1] for r in records]
             acc[split] = len(records)
             if records:
                 yield beam.pvalue.TaggedOutput(output_tag(corpus, split), records)
         yield beam.pvalue.TaggedOutput(STATS, (corpus, acc))
+
+    def _to_cleaning(self, batch: LineBatch, record_format: str, out: dict):
+        """Entries of the cleaning stages (module docstring), packed by bucket: one element per bucket."""
+        c = self._cleaning
+        symmetric, decontaminate = c["symmetric"][batch.corpus], c["decontaminate"]
+        tuples = defaultdict(list)
+        keys, key_tks = [], []
+        for split, records in out.items():
+            for i, raw, texts, roles, record in records:
+                norms = [normalize.normalize(t) for t in texts]
+                tk = dedup.tuple_key(record_format, symmetric, norms, roles)
+                number = batch.first_line + i if batch.first_line else 0
+                tuples[dedup.tuple_bucket(tk, c["tuple_buckets"])].append(
+                    (tk, number, dedup.line_digest(raw), split, record, norms if decontaminate else ()))
+                if decontaminate:
+                    text_keys = set().union(*map(normalize.text_keys, norms))
+                    keys.extend(text_keys)
+                    key_tks.append(tk * len(text_keys))
+        for b, entries in tuples.items():
+            yield beam.pvalue.TaggedOutput(TUPLES, (b, dedup.pack_entries(batch.corpus, batch.path, entries)))
+        if keys:
+            yield from (beam.pvalue.TaggedOutput(KEYS, kb) for kb in pack_keys(keys, b"".join(key_tks), c["key_buckets"]))

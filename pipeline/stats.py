@@ -12,20 +12,23 @@ import apache_beam as beam
 # The accumulator is a plain dict (cheap to pickle between stages):
 #   lines_read, train, validation, texts, truncated: int; rejected: {reason: int};
 #   dropped: {reason: int} (texts dropped from lines that stay: pipeline/parsing.py DROPPED);
-#   hist: list[int] of max_seq_length + 1 counters (hist[n] = texts of n tokens).
+#   hist: list[int] of max_seq_length + 1 counters (hist[n] = texts of n tokens);
+#   duplicates, decontaminated: int; decontaminated_by_set: {set: int}; overlap: {other corpus: int}
+#   (the cleaning stages, pipeline/dedup.py).
 
 
 def new_stats(max_seq_length: int) -> dict:
     return {"lines_read": 0, "train": 0, "validation": 0, "texts": 0, "truncated": 0, "rejected": {},
-            "dropped": {}, "hist": [0] * (max_seq_length + 1)}
+            "dropped": {}, "hist": [0] * (max_seq_length + 1), "duplicates": 0, "decontaminated": 0,
+            "decontaminated_by_set": {}, "overlap": {}}
 
 
 def merge_into(acc: dict, other: dict) -> dict:
-    for k in ("lines_read", "train", "validation", "texts", "truncated"):
+    for k in ("lines_read", "train", "validation", "texts", "truncated", "duplicates", "decontaminated"):
         acc[k] += other[k]
-    for key in ("rejected", "dropped"):
-        for reason, n in other.get(key, {}).items():
-            acc[key][reason] = acc[key].get(reason, 0) + n
+    for key in ("rejected", "dropped", "decontaminated_by_set", "overlap"):
+        for name, n in other.get(key, {}).items():
+            acc[key][name] = acc[key].get(name, 0) + n
     hist = acc["hist"]
     for i, n in enumerate(other["hist"]):
         if n:

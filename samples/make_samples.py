@@ -297,6 +297,26 @@ def beir_sample(rng):
     return docs, queries, qrels
 
 
+def plant(name: str, rows: list, ir) -> list:
+    """A few lines the cleaning stages must remove, appended (the generated lines stay as they were):
+    duplicates of the symmetric paraphrases (swapped, case, spacing, Unicode variants) and question /
+    answer pairs whose question is a test query of the BEIR set, so the demo's manifest, run with
+    --decontaminate=samples/beir/sample_ir, shows both counts. (The templated corpora repeat tuples
+    and facts of the BEIR set by themselves too.)"""
+    if name == "sample_paraphrases":
+        (a0, b0), (a1, b1), (a2, b2), (a3, b3) = rows[:4]
+        full_width = "".join(chr(ord(c) + 0xFEE0) if "A" <= c <= "Z" else c for c in a3)  # NFKC folds these
+        return rows + [[b0, a0], [a1.upper(), b1], ["  " + a2.replace(" ", "   "), b2 + " "],
+                       [full_width, b3.replace(" ", "\u00a0", 1)]]
+    if name == "sample_qa":
+        docs, queries, qrels = ir
+        text_of = {d["_id"]: (d["title"] + " " + d["text"]).strip() for d in docs}
+        relevant = {q: d for q, d, score in qrels if score > 0}
+        return rows + [[q["text"].upper() if i % 2 else q["text"], text_of[relevant[q["_id"]]]]
+                       for i, q in enumerate(queries[:3])]
+    return rows
+
+
 def write_beir(out_dir: str, docs, queries, qrels) -> None:
     os.makedirs(os.path.join(out_dir, "qrels"), exist_ok=True)
     for name, rows in (("corpus.jsonl", docs), ("queries.jsonl", queries)):
@@ -318,8 +338,10 @@ def main() -> None:
     out_dir = os.path.join(HERE, "corpora")
     os.makedirs(out_dir, exist_ok=True)
     config = []
+    # The demo's retrieval set (BEIR format; trainer/evaluators/beir.py), from its own seed.
+    ir = beir_sample(random.Random(SEED + len(CORPORA)))
     for i, (name, shape, weight, symmetric, gen, n, parts, desc) in enumerate(CORPORA):
-        rows = gen(random.Random(SEED + i), n)
+        rows = plant(name, gen(random.Random(SEED + i), n), ir)
         if parts == 1:
             files = [f"{name}.jsonl.gz"]
             write_jsonl_gz(os.path.join(out_dir, files[0]), rows)
@@ -336,7 +358,7 @@ def main() -> None:
                    "corpora": config}, f, indent=2)
         f.write("\n")
     # The demo's retrieval set (BEIR format; trainer/evaluators/ir_data.py), from its own seed.
-    write_beir(os.path.join(HERE, "beir", "sample_ir"), *beir_sample(random.Random(SEED + len(CORPORA))))
+    write_beir(os.path.join(HERE, "beir", "sample_ir"), *ir)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 unset PYTHONDONTWRITEBYTECODE
 bash scripts/setup.sh
 # The Beam job's TensorFlow logs errors only; train_main.py picks its own level (so no export).
-TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python beam_main.py --output_dir=out/data --validation_fraction=0.05 --overwrite
+TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python beam_main.py --output_dir=out/data --validation_fraction=0.05 --overwrite \
+    --decontaminate=samples/beir/sample_ir  # keep the evaluation set's test queries out of training
 rm -rf out/train  # a fresh run; rerunning train_main.py on an existing workdir resumes it instead
 sts=()
 # The STS benchmark dev split is not bundled (licence); use it when present (STS_DEV=path or the

@@ -27,8 +27,8 @@ if FAST_COMPILE not in os.environ["XLA_FLAGS"]:  # tests/_xla.py says why
 # default order, most tests first, put these few-test files last). Order only; nothing is skipped.
 SLOWEST_FIRST = ["test_layout_invariance.py", "test_data_batches.py", "test_train_loop.py", "test_mine_run.py",
                  "test_grad_cache.py", "test_evaluators_mteb.py", "test_gcs_end_to_end.py", "test_train_step.py",
-                 "test_aot.py", "test_encode.py", "test_beam_main.py", "test_data_packing.py", "test_modeling.py",
-                 "test_loss.py", "test_preflight.py", "test_memory.py", "test_export.py"]
+                 "test_aot.py", "test_encode.py", "test_beam_main.py", "test_cleaning.py", "test_data_packing.py",
+                 "test_modeling.py", "test_loss.py", "test_preflight.py", "test_memory.py", "test_export.py"]
 
 
 def pytest_collection_modifyitems(config, items):

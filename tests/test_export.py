@@ -232,3 +232,20 @@ def test_prompts_from_the_manifest_give_sentence_transformers_the_job_s_embeddin
     with pytest.raises(ValueError, match="default_prompt_name 'doc' is not among the prompts"):
         export_sentence_transformers(pre.params, cfg, pre.hf_config, tiny_bert_dir, str(tmp_path / "bad"),
                                      prompts={"query": "q: "}, default_prompt_name="doc")
+
+
+def test_model_card_lists_the_evaluation_sets_the_data_was_cleaned_against():
+    from tests._tiny import TINY
+    from trainer.model.export import render_model_card
+
+    cleaned = {"deduplicate": True, "normalization": "Unicode NFKC, case folded, whitespace collapsed",
+               "rule": "equal after normalisation, or 13 shared words",
+               "decontaminate": [{"name": "sts-test.csv", "kind": "sts", "texts_of": "STS sentence pairs",
+                                  "texts": 2758, "removed_lines": 41}]}
+    card = render_model_card({"data_cleaning": cleaned}, TINY, 32)
+    assert "## Data cleaning" in card and "Duplicate tuples were removed" in card
+    assert "- sts-test.csv (STS sentence pairs; 2758 texts): 41 training lines removed" in card
+    unchecked = render_model_card({"data_cleaning": {"deduplicate": False, "decontaminate": []}}, TINY, 32)
+    assert "Duplicate tuples were kept." in unchecked and "**not** checked against any evaluation set" in unchecked
+    assert "Not recorded" in render_model_card({"data_cleaning": None}, TINY, 32)
+    assert "## Data cleaning" not in render_model_card({}, TINY, 32)  # an export of a pretrained model: no data

@@ -134,12 +134,14 @@ def test_beam_job_reads_corpora_from_and_writes_records_and_manifest_to_a_bucket
     (entry,) = manifest["corpora"]
     assert entry["name"] == CORPUS
     assert entry["files"] == [f"gs://{name}/corpora/{CORPUS}.jsonl.gz"]  # read from the bucket
-    assert entry["lines_read"] == 3000 and entry["rejected"]["total"] == 0
+    with open(os.path.join(SAMPLES, "data_config.json")) as f:
+        expected = next(c["expected_lines"] for c in json.load(f)["corpora"] if c["name"] == CORPUS)
+    assert entry["lines_read"] == expected and entry["rejected"]["total"] == 0
     with open(local / "manifest.json") as f:
         local_manifest = json.load(f)
     (local_entry,) = local_manifest["corpora"]
     for key in ("lines_read", "train_examples", "validation_examples", "train_files", "validation_files",
-                "token_lengths", "rejected"):
+                "token_lengths", "rejected", "duplicates_removed"):
         assert entry[key] == local_entry[key], key
     assert manifest["tokenizer"] == local_manifest["tokenizer"]
 
@@ -160,7 +162,7 @@ def test_beam_job_reads_corpora_from_and_writes_records_and_manifest_to_a_bucket
         else:
             n_val += len(got)
     assert (n_train, n_val) == (entry["train_examples"], entry["validation_examples"])
-    assert n_train + n_val == 3000
+    assert n_train + n_val == expected - entry["duplicates_removed"] and entry["duplicates_removed"] > 0
 
 
 def _export_cli(output_dir: str, env: dict) -> None:

@@ -65,3 +65,23 @@ def test_the_command_line_exit_status(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pipeline.inspect_files", str(tmp_path / "none.jsonl.gz")], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().endswith(f"no such file: {tmp_path / 'none.jsonl.gz'}")
+
+
+def test_an_output_directory_shows_what_was_removed(tmp_path, capsys):
+    from pipeline.data_config import CorpusConfig
+    from pipeline.manifest import build_manifest, corpus_entry, write_manifest
+    from pipeline.stats import new_stats
+
+    acc = new_stats(4)
+    acc.update(lines_read=10, train=5, validation=1, duplicates=3, decontaminated=1,
+               decontaminated_by_set={"sts-test.csv": 1}, overlap={"other": 2})
+    entry = corpus_entry(CorpusConfig("qa", ("qa.jsonl.gz",), "pair", 1.0, 10), [], acc, [], [])
+    cleaning = {"deduplicate": True, "decontaminate": [
+        {"name": "sts-test.csv", "kind": "sts", "path": "/e/sts-test.csv", "texts": 8, "skipped": 1, "removed_lines": 1}]}
+    write_manifest(str(tmp_path), build_manifest([entry], {"pad_token_id": 0}, 4, 0.0, cleaning=cleaning))
+    assert inspect_files.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "10 lines read, 5 train, 1 validation, 0 rejected; 3 duplicate tuples removed, 1 removed as evaluation " \
+           "texts (sts-test.csv: 1; decontaminated/)" in out
+    assert out.splitlines()[2].split() == ["qa", "10", "6", "0", "3", "1", "also", "in", "other:", "2;", "sts-test.csv:", "1"]
+    assert "evaluation set sts-test.csv (sts, /e/sts-test.csv): 8 texts read, 1 lines skipped, 1 training lines removed" in out

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from pipeline.data_config import CorpusConfig
-from pipeline.manifest import Manifest, ManifestError, build_manifest, corpus_entry, load_manifest, read_manifest, write_manifest
+from pipeline.manifest import Manifest, ManifestError, build_manifest, cleaning_summary, corpus_entry, load_manifest, read_manifest, write_manifest
 from pipeline.stats import new_stats
 
 
@@ -31,7 +31,7 @@ def test_entry_and_manifest_fields(tmp_path):
     tok = {"name": "t", "vocab_fingerprint": "f" * 64, "vocab_size": 5, "pad_token_id": 0}
     m = build_manifest([e], tok, 4, 0.01, created="2026-01-01T00:00:00+00:00")
     assert m["totals"] == {"lines_read": 10, "train_examples": 7, "validation_examples": 1, "rejected": 2,
-                           "skipped_files": 0}
+                           "skipped_files": 0, "duplicates_removed": 0, "decontaminated": 0}
     assert m["schema_version"] == 1 and m["compression"] == "GZIP" and m["tokenizer"] == tok
     path = write_manifest(str(tmp_path), m)
     assert path == str(tmp_path / "manifest.json") and not (tmp_path / "manifest.json.tmp").exists()
@@ -103,3 +103,23 @@ def test_prompts_are_recorded_and_old_manifests_have_none(tmp_path):
         Manifest.from_json(dict(m, prompts={"query": None}), "d")
     with pytest.raises(ManifestError, match="corpus 'c': prompts.positive must be"):
         Manifest.from_json(dict(m, corpora=[dict(e, prompts={"positive": {"name": "query", "text": "q"}})]), "d")
+
+
+def test_removed_tuples_reconcile_and_are_summarised():
+    acc = _acc(10, 4, 1, {"bad_json": 1})
+    acc.update(duplicates=3, decontaminated=1, decontaminated_by_set={"sts": 1}, overlap={"other": 2})
+    e = corpus_entry(CORPUS, [], acc, [], [])
+    assert (e["duplicates_removed"], e["decontaminated"], e["overlap"]) == (3, {"total": 1, "by_set": {"sts": 1}},
+                                                                          {"other": 2})
+    acc["duplicates"] = 2  # one line unaccounted for
+    with pytest.raises(ManifestError, match="counts do not reconcile"):
+        corpus_entry(CORPUS, [], acc, [], [])
+    tok = {"name": "t", "pad_token_id": 0}
+    cleaning = {"deduplicate": True, "decontaminate": [{"name": "sts", "removed_lines": 1}]}
+    m = build_manifest([e], tok, 4, 0.0, cleaning=cleaning)
+    assert m["cleaning"] == cleaning and m["totals"]["duplicates_removed"] == 3
+    assert cleaning_summary(m) == "3 duplicate tuples removed, 1 removed as evaluation texts (sts: 1; decontaminated/)"
+    plain = build_manifest([e], tok, 4, 0.0)
+    assert cleaning_summary(plain) == "duplicates kept (--no_deduplicate), not checked against evaluation sets"
+    del plain["cleaning"]
+    assert "before the cleaning stages" in cleaning_summary(plain)

@@ -40,3 +40,17 @@ def test_local_runner_defaults_and_overrides():
 def test_bad_values(flag):
     with pytest.raises(OptionsError):
         parse_args([flag])
+
+
+def test_cleaning_flags():
+    opts, _ = parse_args([])
+    assert (opts.deduplicate, opts.decontaminate, opts.decontaminate_documents, opts.clean_bucket_tuples) == (
+        True, "", False, 1_000_000)
+    opts, _ = parse_args(["--no_deduplicate", "--decontaminate=a,b", "--decontaminate_documents",
+                          "--clean_bucket_tuples=5"])
+    assert (opts.deduplicate, opts.decontaminate, opts.decontaminate_documents, opts.clean_bucket_tuples) == (
+        False, "a,b", True, 5)
+    with pytest.raises(OptionsError, match="--decontaminate_documents needs --decontaminate"):
+        parse_args(["--decontaminate_documents"])
+    with pytest.raises(OptionsError, match="--clean_bucket_tuples must be positive"):
+        parse_args(["--clean_bucket_tuples=0"])

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from pipeline.processing import REJECTED, STATS, ProcessLineBatch, output_tag
@@ -90,3 +91,29 @@ def test_prompts_prefix_texts_by_role_and_the_dofn_pickles(hf):
                                                                "Rome is in Italy.")]
     ((_, stats),) = out[STATS]
     assert sum(n * c for n, c in enumerate(stats["hist"])) == sum(map(len, record["texts"]))
+
+
+def test_with_cleaning_records_go_to_the_tuple_buckets_with_their_keys(hf):
+    from pipeline import dedup, normalize
+    from pipeline.processing import KEYS, TUPLES
+
+    cleaning = {"deduplicate": True, "decontaminate": True, "symmetric": {"p": True}, "tuple_buckets": 3,
+                "key_buckets": 2}
+    fn = ProcessLineBatch({"p": ("pair", None)}, "unused", 16, 0.0, None, cleaning)
+    fn._tokenizer = BatchTokenizer(hf.backend_tokenizer.to_str(), 16)
+    lines = [b'["A b", "c"]', b'["C", "a  B"]', b'["x"]']
+    out = {}
+    for o in fn.process(LineBatch("p", "/in/p.jsonl.gz", 10, lines, ())):
+        out.setdefault(o.tag, []).append(o.value)
+    assert set(out) == {TUPLES, KEYS, STATS, REJECTED}  # no records on the output tags: dedup.Decide writes them
+    ((_, stats),) = out[STATS]
+    assert (stats["lines_read"], stats["train"], stats["rejected"]) == (3, 0, {"wrong_format": 1})
+    entries = sorted((e for b, packed in out[TUPLES] for e in dedup.unpack_entries(packed)), key=lambda e: e[1])
+    assert [e[1][2] for e in entries] == [10, 11] and entries[0][0] == entries[1][0]  # swapped: one tuple
+    assert all(b == dedup.tuple_bucket(e[0], 3) for b, packed in out[TUPLES] for e in dedup.unpack_entries(packed))
+    assert entries[1][4] == ("c", "a b") and entries[1][2] == "train" and decode_record(entries[1][3])["roles"]
+    keys = sorted((k, tks[16 * i:16 * i + 16]) for b, (ks, tks) in out[KEYS]
+                  for i, k in enumerate(np.frombuffer(ks, np.uint64).tolist()))
+    assert all(b == k % 2 for b, (ks, _) in out[KEYS] for k in np.frombuffer(ks, np.uint64).tolist())
+    # Each copy sends its texts' keys (which copy stays is decided later).
+    assert keys == sorted([(k, entries[0][0]) for k in normalize.text_keys("a b") | normalize.text_keys("c")] * 2)

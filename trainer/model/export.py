@@ -49,11 +49,30 @@ def _fmt(v: Any) -> str:
     return json.dumps(v) if isinstance(v, (dict, list, tuple)) else str(v)
 
 
+def cleaning_lines(cleaning: dict | None) -> list[str]:
+    """The model card's account of the training data's cleaning (the manifest's `cleaning` record,
+    pipeline/cleaning.py): the evaluation sets it was kept apart from, or that it was not."""
+    if cleaning is None:
+        return ["Not recorded: the training data was written by a job from before the cleaning stages, so it "
+                "was not checked against evaluation sets, and duplicates were not removed."]
+    out = [("Duplicate tuples were removed (texts compared after " + cleaning.get("normalization", "normalisation")
+            + ").") if cleaning.get("deduplicate") else "Duplicate tuples were kept."]
+    sets = cleaning.get("decontaminate") or []
+    if not sets:
+        return out + ["The training data was **not** checked against any evaluation set: scores on benchmarks "
+                      "built from the same sources may not be zero-shot."]
+    out += [f"Cleaned against these evaluation sets ({cleaning.get('rule')}):", ""]
+    out += [f"- {s['name']} ({s.get('texts_of', s.get('kind'))}; {s.get('texts', 0)} texts): "
+            f"{s.get('removed_lines', 0)} training lines removed" for s in sets]
+    return out
+
+
 def render_model_card(model_card: dict | str | None, config: EncoderConfig, max_seq_length: int,
                       pooling: str = "mean") -> str:
     """Markdown with Hugging Face front matter. A str is used verbatim; a dict may carry `title`,
     `base_model`, `description`, `matryoshka` ({dims, weights}), `data_mix` (list of {name, weight, ...}
-    or {name: weight}), `run` (hyperparameters) and `metrics`; other keys are listed under "Details"."""
+    or {name: weight}), `data_cleaning` (the manifest's `cleaning` record), `run` (hyperparameters) and
+    `metrics`; other keys are listed under "Details"."""
     if isinstance(model_card, str):
         return model_card
     card = dict(model_card or {})
@@ -95,6 +114,8 @@ def render_model_card(model_card: dict | str | None, config: EncoderConfig, max_
                 lines.append(f"| {name} | {m.get('weight', '')} | {', '.join(f'{k}={_fmt(v)}' for k, v in rest.items())} |")
             else:
                 lines.append(f"| {name} | {m} | |")
+    if "data_cleaning" in card:
+        lines += ["", "## Data cleaning", ""] + cleaning_lines(card.pop("data_cleaning"))
     for section, key in (("Training run", "run"), ("Evaluation", "metrics")):
         d = card.pop(key, None)
         if d:
@@ -229,6 +250,8 @@ def export_from_checkpoint(params: Any, meta: dict, workdir: str, output_dir: st
     }
     if meta.get("data_mix"):
         card["data_mix"] = meta["data_mix"]
+    if "data_cleaning" in meta:  # the training data's manifest record (checkpoints from before it have none)
+        card["data_cleaning"] = meta["data_cleaning"]
     if meta.get("metrics"):
         card["metrics"] = meta["metrics"]
     # The base model's pooler (training never touches it), so transformers loads a complete model;

@@ -88,6 +88,7 @@ def model_card(cfg: TrainConfig, manifest: Manifest, step: int, evaluation: dict
         "training": {k: v for k, v in cfg.to_json().items() if k not in {"export_dir"} | path_fields()},
         "steps": step,
         "data_mix": mix,
+        "data_cleaning": manifest.raw.get("cleaning"),  # None: a manifest from before the cleaning stages
         "evaluation": evaluation,
         "evaluation_before_training": before,
     }
@@ -138,7 +139,8 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
     start_step = int(state.step)
     meta = {"model": cfg.model, "model_source": source_dir, "hf_config": pretrained.hf_config,
             "config": cfg.to_json(), "data_dir": data_dir, "pooling": pretrained.model.pooling,
-            "prompts": manifest.prompts, "default_prompt_name": manifest.default_prompt_name}
+            "prompts": manifest.prompts, "default_prompt_name": manifest.default_prompt_name,
+            "data_cleaning": manifest.raw.get("cleaning")}
 
     chunking = Chunking.from_config(cfg, data_shards(mesh))
     packer = (batch_packer(data_cfg, data_shards(mesh), data_shards(mesh) // jax.process_count(), pad_id)
