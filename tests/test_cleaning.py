@@ -11,8 +11,6 @@ import os
 
 import pytest
 
-from _tfrecords import read_tfrecords
-
 from pipeline import job
 from pipeline.cleaning import spec
 from pipeline.data_config import parse_data_config
