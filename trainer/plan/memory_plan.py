@@ -121,10 +121,19 @@ def state_bytes_per_device(state: Any, shardings: Any) -> int:
     return total
 
 
-def batch_packer(cfg: Any, n_shards: int, local_shards: int, pad_id: int) -> Callable[[dict], dict]:
+def batch_packer(cfg: Any, n_shards: int, local_shards: int, pad_id: int, ladder: Any = None,
+                 process_index: int = 0) -> Callable[[dict], dict]:
     """padded batch -> packed batch as the step expects it: this host's `local_shards` devices as the
-    shards, row lengths from cfg's buckets, rows from the ladder grown for the memory plan's chunks."""
+    shards, row lengths from cfg's buckets, rows from `ladder` (the run's: program_count.row_ladder;
+    default: pack_row_steps') grown for the memory plan's chunks, texts dealt evenly over the devices
+    with cfg.pack_even_cores (this host's rows start at process_index x its batch)."""
     plan = ChunkPlan.from_config(cfg, n_shards)
     buckets = effective_buckets(cfg.bucket_lengths, cfg.max_seq_length)
-    return lambda batch: pack_batch(batch, local_shards, buckets, cfg.pack_min_row_length, pad_id,
-                                    cfg.pack_row_steps, plan.packed_rows)
+    hosts = n_shards // local_shards
+
+    def pack(batch: dict) -> dict:
+        rows = np.shape(batch["anchor_fp"])[0]
+        return pack_batch(batch, local_shards, buckets, cfg.pack_min_row_length, pad_id,
+                          ladder if ladder is not None else cfg.pack_row_steps, plan.packed_rows,
+                          even=cfg.pack_even_cores, global_batch=rows * hosts, first_row=process_index * rows)
+    return pack

@@ -2,10 +2,12 @@
 
 XLA compiles one program per batch shape. With packing (trainer/data/packing.py) a shape is (kind, rows per
 device, row length, chunks): the row length from the buckets, the rows from the row ladder
-(`pack_row_steps` steps per doubling), grown by the memory plan to a multiple of their gradient-caching
-chunks (trainer/plan/memory_plan.py). Fewer steps compile fewer programs but pad more rows; a TPU run, whose
-compiles take minutes, wants the trade measured. This module replays the corpus schedule over the
-length profiles (trainer/plan/length_profiles.py) through the packer's own placement and counts.
+(`pack_row_steps` steps per doubling, or `pack_programs` row counts fitted to the lengths: `fit_ladder`),
+grown by the memory plan to a multiple of their gradient-caching chunks (trainer/plan/memory_plan.py).
+Fewer programs pad more rows; a TPU run, whose compiles take minutes, wants the trade measured. This
+module replays the corpus schedule over the length profiles (trainer/plan/length_profiles.py) through
+the packer's own placement (texts dealt evenly over the devices with `pack_even_cores`) and counts
+the shapes and where the padding goes (gaps inside rows, uneven rows across devices, the ladder).
 
   python -m trainer.plan.program_count --config=reference --devices=8 --steps=10000 [--manifest=out/data]
       [--pack_min_row_length=128 --pack_row_steps=2 ...any TrainConfig flag]
@@ -26,7 +28,14 @@ from trainer.data.batching import bucket_length, effective_buckets
 from trainer.data.corpus_schedule import MIXED, CorpusSchedule
 from trainer.plan.length_profiles import CorpusProfile, sample_lengths
 from trainer.plan.memory_plan import ChunkPlan
-from trainer.data.packing import place_texts, row_bucket
+from trainer.data.packing import RowLadder, deal_texts, place_texts, row_bucket
+
+# Steps of the simulation that fits a run's row counts (`fit_ladder`): the trainer and the planner
+# replay the same ones (seed 0), so both get the same rungs. ~4 s for the reference's 27 corpora
+# on a quiet 2-core machine.
+FIT_STEPS = 2000
+# The 2021 Flax script padded each column of a batch to its longest text rounded up to this.
+FLAX_2021_MULTIPLE = 64
 
 # Distinguishes the length draws from the corpus schedule's stream (trainer/data/corpus_schedule.py).
 _STREAM_TAG = 0x1E4C7
@@ -61,7 +70,13 @@ class Shape:
 
 @dataclasses.dataclass
 class Simulation:
-    """Shape counts and token totals of `steps` simulated steps (totals over all devices)."""
+    """Shape counts and token totals of `steps` simulated steps (totals over all devices).
+
+    `parts` per shape: [steps, real tokens, sum of squared text lengths, rows holding texts (all
+    devices), rows of the fullest device x devices]; slots - real tokens splits into the gaps inside
+    rows, the uneven rows across devices and the ladder's rounding (`padding_parts`). `baselines`:
+    per 2021 way of padding, texts -> their padded length counts ("seed": every text at
+    max_seq_length; "flax2021": each column at its longest text rounded up to FLAX_2021_MULTIPLE)."""
 
     counts: dict[Shape, int]
     steps: int
@@ -71,6 +86,9 @@ class Simulation:
     batch_size: int
     n_shards: int
     max_seq_length: int
+    parts: dict[Shape, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    baselines: dict[str, dict[int, int]] = dataclasses.field(default_factory=dict)
+    ladder: RowLadder | None = None  # the row counts the shapes were rounded to
 
     @property
     def programs(self) -> int:
@@ -87,6 +105,23 @@ class Simulation:
     @property
     def compute_saved(self) -> float:
         return self.seed_tokens / max(self.slot_tokens, 1)
+
+    def padding_parts(self, shape: Shape | None = None) -> dict[str, int]:
+        """Padding token slots (of `shape`, or all), by cause; they sum to slots - real tokens.
+        gaps: the free ends of the rows holding texts (padded batches: all of their padding);
+        uneven: the rows a device pads to the fullest device's count; ladder: the rows the ladder
+        (and the memory plan's chunk rounding) adds above that."""
+        out = {"gaps": 0, "uneven": 0, "ladder": 0}
+        for s in ([shape] if shape is not None else self.counts):
+            steps, real, _, used, full = self.parts[s]
+            slots = steps * s.tokens_per_device * self.n_shards
+            if not s.packed:
+                out["gaps"] += slots - real
+                continue
+            out["gaps"] += used * s.length - real
+            out["uneven"] += (full - used) * s.length
+            out["ladder"] += slots - full * s.length
+        return out
 
 
 def bin_count(lengths: np.ndarray, capacity: int) -> int:
@@ -144,34 +179,57 @@ def bin_count(lengths: np.ndarray, capacity: int) -> int:
     return max(bins, 1)
 
 
-def packed_shape(lengths: np.ndarray, n_shards: int, buckets: Sequence[int], min_row_length: int,
-                 row_steps: int, plan: ChunkPlan) -> tuple[int, int]:
-    """(rows per device, row length) that place_texts(...) with plan.packed_rows gives, via `bin_count`."""
-    n_cols, n_rows = lengths.shape
-    if n_rows % n_shards:
-        raise ValueError(f"batch of {n_rows} rows does not split over {n_shards} data shards")
-    b = n_rows // n_shards
-    row_len = bucket_length(min(max(int(lengths.max(initial=0)), min_row_length), buckets[-1]), buckets)
-    shard_lengths = lengths.reshape(n_cols, n_shards, b).transpose(1, 0, 2).reshape(n_shards, n_cols * b)
-    rows = row_bucket(max(bin_count(s, row_len) for s in shard_lengths), row_steps)
-    return plan.packed_rows(rows, row_len), row_len
+@dataclasses.dataclass(frozen=True)
+class Need:
+    """What one batch needs before the ladder: its kind, row length and, per device, the rows of the
+    fullest device (`rows`) and of all devices together (`used`); real tokens and squared lengths."""
+
+    kind: str
+    packed: bool
+    length: int
+    rows: int
+    used: int
+    real: int
+    real_sq: int
+
+    @property
+    def columns(self) -> int:
+        return 3 if self.kind == "triplet" else 2
+
+
+def batch_need(lengths: np.ndarray, cfg, n_shards: int, buckets: Sequence[int], exact_packer: bool = False) -> Need:
+    """The Need of one batch of token counts [C, B] under cfg's packing (as pack_batch places it:
+    `bin_count` gives best_fit_decreasing's bin counts from the histogram; `exact_packer` runs it)."""
+    kind = "triplet" if lengths.shape[0] == 3 else "pair"
+    real, real_sq = int(lengths.sum()), int((lengths.astype(np.int64) ** 2).sum())
+    if not cfg.packing:
+        return Need(kind, False, bucket_length(int(lengths.max(initial=0)), buckets), 0, 0, real, real_sq)
+    if exact_packer:
+        _, _, placements, _, row_len = place_texts(lengths, n_shards, buckets, cfg.pack_min_row_length, 1,
+                                                   even=cfg.pack_even_cores)
+        bins = [p[2] for p in placements]
+    else:
+        row_len = bucket_length(min(max(int(lengths.max(initial=0)), cfg.pack_min_row_length), buckets[-1]),
+                                buckets)
+        _, shard_lengths = deal_texts(lengths, n_shards, cfg.pack_even_cores)
+        bins = [bin_count(x, row_len) for x in shard_lengths]
+    return Need(kind, True, row_len, max(bins), sum(bins), real, real_sq)
+
+
+def need_shape(need: Need, cfg, n_shards: int, plan: ChunkPlan, ladder: RowLadder) -> Shape:
+    """The program shape a Need compiles to under `ladder` and the memory plan."""
+    if need.packed:
+        rows = plan.packed_rows(ladder.round(need.rows, need.columns, need.length), need.length)
+        return Shape(need.kind, True, rows, need.length, plan.packed_chunks(rows, need.length))
+    chunk = plan.padded_chunk(need.columns, need.length)
+    return Shape(need.kind, False, cfg.batch_size // n_shards, need.length, cfg.batch_size // chunk if chunk else 1)
 
 
 def _shape(lengths: np.ndarray, cfg, n_shards: int, plan: ChunkPlan, buckets: Sequence[int],
-           exact_packer: bool = False) -> Shape:
+           exact_packer: bool = False, ladder: RowLadder | None = None) -> Shape:
     """The program shape of one batch of token counts [C, B]."""
-    kind = "triplet" if lengths.shape[0] == 3 else "pair"
-    if cfg.packing:
-        if exact_packer:
-            _, _, rows, row_len = place_texts(lengths, n_shards, buckets, cfg.pack_min_row_length,
-                                              cfg.pack_row_steps, plan.packed_rows)
-        else:
-            rows, row_len = packed_shape(lengths, n_shards, buckets, cfg.pack_min_row_length, cfg.pack_row_steps,
-                                         plan)
-        return Shape(kind, True, rows, row_len, plan.packed_chunks(rows, row_len))
-    length = bucket_length(int(lengths.max(initial=0)), buckets)
-    chunk = plan.padded_chunk(lengths.shape[0], length)
-    return Shape(kind, False, cfg.batch_size // n_shards, length, cfg.batch_size // chunk if chunk else 1)
+    ladder = ladder or RowLadder(cfg.pack_row_steps)
+    return need_shape(batch_need(lengths, cfg, n_shards, buckets, exact_packer), cfg, n_shards, plan, ladder)
 
 
 def step_lengths(profiles: Sequence[CorpusProfile], schedule: CorpusSchedule, step: int, batch_size: int,
@@ -190,39 +248,161 @@ def step_lengths(profiles: Sequence[CorpusProfile], schedule: CorpusSchedule, st
     return out
 
 
-def simulate(profiles: Sequence[CorpusProfile], cfg, n_shards: int, steps: int = 10_000, seed: int = 0,
-             exact_packer: bool = False) -> Simulation:
+def simulate_needs(profiles: Sequence[CorpusProfile], cfg, n_shards: int, steps: int = 10_000, seed: int = 0,
+                   exact_packer: bool = False) -> tuple[list[Need], list[np.ndarray]]:
     """Replays `steps` steps of cfg's corpus schedule (cfg.seed) with lengths drawn from `profiles`
-    (seed) and counts the batch shapes. `exact_packer`: place with packing.place_texts itself instead
-    of the equal, faster `bin_count` (for checking it)."""
+    (seed): each batch's Need, and its token counts [C, B]."""
     if not profiles:
         raise ValueError("no corpus profiles to simulate")
     schedule = CorpusSchedule([p.weight for p in profiles], cfg.seed, cfg.mixed_batch_share)
-    plan = ChunkPlan.from_config(cfg, n_shards)
     buckets = effective_buckets(cfg.bucket_lengths, cfg.max_seq_length)
-    counts: collections.Counter = collections.Counter()
-    real = slot = seed_tokens = 0
+    needs, batches = [], []
     for step in range(int(steps)):
         lengths = step_lengths(profiles, schedule, step, cfg.batch_size, cfg.max_seq_length, seed)
-        shape = _shape(lengths, cfg, n_shards, plan, buckets, exact_packer)
+        needs.append(batch_need(lengths, cfg, n_shards, buckets, exact_packer))
+        batches.append(lengths)
+    return needs, batches
+
+
+def simulate(profiles: Sequence[CorpusProfile], cfg, n_shards: int, steps: int = 10_000, seed: int = 0,
+             exact_packer: bool = False, ladder: RowLadder | None = None) -> Simulation:
+    """Replays `steps` steps of cfg's corpus schedule (cfg.seed) with lengths drawn from `profiles`
+    (seed) and counts the batch shapes, with `ladder` (default: the run's, `row_ladder`).
+    `exact_packer`: place with packing.place_texts itself instead of the equal, faster `bin_count`
+    (for checking it)."""
+    fitting = ladder is None and cfg.packing and cfg.pack_programs and seed == 0 and not exact_packer
+    needs, batches = simulate_needs(profiles, cfg, n_shards, max(steps, FIT_STEPS) if fitting else steps, seed,
+                                    exact_packer)
+    if ladder is None:  # the run's; its fit replays the first FIT_STEPS of these same steps
+        ladder = fit_ladder(profiles, cfg, n_shards, cfg.pack_programs, needs=needs) if fitting else \
+            row_ladder(cfg, profiles, n_shards)
+    needs, batches = needs[:steps], batches[:steps]
+    plan = ChunkPlan.from_config(cfg, n_shards)
+    counts: collections.Counter = collections.Counter()
+    parts: dict[Shape, np.ndarray] = {}
+    baselines: dict[str, collections.Counter] = {"seed": collections.Counter(), "flax2021": collections.Counter()}
+    slot = 0
+    for need, lengths in zip(needs, batches):
+        shape = need_shape(need, cfg, n_shards, plan, ladder)
         counts[shape] += 1
-        real += int(lengths.sum())
         slot += shape.tokens_per_device * n_shards
-        seed_tokens += lengths.size * cfg.max_seq_length
-    return Simulation(dict(counts), int(steps), real, slot, seed_tokens, cfg.batch_size, n_shards,
-                      cfg.max_seq_length)
+        p = parts.setdefault(shape, np.zeros(5, np.int64))
+        p += (1, need.real, need.real_sq, need.used, need.rows * n_shards)
+        baselines["seed"][cfg.max_seq_length] += lengths.size
+        for column in lengths:
+            longest = -(-int(column.max(initial=1)) // FLAX_2021_MULTIPLE) * FLAX_2021_MULTIPLE
+            baselines["flax2021"][min(longest, cfg.max_seq_length)] += column.size
+    return Simulation(dict(counts), int(steps), sum(n.real for n in needs), slot,
+                      sum(x.size for x in batches) * cfg.max_seq_length, cfg.batch_size, n_shards,
+                      cfg.max_seq_length, {k: tuple(int(x) for x in v) for k, v in parts.items()},
+                      {k: dict(v) for k, v in baselines.items()}, ladder)
 
 
-def worst_shapes(cfg, n_shards: int) -> list[Shape]:
+def fit_rungs(needed: dict[int, int], programs: int, top: int, grow=lambda r: r) -> tuple[list[int], list[float]]:
+    """Row counts for one (kind, row length): the rungs that pad the fewest rows over `needed` (rows
+    needed -> batches), with `top` (what the fullest batch needs) the last. Returns the best rung
+    lists' costs for 1..`programs` rungs and the rungs for `programs`: dynamic programming over the
+    sorted distinct counts (a rung sits at a needed count: moving it down to the next one pads less).
+    `grow(r)`: the rows a rung of r emits (the memory plan's chunk rounding), which the cost counts."""
+    values = sorted(v for v in needed if v < top) + [top]
+    w = np.array([needed.get(v, 0) for v in values], np.float64)
+    v = np.array(values, np.float64)
+    r = np.array([grow(x) for x in values], np.float64)
+    m = len(values)
+    W = np.concatenate([[0.0], np.cumsum(w)])
+    WV = np.concatenate([[0.0], np.cumsum(w * v)])
+    # cost[i, j]: values i..j (inclusive) all rounded up to rung j.
+    i = np.arange(m)[:, None]
+    j = np.arange(m)[None, :]
+    cost = np.where(i <= j, r[None, :] * (W[j + 1] - W[i]) - (WV[j + 1] - WV[i]), np.inf)
+    best = cost[0].copy()  # best[j]: values 0..j under at most k rungs, the last at j
+    back, costs = [], [best[-1]]
+    for _ in range(1, max(1, programs)):
+        # A last rung at j over values i..j (i >= 1), the rest as before; or no further rung (-1).
+        trial = best[:-1, None] + cost[1:, :]
+        arg = np.argmin(trial, axis=0) if m > 1 else np.zeros(m, np.int64)
+        new = trial[arg, np.arange(m)] if m > 1 else np.full(m, np.inf)
+        take = new < best
+        back.append(np.where(take, arg + 1, -1))
+        best = np.where(take, new, best)
+        costs.append(best[-1])
+    rungs, j, k = [], m - 1, len(back)
+    while True:
+        if k == 0:
+            rungs.append(values[j])
+            break
+        start = int(back[k - 1][j])
+        if start >= 0:
+            rungs.append(values[j])
+            j = start - 1
+        k -= 1
+    return sorted(rungs), costs
+
+
+def fit_ladder(profiles: Sequence[CorpusProfile], cfg, n_shards: int, programs: int,
+               steps: int = FIT_STEPS, needs: Sequence[Need] | None = None) -> RowLadder:
+    """A RowLadder of `programs` row counts in all, fitted to `steps` simulated batches (seed 0): per
+    (kind, row length) the rungs `fit_rungs` gives, and the rungs shared out over the groups to pad the
+    fewest token slots; each group's last rung is what its fullest possible batch needs (every text
+    at the row length: one per row), so the fitted rungs cover every batch. A pure function of the
+    profiles (the manifest or the stated table) and cfg: every host and the planner get the same.
+    `needs`: simulate_needs(profiles, cfg, n_shards, >= steps, seed=0)'s, when already at hand."""
+    needs = needs[:steps] if needs is not None and len(needs) >= steps else \
+        simulate_needs(profiles, cfg, n_shards, steps, seed=0)[0]
+    plan = ChunkPlan.from_config(cfg, n_shards)
+    groups: dict[tuple[int, int], collections.Counter] = collections.defaultdict(collections.Counter)
+    for n in needs:
+        if n.packed:
+            groups[(n.columns, n.length)][n.rows] += 1
+    if programs < len(groups):
+        raise ValueError(f"--pack_programs={programs}: the data needs at least {len(groups)} programs "
+                         f"(one per batch kind and row length)")
+    per_device = cfg.batch_size // n_shards
+    fits = {}
+    for (c, length), needed in sorted(groups.items()):
+        top = max(c * per_device, max(needed))
+        _, costs = fit_rungs(dict(needed), programs, top, lambda r, length=length: plan.packed_rows(r, length))
+        fits[(c, length)] = [x * length for x in costs]  # token slots
+    # Share the programs out over the groups: the split that pads the fewest slots (each group >= 1).
+    split: dict[int, tuple[float, dict]] = {0: (0.0, {})}  # programs used -> (slots, rungs per group)
+    for g, costs in fits.items():
+        grown: dict[int, tuple[float, dict]] = {}
+        for used, (c, share) in split.items():
+            for k in range(1, min(len(costs), programs - used) + 1):
+                if c + costs[k - 1] < grown.get(used + k, (np.inf,))[0]:
+                    grown[used + k] = (c + costs[k - 1], {**share, g: k})
+        split = grown
+    share = min(split.values(), key=lambda x: x[0])[1]
+    rungs = {}
+    for (c, length), k in share.items():
+        top = max(c * per_device, max(groups[(c, length)]))
+        found, _ = fit_rungs(dict(groups[(c, length)]), k, top, lambda r, length=length: plan.packed_rows(r, length))
+        rungs[(c, length)] = tuple(sorted({plan.packed_rows(r, length) for r in found}))
+    return RowLadder(cfg.pack_row_steps, rungs)
+
+
+def row_ladder(cfg, profiles: Sequence[CorpusProfile] | None, n_shards: int) -> RowLadder:
+    """The run's row ladder: `pack_row_steps` per doubling, or (`pack_programs` > 0) fitted to the
+    profiles by `fit_ladder`. The trainer (trainer/plan/memory_plan.py batch_packer) and the planner
+    both take it from here."""
+    if not cfg.packing or not cfg.pack_programs:
+        return RowLadder(cfg.pack_row_steps)
+    if not profiles:
+        raise ValueError("--pack_programs fits the row counts to the data's lengths: no corpus profiles")
+    return fit_ladder(profiles, cfg, n_shards, cfg.pack_programs)
+
+
+def worst_shapes(cfg, n_shards: int, ladder: RowLadder | None = None) -> list[Shape]:
     """The pair and the triplet batch whose every text has max_seq_length tokens: the most rows, through
-    the same placement, ladder and chunk rounding. The largest programs when nothing is chunked."""
+    the same placement, ladder (default: `pack_row_steps`') and chunk rounding. The largest programs
+    when nothing is chunked."""
     plan = ChunkPlan.from_config(cfg, n_shards)
     buckets = effective_buckets(cfg.bucket_lengths, cfg.max_seq_length)
     return [_shape(np.full((c, cfg.batch_size), cfg.max_seq_length, np.int64), cfg, n_shards, plan, buckets,
-                   exact_packer=True) for c in (2, 3)]
+                   exact_packer=True, ladder=ladder) for c in (2, 3)]
 
 
-def largest_unchunked_shape(cfg, n_shards: int, kind: str) -> Shape | None:
+def largest_unchunked_shape(cfg, n_shards: int, kind: str, ladder: RowLadder | None = None) -> Shape | None:
     """The shape of `kind` with the most tokens per device that the memory plan runs plain (no gradient
     caching); None when every shape is chunked (grad_cache_chunk). Per-shape chunking splits the worst
     shape into chunks of at most chunk_tokens, so a smaller shape just under chunk_tokens, run whole, can
@@ -238,25 +418,26 @@ def largest_unchunked_shape(cfg, n_shards: int, kind: str) -> Shape | None:
     if not cfg.packing:
         plain = [Shape(kind, False, per_device, n) for n in buckets if not plan.padded_chunk(columns, n)]
     else:
-        most_rows = row_bucket(columns * per_device, cfg.pack_row_steps)
+        ladder = ladder or RowLadder(cfg.pack_row_steps)
         shortest = bucket_length(min(cfg.pack_min_row_length, buckets[-1]), buckets)
         plain = []
         for length in (n for n in buckets if n >= shortest):
+            most_rows = ladder.round(columns * per_device, columns, length)
             rows = min(most_rows, plan.max_tokens // length) if plan.max_tokens else most_rows
-            while rows and row_bucket(rows, cfg.pack_row_steps) != rows:  # down to a count the ladder emits
+            while rows and ladder.round(rows, columns, length) != rows:  # down to a count the ladder emits
                 rows -= 1
             if rows:
                 plain.append(Shape(kind, True, rows, length))
     return max(plain, key=lambda s: (s.tokens_per_device, s.length), default=None)
 
 
-def memory_check_shapes(cfg, n_shards: int) -> list[tuple[str, Shape]]:
+def memory_check_shapes(cfg, n_shards: int, ladder: RowLadder | None = None) -> list[tuple[str, Shape]]:
     """What a memory check must compile: ("worst", shape) of each kind and, where the plan chunks that one,
-    ("unchunked", the largest shape of the kind that runs plain)."""
+    ("unchunked", the largest shape of the kind that runs plain), under `ladder` (the run's)."""
     out = []
-    for worst in worst_shapes(cfg, n_shards):
+    for worst in worst_shapes(cfg, n_shards, ladder):
         out.append(("worst", worst))
-        plain = largest_unchunked_shape(cfg, n_shards, worst.kind)
+        plain = largest_unchunked_shape(cfg, n_shards, worst.kind, ladder)
         if plain is not None and plain != worst:
             out.append(("unchunked", plain))
     return out
@@ -276,9 +457,14 @@ def summary_lines(sim: Simulation) -> list[str]:
     for shape, n in sorted(sim.counts.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {shape.label:<32} {n:>7} steps  {n / max(sim.steps, 1):6.1%}  "
                      f"{shape.tokens_per_device} tokens/device")
-    lines.append(f"padding: {sim.padding:.2f}x the real tokens (seed way, every text padded to "
+    lines.append(f"padding: {sim.padding:.3f} token slots per real token (seed way, every text padded to "
                  f"{sim.max_seq_length}: {sim.seed_padding:.2f}x); compute saved vs seed way: "
                  f"{sim.compute_saved:.2f}x")
+    parts = sim.padding_parts()
+    lines.append("padding slots per real token by cause: " + ", ".join(
+        f"{k} {v / max(sim.real_tokens, 1):.3f}" for k, v in parts.items()))
+    if sim.ladder is not None and sim.ladder.rungs:
+        lines.append(f"row counts fitted to the lengths: {sim.ladder.describe()}")
     return lines
 
 
@@ -309,10 +495,12 @@ def main(argv: list[str] | None = None) -> int:
     sim = simulate(profiles, cfg, args.devices, args.steps, args.sim_seed, args.exact_packer)
     took = time.perf_counter() - start
     print(f"{len(profiles)} corpora ({source}); packing={cfg.packing} pack_min_row_length="
-          f"{cfg.pack_min_row_length} pack_row_steps={cfg.pack_row_steps} chunk_tokens={cfg.chunk_tokens} "
+          f"{cfg.pack_min_row_length} pack_row_steps={cfg.pack_row_steps} pack_programs={cfg.pack_programs} "
+          f"pack_even_cores={cfg.pack_even_cores} chunk_tokens={cfg.chunk_tokens} "
           f"grad_cache_chunk={cfg.grad_cache_chunk} mixed_batch_share={cfg.mixed_batch_share}")
     print("\n".join(summary_lines(sim)))
-    print("memory check shapes: " + ", ".join(f"{case} {s.label}" for case, s in memory_check_shapes(cfg, args.devices)))
+    print("memory check shapes: " + ", ".join(f"{case} {s.label}" for case, s in
+                                              memory_check_shapes(cfg, args.devices, sim.ladder)))
     print(f"simulated in {took:.1f} s")
     return 0
 
