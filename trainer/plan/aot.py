@@ -370,7 +370,7 @@ def projection_lines(proj: dict, cfg: TrainConfig, sim: Any) -> list[str]:
     return [
         f"programs: {proj['programs']} distinct batch shapes over {sim.steps} simulated steps; "
         f"token slots per real token {proj['slots_per_real_token']:.3f}",
-        f"projection at an assumed {eff:g}% of peak on the executed FLOPs ({proj['compiled_step_share']:.0%} of "
+        f"projection at an assumed {eff:g}% of peak on the executed FLOPs ({proj['compiled_step_share']:.1%} of "
         f"steps counted by the compiler, the rest analytic): {proj['executed_tflops_per_step']:.1f} TFLOP/step, "
         f"{proj['step_s'] * 1e3:.0f} ms/step, {proj['pairs_per_s']:,.0f} pairs/s, {proj['days']:.2f} days for "
         f"{cfg.train_steps:,} steps; useful share (model FLOPs of the real tokens / executed) "
