@@ -61,19 +61,28 @@ def test_planner_exit_status_multi_host_slice_and_chunked_shapes(tmp_path, tiny_
     fit: the MiniLM test above). The data's manifest says its texts were cut at 64 tokens: the run's
     --max_seq_length=128 is planned at 64, as training caps it. Each chunked worst case brings the
     largest shape of its kind that runs unchunked."""
-    bad = tmp_path / "bad.json"
-    assert planner.main([f"--model={tiny_bert_dir}", "--config=reference", "--batch_size=64", "--shapes=worst",
-                     "--sim_steps=50", "--topology=v3-32", "--jobs=2", "--chunk_tokens=128", "--max_seq_length=128",
-                     f"--manifest={write_manifest(tmp_path, 64)}", "--memory_budget_gib=0.0001", f"--json={bad}"]) == 1
+    bad, cache = tmp_path / "bad.json", tmp_path / "cache.jsonl"
+    argv = [f"--model={tiny_bert_dir}", "--config=reference", "--batch_size=64", "--shapes=worst", "--sim_steps=50",
+            "--topology=v3-32", "--jobs=2", "--chunk_tokens=128", "--max_seq_length=128", "--pack_programs=0",
+            f"--manifest={write_manifest(tmp_path, 64)}", "--memory_budget_gib=0.0001", f"--cache={cache}"]
+    assert planner.main([*argv, f"--json={bad}"]) == 1
+    out = capsys.readouterr().out
     report = json.loads(bad.read_text())
+    # The cache holds every compiled program: a re-run compiles nothing and reports the same figures.
+    assert len(cache.read_text().splitlines()) == 4
+    again = tmp_path / "again.json"
+    assert planner.main([*argv, "--no_compile", f"--json={again}"]) == 1
+    shapes = json.loads(again.read_text())["shapes"]
+    assert all(s.pop("cached") for s in shapes)
+    assert not any(s.pop("cached") for s in report["shapes"]) and shapes == report["shapes"]
     assert report["devices"] == 32 and not report["fits"] and report["config"]["max_seq_length"] == 64
     # Per core 2 pairs (4 texts) or 2 triplets (6) of 64 tokens; chunks of at most 128 tokens = 2 rows.
     assert [(s["case"], s["shape"]) for s in report["shapes"]] == [
         ("worst", "pair 4x64 (2 chunks)"), ("unchunked", "pair 2x64"),
         ("worst", "triplet 6x64 (3 chunks)"), ("unchunked", "triplet 2x64")]
     assert all(0 < s["total_bytes"] < 2**30 and not s["fits"] for s in report["shapes"])  # compiled, over budget
-    out = capsys.readouterr().out
-    assert sum("unchunked" in line and "DOES NOT FIT" in line for line in out.splitlines()) == 2
+    assert sum("unchunked" in line and "DOES NOT FIT" in line and "compiled:" not in line
+               for line in out.splitlines()) == 2
 
 
 @pytest.mark.slow
@@ -138,3 +147,33 @@ def test_planner_reports_a_largest_unchunked_shape_that_does_not_fit(tiny_bert_d
     budget = (worst.total_bytes + plain.total_bytes) // 2
     lines = [projection.format_report(dataclasses.replace(r, usable_bytes=budget), s) for r in (worst, plain)]
     assert "fits" in lines[0] and "DOES NOT FIT" in lines[1] and lines[1].lstrip().startswith("unchunked pair 62x128")
+
+
+def test_the_projection_is_the_executed_flops_it_sums():
+    """Days = executed FLOPs (the compiler's per program where given, weighted by how often each runs)
+    at the stated efficiency, and the parts (useful, padding by cause, recompute) sum to them."""
+    from trainer.plan.length_profiles import corpus_profiles
+    from trainer.plan.program_count import simulate
+
+    cfg = get_preset("reference").replace(model=DEMO_MODEL, batch_size=64, pack_programs=6)
+    enc = EncoderConfig.from_hf_dict(projection.read_model_config(DEMO_MODEL))
+    sim = simulate(corpus_profiles(None, None, cfg.model), cfg, 8, steps=60)
+    analytic = projection.project(sim, enc, cfg, 8, 123.0, 0.4)
+    # Per-program figures as the compiler gives them (per device): 10% over the analytic count.
+    compiled = {s: 1.1 * projection.shape_step_flops(enc, s, 8, cfg)[1] / 8 for s in sim.counts}
+    proj = projection.project(sim, enc, cfg, 8, 123.0, 0.4, compiled)
+    executed = sum(compiled[s] * 8 * n for s, n in sim.counts.items())
+    days = executed / sim.steps / (0.4 * 123e12 * 8) * cfg.train_steps / 86400
+    assert proj["days"] == pytest.approx(days, rel=1e-12) and proj["compiled_step_share"] == 1.0
+    assert proj["days"] == pytest.approx(1.1 * analytic["days"], rel=1e-9)
+    assert sum(proj["parts_days"].values()) == pytest.approx(proj["days"], rel=1e-9)
+    parts = proj["parts_days"]
+    assert parts["recompute"] == pytest.approx(0.1 * analytic["days"], rel=1e-6)  # model FLOPs are analytic
+    assert analytic["parts_days"]["recompute"] == pytest.approx(0, abs=1e-9)  # no remat, no chunks in the plan
+    assert proj["useful_share"] == pytest.approx(parts["useful"] / proj["days"], rel=1e-9)
+    assert proj["slots_per_real_token"] == sim.padding and proj["programs"] == sim.programs
+    # The 2021 ways: every text at 128 costs more than columns at their longest rounded up to 64.
+    assert proj["seed_way_days"] > proj["flax2021_days"] > analytic["days"]
+    lines = projection.projection_lines(proj, cfg, sim)
+    assert "100.0% of steps counted by the compiler" in lines[1] and "useful share" in lines[1]
+    assert "ladder" in lines[2] and "uneven cores" in lines[2] and "2021 Flax script" in lines[3]

@@ -176,3 +176,30 @@ def test_packed_steps_on_eight_devices_equal_the_padded_step_on_one():
     for name in ("packed8", "cached8"):
         np.testing.assert_allclose(res[name]["metrics"], res["padded1"]["metrics"], rtol=1e-5)
         np.testing.assert_allclose(res[name]["params"], res["padded1"]["params"], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [0, 4])
+def test_even_cores_give_today_s_loss_with_fewer_rows(chunk):
+    """Texts dealt over the shards (even=True) give the per-shard packing's loss and gradients, dropout
+    on (each slot's packed_source keeps its text's dropout identity), plain and in gradient-caching
+    chunks; the fullest shard needs fewer rows and the shards' rows differ by at most one."""
+    model, params = tiny_model()
+    fn, key, cfg = as_packed_apply_fn(model), jax.random.PRNGKey(2), CFG.replace(grad_cache_chunk=chunk)
+    rng = np.random.default_rng(7)
+    batch = random_batch(8, batch=32, length=16, triplet=True)
+    for c in ("anchor", "positive", "negative"):  # lopsided: the long texts all in the first rows
+        lengths = np.sort(rng.integers(2, 17, 32))[::-1]
+        batch[f"{c}_mask"] = (np.arange(16)[None, :] < lengths[:, None]).astype(np.int32)
+        batch[f"{c}_ids"] = batch[f"{c}_ids"] * batch[f"{c}_mask"]
+    rows_for = _rows_multiple_of(chunk // 4 or 1) if chunk else None
+    today = pack_batch(batch, 4, BUCKETS, 16, pad_id=0, row_steps=1, rows_for=rows_for)
+    even = pack_batch(batch, 4, BUCKETS, 16, pad_id=0, row_steps=1, rows_for=rows_for, even=True)
+    assert "packed_source" not in today and sorted(even["packed_source"].ravel()) == list(range(3 * 32))
+    rows = [int((even["packed_text"][s] >= 0).any(axis=1).sum()) for s in range(4)]
+    assert max(rows) - min(rows) <= 1 and even["packed_ids"].shape[1] < today["packed_ids"].shape[1]
+    want_loss, want = jax.jit(lambda p, b: loss_and_grads(fn, p, b, cfg, key, False))(params, today)
+    loss, grads = jax.jit(lambda p, b: loss_and_grads(fn, p, b, cfg, key, False))(params, even)
+    det_loss, _ = jax.jit(lambda p, b: loss_and_grads(fn, p, b, cfg, key, True))(params, even)
+    assert float(det_loss) != pytest.approx(float(loss), rel=1e-3)  # dropout is on
+    assert float(loss) == pytest.approx(float(want_loss), rel=1e-5)
+    assert _rel(_leaves(grads), _leaves(want)) < 1e-5

@@ -152,6 +152,13 @@ class TrainConfig:
     # Rows per device come from a ladder with this many steps per doubling (padding rows < 1/steps):
     # more steps waste fewer tokens, fewer steps compile fewer programs (trainer/plan/program_count.py).
     pack_row_steps: int = 16
+    # > 0: instead, this many row counts in all (over batch kinds and row lengths), fitted to the data's
+    # lengths (the manifest's, or the stated table) to pad the fewest rows (trainer/data/row_fit.py fit_ladder);
+    # counts above the fitted ones still come from the pack_row_steps ladder.
+    pack_programs: int = 0
+    # Deal each batch's texts over the devices, longest first, so every device needs the same rows
+    # (the fullest one sets the shape); the same numbers either way (trainer/data/packing.py).
+    pack_even_cores: bool = True
     shuffle_buffer: int = 10_000
     seed: int = 42
     # Loop
@@ -210,6 +217,7 @@ _INT_MINIMUMS: dict[str, tuple[int, str]] = {
     "chunk_tokens": (0, "0: off"),
     "pack_min_row_length": (1, ""),
     "pack_row_steps": (1, ""),
+    "pack_programs": (0, "0: the pack_row_steps ladder"),
     "shuffle_buffer": (1, ""),
     "log_every": (1, ""),
     "eval_every": (0, "0: no evaluation during training"),
@@ -322,9 +330,10 @@ def _check_loss_options(cfg: TrainConfig) -> None:
 PRESETS: dict[str, TrainConfig] = {
     # The TPU v3-8 memory plan, from the compiler (docs/tpu.md): AdamW moments sharded over the 8 cores
     # (ZeRO-1), gradient caching only for shapes over 32,768 tokens per core (only the all-long triplet
-    # batch: 384 rows x 128), one row length and 4 row counts per doubling (12 programs in all).
+    # batch: 384 rows x 128), one row length and 12 row counts fitted to the data's lengths, texts dealt
+    # evenly over the cores: 1.03 token slots per real token (4 per doubling, per-core slices: 1.14).
     "reference": TrainConfig(dtype="bfloat16", shard_optimizer=True, chunk_tokens=32768, pack_min_row_length=128,
-                             pack_row_steps=4),
+                             pack_row_steps=4, pack_programs=12),
     "demo": TrainConfig(
         model=DEMO_MODEL,
         train_steps=200,

@@ -2,7 +2,8 @@
 
 XLA compiles one program per batch shape. With packing (trainer/data/packing.py) a shape is (kind, rows
 per device, row length, chunks): the row length from the buckets, the rows from the row ladder
-(`pack_row_steps` steps per doubling), grown to a multiple of their gradient-caching chunks
+(`pack_row_steps` steps per doubling, or `pack_programs` row counts fitted to the lengths:
+trainer/data/row_fit.py), grown to a multiple of their gradient-caching chunks
 (`Chunking`: cfg.grad_cache_chunk or cfg.chunk_tokens). Padded, it is (kind, texts per device, bucket
 length, chunks). Here: those rules, the shapes a memory check compiles (the worst case and the largest
 unchunked one: `memory_check_shapes`), the effective sequence length every one of them is planned
@@ -21,7 +22,7 @@ import numpy as np
 
 from trainer import multihost
 from trainer.data import padding
-from trainer.data.packing import pack_batch, pad_packed, place_texts, row_bucket
+from trainer.data.packing import RowLadder, deal_texts, pack_batch, pad_packed, place_texts
 from trainer.data.padding import bucket_length, effective_buckets
 
 
@@ -176,46 +177,70 @@ def bin_count(lengths: np.ndarray, capacity: int) -> int:
     return max(bins, 1)
 
 
-def packed_shape(lengths: np.ndarray, n_shards: int, buckets: Sequence[int], min_row_length: int,
-                 row_steps: int, chunking: Chunking) -> tuple[int, int]:
-    """(rows per device, row length) that place_texts(...) with chunking.packed_rows gives, via `bin_count`."""
-    n_cols, n_rows = lengths.shape
-    if n_rows % n_shards:
-        raise ValueError(f"batch of {n_rows} rows does not split over {n_shards} data shards")
-    b = n_rows // n_shards
-    row_len = bucket_length(min(max(int(lengths.max(initial=0)), min_row_length), buckets[-1]), buckets)
-    shard_lengths = lengths.reshape(n_cols, n_shards, b).transpose(1, 0, 2).reshape(n_shards, n_cols * b)
-    rows = row_bucket(max(bin_count(s, row_len) for s in shard_lengths), row_steps)
-    return chunking.packed_rows(rows, row_len), row_len
+@dataclasses.dataclass(frozen=True)
+class Need:
+    """What one batch needs before the ladder: its kind, row length and, per device, the rows of the
+    fullest device (`rows`) and of all devices together (`used`); real tokens and squared lengths."""
+
+    kind: str
+    packed: bool
+    length: int
+    rows: int
+    used: int
+    real: int
+    real_sq: int
+
+    @property
+    def columns(self) -> int:
+        return 3 if self.kind == "triplet" else 2
+
+
+def batch_need(lengths: np.ndarray, cfg, n_shards: int, buckets: Sequence[int], exact_packer: bool = False) -> Need:
+    """The Need of one batch of token counts [C, B] under cfg's packing (as pack_batch places it:
+    `bin_count` gives best_fit_decreasing's bin counts from the histogram; `exact_packer` runs it)."""
+    kind = "triplet" if lengths.shape[0] == 3 else "pair"
+    real, real_sq = int(lengths.sum()), int((lengths.astype(np.int64) ** 2).sum())
+    if not cfg.packing:
+        return Need(kind, False, bucket_length(int(lengths.max(initial=0)), buckets), 0, 0, real, real_sq)
+    if exact_packer:
+        _, _, placements, _, row_len = place_texts(lengths, n_shards, buckets, cfg.pack_min_row_length, 1,
+                                                   even=cfg.pack_even_cores)
+        bins = [p[2] for p in placements]
+    else:
+        row_len = bucket_length(min(max(int(lengths.max(initial=0)), cfg.pack_min_row_length), buckets[-1]),
+                                buckets)
+        _, shard_lengths = deal_texts(lengths, n_shards, cfg.pack_even_cores)
+        bins = [bin_count(x, row_len) for x in shard_lengths]
+    return Need(kind, True, row_len, max(bins), sum(bins), real, real_sq)
+
+
+def need_shape(need: Need, cfg, n_shards: int, chunking: Chunking, ladder: RowLadder) -> Shape:
+    """The program shape a Need compiles to under `ladder` and the chunking."""
+    if need.packed:
+        rows = chunking.packed_rows(ladder.round(need.rows, need.columns, need.length), need.length)
+        return Shape(need.kind, True, rows, need.length, chunking.packed_chunks(rows, need.length))
+    chunk = chunking.padded_chunk(need.columns, need.length)
+    return Shape(need.kind, False, cfg.batch_size // n_shards, need.length, cfg.batch_size // chunk if chunk else 1)
 
 
 def batch_shape(lengths: np.ndarray, cfg, n_shards: int, chunking: Chunking, buckets: Sequence[int],
-           exact_packer: bool = False) -> Shape:
-    """The program shape of one batch of token counts [C, B]."""
-    kind = "triplet" if lengths.shape[0] == 3 else "pair"
-    if cfg.packing:
-        if exact_packer:
-            _, _, rows, row_len = place_texts(lengths, n_shards, buckets, cfg.pack_min_row_length,
-                                              cfg.pack_row_steps, chunking.packed_rows)
-        else:
-            rows, row_len = packed_shape(lengths, n_shards, buckets, cfg.pack_min_row_length, cfg.pack_row_steps,
-                                         chunking)
-        return Shape(kind, True, rows, row_len, chunking.packed_chunks(rows, row_len))
-    length = bucket_length(int(lengths.max(initial=0)), buckets)
-    chunk = chunking.padded_chunk(lengths.shape[0], length)
-    return Shape(kind, False, cfg.batch_size // n_shards, length, cfg.batch_size // chunk if chunk else 1)
+                exact_packer: bool = False, ladder: RowLadder | None = None) -> Shape:
+    """The program shape of one batch of token counts [C, B] (`ladder` default: pack_row_steps')."""
+    ladder = ladder or RowLadder(cfg.pack_row_steps)
+    return need_shape(batch_need(lengths, cfg, n_shards, buckets, exact_packer), cfg, n_shards, chunking, ladder)
 
 
-def worst_shapes(cfg, n_shards: int) -> list[Shape]:
+def worst_shapes(cfg, n_shards: int, ladder: RowLadder | None = None) -> list[Shape]:
     """The pair and the triplet batch whose every text has max_seq_length tokens: the most rows, through
-    the same placement, ladder and chunk rounding. The largest programs when nothing is chunked."""
+    the same placement, ladder (default: `pack_row_steps`') and chunk rounding. The largest programs
+    when nothing is chunked."""
     chunking = Chunking.from_config(cfg, n_shards)
     buckets = effective_buckets(cfg.bucket_lengths, cfg.max_seq_length)
     return [batch_shape(np.full((c, cfg.batch_size), cfg.max_seq_length, np.int64), cfg, n_shards, chunking, buckets,
-                   exact_packer=True) for c in (2, 3)]
+                        exact_packer=True, ladder=ladder) for c in (2, 3)]
 
 
-def largest_unchunked_shape(cfg, n_shards: int, kind: str) -> Shape | None:
+def largest_unchunked_shape(cfg, n_shards: int, kind: str, ladder: RowLadder | None = None) -> Shape | None:
     """The shape of `kind` with the most tokens per device that the memory plan runs plain (no gradient
     caching); None when every shape is chunked (grad_cache_chunk). Per-shape chunking splits the worst
     shape into chunks of at most chunk_tokens, so a smaller shape just under chunk_tokens, run whole, can
@@ -231,37 +256,47 @@ def largest_unchunked_shape(cfg, n_shards: int, kind: str) -> Shape | None:
     if not cfg.packing:
         plain = [Shape(kind, False, per_device, n) for n in buckets if not chunking.padded_chunk(columns, n)]
     else:
-        most_rows = row_bucket(columns * per_device, cfg.pack_row_steps)
+        ladder = ladder or RowLadder(cfg.pack_row_steps)
         shortest = bucket_length(min(cfg.pack_min_row_length, buckets[-1]), buckets)
         plain = []
         for length in (n for n in buckets if n >= shortest):
+            most_rows = ladder.round(columns * per_device, columns, length)
             rows = min(most_rows, chunking.max_tokens // length) if chunking.max_tokens else most_rows
-            while rows and row_bucket(rows, cfg.pack_row_steps) != rows:  # down to a count the ladder emits
+            while rows and ladder.round(rows, columns, length) != rows:  # down to a count the ladder emits
                 rows -= 1
             if rows:
                 plain.append(Shape(kind, True, rows, length))
     return max(plain, key=lambda s: (s.tokens_per_device, s.length), default=None)
 
 
-def memory_check_shapes(cfg, n_shards: int) -> list[tuple[str, Shape]]:
+def memory_check_shapes(cfg, n_shards: int, ladder: RowLadder | None = None) -> list[tuple[str, Shape]]:
     """What a memory check must compile: ("worst", shape) of each kind and, where the plan chunks that one,
-    ("unchunked", the largest shape of the kind that runs plain)."""
+    ("unchunked", the largest shape of the kind that runs plain), under `ladder` (the run's)."""
     out = []
-    for worst in worst_shapes(cfg, n_shards):
+    for worst in worst_shapes(cfg, n_shards, ladder):
         out.append(("worst", worst))
-        plain = largest_unchunked_shape(cfg, n_shards, worst.kind)
+        plain = largest_unchunked_shape(cfg, n_shards, worst.kind, ladder)
         if plain is not None and plain != worst:
             out.append(("unchunked", plain))
     return out
 
 
-def batch_packer(cfg: Any, n_shards: int, local_shards: int, pad_id: int) -> Callable[[dict], dict]:
+def batch_packer(cfg: Any, n_shards: int, local_shards: int, pad_id: int, ladder: RowLadder | None = None,
+                 process_index: int = 0) -> Callable[[dict], dict]:
     """padded batch -> packed batch as the step expects it: this host's `local_shards` devices as the
-    shards, row lengths from cfg's buckets, rows from the ladder grown for the memory plan's chunks."""
+    shards, row lengths from cfg's buckets, rows from `ladder` (the run's: trainer/data/row_fit.py
+    row_ladder; default: pack_row_steps') grown for the memory plan's chunks, texts dealt evenly over
+    the devices with cfg.pack_even_cores (this host's rows start at process_index x its batch)."""
     chunking = Chunking.from_config(cfg, n_shards)
     buckets = effective_buckets(cfg.bucket_lengths, cfg.max_seq_length)
-    return lambda batch: pack_batch(batch, local_shards, buckets, cfg.pack_min_row_length, pad_id,
-                                    cfg.pack_row_steps, chunking.packed_rows)
+    hosts = n_shards // local_shards
+
+    def pack(batch: dict) -> dict:
+        rows = np.shape(batch["anchor_fp"])[0]
+        return pack_batch(batch, local_shards, buckets, cfg.pack_min_row_length, pad_id,
+                          ladder if ladder is not None else cfg.pack_row_steps, chunking.packed_rows,
+                          even=cfg.pack_even_cores, global_batch=rows * hosts, first_row=process_index * rows)
+    return pack
 
 
 def agree_on_shape(batch: Mapping[str, Any], pad_id: int, chunking: Chunking) -> dict:

@@ -1,47 +1,24 @@
 """Per-corpus token-length profiles: what the batch shapes of a run are planned from.
 
 The number of programs a run compiles and the padding it pays depend on how long the texts of each
-corpus are (trainer/plan/program_count.py). Before the Beam job has run there is no histogram, so a stated
-table gives each corpus's columns a log-normal token count (roberta-large / BERT tokenizers, special
-tokens included, before the cut at max_seq_length), plus the tokens of the corpus's prompts when the
-data config gives it some (counted with the model's tokenizer); after it, the manifest's p50 / p95
-replace it (the job measured the prompted texts, so nothing is added). Numpy only: no TensorFlow, no
-JAX (the tokenizer, when prompts need it, is transformers').
+corpus are (trainer/plan/program_count.py). The profile types, the manifest's profiles and the draws
+live in trainer/data/row_fit.py (the run fits its row counts to them). Before the Beam job has run
+there is no histogram, so a stated table gives each corpus's columns a log-normal token count
+(roberta-large / BERT tokenizers, special tokens included, before the cut at max_seq_length), plus the
+tokens of the corpus's prompts when the data config gives it some (counted with the model's
+tokenizer); after it, the manifest's p50 / p95 replace it (the job measured the prompted texts, so
+nothing is added). Numpy only: no TensorFlow, no JAX (the tokenizer, when prompts need it, is
+transformers').
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 from typing import Any, Callable, Iterable, Mapping
 
-import numpy as np
-
-from pipeline.manifest import Manifest
-from pipeline.record_schema import TRIPLET_FORMATS
-
-
-@dataclasses.dataclass(frozen=True)
-class ColumnProfile:
-    """Token counts of one column: log-normal with this median and sigma (of the log), plus the
-    tokens of the prompt prepended to each of its texts (the sum cut at max_seq_length)."""
-
-    median: float
-    sigma: float
-    prompt_tokens: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class CorpusProfile:
-    name: str
-    record_format: str  # the corpus's record_format in data_config.json
-    weight: float
-    columns: tuple[ColumnProfile, ...]  # anchor, positive[, negative]
-
-    @property
-    def triplet(self) -> bool:
-        return len(self.columns) == 3
+# The profiles and the manifest's live below the planner: the run fits its row counts to them.
+from trainer.data.row_fit import ColumnProfile, CorpusProfile, manifest_profiles, n_columns, sample_lengths  # noqa: F401
 
 
 # Text kinds: (median tokens, sigma).
@@ -74,16 +51,9 @@ STATED: dict[str, tuple[str, ...]] = {
     "s2orc_citation_abstract": ("long", "long"),  # citing abstract -> cited abstract
 }
 
-_Z95 = 1.645  # standard-normal 95th percentile
-
-
 def _field(corpus: Any, key: str) -> Any:
     """A field of a DataConfig corpus (attribute) or of a manifest entry (dict key)."""
     return corpus[key] if isinstance(corpus, Mapping) else getattr(corpus, key)
-
-
-def n_columns(record_format: str) -> int:
-    return 3 if record_format in TRIPLET_FORMATS else 2
 
 
 def _prompt_texts(corpus: Any) -> dict[str, str]:
@@ -145,35 +115,6 @@ def model_prompt_counter(model: str) -> Callable[[str], int]:
             raise UserError(f"--model={model}: the data config's prompts are counted with the model's tokenizer, "
                             f"which did not load: {type(e).__name__}: {e}") from None
     return lambda prompt: counter()(prompt)
-
-
-def manifest_profiles(manifest: Manifest) -> list[CorpusProfile]:
-    """Profiles from the Beam job's measured token lengths: median = p50, sigma from p95 / p50.
-
-    The manifest counts all texts of a corpus together, so every column gets the same profile; its
-    lengths are after the cut at max_seq_length, which only matters above the cut, and of the texts
-    as tokenized, prompts included (no prompt tokens are added here). Corpora without texts are
-    skipped (the trainer has nothing to draw from them either)."""
-    out = []
-    for c in manifest.corpora:
-        tl = c.token_lengths
-        if not tl.get("texts"):
-            continue
-        p50 = max(float(tl["p50"]), 1.0)
-        sigma = max(math.log(max(float(tl["p95"]), p50) / p50) / _Z95, 0.05)
-        out.append(CorpusProfile(c.name, c.record_format, c.weight,
-                                 (ColumnProfile(p50, sigma),) * n_columns(c.record_format)))
-    return out
-
-
-def sample_lengths(profile: CorpusProfile, n: int, rng: np.random.Generator, max_seq_length: int) -> np.ndarray:
-    """Token counts int64 [C, n] of n records: log-normal draws, rounded, plus each column's prompt
-    tokens, clipped to [3, max_seq_length] (3: a special token on each side of at least one word piece)."""
-    median = np.array([c.median for c in profile.columns], np.float64)[:, None]
-    sigma = np.array([c.sigma for c in profile.columns], np.float64)[:, None]
-    prompt = np.array([c.prompt_tokens for c in profile.columns], np.float64)[:, None]
-    draws = np.exp(np.log(median) + sigma * rng.standard_normal((len(profile.columns), int(n))))
-    return np.clip(np.rint(draws) + prompt, min(3, max_seq_length), max_seq_length).astype(np.int64)
 
 
 def corpus_profiles(manifest: Any, data_config: str | None, model: str) -> list:

@@ -21,13 +21,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = flags.build_parser(program_name(), __doc__)
     p.add_argument("--topology", default="v3-8", choices=sorted(tpu.SLICES), help="the TPU slice to compile for")
-    p.add_argument("--shapes", default="worst,typical", help="which shapes to compile: worst (with the largest unchunked ones), typical")
+    p.add_argument("--shapes", default="worst,typical", help="which shapes to compile: worst (with the largest "
+                   "unchunked ones), typical, mix (every program of the simulated run)")
+    p.add_argument("--cache", default=None, help="a JSON-lines file of compiled programs' figures: programs found "
+                   "there are not compiled again, new ones are added")
     p.add_argument("--sim_steps", type=int, default=10_000, help="schedule steps simulated for the shape mix")
     p.add_argument("--manifest", default=None, help="length statistics from a Beam job's manifest.json "
                    "(default: the length profiles stated in trainer/plan/length_profiles.py)")
     p.add_argument("--data_config", default=None, help="corpora and weights (default: data_config.json)")
     p.add_argument("--efficiency", type=float, default=0.4,
                    help="share of peak reached on the executed FLOPs, for the projection")
+    p.add_argument("--no_compile", action="store_true", help="compile nothing: the --cache's programs only "
+                   "(the others projected analytically), to re-print a plan from the compiles so far")
     p.add_argument("--json", default=None, help="also write the report as JSON here")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="programs compiled at once")
     return p
@@ -56,8 +61,8 @@ def _main(argv: list[str] | None) -> int:
     cfg = with_effective_length(config_from_args(args), manifest)
     s = tpu.get_slice(args.topology)
     shapes = [x for x in args.shapes.split(",") if x]
-    if set(shapes) - {"worst", "typical"}:
-        raise UserError(f"--shapes={args.shapes}: choose from worst, typical (comma-separated)")
+    if set(shapes) - {"worst", "typical", "mix"}:
+        raise UserError(f"--shapes={args.shapes}: choose from worst, typical, mix (comma-separated)")
     if cfg.batch_size % s.devices:
         raise UserError(f"--batch_size={cfg.batch_size} does not divide over the {s.devices} devices of a "
                         f"{s.name}; use a multiple of {s.devices}")
@@ -66,7 +71,8 @@ def _main(argv: list[str] | None) -> int:
     with as_user_errors(FileNotFoundError):  # the model's config.json or the data config named
         read_model_config(cfg.model)
         profiles = corpus_profiles(manifest, args.data_config, cfg.model)
-    report = plan(cfg, s, shapes, args.sim_steps, profiles, args.efficiency, args.jobs, cfg.memory_budget_gib)
+    report = plan(cfg, s, shapes, args.sim_steps, profiles, args.efficiency, args.jobs, cfg.memory_budget_gib,
+                  cache=args.cache, compile_missing=not args.no_compile)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)

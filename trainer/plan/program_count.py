@@ -1,9 +1,12 @@
 """How many programs a run compiles, and the padding its batch shapes cost, before it runs.
 
 XLA compiles one program per batch shape (the rules: trainer/data/shapes.py, which the run itself
-follows). Fewer row-ladder steps compile fewer programs but pad more rows; a TPU run, whose compiles
-take minutes, wants the trade measured. This module replays the corpus schedule over the length
-profiles (trainer/plan/length_profiles.py) through the packer's own placement and counts.
+follows; the row counts: `pack_row_steps` per doubling, or `pack_programs` fitted to the lengths,
+trainer/data/row_fit.py). Fewer programs pad more rows; a TPU run, whose compiles take minutes, wants
+the trade measured. This module replays the corpus schedule over the length profiles
+(trainer/plan/length_profiles.py) through the packer's own placement (texts dealt evenly over the
+devices with `pack_even_cores`) and counts the shapes and where the padding goes (gaps inside rows,
+uneven rows across devices, the ladder).
 
   python -m trainer.plan.program_count --config=reference --devices=8 --steps=10000 [--manifest=out/data]
       [--pack_min_row_length=128 --pack_row_steps=2 ...any TrainConfig flag]
@@ -22,18 +25,24 @@ from typing import Sequence
 
 import numpy as np
 
-from trainer.data.padding import effective_buckets
-from trainer.data.corpus_schedule import MIXED, CorpusPasses, CorpusSchedule, corpus_passes, passes_report
-from trainer.plan.length_profiles import CorpusProfile, sample_lengths
-from trainer.data.shapes import Chunking, Shape, batch_shape, memory_check_shapes
+from trainer.data.corpus_schedule import CorpusPasses, corpus_passes, passes_report
+from trainer.data.packing import RowLadder
+from trainer.data.row_fit import FIT_STEPS, CorpusProfile, fit_ladder, row_ladder, simulate_needs
+from trainer.data.shapes import Chunking, Shape, memory_check_shapes, need_shape
 
-# Distinguishes the length draws from the corpus schedule's stream (trainer/data/corpus_schedule.py).
-_STREAM_TAG = 0x1E4C7
+# The 2021 Flax script padded each column of a batch to its longest text rounded up to this.
+FLAX_2021_MULTIPLE = 64
 
 
 @dataclasses.dataclass
 class Simulation:
-    """Shape counts and token totals of `steps` simulated steps (totals over all devices)."""
+    """Shape counts and token totals of `steps` simulated steps (totals over all devices).
+
+    `parts` per shape: [steps, real tokens, sum of squared text lengths, rows holding texts (all
+    devices), rows of the fullest device x devices]; slots - real tokens splits into the gaps inside
+    rows, the uneven rows across devices and the ladder's rounding (`padding_parts`). `baselines`:
+    per 2021 way of padding, texts -> their padded length counts ("seed": every text at
+    max_seq_length; "flax2021": each column at its longest text rounded up to FLAX_2021_MULTIPLE)."""
 
     counts: dict[Shape, int]
     steps: int
@@ -43,6 +52,9 @@ class Simulation:
     batch_size: int
     n_shards: int
     max_seq_length: int
+    parts: dict[Shape, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    baselines: dict[str, dict[int, int]] = dataclasses.field(default_factory=dict)
+    ladder: RowLadder | None = None  # the row counts the shapes were rounded to
 
     @property
     def programs(self) -> int:
@@ -60,44 +72,56 @@ class Simulation:
     def compute_saved(self) -> float:
         return self.seed_tokens / max(self.slot_tokens, 1)
 
-
-def step_lengths(profiles: Sequence[CorpusProfile], schedule: CorpusSchedule, step: int, batch_size: int,
-                 max_seq_length: int, seed: int = 0) -> np.ndarray:
-    """Token counts [C, batch_size] of batch `step`: its corpus's profile (a mixed batch: each slot's
-    corpus, anchor and positive only, as the input pipeline builds it), drawn from (seed, step)."""
-    rng = np.random.default_rng([_STREAM_TAG, seed & 0xFFFFFFFFFFFFFFFF, int(step)])
-    ci = schedule.corpus_at(step)
-    if ci != MIXED:
-        return sample_lengths(profiles[ci], batch_size, rng, max_seq_length)
-    choices = schedule.mixed_choices(step, batch_size)
-    out = np.empty((2, batch_size), np.int64)
-    for c in np.unique(choices).tolist():
-        where = np.flatnonzero(choices == c)
-        out[:, where] = sample_lengths(profiles[c], where.size, rng, max_seq_length)[:2]
-    return out
+    def padding_parts(self, shape: Shape | None = None) -> dict[str, int]:
+        """Padding token slots (of `shape`, or all), by cause; they sum to slots - real tokens.
+        gaps: the free ends of the rows holding texts (padded batches: all of their padding);
+        uneven: the rows a device pads to the fullest device's count; ladder: the rows the ladder
+        (and the memory plan's chunk rounding) adds above that."""
+        out = {"gaps": 0, "uneven": 0, "ladder": 0}
+        for s in ([shape] if shape is not None else self.counts):
+            steps, real, _, used, full = self.parts[s]
+            slots = steps * s.tokens_per_device * self.n_shards
+            if not s.packed:
+                out["gaps"] += slots - real
+                continue
+            out["gaps"] += used * s.length - real
+            out["uneven"] += (full - used) * s.length
+            out["ladder"] += slots - full * s.length
+        return out
 
 
 def simulate(profiles: Sequence[CorpusProfile], cfg, n_shards: int, steps: int = 10_000, seed: int = 0,
-             exact_packer: bool = False) -> Simulation:
+             exact_packer: bool = False, ladder: RowLadder | None = None) -> Simulation:
     """Replays `steps` steps of cfg's corpus schedule (cfg.seed) with lengths drawn from `profiles`
-    (seed) and counts the batch shapes. `exact_packer`: place with packing.place_texts itself instead
-    of the equal, faster `bin_count` (for checking it)."""
-    if not profiles:
-        raise ValueError("no corpus profiles to simulate")
-    schedule = CorpusSchedule([p.weight for p in profiles], cfg.seed, cfg.mixed_batch_share)
+    (seed) and counts the batch shapes, with `ladder` (default: the run's, `row_ladder`).
+    `exact_packer`: place with packing.place_texts itself instead of the equal, faster `bin_count`
+    (for checking it)."""
+    fitting = ladder is None and cfg.packing and cfg.pack_programs and seed == 0 and not exact_packer
+    needs, batches = simulate_needs(profiles, cfg, n_shards, max(steps, FIT_STEPS) if fitting else steps, seed,
+                                    exact_packer)
+    if ladder is None:  # the run's; its fit replays the first FIT_STEPS of these same steps
+        ladder = fit_ladder(profiles, cfg, n_shards, cfg.pack_programs, needs=needs) if fitting else \
+            row_ladder(cfg, profiles, n_shards)
+    needs, batches = needs[:steps], batches[:steps]
     chunking = Chunking.from_config(cfg, n_shards)
-    buckets = effective_buckets(cfg.bucket_lengths, cfg.max_seq_length)
     counts: collections.Counter = collections.Counter()
-    real = slot = seed_tokens = 0
-    for step in range(int(steps)):
-        lengths = step_lengths(profiles, schedule, step, cfg.batch_size, cfg.max_seq_length, seed)
-        shape = batch_shape(lengths, cfg, n_shards, chunking, buckets, exact_packer)
+    parts: dict[Shape, np.ndarray] = {}
+    baselines: dict[str, collections.Counter] = {"seed": collections.Counter(), "flax2021": collections.Counter()}
+    slot = 0
+    for need, lengths in zip(needs, batches):
+        shape = need_shape(need, cfg, n_shards, chunking, ladder)
         counts[shape] += 1
-        real += int(lengths.sum())
         slot += shape.tokens_per_device * n_shards
-        seed_tokens += lengths.size * cfg.max_seq_length
-    return Simulation(dict(counts), int(steps), real, slot, seed_tokens, cfg.batch_size, n_shards,
-                      cfg.max_seq_length)
+        p = parts.setdefault(shape, np.zeros(5, np.int64))
+        p += (1, need.real, need.real_sq, need.used, need.rows * n_shards)
+        baselines["seed"][cfg.max_seq_length] += lengths.size
+        for column in lengths:
+            longest = -(-int(column.max(initial=1)) // FLAX_2021_MULTIPLE) * FLAX_2021_MULTIPLE
+            baselines["flax2021"][min(longest, cfg.max_seq_length)] += column.size
+    return Simulation(dict(counts), int(steps), sum(n.real for n in needs), slot,
+                      sum(x.size for x in batches) * cfg.max_seq_length, cfg.batch_size, n_shards,
+                      cfg.max_seq_length, {k: tuple(int(x) for x in v) for k, v in parts.items()},
+                      {k: dict(v) for k, v in baselines.items()}, ladder)
 
 
 def typical_shapes(sim: Simulation) -> list[Shape]:
@@ -114,9 +138,14 @@ def summary_lines(sim: Simulation) -> list[str]:
     for shape, n in sorted(sim.counts.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {shape.label:<32} {n:>7} steps  {n / max(sim.steps, 1):6.1%}  "
                      f"{shape.tokens_per_device} tokens/device")
-    lines.append(f"padding: {sim.padding:.2f}x the real tokens (seed way, every text padded to "
+    lines.append(f"padding: {sim.padding:.3f} token slots per real token (seed way, every text padded to "
                  f"{sim.max_seq_length}: {sim.seed_padding:.2f}x); compute saved vs seed way: "
                  f"{sim.compute_saved:.2f}x")
+    parts = sim.padding_parts()
+    lines.append("padding slots per real token by cause: " + ", ".join(
+        f"{k} {v / max(sim.real_tokens, 1):.3f}" for k, v in parts.items()))
+    if sim.ladder is not None and sim.ladder.rungs:
+        lines.append(f"row counts fitted to the lengths: {sim.ladder.describe()}")
     return lines
 
 
@@ -148,10 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     sim = simulate(profiles, cfg, args.devices, args.steps, args.sim_seed, args.exact_packer)
     took = time.perf_counter() - start
     print(f"{len(profiles)} corpora ({source}); packing={cfg.packing} pack_min_row_length="
-          f"{cfg.pack_min_row_length} pack_row_steps={cfg.pack_row_steps} chunk_tokens={cfg.chunk_tokens} "
+          f"{cfg.pack_min_row_length} pack_row_steps={cfg.pack_row_steps} pack_programs={cfg.pack_programs} "
+          f"pack_even_cores={cfg.pack_even_cores} chunk_tokens={cfg.chunk_tokens} "
           f"grad_cache_chunk={cfg.grad_cache_chunk} mixed_batch_share={cfg.mixed_batch_share}")
     print("\n".join(summary_lines(sim)))
-    print("memory check shapes: " + ", ".join(f"{case} {s.label}" for case, s in memory_check_shapes(cfg, args.devices)))
+    print("memory check shapes: " + ", ".join(f"{case} {s.label}" for case, s in
+                                              memory_check_shapes(cfg, args.devices, sim.ladder)))
     print(f"simulated in {took:.1f} s")
     lines, warning = passes_report(run_passes(cfg, manifest, args.data_config), cfg.train_steps, cfg.batch_size)
     print("\n".join(lines) + (f"\nwarning: {warning}" if warning else ""))

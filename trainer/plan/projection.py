@@ -11,12 +11,14 @@ the --manifest's cut, as training caps it) it compiles the real train step (trai
 with the memory plan of the flags; trainer/train/aot.py) for the slice's devices and prints, per shape and per device:
 arguments, temporaries and total GiB against the compiler's usable HBM, fits or not, compile seconds,
 the compiler's FLOPs and roofline time.
-Then it projects the run: the shape mix of a simulated schedule, each step's executed FLOPs (model
-FLOPs plus what the plan recomputes) at an assumed share of the slice's peak (--efficiency; the
-"projected MFU" follows from that assumption, it is not measured), as pairs/s and days for
-`train_steps`; and the same run done the seed's way (every text padded to max_seq_length, no
-packing). Figures are the compiler's and a projection, not measured TPU time. Exit status 0 only
-when every compiled shape fits.
+Then it projects the run (`project`): the shape mix of a simulated schedule, each program's executed
+FLOPs (the compiler's, remat included, for every compiled program: --shapes=mix compiles them all;
+else model FLOPs plus what the plan recomputes) at an assumed share of the slice's peak
+(--efficiency; the "projected MFU" follows from that assumption, it is not measured), as pairs/s and
+days for `train_steps`, split into useful FLOPs, padding by cause and recomputation; and the same run
+done the 2021 ways (every text padded to max_seq_length; each column to its longest text rounded up
+to 64). Figures are the compiler's and a projection, not measured TPU time. Exit status 0 only when
+every compiled shape fits.
 
 Model configurations come from a config.json: a --model path that exists is read; roberta-large's and
 roberta-base's ship in trainer/plan/model_configs/ for those hub names, the demo model's with its package;
@@ -74,32 +76,95 @@ def shape_step_flops(enc: Any, shape: Any, n_shards: int, cfg: TrainConfig) -> t
     return flops_lib.step_flops(enc, rows, shape.length, chunked=shape.chunks > 1, remat=cfg.remat)
 
 
-def project(sim: Any, enc: Any, cfg: TrainConfig, n_shards: int, peak_tflops: float, efficiency: float) -> dict:
-    """Days and pairs/s of cfg.train_steps steps with the simulated shape mix, executed FLOPs at
-    `efficiency` of the slice's peak; the seed's way (every text padded to max_seq_length) beside it."""
-    from trainer.plan.flops import step_flops
+PARTS = ("useful", "gaps", "attention across texts", "uneven cores", "ladder", "recompute")
 
+
+def project(sim: Any, enc: Any, cfg: TrainConfig, n_shards: int, peak_tflops: float, efficiency: float,
+            compiled: dict | None = None) -> dict:
+    """Days and pairs/s of cfg.train_steps steps with the simulated shape mix, on executed FLOPs at
+    `efficiency` of the slice's peak, split into what they are spent on.
+
+    Executed FLOPs per program: `compiled` (shape -> the compiler's FLOPs per device, remat and all)
+    where given, else the analytic count (model FLOPs plus the plan's recomputation:
+    flops.step_flops); chunked programs always take the analytic one, as XLA's cost analysis counts a
+    loop body once. The parts (FLOPs over the simulated steps; they sum to the executed FLOPs):
+    useful: model FLOPs of the real tokens (each text's attention over itself alone); gaps: the dense
+    FLOPs of the free ends of rows (padded batches: of all their padding); attention across texts:
+    the attention a packed row computes between its texts (masked out); uneven cores, ladder: the
+    rows a device pads to the fullest device's count and those the ladder adds (Simulation.padding_parts);
+    recompute: executed - model FLOPs of all slots (XLA's or the plan's rematerialisation, gradient
+    caching's second forward, and the compiler's own count of norms, softmax, loss, optimizer).
+    Beside them: the 2021 ways of padding (`Simulation.baselines`, analytic model FLOPs at the same
+    efficiency): "seed" every text at max_seq_length, "flax2021" each column at its longest text
+    rounded up to 64."""
+    compiled = compiled or {}
     peak = peak_tflops * 1e12 * n_shards
-    model = executed = seed = 0.0
+    dense_tok, attn_sq = (3.0 * x for x in flops_lib.forward_flops(enc, 1, 1))  # per token, per length^2
+
+    def row(length: int) -> float:  # model FLOPs of one row (padded: one text) of `length` slots
+        return dense_tok * length + attn_sq * length * length
+
+    parts = dict.fromkeys(PARTS, 0.0)
+    executed = model = compiled_steps = 0.0
     for shape, count in sim.counts.items():
-        m, e = shape_step_flops(enc, shape, n_shards, cfg)
-        model += m * count
-        executed += e * count
+        steps, real, real_sq, used, full = sim.parts[shape]
         columns = 3 if shape.kind == "triplet" else 2
-        seed += step_flops(enc, columns * cfg.batch_size, cfg.max_seq_length)[0] * count
-    per_step = {k: v / sim.steps for k, v in (("model", model), ("executed", executed), ("seed", seed))}
-    step_s = per_step["executed"] / (efficiency * peak)
-    seed_s = per_step["seed"] / (efficiency * peak)
+        slot_rows = count * n_shards * shape.rows * (1 if shape.packed else columns)
+        m = slot_rows * row(shape.length)
+        if shape in compiled and shape.chunks == 1:
+            e = compiled[shape] * n_shards * count
+            compiled_steps += count
+        else:
+            e = shape_step_flops(enc, shape, n_shards, cfg)[1] * count
+        executed, model = executed + e, model + m
+        parts["useful"] += dense_tok * real + attn_sq * real_sq
+        if not shape.packed:
+            parts["gaps"] += dense_tok * (slot_rows * shape.length - real)
+            parts["attention across texts"] += attn_sq * (slot_rows * shape.length ** 2 - real_sq)
+        else:
+            parts["gaps"] += dense_tok * (used * shape.length - real)
+            parts["attention across texts"] += attn_sq * (used * shape.length ** 2 - real_sq)
+            parts["uneven cores"] += (full - used) * row(shape.length)
+            parts["ladder"] += (slot_rows - full) * row(shape.length)
+        parts["recompute"] += e - m
+
+    def days(flops: float) -> float:
+        return flops / sim.steps / (efficiency * peak) * cfg.train_steps / 86400
+
+    baselines = {name: days(sum(n * row(length) for length, n in texts.items()))
+                 for name, texts in sim.baselines.items()}
+    step_s = executed / sim.steps / (efficiency * peak)
     return {
         "efficiency": efficiency, "train_steps": cfg.train_steps,
-        "model_tflops_per_step": per_step["model"] / 1e12, "executed_tflops_per_step": per_step["executed"] / 1e12,
-        "step_s": step_s, "pairs_per_s": cfg.batch_size / step_s, "days": step_s * cfg.train_steps / 86400,
-        # Not a measurement: the assumed efficiency scaled by model / executed FLOPs.
-        "projected_mfu": efficiency * per_step["model"] / per_step["executed"],
-        "seed_way_step_s": seed_s, "seed_way_days": seed_s * cfg.train_steps / 86400,
-        "compute_saved": per_step["seed"] / per_step["executed"],
-        "programs": sim.programs, "padding": sim.padding,
+        "model_tflops_per_step": model / sim.steps / 1e12, "executed_tflops_per_step": executed / sim.steps / 1e12,
+        "step_s": step_s, "pairs_per_s": cfg.batch_size / step_s, "days": days(executed),
+        "useful_share": parts["useful"] / executed, "slots_per_real_token": sim.padding,
+        "parts_days": {k: days(v) for k, v in parts.items()},
+        # Not a measurement: the assumed efficiency times the useful share.
+        "projected_mfu": efficiency * parts["useful"] / executed,
+        "compiled_step_share": compiled_steps / sim.steps,
+        "seed_way_days": baselines["seed"], "flax2021_days": baselines["flax2021"],
+        "compute_saved": baselines["seed"] / days(executed), "programs": sim.programs, "padding": sim.padding,
     }
+
+
+def projection_lines(proj: dict, cfg: TrainConfig, sim: Any) -> list[str]:
+    """The projection as the planner prints it."""
+    eff = proj["efficiency"] * 100
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in proj["parts_days"].items())
+    return [
+        f"programs: {proj['programs']} distinct batch shapes over {sim.steps} simulated steps; "
+        f"token slots per real token {proj['slots_per_real_token']:.3f}",
+        f"projection at an assumed {eff:g}% of peak on the executed FLOPs ({proj['compiled_step_share']:.1%} of "
+        f"steps counted by the compiler, the rest analytic): {proj['executed_tflops_per_step']:.1f} TFLOP/step, "
+        f"{proj['step_s'] * 1e3:.0f} ms/step, {proj['pairs_per_s']:,.0f} pairs/s, {proj['days']:.2f} days for "
+        f"{cfg.train_steps:,} steps; useful share (model FLOPs of the real tokens / executed) "
+        f"{proj['useful_share']:.1%}, projected MFU {proj['projected_mfu']:.1%} (from that assumption)",
+        f"  the days by what they buy: {parts}",
+        f"the 2021 ways, model FLOPs at {eff:g}%: every text padded to {cfg.max_seq_length} (the seed's way) "
+        f"{proj['seed_way_days']:.2f} days; each column padded to its longest text rounded up to 64 (the 2021 "
+        f"Flax script) {proj['flax2021_days']:.2f} days; compute saved vs the seed's way {proj['compute_saved']:.2f}x",
+    ]
 
 
 # ------------------------------------------------------------------------------------- CLI
@@ -136,9 +201,10 @@ def slice_mesh(slice_: tpu.Slice) -> Any:
 
 def plan(cfg: TrainConfig, slice_: tpu.Slice, shapes: Sequence[str] = ("worst", "typical"), sim_steps: int = 10_000,
          profiles: list | None = None, efficiency: float = 0.4, jobs: int = 1, memory_budget_gib: float = 0.0,
-         log=print) -> dict:
+         log=print, cache: str | None = None, compile_missing: bool = True) -> dict:
     """Compile and project; returns the JSON report (with "fits"). `memory_budget_gib` > 0 lowers the
-    budget below the compiler's usable HBM (to leave headroom)."""
+    budget below the compiler's usable HBM (to leave headroom). `cache`, `compile_missing`: as
+    compile_shapes takes them (programs left out are projected analytically)."""
     from trainer.data.shapes import memory_check_shapes
     from trainer.plan.program_count import simulate, typical_shapes
 
@@ -153,25 +219,30 @@ def plan(cfg: TrainConfig, slice_: tpu.Slice, shapes: Sequence[str] = ("worst", 
         f"shard_optimizer={cfg.shard_optimizer} remat={cfg.remat} adam_mu_dtype={cfg.adam_mu_dtype}")
     sim = simulate(profiles if profiles is not None else corpus_profiles(None, None, cfg.model), cfg, n,
                    steps=sim_steps)
-    todo = memory_check_shapes(cfg, n) if "worst" in shapes else []
+    if sim.ladder.rungs:
+        log(f"packed row counts fitted to the lengths (--pack_programs={cfg.pack_programs}): {sim.ladder.describe()}")
+    todo = memory_check_shapes(cfg, n, sim.ladder) if "worst" in shapes else []
     if "typical" in shapes:
         todo += [("typical", s) for s in typical_shapes(sim) if s not in {t for _, t in todo}]
+    if "mix" in shapes:  # every program the run compiles, the most FLOPs first (where XLA may rematerialise)
+        todo += [("mix", s) for s in sorted(sim.counts, key=lambda s: (-s.tokens_per_device, s))
+                 if s not in {t for _, t in todo}]
     if memory_budget_gib:
         usable = min(usable, int(memory_budget_gib * GIB))
-    reports = compile_shapes(model, cfg, mesh, todo, usable, jobs=jobs)
+    reports = compile_shapes(model, cfg, mesh, todo, usable, jobs=jobs, cache=cache, compile_missing=compile_missing,
+                             on_report=lambda r: log("  compiled: " + format_report(r, None).strip()))
+    left_out = [s.label for _, s in todo if s not in {r.shape for r in reports}]
+    if left_out:
+        log(f"not compiled (not in the cache): {', '.join(left_out)}")
     for r in reports:
         log(format_report(r, slice_))
-    proj = project(sim, enc, cfg, n, slice_.peak_tflops, efficiency)
-    log(f"programs: {proj['programs']} distinct batch shapes over {sim.steps} simulated steps; "
-        f"token slots / real tokens {proj['padding']:.3f}")
-    log(f"projection at an assumed {efficiency * 100:g}% of peak on the executed FLOPs (projected MFU "
-        f"{proj['projected_mfu']:.1%}, from that assumption): "
-        f"{proj['executed_tflops_per_step']:.1f} TFLOP/step, {proj['step_s'] * 1e3:.0f} ms/step, "
-        f"{proj['pairs_per_s']:,.0f} pairs/s, {proj['days']:.2f} days for {cfg.train_steps:,} steps")
-    log(f"the seed's way (every text padded to {cfg.max_seq_length}, no packing): "
-        f"{proj['seed_way_step_s'] * 1e3:.0f} ms/step, {proj['seed_way_days']:.2f} days; "
-        f"compute saved {proj['compute_saved']:.2f}x")
+    proj = project(sim, enc, cfg, n, slice_.peak_tflops, efficiency,
+                   {r.shape: r.flops for r in reports if r.flops is not None and r.error is None})
+    for line in projection_lines(proj, cfg, sim):
+        log(line)
     log("(compiler figures and a projection, not measured TPU time)")
     return {"topology": slice_.name, "devices": n, "usable_bytes": usable, "model": cfg.model,
             "config": cfg.to_json(), "shapes": [r.to_json() for r in reports], "projection": proj,
+            "worst_total_bytes": max((r.total_bytes for r in reports), default=None),
+            "row_ladder": {f"{c}x{n}": list(r) for (c, n), r in sim.ladder.rungs.items()},
             "fits": all(r.fits for r in reports)}

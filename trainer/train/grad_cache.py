@@ -110,16 +110,24 @@ def cached_value_and_grad(apply_fn: ApplyFn, params: Any, ids: jax.Array, masks:
     return loss, grads
 
 
-def packed_to_columns(embs: jax.Array, n_columns: int) -> jax.Array:
-    """Packed embeddings [S, C * b, H] (each shard's texts column-major) -> [C, S * b, H], batch order."""
+def packed_to_columns(embs: jax.Array, n_columns: int, source: jax.Array | None = None) -> jax.Array:
+    """Packed embeddings [S, C * b, H] (each shard's texts column-major) -> [C, S * b, H], batch order.
+    `source` [S, C * b]: the batch's packed_source (slot -> text c * B + i) where the packer dealt the
+    texts over the shards (trainer/data/packing.py)."""
     s, t = embs.shape[:2]
+    if source is not None:
+        flat = embs.reshape((s * t,) + embs.shape[2:])
+        return flat[jnp.argsort(source.reshape(-1))].reshape((n_columns, s * t // n_columns) + embs.shape[2:])
     embs = embs.reshape((s, n_columns, t // n_columns) + embs.shape[2:])
     return jnp.swapaxes(embs, 0, 1).reshape((n_columns, s * (t // n_columns)) + embs.shape[3:])
 
 
-def columns_to_packed(x: jax.Array, n_shards: int) -> jax.Array:
+def columns_to_packed(x: jax.Array, n_shards: int, source: jax.Array | None = None) -> jax.Array:
     """Inverse of `packed_to_columns`: [C, S * b, H] -> [S, C * b, H]."""
     c, sb = x.shape[:2]
+    if source is not None:
+        return x.reshape((c * sb,) + x.shape[2:])[source.reshape(-1)].reshape((n_shards, c * sb // n_shards)
+                                                                               + x.shape[2:])
     x = jnp.swapaxes(x.reshape((c, n_shards, sb // n_shards) + x.shape[2:]), 0, 1)
     return x.reshape((n_shards, sb // n_shards * c) + x.shape[3:])
 
@@ -127,13 +135,13 @@ def columns_to_packed(x: jax.Array, n_shards: int) -> jax.Array:
 def cached_value_and_grad_packed(packed_fn: Callable, params: Any, arrays: Sequence[jax.Array], n_texts: int,
                                  loss_of_embeddings: Callable[[jax.Array], jax.Array], n_columns: int,
                                  key: jax.Array, n_chunks: int, deterministic: bool,
-                                 mesh: Mesh | None = None) -> tuple[jax.Array, Any]:
+                                 mesh: Mesh | None = None, source: jax.Array | None = None) -> tuple[jax.Array, Any]:
     """Gradient caching of a packed batch (trainer/data/packing.py): chunk k is rows k*r..(k+1)*r-1 of
     every shard (r = R / n_chunks). A text lies in one row, so each chunk embeds whole texts; its
     output is zero for the texts of other chunks (and so is its derivative), and the chunks' outputs
     sum to the batch's embeddings.
 
-    arrays: ids, positions, text_index, token_ids [S, R, L];
+    arrays: ids, positions, text_index, token_ids [S, R, L]; source: the batch's packed_source, if any;
     packed_fn(params, ids, positions, text_index, token_ids [S, r, L], num_texts, deterministic, key) -> [S, T, H]."""
     n_shards, rows, length = arrays[0].shape
     if rows % n_chunks:
@@ -155,8 +163,8 @@ def cached_value_and_grad_packed(packed_fn: Callable, params: Any, arrays: Seque
 
     hidden = jax.eval_shape(lambda: embed(params, jax.tree_util.tree_map(lambda a: a[0], chunks)))
     embs, _ = jax.lax.scan(sum_body, jnp.zeros(hidden.shape, jnp.float32), chunks)
-    loss, g = jax.value_and_grad(loss_of_embeddings)(packed_to_columns(embs, n_columns))
-    g = columns_to_packed(g, n_shards)
+    loss, g = jax.value_and_grad(loss_of_embeddings)(packed_to_columns(embs, n_columns, source))
+    g = columns_to_packed(g, n_shards, source)
 
     # Pass 2: per chunk, recompute (same masks) and pull the embedding gradient back.
     def grad_body(acc, xs):

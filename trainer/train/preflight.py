@@ -74,13 +74,15 @@ def check_reports(reports: Iterable[ShapeReport], cfg: TrainConfig) -> None:
         f"Plan offline with: python -m trainer.plan.planner --topology=... --config=... [flags]")
 
 
-def preflight_shapes(cfg: TrainConfig, n_shards: int, kinds: Iterable[str]) -> list[tuple[str, Any]]:
-    """(case, shape) of the memory check for each kind the data has, for aot.compile_shapes."""
+def preflight_shapes(cfg: TrainConfig, n_shards: int, kinds: Iterable[str], ladder: Any = None) -> list[tuple[str, Any]]:
+    """(case, shape) of the memory check for each kind the data has, for aot.compile_shapes, under the
+    run's row `ladder` (trainer/data/row_fit.py row_ladder; default: pack_row_steps')."""
     kinds = set(kinds)
-    return [(case, s) for case, s in memory_check_shapes(cfg, n_shards) if s.kind in kinds]
+    return [(case, s) for case, s in memory_check_shapes(cfg, n_shards, ladder) if s.kind in kinds]
 
 
-def run_preflight(model: Any, cfg: TrainConfig, mesh: Any, state: Any, kinds: Iterable[str]) -> list[ShapeReport]:
+def run_preflight(model: Any, cfg: TrainConfig, mesh: Any, state: Any, kinds: Iterable[str],
+                  ladder: Any = None) -> list[ShapeReport]:
     """Compile the memory-check shapes of `kinds` ("pair", "triplet") on `mesh`; raise PreflightError
     if one does not fit. `cfg` carries the effective max_seq_length (shapes.with_effective_length).
     Returns the reports ([] when no budget is known)."""
@@ -89,7 +91,7 @@ def run_preflight(model: Any, cfg: TrainConfig, mesh: Any, state: Any, kinds: It
         log.info("preflight: %s devices report no memory limit; skipped (set --memory_budget_gib to check)",
                  mesh.devices.flat[0].platform)
         return []
-    reports = compile_shapes(model, cfg, mesh, preflight_shapes(cfg, data_shards(mesh), kinds), budget, state)
+    reports = compile_shapes(model, cfg, mesh, preflight_shapes(cfg, data_shards(mesh), kinds, ladder), budget, state)
     for r in reports:
         log.info("preflight: %s: %.2f GiB of %.2f GiB per device (compiled in %.0f s)", r.shape.label,
                  r.total_bytes / GIB, budget / GIB, r.compile_s)

@@ -26,6 +26,7 @@ from trainer.data.shapes import Chunking, agree_on_shape, batch_packer, with_eff
 from trainer.model.encode import load_tokenizer
 from trainer.evaluators.suite import EvaluationSuite, evaluation_table, path_fields
 from trainer.model.export import export_sentence_transformers
+from trainer.data.row_fit import manifest_profiles, row_ladder
 from trainer.mesh import create_mesh, data_shards, layout_report, shard_batch
 from trainer.train.metrics_writer import MetricsWriter, truncate_metrics
 from trainer.train.preflight import run_preflight
@@ -126,9 +127,15 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
     # preflight, the packer and the stream take it from here; the export keeps the length asked for.
     data_cfg = with_effective_length(cfg, manifest)
     state = create_train_state(pretrained.params["params"], cfg, mesh)
+    # The packed rows' counts: pack_row_steps per doubling, or fitted to the manifest's lengths (the same
+    # on every host, and what the planner plans with --manifest).
+    ladder = row_ladder(data_cfg, manifest_profiles(manifest) if cfg.pack_programs else None, data_shards(mesh))
+    if ladder.rungs:
+        log.info("packed row counts fitted to the data (--pack_programs=%d): %s", cfg.pack_programs, ladder.describe())
     if cfg.preflight:  # before any thread starts: a refusal leaves nothing running
         kinds = {"triplet" if c.has_negative else "pair" for c in manifest.corpora}
-        run_preflight(pretrained.model, data_cfg, mesh, state, (kinds | {"pair"}) if cfg.mixed_batch_share else kinds)
+        run_preflight(pretrained.model, data_cfg, mesh, state, (kinds | {"pair"}) if cfg.mixed_batch_share else kinds,
+                      ladder)
     checkpointer = Checkpointer(workdir, keep=cfg.keep_checkpoints)
     data_state = None
     if checkpointer.latest_step() is not None:
@@ -143,8 +150,8 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
             "data_cleaning": manifest.raw.get("cleaning")}
 
     chunking = Chunking.from_config(cfg, data_shards(mesh))
-    packer = (batch_packer(data_cfg, data_shards(mesh), data_shards(mesh) // jax.process_count(), pad_id)
-              if cfg.packing else None)
+    packer = (batch_packer(data_cfg, data_shards(mesh), data_shards(mesh) // jax.process_count(), pad_id, ladder,
+                           jax.process_index()) if cfg.packing else None)
     batches = BatchStream(manifest, data_cfg, jax.process_index(), jax.process_count(), state=data_state,
                           transform=packer)
     step_fn = make_train_step(pretrained.model, cfg, mesh, state_sharding=train_state_sharding(state, cfg, mesh))

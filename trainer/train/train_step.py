@@ -32,7 +32,7 @@ from trainer.train.memory import state_shardings
 from trainer.mesh import batch_sharding, check_batch_layout, data_shards, replicated
 from trainer.model.modeling import dropout_token_ids
 from trainer.train.optimizer import learning_rate_schedule, make_optimizer
-from trainer.data.packing import PACKED_KEYS, packed_columns, texts_per_shard
+from trainer.data.packing import PACKED_KEYS, PACKED_SOURCE, packed_columns, texts_per_shard
 from trainer.data.shapes import Chunking
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -104,16 +104,21 @@ def padded_token_ids(n_columns: int, batch_size: int, length: int) -> jax.Array:
                              length=length)
 
 
-def packed_token_ids(text_index: jax.Array, positions: jax.Array, batch_size: int, n_texts: int) -> jax.Array:
+def packed_token_ids(text_index: jax.Array, positions: jax.Array, batch_size: int, n_texts: int,
+                     source: jax.Array | None = None) -> jax.Array:
     """Dropout identities [S, R, L] of packed rows: shard s's local text t = c * b + i (b = B / S) is
-    global text c * B + s * b + i, the same number `padded_token_ids` gives it. `n_texts`: texts per
-    shard (texts_per_shard); a text lies within one row, so its positions are < L."""
-    n_shards, _, length = text_index.shape
+    global text c * B + s * b + i, the same number `padded_token_ids` gives it; with `source` [S, T]
+    (the packer dealt texts over the shards) it is source[s, t]. `n_texts`: texts per shard
+    (texts_per_shard); a text lies within one row, so its positions are < L."""
+    n_shards, rows, length = text_index.shape
     b = batch_size // n_shards
     t = jnp.maximum(text_index, 0)  # padding slots: any identity (nothing reads them)
-    shard = jax.lax.broadcasted_iota(jnp.int32, text_index.shape, 0)
-    return dropout_token_ids((t // b) * batch_size + shard * b + t % b, positions, num_texts=n_shards * n_texts,
-                             length=length)
+    if source is not None:
+        text = jnp.take_along_axis(source, t.reshape(n_shards, rows * length), axis=1).reshape(t.shape)
+    else:
+        shard = jax.lax.broadcasted_iota(jnp.int32, text_index.shape, 0)
+        text = (t // b) * batch_size + shard * b + t % b
+    return dropout_token_ids(text, positions, num_texts=n_shards * n_texts, length=length)
 
 
 def batch_columns(batch: Mapping[str, Any]) -> tuple[str, ...]:
@@ -145,15 +150,16 @@ def loss_and_grads(apply_fn: Callable, params: Any, batch: Mapping[str, jax.Arra
         chunking = Chunking(batch_size, n_shards, cfg.grad_cache_chunk, cfg.chunk_tokens)
         ids, pos, text = (batch[k] for k in PACKED_KEYS)
         n_texts = texts_per_shard(batch)
-        arrays = (ids, pos, text, packed_token_ids(text, pos, batch_size, n_texts))
+        source = batch.get(PACKED_SOURCE)
+        arrays = (ids, pos, text, packed_token_ids(text, pos, batch_size, n_texts, source))
         n_chunks = chunking.packed_chunks(*ids.shape[1:])
         if n_chunks > 1:
             return cached_value_and_grad_packed(apply_fn, params, arrays, n_texts, loss_fn, len(columns), step_key,
-                                                n_chunks, deterministic, mesh)
+                                                n_chunks, deterministic, mesh, source)
 
         def packed_loss(p):
             embs = apply_fn(p, *arrays, n_texts, deterministic, step_key)
-            return loss_fn(packed_to_columns(embs.astype(jnp.float32), len(columns)))
+            return loss_fn(packed_to_columns(embs.astype(jnp.float32), len(columns), source))
         return jax.value_and_grad(packed_loss)(params)
     ids, masks = stack_columns(batch, columns)
     token_ids = padded_token_ids(*ids.shape)
