@@ -6,6 +6,7 @@
 
 See docs/pipeline.md. Flags not defined by pipeline/options.py are Beam pipeline options.
 """
+
 import sys
 
 from pipeline.job import run

@@ -10,13 +10,13 @@ know), said in one line; 3 when the loss went non-finite; 4 when training finish
 exported but a task of --mteb_tasks failed (the log names it and the cause; rerunning the same command
 runs the final evaluation, the export and the tasks again, not the training).
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import os
 import sys
-
 
 from trainer.tf_log import quiet_tensorflow
 
@@ -51,8 +51,9 @@ def check_inputs(cfg: TrainConfig, data_dir: str) -> None:
     from trainer.train.loss import loss_named
 
     if not (is_remote(cfg.model) or is_hub_name(cfg.model) or os.path.isdir(cfg.model)):
-        raise UserError(f"--model={cfg.model}: no such directory (give a local or gs:// model directory, "
-                        "or a Hugging Face name)")
+        raise UserError(
+            f"--model={cfg.model}: no such directory (give a local or gs:// model directory, or a Hugging Face name)"
+        )
     try:
         loss_named(cfg.loss)
     except ValueError as e:
@@ -80,8 +81,7 @@ def _train(argv: list[str] | None) -> int:
     from trainer.train.train_loop import NonFiniteLossError, train
 
     try:
-        result = train(cfg, args.data_dir, args.workdir, progress=not args.no_progress,
-                       stop_at_step=args.stop_at_step)
+        result = train(cfg, args.data_dir, args.workdir, progress=not args.no_progress, stop_at_step=args.stop_at_step)
     except NonFiniteLossError as e:
         logging.getLogger("trainer").error("%s", e)
         return 3
@@ -90,8 +90,10 @@ def _train(argv: list[str] | None) -> int:
     if result.export_failures:
         logging.getLogger("trainer").error(
             "training finished and the model is exported to %s, but %s failed (above); rerun the "
-            "same command to run them again (the training is not repeated)", result.export_dir,
-            "; ".join(result.export_failures))
+            "same command to run them again (the training is not repeated)",
+            result.export_dir,
+            "; ".join(result.export_failures),
+        )
         return EXIT_MTEB_FAILED
     return 0
 

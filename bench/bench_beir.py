@@ -12,6 +12,7 @@ abstracts, 300 queries).
 
   .venv/bin/python bench/bench_beir.py [--docs=3000] [--queries=300] [--rounds=2] [--out=DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -111,12 +112,20 @@ def main() -> int:
     tok = load_tokenizer(pre.source_dir)
     st = SentenceTransformer(pre.source_dir, device="cpu")
     st.max_seq_length = args.max_seq_length
-    lengths = [len(x) for x in tok([json.loads(line)["text"] for line in open(os.path.join(path, "corpus.jsonl"))],
-                                   truncation=True, max_length=args.max_seq_length)["input_ids"]]
-    print(f"set: {args.docs} documents (tokens: median {int(np.median(lengths))}, mean {np.mean(lengths):.0f}, "
-          f"{np.mean(np.asarray(lengths) >= args.max_seq_length):.0%} cut at {args.max_seq_length}), {args.queries} "
-          f"queries; all-MiniLM-L6-v2, float32, batch {args.batch_size}, torch threads {args.threads}, cpu count "
-          f"{os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at the start")
+    lengths = [
+        len(x)
+        for x in tok(
+            [json.loads(line)["text"] for line in open(os.path.join(path, "corpus.jsonl"))],
+            truncation=True,
+            max_length=args.max_seq_length,
+        )["input_ids"]
+    ]
+    print(
+        f"set: {args.docs} documents (tokens: median {int(np.median(lengths))}, mean {np.mean(lengths):.0f}, "
+        f"{np.mean(np.asarray(lengths) >= args.max_seq_length):.0%} cut at {args.max_seq_length}), {args.queries} "
+        f"queries; all-MiniLM-L6-v2, float32, batch {args.batch_size}, torch threads {args.threads}, cpu count "
+        f"{os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at the start"
+    )
 
     def ours():  # everything from the files on: read, tokenize, embed, rank, the metrics
         data = read_beir(path)
@@ -125,10 +134,14 @@ def main() -> int:
 
     def theirs():  # its evaluator gets the texts as dicts; reading them is not timed
         data = read_beir(path)
-        ev = InformationRetrievalEvaluator(dict(zip(data.query_ids, data.queries)),
-                                           dict(zip(data.corpus_ids, data.corpus)), data.relevant,
-                                           precision_recall_at_k=[1, 3, 5, 10, 100], batch_size=args.batch_size,
-                                           name="docstrings")
+        ev = InformationRetrievalEvaluator(
+            dict(zip(data.query_ids, data.queries)),
+            dict(zip(data.corpus_ids, data.corpus)),
+            data.relevant,
+            precision_recall_at_k=[1, 3, 5, 10, 100],
+            batch_size=args.batch_size,
+            name="docstrings",
+        )
         t = time.perf_counter()
         with torch.inference_mode():
             out = ev(st)
@@ -141,14 +154,19 @@ def main() -> int:
         times["ours"].append(time.perf_counter() - t)
         ref, took = theirs()
         times["theirs"].append(took)
-        print(f"round {r + 1}: ours {times['ours'][-1]:6.1f} s, sentence-transformers {took:6.1f} s; load average "
-              f"{os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"round {r + 1}: ours {times['ours'][-1]:6.1f} s, sentence-transformers {took:6.1f} s; load average "
+            f"{os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
     for m in METRICS:
         print(f"{m:<11} ours {mine[m]:.6f}  sentence-transformers {ref[m]:.6f}  diff {abs(mine[m] - ref[m]):.1e}")
     best = {k: min(v) for k, v in times.items()}
-    print(f"best of {args.rounds}: ours {best['ours']:.1f} s (round 1, compiles included: {times['ours'][0]:.1f} s), "
-          f"sentence-transformers {best['theirs']:.1f} s; speed ratio ours / theirs "
-          f"{best['theirs'] / best['ours']:.2f}x")
+    print(
+        f"best of {args.rounds}: ours {best['ours']:.1f} s (round 1, compiles included: {times['ours'][0]:.1f} s), "
+        f"sentence-transformers {best['theirs']:.1f} s; speed ratio ours / theirs "
+        f"{best['theirs'] / best['ours']:.2f}x"
+    )
     return 0 if all(abs(mine[m] - ref[m]) <= 1e-4 for m in METRICS) else 1
 
 

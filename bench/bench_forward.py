@@ -16,6 +16,7 @@ jit call on one device, each waited for), which counts dispatch and idle cores a
 
   .venv/bin/python bench/bench_forward.py [--shapes=64x32,16x128] [--repeats=20] [--threads=2] [--cpu_devices=0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,12 @@ def main() -> int:
     ap.add_argument("--shapes", default="64x32,16x128", help="batch x length, comma-separated")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cpu_devices", type=int, default=0,
-                    help="our CPU devices, the batch split over them (0: one per core, mine_main.py's default)")
+    ap.add_argument(
+        "--cpu_devices",
+        type=int,
+        default=0,
+        help="our CPU devices, the batch split over them (0: one per core, mine_main.py's default)",
+    )
     args = ap.parse_args()
 
     from trainer.mesh import batch_sharding, create_mesh, replicated, split_cpu_into_devices
@@ -50,13 +55,17 @@ def main() -> int:
     pre = load_pretrained(demo_model_dir())
     st = SentenceTransformer(demo_model_dir(), device="cpu")
     mesh = create_mesh()
-    apply = jax.jit(lambda p, i, m: pre.model.apply(p, i, m),
-                    in_shardings=(replicated(mesh), batch_sharding(mesh), batch_sharding(mesh)))
+    apply = jax.jit(
+        lambda p, i, m: pre.model.apply(p, i, m),
+        in_shardings=(replicated(mesh), batch_sharding(mesh), batch_sharding(mesh)),
+    )
     rng = np.random.default_rng(0)
-    print(f"all-MiniLM-L6-v2, float32, torch threads {args.threads}, cpu count {os.cpu_count()}, our devices "
-          f"{len(jax.devices())}, "
-          f"load average {os.getloadavg()[0]:.1f}; the fastest of {args.repeats} calls after one warm-up (the "
-          "machine is shared: the fastest call is the one least disturbed)")
+    print(
+        f"all-MiniLM-L6-v2, float32, torch threads {args.threads}, cpu count {os.cpu_count()}, our devices "
+        f"{len(jax.devices())}, "
+        f"load average {os.getloadavg()[0]:.1f}; the fastest of {args.repeats} calls after one warm-up (the "
+        "machine is shared: the fastest call is the one least disturbed)"
+    )
     for shape in args.shapes.split(","):
         b, length = map(int, shape.split("x"))
         ids = rng.integers(1000, 20000, size=(b, length)).astype(np.int32)
@@ -64,25 +73,34 @@ def main() -> int:
         mask = np.ones_like(ids)
         ours_emb = apply(pre.params, ids, mask).block_until_ready()
         ours = _best_seconds(lambda: apply(pre.params, ids, mask).block_until_ready(), args.repeats)
-        feats = {"input_ids": torch.tensor(ids, dtype=torch.long), "attention_mask": torch.tensor(mask),
-                 "token_type_ids": torch.zeros((b, length), dtype=torch.long)}
+        feats = {
+            "input_ids": torch.tensor(ids, dtype=torch.long),
+            "attention_mask": torch.tensor(mask),
+            "token_type_ids": torch.zeros((b, length), dtype=torch.long),
+        }
         with torch.inference_mode():
             theirs_emb = st(dict(feats))["sentence_embedding"]
             theirs = _best_seconds(lambda: st(dict(feats)), args.repeats)
         diff = float(np.abs(np.asarray(ours_emb) - theirs_emb.numpy()).max())
         xla_mm, torch_mm = _dense_chain(pre.model.config, b, length, mesh, args.repeats)
         separate = _separate_matmuls(pre.model.config, b * length, args.repeats)
-        print(f"[{b} x {length}] ours {ours * 1e3:7.1f} ms ({b * length / ours:8.0f} tokens/s), sentence-transformers "
-              f"{theirs * 1e3:7.1f} ms ({b * length / theirs:8.0f} tokens/s); speed ratio ours / theirs "
-              f"{theirs / ours:.2f}x; max abs diff {diff:.1e}")
+        print(
+            f"[{b} x {length}] ours {ours * 1e3:7.1f} ms ({b * length / ours:8.0f} tokens/s), sentence-transformers "
+            f"{theirs * 1e3:7.1f} ms ({b * length / theirs:8.0f} tokens/s); speed ratio ours / theirs "
+            f"{theirs / ours:.2f}x; max abs diff {diff:.1e}"
+        )
         flops = _dense_flops(pre.model.config, b * length)
-        print(f"[{b} x {length}] dense matmuls alone ({flops / 1e9:.1f} GFLOP), one jitted program sharded as the "
-              f"forward: XLA {xla_mm * 1e3:7.1f} ms ({flops / xla_mm / 1e9:5.1f} GFLOP/s; {xla_mm / ours:.0%} of our "
-              f"forward), torch {torch_mm * 1e3:7.1f} ms ({flops / torch_mm / 1e9:5.1f} GFLOP/s); ceiling of the "
-              f"ratio (torch forward / XLA matmuls alone): {theirs / xla_mm:.2f}x")
-        print(f"[{b} x {length}] the same as 24 separate jit calls on one device, each waited for: "
-              f"{separate * 1e3:7.1f} ms ({flops / separate / 1e9:5.1f} GFLOP/s; {separate / ours:.0%} of our "
-              f"forward); the ceiling it gave: {theirs / separate:.2f}x")
+        print(
+            f"[{b} x {length}] dense matmuls alone ({flops / 1e9:.1f} GFLOP), one jitted program sharded as the "
+            f"forward: XLA {xla_mm * 1e3:7.1f} ms ({flops / xla_mm / 1e9:5.1f} GFLOP/s; {xla_mm / ours:.0%} of our "
+            f"forward), torch {torch_mm * 1e3:7.1f} ms ({flops / torch_mm / 1e9:5.1f} GFLOP/s); ceiling of the "
+            f"ratio (torch forward / XLA matmuls alone): {theirs / xla_mm:.2f}x"
+        )
+        print(
+            f"[{b} x {length}] the same as 24 separate jit calls on one device, each waited for: "
+            f"{separate * 1e3:7.1f} ms ({flops / separate / 1e9:5.1f} GFLOP/s; {separate / ours:.0%} of our "
+            f"forward); the ceiling it gave: {theirs / separate:.2f}x"
+        )
     return 0
 
 
@@ -113,15 +131,16 @@ def _layer_weights(config, seed: int = 1) -> list:
 
     rng = np.random.default_rng(seed)
     h, i = config.hidden_size, config.intermediate_size
-    return [[(rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32) for k, n in ((h, 3 * h), (h, h), (h, i), (i, h))]
-            for _ in range(config.num_hidden_layers)]
+    return [
+        [(rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32) for k, n in ((h, 3 * h), (h, h), (h, i), (i, h))]
+        for _ in range(config.num_hidden_layers)
+    ]
 
 
 def _dense_chain(config, b: int, length: int, mesh, repeats: int) -> tuple[float, float]:
     """Seconds per forward's worth of dense matmuls, chained as the layers chain them: (XLA as one
     jitted program with the forward's sharding, torch as eager calls), each the fastest of `repeats`."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
     import torch
 
@@ -164,9 +183,13 @@ def _separate_matmuls(config, tokens: int, repeats: int) -> float:
     import numpy as np
 
     rng = np.random.default_rng(1)
-    operands = {(m, k, n): (jnp.asarray(rng.standard_normal((m, k), np.float32)),
-                            jnp.asarray(rng.standard_normal((k, n), np.float32)))
-                for m, k, n in set(_dense_shapes(config, tokens))}
+    operands = {
+        (m, k, n): (
+            jnp.asarray(rng.standard_normal((m, k), np.float32)),
+            jnp.asarray(rng.standard_normal((k, n), np.float32)),
+        )
+        for m, k, n in set(_dense_shapes(config, tokens))
+    }
     matmul = jax.jit(jnp.matmul)
 
     def sweep():

@@ -58,6 +58,7 @@ Peak: --peak_tflops, else 989 for H100/H200 (dense bf16), 312 for A100.
   python bench/bench_gpu.py --cases=large --steps=3 --grad_cache_chunk=256
   python bench/bench_gpu.py --smoke             # tiny model on CPU: checks the script end to end
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,12 +72,13 @@ _BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(_BENCH), _BENCH]  # the repository (trainer/) and bench/ (gpu_cases, ...)
 
 import numpy as np  # noqa: E402
-
 from gpu_cases import CASES, COLUMNS, WARMUP_BATCHES, longest_text, synthetic_batches  # noqa: E402
 from gpu_reference import run_theirs  # noqa: E402
+
 from trainer.plan.flops import step_flops  # noqa: E402  (no JAX)
 
 # --------------------------------------------------------------------------------------------- ours
+
 
 def padded_batch(b: dict, buckets) -> dict:
     """The input pipeline's padded batch: every column padded to the smallest bucket that fits."""
@@ -119,18 +121,26 @@ def run_ours(args, case) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from trainer.data.padding import effective_buckets
     from trainer.config import TrainConfig
-    from trainer.model.hf_loading import init_random
+    from trainer.data.padding import effective_buckets
     from trainer.data.shapes import Chunking, batch_packer
     from trainer.mesh import create_mesh, data_shards, shard_batch
+    from trainer.model.hf_loading import init_random
     from trainer.model.modeling import EncoderConfig
     from trainer.train.train_step import create_train_state, make_train_step
 
     mt, h, nl, nh, inter, vocab, maxpos, pad = CASES[case["model"]]
-    enc = EncoderConfig(model_type=mt, vocab_size=vocab, hidden_size=h, num_hidden_layers=nl,
-                        num_attention_heads=nh, intermediate_size=inter, max_position_embeddings=maxpos,
-                        type_vocab_size=1 if mt == "roberta" else 2, pad_token_id=pad)
+    enc = EncoderConfig(
+        model_type=mt,
+        vocab_size=vocab,
+        hidden_size=h,
+        num_hidden_layers=nl,
+        num_attention_heads=nh,
+        intermediate_size=inter,
+        max_position_embeddings=maxpos,
+        type_vocab_size=1 if mt == "roberta" else 2,
+        pad_token_id=pad,
+    )
     B, m = case["batch"], case["chunk"]
     raw = synthetic_batches(args.steps + WARMUP_BATCHES, B, args.median_len, args.max_len, vocab, pad)[WARMUP_BATCHES:]
     # Per-call work matched to ST's mini-batch of m texts (module docstring): a token budget when packed.
@@ -138,9 +148,18 @@ def run_ours(args, case) -> dict:
     if m and (args.packing or case.get("chunk_tokens")):
         chunk_tokens = case.get("chunk_tokens") or m * min(longest_text(b) for b in raw)
     dtype = "float32" if args.smoke else "bfloat16"
-    cfg = TrainConfig(batch_size=B, dtype=dtype, max_seq_length=args.max_len, packing=bool(args.packing),
-                      grad_cache_chunk=0 if chunk_tokens else m, chunk_tokens=chunk_tokens, remat=args.remat,
-                      learning_rate=2e-5, warmup_steps=10, train_steps=100_000)
+    cfg = TrainConfig(
+        batch_size=B,
+        dtype=dtype,
+        max_seq_length=args.max_len,
+        packing=bool(args.packing),
+        grad_cache_chunk=0 if chunk_tokens else m,
+        chunk_tokens=chunk_tokens,
+        remat=args.remat,
+        learning_rate=2e-5,
+        warmup_steps=10,
+        train_steps=100_000,
+    )
     pre = init_random(enc, seed=0, dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32, remat=cfg.remat)
     mesh = create_mesh(jax.devices()[:1])  # one device, like ST
     n_shards = data_shards(mesh)
@@ -168,6 +187,7 @@ def run_ours(args, case) -> dict:
     def on_event(event: str, _secs: float, **_kw) -> None:
         if compiles["timing"] and event == "/jax/core/compile/backend_compile_duration":
             compiles["n"] += 1
+
     jax.monitoring.register_event_duration_secs_listener(on_event)
     cache_size = getattr(step, "_cache_size", lambda: 0)
     cached_programs = cache_size()
@@ -179,21 +199,30 @@ def run_ours(args, case) -> dict:
     dt = time.perf_counter() - t0
     compiles["timing"] = False
     stats = jax.devices()[0].memory_stats() or {}
-    return {"side": "ours", "pairs_per_s": args.steps * B / dt, "step_s": dt / args.steps,
-            "compile_s": compile_s, "loss": float(metrics["loss"]), "finite": bool(metrics["finite"]),
-            "flops_per_s": flops / dt, "peak_mem_gb": stats.get("peak_bytes_in_use", 0) / 2**30,
-            "device": str(jax.devices()[0].device_kind),
-            "compiled_shapes": [s.label for s in compiled],
-            "timed_shapes": [s.label for s in shapes],
-            "compiles_during_timing": max(compiles["n"], cache_size() - cached_programs),
-            "grad_cache_chunk": cfg.grad_cache_chunk, "chunk_tokens": cfg.chunk_tokens,
-            "calls_per_step": float(np.mean([c[0] for c in calls])),
-            "texts_per_call": float(np.mean([c[1] for c in calls])),
-            "tokens_per_call": float(np.mean([c[2] for c in calls])),
-            "max_tokens_per_call": float(max(c[2] for c in calls))}
+    return {
+        "side": "ours",
+        "pairs_per_s": args.steps * B / dt,
+        "step_s": dt / args.steps,
+        "compile_s": compile_s,
+        "loss": float(metrics["loss"]),
+        "finite": bool(metrics["finite"]),
+        "flops_per_s": flops / dt,
+        "peak_mem_gb": stats.get("peak_bytes_in_use", 0) / 2**30,
+        "device": str(jax.devices()[0].device_kind),
+        "compiled_shapes": [s.label for s in compiled],
+        "timed_shapes": [s.label for s in shapes],
+        "compiles_during_timing": max(compiles["n"], cache_size() - cached_programs),
+        "grad_cache_chunk": cfg.grad_cache_chunk,
+        "chunk_tokens": cfg.chunk_tokens,
+        "calls_per_step": float(np.mean([c[0] for c in calls])),
+        "texts_per_call": float(np.mean([c[1] for c in calls])),
+        "tokens_per_call": float(np.mean([c[2] for c in calls])),
+        "max_tokens_per_call": float(max(c[2] for c in calls)),
+    }
 
 
 # --------------------------------------------------------------------------------------------- driver
+
 
 def peak_tflops(device_name: str, flag: float | None) -> float | None:
     if flag:
@@ -216,26 +245,41 @@ def fmt(r: dict) -> str:
 def fmt_calls(r: dict) -> str:
     if "texts_per_call" not in r:
         return "-"
-    return (f"~{r['texts_per_call']:.0f} ({r['calls_per_step']:.4g} calls/step, "
-            f"<={r['max_tokens_per_call']:.0f} tokens)")
+    return f"~{r['texts_per_call']:.0f} ({r['calls_per_step']:.4g} calls/step, <={r['max_tokens_per_call']:.0f} tokens)"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", default="minilm,large")
     ap.add_argument("--batch_size", type=int, default=1024)
-    ap.add_argument("--steps", type=int, default=5,
-                    help="timed steps per side (after the warm-up: ours one step per distinct batch shape, ST 2)")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=5,
+        help="timed steps per side (after the warm-up: ours one step per distinct batch shape, ST 2)",
+    )
     ap.add_argument("--median_len", type=int, default=24)
     ap.add_argument("--max_len", type=int, default=128)
-    ap.add_argument("--grad_cache_chunk", type=int, default=256,
-                    help="ST's mini_batch_size m, large case; ours gets the matching per-call budget (docstring)")
+    ap.add_argument(
+        "--grad_cache_chunk",
+        type=int,
+        default=256,
+        help="ST's mini_batch_size m, large case; ours gets the matching per-call budget (docstring)",
+    )
     ap.add_argument("--minilm_chunk", type=int, default=0, help="0: plain step for the MiniLM case")
-    ap.add_argument("--chunk_tokens", type=int, default=0,
-                    help="ours, cached cases: tokens per encoder pass (per device = global on one GPU); "
-                         "0: m x the shortest L_st of the timed batches (packed) / grad_cache_chunk=m (padded)")
-    ap.add_argument("--remat", default="none", choices=("none", "dots", "full"),
-                    help="ours: recompute parts of each encoder block in the backward pass")
+    ap.add_argument(
+        "--chunk_tokens",
+        type=int,
+        default=0,
+        help="ours, cached cases: tokens per encoder pass (per device = global on one GPU); "
+        "0: m x the shortest L_st of the timed batches (packed) / grad_cache_chunk=m (padded)",
+    )
+    ap.add_argument(
+        "--remat",
+        default="none",
+        choices=("none", "dots", "full"),
+        help="ours: recompute parts of each encoder block in the backward pass",
+    )
     ap.add_argument("--packing", type=int, default=1, help="ours: 1 packs texts into rows (the trainer's default)")
     ap.add_argument("--peak_tflops", type=float, default=None)
     ap.add_argument("--sides", default="ours,theirs")
@@ -251,29 +295,47 @@ def main() -> int:
         return 0
 
     if args.smoke:
-        cases = [{"name": "tiny", "model": "tiny", "batch": 16, "chunk": 0},
-                 {"name": "tiny-cached", "model": "tiny", "batch": 16, "chunk": 8,
-                  "chunk_tokens": args.chunk_tokens}]
+        cases = [
+            {"name": "tiny", "model": "tiny", "batch": 16, "chunk": 0},
+            {"name": "tiny-cached", "model": "tiny", "batch": 16, "chunk": 8, "chunk_tokens": args.chunk_tokens},
+        ]
         args.max_len, args.median_len = min(args.max_len, 32), min(args.median_len, 10)
     else:
         cases = []
         for name in args.cases.split(","):
             chunk = args.minilm_chunk if name == "minilm" else args.grad_cache_chunk
-            cases.append({"name": name, "model": name, "batch": args.batch_size, "chunk": chunk,
-                          "chunk_tokens": args.chunk_tokens if chunk else 0})
+            cases.append(
+                {
+                    "name": name,
+                    "model": name,
+                    "batch": args.batch_size,
+                    "chunk": chunk,
+                    "chunk_tokens": args.chunk_tokens if chunk else 0,
+                }
+            )
     env = dict(os.environ)
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
     if args.smoke:
         env["JAX_PLATFORMS"] = "cpu"
-    passthrough = [f"--steps={args.steps}", f"--median_len={args.median_len}", f"--max_len={args.max_len}",
-                   f"--remat={args.remat}", f"--packing={args.packing}"] + ["--smoke"] * args.smoke
+    passthrough = [
+        f"--steps={args.steps}",
+        f"--median_len={args.median_len}",
+        f"--max_len={args.max_len}",
+        f"--remat={args.remat}",
+        f"--packing={args.packing}",
+    ] + ["--smoke"] * args.smoke
     rows = []
     t_start = time.perf_counter()
     for case in cases:
         res = {}
         for side in args.sides.split(","):
-            cmd = [sys.executable, os.path.abspath(__file__), f"--worker={side}", f"--case_json={json.dumps(case)}",
-                   *passthrough]
+            cmd = [
+                sys.executable,
+                os.path.abspath(__file__),
+                f"--worker={side}",
+                f"--case_json={json.dumps(case)}",
+                *passthrough,
+            ]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
             if proc.returncode or line is None:
@@ -282,27 +344,40 @@ def main() -> int:
                 res[side] = {"side": side, "error": "out of memory" if oom else f"failed (rc {proc.returncode})"}
                 print(f"[{case['name']}/{side}] {res[side]['error']}:\n{tail}", file=sys.stderr)
             else:
-                res[side] = json.loads(line[len("RESULT "):])
+                res[side] = json.loads(line[len("RESULT ") :])
         rows.append((case, res))
         ours, theirs = res.get("ours", {}), res.get("theirs", {})
         peak = peak_tflops(ours.get("device") or theirs.get("device") or "", args.peak_tflops)
         for r in (ours, theirs):
             if "pairs_per_s" in r:
                 r["mfu"] = r["flops_per_s"] / (peak * 1e12) if peak else None
-        ratio = (ours["pairs_per_s"] / theirs["pairs_per_s"]
-                 if "pairs_per_s" in ours and "pairs_per_s" in theirs else None)
-        summary = {"case": case["name"], "batch": case["batch"], "grad_cache_chunk": case["chunk"],
-                   "chunk_tokens": ours.get("chunk_tokens"), "ours": ours, "theirs": theirs, "ratio": ratio}
+        ratio = (
+            ours["pairs_per_s"] / theirs["pairs_per_s"] if "pairs_per_s" in ours and "pairs_per_s" in theirs else None
+        )
+        summary = {
+            "case": case["name"],
+            "batch": case["batch"],
+            "grad_cache_chunk": case["chunk"],
+            "chunk_tokens": ours.get("chunk_tokens"),
+            "ours": ours,
+            "theirs": theirs,
+            "ratio": ratio,
+        }
         print("SUMMARY " + json.dumps(summary), flush=True)
 
         head = f"{case['name']:>12} batch {case['batch']} chunk {case['chunk'] or '-'}"
-        print(f"{head}: ours {fmt(ours)} | sentence-transformers {fmt(theirs)}"
-              + (f" | ratio {ratio:.2f}x" if ratio else ""), flush=True)
+        print(
+            f"{head}: ours {fmt(ours)} | sentence-transformers {fmt(theirs)}"
+            + (f" | ratio {ratio:.2f}x" if ratio else ""),
+            flush=True,
+        )
         if "compiled_shapes" in ours:
-            print(f"{'':>12} ours compiled {len(ours['compiled_shapes'])} shape(s) before timing: "
-                  f"{', '.join(ours['compiled_shapes'])}; {ours['compiles_during_timing']} compiles during timing; "
-                  f"chunk_tokens {ours['chunk_tokens'] or '-'}, grad_cache_chunk {ours['grad_cache_chunk'] or '-'}",
-                  flush=True)
+            print(
+                f"{'':>12} ours compiled {len(ours['compiled_shapes'])} shape(s) before timing: "
+                f"{', '.join(ours['compiled_shapes'])}; {ours['compiles_during_timing']} compiles during timing; "
+                f"chunk_tokens {ours['chunk_tokens'] or '-'}, grad_cache_chunk {ours['grad_cache_chunk'] or '-'}",
+                flush=True,
+            )
         print(f"{'':>12} texts per encoder call: ours {fmt_calls(ours)}, ST {fmt_calls(theirs)}", flush=True)
     print(f"total {time.perf_counter() - t_start:.0f}s")
     return 0

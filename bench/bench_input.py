@@ -10,6 +10,7 @@ and prints each rate, its ratio to the 20,000 pairs/s target and to the raw read
 
     .venv/bin/python bench/bench_input.py [--records 100000] [--data_dir /tmp/bench_input_data]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,11 @@ def generate(out_dir: str, records: int, seed: int = 0) -> None:
             elif shape == "set":
                 roles = [rs.ROLE_MEMBER] * int(rng.integers(2, 6))
             else:
-                roles = [rs.ROLE_ANCHOR] + [rs.ROLE_POSITIVE] * int(rng.integers(1, 3)) + \
-                        [rs.ROLE_NEGATIVE] * int(rng.integers(1, 4))
+                roles = (
+                    [rs.ROLE_ANCHOR]
+                    + [rs.ROLE_POSITIVE] * int(rng.integers(1, 3))
+                    + [rs.ROLE_NEGATIVE] * int(rng.integers(1, 4))
+                )
             ids = []
             for length in _lengths(rng, len(roles)):
                 body = rng.integers(1000, 30000, size=length - 2).tolist()
@@ -75,12 +79,28 @@ def generate(out_dir: str, records: int, seed: int = 0) -> None:
             writers[j % n_files].write(rs.encode_record(ids, roles, fps))
         for w in writers:
             w.close()
-        entries.append({"name": name, "record_format": shape, "weight": weight, "symmetric": shape == "pair",
-                        "train_examples": n, "validation_examples": 0, "train_files": rels, "validation_files": []})
-    manifest = {"schema_version": rs.SCHEMA_VERSION, "created": "bench", "max_seq_length": 128,
-                "compression": rs.COMPRESSION,
-                "tokenizer": {"name": "synthetic", "vocab_size": 30522, "pad_token_id": 0},
-                "corpora": entries, "totals": {}, "bench_records": records}
+        entries.append(
+            {
+                "name": name,
+                "record_format": shape,
+                "weight": weight,
+                "symmetric": shape == "pair",
+                "train_examples": n,
+                "validation_examples": 0,
+                "train_files": rels,
+                "validation_files": [],
+            }
+        )
+    manifest = {
+        "schema_version": rs.SCHEMA_VERSION,
+        "created": "bench",
+        "max_seq_length": 128,
+        "compression": rs.COMPRESSION,
+        "tokenizer": {"name": "synthetic", "vocab_size": 30522, "pad_token_id": 0},
+        "corpora": entries,
+        "totals": {},
+        "bench_records": records,
+    }
     with open(done, "w") as f:
         json.dump(manifest, f)
 
@@ -134,16 +154,22 @@ def main() -> None:
     t = time.perf_counter()
     generate(args.data_dir, args.records)
     print(f"data: {args.records} records in {args.data_dir} ({time.perf_counter() - t:.1f}s to prepare)")
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (others share them: the "
-          f"per-CPU-second rates are the load-robust figures)")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (others share them: the "
+        f"per-CPU-second rates are the load-robust figures)"
+    )
     raw, raw_cpu, n = raw_read_rate(args.data_dir)
-    print(f"reference  raw TFRecord read (gunzip + framing only): {raw:8.0f} records/s, "
-          f"{raw_cpu:8.0f} records per CPU-second ({n} records)")
+    print(
+        f"reference  raw TFRecord read (gunzip + framing only): {raw:8.0f} records/s, "
+        f"{raw_cpu:8.0f} records per CPU-second ({n} records)"
+    )
     for b in (int(x) for x in args.batch_sizes.split(",")):
         rate, cpu_rate, state = pipeline_rate(args.data_dir, b, args.pairs)
-        print(f"pipeline   batch {b:5d}: {rate:8.0f} pairs/s = {rate / TARGET:5.2f}x the {TARGET} target, "
-              f"{rate / raw:5.2f}x the raw read rate; {cpu_rate:8.0f} pairs per CPU-second "
-              f"= {cpu_rate / raw_cpu:4.2f}x raw  (duplicates skipped: {state['duplicates_skipped']})")
+        print(
+            f"pipeline   batch {b:5d}: {rate:8.0f} pairs/s = {rate / TARGET:5.2f}x the {TARGET} target, "
+            f"{rate / raw:5.2f}x the raw read rate; {cpu_rate:8.0f} pairs per CPU-second "
+            f"= {cpu_rate / raw_cpu:4.2f}x raw  (duplicates skipped: {state['duplicates_skipped']})"
+        )
 
 
 if __name__ == "__main__":

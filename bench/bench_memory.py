@@ -10,6 +10,7 @@ Two measures per mode:
 
   .venv/bin/python bench/bench_memory.py [--batch_size=1024] [--length=128] [--chunks=0,64] [--run]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,8 @@ def worker(args) -> dict:
     import numpy as np
 
     from trainer.config import TrainConfig
-    from trainer.model.hf_loading import load_pretrained
     from trainer.mesh import create_mesh
+    from trainer.model.hf_loading import load_pretrained
     from trainer.train.train_step import create_train_state, make_train_step
 
     cfg = TrainConfig(batch_size=args.batch_size, grad_cache_chunk=args.chunk, warmup_steps=1, train_steps=10)
@@ -47,10 +48,13 @@ def worker(args) -> dict:
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     ma = compiled.memory_analysis()
-    out = {"chunk": args.chunk, "compile_s": time.perf_counter() - t0,
-           "xla_temp_gb": ma.temp_size_in_bytes / 2**30,
-           "xla_args_gb": ma.argument_size_in_bytes / 2**30,
-           "xla_out_gb": ma.output_size_in_bytes / 2**30}
+    out = {
+        "chunk": args.chunk,
+        "compile_s": time.perf_counter() - t0,
+        "xla_temp_gb": ma.temp_size_in_bytes / 2**30,
+        "xla_args_gb": ma.argument_size_in_bytes / 2**30,
+        "xla_out_gb": ma.output_size_in_bytes / 2**30,
+    }
     if args.run:
         t0 = time.perf_counter()
         state, m = compiled(state, batch)
@@ -75,8 +79,14 @@ def main() -> int:
         return 0
     results = []
     for chunk in (int(c) for c in args.chunks.split(",")):
-        cmd = [sys.executable, os.path.abspath(__file__), f"--chunk={chunk}", f"--model={args.model}",
-               f"--batch_size={args.batch_size}", f"--length={args.length}"] + ["--run"] * args.run
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            f"--chunk={chunk}",
+            f"--model={args.model}",
+            f"--batch_size={args.batch_size}",
+            f"--length={args.length}",
+        ] + ["--run"] * args.run
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
@@ -86,8 +96,9 @@ def main() -> int:
         results.append(r)
         mode = "plain" if chunk == 0 else f"grad cache, chunks of {chunk} texts"
         rss = f", peak RSS {r['peak_rss_gb']:.2f} GB, step {r['step_s']:.0f}s" if "peak_rss_gb" in r else ""
-        print(f"{mode:>36}: XLA temporaries {r['xla_temp_gb']:.2f} GB (+ args {r['xla_args_gb']:.2f} GB){rss}",
-              flush=True)
+        print(
+            f"{mode:>36}: XLA temporaries {r['xla_temp_gb']:.2f} GB (+ args {r['xla_args_gb']:.2f} GB){rss}", flush=True
+        )
     if len(results) >= 2 and results[1]["xla_temp_gb"] > 0:
         print(f"plain / cached temporaries: {results[0]['xla_temp_gb'] / results[1]['xla_temp_gb']:.1f}x")
     return 0

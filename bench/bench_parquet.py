@@ -9,6 +9,7 @@ on each, alternating, `--repeats` times. CPU seconds are this process's (time.pr
 thread, the tokenizer's included). Prints pairs per CPU-second of each (best run) and the ratio
 Parquet / JSON lines.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,12 +41,20 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         with gzip.open(os.path.join(tmp, "pairs.jsonl.gz"), "wt") as f:
             f.writelines(json.dumps(p) + "\n" for p in pairs)
-        pq.write_table(pa.table({"anchor": [a for a, _ in pairs], "positive": [b for _, b in pairs]}),
-                       os.path.join(tmp, "pairs.parquet"), row_group_size=10_000)
+        pq.write_table(
+            pa.table({"anchor": [a for a, _ in pairs], "positive": [b for _, b in pairs]}),
+            os.path.join(tmp, "pairs.parquet"),
+            row_group_size=10_000,
+        )
         configs = {
             "json_lines": {"name": "c", "files": ["pairs.jsonl.gz"], "record_format": "pair", "weight": 1},
-            "parquet": {"name": "c", "files": ["pairs.parquet"], "record_format": "pair", "weight": 1,
-                        "fields": {"anchor": "anchor", "positive": "positive"}},
+            "parquet": {
+                "name": "c",
+                "files": ["pairs.parquet"],
+                "record_format": "pair",
+                "weight": 1,
+                "fields": {"anchor": "anchor", "positive": "positive"},
+            },
         }
         best = {}
         for r in range(args.repeats):
@@ -54,8 +63,9 @@ def main(argv=None) -> None:
                 with open(cfg, "w") as f:
                     json.dump({"corpora": [corpus]}, f)
                 t0, w0 = time.process_time(), time.perf_counter()
-                rc = job.run([f"--data_config={cfg}", f"--input_root={tmp}", f"--output_dir={tmp}/out-{kind}",
-                              "--overwrite"])
+                rc = job.run(
+                    [f"--data_config={cfg}", f"--input_root={tmp}", f"--output_dir={tmp}/out-{kind}", "--overwrite"]
+                )
                 cpu, wall = time.process_time() - t0, time.perf_counter() - w0
                 assert rc == 0
                 best[kind] = min(best.get(kind, (1e9, 0)), (cpu, wall))

@@ -19,6 +19,7 @@ file of --eval_texts sentences from the same vocabulary, of which 1 in 1000 is a
 the ratios to "off" are the stages' cost (goal >= 0.8). The corpus gets 1% planted duplicates.
 `--cleaning_rates` instead measures the figures of docs/pipeline.md's projection on the DoFns alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,22 +34,26 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-WORDS = ("time year people way day man thing woman life child world school state family student group "
-         "country problem hand part place case week company system program question work government number "
-         "night point home water room mother area money story fact month lot right study book eye job word "
-         "business issue side kind head house service friend father power hour game line end member law car "
-         "city community name president team minute idea kid body information back parent face others level "
-         "office door health person art war history party result change morning reason research girl guy "
-         "moment air teacher force education quickly slowly carefully happily beautiful large small new old "
-         "good great important different local social national strong political public sure free true whole "
-         "run walk eat read write speak build grow learn teach think know find give tell ask seem feel try "
-         "leave call keep begin help show hear play move live believe hold bring happen include continue").split()
+WORDS = (
+    "time year people way day man thing woman life child world school state family student group "
+    "country problem hand part place case week company system program question work government number "
+    "night point home water room mother area money story fact month lot right study book eye job word "
+    "business issue side kind head house service friend father power hour game line end member law car "
+    "city community name president team minute idea kid body information back parent face others level "
+    "office door health person art war history party result change morning reason research girl guy "
+    "moment air teacher force education quickly slowly carefully happily beautiful large small new old "
+    "good great important different local social national strong political public sure free true whole "
+    "run walk eat read write speak build grow learn teach think know find give tell ask seem feel try "
+    "leave call keep begin help show hear play move live believe hold bring happen include continue"
+).split()
 
 
 def make_pairs(n: int, seed: int = 0) -> list[list[str]]:
     rng = random.Random(seed)
+
     def sentence():
         return " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 25))).capitalize() + "."
+
     return [[sentence(), sentence()] for _ in range(n)]
 
 
@@ -62,7 +67,6 @@ def cleaning_rates(pairs, eval_texts: list[str], tokenizer_json: str) -> None:
     from pipeline import dedup, processing
     from pipeline.decontaminate import EvalKeys, JoinKeys
     from pipeline.lines import LineBatch
-    from pipeline.tokenizing import BatchTokenizer
 
     lines = [json.dumps(p).encode() for p in pairs]
     coder = FastPrimitivesCoder()
@@ -72,8 +76,11 @@ def cleaning_rates(pairs, eval_texts: list[str], tokenizer_json: str) -> None:
         fn = processing.ProcessLineBatch({"c": ("pair", None)}, tokenizer_json, 128, 0.01, None, cleaning)
         fn.setup()
         t0 = time.process_time()
-        outs = [o for i in range(0, len(lines), 512) for o in fn.process(LineBatch("c", "/data/corpora/c.jsonl.gz",
-                                                                                 i + 1, lines[i:i + 512], ()))]
+        outs = [
+            o
+            for i in range(0, len(lines), 512)
+            for o in fn.process(LineBatch("c", "/data/corpora/c.jsonl.gz", i + 1, lines[i : i + 512], ()))
+        ]
         results[name] = (time.process_time() - t0, outs)
     n = len(lines)
     tuples = [o.value for o in results["on"][1] if o.tag == processing.TUPLES]
@@ -81,38 +88,53 @@ def cleaning_rates(pairs, eval_texts: list[str], tokenizer_json: str) -> None:
     n_keys = sum(len(v[1][0]) // 8 for v in keys)
     tuple_bytes = sum(len(coder.encode(v)) for v in tuples)
     key_bytes = sum(len(coder.encode(v)) for v in keys)
-    print(f"processing DoFn alone: off {results['off'][0] / n * 1e6:.1f} us/tuple, on {results['on'][0] / n * 1e6:.1f} "
-          f"us/tuple (+{(results['on'][0] - results['off'][0]) / n * 1e6:.1f})")
+    print(
+        f"processing DoFn alone: off {results['off'][0] / n * 1e6:.1f} us/tuple, on {results['on'][0] / n * 1e6:.1f} "
+        f"us/tuple (+{(results['on'][0] - results['off'][0]) / n * 1e6:.1f})"
+    )
     records = sum(len(r) for v in tuples for r in v[1][6])
     texts = sum(len(t.encode()) for v in tuples for t in v[1][7])
-    print(f"shuffle per tuple: tuple entry {tuple_bytes / n:.0f} B (record {records / n:.0f} B, normalised texts "
-          f"{texts / n:.0f} B); {n_keys / n:.2f} text keys, {key_bytes / n:.0f} B")
+    print(
+        f"shuffle per tuple: tuple entry {tuple_bytes / n:.0f} B (record {records / n:.0f} B, normalised texts "
+        f"{texts / n:.0f} B); {n_keys / n:.2f} text keys, {key_bytes / n:.0f} B"
+    )
     words = [len(t.split()) for p in pairs for t in p]
-    print(f"words per text: mean {sum(words) / len(words):.1f}; texts of 13+ words: "
-          f"{sum(w >= 13 for w in words) / len(words):.0%}")
+    print(
+        f"words per text: mean {sum(words) / len(words):.1f}; texts of 13+ words: "
+        f"{sum(w >= 13 for w in words) / len(words):.0%}"
+    )
     t0 = time.process_time()
     ev = [v for t in eval_texts for v in EvalKeys(1).process(("e", t))]
     t1 = time.process_time()
     cands = list(JoinKeys(1).process((0, {"train": [v for _, v in keys], "eval": [v for _, v in ev]})))
     t2 = time.process_time()
-    decided = list(dedup.Decide(True, 128, processing.output_tag, processing.STATS).process(
-        (0, {"copies": [v for _, v in tuples], "hits": [v for _, v in cands]})))
+    decided = list(
+        dedup.Decide(True, 128, processing.output_tag, processing.STATS).process(
+            (0, {"copies": [v for _, v in tuples], "hits": [v for _, v in cands]})
+        )
+    )
     t3 = time.process_time()
-    print(f"join DoFns: EvalKeys {(t1 - t0) / len(eval_texts) * 1e6:.1f} us/eval text, JoinKeys "
-          f"{(t2 - t1) / max(1, n_keys) * 1e6:.2f} us/training key ({len(cands)} candidates), Decide "
-          f"{(t3 - t2) / n * 1e6:.1f} us/tuple ({len(decided)} outputs)")
+    print(
+        f"join DoFns: EvalKeys {(t1 - t0) / len(eval_texts) * 1e6:.1f} us/eval text, JoinKeys "
+        f"{(t2 - t1) / max(1, n_keys) * 1e6:.2f} us/training key ({len(cands)} candidates), Decide "
+        f"{(t3 - t2) / n * 1e6:.1f} us/tuple ({len(decided)} outputs)"
+    )
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--modes", default="default", help="comma-separated: default, in_memory, multi_threading, "
-                                                         "multi_processing")
+    ap.add_argument(
+        "--modes", default="default", help="comma-separated: default, in_memory, multi_threading, multi_processing"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--eval_texts", type=int, default=20_000, help="texts of the generated evaluation set")
-    ap.add_argument("--cleaning_rates", action="store_true",
-                    help="only measure the cleaning stages' per-tuple CPU and shuffle bytes on the DoFns (no job runs)")
+    ap.add_argument(
+        "--cleaning_rates",
+        action="store_true",
+        help="only measure the cleaning stages' per-tuple CPU and shuffle bytes on the DoFns (no job runs)",
+    )
     args, extra = ap.parse_known_args(argv)
 
     from pipeline import job
@@ -121,11 +143,11 @@ def main(argv=None) -> None:
     tmp = tempfile.mkdtemp(prefix="bench_pipeline_")
     try:
         pairs = make_pairs(args.pairs)
-        pairs[::100] = [[a.upper(), b] for a, b in pairs[1::100]][:len(pairs[::100])]  # 1% duplicates (case variants)
+        pairs[::100] = [[a.upper(), b] for a, b in pairs[1::100]][: len(pairs[::100])]  # 1% duplicates (case variants)
         eval_path = os.path.join(tmp, "eval_texts.txt")
         with open(eval_path, "w", encoding="utf-8") as f:
             evals = [t for p in make_pairs(args.eval_texts // 2, seed=1) for t in p]
-            evals[::1000] = [p[1] for p in pairs[5::1000]][:len(evals[::1000])]  # 0.1% of them in the corpus
+            evals[::1000] = [p[1] for p in pairs[5::1000]][: len(evals[::1000])]  # 0.1% of them in the corpus
             f.writelines(t + "\n" for t in evals)
         corpus_dir = os.path.join(tmp, "corpora")
         os.makedirs(corpus_dir)
@@ -134,13 +156,26 @@ def main(argv=None) -> None:
                 f.write(json.dumps(p) + "\n")
         config = os.path.join(tmp, "data_config.json")
         with open(config, "w") as f:
-            json.dump({"corpora": [{"name": "bench_pairs", "files": ["bench_pairs.jsonl.gz"], "record_format": "pair",
-                                    "weight": 1, "expected_lines": len(pairs)}]}, f)
+            json.dump(
+                {
+                    "corpora": [
+                        {
+                            "name": "bench_pairs",
+                            "files": ["bench_pairs.jsonl.gz"],
+                            "record_format": "pair",
+                            "weight": 1,
+                            "expected_lines": len(pairs),
+                        }
+                    ]
+                },
+                f,
+            )
         texts = [t for p in pairs for t in p]
 
         tok = load_hf_tokenizer(DEMO_TOKENIZER)
         if args.cleaning_rates:
             from pipeline.tokenizing import save_for_workers
+
             cleaning_rates(pairs, evals, save_for_workers(tok, tmp))
             return
         tok(texts[:1000], truncation=True, max_length=128)  # warm-up
@@ -153,7 +188,7 @@ def main(argv=None) -> None:
             t0, c0 = time.perf_counter(), cpu_seconds()
             n_ids = 0
             for i in range(0, len(texts), 1000):
-                n_ids += len(tok(texts[i:i + 1000], truncation=True, max_length=128)["input_ids"])
+                n_ids += len(tok(texts[i : i + 1000], truncation=True, max_length=128)["input_ids"])
             assert n_ids == len(texts)
             return time.perf_counter() - t0, cpu_seconds() - c0
 
@@ -165,7 +200,7 @@ def main(argv=None) -> None:
             t0, c0 = time.perf_counter(), cpu_seconds()
             n_ids = 0
             for i in range(0, len(texts), 1000):
-                n_ids += len(backend.encode(texts[i:i + 1000])[0])
+                n_ids += len(backend.encode(texts[i : i + 1000])[0])
             assert n_ids == len(texts)
             return time.perf_counter() - t0, cpu_seconds() - c0
 
@@ -175,8 +210,19 @@ def main(argv=None) -> None:
             flags = [] if mode == "default" else [f"--direct_running_mode={mode}"]
             flags += {"off": ["--no_deduplicate"], "dedup": [], "on": [f"--decontaminate={eval_path}"]}[cleaning]
             t0, c0 = time.perf_counter(), cpu_seconds()
-            rc = job.run(["--data_config", config, "--input_root", corpus_dir, "--output_dir", out, "--overwrite",
-                          *flags, *extra])
+            rc = job.run(
+                [
+                    "--data_config",
+                    config,
+                    "--input_root",
+                    corpus_dir,
+                    "--output_dir",
+                    out,
+                    "--overwrite",
+                    *flags,
+                    *extra,
+                ]
+            )
             elapsed, cpu = time.perf_counter() - t0, cpu_seconds() - c0
             assert rc == 0, rc
             with open(os.path.join(out, "manifest.json")) as f:
@@ -187,8 +233,11 @@ def main(argv=None) -> None:
             return elapsed, cpu
 
         modes = [f"{m}/{cleaning}" for m in args.modes.split(",") if m for cleaning in ("off", "dedup", "on")]
-        best = {"tokenizer": (float("inf"), 0.0), "backend": (float("inf"), 0.0),
-                **{m: (float("inf"), 0.0) for m in modes}}
+        best = {
+            "tokenizer": (float("inf"), 0.0),
+            "backend": (float("inf"), 0.0),
+            **{m: (float("inf"), 0.0) for m in modes},
+        }
         for r in range(args.repeats):
             best["tokenizer"] = min(best["tokenizer"], time_tokenizer())
             best["backend"] = min(best["backend"], time_backend())
@@ -198,22 +247,30 @@ def main(argv=None) -> None:
 
         n = len(pairs)
         tok_wall, tok_cpu = best["tokenizer"]
-        print(f"pairs: {n}  repeats: {args.repeats} (best wall time of each)  extra flags: {' '.join(extra) or '(none)'}")
+        print(
+            f"pairs: {n}  repeats: {args.repeats} (best wall time of each)  extra flags: {' '.join(extra) or '(none)'}"
+        )
         print(f"bare tokenizer: {tok_wall:.2f} s  {n / tok_wall:,.0f} pairs/s  {n / tok_cpu:,.0f} pairs per CPU-second")
         be_wall, be_cpu = best["backend"]
-        print(f"backend encode_batch_fast (what the job calls): {be_wall:.2f} s  {n / be_wall:,.0f} pairs/s  "
-              f"{n / be_cpu:,.0f} pairs per CPU-second")
+        print(
+            f"backend encode_batch_fast (what the job calls): {be_wall:.2f} s  {n / be_wall:,.0f} pairs/s  "
+            f"{n / be_cpu:,.0f} pairs per CPU-second"
+        )
         for m in modes:
             wall, cpu = best[m]
-            print(f"beam job ({m}): {wall:.2f} s  {n / wall:,.0f} pairs/s  {n / cpu:,.0f} pairs per CPU-second  "
-                  f"ratio job/tokenizer: {tok_wall / wall:.2f} wall, {tok_cpu / cpu:.2f} CPU  (target >= 0.7); "
-                  f"job/backend: {be_wall / wall:.2f} wall, {be_cpu / cpu:.2f} CPU")
+            print(
+                f"beam job ({m}): {wall:.2f} s  {n / wall:,.0f} pairs/s  {n / cpu:,.0f} pairs per CPU-second  "
+                f"ratio job/tokenizer: {tok_wall / wall:.2f} wall, {tok_cpu / cpu:.2f} CPU  (target >= 0.7); "
+                f"job/backend: {be_wall / wall:.2f} wall, {be_cpu / cpu:.2f} CPU"
+            )
             base, cleaning = m.rsplit("/", 1)
             if cleaning != "off":
                 off_wall, off_cpu = best[base + "/off"]
                 what = "both stages" if cleaning == "on" else "deduplication alone"
-                print(f"  {what} / off ({base}): {off_wall / wall:.2f} wall, {off_cpu / cpu:.2f} CPU "
-                      "(throughput ratio; goal >= 0.8)")
+                print(
+                    f"  {what} / off ({base}): {off_wall / wall:.2f} wall, {off_cpu / cpu:.2f} CPU "
+                    "(throughput ratio; goal >= 0.8)"
+                )
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

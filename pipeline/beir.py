@@ -20,6 +20,7 @@ every input line:
                    + bad qrels (rejected); a header line is qrels_header, not read
   qrels_relevant = positives + qrels_missing_query + duplicate_qrels
 """
+
 from __future__ import annotations
 
 import json
@@ -27,16 +28,34 @@ from typing import NamedTuple
 
 import apache_beam as beam
 
-from pipeline import hf_filesystem  # noqa: F401 (registers hf:// with Beam's FileSystems)
-from pipeline import parsing
+from pipeline import (
+    hf_filesystem,  # noqa: F401 (registers hf:// with Beam's FileSystems)
+    parsing,
+)
 from pipeline.lines import LineBatch
 from pipeline.processing import rejected_record
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
-EVENTS = ("documents_read", "documents_bad", "duplicate_document_ids", "queries_read", "queries_bad",
-          "duplicate_query_ids", "records", "positives", "queries_not_in_split", "queries_without_relevant_document",
-          "qrels_read", "qrels_header", "qrels_bad", "qrels_relevant", "qrels_not_relevant", "qrels_missing_document",
-          "qrels_missing_query", "duplicate_qrels")
+EVENTS = (
+    "documents_read",
+    "documents_bad",
+    "duplicate_document_ids",
+    "queries_read",
+    "queries_bad",
+    "duplicate_query_ids",
+    "records",
+    "positives",
+    "queries_not_in_split",
+    "queries_without_relevant_document",
+    "qrels_read",
+    "qrels_header",
+    "qrels_bad",
+    "qrels_relevant",
+    "qrels_not_relevant",
+    "qrels_missing_document",
+    "qrels_missing_query",
+    "duplicate_qrels",
+)
 REJECTED = "rejected"
 EVENT = "event"
 
@@ -46,19 +65,25 @@ def check_beir_counts(n: dict) -> list[str]:
     g = lambda k: n.get(k, 0)  # noqa: E731
     identities = {
         "queries_read = records + queries_not_in_split + queries_without_relevant_document + duplicate_query_ids "
-        "+ queries_bad": g("queries_read") == g("records") + g("queries_not_in_split")
-        + g("queries_without_relevant_document") + g("duplicate_query_ids") + g("queries_bad"),
-        "qrels_read = qrels_relevant + qrels_not_relevant + qrels_missing_document + qrels_bad":
-        g("qrels_read") == g("qrels_relevant") + g("qrels_not_relevant") + g("qrels_missing_document") + g("qrels_bad"),
-        "qrels_relevant = positives + qrels_missing_query + duplicate_qrels":
-        g("qrels_relevant") == g("positives") + g("qrels_missing_query") + g("duplicate_qrels"),
+        "+ queries_bad": g("queries_read")
+        == g("records")
+        + g("queries_not_in_split")
+        + g("queries_without_relevant_document")
+        + g("duplicate_query_ids")
+        + g("queries_bad"),
+        "qrels_read = qrels_relevant + qrels_not_relevant + qrels_missing_document + qrels_bad": g("qrels_read")
+        == g("qrels_relevant") + g("qrels_not_relevant") + g("qrels_missing_document") + g("qrels_bad"),
+        "qrels_relevant = positives + qrels_missing_query + duplicate_qrels": g("qrels_relevant")
+        == g("positives") + g("qrels_missing_query") + g("duplicate_qrels"),
     }
     return [k for k, ok in identities.items() if not ok]
 
 
 def _rejection(corpus: str, path: str, reason: str, detail: str, raw: bytes, event: str):
-    return [beam.pvalue.TaggedOutput(REJECTED, rejected_record(corpus, path, None, reason, detail, raw)),
-            beam.pvalue.TaggedOutput(EVENT, (corpus, event))]
+    return [
+        beam.pvalue.TaggedOutput(REJECTED, rejected_record(corpus, path, None, reason, detail, raw)),
+        beam.pvalue.TaggedOutput(EVENT, (corpus, event)),
+    ]
 
 
 def _decode_object(raw: bytes, keys: tuple[str, ...]) -> dict:
@@ -166,8 +191,9 @@ class JoinDocuments(beam.DoFn):
         for _ in range(repeats):
             yield beam.pvalue.TaggedOutput(EVENT, (self._corpus, "duplicate_document_ids"))
         for query_id in grouped["qrel"]:
-            yield beam.pvalue.TaggedOutput(EVENT, (self._corpus, "qrels_relevant" if text is not None
-                                                   else "qrels_missing_document"))
+            yield beam.pvalue.TaggedOutput(
+                EVENT, (self._corpus, "qrels_relevant" if text is not None else "qrels_missing_document")
+            )
             if text is not None:
                 yield query_id, (doc_id, text)
 
@@ -216,9 +242,11 @@ class ReadBeir(beam.PTransform):
 
     def _read(self, p, name: str, path: str, fn: beam.DoFn, *extra_tags: str):
         # Bytes, not str: a line that is not UTF-8 is a rejected record, not a failed read.
-        return (p
-                | f"Read{name}" >> beam.io.ReadFromText(path, coder=beam.coders.BytesCoder())
-                | f"Parse{name}" >> beam.ParDo(fn).with_outputs(REJECTED, EVENT, *extra_tags, main="main"))
+        return (
+            p
+            | f"Read{name}" >> beam.io.ReadFromText(path, coder=beam.coders.BytesCoder())
+            | f"Parse{name}" >> beam.ParDo(fn).with_outputs(REJECTED, EVENT, *extra_tags, main="main")
+        )
 
     def expand(self, p):
         from apache_beam.io.filesystems import FileSystems
@@ -229,19 +257,30 @@ class ReadBeir(beam.PTransform):
         docs = self._read(p, "Documents", docs_path, ParseDocuments(corpus, docs_path))
         queries = self._read(p, "Queries", queries_path, ParseQueries(corpus, queries_path))
         qrels = self._read(p, "Qrels", qrels_path, ParseQrels(corpus, qrels_path), ParseQrels.JUDGED)
-        joined_docs = ({"doc": docs.main, "qrel": qrels.main}
-                       | "ByDocument" >> beam.CoGroupByKey()
-                       | "JoinDocuments" >> beam.ParDo(JoinDocuments(corpus)).with_outputs(EVENT, main="main"))
+        joined_docs = (
+            {"doc": docs.main, "qrel": qrels.main}
+            | "ByDocument" >> beam.CoGroupByKey()
+            | "JoinDocuments" >> beam.ParDo(JoinDocuments(corpus)).with_outputs(EVENT, main="main")
+        )
         judged = qrels[ParseQrels.JUDGED] | "JudgedOnce" >> beam.Distinct()
-        records = ({"query": queries.main, "pos": joined_docs.main, "judged": judged}
-                   | "ByQuery" >> beam.CoGroupByKey()
-                   | "JoinQueries" >> beam.ParDo(JoinQueries(corpus)).with_outputs(EVENT, main="main"))
+        records = (
+            {"query": queries.main, "pos": joined_docs.main, "judged": judged}
+            | "ByQuery" >> beam.CoGroupByKey()
+            | "JoinQueries" >> beam.ParDo(JoinQueries(corpus)).with_outputs(EVENT, main="main")
+        )
         directory = self._dir
-        batches = (records.main
-                   | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_lines)
-                   | "ToLineBatch" >> beam.Map(lambda lines: LineBatch(corpus, directory, 0, list(lines), ())))
+        batches = (
+            records.main
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_lines)
+            | "ToLineBatch" >> beam.Map(lambda lines: LineBatch(corpus, directory, 0, list(lines), ()))
+        )
         line_counts = batches | "CountLines" >> beam.Map(lambda b: (b.corpus, len(b.lines)))
-        events = ((docs[EVENT], queries[EVENT], qrels[EVENT], joined_docs[EVENT], records[EVENT])
-                  | "Events" >> beam.Flatten())
+        events = (
+            docs[EVENT],
+            queries[EVENT],
+            qrels[EVENT],
+            joined_docs[EVENT],
+            records[EVENT],
+        ) | "Events" >> beam.Flatten()
         rejected = (docs[REJECTED], queries[REJECTED], qrels[REJECTED]) | "Rejected" >> beam.Flatten()
         return BeirOutputs(batches, line_counts, events, rejected)

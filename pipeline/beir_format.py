@@ -1,5 +1,6 @@
 """The "beir" input format: BEIR-format directories (corpus.jsonl, queries.jsonl, qrels/<qrels_split>.tsv)
 joined in Beam into one `query` record per query (the join and its accounting: pipeline/beir.py)."""
+
 from __future__ import annotations
 
 from pipeline import storage
@@ -18,8 +19,9 @@ class BeirDirectories(InputFormat):
 
     def parse_options(self, options, record_format, fields, files):
         if record_format != "query" or fields:
-            raise ValueError("a beir corpus has record_format 'query' (a query and its relevant documents) and "
-                             "no 'fields'")
+            raise ValueError(
+                "a beir corpus has record_format 'query' (a query and its relevant documents) and no 'fields'"
+            )
         split = options["qrels_split"]
         if not isinstance(split, str) or not split or "/" in split:
             raise ValueError(f"field 'qrels_split' must name a file qrels/<split>.tsv, got {split!r}")
@@ -33,8 +35,9 @@ class BeirDirectories(InputFormat):
 
         out = SourceOutputs([], [], [], [], [])
         for i, directory in enumerate(files):
-            got = p | f"Beir/{corpus.name}/{i}" >> ReadBeir(corpus.name, directory, corpus.options["qrels_split"],
-                                                             settings.batch_lines)
+            got = p | f"Beir/{corpus.name}/{i}" >> ReadBeir(
+                corpus.name, directory, corpus.options["qrels_split"], settings.batch_lines
+            )
             out.batches.append(got.batches)
             out.line_counts.append(got.line_counts)
             out.events.append(got.events)

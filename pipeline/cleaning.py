@@ -14,6 +14,7 @@ holds while deciding, has about that many tuples; text keys to KEY_BUCKET_SHARE 
 data config's expected_lines (UNKNOWN_LINES for a corpus without), so they are the same on every
 runner; the output does not depend on them.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,20 +38,32 @@ def spec(config, deduplicate: bool, eval_sets: tuple[EvalSet, ...], bucket_tuple
         return None
     lines = sum(c.expected_lines or UNKNOWN_LINES for c in config.corpora)
     tuple_buckets = max(1, math.ceil(lines / bucket_tuples))
-    return {"deduplicate": deduplicate, "decontaminate": bool(eval_sets),
-            "symmetric": {c.name: c.symmetric for c in config.corpora},
-            "tuple_buckets": tuple_buckets, "key_buckets": max(1, math.ceil(tuple_buckets / KEY_BUCKET_SHARE))}
+    return {
+        "deduplicate": deduplicate,
+        "decontaminate": bool(eval_sets),
+        "symmetric": {c.name: c.symmetric for c in config.corpora},
+        "tuple_buckets": tuple_buckets,
+        "key_buckets": max(1, math.ceil(tuple_buckets / KEY_BUCKET_SHARE)),
+    }
 
 
 def describe(deduplicate: bool, eval_sets: tuple[EvalSet, ...], documents: bool) -> dict:
     """The manifest's `cleaning` record before its counts (what was asked for, and the rules)."""
     from pipeline import normalize
 
-    return {"deduplicate": deduplicate, "normalization": "Unicode NFKC, case folded, whitespace collapsed",
-            "decontaminate": [s.describe() for s in eval_sets], "decontaminate_documents": documents,
-            "rule": (f"a tuple is removed when a text of it (negatives included) equals an evaluation text after "
-                     f"normalisation, or both have {normalize.SPAN_WORDS} words or more and share "
-                     f"{normalize.SPAN_WORDS} consecutive normalised words") if eval_sets else None}
+    return {
+        "deduplicate": deduplicate,
+        "normalization": "Unicode NFKC, case folded, whitespace collapsed",
+        "decontaminate": [s.describe() for s in eval_sets],
+        "decontaminate_documents": documents,
+        "rule": (
+            f"a tuple is removed when a text of it (negatives included) equals an evaluation text after "
+            f"normalisation, or both have {normalize.SPAN_WORDS} words or more and share "
+            f"{normalize.SPAN_WORDS} consecutive normalised words"
+        )
+        if eval_sets
+        else None,
+    }
 
 
 class Cleaned(NamedTuple):
@@ -65,19 +78,25 @@ def clean(p, results, c: dict, eval_sets: tuple[EvalSet, ...], tags: list[str], 
         evals = p | "EvaluationSets" >> ReadEvalTexts(eval_sets)
         eval_counts = evals.counts
         eval_keys = evals.texts | "EvalKeys" >> beam.ParDo(EvalKeys(c["key_buckets"]))
-        groups["hits"] = ({"train": results[processing.KEYS], "eval": eval_keys}
-                          | "ByTextKey" >> beam.CoGroupByKey()
-                          | "JoinKeys" >> beam.ParDo(JoinKeys(c["tuple_buckets"])))
-    outputs = (groups
-               | "ByTuple" >> beam.CoGroupByKey()
-               | "Decide" >> beam.ParDo(dedup.Decide(c["deduplicate"], max_seq_length, processing.output_tag,
-                                                     processing.STATS))
-               .with_outputs(dedup.DECONTAMINATED, processing.STATS, *tags))
+        groups["hits"] = (
+            {"train": results[processing.KEYS], "eval": eval_keys}
+            | "ByTextKey" >> beam.CoGroupByKey()
+            | "JoinKeys" >> beam.ParDo(JoinKeys(c["tuple_buckets"]))
+        )
+    outputs = (
+        groups
+        | "ByTuple" >> beam.CoGroupByKey()
+        | "Decide"
+        >> beam.ParDo(
+            dedup.Decide(c["deduplicate"], max_seq_length, processing.output_tag, processing.STATS)
+        ).with_outputs(dedup.DECONTAMINATED, processing.STATS, *tags)
+    )
     return Cleaned(outputs, eval_counts)
 
 
-def manifest_record(deduplicate: bool, eval_sets: tuple[EvalSet, ...], documents: bool, counts: dict,
-                    entries: list[dict]) -> dict:
+def manifest_record(
+    deduplicate: bool, eval_sets: tuple[EvalSet, ...], documents: bool, counts: dict, entries: list[dict]
+) -> dict:
     """The manifest's `cleaning` record: `describe`, with per evaluation set the texts read and skipped
     (counts: ((set, counter), n)) and the training lines it removed, summed over the corpus entries."""
     removed: dict[str, int] = {}
@@ -85,7 +104,13 @@ def manifest_record(deduplicate: bool, eval_sets: tuple[EvalSet, ...], documents
         for name, n in e["decontaminated"]["by_set"].items():
             removed[name] = removed.get(name, 0) + n
     record = describe(deduplicate, eval_sets, documents)
-    record["decontaminate"] = [{**s.describe(), "texts": counts.get((s.name, "texts"), 0),
-                                "skipped": counts.get((s.name, "skipped"), 0), "removed_lines": removed.get(s.name, 0)}
-                               for s in eval_sets]
+    record["decontaminate"] = [
+        {
+            **s.describe(),
+            "texts": counts.get((s.name, "texts"), 0),
+            "skipped": counts.get((s.name, "skipped"), 0),
+            "removed_lines": removed.get(s.name, 0),
+        }
+        for s in eval_sets
+    ]
     return record

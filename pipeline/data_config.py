@@ -3,6 +3,7 @@
 Parsed and validated here once; both the Beam job and the trainer import this module (on the
 launcher, not on Beam workers). Files are read and globbed through pipeline/storage.py (local or gs://).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,19 @@ from pipeline.parsing import fields_error
 from pipeline.record_schema import FORMATS, RECORD_FORMATS
 from pipeline.user_errors import UserError
 
-_CORPUS_FIELDS = {"name", "files", "record_format", "weight", "expected_lines", "symmetric", "description", "prompts",
-                  "fields", "input_format", "file_bytes"}
+_CORPUS_FIELDS = {
+    "name",
+    "files",
+    "record_format",
+    "weight",
+    "expected_lines",
+    "symmetric",
+    "description",
+    "prompts",
+    "fields",
+    "input_format",
+    "file_bytes",
+}
 # How a corpus's files are read: a name in pipeline/input_formats.py's registry ("lines": one record
 # per JSON line or Parquet row; "beir": BEIR-format directories; "reddit_comments": Reddit comment
 # dumps paired by thread). A format may own further corpus fields (its `options`, e.g. qrels_split).
@@ -151,8 +163,11 @@ def _parse_prompt_table(raw: dict) -> tuple[dict[str, str], str | None]:
             raise _err("top level", f"field 'prompts': the text of {name!r} must be a string, got {text!r}")
     default = raw.get("default_prompt_name")
     if default is not None and (not isinstance(default, str) or default not in table):
-        raise _err("top level", f"field 'default_prompt_name' is {default!r}, not a name in 'prompts' "
-                                f"({', '.join(map(repr, table)) or 'none'})")
+        raise _err(
+            "top level",
+            f"field 'default_prompt_name' is {default!r}, not a name in 'prompts' "
+            f"({', '.join(map(repr, table)) or 'none'})",
+        )
     return dict(table), default
 
 
@@ -160,20 +175,29 @@ def _parse_corpus_prompts(where: str, raw: Any, table: dict[str, str], swaps: st
     """A corpus's `prompts` ({"anchor": name, "candidate": name}, either optional) resolved against
     the table; `swaps` says why anchor and candidate trade places in training (they must then agree)."""
     if not isinstance(raw, dict):
-        raise _err(where, f"field 'prompts' must be an object with {' and/or '.join(map(repr, PROMPT_KEYS))} "
-                          f"naming prompts of the top-level 'prompts', got {raw!r}")
+        raise _err(
+            where,
+            f"field 'prompts' must be an object with {' and/or '.join(map(repr, PROMPT_KEYS))} "
+            f"naming prompts of the top-level 'prompts', got {raw!r}",
+        )
     unknown = sorted(set(raw) - set(PROMPT_KEYS))
     if unknown:
         raise _err(where, f"field 'prompts': unknown key(s) {unknown}; allowed: {list(PROMPT_KEYS)}")
     out = {}
     for key, name in raw.items():
         if not isinstance(name, str) or name not in table:
-            raise _err(where, f"field 'prompts.{key}' is {name!r}, not a name in the top-level 'prompts' "
-                              f"({', '.join(map(repr, table)) or 'none'})")
+            raise _err(
+                where,
+                f"field 'prompts.{key}' is {name!r}, not a name in the top-level 'prompts' "
+                f"({', '.join(map(repr, table)) or 'none'})",
+            )
         out[key] = Prompt(name, table[name])
     if swaps and raw.get("anchor") != raw.get("candidate"):
-        raise _err(where, f"field 'prompts': {swaps}, so 'anchor' and 'candidate' must name the same prompt "
-                          f"(got {raw.get('anchor')!r} and {raw.get('candidate')!r})")
+        raise _err(
+            where,
+            f"field 'prompts': {swaps}, so 'anchor' and 'candidate' must name the same prompt "
+            f"(got {raw.get('anchor')!r} and {raw.get('candidate')!r})",
+        )
     return {key: out[key] for key in PROMPT_KEYS if key in out}
 
 
@@ -185,7 +209,9 @@ def _parse_corpus(i: int, raw: Any, prompt_table: dict[str, str]) -> CorpusConfi
     if not isinstance(name, str) or not name.strip():
         raise _err(where, "field 'name' must be a non-empty string")
     if not all(ch.isalnum() or ch in "-_." for ch in name):
-        raise _err(f"corpus {name!r}", "field 'name' may hold only letters, digits, '-', '_' and '.' (it names a directory)")
+        raise _err(
+            f"corpus {name!r}", "field 'name' may hold only letters, digits, '-', '_' and '.' (it names a directory)"
+        )
     where = f"corpus {name!r}"
     if "shape" in raw:  # the field's name before 0.2
         raise _err(where, "field 'shape' is now called 'record_format'")
@@ -193,7 +219,9 @@ def _parse_corpus(i: int, raw: Any, prompt_table: dict[str, str]) -> CorpusConfi
     from pipeline import input_formats
 
     if input_format not in input_formats.names():
-        raise _err(where, f"field 'input_format' is {input_format!r}; must be one of {', '.join(input_formats.names())}")
+        raise _err(
+            where, f"field 'input_format' is {input_format!r}; must be one of {', '.join(input_formats.names())}"
+        )
     reader = input_formats.get(input_format)
     unknown = sorted(set(raw) - _CORPUS_FIELDS - set(reader.options))
     if unknown:
@@ -206,8 +234,11 @@ def _parse_corpus(i: int, raw: Any, prompt_table: dict[str, str]) -> CorpusConfi
     files = raw.get("files")
     if isinstance(files, str):
         files = [files]
-    if not isinstance(files, list) or not (files or not reader.needs_files(options)) \
-            or not all(isinstance(f, str) and f for f in files):
+    if (
+        not isinstance(files, list)
+        or not (files or not reader.needs_files(options))
+        or not all(isinstance(f, str) and f for f in files)
+    ):
         raise _err(where, "field 'files' must be a non-empty list of path or glob strings")
     record_format = raw.get("record_format")
     if record_format not in RECORD_FORMATS:
@@ -225,9 +256,13 @@ def _parse_corpus(i: int, raw: Any, prompt_table: dict[str, str]) -> CorpusConfi
     if not isinstance(description, str):
         raise _err(where, "field 'description' must be a string")
     f = FORMATS[record_format]
-    swaps = (f"a {record_format} corpus draws its anchor and positive among the same texts"
-             if f.anchor_role == f.positive_role else "a symmetric corpus swaps anchor and positive" if symmetric
-             else None)
+    swaps = (
+        f"a {record_format} corpus draws its anchor and positive among the same texts"
+        if f.anchor_role == f.positive_role
+        else "a symmetric corpus swaps anchor and positive"
+        if symmetric
+        else None
+    )
     prompts = _parse_corpus_prompts(where, raw.get("prompts", {}), prompt_table, swaps)
     fields = raw.get("fields", {})
     if "fields" in raw:
@@ -240,11 +275,24 @@ def _parse_corpus(i: int, raw: Any, prompt_table: dict[str, str]) -> CorpusConfi
         raise _err(where, str(e)) from None
     file_bytes = raw.get("file_bytes", {})
     if not isinstance(file_bytes, dict) or not all(
-            isinstance(k, str) and k and "/" not in k and isinstance(v, int) and not isinstance(v, bool) and v >= 0
-            for k, v in file_bytes.items()):
+        isinstance(k, str) and k and "/" not in k and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in file_bytes.items()
+    ):
         raise _err(where, "field 'file_bytes' must map file names (no '/') to sizes in bytes (non-negative integers)")
-    return CorpusConfig(name, tuple(files), record_format, float(weight), expected, symmetric, description, prompts,
-                        dict(fields), input_format, dict(options), dict(file_bytes))
+    return CorpusConfig(
+        name,
+        tuple(files),
+        record_format,
+        float(weight),
+        expected,
+        symmetric,
+        description,
+        prompts,
+        dict(fields),
+        input_format,
+        dict(options),
+        dict(file_bytes),
+    )
 
 
 def parse_data_config(raw: Any) -> DataConfig:
@@ -325,8 +373,9 @@ class LeftOut:
     missing: tuple[str, ...]  # its resolved patterns
 
 
-def resolve_corpora(config: DataConfig, input_root: str | None, skip_missing: bool = False
-                    ) -> tuple[DataConfig, dict[str, list[str]], list[LeftOut]]:
+def resolve_corpora(
+    config: DataConfig, input_root: str | None, skip_missing: bool = False
+) -> tuple[DataConfig, dict[str, list[str]], list[LeftOut]]:
     """(the config of the corpora that run, their files, the corpora left out).
 
     Every pattern of every corpus is looked up first, so that one error names every missing file. With
@@ -343,13 +392,19 @@ def resolve_corpora(config: DataConfig, input_root: str | None, skip_missing: bo
         elif skip_missing and not found:
             left_out.append(LeftOut(c.name, c.weight, tuple(missing)))
         else:
-            problems.append(f"corpus {c.name!r}: {', '.join(missing)}" + (f" (found {len(found)} other file(s))" if found else ""))
+            problems.append(
+                f"corpus {c.name!r}: {', '.join(missing)}" + (f" (found {len(found)} other file(s))" if found else "")
+            )
     if problems:
         hint = "" if skip_missing else "; --skip_missing_corpora leaves out corpora none of whose files exist"
-        raise DataConfigError(f"data config: {len(problems)} corpus(es) with missing files: {'; '.join(problems)}{hint}")
+        raise DataConfigError(
+            f"data config: {len(problems)} corpus(es) with missing files: {'; '.join(problems)}{hint}"
+        )
     if not files:
-        raise DataConfigError("data config: no corpus has its files under the input root "
-                              f"({input_root}); left out: {', '.join(lo.name for lo in left_out)}")
+        raise DataConfigError(
+            "data config: no corpus has its files under the input root "
+            f"({input_root}); left out: {', '.join(lo.name for lo in left_out)}"
+        )
     kept = dataclasses.replace(config, corpora=tuple(c for c in config.corpora if c.name in files))
     return kept, files, left_out
 
@@ -369,5 +424,7 @@ def check_file_sizes(config: DataConfig, files: dict[str, list[str]]) -> None:
             if size != expected:
                 problems.append(f"corpus {c.name!r}: {by_name[name]} is {size} bytes, the data config says {expected}")
     if problems:
-        raise DataConfigError(f"data config: {len(problems)} file size(s) differ (field 'file_bytes'): "
-                              f"{'; '.join(problems)}; an incomplete copy? Fetch it again or correct file_bytes")
+        raise DataConfigError(
+            f"data config: {len(problems)} file size(s) differ (field 'file_bytes'): "
+            f"{'; '.join(problems)}; an incomplete copy? Fetch it again or correct file_bytes"
+        )

@@ -9,6 +9,7 @@ stream past it. A training entry whose key is an evaluation key becomes a candid
 (pipeline/dedup.py `Decide`), where `normalize.matches` checks it on the words: a shared shingle hash
 alone removes nothing. Nothing is broadcast; no side input holds an evaluation set.
 """
+
 from __future__ import annotations
 
 import apache_beam as beam
@@ -80,7 +81,7 @@ class JoinKeys(beam.DoFn):
             keys = np.frombuffer(keys_bytes, dtype=np.uint64)
             at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
             for i in np.flatnonzero(sorted_keys[at] == keys).tolist():
-                tk = tks[TK * i:TK * i + TK]
+                tk = tks[TK * i : TK * i + TK]
                 for (name, norm), text in evals[int(keys[i])].items():
                     if (tk, name, norm) not in seen:
                         seen.add((tk, name, norm))

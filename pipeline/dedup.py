@@ -20,6 +20,7 @@ pipeline/decontaminate.py. A tuple any of whose texts (negatives included) match
 is removed in every copy, each copy counted as decontaminated (not as a duplicate) and written to
 decontaminated/; otherwise its smallest copy is written and the others counted as duplicates.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,16 +48,20 @@ def canonical(record_format: str, symmetric: bool, norms, roles) -> str:
         if symmetric:
             groups[:2] = [sorted(norms[:2])]
     else:
-        groups = [[norms[0]], sorted(t for t, r in zip(norms, roles) if r == ROLE_POSITIVE),
-                  sorted(t for t, r in zip(norms, roles) if r == ROLE_NEGATIVE)]
+        groups = [
+            [norms[0]],
+            sorted(t for t, r in zip(norms, roles) if r == ROLE_POSITIVE),
+            sorted(t for t, r in zip(norms, roles) if r == ROLE_NEGATIVE),
+        ]
     kind = record_format + ("+symmetric" if symmetric and fmt.selection == "fixed" else "")
     # Normalised texts hold no \x1e or \x1f (str.split() counts them as whitespace): safe separators.
     return "\x1e".join([kind, *("\x1f".join(g) for g in groups)])
 
 
 def tuple_key(record_format: str, symmetric: bool, norms, roles) -> bytes:
-    return hashlib.blake2b(canonical(record_format, symmetric, norms, roles).encode("utf-8", "surrogatepass"),
-                           digest_size=16).digest()
+    return hashlib.blake2b(
+        canonical(record_format, symmetric, norms, roles).encode("utf-8", "surrogatepass"), digest_size=16
+    ).digest()
 
 
 def tuple_bucket(tk: bytes, buckets: int) -> int:
@@ -80,17 +85,29 @@ def pack_entries(corpus: str, path: str, entries: list) -> tuple:
     shuffle carries a billion of these): (corpus, path, tuple keys (16 bytes each), line numbers
     (int64), raw-line hashes (8 bytes each), splits (a byte each), [record], [normalised texts joined
     by TEXT_SEP, or "" when not decontaminating]). entries: (tk, line, digest, split, record, norms)."""
-    return (corpus, path, b"".join(e[0] for e in entries), np.array([e[1] for e in entries], "<i8").tobytes(),
-            b"".join(e[2] for e in entries), b"".join(SPLIT_CODES[e[3]] for e in entries),
-            [e[4] for e in entries], [TEXT_SEP.join(e[5]) for e in entries])
+    return (
+        corpus,
+        path,
+        b"".join(e[0] for e in entries),
+        np.array([e[1] for e in entries], "<i8").tobytes(),
+        b"".join(e[2] for e in entries),
+        b"".join(SPLIT_CODES[e[3]] for e in entries),
+        [e[4] for e in entries],
+        [TEXT_SEP.join(e[5]) for e in entries],
+    )
 
 
 def unpack_entries(packed: tuple):
     """(tuple key, order key, split, record, normalised texts) per entry of pack_entries."""
     corpus, path, tks, lines, digests, splits, records, norms = packed
     for i, line in enumerate(np.frombuffer(lines, "<i8").tolist()):
-        yield (tks[16 * i:16 * i + 16], (corpus, path, line, digests[8 * i:8 * i + 8]), SPLIT_OF_CODE[splits[i]],
-               records[i], tuple(norms[i].split(TEXT_SEP)) if norms[i] else ())
+        yield (
+            tks[16 * i : 16 * i + 16],
+            (corpus, path, line, digests[8 * i : 8 * i + 8]),
+            SPLIT_OF_CODE[splits[i]],
+            records[i],
+            tuple(norms[i].split(TEXT_SEP)) if norms[i] else (),
+        )
 
 
 def _verified(norms, candidates) -> list[dict]:
@@ -141,7 +158,7 @@ class Decide(beam.DoFn):
                 continue
             stay = group[:1] if self._deduplicate else group
             kept.extend(stay)
-            for e in group[len(stay):]:
+            for e in group[len(stay) :]:
                 acc[e[1][0]]["duplicates"] += 1
         kept.sort(key=lambda e: e[1])
         out = defaultdict(list)
@@ -150,15 +167,26 @@ class Decide(beam.DoFn):
             out[(corpus, split)].append(record)
         for (corpus, split), records in out.items():
             for i in range(0, len(records), OUT_BATCH):
-                yield beam.pvalue.TaggedOutput(self._output_tag(corpus, split), records[i:i + OUT_BATCH])
+                yield beam.pvalue.TaggedOutput(self._output_tag(corpus, split), records[i : i + OUT_BATCH])
         removed.sort(key=lambda r: r[0][1])
         for (_, (corpus, path, line, _digest), split, _record, norms), matched in removed:
             a = acc[corpus]
             a["decontaminated"] += 1
             for name in sorted({m["set"] for m in matched}):
                 a["decontaminated_by_set"][name] = a["decontaminated_by_set"].get(name, 0) + 1
-            yield beam.pvalue.TaggedOutput(DECONTAMINATED, json.dumps(
-                {"corpus": corpus, "file": path, "line_number": line or None, "split": split, "matches": matched,
-                 "texts": list(norms)}, ensure_ascii=False))
+            yield beam.pvalue.TaggedOutput(
+                DECONTAMINATED,
+                json.dumps(
+                    {
+                        "corpus": corpus,
+                        "file": path,
+                        "line_number": line or None,
+                        "split": split,
+                        "matches": matched,
+                        "texts": list(norms),
+                    },
+                    ensure_ascii=False,
+                ),
+            )
         for corpus in sorted(acc):
             yield beam.pvalue.TaggedOutput(self._stats_tag, (corpus, acc[corpus]))

@@ -15,6 +15,7 @@ by document id), never in the launcher's memory. Output: (set name, text) elemen
 counters `texts` (texts taken, repeats included) and `skipped` (lines that give no text: bad JSON, an
 STS header or short row, a BEIR line the BEIR readers reject; listed in the manifest, not fatal).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,8 +46,12 @@ class EvalSet:
     documents: bool = False  # beir: the relevant documents too
 
     def describe(self) -> dict:
-        what = {"beir": f"BEIR {BEIR_SPLIT} queries" + (" and their relevant documents" if self.documents else ""),
-                "sts": "STS sentence pairs (both sentences)", "jsonl": "JSON-lines texts", "text": "text lines"}
+        what = {
+            "beir": f"BEIR {BEIR_SPLIT} queries" + (" and their relevant documents" if self.documents else ""),
+            "sts": "STS sentence pairs (both sentences)",
+            "jsonl": "JSON-lines texts",
+            "text": "text lines",
+        }
         return {"name": self.name, "path": self.path, "kind": self.kind, "texts_of": what[self.kind]}
 
 
@@ -71,14 +76,17 @@ def resolve_eval_sets(spec: str, documents: bool = False) -> tuple[EvalSet, ...]
         kind = _kind(path)
         if kind == "beir":
             needed = [storage.join(path, "qrels", f"{BEIR_SPLIT}.tsv")] + (
-                [storage.join(path, "corpus.jsonl")] if documents else [])
+                [storage.join(path, "corpus.jsonl")] if documents else []
+            )
             missing = [p for p in needed if not storage.exists(p)]
             if missing:
                 raise DecontaminateError(f"--decontaminate: the BEIR directory {path} has no {', '.join(missing)}")
         name = os.path.basename(path.rstrip("/"))
         if name in names:
-            raise DecontaminateError(f"--decontaminate: two evaluation sets are named {name!r} ({names[name]} and "
-                                     f"{path}); a set is named by its last path component")
+            raise DecontaminateError(
+                f"--decontaminate: two evaluation sets are named {name!r} ({names[name]} and "
+                f"{path}); a set is named by its last path component"
+            )
         names[name] = path
         sets.append(EvalSet(name, path, kind, documents and kind == "beir"))
     if documents and not any(s.kind == "beir" for s in sets):
@@ -143,24 +151,38 @@ class _ReadBeirSet(beam.PTransform):
         queries_path, qrels_path = join(s.path, "queries.jsonl"), join(s.path, "qrels", f"{BEIR_SPLIT}.tsv")
 
         def read(name, path, fn, *tags):
-            return (p | f"Read{name}" >> beam.io.ReadFromText(path, coder=beam.coders.BytesCoder())
-                    | f"Parse{name}" >> beam.ParDo(fn).with_outputs(beir.REJECTED, beir.EVENT, *tags, main="main"))
+            return (
+                p
+                | f"Read{name}" >> beam.io.ReadFromText(path, coder=beam.coders.BytesCoder())
+                | f"Parse{name}" >> beam.ParDo(fn).with_outputs(beir.REJECTED, beir.EVENT, *tags, main="main")
+            )
 
         queries = read("Queries", queries_path, beir.ParseQueries(s.name, queries_path))
         qrels = read("Qrels", qrels_path, beir.ParseQrels(s.name, qrels_path), beir.ParseQrels.JUDGED)
         judged = qrels[beir.ParseQrels.JUDGED] | "JudgedQueries" >> beam.Distinct()
-        texts = [{"text": queries.main, "judged": judged} | "ByQuery" >> beam.CoGroupByKey()
-                 | "TestQueries" >> beam.FlatMap(_judged_texts, s.name)]
+        texts = [
+            {"text": queries.main, "judged": judged}
+            | "ByQuery" >> beam.CoGroupByKey()
+            | "TestQueries" >> beam.FlatMap(_judged_texts, s.name)
+        ]
         skipped = [queries[beir.REJECTED], qrels[beir.REJECTED]]
         if s.documents:
             docs_path = join(s.path, "corpus.jsonl")
             docs = read("Documents", docs_path, beir.ParseDocuments(s.name, docs_path))
-            relevant = qrels.main | "RelevantDocuments" >> beam.Map(lambda kv: (kv[0], None)) | "Once" >> beam.Distinct()
-            texts.append({"text": docs.main, "judged": relevant} | "ByDocument" >> beam.CoGroupByKey()
-                         | "RelevantTexts" >> beam.FlatMap(_judged_texts, s.name))
+            relevant = (
+                qrels.main | "RelevantDocuments" >> beam.Map(lambda kv: (kv[0], None)) | "Once" >> beam.Distinct()
+            )
+            texts.append(
+                {"text": docs.main, "judged": relevant}
+                | "ByDocument" >> beam.CoGroupByKey()
+                | "RelevantTexts" >> beam.FlatMap(_judged_texts, s.name)
+            )
             skipped.append(docs[beir.REJECTED])
-        skipped_counts = (skipped | "AllSkipped" >> beam.Flatten()
-                          | "SkippedCount" >> beam.Map(lambda _, name: (name, "skipped"), s.name))
+        skipped_counts = (
+            skipped
+            | "AllSkipped" >> beam.Flatten()
+            | "SkippedCount" >> beam.Map(lambda _, name: (name, "skipped"), s.name)
+        )
         return texts | "Texts" >> beam.Flatten(), skipped_counts
 
 
@@ -189,8 +211,11 @@ class ReadEvalTexts(beam.PTransform):
             if s.kind == "beir":
                 t, c = p | f"Set{i}" >> _ReadBeirSet(s)
             else:
-                out = (p | f"Set{i}/Read" >> beam.io.ReadFromText(s.path, coder=beam.coders.BytesCoder())
-                       | f"Set{i}/Texts" >> beam.ParDo(_TextsOfLines(s.name, s.kind)).with_outputs(COUNTS, main="main"))
+                out = (
+                    p
+                    | f"Set{i}/Read" >> beam.io.ReadFromText(s.path, coder=beam.coders.BytesCoder())
+                    | f"Set{i}/Texts" >> beam.ParDo(_TextsOfLines(s.name, s.kind)).with_outputs(COUNTS, main="main")
+                )
                 t, c = out.main, out[COUNTS]
             texts.append(t)
             counts += [c, t | f"Set{i}/Taken" >> beam.Map(lambda kv: (kv[0], "texts"))]

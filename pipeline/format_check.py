@@ -7,6 +7,7 @@ through the same parser the job uses; when most are rejected the job stops with 
 corpus, the file, the format and the reasons. `python -m pipeline.inspect_files` prints the same check in
 full. Files are read through pipeline/storage.py (local, gs://, hf://).
 """
+
 from __future__ import annotations
 
 import collections
@@ -85,10 +86,13 @@ class SampleCheck:
         return self.sampled > 0 and self.rejected > MOST * self.sampled
 
     def describe(self) -> str:
-        reasons = ", ".join(f"{r} {n}" + (f" ({self.first_detail[r]})" if self.first_detail.get(r) else "")
-                            for r, n in self.reasons.most_common())
-        return (f"{self.what} rejects {self.rejected} of the first {self.sampled} lines"
-                + (f": {reasons}" if reasons else ""))
+        reasons = ", ".join(
+            f"{r} {n}" + (f" ({self.first_detail[r]})" if self.first_detail.get(r) else "")
+            for r, n in self.reasons.most_common()
+        )
+        return f"{self.what} rejects {self.rejected} of the first {self.sampled} lines" + (
+            f": {reasons}" if reasons else ""
+        )
 
 
 def check_sample(corpus, path: str, n: int = SAMPLE_LINES) -> SampleCheck:
@@ -109,13 +113,15 @@ def check_files_sample(corpus, files: list[str], n: int = SAMPLE_LINES) -> None:
         try:
             result = check_sample(corpus, path, n)
         except Exception as e:  # noqa: BLE001 (pyarrow, gzip and HTTP clients raise their own types)
-            raise FormatCheckError(f"corpus {corpus.name!r}, file {path}: cannot read its first lines "
-                                   f"({type(e).__name__}: {str(e)[:300]})") from None
+            raise FormatCheckError(
+                f"corpus {corpus.name!r}, file {path}: cannot read its first lines ({type(e).__name__}: {str(e)[:300]})"
+            ) from None
         if result.mostly_rejected:
             raise FormatCheckError(
                 f"corpus {corpus.name!r}, file {path}: {result.describe()}; fix the corpus's record_format / "
                 f"fields (python -m pipeline.inspect_files {path} prints what the lines hold), or pass "
-                "--no_format_check")
+                "--no_format_check"
+            )
 
 
 def check_before_start(config, files: dict[str, list[str]], n: int = SAMPLE_LINES) -> None:

@@ -12,12 +12,19 @@ pins every hf:// file to the commit its revision names when the job starts (`pin
 workers of a long job read one commit even if the repository moves meanwhile; the manifest records
 the pins (`hf_revisions`) and the pinned paths.
 """
+
 from __future__ import annotations
 
 import posixpath
 
-from apache_beam.io.filesystem import BeamIOError, CompressedFile, CompressionTypes, FileMetadata, FileSystem
-from apache_beam.io.filesystem import MatchResult
+from apache_beam.io.filesystem import (
+    BeamIOError,
+    CompressedFile,
+    CompressionTypes,
+    FileMetadata,
+    FileSystem,
+    MatchResult,
+)
 
 SCHEME = "hf"
 
@@ -29,7 +36,7 @@ def _fs():
 
 
 def _strip(path: str) -> str:
-    return path[len(SCHEME) + 3:] if path.startswith(f"{SCHEME}://") else path
+    return path[len(SCHEME) + 3 :] if path.startswith(f"{SCHEME}://") else path
 
 
 class HuggingFaceFileSystem(FileSystem):
@@ -55,8 +62,11 @@ class HuggingFaceFileSystem(FileSystem):
         for pattern, limit in zip(patterns, limits):
             try:
                 infos = _fs().glob(_strip(pattern), detail=True)
-                files = [FileMetadata(f"{SCHEME}://{p}", info.get("size") or 0)
-                         for p, info in sorted(infos.items()) if info.get("type") == "file"]
+                files = [
+                    FileMetadata(f"{SCHEME}://{p}", info.get("size") or 0)
+                    for p, info in sorted(infos.items())
+                    if info.get("type") == "file"
+                ]
                 results.append(MatchResult(pattern, files[:limit] if limit else files))
             except Exception as e:  # noqa: BLE001 (the HTTP client's errors are not OSErrors)
                 errors[pattern] = e
@@ -118,11 +128,13 @@ def pin_revisions(files: dict[str, list[str]]) -> tuple[dict[str, list[str]], di
                 r = fs.resolve_path(_strip(path))
                 key = (r.repo_type, r.repo_id, r.revision)
                 if key not in commits:
-                    commits[key] = HfApi(endpoint=fs.endpoint).repo_info(r.repo_id, revision=r.revision,
-                                                                       repo_type=r.repo_type).sha
+                    commits[key] = (
+                        HfApi(endpoint=fs.endpoint).repo_info(r.repo_id, revision=r.revision, repo_type=r.repo_type).sha
+                    )
             except Exception as e:  # noqa: BLE001 (the HTTP client's errors are not OSErrors)
-                raise UserError(f"corpus {name!r}: cannot resolve the revision of {path}: "
-                                f"{type(e).__name__}: {str(e)[:300]}") from None
+                raise UserError(
+                    f"corpus {name!r}: cannot resolve the revision of {path}: {type(e).__name__}: {str(e)[:300]}"
+                ) from None
             pins[f"{SCHEME}://{r.root}"] = commits[key]  # as the user wrote it: repository[@revision]
             repo = f"{SCHEME}://{constants.REPO_TYPES_URL_PREFIXES.get(r.repo_type, '')}{r.repo_id}"
             out[name].append(f"{repo}@{commits[key]}" + (f"/{r.path_in_repo}" if r.path_in_repo else ""))

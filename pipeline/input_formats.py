@@ -22,6 +22,7 @@ that is not part of the project (a test, a user's own launcher), `register(MyFor
 is built (docs/extending.md). Entries are imported when a corpus names them, so loading a data config
 does not import Beam.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -69,8 +70,9 @@ class InputFormat:
     # against them (False where the job builds the records: BEIR's queries, Reddit's pairs).
     counts_input_lines: bool = True
 
-    def parse_options(self, options: dict[str, Any], record_format: str, fields: dict[str, str], files: list[str]
-                      ) -> tuple[dict[str, Any], dict[str, str]]:
+    def parse_options(
+        self, options: dict[str, Any], record_format: str, fields: dict[str, str], files: list[str]
+    ) -> tuple[dict[str, Any], dict[str, str]]:
         """(the options as the corpus keeps them, its fields), checked against the corpus's record format
         and files; raise ValueError(message) to refuse the data config."""
         return options, fields
@@ -108,9 +110,14 @@ class InputFormat:
     def sample_rejections(self, corpus, lines: list[bytes], too_long: tuple[int, ...]) -> tuple[str, list]:
         """(what the check reads the lines as, the rejections among them: objects with .reason, .detail)."""
         record_format, fields = corpus.line_format
-        return (f"record_format {record_format!r}" + (f" with fields {fields}" if fields else ""),
-                [r for _, _, r in parsing.parse_lines(lines, too_long, record_format, fields)
-                 if isinstance(r, parsing.Rejection)])
+        return (
+            f"record_format {record_format!r}" + (f" with fields {fields}" if fields else ""),
+            [
+                r
+                for _, _, r in parsing.parse_lines(lines, too_long, record_format, fields)
+                if isinstance(r, parsing.Rejection)
+            ],
+        )
 
     def recognise(self, objects: list) -> str | None:
         """A note for `inspect` when most of a file's sample values (decoded JSON) are this format's records."""

@@ -15,6 +15,7 @@ Given the job's output directory (one holding manifest.json) instead, it prints 
 removed, per corpus: lines read, written, rejected, duplicates removed, tuples removed as evaluation
 texts (by set), the overlap with other corpora, and the evaluation sets checked.
 """
+
 from __future__ import annotations
 
 import collections
@@ -121,8 +122,11 @@ def suggest_entry(path: str, lines: list[bytes], count: int, exact: bool) -> dic
         held = [o.get(key) if key and isinstance(o, dict) else o for o in objs]
         sizes = {len(v) for v in held if isinstance(v, list)}
         fmt = "pair" if sizes == {2} else "triplet" if sizes == {3} else "set"
-        note = "a list of 3 texts may also be a small set: declare 'set' if they are interchangeable" \
-            if fmt == "triplet" else ""
+        note = (
+            "a list of 3 texts may also be a small set: declare 'set' if they are interchangeable"
+            if fmt == "triplet"
+            else ""
+        )
         # {"set": [...]} and older releases' {"texts": [...]} read without a field mapping
     elif isinstance(first, dict) and {"query", "pos"} <= set(first):
         fmt = "query_with_negatives" if "neg" in first else "query"
@@ -137,8 +141,10 @@ def suggest_entry(path: str, lines: list[bytes], count: int, exact: bool) -> dic
     entry["weight"] = max(1, min(WEIGHT_CAP, round((count or 0) / WEIGHT_DIVISOR)))
     if exact:
         entry["expected_lines"] = count
-    entry["description"] = (f"{shapes[0][0] if shapes else 'empty'}; weight: lines / {WEIGHT_DIVISOR}, "
-                            f"capped at {WEIGHT_CAP}" + (f"; {note}" if note else ""))
+    entry["description"] = (
+        f"{shapes[0][0] if shapes else 'empty'}; weight: lines / {WEIGHT_DIVISOR}, "
+        f"capped at {WEIGHT_CAP}" + (f"; {note}" if note else "")
+    )
     return entry
 
 
@@ -171,8 +177,9 @@ def inspect_file(path: str, out) -> tuple[list[bytes], int, bool]:
     if count is None:
         print(f"  lines: not counted (a compressed dump over {EXACT_BYTES >> 20} MiB)", file=out)
     else:
-        print(f"  lines: {count:,}" + ("" if exact else f" (estimated from the first {PREFIX_BYTES >> 20} MiB)"),
-              file=out)
+        print(
+            f"  lines: {count:,}" + ("" if exact else f" (estimated from the first {PREFIX_BYTES >> 20} MiB)"), file=out
+        )
     if format_check.is_parquet(path):
         print(f"  Parquet schema: {parquet_schema(path)}", file=out)
     for shape, n in collections.Counter(shape_of(line) for line in lines).most_common(3):
@@ -191,20 +198,32 @@ def report_output_dir(path: str, out) -> None:
 
     m = read_manifest(path)
     t = m["totals"]
-    print(f"{storage.join(path, MANIFEST_NAME)}: {t['lines_read']} lines read, {t['train_examples']} train, "
-          f"{t['validation_examples']} validation, {t['rejected']} rejected; {cleaning_summary(m)}", file=out)
-    print(f"  {'corpus':<24} {'read':>10} {'written':>10} {'rejected':>9} {'duplicates':>10} {'eval texts':>10}  "
-          "overlap / by set", file=out)
+    print(
+        f"{storage.join(path, MANIFEST_NAME)}: {t['lines_read']} lines read, {t['train_examples']} train, "
+        f"{t['validation_examples']} validation, {t['rejected']} rejected; {cleaning_summary(m)}",
+        file=out,
+    )
+    print(
+        f"  {'corpus':<24} {'read':>10} {'written':>10} {'rejected':>9} {'duplicates':>10} {'eval texts':>10}  "
+        "overlap / by set",
+        file=out,
+    )
     for c in m["corpora"]:
         decon = c.get("decontaminated", {"total": 0, "by_set": {}})
         notes = [f"also in {k}: {v}" for k, v in c.get("overlap", {}).items()]
         notes += [f"{k}: {v}" for k, v in decon["by_set"].items()]
-        print(f"  {c['name']:<24} {c['lines_read']:>10} {c['train_examples'] + c['validation_examples']:>10} "
-              f"{c['rejected']['total']:>9} {c.get('duplicates_removed', 0):>10} {decon['total']:>10}  "
-              f"{'; '.join(notes)}", file=out)
+        print(
+            f"  {c['name']:<24} {c['lines_read']:>10} {c['train_examples'] + c['validation_examples']:>10} "
+            f"{c['rejected']['total']:>9} {c.get('duplicates_removed', 0):>10} {decon['total']:>10}  "
+            f"{'; '.join(notes)}",
+            file=out,
+        )
     for s in (m.get("cleaning") or {}).get("decontaminate", []):
-        print(f"  evaluation set {s['name']} ({s['kind']}, {s['path']}): {s['texts']} texts read, {s['skipped']} "
-              f"lines skipped, {s['removed_lines']} training lines removed", file=out)
+        print(
+            f"  evaluation set {s['name']} ({s['kind']}, {s['path']}): {s['texts']} texts read, {s['skipped']} "
+            f"lines skipped, {s['removed_lines']} training lines removed",
+            file=out,
+        )
 
 
 def build_parser():
@@ -234,8 +253,12 @@ def _main(argv) -> int:
         report_output_dir(storage.abspath(path), out)
     if outputs and len(outputs) == len(args.paths) and not config:
         return 0
-    paths = [f for pattern in args.paths if pattern not in outputs
-             for f in (storage.glob(storage.abspath(pattern)) or [pattern])]
+    paths = [
+        f
+        for pattern in args.paths
+        if pattern not in outputs
+        for f in (storage.glob(storage.abspath(pattern)) or [pattern])
+    ]
     if not args.paths:
         if not config:
             raise UserError("give files to inspect, or a --data_config whose files to check")
@@ -250,8 +273,11 @@ def _main(argv) -> int:
         if corpus is not None:
             result = format_check.check_sample(corpus, path)
             verdict = "REJECTS MOST" if result.mostly_rejected else "ok"
-            print(f"  corpus {corpus.name!r}: {result.describe()} ({result.rejected / max(1, result.sampled):.1%}) "
-                  f"-> {verdict}", file=out)
+            print(
+                f"  corpus {corpus.name!r}: {result.describe()} ({result.rejected / max(1, result.sampled):.1%}) "
+                f"-> {verdict}",
+                file=out,
+            )
             failed += result.mostly_rejected
         else:
             suggestions.append(suggest_entry(path, lines, count, exact))

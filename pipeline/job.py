@@ -26,6 +26,7 @@ A failure of either kind reaches the launcher as one line, exit status 1.
 Everything that can be wrong with the configuration (data config, files, output directory,
 tokenizer, flags) is checked on the launcher before the pipeline starts.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,17 +71,26 @@ def check_expected_lines(corpus, read: int, tolerance: float) -> None:
         return
     if abs(read - expected) > tolerance * expected:
         within = f" (more than --expected_lines_tolerance={tolerance:g} of it)" if tolerance else ""
-        raise CountMismatch(f"corpus {corpus.name!r}: expected {expected} lines (data config expected_lines) but "
-                            f"read {read}{within}; no manifest was written: check the files (an incomplete "
-                            "copy?) or the data config, or allow a difference with --expected_lines_tolerance")
+        raise CountMismatch(
+            f"corpus {corpus.name!r}: expected {expected} lines (data config expected_lines) but "
+            f"read {read}{within}; no manifest was written: check the files (an incomplete "
+            "copy?) or the data config, or allow a difference with --expected_lines_tolerance"
+        )
 
 
 class WriteManifest(beam.DoFn):
     """Runs once, after every write is finalised (its side inputs force that order)."""
 
-    def __init__(self, config: DataConfig, files: dict, tokenizer: dict, opts: options_lib.JobOptions,
-                 left_out: list[LeftOut] = (), hf_revisions: dict | None = None,
-                 eval_sets: tuple[EvalSet, ...] = ()):
+    def __init__(
+        self,
+        config: DataConfig,
+        files: dict,
+        tokenizer: dict,
+        opts: options_lib.JobOptions,
+        left_out: list[LeftOut] = (),
+        hf_revisions: dict | None = None,
+        eval_sets: tuple[EvalSet, ...] = (),
+    ):
         self._config, self._files, self._tokenizer, self._opts = config, files, tokenizer, opts
         self._left_out = list(left_out)
         self._hf_revisions = dict(hf_revisions or {})
@@ -96,56 +106,93 @@ class WriteManifest(beam.DoFn):
                 # Counted by the reader before the shuffle vs. by the processing step after it: a
                 # difference is lost (or duplicated) data. Fail the job rather than write a manifest.
                 raise manifest_lib.ManifestError(
-                    f"corpus {corpus.name!r}: {read} lines were read but {acc['lines_read']} processed")
+                    f"corpus {corpus.name!r}: {read} lines were read but {acc['lines_read']} processed"
+                )
             skipped = [s for name, s in skipped_files if name == corpus.name]
             if not skipped:  # a skipped file is recorded instead: the user asked for the corpus without it
                 check_expected_lines(corpus, read, opts.expected_lines_tolerance)
             shard_files = {
                 split: writing.list_files(opts.output_dir, f"{corpus.name}/{split}-*-of-*{manifest_lib.FILE_SUFFIX}")
-                for split in splitting.SPLITS}
+                for split in splitting.SPLITS
+            }
             source = rejected_by_source = None
             if corpus.reader.has_events:
                 counts = {e: n for (name, e), n in sorted(events.items()) if name == corpus.name}
                 failed = check_source_counts(corpus, counts)
                 if failed:
-                    raise manifest_lib.ManifestError(f"corpus {corpus.name!r}: source counts do not reconcile "
-                                                     f"({'; '.join(failed)}): {counts}")
+                    raise manifest_lib.ManifestError(
+                        f"corpus {corpus.name!r}: source counts do not reconcile ({'; '.join(failed)}): {counts}"
+                    )
                 source = {"input_format": corpus.input_format, "counts": counts}
                 rejected_by_source = corpus.reader.source_rejected(counts) or None
-            entries.append(manifest_lib.corpus_entry(corpus, self._files[corpus.name], acc,
-                                                     shard_files[splitting.TRAIN], shard_files[splitting.VALIDATION],
-                                                     source, rejected_by_source, skipped))
-        cleaning = cleaning_lib.manifest_record(opts.deduplicate, self._eval_sets, opts.decontaminate_documents,
-                                                eval_counts or {}, entries)
-        manifest = manifest_lib.build_manifest(entries, self._tokenizer, opts.max_seq_length, opts.validation_fraction,
-                                               prompts=self._config.prompts,
-                                               default_prompt_name=self._config.default_prompt_name,
-                                               left_out=self._left_out, hf_revisions=self._hf_revisions,
-                                               cleaning=cleaning)
+            entries.append(
+                manifest_lib.corpus_entry(
+                    corpus,
+                    self._files[corpus.name],
+                    acc,
+                    shard_files[splitting.TRAIN],
+                    shard_files[splitting.VALIDATION],
+                    source,
+                    rejected_by_source,
+                    skipped,
+                )
+            )
+        cleaning = cleaning_lib.manifest_record(
+            opts.deduplicate, self._eval_sets, opts.decontaminate_documents, eval_counts or {}, entries
+        )
+        manifest = manifest_lib.build_manifest(
+            entries,
+            self._tokenizer,
+            opts.max_seq_length,
+            opts.validation_fraction,
+            prompts=self._config.prompts,
+            default_prompt_name=self._config.default_prompt_name,
+            left_out=self._left_out,
+            hf_revisions=self._hf_revisions,
+            cleaning=cleaning,
+        )
         yield manifest_lib.write_manifest(opts.output_dir, manifest)
 
 
-def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_json: str, tokenizer_info: dict,
-                   opts: options_lib.JobOptions, left_out: list[LeftOut] = (), hf_revisions: dict | None = None,
-                   eval_sets: tuple[EvalSet, ...] = ()):
+def build_pipeline(
+    p: beam.Pipeline,
+    config: DataConfig,
+    files: dict,
+    tokenizer_json: str,
+    tokenizer_info: dict,
+    opts: options_lib.JobOptions,
+    left_out: list[LeftOut] = (),
+    hf_revisions: dict | None = None,
+    eval_sets: tuple[EvalSet, ...] = (),
+):
     join = beam.io.filesystems.FileSystems.join
     tags = [processing.output_tag(c.name, s) for c in config.corpora for s in splitting.SPLITS]
     sources = read_sources(p, config, files, opts.batch_lines, opts.max_line_bytes, opts.on_corrupt_file)
-    skipped = ((sources.skipped or [p | "NoSkipped" >> beam.Create([])])
-               | "AllSkipped" >> beam.Flatten())
+    skipped = (sources.skipped or [p | "NoSkipped" >> beam.Create([])]) | "AllSkipped" >> beam.Flatten()
     line_counts = sources.line_counts | "AllLineCounts" >> beam.Flatten() | "CountLines" >> beam.CombinePerKey(sum)
-    events = ((sources.events or [p | "NoEvents" >> beam.Create([])])
-              | "AllEvents" >> beam.Flatten() | "CountEvents" >> beam.combiners.Count.PerElement())
+    events = (
+        (sources.events or [p | "NoEvents" >> beam.Create([])])
+        | "AllEvents" >> beam.Flatten()
+        | "CountEvents" >> beam.combiners.Count.PerElement()
+    )
     prompts = {c.name: c.role_prompts() for c in config.corpora if c.prompts}  # plain data for the workers
     clean = cleaning_lib.spec(config, opts.deduplicate, eval_sets, opts.clean_bucket_tuples)
     results = (
         sources.batches
         | "AllBatches" >> beam.Flatten()
         | "Spread" >> beam.Reshuffle()
-        | "Process" >> beam.ParDo(processing.ProcessLineBatch(
-            {c.name: c.line_format for c in config.corpora}, tokenizer_json, opts.max_seq_length,
-            opts.validation_fraction, prompts, clean), beam.pvalue.AsList(skipped))
-        .with_outputs(processing.REJECTED, processing.STATS, processing.TUPLES, processing.KEYS, *tags)
+        | "Process"
+        >> beam.ParDo(
+            processing.ProcessLineBatch(
+                {c.name: c.line_format for c in config.corpora},
+                tokenizer_json,
+                opts.max_seq_length,
+                opts.validation_fraction,
+                prompts,
+                clean,
+            ),
+            beam.pvalue.AsList(skipped),
+        ).with_outputs(processing.REJECTED, processing.STATS, processing.TUPLES, processing.KEYS, *tags)
     )
     records, stats_parts, extra = results, [results[processing.STATS]], []
     written = []
@@ -155,32 +202,47 @@ def build_pipeline(p: beam.Pipeline, config: DataConfig, files: dict, tokenizer_
         stats_parts.append(cleaned.outputs[processing.STATS])
         if eval_sets:
             extra = [beam.pvalue.AsDict(cleaned.eval_counts)]
-            written.append(cleaned.outputs[cleaning_lib.DECONTAMINATED]
-                           | "Write/decontaminated" >> beam.io.WriteToText(
-                               join(opts.output_dir, cleaning_lib.DECONTAMINATED_DIR, "decontaminated"),
-                               file_name_suffix=".jsonl", num_shards=1))
+            written.append(
+                cleaned.outputs[cleaning_lib.DECONTAMINATED]
+                | "Write/decontaminated"
+                >> beam.io.WriteToText(
+                    join(opts.output_dir, cleaning_lib.DECONTAMINATED_DIR, "decontaminated"),
+                    file_name_suffix=".jsonl",
+                    num_shards=1,
+                )
+            )
     for c in config.corpora:
         for split in splitting.SPLITS:
             shards = train_shards(c, opts) if split == splitting.TRAIN else 1
             written.append(
                 records[processing.output_tag(c.name, split)]
-                | f"Write/{c.name}/{split}" >> writing.WriteRecordBatches(join(opts.output_dir, c.name, split), shards))
+                | f"Write/{c.name}/{split}" >> writing.WriteRecordBatches(join(opts.output_dir, c.name, split), shards)
+            )
     written.append(
         [results[processing.REJECTED], *sources.rejected]
         | "AllRejected" >> beam.Flatten()
-        | "Write/rejected" >> beam.io.WriteToText(join(opts.output_dir, REJECTED_DIR, "rejected"),
-                                                  file_name_suffix=".jsonl", num_shards=1))
-    combined = (stats_parts | "AllStats" >> beam.Flatten()
-                | "CombineStats" >> beam.CombinePerKey(stats.CombineStats(opts.max_seq_length)))
+        | "Write/rejected"
+        >> beam.io.WriteToText(join(opts.output_dir, REJECTED_DIR, "rejected"), file_name_suffix=".jsonl", num_shards=1)
+    )
+    combined = (
+        stats_parts
+        | "AllStats" >> beam.Flatten()
+        | "CombineStats" >> beam.CombinePerKey(stats.CombineStats(opts.max_seq_length))
+    )
     all_written = written | "AllWritten" >> beam.Flatten()
     return (
         p
         | "ManifestTrigger" >> beam.Create([None])
-        | "WriteManifest" >> beam.ParDo(WriteManifest(config, files, tokenizer_info, opts, left_out, hf_revisions,
-                                                      eval_sets),
-                                        beam.pvalue.AsDict(combined), beam.pvalue.AsDict(line_counts),
-                                        beam.pvalue.AsDict(events), beam.pvalue.AsList(all_written),
-                                        beam.pvalue.AsList(skipped), *extra)
+        | "WriteManifest"
+        >> beam.ParDo(
+            WriteManifest(config, files, tokenizer_info, opts, left_out, hf_revisions, eval_sets),
+            beam.pvalue.AsDict(combined),
+            beam.pvalue.AsDict(line_counts),
+            beam.pvalue.AsDict(events),
+            beam.pvalue.AsList(all_written),
+            beam.pvalue.AsList(skipped),
+            *extra,
+        )
     )
 
 
@@ -199,8 +261,9 @@ def prepare(argv):
     options first, before anything is written)."""
     opts, beam_args = options_lib.parse_args(argv)
     pipeline = new_pipeline(options_lib.pipeline_options(beam_args))
-    config, files, left_out = resolve_corpora(load_data_config(opts.data_config).select(opts.corpora),
-                                              opts.input_root, opts.skip_missing_corpora)
+    config, files, left_out = resolve_corpora(
+        load_data_config(opts.data_config).select(opts.corpora), opts.input_root, opts.skip_missing_corpora
+    )
     if left_out:
         log.warning("%s", manifest_lib.left_out_summary(left_out, config))
     check_file_sizes(config, files)
@@ -247,8 +310,10 @@ def _run(argv) -> int:
             print(f"{prog}: error: {failure}", file=sys.stderr)
             return EXIT_JOB_FAILURE
         log.exception("the pipeline failed")
-        print(f"{prog}: error: the pipeline failed ({type(e).__name__}: {str(e)[-2000:]}); no manifest was written",
-              file=sys.stderr)
+        print(
+            f"{prog}: error: the pipeline failed ({type(e).__name__}: {str(e)[-2000:]}); no manifest was written",
+            file=sys.stderr,
+        )
         return 1
     if state != PipelineState.DONE:
         print(f"{prog}: error: the pipeline ended in state {state}; no manifest was written", file=sys.stderr)
@@ -256,10 +321,22 @@ def _run(argv) -> int:
     manifest = manifest_lib.read_manifest(opts.output_dir)
     t = manifest["totals"]
     skipped = [s for c in manifest["corpora"] for s in c.get("skipped_files", ())]
-    left_out = (f", {len(skipped)} file(s) skipped (--on_corrupt_file=skip): "
-                + "; ".join(f"{s['file']} ({s['cause']})" for s in skipped)) if skipped else ""
-    log.info("done: %d lines read, %d train, %d validation, %d rejected, %s%s; manifest %s",
-             t["lines_read"], t["train_examples"], t["validation_examples"], t["rejected"],
-             manifest_lib.cleaning_summary(manifest), left_out,
-             beam.io.filesystems.FileSystems.join(opts.output_dir, manifest_lib.MANIFEST_NAME))
+    left_out = (
+        (
+            f", {len(skipped)} file(s) skipped (--on_corrupt_file=skip): "
+            + "; ".join(f"{s['file']} ({s['cause']})" for s in skipped)
+        )
+        if skipped
+        else ""
+    )
+    log.info(
+        "done: %d lines read, %d train, %d validation, %d rejected, %s%s; manifest %s",
+        t["lines_read"],
+        t["train_examples"],
+        t["validation_examples"],
+        t["rejected"],
+        manifest_lib.cleaning_summary(manifest),
+        left_out,
+        beam.io.filesystems.FileSystems.join(opts.output_dir, manifest_lib.MANIFEST_NAME),
+    )
     return 0

@@ -14,6 +14,7 @@ After `Retry.attempts` consecutive failures the reader raises FileReadFailed (fi
 Dataflow then retries the bundle (its partial output is discarded) and fails the job when the fault
 persists; the launcher prints it as one line (pipeline/job.py).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,7 @@ import dataclasses
 import gzip
 import logging
 import time
-from typing import Callable, ContextManager, IO, Iterator, NamedTuple
+from typing import IO, Callable, ContextManager, Iterator, NamedTuple
 
 from pipeline.user_errors import JobFailure
 
@@ -62,8 +63,7 @@ class FileReadFailed(JobFailure):
         self.path, self.last_line, self.cause, self.attempts = path, last_line, cause, attempts
 
     def __str__(self):
-        return (f"cannot read {self.path} (after line {self.last_line}, {self.attempts} attempt(s)): "
-                f"{self.cause}")
+        return f"cannot read {self.path} (after line {self.last_line}, {self.attempts} attempt(s)): {self.cause}"
 
 
 def describe_fault(e: BaseException) -> str:
@@ -132,8 +132,14 @@ class ResumableReader:
                 failures += 1
                 if failures >= self._retry.attempts:
                     raise FileReadFailed(self._path, self.lines, describe_fault(e), failures) from e
-                log.warning("read fault in %s after line %d (attempt %d of %d, retrying): %s", self._path,
-                            self.lines, failures, self._retry.attempts, describe_fault(e))
+                log.warning(
+                    "read fault in %s after line %d (attempt %d of %d, retrying): %s",
+                    self._path,
+                    self.lines,
+                    failures,
+                    self._retry.attempts,
+                    describe_fault(e),
+                )
                 time.sleep(self._retry.backoff_s * 2 ** (failures - 1))
                 continue
             self.offset += len(data)
@@ -156,9 +162,14 @@ def _strip_eol(line: bytes) -> bytes:
     return line
 
 
-def iter_line_batches(corpus: str, path: str, batch_lines: int, max_line_bytes: int,
-                      opener: Callable[[str], ContextManager[IO[bytes]]] = open_with_storage,
-                      retry: Retry = DEFAULT_RETRY) -> Iterator[LineBatch]:
+def iter_line_batches(
+    corpus: str,
+    path: str,
+    batch_lines: int,
+    max_line_bytes: int,
+    opener: Callable[[str], ContextManager[IO[bytes]]] = open_with_storage,
+    retry: Retry = DEFAULT_RETRY,
+) -> Iterator[LineBatch]:
     """Batches of numbered lines of one file; never holds more than max_line_bytes of one line.
     Raises FileReadFailed when the file cannot be read to its end (module docstring)."""
     lines: list = []

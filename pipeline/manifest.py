@@ -4,6 +4,7 @@ Built and written by the job's last step (through Beam's FileSystems, where the 
 every shard is finalised; the format is in docs/pipeline.md. `load_manifest` is the reader for
 everyone else: it reads the file once (pipeline/storage.py) into a typed `Manifest`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,9 +28,16 @@ class ManifestError(UserError):
     """A manifest that is missing, unreadable, of another schema version, or inconsistent."""
 
 
-def corpus_entry(corpus, files: list[str], acc: dict, train_files: list[str],
-                 validation_files: list[str], source: dict | None = None,
-                 source_rejected: dict[str, int] | None = None, skipped_files=()) -> dict[str, Any]:
+def corpus_entry(
+    corpus,
+    files: list[str],
+    acc: dict,
+    train_files: list[str],
+    validation_files: list[str],
+    source: dict | None = None,
+    source_rejected: dict[str, int] | None = None,
+    skipped_files=(),
+) -> dict[str, Any]:
     """One corpus's record. `source_rejected`: reason -> input lines of a joined source (Reddit's bad
     comment lines) written to rejected/: they count in `rejected` (total, by_reason and from_source)
     but not in `lines_read`, which counts the records the source built. `skipped_files`: the files
@@ -59,8 +67,10 @@ def corpus_entry(corpus, files: list[str], acc: dict, train_files: list[str],
         # evaluation set (lines removed per set; a line matching two sets counts under both), and how
         # many of this corpus's tuples also occur in each other corpus.
         "duplicates_removed": acc["duplicates"],
-        "decontaminated": {"total": acc["decontaminated"],
-                           "by_set": dict(sorted(acc["decontaminated_by_set"].items()))},
+        "decontaminated": {
+            "total": acc["decontaminated"],
+            "by_set": dict(sorted(acc["decontaminated_by_set"].items())),
+        },
         "overlap": dict(sorted(acc["overlap"].items())),
         "train_files": list(train_files),
         "validation_files": list(validation_files),
@@ -74,8 +84,14 @@ def corpus_entry(corpus, files: list[str], acc: dict, train_files: list[str],
         entry["source"] = source
     if source_rejected is not None:
         entry["rejected"]["from_source"] = from_source
-    if entry["lines_read"] != (entry["train_examples"] + entry["validation_examples"] + rejected_total - from_source
-                               + acc["duplicates"] + acc["decontaminated"]):
+    if entry["lines_read"] != (
+        entry["train_examples"]
+        + entry["validation_examples"]
+        + rejected_total
+        - from_source
+        + acc["duplicates"]
+        + acc["decontaminated"]
+    ):
         raise ManifestError(f"corpus {corpus.name!r}: counts do not reconcile: {entry}")
     return entry
 
@@ -84,9 +100,11 @@ def left_out_summary(left_out, kept_config) -> str:
     """One line for the log: which corpora were left out and what the others' probabilities become."""
     total = sum(c.weight for c in kept_config.corpora) + sum(lo.weight for lo in left_out)
     gone = ", ".join(f"{lo.name} (weight {lo.weight:g}, {lo.weight / total:.1%} of batches)" for lo in left_out)
-    return (f"left out {len(left_out)} corpus(es) whose files are missing (--skip_missing_corpora): {gone}; "
-            f"the other {len(kept_config.corpora)} keep their weights, so their shares grow by "
-            f"{total / (total - sum(lo.weight for lo in left_out)):.3f}x (manifest.json: left_out)")
+    return (
+        f"left out {len(left_out)} corpus(es) whose files are missing (--skip_missing_corpora): {gone}; "
+        f"the other {len(kept_config.corpora)} keep their weights, so their shares grow by "
+        f"{total / (total - sum(lo.weight for lo in left_out)):.3f}x (manifest.json: left_out)"
+    )
 
 
 def left_out_entry(left_out, entries: list[dict]) -> dict[str, Any]:
@@ -96,15 +114,25 @@ def left_out_entry(left_out, entries: list[dict]) -> dict[str, Any]:
     before = kept + sum(lo.weight for lo in left_out)
     return {
         "corpora": [{"name": lo.name, "weight": lo.weight, "missing": list(lo.missing)} for lo in left_out],
-        "probabilities": {e["name"]: {"configured": round(e["weight"] / before, 6), "now": round(e["weight"] / kept, 6)}
-                          for e in entries},
+        "probabilities": {
+            e["name"]: {"configured": round(e["weight"] / before, 6), "now": round(e["weight"] / kept, 6)}
+            for e in entries
+        },
     }
 
 
-def build_manifest(entries: list[dict], tokenizer: dict, max_seq_length: int, validation_fraction: float,
-                   created: str | None = None, prompts: dict[str, str] | None = None,
-                   default_prompt_name: str | None = None, left_out=(), hf_revisions=None,
-                   cleaning: dict | None = None) -> dict[str, Any]:
+def build_manifest(
+    entries: list[dict],
+    tokenizer: dict,
+    max_seq_length: int,
+    validation_fraction: float,
+    created: str | None = None,
+    prompts: dict[str, str] | None = None,
+    default_prompt_name: str | None = None,
+    left_out=(),
+    hf_revisions=None,
+    cleaning: dict | None = None,
+) -> dict[str, Any]:
     totals = {k: sum(e[k] for e in entries) for k in ("lines_read", "train_examples", "validation_examples")}
     totals["rejected"] = sum(e["rejected"]["total"] for e in entries)
     totals["skipped_files"] = sum(len(e.get("skipped_files", ())) for e in entries)
@@ -140,8 +168,11 @@ def cleaning_summary(manifest: dict) -> str:
     cleaning, totals = manifest.get("cleaning"), manifest.get("totals", {})
     if cleaning is None:
         return "cleaning not recorded (a manifest from before the cleaning stages)"
-    dup = (f"{totals.get('duplicates_removed', 0)} duplicate tuples removed" if cleaning.get("deduplicate")
-           else "duplicates kept (--no_deduplicate)")
+    dup = (
+        f"{totals.get('duplicates_removed', 0)} duplicate tuples removed"
+        if cleaning.get("deduplicate")
+        else "duplicates kept (--no_deduplicate)"
+    )
     sets = cleaning.get("decontaminate") or []
     if not sets:
         return f"{dup}, not checked against evaluation sets"
@@ -258,22 +289,43 @@ class Manifest:
         for c in raw["corpora"]:
             name = c.get("name")
             record_format = c.get("record_format", c.get("shape"))  # manifests before 0.2 say "shape"
-            for key, value in (("name", name), ("record_format", record_format), ("weight", c.get("weight")),
-                               ("train_files", c.get("train_files"))):
+            for key, value in (
+                ("name", name),
+                ("record_format", record_format),
+                ("weight", c.get("weight")),
+                ("train_files", c.get("train_files")),
+            ):
                 if value is None:
                     raise fail(f"corpus {name!r} lacks field {key!r}")
             if record_format not in FORMATS:
                 raise fail(f"corpus {name!r} has unknown record format {record_format!r}")
-            entries.append(CorpusEntry(
-                name, record_format, float(c["weight"]), bool(c.get("symmetric", False)),
-                int(c.get("train_examples", 0)), int(c.get("validation_examples", 0)),
-                tuple(_absolute(data_dir, f) for f in c["train_files"]),
-                tuple(_absolute(data_dir, f) for f in c.get("validation_files", [])),
-                dict(c.get("token_lengths", {})), str(c.get("description", "")), _corpus_prompts(c, fail)))
+            entries.append(
+                CorpusEntry(
+                    name,
+                    record_format,
+                    float(c["weight"]),
+                    bool(c.get("symmetric", False)),
+                    int(c.get("train_examples", 0)),
+                    int(c.get("validation_examples", 0)),
+                    tuple(_absolute(data_dir, f) for f in c["train_files"]),
+                    tuple(_absolute(data_dir, f) for f in c.get("validation_files", [])),
+                    dict(c.get("token_lengths", {})),
+                    str(c.get("description", "")),
+                    _corpus_prompts(c, fail),
+                )
+            )
         job_len = raw.get("max_seq_length")
-        return cls(path, tuple(entries), dict(tokenizer), int(tokenizer["pad_token_id"]),
-                   job_len if isinstance(job_len, int) else None, raw.get("compression", COMPRESSION) or "", raw,
-                   dict(prompts), default_prompt_name)
+        return cls(
+            path,
+            tuple(entries),
+            dict(tokenizer),
+            int(tokenizer["pad_token_id"]),
+            job_len if isinstance(job_len, int) else None,
+            raw.get("compression", COMPRESSION) or "",
+            raw,
+            dict(prompts),
+            default_prompt_name,
+        )
 
 
 def _corpus_prompts(c: dict, fail) -> dict[str, Prompt]:
@@ -281,8 +333,10 @@ def _corpus_prompts(c: dict, fail) -> dict[str, Prompt]:
     for key, p in (c.get("prompts") or {}).items():
         well_formed = isinstance(p, dict) and all(isinstance(p.get(k), str) for k in ("name", "text"))
         if key not in PROMPT_KEYS or not well_formed:
-            raise fail(f"corpus {c.get('name')!r}: prompts.{key} must be {{\"name\", \"text\"}} under one of "
-                       f"{', '.join(PROMPT_KEYS)}, got {p!r}")
+            raise fail(
+                f'corpus {c.get("name")!r}: prompts.{key} must be {{"name", "text"}} under one of '
+                f"{', '.join(PROMPT_KEYS)}, got {p!r}"
+            )
         out[key] = Prompt(p["name"], p["text"])
     return out
 

@@ -14,6 +14,7 @@ KGRAM + WINDOW - 1 = SPAN_WORDS words contains one whole window, whose smallest 
 so a matching pair always shares a key (no false negatives) while a text emits about 2 / (WINDOW + 1)
 keys per word instead of one per word. Keys only propose candidates: `matches` decides, on the words.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -74,14 +75,14 @@ def text_keys(norm: str) -> set[int]:
         # Minimum of every WINDOW (7) consecutive shingles, by doubling: windows of 2, 4, then 4 + 4 overlapping.
         m2 = list(map(min, shingles, shingles[1:]))
         m4 = list(map(min, m2, m2[2:]))
-        keys.update(map(min, m4, m4[WINDOW - 4:]))
+        keys.update(map(min, m4, m4[WINDOW - 4 :]))
     return keys
 
 
 def spans(norm: str) -> set[tuple[str, ...]]:
     """Every run of SPAN_WORDS consecutive words of a normalised text (empty for shorter texts)."""
     words = norm.split(" ")
-    return {tuple(words[i:i + SPAN_WORDS]) for i in range(len(words) - SPAN_WORDS + 1)}
+    return {tuple(words[i : i + SPAN_WORDS]) for i in range(len(words) - SPAN_WORDS + 1)}
 
 
 def matches(train_norm: str, eval_norm: str, eval_spans: set | None = None) -> str | None:

@@ -3,6 +3,7 @@
 The corpus's declared record format decides how a line is read (a list of three texts is a triplet in a
 triplet corpus and a small set in a set corpus); a line that does not fit is rejected, never guessed.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,8 +77,13 @@ SHAPES = {
 
 
 def _wrong(record_format: str, got: Any) -> Rejection:
-    what = (f"a list of {len(got)}" if isinstance(got, list) else f"an object with keys {sorted(got)[:10]}"
-            if isinstance(got, dict) else f"a JSON {type(got).__name__}")
+    what = (
+        f"a list of {len(got)}"
+        if isinstance(got, list)
+        else f"an object with keys {sorted(got)[:10]}"
+        if isinstance(got, dict)
+        else f"a JSON {type(got).__name__}"
+    )
     return Rejection(WRONG_FORMAT, f"a {record_format} line is {SHAPES[record_format]}; got {what}")
 
 
@@ -101,8 +107,10 @@ def _set_members(members: list, dropped: dict | None) -> list:
         return members
     kept = [m for m in members if m.strip()]
     if len(kept) < 2:
-        raise Rejection(EMPTY_TEXT, f"{len(members) - len(kept)} of the set's {len(members)} members are empty: "
-                                    f"fewer than 2 texts remain")
+        raise Rejection(
+            EMPTY_TEXT,
+            f"{len(members) - len(kept)} of the set's {len(members)} members are empty: fewer than 2 texts remain",
+        )
     if dropped is not None and len(kept) < len(members):
         dropped[EMPTY_MEMBER] = dropped.get(EMPTY_MEMBER, 0) + len(members) - len(kept)
     return kept
@@ -152,8 +160,10 @@ def fields_error(fields: dict, record_format: str) -> str | None:
         if len(fields) > 1:
             return f"{TEXTS_FIELD!r} names the one key holding all texts: no role keys beside it"
         if fmt.selection == "drawn":
-            return f"{TEXTS_FIELD!r} serves pair, triplet and set corpora; a {record_format} corpus maps " \
-                   "'anchor', 'positive' (and 'negative') instead"
+            return (
+                f"{TEXTS_FIELD!r} serves pair, triplet and set corpora; a {record_format} corpus maps "
+                "'anchor', 'positive' (and 'negative') instead"
+            )
         return None
     if fmt.selection == "two_members":
         return f"a set corpus's members are one list: map it with {{{TEXTS_FIELD!r}: KEY}}"
@@ -172,8 +182,10 @@ def _field(obj: dict, key: str, role: str) -> Any:
 def _by_fields(obj: Any, fields: dict, record_format: str, dropped: dict | None = None) -> tuple[list, list[int]]:
     """(texts, roles) of an object through the corpus's `fields` (validated by fields_error)."""
     if not isinstance(obj, dict):
-        raise Rejection(WRONG_FORMAT, f"a line of this corpus is a JSON object (its fields are mapped), "
-                                      f"got a JSON {type(obj).__name__}")
+        raise Rejection(
+            WRONG_FORMAT,
+            f"a line of this corpus is a JSON object (its fields are mapped), got a JSON {type(obj).__name__}",
+        )
     if TEXTS_FIELD in fields:
         return _by_format(_field(obj, fields[TEXTS_FIELD], TEXTS_FIELD), record_format, dropped)
     fmt = FORMATS[record_format]
@@ -193,19 +205,22 @@ def _by_fields(obj: Any, fields: dict, record_format: str, dropped: dict | None 
     return [values["anchor"], *pos, *neg], fmt.line_roles(len(pos), len(neg))
 
 
-def parse_object(obj: Any, record_format: str, fields: dict | None = None, dropped: dict | None = None
-                 ) -> tuple[list[str], list[int]]:
+def parse_object(
+    obj: Any, record_format: str, fields: dict | None = None, dropped: dict | None = None
+) -> tuple[list[str], list[int]]:
     """(texts, roles) of one decoded line (or Parquet row); raises Rejection. Texts dropped from a line
     that stays (DROPPED reasons) are counted into `dropped` when given."""
-    texts, roles = (_by_fields(obj, fields, record_format, dropped) if fields
-                    else _by_format(obj, record_format, dropped))
+    texts, roles = (
+        _by_fields(obj, fields, record_format, dropped) if fields else _by_format(obj, record_format, dropped)
+    )
     if FORMATS[record_format].selection != "two_members":  # a set's members were checked as they were kept
         _check_texts(texts)
     return texts, roles
 
 
-def parse_line(raw: bytes, record_format: str, fields: dict | None = None, dropped: dict | None = None
-               ) -> tuple[list[str], list[int]]:
+def parse_line(
+    raw: bytes, record_format: str, fields: dict | None = None, dropped: dict | None = None
+) -> tuple[list[str], list[int]]:
     """(texts, roles) of one line without its line break; raises Rejection."""
     try:
         line = raw.decode("utf-8")
@@ -233,8 +248,13 @@ def row_line(row: dict) -> bytes:
     return json.dumps(row, ensure_ascii=False, default=_unreadable_cell).encode("utf-8")
 
 
-def parse_lines(lines: Iterable[bytes], too_long: Iterable[int], record_format: str, fields: dict | None = None,
-                dropped: dict | None = None) -> Iterator[tuple[int, bytes, tuple[list[str], list[int]] | Rejection]]:
+def parse_lines(
+    lines: Iterable[bytes],
+    too_long: Iterable[int],
+    record_format: str,
+    fields: dict | None = None,
+    dropped: dict | None = None,
+) -> Iterator[tuple[int, bytes, tuple[list[str], list[int]] | Rejection]]:
     """(index, raw, (texts, roles) or its Rejection) for each line of a batch; the lines whose indexes
     are in `too_long` (cut by the reader) are rejected as LINE_TOO_LONG without being parsed. Texts
     dropped from accepted lines are counted into `dropped` (reason -> count) when given."""

@@ -12,6 +12,7 @@ here: each accepted line becomes an entry on "tuples", (tuple bucket, [entries])
 batch (dedup.pack_entries), and, when decontaminating, its texts' keys go to "keys", (key bucket,
 (keys, tuple keys)) packed as arrays (decontaminate.pack_keys).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ from collections import defaultdict
 
 import apache_beam as beam
 
-from pipeline import dedup, normalize, parsing, stats, splitting
+from pipeline import dedup, normalize, parsing, splitting, stats
 from pipeline.decontaminate import pack_keys
 from pipeline.reading import LineBatch
 from pipeline.record_schema import encode_record, fingerprint
@@ -41,14 +42,22 @@ def output_tag(corpus: str, split: str) -> str:
 
 def rejected_record(corpus: str, path: str, line_number: int | None, reason: str, detail: str, raw: bytes) -> str:
     line = raw[: REJECTED_LINE_CHARS * 4].decode("utf-8", "replace")[:REJECTED_LINE_CHARS]
-    return json.dumps({"corpus": corpus, "file": path, "line_number": line_number, "reason": reason,
-                       "detail": detail, "line": line}, ensure_ascii=False)
+    return json.dumps(
+        {"corpus": corpus, "file": path, "line_number": line_number, "reason": reason, "detail": detail, "line": line},
+        ensure_ascii=False,
+    )
 
 
 class ProcessLineBatch(beam.DoFn):
-    def __init__(self, line_formats: dict[str, tuple[str, dict | None]], tokenizer_json_path: str,
-                 max_seq_length: int, validation_fraction: float, prompts: dict[str, dict[int, str]] | None = None,
-                 cleaning: dict | None = None):
+    def __init__(
+        self,
+        line_formats: dict[str, tuple[str, dict | None]],
+        tokenizer_json_path: str,
+        max_seq_length: int,
+        validation_fraction: float,
+        prompts: dict[str, dict[int, str]] | None = None,
+        cleaning: dict | None = None,
+    ):
         # corpus name -> (declared record format, fields or None): CorpusConfig.line_format, plain data.
         self._formats = line_formats
         # corpus name -> {text role: prompt text} (CorpusConfig.role_prompts): plain data, pickled to workers.
@@ -84,8 +93,7 @@ class ProcessLineBatch(beam.DoFn):
 
         accepted = []  # (raw line, texts, roles)
         all_texts = []
-        for i, raw, parsed in parsing.parse_lines(batch.lines, batch.too_long, record_format, fields,
-                                                    acc["dropped"]):
+        for i, raw, parsed in parsing.parse_lines(batch.lines, batch.too_long, record_format, fields, acc["dropped"]):
             if isinstance(parsed, parsing.Rejection):
                 yield reject(i, parsed.reason, parsed.detail, raw)
                 continue
@@ -107,7 +115,7 @@ class ProcessLineBatch(beam.DoFn):
         pos = 0
         for i, raw, texts, roles in accepted:
             n = len(texts)
-            record = encode_record(ids[pos:pos + n], roles, [fingerprint(t.strip()) for t in texts])
+            record = encode_record(ids[pos : pos + n], roles, [fingerprint(t.strip()) for t in texts])
             pos += n
             out[splitting.split_of(raw, fraction)].append((i, raw, texts, roles, record))
         if self._cleaning:
@@ -133,7 +141,8 @@ class ProcessLineBatch(beam.DoFn):
                 tk = dedup.tuple_key(record_format, symmetric, norms, roles)
                 number = batch.first_line + i if batch.first_line else 0
                 tuples[dedup.tuple_bucket(tk, c["tuple_buckets"])].append(
-                    (tk, number, dedup.line_digest(raw), split, record, norms if decontaminate else ()))
+                    (tk, number, dedup.line_digest(raw), split, record, norms if decontaminate else ())
+                )
                 if decontaminate:
                     text_keys = set().union(*map(normalize.text_keys, norms))
                     keys.extend(text_keys)
@@ -141,4 +150,6 @@ class ProcessLineBatch(beam.DoFn):
         for b, entries in tuples.items():
             yield beam.pvalue.TaggedOutput(TUPLES, (b, dedup.pack_entries(batch.corpus, batch.path, entries)))
         if keys:
-            yield from (beam.pvalue.TaggedOutput(KEYS, kb) for kb in pack_keys(keys, b"".join(key_tks), c["key_buckets"]))
+            yield from (
+                beam.pvalue.TaggedOutput(KEYS, kb) for kb in pack_keys(keys, b"".join(key_tks), c["key_buckets"])
+            )

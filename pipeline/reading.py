@@ -15,6 +15,7 @@ already emitted are dropped by the processing step (job.py passes it the skipped
 input, which costs nothing more in a batch job: the Reshuffle between the two steps is a barrier
 anyway), so a skipped file gives no record at all, never a prefix, and is read once.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,8 +41,9 @@ def open_binary(path: str):
         yield f
 
 
-def iter_line_batches(corpus: str, path: str, batch_lines: int, max_line_bytes: int,
-                      retry: Retry = DEFAULT_RETRY) -> Iterator[LineBatch]:
+def iter_line_batches(
+    corpus: str, path: str, batch_lines: int, max_line_bytes: int, retry: Retry = DEFAULT_RETRY
+) -> Iterator[LineBatch]:
     """`pipeline.lines.iter_line_batches` through Beam's FileSystems (what the workers are set up for)."""
     return _iter_line_batches(corpus, path, batch_lines, max_line_bytes, opener=open_binary, retry=retry)
 
@@ -61,8 +63,9 @@ class ReadLineBatches(beam.DoFn):
     every line read was processed (see job.WriteManifest). With on_corrupt_file="skip", a file that
     cannot be read goes to SKIPPED (skipped_entry) instead of LINE_COUNTS (module docstring)."""
 
-    def __init__(self, batch_lines: int, max_line_bytes: int, on_corrupt_file: str = "fail",
-                 retry: Retry = DEFAULT_RETRY):
+    def __init__(
+        self, batch_lines: int, max_line_bytes: int, on_corrupt_file: str = "fail", retry: Retry = DEFAULT_RETRY
+    ):
         if on_corrupt_file not in ON_CORRUPT_FILE:
             raise ValueError(f"on_corrupt_file must be one of {ON_CORRUPT_FILE}, got {on_corrupt_file!r}")
         self._batch_lines = batch_lines
@@ -95,6 +98,6 @@ class ParquetTablesToBatches(beam.DoFn):
         path, table = element
         rows = table.to_pylist()
         for start in range(0, len(rows), self._batch_lines):
-            chunk = rows[start:start + self._batch_lines]
+            chunk = rows[start : start + self._batch_lines]
             yield LineBatch(self._corpus, path, 0, [row_line(r) for r in chunk], ())
         yield beam.pvalue.TaggedOutput(LINE_COUNTS, (self._corpus, len(rows)))

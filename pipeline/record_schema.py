@@ -23,6 +23,7 @@ kind, so a record with one of each always gives the same example.
 
 TensorFlow is imported lazily so that modules importing the constants stay light.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,13 +72,16 @@ class RecordFormat:
         return a, list(roles).index(self.positive_role, a + 1)
 
 
-FORMATS = {f.name: f for f in (
-    RecordFormat("pair", ROLE_ANCHOR, ROLE_POSITIVE, None, "fixed"),
-    RecordFormat("triplet", ROLE_ANCHOR, ROLE_POSITIVE, ROLE_NEGATIVE, "fixed"),
-    RecordFormat("set", ROLE_MEMBER, ROLE_MEMBER, None, "two_members"),
-    RecordFormat("query", ROLE_ANCHOR, ROLE_POSITIVE, None, "drawn"),
-    RecordFormat("query_with_negatives", ROLE_ANCHOR, ROLE_POSITIVE, ROLE_NEGATIVE, "drawn"),
-)}
+FORMATS = {
+    f.name: f
+    for f in (
+        RecordFormat("pair", ROLE_ANCHOR, ROLE_POSITIVE, None, "fixed"),
+        RecordFormat("triplet", ROLE_ANCHOR, ROLE_POSITIVE, ROLE_NEGATIVE, "fixed"),
+        RecordFormat("set", ROLE_MEMBER, ROLE_MEMBER, None, "two_members"),
+        RecordFormat("query", ROLE_ANCHOR, ROLE_POSITIVE, None, "drawn"),
+        RecordFormat("query_with_negatives", ROLE_ANCHOR, ROLE_POSITIVE, ROLE_NEGATIVE, "drawn"),
+    )
+}
 RECORD_FORMATS = tuple(FORMATS)
 # Formats whose lines give the trainer (anchor, positive, negative) triplets; the others give pairs.
 TRIPLET_FORMATS = tuple(n for n, f in FORMATS.items() if f.has_negative)

@@ -39,6 +39,7 @@ could drop them, so in skip mode each file is first read through once, without p
 file read to its end is then read for its comments (skip mode reads each dump twice; the default
 reads it once). A glob that matches no file at run time is a FileReadFailed of its own.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,8 +50,15 @@ from typing import IO, Iterator, NamedTuple
 import apache_beam as beam
 
 from pipeline import hf_filesystem  # noqa: F401 (registers hf:// with Beam's FileSystems on every worker)
-from pipeline.lines import (DEFAULT_RETRY, FileReadFailed, LineBatch, ResumableReader, Retry, describe_fault,
-                            iter_line_batches)
+from pipeline.lines import (
+    DEFAULT_RETRY,
+    FileReadFailed,
+    LineBatch,
+    ResumableReader,
+    Retry,
+    describe_fault,
+    iter_line_batches,
+)
 from pipeline.processing import rejected_record
 from pipeline.reddit_filters import RedditOptions, drop_reason, normalise_id, thread_split, trim
 
@@ -86,7 +94,7 @@ REQUIRED_FIELDS = ("id", "parent_id", "link_id", "body")
 _CHUNK = 1 << 20
 # Pushshift's .zst dumps are written with a 2 GiB window (zstd --long=31); the library refuses
 # windows over 128 MiB unless told.
-ZSTD_MAX_WINDOW = 2 ** 31
+ZSTD_MAX_WINDOW = 2**31
 
 
 class RedditOutputs(NamedTuple):
@@ -99,20 +107,25 @@ class RedditOutputs(NamedTuple):
 # ---------------------------------------------------------------------------------------------------
 # Files: decompression by extension, on top of Beam's FileSystems.
 
+
 def _new_decompressor(path: str):
     """A fresh decompressor object for one gzip member / bz2 stream / xz stream / zstd frame, or
     None for an uncompressed file."""
     if path.endswith(".gz"):
         import zlib
+
         return zlib.decompressobj(wbits=31)
     if path.endswith(".bz2"):
         import bz2
+
         return bz2.BZ2Decompressor()
     if path.endswith(".xz"):
         import lzma
+
         return lzma.LZMADecompressor()
     if path.endswith(".zst"):
         import zstandard
+
         return zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).decompressobj()
     return None
 
@@ -186,6 +199,7 @@ def _has_glob(path: str) -> bool:
 # ---------------------------------------------------------------------------------------------------
 # Records -> comments, and a thread -> pairs (pure functions).
 
+
 class Rejection(NamedTuple):
     reason: str
     detail: str
@@ -197,10 +211,14 @@ def comment_from_record(record, options: RedditOptions):
     if not isinstance(record, dict):
         return Rejection(WRONG_FORMAT, f"not a JSON object but {type(record).__name__}")
     cid, parent, link, body = record.get("id"), record.get("parent_id"), record.get("link_id"), record.get("body")
-    if not (type(cid) is str and type(parent) is str and type(link) is str and type(body) is str
-            and cid and parent and link):
-        missing = next(f for f, v in zip(REQUIRED_FIELDS, (cid, parent, link, body))
-                       if not isinstance(v, str) or (not v and f != "body"))
+    if not (
+        type(cid) is str and type(parent) is str and type(link) is str and type(body) is str and cid and parent and link
+    ):
+        missing = next(
+            f
+            for f, v in zip(REQUIRED_FIELDS, (cid, parent, link, body))
+            if not isinstance(v, str) or (not v and f != "body")
+        )
         return Rejection(WRONG_FORMAT, f"field {missing!r} missing or not a non-empty string")
     reason = drop_reason(body, options)
     if reason and not options.extra_contexts:
@@ -285,6 +303,7 @@ def rejected_counts(counts: dict) -> dict[str, int]:
 
 def check_reddit_counts(counts: dict) -> list[str]:
     """The identities of the module docstring that `counts` (event -> count) breaks; [] when all hold."""
+
     def total(prefix):
         return sum(v for k, v in counts.items() if k.startswith(prefix))
 
@@ -294,23 +313,26 @@ def check_reddit_counts(counts: dict) -> list[str]:
     failed = []
     dropped, unpaired = total(DROPPED), total(UNPAIRED)
     if get(LINES_READ) != get(COMMENTS_KEPT) + dropped:
-        failed.append(f"lines_read ({get(LINES_READ)}) != comments_kept ({get(COMMENTS_KEPT)}) "
-                      f"+ dropped/* ({dropped})")
+        failed.append(f"lines_read ({get(LINES_READ)}) != comments_kept ({get(COMMENTS_KEPT)}) + dropped/* ({dropped})")
     if get(COMMENTS_KEPT) != get(PAIRS) + unpaired:
         failed.append(f"comments_kept ({get(COMMENTS_KEPT)}) != pairs ({get(PAIRS)}) + unpaired/* ({unpaired})")
     if get(PAIRS) != get(PAIRS_WRITTEN) + get(PAIRS_OTHER_SPLIT):
-        failed.append(f"pairs ({get(PAIRS)}) != pairs_written ({get(PAIRS_WRITTEN)}) "
-                      f"+ pairs_other_split ({get(PAIRS_OTHER_SPLIT)})")
+        failed.append(
+            f"pairs ({get(PAIRS)}) != pairs_written ({get(PAIRS_WRITTEN)}) "
+            f"+ pairs_other_split ({get(PAIRS_OTHER_SPLIT)})"
+        )
     return failed
 
 
 # ---------------------------------------------------------------------------------------------------
 # Beam.
 
+
 def _events_and_rejection(corpus: str, path: str, line_number: int, rejection: Rejection, raw: bytes):
     yield beam.pvalue.TaggedOutput(EVENTS, DROPPED + rejection.reason)
     yield beam.pvalue.TaggedOutput(
-        REJECTED, rejected_record(corpus, path, line_number, rejection.reason, rejection.detail, raw))
+        REJECTED, rejected_record(corpus, path, line_number, rejection.reason, rejection.detail, raw)
+    )
 
 
 def _skipped(corpus: str, e: FileReadFailed):
@@ -330,6 +352,7 @@ class ExpandPaths(beam.DoFn):
             yield pattern  # opened as it is (a missing file is the reader's FileReadFailed)
             return
         from apache_beam.io.filesystems import FileSystems
+
         try:
             files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
         except Exception as e:  # noqa: BLE001 (BeamIOError, the HTTP clients' own types)
@@ -352,8 +375,9 @@ class ReadComments(beam.DoFn):
 
     GROUP_WINDOW = 50_000
 
-    def __init__(self, corpus: str, options: RedditOptions, on_corrupt_file: str = "fail",
-                 retry: Retry = DEFAULT_RETRY):
+    def __init__(
+        self, corpus: str, options: RedditOptions, on_corrupt_file: str = "fail", retry: Retry = DEFAULT_RETRY
+    ):
         self._corpus = corpus
         self._options = options
         self._skip = on_corrupt_file == "skip"
@@ -370,14 +394,18 @@ class ReadComments(beam.DoFn):
         number = 0
         pending: dict = {}
         held = 0
-        for batch in iter_line_batches(self._corpus, path, 4096, self._options.max_line_bytes,
-                                       opener=open_comment_file, retry=self._retry):
+        for batch in iter_line_batches(
+            self._corpus, path, 4096, self._options.max_line_bytes, opener=open_comment_file, retry=self._retry
+        ):
             too_long = set(batch.too_long)
             for i, raw in enumerate(batch.lines):
                 number = batch.first_line + i
                 yield lines_read
-                parsed = (Rejection(LINE_TOO_LONG, f"over {self._options.max_line_bytes} bytes")
-                          if i in too_long else parse_comment_line(raw, self._options))
+                parsed = (
+                    Rejection(LINE_TOO_LONG, f"over {self._options.max_line_bytes} bytes")
+                    if i in too_long
+                    else parse_comment_line(raw, self._options)
+                )
                 if isinstance(parsed, Rejection):
                     yield from _events_and_rejection(self._corpus, path, number, parsed, raw)
                     continue
@@ -410,8 +438,7 @@ class CommentsFromRows(beam.DoFn):
         parsed = comment_from_record(dict(row), self._options)
         if isinstance(parsed, Rejection):
             raw = json.dumps(dict(row), default=str, ensure_ascii=False).encode("utf-8")
-            yield from _events_and_rejection(self._corpus, "bigquery:" + self._options.bigquery_table, 0,
-                                             parsed, raw)
+            yield from _events_and_rejection(self._corpus, "bigquery:" + self._options.bigquery_table, 0, parsed, raw)
         else:
             yield parsed[0], [parsed[1]]
 
@@ -445,8 +472,9 @@ def source_label(paths: list[str], options: RedditOptions) -> str:
 class RedditPairs(beam.PTransform):
     """Pipeline -> RedditOutputs(batches, events, rejected) for one Reddit corpus (module docstring)."""
 
-    def __init__(self, corpus: str, paths: list[str], options: RedditOptions, batch_lines: int,
-                 on_corrupt_file: str = "fail"):
+    def __init__(
+        self, corpus: str, paths: list[str], options: RedditOptions, batch_lines: int, on_corrupt_file: str = "fail"
+    ):
         super().__init__()
         if not paths and not options.bigquery_table:
             raise ValueError(f"corpus {corpus!r}: no comment files and no bigquery_table")
@@ -462,35 +490,51 @@ class RedditPairs(beam.PTransform):
         corpus, options = self._corpus, self._options
         keyed, events, rejected, skipped = [], [], [], []
         if self._paths:
-            files = (pbegin | "Patterns" >> beam.Create(self._paths)
-                     | "ExpandPaths" >> beam.ParDo(ExpandPaths(corpus, self._on_corrupt_file)).with_outputs(
-                         SKIPPED, main="files"))
-            read = (files.files | "SpreadFiles" >> beam.Reshuffle()
-                    | "ReadComments" >> beam.ParDo(ReadComments(corpus, options, self._on_corrupt_file)).with_outputs(
-                        EVENTS, REJECTED, SKIPPED, main="comments"))
+            files = (
+                pbegin
+                | "Patterns" >> beam.Create(self._paths)
+                | "ExpandPaths"
+                >> beam.ParDo(ExpandPaths(corpus, self._on_corrupt_file)).with_outputs(SKIPPED, main="files")
+            )
+            read = (
+                files.files
+                | "SpreadFiles" >> beam.Reshuffle()
+                | "ReadComments"
+                >> beam.ParDo(ReadComments(corpus, options, self._on_corrupt_file)).with_outputs(
+                    EVENTS, REJECTED, SKIPPED, main="comments"
+                )
+            )
             keyed.append(read.comments)
             events.append(read[EVENTS])
             rejected.append(read[REJECTED])
             skipped += [files[SKIPPED], read[SKIPPED]]
         if options.bigquery_table:
             rows = pbegin | "ReadBigQuery" >> beam.io.ReadFromBigQuery(
-                table=options.bigquery_table, method=beam.io.ReadFromBigQuery.Method.DIRECT_READ,
-                selected_fields=list(REQUIRED_FIELDS))
+                table=options.bigquery_table,
+                method=beam.io.ReadFromBigQuery.Method.DIRECT_READ,
+                selected_fields=list(REQUIRED_FIELDS),
+            )
             parsed = rows | "CommentsFromRows" >> beam.ParDo(CommentsFromRows(corpus, options)).with_outputs(
-                EVENTS, REJECTED, main="comments")
+                EVENTS, REJECTED, main="comments"
+            )
             keyed.append(parsed.comments)
             events.append(parsed[EVENTS])
             rejected.append(parsed[REJECTED])
         comments = keyed[0] if len(keyed) == 1 else tuple(keyed) | "AllComments" >> beam.Flatten()
-        pairs = (comments | "GroupByThread" >> beam.GroupByKey()
-                 | "PairThreads" >> beam.ParDo(PairThread(options)).with_outputs(EVENTS, main="pairs"))
+        pairs = (
+            comments
+            | "GroupByThread" >> beam.GroupByKey()
+            | "PairThreads" >> beam.ParDo(PairThread(options)).with_outputs(EVENTS, main="pairs")
+        )
         events.append(pairs[EVENTS])
-        batches = (pairs.pairs
-                   | "BatchPairs" >> beam.BatchElements(min_batch_size=self._batch_lines,
-                                                        max_batch_size=self._batch_lines)
-                   | "LineBatches" >> beam.Map(_line_batch, corpus, source_label(self._paths, options)))
+        batches = (
+            pairs.pairs
+            | "BatchPairs" >> beam.BatchElements(min_batch_size=self._batch_lines, max_batch_size=self._batch_lines)
+            | "LineBatches" >> beam.Map(_line_batch, corpus, source_label(self._paths, options))
+        )
         return RedditOutputs(
             batches=batches,
             events=tuple(events) | "AllEvents" >> beam.Flatten(),
             rejected=tuple(rejected) | "AllRejected" >> beam.Flatten(),
-            skipped=(tuple(skipped) or (pbegin | "NoSkipped" >> beam.Create([]),)) | "AllSkipped" >> beam.Flatten())
+            skipped=(tuple(skipped) or (pbegin | "NoSkipped" >> beam.Create([]),)) | "AllSkipped" >> beam.Flatten(),
+        )

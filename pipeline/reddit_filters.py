@@ -5,6 +5,7 @@ The rules and their defaults come from PolyAI's conversational-datasets `reddit/
 (github:PolyAI-LDN/conversational-datasets); docs/reddit.md says where each one is in that file.
 Standard library only, so the Beam DoFns and the tests share one definition.
 """
+
 from __future__ import annotations
 
 import dataclasses

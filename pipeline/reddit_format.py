@@ -1,6 +1,7 @@
 """The "reddit_comments" input format: Reddit comment dumps (JSON lines, gz / bz2 / xz / zst; local,
 gs://, hf://) or a BigQuery table, paired by thread into (context, response) lines with PolyAI's
 filters (pipeline/reddit.py, pipeline/reddit_filters.py, docs/reddit.md)."""
+
 from __future__ import annotations
 
 from pipeline.input_formats import InputFormat, SourceOutputs
@@ -47,8 +48,13 @@ class RedditComments(InputFormat):
         from pipeline.reddit_filters import RedditOptions
 
         name = corpus.name
-        got = p | f"Reddit/{name}" >> RedditPairs(name, files, RedditOptions(**corpus.options["reddit_options"]),
-                                                   settings.batch_lines, settings.on_corrupt_file)
+        got = p | f"Reddit/{name}" >> RedditPairs(
+            name,
+            files,
+            RedditOptions(**corpus.options["reddit_options"]),
+            settings.batch_lines,
+            settings.on_corrupt_file,
+        )
         counts = got.batches | f"Reddit/{name}/CountLines" >> beam.Map(lambda b: (b.corpus, len(b.lines)))
         events = got.events | f"Reddit/{name}/Keyed" >> beam.Map(lambda e, name=name: (name, e))
         return SourceOutputs([got.batches], [counts], [events], [got.rejected], [got.skipped])
@@ -76,13 +82,20 @@ class RedditComments(InputFormat):
         comments = sum(map(is_comment_record, objects))
         if comments <= len(objects) / 2:
             return None
-        return (f"Reddit comment records ({comments} of {len(objects)}): a corpus of them has input_format "
-                f"{self.name!r} (paired by thread, docs/reddit.md)")
+        return (
+            f"Reddit comment records ({comments} of {len(objects)}): a corpus of them has input_format "
+            f"{self.name!r} (paired by thread, docs/reddit.md)"
+        )
 
     def suggest_entry(self, entry):
-        return {**entry, "record_format": "pair", "input_format": self.name, "weight": 82,
-                "description": "Reddit comment records, paired by thread into (context, response) with PolyAI's "
-                               "filters (docs/reddit.md); weight: the 2021 run's 82 per yearly file"}
+        return {
+            **entry,
+            "record_format": "pair",
+            "input_format": self.name,
+            "weight": 82,
+            "description": "Reddit comment records, paired by thread into (context, response) with PolyAI's "
+            "filters (docs/reddit.md); weight: the 2021 run's 82 per yearly file",
+        }
 
 
 REDDIT_COMMENTS = RedditComments()

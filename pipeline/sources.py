@@ -8,6 +8,7 @@ events (BEIR: documents read, qrels naming a missing document, ...; counted into
 `source` record and checked by the format's identities), its own rejected records, and the files
 left out by --on_corrupt_file=skip (with the default, such a file fails the job).
 """
+
 from __future__ import annotations
 
 from pipeline import hf_filesystem  # noqa: F401 (registers hf:// with Beam's FileSystems)
@@ -15,8 +16,14 @@ from pipeline.data_config import DataConfig
 from pipeline.input_formats import ReadSettings, SourceOutputs
 
 
-def read_sources(p, config: DataConfig, files: dict[str, list[str]], batch_lines: int,
-                 max_line_bytes: int, on_corrupt_file: str = "fail") -> SourceOutputs:
+def read_sources(
+    p,
+    config: DataConfig,
+    files: dict[str, list[str]],
+    batch_lines: int,
+    max_line_bytes: int,
+    on_corrupt_file: str = "fail",
+) -> SourceOutputs:
     """Every corpus read by its input format's entry, the outputs gathered by kind."""
     settings = ReadSettings(batch_lines, max_line_bytes, on_corrupt_file)
     out = SourceOutputs([], [], [], [], [])

@@ -3,6 +3,7 @@
 The same line goes to the same split in every run, on every machine and worker (blake2b, not
 Python's salted hash()), and identical lines never straddle the two splits.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -3,6 +3,7 @@
 Token lengths are bounded by max_seq_length, so a histogram (one counter per length) is small and
 gives exact percentiles after combining, with no sampling.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,9 +19,20 @@ import apache_beam as beam
 
 
 def new_stats(max_seq_length: int) -> dict:
-    return {"lines_read": 0, "train": 0, "validation": 0, "texts": 0, "truncated": 0, "rejected": {},
-            "dropped": {}, "hist": [0] * (max_seq_length + 1), "duplicates": 0, "decontaminated": 0,
-            "decontaminated_by_set": {}, "overlap": {}}
+    return {
+        "lines_read": 0,
+        "train": 0,
+        "validation": 0,
+        "texts": 0,
+        "truncated": 0,
+        "rejected": {},
+        "dropped": {},
+        "hist": [0] * (max_seq_length + 1),
+        "duplicates": 0,
+        "decontaminated": 0,
+        "decontaminated_by_set": {},
+        "overlap": {},
+    }
 
 
 def merge_into(acc: dict, other: dict) -> dict:

@@ -3,6 +3,7 @@
 The one storage layer outside Beam workers (the launcher, the trainer, the exporter). Code that runs
 inside the Beam job keeps Beam's `FileSystems`, which the workers are set up for.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -6,6 +6,7 @@ only the `tokenizers` JSON from there in `setup` (no transformers import, no hub
 and run `BatchTokenizer`, which gives the same ids as `tokenizer(texts, truncation=True,
 max_length=max_seq_length)` (tests/test_tokenizing.py checks it).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -70,8 +71,12 @@ def load_hf_tokenizer(spec: str):
 def describe(tok, name: str) -> TokenizerInfo:
     vocab = tok.get_vocab()
     pad = tok.pad_token_id
-    return TokenizerInfo(name=name, vocab_fingerprint=vocab_fingerprint(vocab), vocab_size=len(vocab),
-                         pad_token_id=int(pad) if pad is not None else 0)
+    return TokenizerInfo(
+        name=name,
+        vocab_fingerprint=vocab_fingerprint(vocab),
+        vocab_size=len(vocab),
+        pad_token_id=int(pad) if pad is not None else 0,
+    )
 
 
 def save_for_workers(tok, output_dir: str) -> str:

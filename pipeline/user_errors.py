@@ -5,6 +5,7 @@ status 2, as argparse does for a bad flag; anything else is a bug and keeps its 
 Errors of this kind subclass `UserError` where they are raised (data config, manifest, options,
 tokenizer, train config, input pipeline, preflight), so entry points need not list them.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@ per-element cost of Beam's own WriteToTFRecord would be paid per record. Files a
 Beam's FileBasedSink (temporary files, then renamed to `<prefix>-SSSSS-of-NNNNN<suffix>`), so a
 retried bundle never leaves a partial shard.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,8 +51,14 @@ def frame_records(records, crc32c=None) -> bytes:
 class BatchedTFRecordSink(filebasedsink.FileBasedSink):
     def __init__(self, file_path_prefix: str, num_shards: int):
         assert COMPRESSION == "GZIP" and FILE_SUFFIX.endswith(".gz")
-        super().__init__(file_path_prefix, coder=coders.BytesCoder(), file_name_suffix=FILE_SUFFIX, num_shards=num_shards,
-                         mime_type="application/octet-stream", compression_type=CompressionTypes.GZIP)
+        super().__init__(
+            file_path_prefix,
+            coder=coders.BytesCoder(),
+            file_name_suffix=FILE_SUFFIX,
+            num_shards=num_shards,
+            mime_type="application/octet-stream",
+            compression_type=CompressionTypes.GZIP,
+        )
         self._crc32c = None
 
     def write_record(self, file_handle, value):
@@ -92,7 +99,8 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
     if existing and not overwrite:
         raise OutputDirError(
             f"--output_dir={output_dir!r} is not empty ({len(existing)} entries, e.g. {existing[0]!r}); "
-            "choose an empty directory or pass --overwrite to clear it")
+            "choose an empty directory or pass --overwrite to clear it"
+        )
     if existing:
         if storage.is_remote(output_dir):
             FileSystems.delete(existing)
@@ -106,5 +114,6 @@ def list_files(output_dir: str, pattern: str) -> list[str]:
     """Files matching a glob relative to output_dir, as sorted relative paths."""
     base = output_dir.rstrip("/") + "/"
     found = FileSystems.match([base + pattern])[0].metadata_list
-    return sorted(m.path[len(base):] if m.path.startswith(base) else os.path.relpath(m.path, output_dir)
-                  for m in found)
+    return sorted(
+        m.path[len(base) :] if m.path.startswith(base) else os.path.relpath(m.path, output_dir) for m in found
+    )

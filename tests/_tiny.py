@@ -1,13 +1,20 @@
 """Shared tiny fixtures for the train-step tests: a small random encoder and random batches."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trainer.model.modeling import EncoderConfig, SentenceEncoder
 from tests._xla import cpu_devices_env
+from trainer.model.modeling import EncoderConfig, SentenceEncoder
 
-TINY = EncoderConfig(vocab_size=97, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=32)
+TINY = EncoderConfig(
+    vocab_size=97,
+    hidden_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=32,
+)
 
 
 def tiny_model(dtype=jnp.float32, config=TINY):
@@ -44,8 +51,9 @@ def run_on_cpu_devices(script: str, devices: int = 8, timeout: int = 600) -> dic
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = cpu_devices_env(devices)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.split("RESULT", 1)[1])
 
@@ -62,11 +70,19 @@ class TwinBert:
         from trainer.model.hf_loading import hf_state_dict_to_params
 
         torch.manual_seed(0)
-        hf_cfg = transformers.BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                         intermediate_size=32, max_position_embeddings=32)
+        hf_cfg = transformers.BertConfig(
+            vocab_size=60,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=32,
+        )
         transformers.BertModel(hf_cfg, add_pooling_layer=False).save_pretrained(tmp_path)
         vocab = tmp_path / "vocab.txt"
-        vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(55)]) + "\n")
+        vocab.write_text(
+            "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(55)]) + "\n"
+        )
         transformers.BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(tmp_path)
         self.st = SentenceTransformer(str(tmp_path), device="cpu")
         self.st.eval()  # no dropout on either side; gradients still flow
@@ -84,9 +100,13 @@ class TwinBert:
             ids[:, 0] = 2
             self.batch[f"{col}_ids"], self.batch[f"{col}_mask"] = ids, mask
             self.batch[f"{col}_fp"] = (np.arange(batch) + 1000 * k).astype(np.int32)
-            self.features.append({"input_ids": torch.tensor(ids, dtype=torch.long),
-                                  "attention_mask": torch.tensor(mask, dtype=torch.long),
-                                  "token_type_ids": torch.zeros((batch, length), dtype=torch.long)})
+            self.features.append(
+                {
+                    "input_ids": torch.tensor(ids, dtype=torch.long),
+                    "attention_mask": torch.tensor(mask, dtype=torch.long),
+                    "token_type_ids": torch.zeros((batch, length), dtype=torch.long),
+                }
+            )
 
     def st_loss_and_grads(self, loss_module):
         """(loss, {HF parameter name: gradient}) of a sentence-transformers loss on the batch."""
@@ -104,7 +124,8 @@ class TwinBert:
         batch = self.batch if batch is None else batch
         fn = as_packed_apply_fn(model) if "packed_ids" in batch else as_apply_fn(model)
         loss, grads = jax.jit(lambda p, b: loss_and_grads(fn, p, b, cfg, jax.random.PRNGKey(0), True))(
-            self.params, batch)
+            self.params, batch
+        )
         return float(loss), grads
 
     def common_gradients(self, grads, st_grads):
@@ -114,5 +135,7 @@ class TwinBert:
         ours = params_to_hf_state_dict({"params": grads}, self.config)
         common = sorted(set(ours) & set(st_grads))
         assert len(common) >= 30  # every weight of 2 layers + embeddings
-        return (np.concatenate([ours[k].ravel() for k in common]),
-                np.concatenate([st_grads[k].ravel() for k in common]))
+        return (
+            np.concatenate([ours[k].ravel() for k in common]),
+            np.concatenate([st_grads[k].ravel() for k in common]),
+        )

@@ -1,5 +1,6 @@
 """Fixtures shared by several test modules: a small Beam output built from the bundled samples, and a
 tiny random BERT that uses all-MiniLM-L6-v2's real tokenizer (fast to train on 2 cores)."""
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,26 @@ if FAST_COMPILE not in os.environ["XLA_FLAGS"]:  # tests/_xla.py says why
 # workers with --dist loadfile --no-loadscope-reorder, so files are handed out in collection order:
 # starting the long ones first keeps one worker from running a long file alone at the end (xdist's
 # default order, most tests first, put these few-test files last). Order only; nothing is skipped.
-SLOWEST_FIRST = ["test_layout_invariance.py", "test_data_batches.py", "test_train_loop.py", "test_mine_run.py",
-                 "test_grad_cache.py", "test_evaluators_mteb.py", "test_gcs_end_to_end.py", "test_train_step.py",
-                 "test_aot.py", "test_encode.py", "test_beam_main.py", "test_cleaning.py", "test_data_packing.py",
-                 "test_modeling.py", "test_loss.py", "test_preflight.py", "test_memory.py", "test_export.py"]
+SLOWEST_FIRST = [
+    "test_layout_invariance.py",
+    "test_data_batches.py",
+    "test_train_loop.py",
+    "test_mine_run.py",
+    "test_grad_cache.py",
+    "test_evaluators_mteb.py",
+    "test_gcs_end_to_end.py",
+    "test_train_step.py",
+    "test_aot.py",
+    "test_encode.py",
+    "test_beam_main.py",
+    "test_cleaning.py",
+    "test_data_packing.py",
+    "test_modeling.py",
+    "test_loss.py",
+    "test_preflight.py",
+    "test_memory.py",
+    "test_export.py",
+]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -49,9 +66,16 @@ def sample_data_dir(tmp_path_factory, demo_model_dir) -> str:
     from pipeline.job import run
 
     out = str(tmp_path_factory.mktemp("data") / "out")
-    rc = run([f"--data_config={REPO}/samples/data_config.json", f"--input_root={REPO}/samples/corpora",
-              f"--output_dir={out}", f"--tokenizer={demo_model_dir}", "--validation_fraction=0.05",
-              "--corpora=sample_paraphrases,sample_captions,sample_nli"])
+    rc = run(
+        [
+            f"--data_config={REPO}/samples/data_config.json",
+            f"--input_root={REPO}/samples/corpora",
+            f"--output_dir={out}",
+            f"--tokenizer={demo_model_dir}",
+            "--validation_fraction=0.05",
+            "--corpora=sample_paraphrases,sample_captions,sample_nli",
+        ]
+    )
     assert rc in (0, None)
     return out
 
@@ -101,8 +125,15 @@ def prompted_data_dir(tmp_path_factory, tiny_bert_dir) -> str:
             f.writelines(json.dumps(line) + "\n" for line in lines)
     (root / "data_config.json").write_text(json.dumps(PROMPTED_CONFIG))
     out = str(root / "out")
-    rc = run([f"--data_config={root / 'data_config.json'}", f"--output_dir={out}", f"--tokenizer={tiny_bert_dir}",
-              "--validation_fraction=0", f"--max_seq_length={PROMPTED_MAX_SEQ_LENGTH}"])
+    rc = run(
+        [
+            f"--data_config={root / 'data_config.json'}",
+            f"--output_dir={out}",
+            f"--tokenizer={tiny_bert_dir}",
+            "--validation_fraction=0",
+            f"--max_seq_length={PROMPTED_MAX_SEQ_LENGTH}",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -117,6 +148,7 @@ def prompted_minilm(tmp_path_factory, demo_model_dir) -> str:
     for name in os.listdir(demo_model_dir):
         if name != "config_sentence_transformers.json":
             os.symlink(os.path.join(demo_model_dir, name), d / name)
-    (d / "config_sentence_transformers.json").write_text(json.dumps(
-        {"prompts": MINILM_PROMPTS, "default_prompt_name": None}))
+    (d / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": MINILM_PROMPTS, "default_prompt_name": None})
+    )
     return str(d)

@@ -2,6 +2,7 @@
 (libtpu), its memory against the compiler's usable HBM, FLOPs against the analytic count, and the
 exit status. The roberta-large reference plan and MiniLM's v3-8 figures are behind the `slow` marker
 (minutes per shape); CI compiles the real step of a small BERT for a v3-32."""
+
 import json
 import os
 import runpy
@@ -13,11 +14,11 @@ import pytest
 pytest.importorskip("libtpu")
 
 from tests.test_length_profiles import write_manifest  # noqa: E402
-from trainer.plan import planner, projection, tpu  # noqa: E402
-from trainer.train import aot  # noqa: E402
 from trainer.config import DEMO_MODEL, get_preset  # noqa: E402
-from trainer.plan.flops import step_flops  # noqa: E402
 from trainer.model.modeling import EncoderConfig  # noqa: E402
+from trainer.plan import planner, projection, tpu  # noqa: E402
+from trainer.plan.flops import step_flops  # noqa: E402
+from trainer.train import aot  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,9 +63,21 @@ def test_planner_exit_status_multi_host_slice_and_chunked_shapes(tmp_path, tiny_
     --max_seq_length=128 is planned at 64, as training caps it. Each chunked worst case brings the
     largest shape of its kind that runs unchunked."""
     bad, cache = tmp_path / "bad.json", tmp_path / "cache.jsonl"
-    argv = [f"--model={tiny_bert_dir}", "--config=reference", "--batch_size=64", "--shapes=worst", "--sim_steps=50",
-            "--topology=v3-32", "--jobs=2", "--chunk_tokens=128", "--max_seq_length=128", "--pack_programs=0",
-            f"--manifest={write_manifest(tmp_path, 64)}", "--memory_budget_gib=0.0001", f"--cache={cache}"]
+    argv = [
+        f"--model={tiny_bert_dir}",
+        "--config=reference",
+        "--batch_size=64",
+        "--shapes=worst",
+        "--sim_steps=50",
+        "--topology=v3-32",
+        "--jobs=2",
+        "--chunk_tokens=128",
+        "--max_seq_length=128",
+        "--pack_programs=0",
+        f"--manifest={write_manifest(tmp_path, 64)}",
+        "--memory_budget_gib=0.0001",
+        f"--cache={cache}",
+    ]
     assert planner.main([*argv, f"--json={bad}"]) == 1
     out = capsys.readouterr().out
     report = json.loads(bad.read_text())
@@ -78,11 +91,16 @@ def test_planner_exit_status_multi_host_slice_and_chunked_shapes(tmp_path, tiny_
     assert report["devices"] == 32 and not report["fits"] and report["config"]["max_seq_length"] == 64
     # Per core 2 pairs (4 texts) or 2 triplets (6) of 64 tokens; chunks of at most 128 tokens = 2 rows.
     assert [(s["case"], s["shape"]) for s in report["shapes"]] == [
-        ("worst", "pair 4x64 (2 chunks)"), ("unchunked", "pair 2x64"),
-        ("worst", "triplet 6x64 (3 chunks)"), ("unchunked", "triplet 2x64")]
+        ("worst", "pair 4x64 (2 chunks)"),
+        ("unchunked", "pair 2x64"),
+        ("worst", "triplet 6x64 (3 chunks)"),
+        ("unchunked", "triplet 2x64"),
+    ]
     assert all(0 < s["total_bytes"] < 2**30 and not s["fits"] for s in report["shapes"])  # compiled, over budget
-    assert sum("unchunked" in line and "DOES NOT FIT" in line and "compiled:" not in line
-               for line in out.splitlines()) == 2
+    assert (
+        sum("unchunked" in line and "DOES NOT FIT" in line and "compiled:" not in line for line in out.splitlines())
+        == 2
+    )
 
 
 @pytest.mark.slow
@@ -113,8 +131,11 @@ def test_a_model_path_that_exists_wins_over_a_shipped_config(tmp_path, tiny_bert
 def test_the_projection_is_labelled_as_one_at_the_stated_efficiency(monkeypatch, capsys):
     """bench/bench_tpu_plan.py's days column and the planner's MFU follow --efficiency (no shapes compiled:
     the projection alone)."""
-    monkeypatch.setattr(sys, "argv", ["bench_tpu_plan.py", "--rows=v3-8:minilm:reference", "--shapes=",
-                                      "--sim_steps=20", "--efficiency=0.25"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["bench_tpu_plan.py", "--rows=v3-8:minilm:reference", "--shapes=", "--sim_steps=20", "--efficiency=0.25"],
+    )
     with pytest.raises(SystemExit) as e:
         runpy.run_path(os.path.join(REPO, "bench", "bench_tpu_plan.py"), run_name="__main__")
     assert e.value.code == 0
@@ -140,8 +161,10 @@ def test_planner_reports_a_largest_unchunked_shape_that_does_not_fit(tiny_bert_d
     s = tpu.get_slice("v3-8")
     mesh = projection.slice_mesh(s)
     pairs = [(case, shape) for case, shape in memory_check_shapes(cfg, 8) if shape.kind == "pair"]
-    assert [(case, shape.label) for case, shape in pairs] == [("worst", "pair 64x128 (2 chunks)"),
-                                                               ("unchunked", "pair 62x128")]
+    assert [(case, shape.label) for case, shape in pairs] == [
+        ("worst", "pair 64x128 (2 chunks)"),
+        ("unchunked", "pair 62x128"),
+    ]
     worst, plain = aot.compile_shapes(projection.build_model(cfg, hf)[1], cfg, mesh, pairs, 2**34, jobs=2)
     assert plain.total_bytes > worst.total_bytes, (plain.total_bytes, worst.total_bytes)
     budget = (worst.total_bytes + plain.total_bytes) // 2

@@ -2,6 +2,7 @@
 
 Two pipeline runs per module (module-scoped fixtures): the default run (no flags: bundled samples,
 all five shapes) and a run over a corrupt corpus plus one sample corpus (split stability)."""
+
 from __future__ import annotations
 
 import collections
@@ -23,8 +24,14 @@ from tests._tfrecords import read_tfrecords
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(REPO, "samples")
-FORMAT_OF = {"sample_paraphrases": "pair", "sample_qa": "pair", "sample_captions": "set", "sample_nli": "triplet",
-          "sample_faq": "query", "sample_search": "query_with_negatives"}
+FORMAT_OF = {
+    "sample_paraphrases": "pair",
+    "sample_qa": "pair",
+    "sample_captions": "set",
+    "sample_nli": "triplet",
+    "sample_faq": "query",
+    "sample_search": "query_with_negatives",
+}
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +74,10 @@ def _texts_and_roles(obj, shape):
         members = obj["set"] if isinstance(obj, dict) else obj
         return members, [ROLE_MEMBER] * len(members)
     neg = obj.get("neg", [])
-    return ([obj["query"], *obj["pos"], *neg],
-            [ROLE_ANCHOR] + [ROLE_POSITIVE] * len(obj["pos"]) + [ROLE_NEGATIVE] * len(neg))
+    return (
+        [obj["query"], *obj["pos"], *neg],
+        [ROLE_ANCHOR] + [ROLE_POSITIVE] * len(obj["pos"]) + [ROLE_NEGATIVE] * len(neg),
+    )
 
 
 def test_default_run_writes_every_corpus_and_reconciles(default_run):
@@ -83,8 +92,9 @@ def test_default_run_writes_every_corpus_and_reconciles(default_run):
         assert c["lines_read"] == cfg.expected_lines
         assert c["rejected"] == {"total": 0, "by_reason": {}}
         # The samples repeat tuples (templated texts, and a few planted variants): removed by default.
-        assert c["lines_read"] == (c["train_examples"] + c["validation_examples"] + c["rejected"]["total"]
-                                   + c["duplicates_removed"])
+        assert c["lines_read"] == (
+            c["train_examples"] + c["validation_examples"] + c["rejected"]["total"] + c["duplicates_removed"]
+        )
         assert c["validation_examples"] > 0 and c["train_files"] and c["validation_files"]
         assert all(f.startswith(c["name"] + "/train-") and f.endswith(".tfrecord.gz") for f in c["train_files"])
         assert len(_records(default_run, c["train_files"])) == c["train_examples"]
@@ -92,8 +102,11 @@ def test_default_run_writes_every_corpus_and_reconciles(default_run):
         tl = c["token_lengths"]
         assert 3 <= tl["p50"] <= tl["p95"] <= tl["max"] <= 128 and tl["truncated_share"] == 0.0
     t = m["totals"]
-    assert t["lines_read"] == sum(c["lines_read"] for c in m["corpora"]) == (
-        t["train_examples"] + t["validation_examples"] + t["duplicates_removed"])
+    assert (
+        t["lines_read"]
+        == sum(c["lines_read"] for c in m["corpora"])
+        == (t["train_examples"] + t["validation_examples"] + t["duplicates_removed"])
+    )
     assert t["duplicates_removed"] > 0 and m["cleaning"]["deduplicate"]
     # The rejected file exists (empty) and the manifest is the newest file.
     rejected = glob.glob(os.path.join(default_run, "rejected", "rejected-*.jsonl"))
@@ -116,8 +129,9 @@ def test_each_shape_round_trips_to_the_original_texts(default_run, tokenizer, co
         texts, roles = _texts_and_roles(obj, FORMAT_OF[corpus])
         ids = tokenizer(texts, truncation=True, max_length=128)["input_ids"]
         expected[(tuple(map(tuple, ids)), tuple(roles), tuple(fingerprint(t.strip()) for t in texts))] += 1
-    actual = collections.Counter((tuple(map(tuple, r["texts"])), tuple(r["roles"]), tuple(r["fingerprints"]))
-                                 for r in got)
+    actual = collections.Counter(
+        (tuple(map(tuple, r["texts"])), tuple(r["roles"]), tuple(r["fingerprints"])) for r in got
+    )
     assert set(actual) <= set(expected) and max(actual.values()) == 1
     assert len(actual) == sum(expected.values()) - entry["duplicates_removed"]
     # Decoding the stored ids gives the texts back.
@@ -174,19 +188,44 @@ def corrupt_run(tmp_path_factory):
     _write_gz(corpora / "pairs-1-empty.jsonl.gz", b"")
     (corpora / "queries.jsonl").write_bytes(b"\n".join(line for line, _ in CORRUPT_QUERIES) + b"\n")
     config = root / "data_config.json"
-    config.write_text(json.dumps({"corpora": [
-        {"name": "sample_qa", "files": [os.path.join(SAMPLES, "corpora", "sample_qa-*.jsonl.gz")], "record_format": "pair", "weight": 1},
-        {"name": "corrupt_pairs", "files": ["pairs-*.jsonl.gz"], "record_format": "pair", "weight": 1},
-        {"name": "corrupt_queries", "files": ["queries.jsonl"], "record_format": "query_with_negatives", "weight": 2},
-    ]}))
+    config.write_text(
+        json.dumps(
+            {
+                "corpora": [
+                    {
+                        "name": "sample_qa",
+                        "files": [os.path.join(SAMPLES, "corpora", "sample_qa-*.jsonl.gz")],
+                        "record_format": "pair",
+                        "weight": 1,
+                    },
+                    {"name": "corrupt_pairs", "files": ["pairs-*.jsonl.gz"], "record_format": "pair", "weight": 1},
+                    {
+                        "name": "corrupt_queries",
+                        "files": ["queries.jsonl"],
+                        "record_format": "query_with_negatives",
+                        "weight": 2,
+                    },
+                ]
+            }
+        )
+    )
     out = root / "out"
     out.mkdir()
     (out / "stale.txt").write_text("left by an earlier run")
-    rc = job.run([f"--data_config={config}", f"--input_root={corpora}", f"--output_dir={out}", "--overwrite",
-                  "--max_line_bytes=1000000", "--train_shards=2",
-                  "--no_format_check",  # most of corrupt_pairs' lines are bad on purpose
-                  # the default run is in_memory; this one goes through two worker processes
-                  "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    rc = job.run(
+        [
+            f"--data_config={config}",
+            f"--input_root={corpora}",
+            f"--output_dir={out}",
+            "--overwrite",
+            "--max_line_bytes=1000000",
+            "--train_shards=2",
+            "--no_format_check",  # most of corrupt_pairs' lines are bad on purpose
+            # the default run is in_memory; this one goes through two worker processes
+            "--direct_running_mode=multi_processing",
+            "--direct_num_workers=2",
+        ]
+    )
     assert rc == 0
     return str(out)
 
@@ -213,8 +252,17 @@ def test_corrupt_corpus_rejects_each_bad_line_with_its_reason(corrupt_run, token
     assert c["rejected"]["by_reason"] == dict(collections.Counter(r for _, r in rejected))
     records = _records(corrupt_run, c["train_files"] + c["validation_files"])
     shape = "pair" if corpus == "corrupt_pairs" else "query_with_negatives"
-    expected = sorted(tuple(map(tuple, tokenizer(_texts_and_roles(json.loads(g.decode("utf-8")), shape)[0],
-                                                  truncation=True, max_length=128)["input_ids"])) for g in good)
+    expected = sorted(
+        tuple(
+            map(
+                tuple,
+                tokenizer(_texts_and_roles(json.loads(g.decode("utf-8")), shape)[0], truncation=True, max_length=128)[
+                    "input_ids"
+                ],
+            )
+        )
+        for g in good
+    )
     assert sorted(tuple(map(tuple, r["texts"])) for r in records) == expected
 
 
@@ -255,12 +303,15 @@ def test_non_empty_output_dir_is_refused(default_run, capsys):
     assert os.path.exists(os.path.join(default_run, "manifest.json"))
 
 
-@pytest.mark.parametrize("corpus_patch,message", [
-    ({"record_format": "quad"}, "field 'record_format' is 'quad'"),
-    ({"weight": 0}, "field 'weight' must be a positive number"),
-    ({"weight": -2.5}, "field 'weight' must be a positive number"),
-    ({"files": ["nothing-*.jsonl.gz"]}, "with missing files"),
-])
+@pytest.mark.parametrize(
+    "corpus_patch,message",
+    [
+        ({"record_format": "quad"}, "field 'record_format' is 'quad'"),
+        ({"weight": 0}, "field 'weight' must be a positive number"),
+        ({"weight": -2.5}, "field 'weight' must be a positive number"),
+        ({"files": ["nothing-*.jsonl.gz"]}, "with missing files"),
+    ],
+)
 def test_config_errors_end_the_job_before_any_work(tmp_path, capsys, corpus_patch, message):
     corpus = {"name": "c1", "files": ["c1.jsonl.gz"], "record_format": "pair", "weight": 1, **corpus_patch}
     _write_gz(tmp_path / "c1.jsonl.gz", b'["a", "b"]\n')
@@ -286,14 +337,26 @@ def test_duplicate_names_and_unknown_corpora_are_config_errors(tmp_path, capsys)
 
 def test_command_line_exit_status_and_message(tmp_path):
     """The script itself: a config error exits non-zero with the message on stderr."""
-    (tmp_path / "cfg.json").write_text(json.dumps({"corpora": [{"name": "x", "files": ["x"], "record_format": "pair", "weight": 0}]}))
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "beam_main.py"), f"--data_config={tmp_path / 'cfg.json'}",
-                           f"--output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300)
+    (tmp_path / "cfg.json").write_text(
+        json.dumps({"corpora": [{"name": "x", "files": ["x"], "record_format": "pair", "weight": 0}]})
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "beam_main.py"),
+            f"--data_config={tmp_path / 'cfg.json'}",
+            f"--output_dir={tmp_path / 'out'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert "beam_main.py: error: data config: corpus 'x': field 'weight' must be a positive number" in proc.stderr
 
 
 # ----------------------------------------------------------------------------------- prompts
+
 
 def test_prompts_are_tokenized_with_their_texts_and_recorded(prompted_data_dir, tiny_bert_dir):
     """The job tokenizes prompt + text (as sentence-transformers' encode(prompt_name=...) does, cut at
@@ -309,23 +372,33 @@ def test_prompts_are_tokenized_with_their_texts_and_recorded(prompted_data_dir, 
     assert m["prompts"] == {"query": "query: ", "passage": "passage: ", "unused": "never applied: "}
     assert m["default_prompt_name"] == "query"
     entries = {c["name"]: c for c in m["corpora"]}
-    assert entries["search"]["prompts"] == {"anchor": {"name": "query", "text": "query: "},
-                                            "candidate": {"name": "passage", "text": "passage: "}}
+    assert entries["search"]["prompts"] == {
+        "anchor": {"name": "query", "text": "query: "},
+        "candidate": {"name": "passage", "text": "passage: "},
+    }
     assert entries["plain"]["prompts"] == {}
-    prefix = {"search": {ROLE_ANCHOR: "query: ", ROLE_POSITIVE: "passage: ", ROLE_NEGATIVE: "passage: "},
-              "captions": {ROLE_MEMBER: "passage: "}, "plain": {}}
+    prefix = {
+        "search": {ROLE_ANCHOR: "query: ", ROLE_POSITIVE: "passage: ", ROLE_NEGATIVE: "passage: "},
+        "captions": {ROLE_MEMBER: "passage: "},
+        "plain": {},
+    }
     for corpus, lines in PROMPTED_LINES.items():
         expected = collections.Counter()
         lengths = []
         for obj in lines:
-            texts, roles = _texts_and_roles(obj, {"search": "query_with_negatives", "captions": "set",
-                                                  "plain": "pair"}[corpus])
+            texts, roles = _texts_and_roles(
+                obj, {"search": "query_with_negatives", "captions": "set", "plain": "pair"}[corpus]
+            )
             prompted = ids([prefix[corpus].get(r, "") + t for t, r in zip(texts, roles)])
             lengths += map(len, prompted)
             expected[(tuple(prompted), tuple(roles), tuple(fingerprint(t.strip()) for t in texts))] += 1
         got = _records(prompted_data_dir, entries[corpus]["train_files"])
-        assert collections.Counter((tuple(map(tuple, r["texts"])), tuple(r["roles"]), tuple(r["fingerprints"]))
-                                   for r in got) == expected, corpus
+        assert (
+            collections.Counter(
+                (tuple(map(tuple, r["texts"])), tuple(r["roles"]), tuple(r["fingerprints"])) for r in got
+            )
+            == expected
+        ), corpus
         # The length statistics count the prompt's tokens; the long search texts were cut with it.
         tl = entries[corpus]["token_lengths"]
         mean = round(sum(lengths) / len(lengths), 3)
@@ -337,7 +410,9 @@ def test_prompts_are_tokenized_with_their_texts_and_recorded(prompted_data_dir, 
     typed = load_manifest(prompted_data_dir)
     assert typed.prompts == m["prompts"] and typed.default_prompt_name == "query"
     assert {k: (p.name, p.text) for k, p in typed.corpus("captions").prompts.items()} == {
-        "anchor": ("passage", "passage: "), "candidate": ("passage", "passage: ")}
+        "anchor": ("passage", "passage: "),
+        "candidate": ("passage", "passage: "),
+    }
     assert typed.corpus("plain").prompts == {}
     # The planner's --manifest profiles take these prompted lengths as they are (nothing added twice).
     from trainer.plan.length_profiles import manifest_profiles

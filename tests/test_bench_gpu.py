@@ -1,4 +1,5 @@
 """The accelerator benchmark's CPU path (--smoke): both sides run, plain and cached, and report."""
+
 import json
 import os
 import subprocess
@@ -11,10 +12,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.slow  # ~1 min of PyTorch and XLA on 2 cores; the TensorFlow-free check below stays in CI
 def test_bench_gpu_smoke_runs_both_sides_plain_and_cached():
-    proc = subprocess.run([sys.executable, "bench/bench_gpu.py", "--smoke", "--steps=3"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "bench/bench_gpu.py", "--smoke", "--steps=3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(l[len("SUMMARY "):]) for l in proc.stdout.splitlines() if l.startswith("SUMMARY ")]
+    rows = [json.loads(l[len("SUMMARY ") :]) for l in proc.stdout.splitlines() if l.startswith("SUMMARY ")]
     assert [r["case"] for r in rows] == ["tiny", "tiny-cached"]
     for r in rows:
         ours, theirs = r["ours"], r["theirs"]
@@ -40,10 +46,12 @@ def test_bench_gpu_smoke_runs_both_sides_plain_and_cached():
 
 def test_bench_gpu_ours_runs_without_tensorflow():
     """The GPU machine has no TensorFlow: our side (and what it imports from trainer/) must not need it."""
-    code = ("import runpy, sys; sys.modules['tensorflow'] = None; "
-            "sys.argv = ['bench_gpu.py', '--worker=ours', '--smoke', '--steps=1', '--max_len=32', '--median_len=10', "
-            "'--case_json={\"name\": \"tiny\", \"model\": \"tiny\", \"batch\": 16, \"chunk\": 8}']; "
-            "runpy.run_path('bench/bench_gpu.py', run_name='__main__')")
+    code = (
+        "import runpy, sys; sys.modules['tensorflow'] = None; "
+        "sys.argv = ['bench_gpu.py', '--worker=ours', '--smoke', '--steps=1', '--max_len=32', '--median_len=10', "
+        '\'--case_json={"name": "tiny", "model": "tiny", "batch": 16, "chunk": 8}\']; '
+        "runpy.run_path('bench/bench_gpu.py', run_name='__main__')"
+    )
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

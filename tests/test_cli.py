@@ -1,5 +1,6 @@
 """The tools' command lines (trainer/cli.py): a user's mistake is one line on stderr and exit status 2;
 a real STS evaluation of the bundled model on a tiny file; the console scripts and `python -m` forms."""
+
 import os
 import subprocess
 import sys
@@ -35,10 +36,13 @@ def _one_line(capsys) -> str:
 def test_export_user_errors(tmp_path, capsys):
     out = tmp_path / "out"
     assert export_main([f"--workdir={tmp_path / 'no_run'}", f"--output_dir={out}"]) == 2
-    assert _one_line(capsys) == f"python -m trainer.cli export: error: --workdir={tmp_path / 'no_run'}: no such directory"
+    assert (
+        _one_line(capsys) == f"python -m trainer.cli export: error: --workdir={tmp_path / 'no_run'}: no such directory"
+    )
     assert export_main([f"--init_from={tmp_path / 'no_model'}", f"--output_dir={out}"]) == 2
-    assert _one_line(capsys) == (f"python -m trainer.cli export: error: model directory {str(tmp_path / 'no_model')!r} "
-                                 "does not exist")
+    assert _one_line(capsys) == (
+        f"python -m trainer.cli export: error: model directory {str(tmp_path / 'no_model')!r} does not exist"
+    )
     (tmp_path / "empty_run").mkdir()
     assert export_main([f"--workdir={tmp_path / 'empty_run'}", f"--output_dir={out}"]) == 2
     assert _one_line(capsys).startswith("python -m trainer.cli export: error: no checkpoint under ")
@@ -73,13 +77,25 @@ def test_console_scripts_and_module_forms():
     scripts = {ep.name: ep for ep in metadata.entry_points(group="console_scripts") if ep.name.startswith("set-")}
     if not scripts:
         pytest.skip("the package is not installed (pip install -e .)")
-    assert sorted(scripts) == ["set-export", "set-ir-eval", "set-mine", "set-plan", "set-preprocess", "set-sts-eval",
-                              "set-train"]
+    assert sorted(scripts) == [
+        "set-export",
+        "set-ir-eval",
+        "set-mine",
+        "set-plan",
+        "set-preprocess",
+        "set-sts-eval",
+        "set-train",
+    ]
     assert all(callable(ep.load()) for ep in scripts.values())
     path = os.path.join(os.path.dirname(sys.executable), "set-export")
     proc = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: set-export "), proc.stderr[-2000:]
-    proc = subprocess.run([sys.executable, "-m", "trainer.cli", "sts-eval", "--model=x", "--sts=/no/such.tsv"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer.cli", "sts-eval", "--model=x", "--sts=/no/such.tsv"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr == "python -m trainer.cli sts-eval: error: no STS file at /no/such.tsv\n"

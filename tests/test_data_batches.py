@@ -4,6 +4,7 @@ Token ids are synthetic and self-describing: every text is [CLS, 1000 + corpus, 
 5000 + record % 1000, 2000 + text index, filler..., SEP], so a batch row can be decoded back to the record
 and text it came from and checked against what was written.
 """
+
 from __future__ import annotations
 
 import collections
@@ -16,12 +17,12 @@ import tensorflow as tf
 
 from pipeline import record_schema as rs
 from pipeline.manifest import ManifestError, load_manifest
-from trainer.data import padding, records
 from trainer.config import TrainConfig
-from trainer.data.corpus_schedule import CorpusSchedule
+from trainer.data import padding, records
 from trainer.data.batches import BatchStream, DataError
-from trainer.multihost import merge_states
+from trainer.data.corpus_schedule import CorpusSchedule
 from trainer.evaluators.retrieval import validation_pairs
+from trainer.multihost import merge_states
 
 CLS, SEP, PAD, FILL = 101, 102, 0, 7
 
@@ -86,23 +87,39 @@ def write_dataset(out_dir, corpora=CORPORA, long_every=0, pad_id=PAD, dup_every=
                 roles, lengths = record_texts(ci, shape, rec, long_every)
                 # dup_every: that record's anchor repeats record 0's anchor text (a planted duplicate).
                 src = [(0 if dup_every and t == 0 and rec % dup_every == 0 else rec, t) for t in range(len(roles))]
-                ids = [text_ids(ci, r, t, lengths[t] if r == rec else record_texts(ci, shape, r, long_every)[1][t])
-                       for r, t in src]
+                ids = [
+                    text_ids(ci, r, t, lengths[t] if r == rec else record_texts(ci, shape, r, long_every)[1][t])
+                    for r, t in src
+                ]
                 fps = [rs.fingerprint(text_key(ci, r, t)) for r, t in src]
                 writers[j % k].write(rs.encode_record(ids, roles, fps))
             for w in writers:
                 w.close()
-        entries.append({
-            "name": name, "record_format": shape, "weight": weight, "symmetric": symmetric, "files": [f"{name}.jsonl.gz"],
-            "lines_read": n + 10, "train_examples": n, "validation_examples": 10,
-            "rejected": {"total": 0, "by_reason": {}}, "train_files": train_files, "validation_files": val_files,
-            "token_lengths": {"texts": 0, "mean": 0, "p50": 0, "p95": 0, "max": 0, "truncated_share": 0},
-        })
+        entries.append(
+            {
+                "name": name,
+                "record_format": shape,
+                "weight": weight,
+                "symmetric": symmetric,
+                "files": [f"{name}.jsonl.gz"],
+                "lines_read": n + 10,
+                "train_examples": n,
+                "validation_examples": 10,
+                "rejected": {"total": 0, "by_reason": {}},
+                "train_files": train_files,
+                "validation_files": val_files,
+                "token_lengths": {"texts": 0, "mean": 0, "p50": 0, "p95": 0, "max": 0, "truncated_share": 0},
+            }
+        )
     manifest = {
-        "schema_version": 1, "created": "test", "max_seq_length": 128, "validation_fraction": 0.01,
+        "schema_version": 1,
+        "created": "test",
+        "max_seq_length": 128,
+        "validation_fraction": 0.01,
         "compression": rs.COMPRESSION,
         "tokenizer": {"name": "synthetic", "vocab_fingerprint": "0", "vocab_size": 3000, "pad_token_id": pad_id},
-        "corpora": entries, "totals": {},
+        "corpora": entries,
+        "totals": {},
     }
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f)
@@ -231,8 +248,7 @@ def test_batches_follow_the_seeded_schedule_and_weights(data_dir):
 
 
 def batches_equal(a, b):
-    return a.keys() == b.keys() and all(
-        (a[k] == b[k]) if k == "corpus" else np.array_equal(a[k], b[k]) for k in a)
+    return a.keys() == b.keys() and all((a[k] == b[k]) if k == "corpus" else np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_same_seed_same_batches_different_seed_different(data_dir, straight_run):
@@ -407,7 +423,9 @@ def test_reads_records_through_tf_gfile_filesystems(data_dir, tmp_path):
         rel = os.path.relpath(dirpath, data_dir)
         tf.io.gfile.makedirs(root if rel == "." else f"{root}/{rel}")
         for f in files:
-            tf.io.gfile.copy(os.path.join(dirpath, f), f"{root}/{f}" if rel == "." else f"{root}/{rel}/{f}", overwrite=True)
+            tf.io.gfile.copy(
+                os.path.join(dirpath, f), f"{root}/{f}" if rel == "." else f"{root}/{rel}/{f}", overwrite=True
+            )
     with open(os.path.join(data_dir, "manifest.json")) as f:
         manifest = json.load(f)
     for c in manifest["corpora"]:
@@ -418,8 +436,10 @@ def test_reads_records_through_tf_gfile_filesystems(data_dir, tmp_path):
     batch = next(pipe)
     assert batch["corpus"] == "trips"
     check_batch(batch)
-    np.testing.assert_array_equal(batch["anchor_ids"], next(BatchStream(data_dir, make_cfg(), corpora=["trips"],
-                                                                       prefetch_batches=0))["anchor_ids"])
+    np.testing.assert_array_equal(
+        batch["anchor_ids"],
+        next(BatchStream(data_dir, make_cfg(), corpora=["trips"], prefetch_batches=0))["anchor_ids"],
+    )
 
 
 def test_records_that_do_not_match_the_declared_shape_fail_with_the_corpus_name(tmp_path):

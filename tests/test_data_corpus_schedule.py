@@ -1,4 +1,5 @@
 """Tests of trainer/data/corpus_schedule.py: a pure function of (seed, step) that follows the weights."""
+
 import math
 
 import numpy as np
@@ -54,8 +55,11 @@ def _config_corpora(path, skip=()):
     from pipeline.data_config import load_data_config
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return [(c.name, c.weight, c.expected_lines) for c in load_data_config(os.path.join(repo, path)).corpora
-            if c.name not in skip]
+    return [
+        (c.name, c.weight, c.expected_lines)
+        for c in load_data_config(os.path.join(repo, path)).corpora
+        if c.name not in skip
+    ]
 
 
 def test_passes_of_the_reference_run_on_the_public_files():
@@ -78,16 +82,19 @@ def test_passes_of_the_reference_run_on_the_public_files():
 
 
 def test_the_report_names_every_corpus_above_twenty_passes():
-    passes = corpus_passes([("big", 1, 1_000_000), ("small", 1, 1_000), ("unknown", 2, None), ("empty", 1, 0)],
-                           steps=100, batch_size=400)
+    passes = corpus_passes(
+        [("big", 1, 1_000_000), ("small", 1, 1_000), ("unknown", 2, None), ("empty", 1, 0)], steps=100, batch_size=400
+    )
     assert [p.passes for p in passes] == [0.008, 8.0, None, math.inf]
     lines, warning = passes_report(passes, 100, 400)
     assert lines[0] == "passes per corpus over 100 steps x 400 examples (draws of each example, on average):"
-    assert [line.split() for line in lines[1:]] == [["corpus", "share", "examples", "passes"],
-                                                    ["big", "20.00%", "1,000,000", "0.01"],
-                                                    ["small", "20.00%", "1,000", "8.00"],
-                                                    ["unknown", "40.00%", "unknown", "-"],
-                                                    ["empty", "20.00%", "0", "inf"]]
+    assert [line.split() for line in lines[1:]] == [
+        ["corpus", "share", "examples", "passes"],
+        ["big", "20.00%", "1,000,000", "0.01"],
+        ["small", "20.00%", "1,000", "8.00"],
+        ["unknown", "40.00%", "unknown", "-"],
+        ["empty", "20.00%", "0", "inf"],
+    ]
     assert warning.startswith("1 corpus(es) drawn more than 20 times per example: empty (inf); to draw them less")
     _, warning = passes_report(passes[:2], 100, 400, limit=5)
     assert warning.startswith("1 corpus(es) drawn more than 5 times per example: small (8);")

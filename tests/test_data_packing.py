@@ -1,4 +1,5 @@
 """Sequence packing: the packer's layout, and packed training equal to padded training."""
+
 from __future__ import annotations
 
 import textwrap
@@ -9,8 +10,8 @@ import pytest
 
 from tests._tiny import TINY, random_batch, run_on_cpu_devices, tiny_model
 from trainer.config import TrainConfig
-from trainer.model.modeling import EncoderConfig
 from trainer.data.packing import best_fit_decreasing, pack_batch, pad_packed, row_bucket
+from trainer.model.modeling import EncoderConfig
 from trainer.train.train_step import as_apply_fn, as_packed_apply_fn, loss_and_grads
 
 BUCKETS = (8, 12, 16, 24, 32)
@@ -26,7 +27,19 @@ def _rel(a, b):
 
 
 def test_row_bucket_wastes_under_a_sixteenth():
-    assert [row_bucket(n) for n in (0, 1, 5, 16, 17, 31, 32, 33, 65, 66, 201)] == [1, 1, 5, 16, 17, 31, 32, 34, 68, 68, 208]
+    assert [row_bucket(n) for n in (0, 1, 5, 16, 17, 31, 32, 33, 65, 66, 201)] == [
+        1,
+        1,
+        5,
+        16,
+        17,
+        31,
+        32,
+        34,
+        68,
+        68,
+        208,
+    ]
     for n in range(1, 5000):
         b = row_bucket(n)
         assert n <= b < n * 17 / 16 + 1 and row_bucket(b) == b
@@ -40,7 +53,7 @@ def test_best_fit_decreasing_places_every_item_without_overlap():
     fill = np.zeros((n_bins, 40), int)
     for b, o, n in zip(bins, offsets, lengths):
         assert 0 <= o and o + n <= 40
-        fill[b, o:o + n] += 1
+        fill[b, o : o + n] += 1
     assert fill.max() == 1 and fill.sum() == lengths.sum()
     assert n_bins <= -(-lengths.sum() // 40) * 11 // 9 + 1  # within FFD's bound of the optimum
     # Items that tile a bin exactly fill it exactly.
@@ -114,8 +127,9 @@ def test_packed_loss_and_gradients_equal_padded(config, triplet):
     key = jax.random.PRNGKey(0)
     want_loss, want = jax.jit(lambda p, b: loss_and_grads(as_apply_fn(model), p, b, CFG, key, True))(params, batch)
     packed = pack_batch(batch, 2, BUCKETS, 16, pad_id=config.pad_token_id)
-    assert packed["packed_ids"].size < sum(batch[f"{c}_ids"].size for c in ("anchor", "positive", "negative")
-                                                   if f"{c}_ids" in batch)
+    assert packed["packed_ids"].size < sum(
+        batch[f"{c}_ids"].size for c in ("anchor", "positive", "negative") if f"{c}_ids" in batch
+    )
     loss, grads = jax.jit(lambda p, b: loss_and_grads(as_packed_apply_fn(model), p, b, CFG, key, True))(params, packed)
     assert float(loss) == pytest.approx(float(want_loss), rel=1e-5)
     assert _rel(_leaves(grads), _leaves(want)) < 1e-5

@@ -1,4 +1,5 @@
 """Tests of trainer/data/padding.py: buckets, padding, fingerprint folding, de-duplication, re-padding."""
+
 import numpy as np
 import pytest
 
@@ -50,9 +51,14 @@ def test_select_unique_is_greedy_and_updates_seen():
 
 
 def test_repad_grows_or_cuts_padding_only():
-    batch = {"anchor_ids": np.array([[5, 6, 0]], np.int32), "anchor_mask": np.array([[1, 1, 0]], np.int32),
-             "positive_ids": np.array([[7, 0, 0]], np.int32), "positive_mask": np.array([[1, 0, 0]], np.int32),
-             "anchor_fp": np.array([1], np.int32), "corpus": "c"}
+    batch = {
+        "anchor_ids": np.array([[5, 6, 0]], np.int32),
+        "anchor_mask": np.array([[1, 1, 0]], np.int32),
+        "positive_ids": np.array([[7, 0, 0]], np.int32),
+        "positive_mask": np.array([[1, 0, 0]], np.int32),
+        "anchor_fp": np.array([1], np.int32),
+        "corpus": "c",
+    }
     up = padding.repad(batch, 5, pad_id=0)
     assert up["anchor_ids"].tolist() == [[5, 6, 0, 0, 0]] and up["positive_mask"].tolist() == [[1, 0, 0, 0, 0]]
     assert up["corpus"] == "c" and up["anchor_fp"] is batch["anchor_fp"]

@@ -3,6 +3,7 @@
 A pair or triplet record from an object line ({"query", "pos": [...], "neg": [...]}) holds every
 positive and negative: the draw takes one of each, uniformly, as for the query formats; a record
 from a list line has one of each and always gives the same example."""
+
 import collections
 
 import pytest
@@ -22,7 +23,7 @@ def _draw(record_format, roles, n=2048, seed=5):
     out = records.draw_chunk(_stream(record_format), tf.constant([raw] * n), tf.constant([seed, 0], tf.int64), None)
     cols = {}
     for k, col in enumerate(("anchor", "positive", "negative")):
-        values, lengths, fps = (t.numpy() for t in out[3 * k:3 * k + 3])
+        values, lengths, fps = (t.numpy() for t in out[3 * k : 3 * k + 3])
         if values.size:
             assert (lengths == 1).all() and (values - 10 == fps - 1).all()  # each text with its own fingerprint
             cols[col] = collections.Counter((values - 10).tolist())

@@ -1,7 +1,8 @@
 """The key join of training and evaluation texts (pipeline/decontaminate.py)."""
-from pipeline import normalize
+
 import numpy as np
 
+from pipeline import normalize
 from pipeline.decontaminate import EvalKeys, JoinKeys, pack_keys
 
 LONG = " ".join(f"w{i}" for i in range(30))
@@ -9,7 +10,9 @@ LONG = " ".join(f"w{i}" for i in range(30))
 
 def test_evaluation_texts_become_keyed_entries():
     out = list(EvalKeys(4).process(("sts", "  What IS it? ")))
-    assert out == [(k % 4, (k, "sts", "what is it?", "  What IS it? ")) for k in sorted(normalize.text_keys("what is it?"))]
+    assert out == [
+        (k % 4, (k, "sts", "what is it?", "  What IS it? ")) for k in sorted(normalize.text_keys("what is it?"))
+    ]
     assert list(EvalKeys(4).process(("sts", " \u3000 "))) == []  # nothing left to match
     assert len(list(EvalKeys(4).process(("t", LONG)))) == len(normalize.text_keys(LONG)) > 2
 
@@ -28,9 +31,9 @@ def test_candidates_once_per_tuple_and_text_and_only_where_keys_meet():
 
 
 def test_keys_are_packed_per_bucket():
-    keys = [5, 8, 13, 2 ** 64 - 1]
+    keys = [5, 8, 13, 2**64 - 1]
     tks = b"".join(bytes([i]) * 16 for i in range(4))
     out = dict(pack_keys(keys, tks, 3))
     got = {b: (np.frombuffer(k, np.uint64).tolist(), t) for b, (k, t) in out.items()}
-    assert got == {2: ([5, 8], tks[:32]), 1: ([13], tks[32:48]), 0: ([2 ** 64 - 1], tks[48:])}
+    assert got == {2: ([5, 8], tks[:32]), 1: ([13], tks[32:48]), 0: ([2**64 - 1], tks[48:])}
     assert dict(pack_keys(keys, tks, 1)) == {0: (np.array(keys, np.uint64).tobytes(), tks)}

@@ -1,4 +1,5 @@
 """Which tuples are the same and which copy stays (pipeline/dedup.py), on the DoFn itself."""
+
 import json
 
 from pipeline import dedup, normalize, processing
@@ -22,17 +23,24 @@ def test_the_same_tuple_by_record_format():
     assert _key("set", False, ["x", "y", "y"], members) == _key("set", False, ["y", "x", "y"], members)
     assert _key("set", False, ["x", "y", "y"], members) != _key("set", False, ["x", "x", "y"], members)
     q = [ROLE_ANCHOR, ROLE_POSITIVE, ROLE_POSITIVE, ROLE_NEGATIVE]
-    assert _key("query_with_negatives", False, ["q", "p1", "p2", "n"], q) == \
-        _key("query_with_negatives", False, ["q", "p2", "p1", "n"], q)
+    assert _key("query_with_negatives", False, ["q", "p1", "p2", "n"], q) == _key(
+        "query_with_negatives", False, ["q", "p2", "p1", "n"], q
+    )
     # A text moving from the positives to the negatives is another tuple.
-    assert _key("query_with_negatives", False, ["q", "p1", "n", "p2"], q) != \
-        _key("query_with_negatives", False, ["q", "p1", "p2", "n"], q)
+    assert _key("query_with_negatives", False, ["q", "p1", "n", "p2"], q) != _key(
+        "query_with_negatives", False, ["q", "p1", "p2", "n"], q
+    )
 
 
 def _entry(corpus, line, texts, split="train", fmt="pair", roles=PAIR):
     norms = tuple(normalize.normalize(t) for t in texts)
-    return (dedup.tuple_key(fmt, False, norms, roles), (corpus, f"/in/{corpus}.jsonl.gz", line, dedup.line_digest(b"r")),
-            split, f"{corpus}:{line}".encode(), norms)
+    return (
+        dedup.tuple_key(fmt, False, norms, roles),
+        (corpus, f"/in/{corpus}.jsonl.gz", line, dedup.line_digest(b"r")),
+        split,
+        f"{corpus}:{line}".encode(),
+        norms,
+    )
 
 
 def _pack(entries):
@@ -48,8 +56,11 @@ def test_packing_round_trips():
 
 def _decide(copies, hits=(), deduplicate=True):
     copies = [_pack(c) for c in copies]
-    out = list(dedup.Decide(deduplicate, 4, processing.output_tag, processing.STATS).process(
-        (0, {"copies": [p for c in copies for p in c], "hits": list(hits)})))
+    out = list(
+        dedup.Decide(deduplicate, 4, processing.output_tag, processing.STATS).process(
+            (0, {"copies": [p for c in copies for p in c], "hits": list(hits)})
+        )
+    )
     by_tag = {}
     for o in out:
         by_tag.setdefault(o.tag, []).append(o.value)
@@ -78,7 +89,10 @@ def test_a_verified_hit_removes_every_copy_and_an_unverified_one_nothing():
     assert out["train__a"] == [[b"a:2"]]
     removed = [json.loads(r) for r in out["decontaminated"]]
     assert [(r["corpus"], r["line_number"]) for r in removed] == [("a", 1), ("b", 5)]
-    assert removed[0]["matches"] == [{"set": "set1", "rule": "13_word_span", "eval_text": long_eval,
-                                      "text": tup[4][0]}]
+    assert removed[0]["matches"] == [{"set": "set1", "rule": "13_word_span", "eval_text": long_eval, "text": tup[4][0]}]
     stats = dict(out["stats"])
-    assert (stats["a"]["decontaminated"], stats["a"]["duplicates"], stats["a"]["decontaminated_by_set"]) == (1, 0, {"set1": 1})
+    assert (stats["a"]["decontaminated"], stats["a"]["duplicates"], stats["a"]["decontaminated_by_set"]) == (
+        1,
+        0,
+        {"set1": 1},
+    )

@@ -1,4 +1,5 @@
 """trainer/devices.py: with libtpu installed and no TPU attached, JAX starts on the CPU without libtpu's errors."""
+
 import os
 import subprocess
 import sys

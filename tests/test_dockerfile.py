@@ -1,6 +1,7 @@
 """The Dockerfile: hadolint-clean, based on the Beam SDK image of the pinned Beam version, and
 installing exactly pyproject.toml's requirement set (no Docker engine here, so the checks are static
 plus a real wheel build from the exact build context the image receives)."""
+
 from __future__ import annotations
 
 import json
@@ -128,8 +129,13 @@ def test_requirements_file_the_image_generates_is_pyprojects_dependency_list(tmp
     generator = run.split(">", 1)[0].strip()
     assert generator.startswith("python -c ")
     shutil.copy(os.path.join(REPO, "pyproject.toml"), tmp_path / "pyproject.toml")
-    out = subprocess.run(["bash", "-c", generator.replace("python", shlex.quote(sys.executable), 1)],
-                         cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["bash", "-c", generator.replace("python", shlex.quote(sys.executable), 1)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.splitlines() == _pyproject()["project"]["dependencies"]
 
 
@@ -195,12 +201,25 @@ def _build_context(dst: str) -> list[str]:
 
 def test_dockerignore_keeps_the_build_inputs_and_drops_local_state():
     rules = _dockerignore_patterns()
-    for keep in ("pyproject.toml", "README.md", "beam_main.py", "train_main.py", "data_config.json",
-                 "data_configs/reference_2021.json",
-                 "pipeline/job.py", "trainer/model/modeling.py", "samples/data_config.json"):
+    for keep in (
+        "pyproject.toml",
+        "README.md",
+        "beam_main.py",
+        "train_main.py",
+        "data_config.json",
+        "data_configs/reference_2021.json",
+        "pipeline/job.py",
+        "trainer/model/modeling.py",
+        "samples/data_config.json",
+    ):
         assert not _ignored(keep, rules), keep
-    for drop in (".venv/bin/python", ".git/HEAD", "out/data/manifest.json", "tests/test_dockerfile.py",
-                 "pipeline/__pycache__/job.cpython-311.pyc"):
+    for drop in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "out/data/manifest.json",
+        "tests/test_dockerfile.py",
+        "pipeline/__pycache__/job.cpython-311.pyc",
+    ):
         assert _ignored(drop, rules), drop
 
 
@@ -210,8 +229,23 @@ def test_build_context_yields_a_wheel_that_requires_exactly_pyproject(tmp_path):
     ctx = tmp_path / "ctx"
     kept = _build_context(str(ctx))
     assert "pyproject.toml" in kept and any(k.startswith("trainer/") for k in kept)
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                        "-w", str(tmp_path / "dist"), str(ctx)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ctx),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (wheel,) = os.listdir(tmp_path / "dist")
     # cloud/launch.py's pip mode copies this file to the TPU workers by name.

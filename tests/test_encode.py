@@ -1,4 +1,5 @@
 """Our jit encode of all-MiniLM-L6-v2 against sentence-transformers (torch CPU) on the same directory."""
+
 import jax
 import numpy as np
 import pytest
@@ -6,19 +7,40 @@ import pytest
 from trainer.model.encode import encode, load_tokenizer
 from trainer.model.hf_loading import load_pretrained
 
-WORDS = ("the a man woman child dog cat is was plays eats runs quickly slowly over under bright dark river "
-         "mountain city night morning music guitar piano computer network protein cell market price climate "
-         "encoder transformer embedding similarity").split()
-NON_ASCII = ["Größere Straßen führen über die Brücke.", "Ça coûte très cher, n'est-ce pas ?",
-             "東京は日本の首都です。", "Москва — столица России.", "مرحبا بالعالم", "Ελληνικά γράμματα",
-             "emoji 🙂🚀 and accents: naïve café résumé", "हिन्दी पाठ का उदाहरण", "한국어 문장입니다", "Ñandú y pingüino"]
+WORDS = (
+    "the a man woman child dog cat is was plays eats runs quickly slowly over under bright dark river "
+    "mountain city night morning music guitar piano computer network protein cell market price climate "
+    "encoder transformer embedding similarity"
+).split()
+NON_ASCII = [
+    "Größere Straßen führen über die Brücke.",
+    "Ça coûte très cher, n'est-ce pas ?",
+    "東京は日本の首都です。",
+    "Москва — столица России.",
+    "مرحبا بالعالم",
+    "Ελληνικά γράμματα",
+    "emoji 🙂🚀 and accents: naïve café résumé",
+    "हिन्दी पाठ का उदाहरण",
+    "한국어 문장입니다",
+    "Ñandú y pingüino",
+]
 
 
 def varied_sentences(n=240, seed=0):
     """Short, medium, past-128- and past-256-token sentences, non-ASCII, empty and blank strings,
     duplicates, punctuation-only: deterministic in `seed`."""
     rng = np.random.default_rng(seed)
-    out = ["", " ", "a", "?!", "Hello.", "hello", "HELLO WORLD", "   leading and trailing spaces   ", "tab\tand\nnewline"]
+    out = [
+        "",
+        " ",
+        "a",
+        "?!",
+        "Hello.",
+        "hello",
+        "HELLO WORLD",
+        "   leading and trailing spaces   ",
+        "tab\tand\nnewline",
+    ]
     out += NON_ASCII
     while len(out) < n:
         kind = rng.integers(0, 12)
@@ -56,8 +78,7 @@ def test_matches_sentence_transformers(minilm, st_model, max_seq_length, n, pack
     assert sum(t > max_seq_length for t in n_tokens) >= 2 and min(n_tokens) == 2  # truncation and "" occur
     st_model.max_seq_length = max_seq_length
     ref = st_model.encode(sentences, batch_size=32, convert_to_numpy=True)
-    ours = encode(pre.model, pre.params, tok, sentences, batch_size=32, max_seq_length=max_seq_length,
-                  packing=packing)
+    ours = encode(pre.model, pre.params, tok, sentences, batch_size=32, max_seq_length=max_seq_length, packing=packing)
     assert ours.shape == (len(sentences), 384) and ours.dtype == np.float32
     assert np.abs(ours - ref).max() <= 1e-5
 
@@ -68,8 +89,9 @@ def test_order_and_padding_do_not_change_results(minilm):
     a = encode(pre.model, pre.params, tok, sentences, batch_size=32, max_seq_length=128)
     perm = np.random.default_rng(0).permutation(len(sentences))
     # Another order (other batch mates) and every batch padded to 128 instead of its bucket.
-    b = encode(pre.model, pre.params, tok, [sentences[i] for i in perm], batch_size=32, max_seq_length=128,
-               buckets=(128,))
+    b = encode(
+        pre.model, pre.params, tok, [sentences[i] for i in perm], batch_size=32, max_seq_length=128, buckets=(128,)
+    )
     np.testing.assert_allclose(b, a[perm], atol=2e-6)
     # Calls capped at 64 token slots (1-4 rows by bucket) instead of 32 rows: the same embeddings.
     c = encode(pre.model, pre.params, tok, sentences, batch_size=32, max_seq_length=128, max_tokens=64)
@@ -84,23 +106,25 @@ def test_packed_encode_equals_padded_on_a_mesh_with_one_program_per_row_length()
     """Packing changes which texts share a row, never an embedding; calls on texts of one length
     distribution reuse one program (rows per call are a power of two)."""
     from tests._tiny import tiny_model
-    from trainer.model.encode import _jitted_packed, encode_ids
     from trainer.mesh import create_mesh
+    from trainer.model.encode import _jitted_packed, encode_ids
 
     model, params = tiny_model()
     rng = np.random.default_rng(3)
     ids = [[2] + rng.integers(5, 97, size=int(n)).tolist() + [3] for n in rng.integers(0, 30, size=150)]
     padded = encode_ids(model, {"params": params}, ids, 0, batch_size=16, max_seq_length=32)
     _jitted_packed.cache_clear()
-    packed = encode_ids(model, {"params": params}, ids, 0, batch_size=16, max_seq_length=32, mesh=create_mesh(),
-                        packing=True)
+    packed = encode_ids(
+        model, {"params": params}, ids, 0, batch_size=16, max_seq_length=32, mesh=create_mesh(), packing=True
+    )
     np.testing.assert_allclose(packed, padded, atol=1e-6)
     compiles = []
     listener = lambda event, secs, **kw: compiles.append(event) if event.endswith("backend_compile_duration") else None  # noqa: E731
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-        again = encode_ids(model, {"params": params}, ids[::-1], 0, batch_size=16, max_seq_length=32,
-                           mesh=create_mesh(), packing=True)
+        again = encode_ids(
+            model, {"params": params}, ids[::-1], 0, batch_size=16, max_seq_length=32, mesh=create_mesh(), packing=True
+        )
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     np.testing.assert_allclose(again, padded[::-1], atol=1e-6)

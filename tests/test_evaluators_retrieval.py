@@ -48,8 +48,8 @@ def test_evaluator_reports_each_matryoshka_size_from_one_embedding(sample_data_d
     from pipeline.manifest import load_manifest
     from trainer.model.encode import encode_ids
     from trainer.model.hf_loading import init_random
-    from trainer.train.matryoshka import truncate
     from trainer.model.modeling import EncoderConfig
+    from trainer.train.matryoshka import truncate
 
     with open(os.path.join(tiny_bert_dir, "config.json")) as f:
         pre = init_random(EncoderConfig.from_hf_dict(json.load(f)), seed=1, source_dir=tiny_bert_dir)

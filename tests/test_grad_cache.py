@@ -1,5 +1,6 @@
 """Gradient caching: the chunk layout, exact loss and gradients against the plain step (pairs and
 triplets, several chunk sizes), the same dropout in both passes, and the 8-device mesh."""
+
 import textwrap
 
 import jax
@@ -7,11 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests._tiny import run_on_cpu_devices, random_batch, tiny_model
+from tests._tiny import random_batch, run_on_cpu_devices, tiny_model
 from trainer.config import TrainConfig
 from trainer.train.grad_cache import embed_in_chunks, from_chunks, stack_columns, to_chunks
-from trainer.train.train_step import (as_apply_fn, batch_columns, loss_and_grads, make_loss_of_embeddings,
-                                padded_token_ids)
+from trainer.train.train_step import (
+    as_apply_fn,
+    batch_columns,
+    loss_and_grads,
+    make_loss_of_embeddings,
+    padded_token_ids,
+)
 
 CFG = TrainConfig()
 
@@ -53,6 +59,7 @@ def test_cached_loss_and_gradients_equal_plain(tiny, triplet, chunks):
     def run(chunk):
         cfg = CFG.replace(grad_cache_chunk=chunk)
         return jax.jit(lambda p, b: loss_and_grads(apply_fn, p, b, cfg, key, True))(params, batch)
+
     plain_loss, plain_grads = run(0)
     for chunk in chunks:
         loss, grads = run(chunk)

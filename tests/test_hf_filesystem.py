@@ -1,6 +1,7 @@
 """pipeline/hf_filesystem.py (hf:// for Beam) through the real huggingface_hub client against a
 stand-in for the Hub's endpoints on loopback (tests/_hf_standin.py): listing, reading, revisions,
 the launcher's pins, a worker process that has only the reader imported, and the whole job."""
+
 from __future__ import annotations
 
 import gzip
@@ -23,10 +24,17 @@ from tests._tfrecords import read_tfrecords
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OLD, NEW = "a" * 40, "b" * 40
 LINES = [json.dumps([f"question {i}", f"answer {i}"]).encode() for i in range(1500)]
-FILES = {"pairs/qa-0.jsonl.gz": gzip.compress(b"\n".join(LINES[:900]) + b"\n"),
-         "pairs/qa-1.jsonl.gz": gzip.compress(b"\n".join(LINES[900:]) + b"\n"), "README.md": b"card"}
-REPOS = {"org/data": {"refs": {"main": NEW}, "commits": {
-    OLD: {"pairs/qa-0.jsonl.gz": gzip.compress(b"\n".join(LINES[:10]) + b"\n")}, NEW: FILES}}}
+FILES = {
+    "pairs/qa-0.jsonl.gz": gzip.compress(b"\n".join(LINES[:900]) + b"\n"),
+    "pairs/qa-1.jsonl.gz": gzip.compress(b"\n".join(LINES[900:]) + b"\n"),
+    "README.md": b"card",
+}
+REPOS = {
+    "org/data": {
+        "refs": {"main": NEW},
+        "commits": {OLD: {"pairs/qa-0.jsonl.gz": gzip.compress(b"\n".join(LINES[:10]) + b"\n")}, NEW: FILES},
+    }
+}
 ROOT = "hf://datasets/org/data"
 
 
@@ -39,7 +47,8 @@ def hub():
 def test_match_open_size_and_a_pinned_revision(hub):
     (result,) = FileSystems.match([f"{ROOT}/pairs/*.jsonl.gz"])
     assert [(m.path, m.size_in_bytes) for m in result.metadata_list] == [
-        (f"{ROOT}/pairs/{n}", len(FILES[f"pairs/{n}"])) for n in ("qa-0.jsonl.gz", "qa-1.jsonl.gz")]
+        (f"{ROOT}/pairs/{n}", len(FILES[f"pairs/{n}"])) for n in ("qa-0.jsonl.gz", "qa-1.jsonl.gz")
+    ]
     with FileSystems.open(f"{ROOT}/pairs/qa-1.jsonl.gz", compression_type="uncompressed") as f:
         assert f.read() == FILES["pairs/qa-1.jsonl.gz"]
     with FileSystems.open(f"{ROOT}@{OLD}/pairs/qa-0.jsonl.gz") as f:  # gunzipped by Beam (AUTO)
@@ -54,8 +63,10 @@ def test_match_open_size_and_a_pinned_revision(hub):
 def test_the_launcher_pins_each_revision_to_its_commit(hub):
     files = {"qa": [f"{ROOT}/pairs/qa-0.jsonl.gz", f"{ROOT}@{OLD}/pairs/qa-0.jsonl.gz"], "local": ["/data/x.gz"]}
     pinned, pins = hf_filesystem.pin_revisions(files)
-    assert pinned == {"qa": [f"{ROOT}@{NEW}/pairs/qa-0.jsonl.gz", f"{ROOT}@{OLD}/pairs/qa-0.jsonl.gz"],
-                      "local": ["/data/x.gz"]}
+    assert pinned == {
+        "qa": [f"{ROOT}@{NEW}/pairs/qa-0.jsonl.gz", f"{ROOT}@{OLD}/pairs/qa-0.jsonl.gz"],
+        "local": ["/data/x.gz"],
+    }
     assert pins == {ROOT: NEW, f"{ROOT}@{OLD}": OLD}
     assert hf_filesystem.pin_revisions({"local": ["/x"]}) == ({"local": ["/x"]}, {})
     with pytest.raises(UserError, match="corpus 'qa': cannot resolve the revision of hf://datasets/org/gone"):
@@ -66,19 +77,40 @@ def test_a_worker_with_only_the_reader_unpickled_reads_hf(hub):
     """What a Dataflow or multi_processing worker does: unpickle the reading DoFn in a fresh process
     (which imports pipeline/reading.py and nothing else of ours) and read an hf:// file."""
     fn = pickler.dumps(ReadLineBatches(512, 1 << 20))
-    code = ("import sys; from apache_beam.internal import pickler; fn = pickler.loads(sys.stdin.buffer.read()); "
-            f"print(sum(len(b.lines) for b in fn.process(('qa', '{ROOT}/pairs/qa-0.jsonl.gz')) "
-            "if hasattr(b, 'lines')))")
-    r = subprocess.run([sys.executable, "-c", code], input=fn, capture_output=True, cwd=REPO, timeout=120,
-                       env={**os.environ, "PYTHONPATH": REPO, "HF_ENDPOINT": hub.url})
+    code = (
+        "import sys; from apache_beam.internal import pickler; fn = pickler.loads(sys.stdin.buffer.read()); "
+        f"print(sum(len(b.lines) for b in fn.process(('qa', '{ROOT}/pairs/qa-0.jsonl.gz')) "
+        "if hasattr(b, 'lines')))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        input=fn,
+        capture_output=True,
+        cwd=REPO,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": REPO, "HF_ENDPOINT": hub.url},
+    )
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     assert r.stdout.decode().split() == ["900"]
 
 
 def _config(tmp_path):
     config = tmp_path / "data_config.json"
-    config.write_text(json.dumps({"corpora": [{"name": "qa", "files": ["pairs/qa-*.jsonl.gz"], "record_format": "pair",
-                                               "weight": 1, "expected_lines": 1500}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "corpora": [
+                    {
+                        "name": "qa",
+                        "files": ["pairs/qa-*.jsonl.gz"],
+                        "record_format": "pair",
+                        "weight": 1,
+                        "expected_lines": 1500,
+                    }
+                ]
+            }
+        )
+    )
     return [f"--data_config={config}", f"--input_root={ROOT}"]
 
 
@@ -95,10 +127,20 @@ def test_multi_processing_and_in_memory_give_identical_records(hub, tmp_path):
     outs = {}
     for mode in ("in_memory", "multi_processing"):
         outs[mode] = str(tmp_path / mode)
-        r = subprocess.run([sys.executable, os.path.join(REPO, "beam_main.py"), *_config(tmp_path),
-                            f"--output_dir={outs[mode]}", f"--direct_running_mode={mode}"],
-                           capture_output=True, text=True, cwd=REPO, timeout=600,
-                           env={**os.environ, "HF_ENDPOINT": hub.url})
+        r = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(REPO, "beam_main.py"),
+                *_config(tmp_path),
+                f"--output_dir={outs[mode]}",
+                f"--direct_running_mode={mode}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=600,
+            env={**os.environ, "HF_ENDPOINT": hub.url},
+        )
         assert r.returncode == 0, r.stderr[-3000:]
     (m1, r1), (m2, r2) = _records(outs["in_memory"]), _records(outs["multi_processing"])
     assert r1 == r2 and len(r1) == 1500 and m1["totals"] == m2["totals"] and m1["hf_revisions"] == {ROOT: NEW}

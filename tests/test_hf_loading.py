@@ -1,4 +1,5 @@
 """Loading Hugging Face checkpoints: file formats, name prefixes, sources, and the errors."""
+
 import functools
 import json
 import os
@@ -12,6 +13,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from pipeline import storage
+from pipeline.model_source import demo_model_dir
 from trainer.model.hf_loading import (
     CheckpointMismatchError,
     hf_state_dict_to_params,
@@ -20,14 +22,27 @@ from trainer.model.hf_loading import (
     params_to_hf_state_dict,
     resolve_model_dir,
 )
-from pipeline.model_source import demo_model_dir
 from trainer.model.modeling import EncoderConfig
 
-TINY = EncoderConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=24)
-TINY_RB = EncoderConfig(model_type="roberta", vocab_size=50, hidden_size=16, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=26,
-                        type_vocab_size=1, pad_token_id=1)
+TINY = EncoderConfig(
+    vocab_size=50,
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=24,
+)
+TINY_RB = EncoderConfig(
+    model_type="roberta",
+    vocab_size=50,
+    hidden_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=26,
+    type_vocab_size=1,
+    pad_token_id=1,
+)
 
 
 def _write_model(path, config, sd):
@@ -61,7 +76,9 @@ def test_demo_model_loads_with_its_names():
     enc = pre.params["params"]["encoder"]
     sd = load_file(os.path.join(demo_model_dir(), "model.safetensors"))
     # Kernels are the transposed torch weights; LayerNorm weight is Flax's scale.
-    np.testing.assert_array_equal(enc["layer_3"]["intermediate"]["kernel"], sd["encoder.layer.3.intermediate.dense.weight"].T)
+    np.testing.assert_array_equal(
+        enc["layer_3"]["intermediate"]["kernel"], sd["encoder.layer.3.intermediate.dense.weight"].T
+    )
     np.testing.assert_array_equal(enc["embeddings"]["LayerNorm"]["scale"], sd["embeddings.LayerNorm.weight"])
     # The round trip returns every tensor it took, and drops only the ignored pooler / buffer.
     back = params_to_hf_state_dict(pre.params, pre.config)
@@ -80,10 +97,14 @@ def test_prefixed_names_extras_and_gamma_beta_load_the_same(tmp_path):
     prefixed["roberta.embeddings.position_ids"] = np.arange(26)[None]
     prefixed["roberta.pooler.dense.bias"] = np.zeros(16, np.float32)
     _assert_same_params(hf_state_dict_to_params(prefixed, TINY_RB), plain)
-    old = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
-           for k, v in sd.items()}
-    _assert_same_params(hf_state_dict_to_params({f"bert.{k}": v for k, v in _tiny_sd().items()}, TINY),
-                        hf_state_dict_to_params(_tiny_sd(), TINY))
+    old = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in sd.items()
+    }
+    _assert_same_params(
+        hf_state_dict_to_params({f"bert.{k}": v for k, v in _tiny_sd().items()}, TINY),
+        hf_state_dict_to_params(_tiny_sd(), TINY),
+    )
     _assert_same_params(hf_state_dict_to_params(old, TINY_RB), plain)
 
 
@@ -97,7 +118,10 @@ def test_missing_unexpected_and_misshapen_tensors_are_listed():
     msg = str(e.value)
     assert "missing tensors (1): encoder.layer.1.attention.self.key.bias" in msg
     assert "unexpected tensors (1): encoder.layer.7.output.dense.weight" in msg
-    assert "misshapen tensors (1): encoder.layer.0.output.dense.weight: checkpoint (16, 31), config expects (16, 32)" in msg
+    assert (
+        "misshapen tensors (1): encoder.layer.0.output.dense.weight: checkpoint (16, 31), config expects (16, 32)"
+        in msg
+    )
 
 
 def test_loading_errors_from_directories(tmp_path):
@@ -107,7 +131,10 @@ def test_loading_errors_from_directories(tmp_path):
         load_pretrained(_write_model(tmp_path / "missing", TINY, sd))
     sd = _tiny_sd()
     sd["embeddings.position_embeddings.weight"] = np.zeros((25, 16), np.float32)
-    with pytest.raises(CheckpointMismatchError, match="embeddings.position_embeddings.weight: checkpoint \\(25, 16\\), config expects \\(24, 16\\)"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match="embeddings.position_embeddings.weight: checkpoint \\(25, 16\\), config expects \\(24, 16\\)",
+    ):
         load_pretrained(_write_model(tmp_path / "shape", TINY, sd))
     with pytest.raises(ValueError, match="unsupported model_type 'distilbert'; supported: bert, roberta, xlm-roberta"):
         load_pretrained(_write_model(tmp_path / "type", dict(TINY.to_hf_dict(), model_type="distilbert"), _tiny_sd()))
@@ -130,7 +157,7 @@ def test_sharded_safetensors_and_pytorch_bin(tmp_path):
     (sharded / "config.json").write_text(json.dumps(TINY.to_hf_dict()))
     names = sorted(sd)
     weight_map = {}
-    for i, part in enumerate((names[: len(names) // 2], names[len(names) // 2:])):
+    for i, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :])):
         fname = f"model-0000{i + 1}-of-00002.safetensors"
         save_file({k: sd[k] for k in part}, str(sharded / fname))
         weight_map.update({k: fname for k in part})
@@ -144,11 +171,18 @@ def test_sharded_safetensors_and_pytorch_bin(tmp_path):
     _assert_same_params(load_pretrained(str(tbin)).params, ref)
 
     # Without torch the .bin is refused with a clear message (torch hidden in a fresh interpreter).
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from trainer.model.hf_loading import load_pretrained\n"
-            f"try:\n    load_pretrained({str(tbin)!r})\nexcept ImportError as e:\n    print('ERR', e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from trainer.model.hf_loading import load_pretrained\n"
+        f"try:\n    load_pretrained({str(tbin)!r})\nexcept ImportError as e:\n    print('ERR', e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert "ERR" in out.stdout and "torch is not installed" in out.stdout, out.stderr[-2000:]
 
 
@@ -161,8 +195,9 @@ def test_bfloat16_checkpoint_is_read_as_float32(tmp_path):
     leaves = jax.tree_util.tree_leaves(pre.params)
     assert all(x.dtype == np.float32 for x in leaves)
     back = params_to_hf_state_dict(pre.params, TINY)
-    np.testing.assert_array_equal(back["encoder.layer.0.output.dense.weight"],
-                                  bf["encoder.layer.0.output.dense.weight"].astype(np.float32))
+    np.testing.assert_array_equal(
+        back["encoder.layer.0.output.dense.weight"], bf["encoder.layer.0.output.dense.weight"].astype(np.float32)
+    )
 
 
 def test_remote_directory_is_copied_to_a_local_cache(tmp_path, monkeypatch):
@@ -179,8 +214,10 @@ def test_remote_directory_is_copied_to_a_local_cache(tmp_path, monkeypatch):
 def test_random_init_is_deterministic_and_hf_shaped():
     a, b, c = init_random(TINY, seed=1), init_random(TINY, seed=1), init_random(TINY, seed=2)
     _assert_same_params(a.params, b.params)
-    assert not np.array_equal(a.params["params"]["encoder"]["layer_0"]["query"]["kernel"],
-                              c.params["params"]["encoder"]["layer_0"]["query"]["kernel"])
+    assert not np.array_equal(
+        a.params["params"]["encoder"]["layer_0"]["query"]["kernel"],
+        c.params["params"]["encoder"]["layer_0"]["query"]["kernel"],
+    )
     sd = params_to_hf_state_dict(a.params, TINY)
     assert len(sd) == 5 + 16 * TINY.num_hidden_layers
     assert sd["encoder.layer.1.intermediate.dense.weight"].shape == (32, 16)
@@ -191,8 +228,11 @@ def test_random_init_is_deterministic_and_hf_shaped():
 def test_resolve_sentence_transformers_subfolder_layout(tmp_path):
     root = tmp_path / "st"
     _write_model(root / "0_Transformer", TINY, _tiny_sd())
-    (root / "modules.json").write_text(json.dumps(
-        [{"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"}]))
+    (root / "modules.json").write_text(
+        json.dumps(
+            [{"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"}]
+        )
+    )
     assert resolve_model_dir(str(root)) == str(root / "0_Transformer")
 
 

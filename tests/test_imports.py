@@ -1,6 +1,7 @@
 """The import graph of pipeline/ and trainer/: one way, no circles, no entry point imported, every
 module on its floor (a package imports only packages below it, lazy imports in functions included), and
 the modules that must run without TensorFlow (the device machines have none) free of it."""
+
 import ast
 import os
 import subprocess
@@ -79,8 +80,9 @@ def test_imports_run_one_way():
     graph = import_graph()
     assert cycles(graph) == []
     assert {m: sorted(t & ENTRY_POINTS) for m, t in graph.items() if t & ENTRY_POINTS} == {}
-    assert {m: sorted(t) for m, t in graph.items()
-            if m.startswith("pipeline") and any(x.startswith("trainer") for x in t)} == {}
+    assert {
+        m: sorted(t) for m, t in graph.items() if m.startswith("pipeline") and any(x.startswith("trainer") for x in t)
+    } == {}
     # Each command's main is imported by nothing: the console scripts call it.
     assert [m for m, t in graph.items() if {"trainer.cli", "trainer.plan.planner"} & t] == []
 
@@ -90,8 +92,16 @@ def test_imports_run_one_way():
 # planner (trainer/plan/) is a tool on top of the run it plans; the commands sit above everything.
 FLOORS = (
     ("pipeline",),
-    ("trainer", "trainer.config", "trainer.flags", "trainer.devices", "trainer.mesh", "trainer.multihost",
-     "trainer.prompts", "trainer.tf_log"),
+    (
+        "trainer",
+        "trainer.config",
+        "trainer.flags",
+        "trainer.devices",
+        "trainer.mesh",
+        "trainer.multihost",
+        "trainer.prompts",
+        "trainer.tf_log",
+    ),
     ("trainer.data",),
     ("trainer.model",),
     ("trainer.train",),
@@ -106,8 +116,11 @@ UPWARD = {("trainer.train.train_loop", "trainer.evaluators.suite")}
 
 def floor(module: str) -> int:
     """The floor of a module: that of the longest FLOORS entry it is or lies in."""
-    best = max((name for names in FLOORS for name in names if module == name or module.startswith(name + ".")),
-               key=len, default=None)
+    best = max(
+        (name for names in FLOORS for name in names if module == name or module.startswith(name + ".")),
+        key=len,
+        default=None,
+    )
     if best is None:
         raise KeyError(f"{module} is on no floor: add it to FLOORS")
     return next(i for i, names in enumerate(FLOORS) if best in names)
@@ -115,13 +128,16 @@ def floor(module: str) -> int:
 
 def upward(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
     """(module, import) pairs where the import lies on a higher floor."""
-    return {(m, t) for m, targets in graph.items() for t in targets
-            if t not in ENTRY_POINTS and floor(t) > floor(m)}
+    return {(m, t) for m, targets in graph.items() for t in targets if t not in ENTRY_POINTS and floor(t) > floor(m)}
 
 
 def test_the_floor_check_sees_an_import_that_runs_up():
-    assert upward({"trainer.data.batches": {"trainer.plan.planner", "trainer.config"},
-                   "trainer.cli": {"trainer.train.train_loop"}}) == {("trainer.data.batches", "trainer.plan.planner")}
+    assert upward(
+        {
+            "trainer.data.batches": {"trainer.plan.planner", "trainer.config"},
+            "trainer.cli": {"trainer.train.train_loop"},
+        }
+    ) == {("trainer.data.batches", "trainer.plan.planner")}
     assert floor("trainer.config") == 1 and floor("trainer.data") == 2 and floor("trainer.plan.tpu") == 6
 
 
@@ -131,14 +147,19 @@ def test_every_module_is_on_its_floor():
     # Drawn by package, one arrow runs back up.
     assert len({(floor(m), floor(t)) for m, t in upward(graph)}) == 1
     # The planner is a tool on top: nothing below it imports it.
-    assert {m for m, targets in graph.items() if floor(m) < floor("trainer.plan")
-            and any(t.startswith("trainer.plan") for t in targets)} == set()
+    assert {
+        m
+        for m, targets in graph.items()
+        if floor(m) < floor("trainer.plan") and any(t.startswith("trainer.plan") for t in targets)
+    } == set()
 
 
 def test_the_device_side_and_host_agreement_import_without_tensorflow():
-    code = ("import sys; sys.modules['tensorflow'] = None\n"  # an import of it fails
-            "import trainer.multihost, trainer.model.modeling, trainer.train.loss, trainer.train.train_step\n"
-            "import trainer.evaluators.suite  # train_main.py checks its inputs before TensorFlow starts\n"
-            "print('ok')")
+    code = (
+        "import sys; sys.modules['tensorflow'] = None\n"  # an import of it fails
+        "import trainer.multihost, trainer.model.modeling, trainer.train.loss, trainer.train.train_step\n"
+        "import trainer.evaluators.suite  # train_main.py checks its inputs before TensorFlow starts\n"
+        "print('ok')"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

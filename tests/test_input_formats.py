@@ -1,12 +1,13 @@
 """pipeline/input_formats.py: a format added from this file alone (no project file edited) is read by
 the data config, the start-up check, the job and the manifest, as the shipped formats are."""
+
 import json
 import os
 
 import apache_beam as beam
 import pytest
-
 from _tfrecords import read_tfrecords
+
 from pipeline import input_formats, job
 from pipeline.data_config import DataConfigError, parse_data_config
 from pipeline.format_check import FormatCheckError, check_before_start
@@ -15,8 +16,12 @@ from pipeline.lines import LineBatch
 from pipeline.manifest import read_manifest
 from pipeline.record_schema import decode_record, fingerprint
 
-LINES = ["what is a cat\ta small animal", "what is a dog\ta loyal animal", "no separator here",
-         "what is a fox\ta wild animal"]
+LINES = [
+    "what is a cat\ta small animal",
+    "what is a dog\ta loyal animal",
+    "no separator here",
+    "what is a fox\ta wild animal",
+]
 
 
 class _TsvToBatches(beam.DoFn):
@@ -51,9 +56,14 @@ class TsvPairs(InputFormat):
         return options, fields
 
     def read(self, p, corpus, files, settings):
-        got = (p | f"Toy/{corpus.name}/Files" >> beam.Create(files)
-               | f"Toy/{corpus.name}/Read" >> beam.ParDo(_TsvToBatches(corpus.name, corpus.options["delimiter"]))
-               .with_outputs("events", "counts", main="batches"))
+        got = (
+            p
+            | f"Toy/{corpus.name}/Files" >> beam.Create(files)
+            | f"Toy/{corpus.name}/Read"
+            >> beam.ParDo(_TsvToBatches(corpus.name, corpus.options["delimiter"])).with_outputs(
+                "events", "counts", main="batches"
+            )
+        )
         return SourceOutputs([got.batches], [got.counts], [got.events], [], [])
 
     def check_counts(self, counts):
@@ -74,8 +84,20 @@ def toy():
 
 
 def _config(**corpus):
-    return parse_data_config({"corpora": [{"name": "t", "files": ["pairs.tsv"], "record_format": "pair", "weight": 1,
-                                           "input_format": "toy_tsv", **corpus}]})
+    return parse_data_config(
+        {
+            "corpora": [
+                {
+                    "name": "t",
+                    "files": ["pairs.tsv"],
+                    "record_format": "pair",
+                    "weight": 1,
+                    "input_format": "toy_tsv",
+                    **corpus,
+                }
+            ]
+        }
+    )
 
 
 def test_the_data_config_takes_the_format_and_its_options(toy):
@@ -86,8 +108,9 @@ def test_the_data_config_takes_the_format_and_its_options(toy):
     with pytest.raises(DataConfigError, match="one-character 'delimiter'"):
         _config(delimiter="||")
     with pytest.raises(DataConfigError, match="'delimiter' applies to input_format 'toy_tsv' only"):
-        parse_data_config({"corpora": [{"name": "t", "files": ["x"], "record_format": "pair", "weight": 1,
-                                        "delimiter": "|"}]})
+        parse_data_config(
+            {"corpora": [{"name": "t", "files": ["x"], "record_format": "pair", "weight": 1, "delimiter": "|"}]}
+        )
     with pytest.raises(DataConfigError, match="must be one of lines, beir, reddit_comments, toy_tsv"):
         _config(input_format="csv")
 
@@ -101,14 +124,40 @@ def test_the_start_up_check_is_the_formats(toy):
 
 def test_the_job_reads_a_toy_format_and_counts_its_events(toy, tmp_path, tiny_bert_dir):
     (tmp_path / "pairs.tsv").write_text("".join(line + "\n" for line in LINES), encoding="utf-8")
-    (tmp_path / "cfg.json").write_text(json.dumps({"corpora": [
-        {"name": "toy", "files": ["pairs.tsv"], "record_format": "pair", "weight": 1, "input_format": "toy_tsv"}]}))
+    (tmp_path / "cfg.json").write_text(
+        json.dumps(
+            {
+                "corpora": [
+                    {
+                        "name": "toy",
+                        "files": ["pairs.tsv"],
+                        "record_format": "pair",
+                        "weight": 1,
+                        "input_format": "toy_tsv",
+                    }
+                ]
+            }
+        )
+    )
     out = tmp_path / "out"
-    assert job.run([f"--data_config={tmp_path / 'cfg.json'}", f"--output_dir={out}", f"--tokenizer={tiny_bert_dir}",
-                    "--max_seq_length=16", "--validation_fraction=0"]) == 0
+    assert (
+        job.run(
+            [
+                f"--data_config={tmp_path / 'cfg.json'}",
+                f"--output_dir={out}",
+                f"--tokenizer={tiny_bert_dir}",
+                "--max_seq_length=16",
+                "--validation_fraction=0",
+            ]
+        )
+        == 0
+    )
     c = read_manifest(str(out))["corpora"][0]
     assert c["lines_read"] == 4 and c["rejected"]["by_reason"] == {"wrong_format": 1}
     assert c["source"] == {"input_format": "toy_tsv", "counts": {"not_pairs": 1, "pairs": 3, "rows_read": 4}}
-    written = sorted(tuple(decode_record(r)["fingerprints"]) for f in c["train_files"]
-                     for r in read_tfrecords(os.path.join(str(out), f)))
+    written = sorted(
+        tuple(decode_record(r)["fingerprints"])
+        for f in c["train_files"]
+        for r in read_tfrecords(os.path.join(str(out), f))
+    )
     assert written == sorted(tuple(map(fingerprint, line.split("\t"))) for line in LINES if "\t" in line)

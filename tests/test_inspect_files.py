@@ -1,4 +1,5 @@
 """pipeline/inspect_files.py: what a file holds, whether a config reads it, and entries for files it does not cover."""
+
 import gzip
 import json
 import os
@@ -23,12 +24,20 @@ def test_inspect_reports_shapes_counts_checks_and_suggestions(tmp_path, capsys):
     _gz(tmp_path / "WikiAnswers.jsonl.gz", [{"set": [f"q{i}", f"r{i}", f"s{i}"]} for i in range(30)])
     _gz(tmp_path / "pairs.jsonl.gz", [[f"a{i}", f"b{i}"] for i in range(12)])
     _gz(tmp_path / "old.jsonl.gz", [{"texts": [f"a{i}", f"b{i}", f"c{i}"]} for i in range(5)])
-    pq.write_table(pa.table({"question": ["q1", "q2"], "answer": ["a1", "a2"], "score": [1.0, 0.5]}),
-                   tmp_path / "gooaq.parquet")
+    pq.write_table(
+        pa.table({"question": ["q1", "q2"], "answer": ["a1", "a2"], "score": [1.0, 0.5]}), tmp_path / "gooaq.parquet"
+    )
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"corpora": [
-        {"name": "wikianswers", "files": ["WikiAnswers.jsonl.gz"], "record_format": "pair", "weight": 1},
-        {"name": "pairs", "files": ["pairs.jsonl.gz"], "record_format": "pair", "weight": 1}]}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "corpora": [
+                    {"name": "wikianswers", "files": ["WikiAnswers.jsonl.gz"], "record_format": "pair", "weight": 1},
+                    {"name": "pairs", "files": ["pairs.jsonl.gz"], "record_format": "pair", "weight": 1},
+                ]
+            }
+        )
+    )
     rc = inspect_files.main([str(tmp_path / "*.gz"), str(tmp_path / "gooaq.parquet"), f"--data_config={cfg}"])
     out = capsys.readouterr().out
     assert rc == 1  # wikianswers declared pair: its sets are rejected
@@ -59,11 +68,21 @@ def test_counts_are_estimated_past_the_exact_limit(tmp_path, monkeypatch):
 
 def test_the_command_line_exit_status(tmp_path):
     _gz(tmp_path / "p.jsonl.gz", [["a", "b"]])
-    r = subprocess.run([sys.executable, "-m", "pipeline.inspect_files", str(tmp_path / "p.jsonl.gz")], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.inspect_files", str(tmp_path / "p.jsonl.gz")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and '"record_format": "pair"' in r.stdout
-    r = subprocess.run([sys.executable, "-m", "pipeline.inspect_files", str(tmp_path / "none.jsonl.gz")], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.inspect_files", str(tmp_path / "none.jsonl.gz")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and r.stderr.strip().endswith(f"no such file: {tmp_path / 'none.jsonl.gz'}")
 
 
@@ -73,15 +92,51 @@ def test_an_output_directory_shows_what_was_removed(tmp_path, capsys):
     from pipeline.stats import new_stats
 
     acc = new_stats(4)
-    acc.update(lines_read=10, train=5, validation=1, duplicates=3, decontaminated=1,
-               decontaminated_by_set={"sts-test.csv": 1}, overlap={"other": 2})
+    acc.update(
+        lines_read=10,
+        train=5,
+        validation=1,
+        duplicates=3,
+        decontaminated=1,
+        decontaminated_by_set={"sts-test.csv": 1},
+        overlap={"other": 2},
+    )
     entry = corpus_entry(CorpusConfig("qa", ("qa.jsonl.gz",), "pair", 1.0, 10), [], acc, [], [])
-    cleaning = {"deduplicate": True, "decontaminate": [
-        {"name": "sts-test.csv", "kind": "sts", "path": "/e/sts-test.csv", "texts": 8, "skipped": 1, "removed_lines": 1}]}
+    cleaning = {
+        "deduplicate": True,
+        "decontaminate": [
+            {
+                "name": "sts-test.csv",
+                "kind": "sts",
+                "path": "/e/sts-test.csv",
+                "texts": 8,
+                "skipped": 1,
+                "removed_lines": 1,
+            }
+        ],
+    }
     write_manifest(str(tmp_path), build_manifest([entry], {"pad_token_id": 0}, 4, 0.0, cleaning=cleaning))
     assert inspect_files.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "10 lines read, 5 train, 1 validation, 0 rejected; 3 duplicate tuples removed, 1 removed as evaluation " \
-           "texts (sts-test.csv: 1; decontaminated/)" in out
-    assert out.splitlines()[2].split() == ["qa", "10", "6", "0", "3", "1", "also", "in", "other:", "2;", "sts-test.csv:", "1"]
-    assert "evaluation set sts-test.csv (sts, /e/sts-test.csv): 8 texts read, 1 lines skipped, 1 training lines removed" in out
+    assert (
+        "10 lines read, 5 train, 1 validation, 0 rejected; 3 duplicate tuples removed, 1 removed as evaluation "
+        "texts (sts-test.csv: 1; decontaminated/)" in out
+    )
+    assert out.splitlines()[2].split() == [
+        "qa",
+        "10",
+        "6",
+        "0",
+        "3",
+        "1",
+        "also",
+        "in",
+        "other:",
+        "2;",
+        "sts-test.csv:",
+        "1",
+    ]
+    assert (
+        "evaluation set sts-test.csv (sts, /e/sts-test.csv): 8 texts read, 1 lines skipped, 1 training lines removed"
+        in out
+    )

@@ -1,5 +1,6 @@
 """pipeline/job.py: launcher-side pieces, the manifest step's checks, and the whole job under injected
 read faults (tests/_faulty_fs.py); the whole job's output is checked in tests/test_beam_main.py."""
+
 import filecmp
 import gzip
 import json
@@ -22,10 +23,15 @@ SAMPLE = os.path.join(REPO, "samples", "corpora", "sample_paraphrases.jsonl.gz")
 with gzip.open(SAMPLE, "rb") as _f:
     SAMPLE_LINES = sum(1 for _ in _f)
 
-CONFIG = parse_data_config({"corpora": [
-    {"name": "big", "files": ["b"], "record_format": "pair", "weight": 1, "expected_lines": 2_500_001},
-    {"name": "small", "files": ["s"], "record_format": "set", "weight": 1, "expected_lines": 10},
-    {"name": "unknown", "files": ["u"], "record_format": "pair", "weight": 1}]})
+CONFIG = parse_data_config(
+    {
+        "corpora": [
+            {"name": "big", "files": ["b"], "record_format": "pair", "weight": 1, "expected_lines": 2_500_001},
+            {"name": "small", "files": ["s"], "record_format": "set", "weight": 1, "expected_lines": 10},
+            {"name": "unknown", "files": ["u"], "record_format": "pair", "weight": 1},
+        ]
+    }
+)
 
 
 def test_train_shards():
@@ -55,8 +61,13 @@ def test_manifest_step_refuses_lost_lines(tmp_path):
 
 def test_expected_lines_are_enforced_within_the_tolerance(tmp_path):
     config = CONFIG.select(["small"])  # expected_lines 10
-    for flags, read, ok in (([], 10, True), ([], 9, False), ([], 11, False),
-                            (["--expected_lines_tolerance=0.1"], 9, True), (["--expected_lines_tolerance=0.1"], 8, False)):
+    for flags, read, ok in (
+        ([], 10, True),
+        ([], 9, False),
+        ([], 11, False),
+        (["--expected_lines_tolerance=0.1"], 9, True),
+        (["--expected_lines_tolerance=0.1"], 8, False),
+    ):
         opts, _ = options.parse_args([f"--output_dir={tmp_path}", *flags])
         fn = WriteManifest(config, {"small": ["/in/s"]}, {"name": "t"}, opts)
         if ok:
@@ -81,12 +92,26 @@ def test_expected_lines_are_enforced_within_the_tolerance(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # The whole job under injected faults (in_memory: the fault file system is registered in this process).
 
+
 def _job_args(root, corpora):
     """A data config of one pair corpus per (name, file under root), read through faulty://."""
     config = root / "data_config.json"
-    config.write_text(json.dumps({"corpora": [
-        {"name": name, "files": [_faulty_fs.url(str(root / f))], "record_format": "pair", "weight": 1,
-         "expected_lines": SAMPLE_LINES} for name, f in corpora]}))
+    config.write_text(
+        json.dumps(
+            {
+                "corpora": [
+                    {
+                        "name": name,
+                        "files": [_faulty_fs.url(str(root / f))],
+                        "record_format": "pair",
+                        "weight": 1,
+                        "expected_lines": SAMPLE_LINES,
+                    }
+                    for name, f in corpora
+                ]
+            }
+        )
+    )
     # Without the cleaning stages: these tests compare bytes, and a shard's order after them follows
     # the buckets' arrival (docs/pipeline.md, "Determinism").
     return [f"--data_config={config}", f"--output_dir={root / 'out'}", "--overwrite", "--no_deduplicate"]
@@ -141,8 +166,12 @@ def test_a_fault_that_persists_fails_the_job_in_one_line(tmp_path, capsys):
     _faulty_fs.set_faults(state, {"para.jsonl.gz": {"nth_read": 7, "times": 0}})
     assert job.run(_job_args(tmp_path, [("para", "para.jsonl.gz")])) == 1
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith(f"beam_main.py: error: cannot read {_faulty_fs.url(str(tmp_path / 'para.jsonl.gz'))} "
-                           "(after line ") and "3 attempt(s)): OSError: injected fault at read" in line
+    assert (
+        line.startswith(
+            f"beam_main.py: error: cannot read {_faulty_fs.url(str(tmp_path / 'para.jsonl.gz'))} (after line "
+        )
+        and "3 attempt(s)): OSError: injected fault at read" in line
+    )
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
@@ -159,8 +188,10 @@ def test_a_failure_is_found_in_what_the_runner_wraps_it_in():
             raise RuntimeError("bundle failed") from inner
     except RuntimeError as wrapped:
         assert find_job_failure(wrapped) == str(e)
-    text = RuntimeError("Traceback (most recent call last):\n  File ...\npipeline.lines.FileReadFailed: "
-                        f"{e} [while running 'ReadLines/ParDo(ReadLineBatches)']\n\nmore")
+    text = RuntimeError(
+        "Traceback (most recent call last):\n  File ...\npipeline.lines.FileReadFailed: "
+        f"{e} [while running 'ReadLines/ParDo(ReadLineBatches)']\n\nmore"
+    )
     assert find_job_failure(text) == str(e) == "cannot read gs://b/f.gz (after line 7, 1 attempt(s)): EOFError: cut"
     assert find_job_failure(CountMismatch("corpus 'x': expected 3 lines")) == "corpus 'x': expected 3 lines"
     assert find_job_failure(RuntimeError("a bug")) is None
@@ -172,13 +203,31 @@ def test_a_truncated_file_fails_a_multi_processing_job_in_one_line(tmp_path):
     status 1, one error line naming file, last line and cause, no traceback from the launcher."""
     _write_cut(tmp_path)
     config = tmp_path / "data_config.json"
-    config.write_text(json.dumps({"corpora": [{"name": "cut", "files": [str(tmp_path / "cut.jsonl.gz")],
-                                               "record_format": "pair", "weight": 1}]}))
-    r = subprocess.run([sys.executable, os.path.join(REPO, "beam_main.py"), f"--data_config={config}",
-                        f"--output_dir={tmp_path / 'out'}", "--direct_running_mode=multi_processing"],
-                       capture_output=True, text=True, cwd=REPO, timeout=600)
+    config.write_text(
+        json.dumps(
+            {
+                "corpora": [
+                    {"name": "cut", "files": [str(tmp_path / "cut.jsonl.gz")], "record_format": "pair", "weight": 1}
+                ]
+            }
+        )
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "beam_main.py"),
+            f"--data_config={config}",
+            f"--output_dir={tmp_path / 'out'}",
+            "--direct_running_mode=multi_processing",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert r.returncode == 1, r.stderr
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("beam_main.py:")]
     assert line.startswith(f"beam_main.py: error: cannot read {tmp_path / 'cut.jsonl.gz'} (after line ") and (
-        "3 attempt(s)): EOFError: Compressed file ended before the end-of-stream marker was reached" in line)
+        "3 attempt(s)): EOFError: Compressed file ended before the end-of-stream marker was reached" in line
+    )
     assert not (tmp_path / "out" / "manifest.json").exists()

@@ -4,6 +4,7 @@ packed, on 1 or 8 devices, plain or in gradient-caching chunks (fixed or per sha
 optimizer state sharded (ZeRO-1) and the blocks rematerialised. Dropout masks are functions of
 (seed, step, site, text, position), not of where a token sits (trainer/model/modeling.py). A control run
 with dropout off must give other losses: equal ones would make the comparison vacuous."""
+
 from __future__ import annotations
 
 import json
@@ -15,15 +16,17 @@ import sys
 import numpy as np
 import pytest
 
-from trainer.train.metrics_writer import read_metrics
 from tests._xla import cpu_devices_env
+from trainer.train.metrics_writer import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LAYOUTS = {
     "padded, 1 device": (1, ["--packing=false"]),
-    "packed, 8 devices, chunks per shape, ZeRO-1, remat": (8, ["--chunk_tokens=32", "--shard_optimizer=true",
-                                                                "--remat=dots"]),
+    "packed, 8 devices, chunks per shape, ZeRO-1, remat": (
+        8,
+        ["--chunk_tokens=32", "--shard_optimizer=true", "--remat=dots"],
+    ),
     "packed, 1 device": (1, []),
     "packed, 8 devices": (8, []),
     "packed, 8 devices, chunks of 8 texts": (8, ["--grad_cache_chunk=8"]),
@@ -50,13 +53,30 @@ def _without_dropout(model_dir, tmp_path):
 
 def _start(data_dir, model_dir, workdir, devices, extra):
     env = cpu_devices_env(devices)
-    cmd = [sys.executable, os.path.join(REPO, "train_main.py"), f"--data_dir={data_dir}", f"--workdir={workdir}",
-           f"--model={model_dir}", "--from_scratch=true", "--batch_size=16", "--train_steps=5", "--warmup_steps=1",
-           "--learning_rate=1e-3", "--log_every=1", "--eval_every=0", "--checkpoint_every=1000",
-           # One row length and a power-of-two row ladder: few programs to compile per run.
-           "--max_seq_length=32", "--bucket_lengths=32", "--pack_min_row_length=32", "--pack_row_steps=1",
-           "--no_progress",
-           "--eval_max_examples=8", "--seed=11", *extra]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "train_main.py"),
+        f"--data_dir={data_dir}",
+        f"--workdir={workdir}",
+        f"--model={model_dir}",
+        "--from_scratch=true",
+        "--batch_size=16",
+        "--train_steps=5",
+        "--warmup_steps=1",
+        "--learning_rate=1e-3",
+        "--log_every=1",
+        "--eval_every=0",
+        "--checkpoint_every=1000",
+        # One row length and a power-of-two row ladder: few programs to compile per run.
+        "--max_seq_length=32",
+        "--bucket_lengths=32",
+        "--pack_min_row_length=32",
+        "--pack_row_steps=1",
+        "--no_progress",
+        "--eval_max_examples=8",
+        "--seed=11",
+        *extra,
+    ]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -69,14 +89,16 @@ def _check(tmp_path, data_dir, model_dir, runs):
     runs.append((CONTROL, (_without_dropout(model_dir, tmp_path), devices, [*extra, "--train_steps=1"])))
     losses = {}
     for i in range(0, len(runs), 2):  # two at a time: two cores
-        procs = {name: _start(data_dir, model, str(tmp_path / str(i + j)), devices, extra)
-                 for j, (name, (model, devices, extra)) in enumerate(runs[i:i + 2])}
+        procs = {
+            name: _start(data_dir, model, str(tmp_path / str(i + j)), devices, extra)
+            for j, (name, (model, devices, extra)) in enumerate(runs[i : i + 2])
+        }
         for name, p in procs.items():
             _, err = p.communicate(timeout=900)
             assert p.returncode == 0, f"{name}: {err[-3000:]}"
             # What a user reads: evaluation as a table, no dict of every metric (trainer/evaluators/suite.py).
             assert "evaluation after training:\nmetric " in err and "{'eval/" not in err, err[-3000:]
-        for j, (name, _) in enumerate(runs[i:i + 2]):
+        for j, (name, _) in enumerate(runs[i : i + 2]):
             losses[name] = [r["loss"] for r in read_metrics(str(tmp_path / str(i + j))) if "loss" in r]
     (control,) = losses.pop(CONTROL)
     want = losses["padded, 1 device"]
@@ -87,7 +109,8 @@ def _check(tmp_path, data_dir, model_dir, runs):
 
 
 def test_losses_are_the_same_padded_on_one_device_and_packed_chunked_sharded_on_eight(
-        tmp_path, sample_data_dir, tiny_bert_dir):
+    tmp_path, sample_data_dir, tiny_bert_dir
+):
     # With the Matryoshka loss on (trainer/train/matryoshka.py): it too must not depend on the layout.
     matryoshka = ["--matryoshka_dims=32,16,8", "--matryoshka_weights=1,1,0.5"]
     runs = [(name, (devices, extra + matryoshka)) for name, (devices, extra) in list(LAYOUTS.items())[:CI_LAYOUTS]]

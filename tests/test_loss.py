@@ -32,8 +32,16 @@ def _st_loss_and_grads(cols, directions, partition_mode, scale=20.0):
 def _ours_loss_and_grads(cols, directions, partition_mode, scale=20.0):
     def f(*embs):
         neg = embs[2] if len(embs) == 3 else None
-        return contrastive_loss(embs[0], embs[1], neg, scale=scale, directions=directions,
-                                partition_mode=partition_mode, mask_false_negatives=False)
+        return contrastive_loss(
+            embs[0],
+            embs[1],
+            neg,
+            scale=scale,
+            directions=directions,
+            partition_mode=partition_mode,
+            mask_false_negatives=False,
+        )
+
     loss, grads = jax.value_and_grad(f, argnums=tuple(range(len(cols))))(*[jnp.asarray(c) for c in cols])
     return float(loss), [np.asarray(g) for g in grads]
 
@@ -73,18 +81,22 @@ def _reference_masked_loss(cols, fps, directions, partition_mode, scale=20.0):
     losses = []
     for i in range(b):
         pools = {}
-        keep = [c for c in range(len(docs_all))
-                if c == i or (doc_fps[c] != pfp[i] and doc_fps[c] != afp[i])]
+        keep = [c for c in range(len(docs_all)) if c == i or (doc_fps[c] != pfp[i] and doc_fps[c] != afp[i])]
         pools["query_to_doc"] = [q[i] @ docs_all[c] for c in keep]
         if "query_to_query" in directions:
-            pools["query_to_query"] = [q[i] @ q[j] for j in range(b)
-                                       if j != i and afp[j] != afp[i] and afp[j] != pfp[i]]
+            pools["query_to_query"] = [
+                q[i] @ q[j] for j in range(b) if j != i and afp[j] != afp[i] and afp[j] != pfp[i]
+            ]
         if "doc_to_query" in directions:
-            pools["doc_to_query"] = [dp[i] @ q[j] for j in range(b)
-                                     if j == i or (afp[j] != afp[i] and afp[j] != pfp[i])]
+            pools["doc_to_query"] = [
+                dp[i] @ q[j] for j in range(b) if j == i or (afp[j] != afp[i] and afp[j] != pfp[i])
+            ]
         if "doc_to_doc" in directions:
-            pools["doc_to_doc"] = [dp[i] @ docs_all[c] for c in range(len(docs_all))
-                                   if c % b != i and doc_fps[c] != pfp[i] and doc_fps[c] != afp[i]]
+            pools["doc_to_doc"] = [
+                dp[i] @ docs_all[c]
+                for c in range(len(docs_all))
+                if c % b != i and doc_fps[c] != pfp[i] and doc_fps[c] != afp[i]
+            ]
         pos = scale * (q[i] @ dp[i])
         lse = lambda xs: np.log(np.sum(np.exp(scale * np.asarray(xs, dtype=np.float64))))
         if partition_mode == "joint":
@@ -132,12 +144,28 @@ def test_false_negative_mask_equals_loss_with_columns_removed(n_cols, directions
     expected = _reference_masked_loss(cols, fps, directions, partition_mode)
     neg = jnp.asarray(cols[2]) if n_cols == 3 else None
     nfp = jnp.asarray(fps[2]) if n_cols == 3 else None
-    masked = float(contrastive_loss(jnp.asarray(cols[0]), jnp.asarray(cols[1]), neg,
-                                    anchor_fp=jnp.asarray(fps[0]), positive_fp=jnp.asarray(fps[1]),
-                                    negative_fp=nfp, directions=directions, partition_mode=partition_mode))
-    unmasked = float(contrastive_loss(jnp.asarray(cols[0]), jnp.asarray(cols[1]), neg,
-                                      directions=directions, partition_mode=partition_mode,
-                                      mask_false_negatives=False))
+    masked = float(
+        contrastive_loss(
+            jnp.asarray(cols[0]),
+            jnp.asarray(cols[1]),
+            neg,
+            anchor_fp=jnp.asarray(fps[0]),
+            positive_fp=jnp.asarray(fps[1]),
+            negative_fp=nfp,
+            directions=directions,
+            partition_mode=partition_mode,
+        )
+    )
+    unmasked = float(
+        contrastive_loss(
+            jnp.asarray(cols[0]),
+            jnp.asarray(cols[1]),
+            neg,
+            directions=directions,
+            partition_mode=partition_mode,
+            mask_false_negatives=False,
+        )
+    )
     assert masked == pytest.approx(expected, rel=1e-5)
     # The planted duplicates are near-perfect "negatives": removing them must lower the loss.
     assert masked < unmasked - 0.05
@@ -157,8 +185,10 @@ def test_masked_gradients_are_finite_and_zero_for_fully_masked_copies():
     fps = [jnp.asarray(f) for f in fps]
 
     def f(n):
-        return contrastive_loss(jnp.asarray(cols[0]), jnp.asarray(cols[1]), n,
-                                anchor_fp=fps[0], positive_fp=fps[1], negative_fp=fps[2])
+        return contrastive_loss(
+            jnp.asarray(cols[0]), jnp.asarray(cols[1]), n, anchor_fp=fps[0], positive_fp=fps[1], negative_fp=fps[2]
+        )
+
     g = jax.grad(f)(jnp.asarray(cols[2]))
     assert np.isfinite(np.asarray(g)).all()
     # Negative 4 equals query 4; it is masked in row 4 but remains a candidate for other rows.
@@ -173,12 +203,15 @@ def test_bfloat16_embeddings_are_computed_in_float32():
     assert float(b16) == pytest.approx(float(f32), rel=2e-2)
 
 
-@pytest.mark.parametrize("directions,partition_mode,match", [
-    (("doc_to_query",), "joint", "query_to_doc"),
-    (("query_to_doc", "sideways"), "joint", "unknown"),
-    (("query_to_doc", "doc_to_doc"), "per_direction", "per_direction"),
-    (("query_to_doc",), "both", "partition_mode"),
-])
+@pytest.mark.parametrize(
+    "directions,partition_mode,match",
+    [
+        (("doc_to_query",), "joint", "query_to_doc"),
+        (("query_to_doc", "sideways"), "joint", "unknown"),
+        (("query_to_doc", "doc_to_doc"), "per_direction", "per_direction"),
+        (("query_to_doc",), "both", "partition_mode"),
+    ],
+)
 def test_invalid_options_raise(directions, partition_mode, match):
     cols = [jnp.asarray(c) for c in _embeddings(4, 2)]
     with pytest.raises(ValueError, match=match):
@@ -201,9 +234,11 @@ def test_end_to_end_through_a_tiny_encoder_matches_sentence_transformers(tmp_pat
     directions = ("query_to_doc",) if triplet else ("query_to_doc", "doc_to_query")
     mode = "joint" if triplet else "per_direction"
     st_loss, st_grads = twin.st_loss_and_grads(
-        MultipleNegativesRankingLoss(twin.st, directions=directions, partition_mode=mode))
-    cfg = TrainConfig(triplet_directions=directions, pair_directions=directions, partition_mode=mode,
-                      mask_false_negatives=False)
+        MultipleNegativesRankingLoss(twin.st, directions=directions, partition_mode=mode)
+    )
+    cfg = TrainConfig(
+        triplet_directions=directions, pair_directions=directions, partition_mode=mode, mask_false_negatives=False
+    )
     loss, grads = twin.our_loss_and_grads(cfg)
     assert loss == pytest.approx(st_loss, rel=1e-4)
     a, t = twin.common_gradients(grads, st_grads)

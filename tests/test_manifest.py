@@ -3,7 +3,16 @@ import json
 import pytest
 
 from pipeline.data_config import CorpusConfig
-from pipeline.manifest import Manifest, ManifestError, build_manifest, cleaning_summary, corpus_entry, load_manifest, read_manifest, write_manifest
+from pipeline.manifest import (
+    Manifest,
+    ManifestError,
+    build_manifest,
+    cleaning_summary,
+    corpus_entry,
+    load_manifest,
+    read_manifest,
+    write_manifest,
+)
 from pipeline.stats import new_stats
 
 
@@ -19,8 +28,13 @@ CORPUS = CorpusConfig("c", ("c-*.jsonl.gz",), "pair", 3.0, 10, True)
 
 
 def test_entry_and_manifest_fields(tmp_path):
-    e = corpus_entry(CORPUS, ["/in/c-0.jsonl.gz"], _acc(10, 7, 1, {"bad_json": 2}), ["c/train-00000-of-00001.tfrecord.gz"],
-                     ["c/validation-00000-of-00001.tfrecord.gz"])
+    e = corpus_entry(
+        CORPUS,
+        ["/in/c-0.jsonl.gz"],
+        _acc(10, 7, 1, {"bad_json": 2}),
+        ["c/train-00000-of-00001.tfrecord.gz"],
+        ["c/validation-00000-of-00001.tfrecord.gz"],
+    )
     assert e["rejected"] == {"total": 2, "by_reason": {"bad_json": 2}}
     assert e["dropped_texts"] == {"empty_member": 0}
     acc = _acc(10, 8, 0, {"empty_text": 2})
@@ -30,8 +44,15 @@ def test_entry_and_manifest_fields(tmp_path):
     assert (e["weight"], e["symmetric"], e["expected_lines"]) == (3.0, True, 10)
     tok = {"name": "t", "vocab_fingerprint": "f" * 64, "vocab_size": 5, "pad_token_id": 0}
     m = build_manifest([e], tok, 4, 0.01, created="2026-01-01T00:00:00+00:00")
-    assert m["totals"] == {"lines_read": 10, "train_examples": 7, "validation_examples": 1, "rejected": 2,
-                           "skipped_files": 0, "duplicates_removed": 0, "decontaminated": 0}
+    assert m["totals"] == {
+        "lines_read": 10,
+        "train_examples": 7,
+        "validation_examples": 1,
+        "rejected": 2,
+        "skipped_files": 0,
+        "duplicates_removed": 0,
+        "decontaminated": 0,
+    }
     assert m["schema_version"] == 1 and m["compression"] == "GZIP" and m["tokenizer"] == tok
     path = write_manifest(str(tmp_path), m)
     assert path == str(tmp_path / "manifest.json") and not (tmp_path / "manifest.json.tmp").exists()
@@ -40,7 +61,13 @@ def test_entry_and_manifest_fields(tmp_path):
     assert typed.raw == m and typed.pad_token_id == 0 and typed.max_seq_length == 4 and typed.compression == "GZIP"
     (c,) = typed.corpora
     assert (c.name, c.record_format, c.weight, c.symmetric, c.train_examples, c.validation_examples) == (
-        "c", "pair", 3.0, True, 7, 1)
+        "c",
+        "pair",
+        3.0,
+        True,
+        7,
+        1,
+    )
     assert c.validation_files == (str(tmp_path / "c/validation-00000-of-00001.tfrecord.gz"),)
     assert load_manifest(path).corpora == typed.corpora
     remote = Manifest.from_json(m, "gs://b/out/")
@@ -109,8 +136,11 @@ def test_removed_tuples_reconcile_and_are_summarised():
     acc = _acc(10, 4, 1, {"bad_json": 1})
     acc.update(duplicates=3, decontaminated=1, decontaminated_by_set={"sts": 1}, overlap={"other": 2})
     e = corpus_entry(CORPUS, [], acc, [], [])
-    assert (e["duplicates_removed"], e["decontaminated"], e["overlap"]) == (3, {"total": 1, "by_set": {"sts": 1}},
-                                                                          {"other": 2})
+    assert (e["duplicates_removed"], e["decontaminated"], e["overlap"]) == (
+        3,
+        {"total": 1, "by_set": {"sts": 1}},
+        {"other": 2},
+    )
     acc["duplicates"] = 2  # one line unaccounted for
     with pytest.raises(ManifestError, match="counts do not reconcile"):
         corpus_entry(CORPUS, [], acc, [], [])

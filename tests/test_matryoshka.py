@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from tests._tiny import TwinBert
-from trainer.config import ConfigError, TrainConfig
-from trainer.config import check_dims
+from trainer.config import ConfigError, TrainConfig, check_dims
 from trainer.train.matryoshka import dim_metric, eval_dims, truncate
 
 DIMS, WEIGHTS = (16, 8, 4), (1.0, 0.5, 2.0)
@@ -19,8 +18,14 @@ def twin(tmp_path_factory):
 
 
 def _cfg(**kw):
-    return TrainConfig(triplet_directions=("query_to_doc",), partition_mode="joint", mask_false_negatives=False,
-                       matryoshka_dims=DIMS, matryoshka_weights=WEIGHTS, **kw)
+    return TrainConfig(
+        triplet_directions=("query_to_doc",),
+        partition_mode="joint",
+        mask_false_negatives=False,
+        matryoshka_dims=DIMS,
+        matryoshka_weights=WEIGHTS,
+        **kw,
+    )
 
 
 def test_loss_and_gradients_equal_sentence_transformers(twin):
@@ -37,14 +42,17 @@ def test_loss_and_gradients_equal_sentence_transformers(twin):
     assert abs(loss - twin.st_loss_and_grads(mnrl)[0]) > 0.1
 
 
-@pytest.mark.parametrize("dims,weights,hidden,match", [
-    ((8, 8), (), None, "repeats"),
-    ((8, 0), (), None, "positive integers"),
-    ((8, 4), (1.0,), None, "one weight per size"),
-    ((), (1.0,), None, "needs matryoshka_dims"),
-    ((8, 4), (1.0, -1.0), None, "positive numbers"),
-    ((64, 8), (), 32, "32 dimensions"),
-])
+@pytest.mark.parametrize(
+    "dims,weights,hidden,match",
+    [
+        ((8, 8), (), None, "repeats"),
+        ((8, 0), (), None, "positive integers"),
+        ((8, 4), (1.0,), None, "one weight per size"),
+        ((), (1.0,), None, "needs matryoshka_dims"),
+        ((8, 4), (1.0, -1.0), None, "positive numbers"),
+        ((64, 8), (), 32, "32 dimensions"),
+    ],
+)
 def test_invalid_options_are_refused(dims, weights, hidden, match):
     with pytest.raises(ValueError, match=match):
         check_dims(dims, weights, hidden)

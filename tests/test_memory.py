@@ -1,5 +1,6 @@
 """The memory plan: chunk counts as a function of shape, rows the packer emits for them, and ZeRO-1
 shardings of the optimizer state (8 virtual devices, in a subprocess)."""
+
 import textwrap
 
 import numpy as np
@@ -84,10 +85,10 @@ def test_zero1_frees_what_the_docstring_says_for_roberta_large():
     mesh), and the figure trainer/train/memory.py states from them."""
     from jax.sharding import AbstractMesh
 
-    from trainer.train import memory
-    from trainer.plan.projection import build_model, read_model_config
-    from trainer.train.aot import GIB, abstract_state, jax_shardings
     from trainer.config import get_preset
+    from trainer.plan.projection import build_model, read_model_config
+    from trainer.train import memory
+    from trainer.train.aot import GIB, abstract_state, jax_shardings
 
     cfg = get_preset("reference")
     _, model = build_model(cfg, read_model_config(cfg.model))
@@ -97,5 +98,7 @@ def test_zero1_frees_what_the_docstring_says_for_roberta_large():
         state = abstract_state(model, cfg.replace(shard_optimizer=zero), mesh)
         gib[zero] = memory.state_bytes_per_device(state, jax_shardings(state)) / GIB
     assert (round(gib[False], 2), round(gib[True], 2)) == (3.96, 1.65)  # float32 params + two moments; moments / 8
-    assert f"from {gib[False]:.2f} to {gib[True]:.2f} GiB: {gib[False] - gib[True]:.2f} GiB per device freed" in \
-        " ".join(memory.__doc__.split())
+    assert (
+        f"from {gib[False]:.2f} to {gib[True]:.2f} GiB: {gib[False] - gib[True]:.2f} GiB per device freed"
+        in " ".join(memory.__doc__.split())
+    )

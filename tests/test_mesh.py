@@ -1,5 +1,6 @@
 """Mesh, batch layout checks, process-local batch assembly, and two real processes (gloo
 collectives, 2 CPU devices each) training like one process with 4 devices."""
+
 import json
 import os
 import socket
@@ -10,8 +11,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from trainer.mesh import BatchLayoutError, check_batch_layout, create_mesh, layout_report, shard_batch
 from tests._xla import cpu_devices_env
+from trainer.mesh import BatchLayoutError, check_batch_layout, create_mesh, layout_report, shard_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,17 +28,21 @@ SPLIT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("count,xla_flags,extra,returned,devices", [
-    (3, None, "", 3, 3),
-    (0, None, "", os.cpu_count(), os.cpu_count()),  # one per core
-    (3, "--xla_force_host_platform_device_count=2", "", None, 2),  # XLA_FLAGS wins
-    (3, None, "again", [3, None], 3),
-])
+@pytest.mark.parametrize(
+    "count,xla_flags,extra,returned,devices",
+    [
+        (3, None, "", 3, 3),
+        (0, None, "", os.cpu_count(), os.cpu_count()),  # one per core
+        (3, "--xla_force_host_platform_device_count=2", "", None, 2),  # XLA_FLAGS wins
+        (3, None, "again", [3, None], 3),
+    ],
+)
 def test_split_cpu_into_devices(count, xla_flags, extra, returned, devices):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env.update(JAX_PLATFORMS="cpu", **({"XLA_FLAGS": xla_flags} if xla_flags else {}))
-    out = subprocess.run([sys.executable, "-c", SPLIT, str(count), extra], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", SPLIT, str(count), extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"returned": returned, "devices": ["cpu"] * devices}
@@ -103,10 +108,25 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
     env2 = cpu_devices_env(2)
     # Output to files, not pipes: a full pipe would block one host while the other waits for it.
     logs = [open(tmp_path / f"log{i}.txt", "w") for i in range(3)]
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, "2", str(i), addr, str(tmp_path / f"two{i}.json")],
-                              cwd=ROOT, env=env2, stdout=logs[i], stderr=subprocess.STDOUT) for i in range(2)]
-    procs.append(subprocess.Popen([sys.executable, "-c", WORKER, "1", "0", "", str(tmp_path / "one.json")],
-                                  cwd=ROOT, env=env1, stdout=logs[2], stderr=subprocess.STDOUT))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, "2", str(i), addr, str(tmp_path / f"two{i}.json")],
+            cwd=ROOT,
+            env=env2,
+            stdout=logs[i],
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(2)
+    ]
+    procs.append(
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, "1", "0", "", str(tmp_path / "one.json")],
+            cwd=ROOT,
+            env=env1,
+            stdout=logs[2],
+            stderr=subprocess.STDOUT,
+        )
+    )
     for i, p in enumerate(procs):
         rc = p.wait(timeout=900)
         logs[i].close()

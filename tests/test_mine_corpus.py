@@ -1,4 +1,5 @@
 """trainer/mining/corpus.py: grouping by anchor, the pool, and the Beam job's rejections."""
+
 import gzip
 import json
 
@@ -17,11 +18,18 @@ def _write(path, lines):
 
 
 def test_anchors_group_their_positives_and_the_pool_holds_each_text_once(tmp_path):
-    path = _write(tmp_path / "p.jsonl.gz", [
-        json.dumps(["q1", "a"]).encode(), json.dumps(["q2", "b"]).encode(), json.dumps(["q1", "c"]).encode(),
-        json.dumps(["q1", "a"]).encode(),  # a repeated pair: one positive, two rows (sentence-transformers counts rows)
-        json.dumps([" q2 ", "a "]).encode(),  # the same texts once stripped: the job's fingerprints say so
-    ])
+    path = _write(
+        tmp_path / "p.jsonl.gz",
+        [
+            json.dumps(["q1", "a"]).encode(),
+            json.dumps(["q2", "b"]).encode(),
+            json.dumps(["q1", "c"]).encode(),
+            json.dumps(
+                ["q1", "a"]
+            ).encode(),  # a repeated pair: one positive, two rows (sentence-transformers counts rows)
+            json.dumps([" q2 ", "a "]).encode(),  # the same texts once stripped: the job's fingerprints say so
+        ],
+    )
     c = read_corpus(path)
     assert c.queries == ["q1", "q2"] and c.pool == ["a", "b", "c"]
     assert c.positives == [[0, 2], [1, 0]]
@@ -41,15 +49,28 @@ def test_query_lines_and_a_pool_file(tmp_path):
 
 
 def test_bad_lines_are_counted_by_the_beam_jobs_reasons(tmp_path):
-    path = _write(tmp_path / "p.jsonl.gz", [b'["q", "a"]', b"not json", b'["only one"]', b"", b'["q", 3]',
-                                             b"\xff", b'["x" , "' + b"y" * 200 + b'"]'])
+    path = _write(
+        tmp_path / "p.jsonl.gz",
+        [b'["q", "a"]', b"not json", b'["only one"]', b"", b'["q", 3]', b"\xff", b'["x" , "' + b"y" * 200 + b'"]'],
+    )
     c = read_corpus(path, max_line_bytes=100)
     j = c.corpus_counts.to_json()
     assert (j["lines_read"], j["accepted"]) == (7, 1)
-    assert j["rejected"]["by_reason"] == {"bad_json": 1, "empty_line": 1, "invalid_utf8": 1, "line_too_long": 1,
-                                          "non_string_text": 1, "wrong_format": 1}
-    assert j["rejected_examples"][0] == {"file": path, "line_number": 2, "reason": "bad_json",
-                                         "detail": "Expecting value: line 1 column 1 (char 0)", "line": "not json"}
+    assert j["rejected"]["by_reason"] == {
+        "bad_json": 1,
+        "empty_line": 1,
+        "invalid_utf8": 1,
+        "line_too_long": 1,
+        "non_string_text": 1,
+        "wrong_format": 1,
+    }
+    assert j["rejected_examples"][0] == {
+        "file": path,
+        "line_number": 2,
+        "reason": "bad_json",
+        "detail": "Expecting value: line 1 column 1 (char 0)",
+        "line": "not json",
+    }
 
 
 def test_empty_or_unusable_input_is_a_user_error(tmp_path):

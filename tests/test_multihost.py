@@ -2,6 +2,7 @@
 
 The collective itself (process_allgather over real processes) runs in the slow two-host tests
 (tests/test_multihost_training.py); here it is replaced by the maximum another host would report."""
+
 import numpy as np
 import pytest
 
@@ -29,7 +30,7 @@ def _padded(n, length, seed=0):
         mask = (np.arange(length)[None, :] < lengths[i][:, None]).astype(np.int32)
         batch[f"{col}_ids"] = np.where(mask, rng.integers(5, 99, size=(n, length)), PAD).astype(np.int32)
         batch[f"{col}_mask"] = mask
-        batch[f"{col}_fp"] = rng.integers(-2**31, 2**31 - 1, size=n).astype(np.int32)
+        batch[f"{col}_fp"] = rng.integers(-(2**31), 2**31 - 1, size=n).astype(np.int32)
     return batch
 
 
@@ -53,8 +54,7 @@ def test_padded_batches_grow_to_the_longest_bucket_of_any_host(two_hosts):
 
 
 def test_packed_batches_grow_to_the_most_and_longest_rows_of_any_host(two_hosts):
-    packed = packing.pack_batch(_padded(16, 24), n_shards=2, buckets=(16, 24, 32, 64), min_row_length=32,
-                                pad_id=PAD)
+    packed = packing.pack_batch(_padded(16, 24), n_shards=2, buckets=(16, 24, 32, 64), min_row_length=32, pad_id=PAD)
     _, rows, row_length = packed["packed_ids"].shape
     two_hosts["shape"] = (rows + 3, 64)
     out = agree_on_shape(packed, PAD, Chunking(batch_size=16, n_shards=2))

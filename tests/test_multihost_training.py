@@ -1,5 +1,6 @@
 """train_main.py on two processes (CPU, gloo collectives, 2 devices each) with jax.distributed:
 it trains, checkpoints every host's data position, and resumes exactly."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from trainer.train.metrics_writer import read_metrics
 from tests._xla import cpu_devices_env
+from trainer.train.metrics_writer import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,14 +28,32 @@ def _run_two_hosts(data_dir, model_dir, workdir, *extra):
     env = cpu_devices_env(2)
     procs = []
     for pid in range(2):
-        cmd = [sys.executable, os.path.join(REPO, "train_main.py"), f"--data_dir={data_dir}", f"--workdir={workdir}",
-               f"--model={model_dir}", "--from_scratch=true", "--batch_size=8", "--train_steps=6",
-               "--warmup_steps=2", "--learning_rate=1e-3", "--log_every=1", "--eval_every=0",
-               "--checkpoint_every=1000", "--max_seq_length=32", "--bucket_lengths=16,32", "--no_progress",
-               "--eval_max_examples=8", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-               f"--process_id={pid}", *extra]
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      text=True))
+        cmd = [
+            sys.executable,
+            os.path.join(REPO, "train_main.py"),
+            f"--data_dir={data_dir}",
+            f"--workdir={workdir}",
+            f"--model={model_dir}",
+            "--from_scratch=true",
+            "--batch_size=8",
+            "--train_steps=6",
+            "--warmup_steps=2",
+            "--learning_rate=1e-3",
+            "--log_every=1",
+            "--eval_every=0",
+            "--checkpoint_every=1000",
+            "--max_seq_length=32",
+            "--bucket_lengths=16,32",
+            "--no_progress",
+            "--eval_max_examples=8",
+            f"--coordinator_address=127.0.0.1:{port}",
+            "--num_processes=2",
+            f"--process_id={pid}",
+            *extra,
+        ]
+        procs.append(
+            subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        )
     for p in procs:
         _, err = p.communicate(timeout=900)
         assert p.returncode == 0, err[-3000:]

@@ -1,8 +1,10 @@
 """The cleaning stages' normalisation, keys and 13-word rule (pipeline/normalize.py)."""
+
 import random
 
 from pipeline import normalize
-from pipeline.normalize import EXACT, SPAN, matches, normalize as norm, spans, text_keys
+from pipeline.normalize import EXACT, SPAN, matches, spans, text_keys
+from pipeline.normalize import normalize as norm
 
 WORDS = [f"w{i}" for i in range(400)]
 
@@ -23,7 +25,7 @@ def test_exact_and_span_rule_on_words():
     assert matches(" ".join(["x", *WORDS[5:17], "y", "z"]), long) is None  # only 12
     changed = WORDS[:30]
     for i in range(12, 30, 12):  # one word changed every 12: no 13-word run survives
-        changed = changed[:i] + ["other"] + changed[i + 1:]
+        changed = changed[:i] + ["other"] + changed[i + 1 :]
     assert matches(" ".join(changed), long) is None
     assert matches("what is it", "what is it?") is None  # short texts: equality only
     assert spans("a b c") == set()
@@ -36,7 +38,7 @@ def test_winnowed_keys_never_miss_a_13_word_span():
         start, stop = sorted(rng.sample(range(len(a) + 1), 2))
         if stop - start < 13:
             continue
-        shared = a[start:stop][:rng.randint(13, stop - start)]
+        shared = a[start:stop][: rng.randint(13, stop - start)]
         b = [rng.choice(WORDS) for _ in range(rng.randint(0, 20))] + shared + [rng.choice(WORDS) for _ in range(5)]
         ta, tb = " ".join(a), " ".join(b)
         assert matches(tb, ta) in (EXACT, SPAN)
@@ -47,5 +49,7 @@ def test_keys_are_fewer_than_words_and_stable():
     text = " ".join(WORDS[:200])
     keys = text_keys(text)
     assert 1 < len(keys) < 200 * 0.4  # about 2 / (WINDOW + 1) per word, plus the exact key
-    assert keys == text_keys(text) and normalize.hash64("abc") == 0x5995d533d814bbd8  # pinned: the same on every machine
+    assert (
+        keys == text_keys(text) and normalize.hash64("abc") == 0x5995D533D814BBD8
+    )  # pinned: the same on every machine
     assert text_keys("short text") == {normalize.hash64("\x00short text")}

@@ -14,9 +14,18 @@ def test_defaults_are_the_bundled_samples():
 
 
 def test_beam_flags_pass_through_untouched(tmp_path):
-    argv = ["--data_config", str(tmp_path / "cfg.json"), "--corpora=a, b", "--output_dir=gs://bucket/out",
-            "--runner=DataflowRunner", "--project=p", "--region=europe-west4", "--temp_location=gs://bucket/tmp",
-            "--setup_file=./pyproject.toml", "--max_seq_length=256"]
+    argv = [
+        "--data_config",
+        str(tmp_path / "cfg.json"),
+        "--corpora=a, b",
+        "--output_dir=gs://bucket/out",
+        "--runner=DataflowRunner",
+        "--project=p",
+        "--region=europe-west4",
+        "--temp_location=gs://bucket/tmp",
+        "--setup_file=./pyproject.toml",
+        "--max_seq_length=256",
+    ]
     opts, beam_args = parse_args(argv)
     assert opts.corpora == ("a", "b") and opts.max_seq_length == 256 and opts.output_dir == "gs://bucket/out"
     assert opts.input_root == str(tmp_path)  # default: beside the config
@@ -35,8 +44,16 @@ def test_local_runner_defaults_and_overrides():
     assert (po["direct_num_workers"], po["direct_running_mode"]) == (3, "multi_threading")
 
 
-@pytest.mark.parametrize("flag", ["--max_seq_length=1", "--validation_fraction=1.0", "--validation_fraction=-0.1",
-                                  "--batch_lines=0", "--train_shards=-1"])
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--max_seq_length=1",
+        "--validation_fraction=1.0",
+        "--validation_fraction=-0.1",
+        "--batch_lines=0",
+        "--train_shards=-1",
+    ],
+)
 def test_bad_values(flag):
     with pytest.raises(OptionsError):
         parse_args([flag])
@@ -45,11 +62,20 @@ def test_bad_values(flag):
 def test_cleaning_flags():
     opts, _ = parse_args([])
     assert (opts.deduplicate, opts.decontaminate, opts.decontaminate_documents, opts.clean_bucket_tuples) == (
-        True, "", False, 1_000_000)
-    opts, _ = parse_args(["--no_deduplicate", "--decontaminate=a,b", "--decontaminate_documents",
-                          "--clean_bucket_tuples=5"])
+        True,
+        "",
+        False,
+        1_000_000,
+    )
+    opts, _ = parse_args(
+        ["--no_deduplicate", "--decontaminate=a,b", "--decontaminate_documents", "--clean_bucket_tuples=5"]
+    )
     assert (opts.deduplicate, opts.decontaminate, opts.decontaminate_documents, opts.clean_bucket_tuples) == (
-        False, "a,b", True, 5)
+        False,
+        "a,b",
+        True,
+        5,
+    )
     with pytest.raises(OptionsError, match="--decontaminate_documents needs --decontaminate"):
         parse_args(["--decontaminate_documents"])
     with pytest.raises(OptionsError, match="--clean_bucket_tuples must be positive"):

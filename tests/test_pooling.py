@@ -1,6 +1,7 @@
 """Pooling modes (trainer/model/pooling.py): values on hand-made states, packed = padded (values and
 gradients), sentence-transformers parity per mode on a tiny random BERT (our padded and packed
 encoder paths), and the 1_Pooling config read from a source model and written by the export."""
+
 import json
 import os
 import shutil
@@ -18,19 +19,34 @@ from trainer.model.export import export_sentence_transformers
 from trainer.model.hf_loading import load_pretrained
 from trainer.model.pooling import POOLING_MODES, packed_pool, pool, pooling_config, source_pooling_mode
 
-SENTENCES = ["A man is playing a guitar.", "Short.", "Größere Straßen führen über die Brücke.", "東京は日本の首都です。",
-             "Two dogs run through a field of snow while a third one watches from the fence. " * 6,
-             "The stock market fell sharply on Monday after the announcement.", "", "Why?"]
+SENTENCES = [
+    "A man is playing a guitar.",
+    "Short.",
+    "Größere Straßen führen über die Brücke.",
+    "東京は日本の首都です。",
+    "Two dogs run through a field of snow while a third one watches from the fence. " * 6,
+    "The stock market fell sharply on Monday after the announcement.",
+    "",
+    "Why?",
+]
 MAX_LEN = 64
 
 
 def test_pool_values_on_hand_made_states():
-    h = jnp.array([[[1.0, -2.0], [3.0, 5.0], [-4.0, 1.0], [9.0, 9.0]],
-                   [[7.0, 0.0], [9.0, 9.0], [9.0, 9.0], [9.0, 9.0]],
-                   [[6.0, 6.0], [6.0, 6.0], [6.0, 6.0], [6.0, 6.0]]])
+    h = jnp.array(
+        [
+            [[1.0, -2.0], [3.0, 5.0], [-4.0, 1.0], [9.0, 9.0]],
+            [[7.0, 0.0], [9.0, 9.0], [9.0, 9.0], [9.0, 9.0]],
+            [[6.0, 6.0], [6.0, 6.0], [6.0, 6.0], [6.0, 6.0]],
+        ]
+    )
     mask = jnp.array([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]])  # the last row: a filler without tokens
-    want = {"mean": [[0.0, 4 / 3], [7.0, 0.0], [0.0, 0.0]], "cls": [[1.0, -2.0], [7.0, 0.0], [0.0, 0.0]],
-            "max": [[3.0, 5.0], [7.0, 0.0], [0.0, 0.0]], "lasttoken": [[-4.0, 1.0], [7.0, 0.0], [0.0, 0.0]]}
+    want = {
+        "mean": [[0.0, 4 / 3], [7.0, 0.0], [0.0, 0.0]],
+        "cls": [[1.0, -2.0], [7.0, 0.0], [0.0, 0.0]],
+        "max": [[3.0, 5.0], [7.0, 0.0], [0.0, 0.0]],
+        "lasttoken": [[-4.0, 1.0], [7.0, 0.0], [0.0, 0.0]],
+    }
     # The same texts packed into one row of 8 slots (padding, with junk states, after them).
     flat = jnp.concatenate([h[0, :3], h[1, :1], jnp.full((4, 2), 50.0)])
     text = jnp.array([0, 0, 0, 1, -1, -1, -1, -1])
@@ -64,8 +80,12 @@ def test_packed_pooling_has_the_gradients_of_padded_pooling():
         flat = jnp.concatenate([h[take], jnp.zeros((1, 4))])
         return jnp.sum(packed_pool(flat, text_index, positions, 5, mode) * weights)
 
-    got = jax.jit(lambda h: {m: [f(h, m) for f in (padded, packed)] + [jax.grad(f)(h, m) for f in (padded, packed)]
-                             for m in POOLING_MODES})(hidden)
+    got = jax.jit(
+        lambda h: {
+            m: [f(h, m) for f in (padded, packed)] + [jax.grad(f)(h, m) for f in (padded, packed)]
+            for m in POOLING_MODES
+        }
+    )(hidden)
     for mode, (value_pad, value_pack, grad_pad, grad_pack) in got.items():
         np.testing.assert_allclose(value_pack, value_pad, rtol=1e-6, err_msg=mode)
         np.testing.assert_allclose(grad_pack, grad_pad, atol=1e-6, err_msg=mode)
@@ -73,6 +93,7 @@ def test_packed_pooling_has_the_gradients_of_padded_pooling():
 
 
 # ------------------------------------------------------------------ parity with sentence-transformers
+
 
 @pytest.fixture(scope="module")
 def tiny_hf_dir(tmp_path_factory, demo_model_dir):
@@ -82,8 +103,16 @@ def tiny_hf_dir(tmp_path_factory, demo_model_dir):
 
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("tiny_hf")
-    model = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                 intermediate_size=64, max_position_embeddings=128))
+    model = BertModel(
+        BertConfig(
+            vocab_size=30522,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=128,
+        )
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -101,8 +130,9 @@ def _st_model(hf_dir, out, mode):
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
     torch.set_num_threads(2)
-    st = SentenceTransformer(modules=[Transformer(hf_dir, max_seq_length=MAX_LEN), Pooling(32, pooling_mode=mode),
-                                      Normalize()], device="cpu")
+    st = SentenceTransformer(
+        modules=[Transformer(hf_dir, max_seq_length=MAX_LEN), Pooling(32, pooling_mode=mode), Normalize()], device="cpu"
+    )
     st.save(out)
     return st
 
@@ -115,9 +145,15 @@ def _padded_and_packed(tok, sentences):
     arr = np.full((len(ids), MAX_LEN), tok.pad_token_id, np.int32)
     mask = np.zeros_like(arr)
     for i, x in enumerate(ids):
-        arr[i, :len(x)], mask[i, :len(x)] = x, 1
-    batch = {"anchor_ids": arr[:n], "anchor_mask": mask[:n], "anchor_fp": np.arange(n, dtype=np.int32),
-             "positive_ids": arr[n:], "positive_mask": mask[n:], "positive_fp": np.arange(n, 2 * n, dtype=np.int32)}
+        arr[i, : len(x)], mask[i, : len(x)] = x, 1
+    batch = {
+        "anchor_ids": arr[:n],
+        "anchor_mask": mask[:n],
+        "anchor_fp": np.arange(n, dtype=np.int32),
+        "positive_ids": arr[n:],
+        "positive_mask": mask[n:],
+        "positive_fp": np.arange(n, 2 * n, dtype=np.int32),
+    }
     return arr, mask, pack_batch(batch, 1, (16, 32, 64), 32, pad_id=tok.pad_token_id)
 
 
@@ -135,9 +171,20 @@ def test_padded_and_packed_embeddings_match_sentence_transformers(tmp_path, tiny
 
     @jax.jit  # one program for every mode and both paths: compiling is most of this test's time
     def embeddings(params):
-        return {mode: (m.apply(params, ids, mask), m.apply(params, packed["packed_ids"], packed["packed_positions"],
-                                                           packed["packed_text"], len(SENTENCES), method="packed")[0])
-                for mode, m in models.items()}
+        return {
+            mode: (
+                m.apply(params, ids, mask),
+                m.apply(
+                    params,
+                    packed["packed_ids"],
+                    packed["packed_positions"],
+                    packed["packed_text"],
+                    len(SENTENCES),
+                    method="packed",
+                )[0],
+            )
+            for mode, m in models.items()
+        }
 
     for mode, (padded, packed_emb) in embeddings(pre.params).items():
         diffs = (np.abs(np.asarray(padded) - refs[mode]).max(), np.abs(np.asarray(packed_emb) - refs[mode]).max())
@@ -145,8 +192,16 @@ def test_padded_and_packed_embeddings_match_sentence_transformers(tmp_path, tiny
         assert max(diffs) <= 1e-5, mode
     # The export writes the mode back (legacy key layout): sentence-transformers and we both read it.
     out = str(tmp_path / "export")
-    export_sentence_transformers(pre.params, pre.config, pre.hf_config, pre.source_dir, out, MAX_LEN,
-                                 extra_tensors=pre.extras, pooling="lasttoken")
+    export_sentence_transformers(
+        pre.params,
+        pre.config,
+        pre.hf_config,
+        pre.source_dir,
+        out,
+        MAX_LEN,
+        extra_tensors=pre.extras,
+        pooling="lasttoken",
+    )
     assert source_pooling_mode(out) == "lasttoken"
     again = SentenceTransformer(out, device="cpu")
     assert again[1].pooling_mode == "lasttoken"
@@ -160,9 +215,11 @@ def test_pooling_flag_overrides_and_unsupported_modes(tmp_path, tiny_hf_dir):
     _st_model(tiny_hf_dir, str(st_dir), "cls")
     assert load_pretrained(str(st_dir), pooling="max").model.pooling == "max"
     config = st_dir / "1_Pooling" / "config.json"
-    for written, message in [({"pooling_mode": "weightedmean"}, "pooling weightedmean is not implemented"),
-                             ({"pooling_mode": ["cls", "mean"]}, r"pooling cls\+mean is not implemented"),
-                             ({"pooling_mode_mean_sqrt_len_tokens": True}, "pooling mean_sqrt_len_tokens is not")]:
+    for written, message in [
+        ({"pooling_mode": "weightedmean"}, "pooling weightedmean is not implemented"),
+        ({"pooling_mode": ["cls", "mean"]}, r"pooling cls\+mean is not implemented"),
+        ({"pooling_mode_mean_sqrt_len_tokens": True}, "pooling mean_sqrt_len_tokens is not"),
+    ]:
         config.write_text(json.dumps({"embedding_dimension": 32, **written}))
         with pytest.raises(UserError, match=message):
             load_pretrained(str(st_dir))
@@ -172,21 +229,28 @@ def test_pooling_flag_overrides_and_unsupported_modes(tmp_path, tiny_hf_dir):
     old = tmp_path / "old"
     shutil.copytree(tiny_hf_dir, old / "0_Transformer")
     shutil.copytree(st_dir / "1_Pooling", old / "1_Pooling")
-    (old / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (old / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )
     assert load_pretrained(str(old)).model.pooling == "lasttoken"
 
 
 def test_train_config_pooling_reaches_the_model(tmp_path, tiny_hf_dir, monkeypatch):
-    from trainer.train import startup
     from trainer.config import TrainConfig
+    from trainer.train import startup
 
     st_dir = str(tmp_path / "st")
     _st_model(tiny_hf_dir, st_dir, "cls")
     assert startup.load_model(TrainConfig(model=st_dir)).model.pooling == "cls"  # auto: the source's
     assert startup.load_model(TrainConfig(model=st_dir, pooling="max")).model.pooling == "max"
     # from_scratch: the random init (its compile is not this test's business) gets the source's mode too.
-    monkeypatch.setattr(startup, "init_random", lambda config, **kw: SimpleNamespace(config=config, pooling=kw["pooling"]))
+    monkeypatch.setattr(
+        startup, "init_random", lambda config, **kw: SimpleNamespace(config=config, pooling=kw["pooling"])
+    )
     assert startup.load_model(TrainConfig(model=st_dir, from_scratch=True)).pooling == "cls"
     assert startup.load_model(TrainConfig(model=st_dir, from_scratch=True, pooling="lasttoken")).pooling == "lasttoken"

@@ -1,5 +1,6 @@
 """The start-up check: the worst-case shapes compiled for the run's devices, refused with a message
 that names the shape, the GiB and the flag that fixes it (a tiny budget stands in for small HBM)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,12 +52,23 @@ def test_no_budget_on_cpu_unless_asked():
 @pytest.mark.slow  # a whole train_main start-up (~1 min); the refusal itself is checked by the test above in CI
 def test_train_main_stops_before_step_one_with_one_line(tmp_path, sample_data_dir, tiny_bert_dir):
     workdir = tmp_path / "run"
-    cmd = [sys.executable, os.path.join(REPO, "train_main.py"), f"--data_dir={sample_data_dir}",
-           f"--workdir={workdir}", f"--model={tiny_bert_dir}", "--from_scratch=true", "--batch_size=8",
-           "--train_steps=5", "--max_seq_length=32", "--bucket_lengths=16,32", "--no_progress",
-           "--memory_budget_gib=0.0001"]
-    proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
-                          timeout=600)
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "train_main.py"),
+        f"--data_dir={sample_data_dir}",
+        f"--workdir={workdir}",
+        f"--model={tiny_bert_dir}",
+        "--from_scratch=true",
+        "--batch_size=8",
+        "--train_steps=5",
+        "--max_seq_length=32",
+        "--bucket_lengths=16,32",
+        "--no_progress",
+        "--memory_budget_gib=0.0001",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("train_main.py: error: preflight: the worst-case ") and "Fix: " in last
@@ -72,7 +84,10 @@ def test_the_largest_unchunked_shape_is_compiled_and_refused():
     mesh = create_mesh()
     cfg = CFG.replace(memory_budget_gib=1.0, chunk_tokens=31 * 32)
     reports = run_preflight(model, cfg, mesh, create_train_state(params, cfg, mesh), {"pair"})
-    assert [(r.case, r.shape.label) for r in reports] == [("worst", "pair 32x32 (2 chunks)"), ("unchunked", "pair 31x32")]
+    assert [(r.case, r.shape.label) for r in reports] == [
+        ("worst", "pair 32x32 (2 chunks)"),
+        ("unchunked", "pair 31x32"),
+    ]
     worst, plain = reports
     assert plain.temp_bytes > worst.temp_bytes  # 31 rows' activations at once against 16 rows' twice
     # A budget between the two (judged from the compiled figures, as run_preflight judges them).
@@ -89,7 +104,14 @@ def test_train_checks_the_shapes_of_the_data_s_cut(tmp_path, sample_data_dir, ti
     the preflight checks those (a tiny budget makes it say which)."""
     from trainer.train.train_loop import train
 
-    cfg = CFG.replace(model=tiny_bert_dir, from_scratch=True, batch_size=8, max_seq_length=256, pack_min_row_length=16,
-                      memory_budget_gib=1e-4, eval_every=0)
+    cfg = CFG.replace(
+        model=tiny_bert_dir,
+        from_scratch=True,
+        batch_size=8,
+        max_seq_length=256,
+        pack_min_row_length=16,
+        memory_budget_gib=1e-4,
+        eval_every=0,
+    )
     with pytest.raises(PreflightError, match=r"batch \(every text at 128 tokens\)"):
         train(cfg, sample_data_dir, str(tmp_path / "run"), progress=False)

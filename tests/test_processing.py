@@ -24,8 +24,12 @@ def _run(hf, batch, shapes, fraction=0.0, skipped=()):
 
 
 def test_a_batch_becomes_records_rejections_and_stats(hf):
-    lines = [b'{"query": "where is paris", "pos": ["Paris is in France."], "neg": ["Rome is in Italy."]}',
-             b'{"query": "bad"}', b'{"query": "  q  ", "pos": ["p"], "neg": ["n", "m"]}', b"\xff"]
+    lines = [
+        b'{"query": "where is paris", "pos": ["Paris is in France."], "neg": ["Rome is in Italy."]}',
+        b'{"query": "bad"}',
+        b'{"query": "  q  ", "pos": ["p"], "neg": ["n", "m"]}',
+        b"\xff",
+    ]
     out = _run(hf, LineBatch("web", "/x/web.jsonl.gz", 41, lines, ()), {"web": "query_with_negatives"})
     (records,) = out[output_tag("web", "train")]
     assert output_tag("web", "validation") not in out  # fraction 0
@@ -77,18 +81,34 @@ def test_prompts_prefix_texts_by_role_and_the_dofn_pickles(hf):
     from apache_beam.internal import pickler
 
     # What Dataflow ships to its workers: the DoFn, pickled, with its prompts as plain data.
-    fn = pickler.loads(pickler.dumps(ProcessLineBatch({"web": ("triplet", None)}, "unused", 16, 0.0,
-                                                      {"web": {ROLE_ANCHOR: "query: ", ROLE_POSITIVE: "passage: "}})))
+    fn = pickler.loads(
+        pickler.dumps(
+            ProcessLineBatch(
+                {"web": ("triplet", None)},
+                "unused",
+                16,
+                0.0,
+                {"web": {ROLE_ANCHOR: "query: ", ROLE_POSITIVE: "passage: "}},
+            )
+        )
+    )
     fn._tokenizer = BatchTokenizer(hf.backend_tokenizer.to_str(), 16)
     lines = [b'["where is paris", "Paris is in France.", "Rome is in Italy."]']
     out = {}
     for o in fn.process(LineBatch("web", "f", 1, lines, ())):
         out.setdefault(o.tag, []).append(o.value)
     (record,) = (decode_record(r) for r in out[output_tag("web", "train")][0])
-    assert record["texts"] == hf(["query: where is paris", "passage: Paris is in France.", "Rome is in Italy."],
-                                 truncation=True, max_length=16)["input_ids"]
-    assert record["fingerprints"] == [fingerprint(t) for t in ("where is paris", "Paris is in France.",
-                                                               "Rome is in Italy.")]
+    assert (
+        record["texts"]
+        == hf(
+            ["query: where is paris", "passage: Paris is in France.", "Rome is in Italy."],
+            truncation=True,
+            max_length=16,
+        )["input_ids"]
+    )
+    assert record["fingerprints"] == [
+        fingerprint(t) for t in ("where is paris", "Paris is in France.", "Rome is in Italy.")
+    ]
     ((_, stats),) = out[STATS]
     assert sum(n * c for n, c in enumerate(stats["hist"])) == sum(map(len, record["texts"]))
 
@@ -97,8 +117,13 @@ def test_with_cleaning_records_go_to_the_tuple_buckets_with_their_keys(hf):
     from pipeline import dedup, normalize
     from pipeline.processing import KEYS, TUPLES
 
-    cleaning = {"deduplicate": True, "decontaminate": True, "symmetric": {"p": True}, "tuple_buckets": 3,
-                "key_buckets": 2}
+    cleaning = {
+        "deduplicate": True,
+        "decontaminate": True,
+        "symmetric": {"p": True},
+        "tuple_buckets": 3,
+        "key_buckets": 2,
+    }
     fn = ProcessLineBatch({"p": ("pair", None)}, "unused", 16, 0.0, None, cleaning)
     fn._tokenizer = BatchTokenizer(hf.backend_tokenizer.to_str(), 16)
     lines = [b'["A b", "c"]', b'["C", "a  B"]', b'["x"]']
@@ -112,8 +137,11 @@ def test_with_cleaning_records_go_to_the_tuple_buckets_with_their_keys(hf):
     assert [e[1][2] for e in entries] == [10, 11] and entries[0][0] == entries[1][0]  # swapped: one tuple
     assert all(b == dedup.tuple_bucket(e[0], 3) for b, packed in out[TUPLES] for e in dedup.unpack_entries(packed))
     assert entries[1][4] == ("c", "a b") and entries[1][2] == "train" and decode_record(entries[1][3])["roles"]
-    keys = sorted((k, tks[16 * i:16 * i + 16]) for b, (ks, tks) in out[KEYS]
-                  for i, k in enumerate(np.frombuffer(ks, np.uint64).tolist()))
+    keys = sorted(
+        (k, tks[16 * i : 16 * i + 16])
+        for b, (ks, tks) in out[KEYS]
+        for i, k in enumerate(np.frombuffer(ks, np.uint64).tolist())
+    )
     assert all(b == k % 2 for b, (ks, _) in out[KEYS] for k in np.frombuffer(ks, np.uint64).tolist())
     # Each copy sends its texts' keys (which copy stays is decided later).
     assert keys == sorted([(k, entries[0][0]) for k in normalize.text_keys("a b") | normalize.text_keys("c")] * 2)

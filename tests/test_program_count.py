@@ -1,4 +1,5 @@
 """The program-count simulation: exact placement, consistent counts, and the reference run's bounds."""
+
 from __future__ import annotations
 
 import os
@@ -7,17 +8,13 @@ import numpy as np
 import pytest
 
 from pipeline.data_config import load_data_config
-from trainer.data.padding import effective_buckets
-from trainer.config import TrainConfig
-from trainer.plan.length_profiles import stated_profiles
-from trainer.data.packing import best_fit_decreasing
 from tests.test_length_profiles import write_manifest
-from trainer.config import get_preset
-from trainer.data.packing import row_bucket
-from trainer.data.packing import RowLadder
+from trainer.config import TrainConfig, get_preset
+from trainer.data.packing import RowLadder, best_fit_decreasing, row_bucket
+from trainer.data.padding import effective_buckets
 from trainer.data.row_fit import fit_ladder, fit_rungs, row_ladder
-from trainer.data.shapes import (Chunking, Shape, bin_count, largest_unchunked_shape, memory_check_shapes,
-                                 worst_shapes)
+from trainer.data.shapes import Chunking, Shape, bin_count, largest_unchunked_shape, memory_check_shapes, worst_shapes
+from trainer.plan.length_profiles import stated_profiles
 from trainer.plan.program_count import main, simulate, summary_lines, typical_shapes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,8 +77,9 @@ def test_min_row_length_at_max_gives_one_row_length():
 
 
 def test_fewer_row_steps_never_more_programs():
-    programs = [simulate(PROFILES, SMALL.replace(pack_row_steps=k), 8, steps=300, seed=5).programs
-                for k in (16, 8, 4, 2)]
+    programs = [
+        simulate(PROFILES, SMALL.replace(pack_row_steps=k), 8, steps=300, seed=5).programs for k in (16, 8, 4, 2)
+    ]
     assert programs == sorted(programs, reverse=True) and programs[-1] < programs[0]
 
 
@@ -125,12 +123,18 @@ def test_the_memory_check_adds_the_largest_shape_that_runs_unchunked():
     """Per-shape chunks split the worst shape, so the largest plain shape is a program of its own: the
     reference preset chunks the 384-row triplet in 2 and runs a 256-row one whole (32,768 tokens)."""
     assert [(case, s.label) for case, s in memory_check_shapes(get_preset("reference"), 8)] == [
-        ("worst", "pair 256x128"), ("worst", "triplet 384x128 (2 chunks)"), ("unchunked", "triplet 256x128")]
+        ("worst", "pair 256x128"),
+        ("worst", "triplet 384x128 (2 chunks)"),
+        ("unchunked", "triplet 256x128"),
+    ]
     assert memory_check_shapes(TrainConfig(), 8) == [("worst", s) for s in worst_shapes(TrainConfig(), 8)]  # no chunks
     assert largest_unchunked_shape(TrainConfig(grad_cache_chunk=256), 8, "pair") is None  # every shape chunked
-    for cfg in (SMALL.replace(chunk_tokens=2048), SMALL.replace(chunk_tokens=3000, pack_row_steps=4),
-                SMALL.replace(chunk_tokens=2048, pack_min_row_length=128),
-                SMALL.replace(chunk_tokens=9000, packing=False)):
+    for cfg in (
+        SMALL.replace(chunk_tokens=2048),
+        SMALL.replace(chunk_tokens=3000, pack_row_steps=4),
+        SMALL.replace(chunk_tokens=2048, pack_min_row_length=128),
+        SMALL.replace(chunk_tokens=9000, packing=False),
+    ):
         plan = Chunking.from_config(cfg, 8)
         sim = simulate(PROFILES, cfg, 8, steps=300, seed=4)
         for kind in ("pair", "triplet"):
@@ -143,8 +147,11 @@ def test_the_memory_check_adds_the_largest_shape_that_runs_unchunked():
                 assert plan.padded_chunk(plain.columns, plain.length) == 0
             # No plain shape of the simulated run holds more tokens per device. (A padded shape's chunks
             # count texts per column; a column embedded whole in a gradient-caching pass shows 1.)
-            ran_plain = [s for s in sim.counts if s.kind == kind and (
-                s.chunks == 1 if s.packed else not plan.padded_chunk(s.columns, s.length))]
+            ran_plain = [
+                s
+                for s in sim.counts
+                if s.kind == kind and (s.chunks == 1 if s.packed else not plan.padded_chunk(s.columns, s.length))
+            ]
             assert ran_plain and max(s.tokens_per_device for s in ran_plain) <= plain.tokens_per_device, cfg
 
 
@@ -163,23 +170,38 @@ def test_cli(capsys, tmp_path):
     assert "20 steps of batch 64 over 4 devices" in out and "pack_row_steps=4" in out
     assert "memory check shapes: worst pair 32x128, worst triplet 48x128" in out
     # Data the job cut at 64 tokens: planned at 64, as the trainer's batches are.
-    assert main(["--config=reference", "--devices=4", "--steps=20", "--batch_size=64",
-                 f"--manifest={write_manifest(tmp_path, 64)}"]) == 0
+    assert (
+        main(
+            [
+                "--config=reference",
+                "--devices=4",
+                "--steps=20",
+                "--batch_size=64",
+                f"--manifest={write_manifest(tmp_path, 64)}",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "memory check shapes: worst pair 32x64, worst triplet 48x64" in out
     # The manifest's corpora, without training examples: drawn infinitely often, each named.
     assert "passes per corpus over 540,000 steps x 64 examples" in out
-    assert out.rstrip().endswith("warning: 2 corpus(es) drawn more than 20 times per example: p (inf), t (inf); to "
-                                 "draw them less, lower their weights in the data config (weights proportional to the "
-                                 "corpora's examples give every corpus the same passes) or train fewer steps "
-                                 "(docs/pipeline.md, 'Passes per corpus')")
+    assert out.rstrip().endswith(
+        "warning: 2 corpus(es) drawn more than 20 times per example: p (inf), t (inf); to "
+        "draw them less, lower their weights in the data config (weights proportional to the "
+        "corpora's examples give every corpus the same passes) or train fewer steps "
+        "(docs/pipeline.md, 'Passes per corpus')"
+    )
 
 
 def test_cli_states_the_passes_of_the_whole_run(capsys):
     assert main(["--config=reference", "--devices=4", "--steps=2", "--batch_size=1024", "--train_steps=540000"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split()[1:] for line in out.split("(draws of each example, on average):\n")[1].splitlines()
-            if line.startswith("  ")}
+    rows = {
+        line.split()[0]: line.split()[1:]
+        for line in out.split("(draws of each example, on average):\n")[1].splitlines()
+        if line.startswith("  ")
+    }
     assert rows["msmarco"] == ["9.11%", "499,184", "100.93"] and rows["searchqa"] == ["5.31%", "117,220", "250.57"]
     assert rows["reddit"] == ["12.10%", "726,484,430", "0.09"] and len(rows) == 28  # the header and 27 corpora
     warning = out.split("warning: ")[1]

@@ -2,19 +2,22 @@
 
 The files are small stand-ins written by tests/_public_files.py with the public repository's exact
 names and the line shapes its card gives."""
-import json
+
 import os
 import subprocess
 import sys
 
 import pytest
-
 from _public_files import PUBLIC, REFERENCE_2021, triplet_object, write_files
 from _tfrecords import read_tfrecords
+
 from pipeline import format_check, job
 from pipeline.data_config import load_data_config, resolve_corpora
 from pipeline.manifest import read_manifest
-from pipeline.record_schema import ROLE_ANCHOR as A, ROLE_NEGATIVE as N, ROLE_POSITIVE as P, decode_record
+from pipeline.record_schema import ROLE_ANCHOR as A
+from pipeline.record_schema import ROLE_NEGATIVE as N
+from pipeline.record_schema import ROLE_POSITIVE as P
+from pipeline.record_schema import decode_record
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLIC_CONFIG = os.path.join(REPO, "data_config.json")
@@ -31,9 +34,16 @@ def public_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def public_run(public_root, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("public_run") / "data")
-    rc = job.run([f"--data_config={PUBLIC_CONFIG}", f"--input_root={public_root}", f"--output_dir={out}",
-                  "--skip_missing_corpora", "--max_seq_length=32",
-                  "--expected_lines_tolerance=1"])  # 4-line stand-ins for files of millions of lines
+    rc = job.run(
+        [
+            f"--data_config={PUBLIC_CONFIG}",
+            f"--input_root={public_root}",
+            f"--output_dir={out}",
+            "--skip_missing_corpora",
+            "--max_seq_length=32",
+            "--expected_lines_tolerance=1",
+        ]
+    )  # 4-line stand-ins for files of millions of lines
     assert rc == 0
     return out, read_manifest(out)
 
@@ -49,12 +59,16 @@ def test_the_public_files_run_with_one_flag_and_nothing_is_rejected(public_run):
     assert m["totals"]["rejected"] == 0 and m["totals"]["lines_read"] == sum(lines.values()) - lines["reddit"]
     # The sets' blank captions (one per stand-in file) are dropped and counted, their lines kept.
     sets = {"flickr30k_captions", "coco_captions", "wikianswers"}
-    assert {c["name"]: c["dropped_texts"]["empty_member"] for c in m["corpora"] if c["dropped_texts"]["empty_member"]} \
-        == dict.fromkeys(sets, 1)
+    assert {
+        c["name"]: c["dropped_texts"]["empty_member"] for c in m["corpora"] if c["dropped_texts"]["empty_member"]
+    } == dict.fromkeys(sets, 1)
     # msmarco's stand-in is {"query", "pos", "neg"} objects: each record keeps every positive and negative.
     (msmarco,) = [c for c in m["corpora"] if c["name"] == "msmarco"]
-    roles = sorted(tuple(decode_record(r)["roles"]) for f in msmarco["train_files"] + msmarco["validation_files"]
-                   for r in read_tfrecords(os.path.join(public_out, f)))
+    roles = sorted(
+        tuple(decode_record(r)["roles"])
+        for f in msmarco["train_files"] + msmarco["validation_files"]
+        for r in read_tfrecords(os.path.join(public_out, f))
+    )
     assert roles == sorted(tuple([A] + [P] * (1 + i % 2) + [N] * (1 + i % 3)) for i in range(4))
     # Reddit left out, recorded with its missing files, and the others' shares renormalised.
     assert [lo["name"] for lo in m["left_out"]["corpora"]] == ["reddit"]
@@ -92,9 +106,21 @@ def test_the_reference_config_reads_the_2021_file_set(tmp_path):
 def test_hf_paths_are_refused_offline_in_one_line(tmp_path):
     root = "hf://datasets/sentence-transformers/embedding-training-data"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "beam_main.py", f"--data_config={PUBLIC_CONFIG}", f"--input_root={root}",
-                        f"--output_dir={tmp_path / 'o'}", "--corpora=gooaq"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "beam_main.py",
+            f"--data_config={PUBLIC_CONFIG}",
+            f"--input_root={root}",
+            f"--output_dir={tmp_path / 'o'}",
+            "--corpora=gooaq",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in r.stderr.splitlines() if "error" in line.lower()]
     assert r.returncode == 2, r.stderr[-2000:]
     assert lines == [lines[-1]] and f"cannot list '{root}/gooaq_pairs.jsonl.gz'" in lines[-1], r.stderr[-2000:]
@@ -105,8 +131,9 @@ def test_hf_paths_are_refused_offline_in_one_line(tmp_path):
 TRIPLET_FILES = {"msmarco": "msmarco-triplets.jsonl.gz", "quora_duplicates": "quora_duplicates_triplets.jsonl.gz"}
 
 
-@pytest.mark.parametrize("make", [triplet_object, lambda i, f: [f"{f} q {i}", f"{f} p {i}", f"{f} n {i}"]],
-                         ids=["object", "list"])
+@pytest.mark.parametrize(
+    "make", [triplet_object, lambda i, f: [f"{f} q {i}", f"{f} p {i}", f"{f} n {i}"]], ids=["object", "list"]
+)
 def test_the_shipped_triplet_entries_read_both_card_shapes(tmp_path, make):
     write_files(str(tmp_path), {name: make for name in TRIPLET_FILES.values()}, lines_per_file=6)
     config = load_data_config(PUBLIC_CONFIG).select(list(TRIPLET_FILES))

@@ -1,6 +1,7 @@
 """The line reader (pipeline/lines.py through pipeline/reading.py): numbering, long lines, and read
 faults, injected (tests/_faulty_fs.py) or real (truncated, corrupt, deleted files): each ends in the
 clean run's lines exactly or in FileReadFailed, never in fewer lines."""
+
 import gzip
 import os
 import random
@@ -9,7 +10,8 @@ import zlib
 import apache_beam as beam
 import pytest
 
-from pipeline.lines import FileReadFailed, Retry, iter_line_batches as lines_iter, open_with_storage
+from pipeline.lines import FileReadFailed, Retry, open_with_storage
+from pipeline.lines import iter_line_batches as lines_iter
 from pipeline.reading import KEEP_OF_LONG_LINE, LINE_COUNTS, SKIPPED, ReadLineBatches, iter_line_batches
 from tests import _faulty_fs
 
@@ -110,15 +112,21 @@ def _damaged(corpus, tmp_path, how):
         data = b"\n".join(_corpus_lines()) + b"\n"
         z = zlib.compressobj(wbits=31)
         head = z.compress(data[: len(data) // 2]) + z.flush(zlib.Z_FULL_FLUSH)
-        rest = z.compress(data[len(data) // 2:]) + z.flush()
+        rest = z.compress(data[len(data) // 2 :]) + z.flush()
         path.write_bytes(head + bytes([0x07]) + rest[1:])
     elif how == "crc":  # the trailer's CRC-32 changed: every byte decompresses, the check fails at the end
         path.write_bytes(whole[:-8] + bytes([whole[-8] ^ 1]) + whole[-7:])
     return path
 
 
-@pytest.mark.parametrize("how,cause", [("truncated", "EOFError"), ("deflate", "zlib.error: Error -3 while decompressing data: invalid block type"),
-                                       ("crc", "gzip.BadGzipFile: CRC check failed")])
+@pytest.mark.parametrize(
+    "how,cause",
+    [
+        ("truncated", "EOFError"),
+        ("deflate", "zlib.error: Error -3 while decompressing data: invalid block type"),
+        ("crc", "gzip.BadGzipFile: CRC check failed"),
+    ],
+)
 def test_damaged_gzip_fails_on_every_attempt(corpus, tmp_path, how, cause):
     path = _damaged(corpus, tmp_path, how)
     with pytest.raises(FileReadFailed) as e:

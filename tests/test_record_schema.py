@@ -1,12 +1,20 @@
 import pytest
 
-from pipeline.record_schema import (ROLE_ANCHOR, ROLE_MEMBER, ROLE_NEGATIVE, ROLE_POSITIVE, decode_record,
-                                    encode_record, fingerprint, tf_feature_spec)
+from pipeline.record_schema import (
+    ROLE_ANCHOR,
+    ROLE_MEMBER,
+    ROLE_NEGATIVE,
+    ROLE_POSITIVE,
+    decode_record,
+    encode_record,
+    fingerprint,
+    tf_feature_spec,
+)
 
 CASES = [
     ([[101, 2054, 102], [101, 7592, 2088, 102]], [ROLE_ANCHOR, ROLE_POSITIVE], ["what", "hello world"]),
     ([[101, 102]] * 5, [ROLE_MEMBER] * 5, ["a", "b", "c", "d", "e"]),
-    ([[0], [65535, 65536, 2 ** 40], []], [ROLE_ANCHOR, ROLE_POSITIVE, ROLE_NEGATIVE], ["x", "y", "z"]),
+    ([[0], [65535, 65536, 2**40], []], [ROLE_ANCHOR, ROLE_POSITIVE, ROLE_NEGATIVE], ["x", "y", "z"]),
 ]
 
 
@@ -17,9 +25,16 @@ def _tf_example(token_ids, roles, fps):
     def ints(v):
         return tf.train.Feature(int64_list=tf.train.Int64List(value=list(v)))
 
-    return tf.train.Example(features=tf.train.Features(feature={
-        "input_ids": ints(t for ids in token_ids for t in ids), "lengths": ints(len(i) for i in token_ids),
-        "roles": ints(roles), "fingerprints": ints(fps)}))
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "input_ids": ints(t for ids in token_ids for t in ids),
+                "lengths": ints(len(i) for i in token_ids),
+                "roles": ints(roles),
+                "fingerprints": ints(fps),
+            }
+        )
+    )
 
 
 @pytest.mark.parametrize("token_ids,roles,texts", CASES)
@@ -39,7 +54,7 @@ def test_encoding_matches_tensorflow_protobuf(token_ids, roles, texts):
 def test_fingerprints_are_signed_64_bit_and_stable():
     assert fingerprint("hello") == fingerprint("hello") != fingerprint("Hello")
     fps = [fingerprint(str(i)) for i in range(1000)]
-    assert min(fps) < 0 < max(fps) and all(-(2 ** 63) <= f < 2 ** 63 for f in fps)
+    assert min(fps) < 0 < max(fps) and all(-(2**63) <= f < 2**63 for f in fps)
     assert fingerprint("hello there my friend") == 2067836205676473524
 
 

@@ -1,6 +1,7 @@
 """The Reddit source (pipeline/reddit.py, pipeline/reddit_filters.py) on a generated thread set: the
 pairs written equal the pairs the thread structure gives, every line is accounted for, and the output
 is the same in every compression and in the DirectRunner's multi-process mode."""
+
 from __future__ import annotations
 
 import bz2
@@ -18,10 +19,18 @@ import pytest
 import zstandard
 
 from pipeline.lines import FileReadFailed, LineBatch, Retry
-from pipeline.reddit import (EVENTS, SKIPPED, ExpandPaths, ReadComments, RedditOptions, RedditPairs,
-                             check_reddit_counts, rejected_counts)
-from tests import _faulty_fs
+from pipeline.reddit import (
+    EVENTS,
+    SKIPPED,
+    ExpandPaths,
+    ReadComments,
+    RedditOptions,
+    RedditPairs,
+    check_reddit_counts,
+    rejected_counts,
+)
 from pipeline.reddit_filters import drop_reason, thread_split, trim
+from tests import _faulty_fs
 
 WORDS = "alpha beta gamma delta river stone cloud light paper window green quiet sharp bright".split()
 OK_KINDS = ("normal", "len9", "len127")
@@ -33,8 +42,14 @@ def _body(rng, cid, kind):
         return "[deleted]"
     if kind == "removed":
         return "[removed]"
-    length = {"normal": rng.randint(9, 127), "short": rng.randint(1, 8), "long": rng.randint(128, 400),
-              "len9": 9, "len127": 127, "len128": 128}[kind]
+    length = {
+        "normal": rng.randint(9, 127),
+        "short": rng.randint(1, 8),
+        "long": rng.randint(128, 400),
+        "len9": 9,
+        "len127": 127,
+        "len128": 128,
+    }[kind]
     text = f"{cid} " + " ".join(rng.choice(WORDS) for _ in range(80))
     return (text * 6)[:length]
 
@@ -67,22 +82,31 @@ def make_thread_set(seed=7, threads=30):
 
     def record(cid, body=None):
         c = comments[cid]
-        return {"id": cid, "parent_id": "t3_" + c["thread"] if c["parent"] is None else "t1_" + c["parent"],
-                "link_id": "t3_" + c["thread"], "body": c["body"] if body is None else body,
-                "author": "someone", "subreddit": "test", "created_utc": rng.choice([1420070400, "1420070400"]),
-                "score": 3}
+        return {
+            "id": cid,
+            "parent_id": "t3_" + c["thread"] if c["parent"] is None else "t1_" + c["parent"],
+            "link_id": "t3_" + c["thread"],
+            "body": c["body"] if body is None else body,
+            "author": "someone",
+            "subreddit": "test",
+            "created_utc": rng.choice([1420070400, "1420070400"]),
+            "score": 3,
+        }
 
     lines = [json.dumps(record(cid), ensure_ascii=False).encode() for cid in sorted(comments)]
     dup_ids = rng.sample(sorted(c for c in comments if comments[c]["kind"] == "normal"), 8)
     lines += [json.dumps(record(cid), ensure_ascii=False).encode() for cid in dup_ids]
     # A second copy that differs ([deleted] in a later dump): the copy that passes the filters is kept.
     lines.append(json.dumps(record(dup_ids[0], body="[deleted]")).encode())
-    bad = {b"{not json": "bad_json", b"\xff\xfe\x00 not utf-8": "invalid_utf8",
-           json.dumps({"id": "x1", "parent_id": "t3_a", "link_id": "t3_a"}).encode(): "wrong_format",
-           json.dumps({"id": "x2", "parent_id": 5, "link_id": "t3_a", "body": "some text here"}).encode():
-               "wrong_format",
-           json.dumps({"id": "x3", "parent_id": "t3_a", "link_id": "t3_a", "body": None}).encode(): "wrong_format",
-           b'["an", "array"]': "wrong_format", b"": "empty_line"}
+    bad = {
+        b"{not json": "bad_json",
+        b"\xff\xfe\x00 not utf-8": "invalid_utf8",
+        json.dumps({"id": "x1", "parent_id": "t3_a", "link_id": "t3_a"}).encode(): "wrong_format",
+        json.dumps({"id": "x2", "parent_id": 5, "link_id": "t3_a", "body": "some text here"}).encode(): "wrong_format",
+        json.dumps({"id": "x3", "parent_id": "t3_a", "link_id": "t3_a", "body": None}).encode(): "wrong_format",
+        b'["an", "array"]': "wrong_format",
+        b"": "empty_line",
+    }
     lines += list(bad)
     rng.shuffle(lines)
     half = len(lines) // 2
@@ -119,14 +143,28 @@ def expected_counts(files, comments, facts):
         counts["dropped/" + reason] += 1
     counts["dropped/duplicate"] = facts["dup_copies"]
     for v in comments.values():
-        name = {"deleted": "deleted", "removed": "removed", "short": "too_short", "long": "too_long",
-                "len128": "too_long"}.get(v["kind"])
+        name = {
+            "deleted": "deleted",
+            "removed": "removed",
+            "short": "too_short",
+            "long": "too_long",
+            "len128": "too_long",
+        }.get(v["kind"])
         if name:
             counts["dropped/" + name] += 1
     for cid in kept:
         p = comments[cid]["parent"]
-        reason = ("parent_is_post" if p is None else "self_parent" if p == cid else
-                  "parent_missing" if p not in comments else "parent_dropped" if p not in kept else None)
+        reason = (
+            "parent_is_post"
+            if p is None
+            else "self_parent"
+            if p == cid
+            else "parent_missing"
+            if p not in comments
+            else "parent_dropped"
+            if p not in kept
+            else None
+        )
         counts["unpaired/" + reason if reason else "pairs"] += 1
     counts["pairs_written"] = counts["pairs"]
     return dict(counts)
@@ -165,19 +203,32 @@ def run_reddit(out_dir, sources, mode="in_memory"):
     with beam.Pipeline(options=opts) as p:
         for name, (paths, options) in sources.items():
             out = p | f"R_{name}" >> RedditPairs("reddit", paths, options, batch_lines=7)
-            (out.batches | f"B_{name}" >> beam.Map(lambda b: json.dumps(
-                [b.corpus, b.path, b.first_line, [x.decode() for x in b.lines], list(b.too_long)]))
-             | f"WB_{name}" >> beam.io.WriteToText(os.path.join(out_dir, name + ".batches"), shard_name_template=""))
-            (out.events | f"C_{name}" >> beam.combiners.Count.PerElement()
-             | f"J_{name}" >> beam.Map(json.dumps)
-             | f"WE_{name}" >> beam.io.WriteToText(os.path.join(out_dir, name + ".events"), shard_name_template=""))
-            out.rejected | f"WR_{name}" >> beam.io.WriteToText(os.path.join(out_dir, name + ".rejected"),
-                                                               shard_name_template="")
+            (
+                out.batches
+                | f"B_{name}"
+                >> beam.Map(
+                    lambda b: json.dumps(
+                        [b.corpus, b.path, b.first_line, [x.decode() for x in b.lines], list(b.too_long)]
+                    )
+                )
+                | f"WB_{name}" >> beam.io.WriteToText(os.path.join(out_dir, name + ".batches"), shard_name_template="")
+            )
+            (
+                out.events
+                | f"C_{name}" >> beam.combiners.Count.PerElement()
+                | f"J_{name}" >> beam.Map(json.dumps)
+                | f"WE_{name}" >> beam.io.WriteToText(os.path.join(out_dir, name + ".events"), shard_name_template="")
+            )
+            out.rejected | f"WR_{name}" >> beam.io.WriteToText(
+                os.path.join(out_dir, name + ".rejected"), shard_name_template=""
+            )
     results = {}
     for name in sources:
+
         def read(ext):
             with open(os.path.join(out_dir, name + ext)) as f:
                 return [json.loads(line) for line in f]
+
         batches = [LineBatch(c, pth, fl, lines, tuple(tl)) for c, pth, fl, lines, tl in read(".batches")]
         pairs = sorted((json.loads(x) for b in batches for x in b.lines), key=lambda d: json.dumps(d, sort_keys=True))
         rejected = sorted(read(".rejected"), key=lambda r: (r["file"], r["line_number"]))
@@ -195,13 +246,16 @@ def runs(tmp_path_factory, thread_set):
     files, _, _ = thread_set
     d = str(tmp_path_factory.mktemp("reddit"))
     paths = {ext: write_files(d, files, ext) for ext in ("", ".gz", ".bz2", ".xz", ".zst")}
-    sources = {"plain": (paths[""], RedditOptions()),
-               "gz": (paths[".gz"], RedditOptions()), "bz2": (paths[".bz2"], RedditOptions()),
-               "xz": (paths[".xz"], RedditOptions()),
-               "zst": ([os.path.join(d, "RC_2015-0*.jsonl.zst")], RedditOptions()),  # a glob
-               "ctx": (paths[""], RedditOptions(extra_contexts=2)),
-               "train": (paths[""], RedditOptions(split="train", train_fraction=0.5)),
-               "test": (paths[""], RedditOptions(split="test", train_fraction=0.5))}
+    sources = {
+        "plain": (paths[""], RedditOptions()),
+        "gz": (paths[".gz"], RedditOptions()),
+        "bz2": (paths[".bz2"], RedditOptions()),
+        "xz": (paths[".xz"], RedditOptions()),
+        "zst": ([os.path.join(d, "RC_2015-0*.jsonl.zst")], RedditOptions()),  # a glob
+        "ctx": (paths[""], RedditOptions(extra_contexts=2)),
+        "train": (paths[""], RedditOptions(split="train", train_fraction=0.5)),
+        "test": (paths[""], RedditOptions(split="test", train_fraction=0.5)),
+    }
     out = tmp_path_factory.mktemp("out")
     return dict(results=run_reddit(str(out), sources), paths=paths, dir=d)
 
@@ -220,8 +274,10 @@ def test_pairs_and_counts_follow_the_thread_structure(runs, thread_set):
             if line in facts["bad"]:
                 where[(path, n)] = (facts["bad"][line], line.decode("utf-8", "replace"))
     assert {(r["file"], r["line_number"]): (r["reason"], r["line"]) for r in rejected} == where
-    assert all(r["corpus"] == "reddit" and set(r) == {"corpus", "file", "line_number", "reason", "detail", "line"}
-               for r in rejected)
+    assert all(
+        r["corpus"] == "reddit" and set(r) == {"corpus", "file", "line_number", "reason", "detail", "line"}
+        for r in rejected
+    )
 
 
 def test_every_compression_gives_the_same_output(runs):
@@ -229,8 +285,9 @@ def test_every_compression_gives_the_same_output(runs):
     for name in ("gz", "bz2", "xz", "zst"):
         pairs, counts, rejected, _ = runs["results"][name]
         assert pairs == plain[0] and counts == plain[1], name
-        assert [(r["line_number"], r["reason"]) for r in rejected] == [(r["line_number"], r["reason"])
-                                                                        for r in plain[2]], name
+        assert [(r["line_number"], r["reason"]) for r in rejected] == [
+            (r["line_number"], r["reason"]) for r in plain[2]
+        ], name
 
 
 def test_zst_files_need_the_long_window(runs):
@@ -243,8 +300,14 @@ def test_zst_files_need_the_long_window(runs):
 def test_batches_are_line_batches_without_line_numbers(runs):
     _, counts, _, batches = runs["results"]["plain"]
     assert sum(len(b.lines) for b in batches) == counts["pairs_written"]
-    assert all(len(b.lines) <= 7 and b.first_line == 0 and b.too_long == ()
-               and b.corpus == "reddit" and b.path == runs["paths"][""][0] + " (+1 more)" for b in batches)
+    assert all(
+        len(b.lines) <= 7
+        and b.first_line == 0
+        and b.too_long == ()
+        and b.corpus == "reddit"
+        and b.path == runs["paths"][""][0] + " (+1 more)"
+        for b in batches
+    )
 
 
 def test_extra_contexts_are_the_ancestors(runs, thread_set):
@@ -294,8 +357,9 @@ def test_a_truncated_dump_fails_or_is_skipped_whole(runs, thread_set, tmp_path, 
         _dofn_outputs(ReadComments("reddit", RedditOptions(), "fail", NO_WAIT), str(cut))
     assert e.value.path == str(cut) and e.value.attempts == 3 and e.value.last_line < 20 * len(files[0])
     out = _dofn_outputs(ReadComments("reddit", RedditOptions(), "skip", NO_WAIT), str(cut))
-    assert list(out) == [SKIPPED] and out[SKIPPED] == [("reddit", {"file": str(cut), "last_line": e.value.last_line,
-                                                                    "cause": e.value.cause})]
+    assert list(out) == [SKIPPED] and out[SKIPPED] == [
+        ("reddit", {"file": str(cut), "last_line": e.value.last_line, "cause": e.value.cause})
+    ]
 
 
 def test_a_transient_fault_in_a_dump_heals(runs, tmp_path):
@@ -303,8 +367,7 @@ def test_a_transient_fault_in_a_dump_heals(runs, tmp_path):
     path = runs["paths"][".zst"][0]
     clean = _dofn_outputs(ReadComments("reddit", RedditOptions()), path)
     _faulty_fs.set_faults(str(tmp_path / "state"), {os.path.basename(path): {"nth_read": 2, "times": 2}})
-    healed = _dofn_outputs(ReadComments("reddit", RedditOptions(), "skip", NO_WAIT),
-                           _faulty_fs.url(path))
+    healed = _dofn_outputs(ReadComments("reddit", RedditOptions(), "skip", NO_WAIT), _faulty_fs.url(path))
     assert len(_faulty_fs.injected(str(tmp_path / "state"))) == 2
     assert healed["main"] == clean["main"] and healed[EVENTS] == clean[EVENTS] and SKIPPED not in healed
 
@@ -317,8 +380,8 @@ def test_a_glob_that_matches_nothing_at_run_time(tmp_path):
 
 
 def test_rejected_lines_count_in_the_corpus_rejected_total(runs):
-    from pipeline.manifest import corpus_entry
     from pipeline.data_config import CorpusConfig
+    from pipeline.manifest import corpus_entry
     from pipeline.stats import new_stats
 
     _, counts, rejected, _ = runs["results"]["plain"]
@@ -339,8 +402,16 @@ def test_multi_processing_gives_the_same_output(runs, tmp_path):
 
 
 def test_check_reddit_counts_names_each_broken_identity():
-    good = {"lines_read": 10, "comments_kept": 6, "dropped/deleted": 3, "dropped/bad_json": 1, "pairs": 4,
-            "unpaired/parent_is_post": 2, "pairs_written": 3, "pairs_other_split": 1}
+    good = {
+        "lines_read": 10,
+        "comments_kept": 6,
+        "dropped/deleted": 3,
+        "dropped/bad_json": 1,
+        "pairs": 4,
+        "unpaired/parent_is_post": 2,
+        "pairs_written": 3,
+        "pairs_other_split": 1,
+    }
     assert check_reddit_counts(good) == []
     failed = check_reddit_counts({**good, "lines_read": 11, "pairs": 5})
     assert len(failed) == 3 and failed[0].startswith("lines_read (11) != comments_kept (6) + dropped/* (4)")
@@ -350,16 +421,33 @@ def test_check_reddit_counts_names_each_broken_identity():
 def test_polyai_filters_and_trim():
     o = RedditOptions()
     assert (o.min_length, o.max_length, o.extra_contexts, o.split, o.train_fraction, o.split_buckets) == (
-        9, 127, 0, "all", 0.9, 4096)
+        9,
+        127,
+        0,
+        "all",
+        0.9,
+        4096,
+    )
     assert [drop_reason(b, o) for b in ("x" * 8, "x" * 9, "x" * 127, "x" * 128, "[deleted]", "[removed]")] == [
-        "too_short", "", "", "too_long", "deleted", "removed"]
+        "too_short",
+        "",
+        "",
+        "too_long",
+        "deleted",
+        "removed",
+    ]
     assert trim("hello world", 8) == "hello " and trim("hello world", 11) == "hello world"
     assert trim("Hello, world! How", 9) == "Hello, " and trim("a" * 20, 5) == ""
     assert pickle.loads(pickle.dumps(o)) == o
     with pytest.raises(Exception):
         o.min_length = 3
-    for bad in (dict(min_length=0), dict(min_length=200), dict(split="dev"), dict(extra_contexts=-1),
-                dict(train_fraction=0.0)):
+    for bad in (
+        dict(min_length=0),
+        dict(min_length=200),
+        dict(split="dev"),
+        dict(extra_contexts=-1),
+        dict(train_fraction=0.0),
+    ):
         with pytest.raises(ValueError):
             RedditOptions(**bad)
 

@@ -1,5 +1,6 @@
 """pipeline/storage.py on local paths (tmp_path) and on fsspec's in-memory filesystem, which takes
 the code path gs:// takes (gcsfs) without a network."""
+
 import json
 import os
 
@@ -19,8 +20,11 @@ def mem():
 
 
 def _tree(root) -> dict[str, bytes]:
-    return {os.path.relpath(os.path.join(d, n), root): open(os.path.join(d, n), "rb").read()
-            for d, _, names in os.walk(root) for n in names}
+    return {
+        os.path.relpath(os.path.join(d, n), root): open(os.path.join(d, n), "rb").read()
+        for d, _, names in os.walk(root)
+        for n in names
+    }
 
 
 def _local_files(tmp_path) -> str:

@@ -1,8 +1,15 @@
 import pytest
 
-from pipeline.tokenizing import (DEMO_TOKENIZER, BatchTokenizer, TokenizerError, describe, load_hf_tokenizer,
-                                 save_for_workers, vocab_fingerprint)
 from pipeline.model_source import DEMO_MODEL, demo_model_dir, is_hub_name, resolve_model_source
+from pipeline.tokenizing import (
+    DEMO_TOKENIZER,
+    BatchTokenizer,
+    TokenizerError,
+    describe,
+    load_hf_tokenizer,
+    save_for_workers,
+    vocab_fingerprint,
+)
 
 
 @pytest.fixture(scope="module")
@@ -10,8 +17,14 @@ def hf():
     return load_hf_tokenizer(DEMO_TOKENIZER)
 
 
-TEXTS = ["A man is riding a bicycle.", "Café au lait, naïve résumé!", "What is the capital of France?",
-         "word " * 400, "x", "Über 東京 ünïcödé   spacing\tand\nnewlines"]
+TEXTS = [
+    "A man is riding a bicycle.",
+    "Café au lait, naïve résumé!",
+    "What is the capital of France?",
+    "word " * 400,
+    "x",
+    "Über 東京 ünïcödé   spacing\tand\nnewlines",
+]
 
 
 def test_demo_names_resolve_to_the_bundled_copy(tmp_path):
@@ -19,7 +32,13 @@ def test_demo_names_resolve_to_the_bundled_copy(tmp_path):
     assert resolve_model_source("bert-base-uncased") == "bert-base-uncased"  # hub names: for the hub client
     assert resolve_model_source(str(tmp_path)) == str(tmp_path)
     assert [is_hub_name(s) for s in ("org/name", "name", "./name", "/abs/dir", "a/b/c", "gs://b/m")] == [
-        True, True, False, False, False, False]
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_batch_tokenizer_matches_the_hf_tokenizer(hf, tmp_path):

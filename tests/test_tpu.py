@@ -1,4 +1,5 @@
 """TPU slices as the compiler sees them (libtpu, no TPU needed); the quiet CPU start: tests/test_devices.py."""
+
 import os
 import subprocess
 import sys
@@ -13,18 +14,21 @@ pytest.importorskip("libtpu")
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "TPU_", "XLA_"))}
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dict(e, **env), capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=dict(e, **env), capture_output=True, text=True, timeout=300
+    )
 
 
 def test_slices_compile_offline_with_their_usable_hbm():
     """Every slice's devices come from libtpu on this CPU machine, and the compiler states the HBM it
     can use (a little under the public figure)."""
-    out = _run("from trainer.plan import tpu\n"
-               "tpu.prepare_offline_compile('v3-8')\n"
-               "for s in tpu.SLICES.values():\n"
-               "    d = tpu.topology_devices(s)\n"
-               "    print(s.name, len(d), len({x.process_index for x in d}), tpu.usable_hbm_bytes(d[0]))\n")
+    out = _run(
+        "from trainer.plan import tpu\n"
+        "tpu.prepare_offline_compile('v3-8')\n"
+        "for s in tpu.SLICES.values():\n"
+        "    d = tpu.topology_devices(s)\n"
+        "    print(s.name, len(d), len({x.process_index for x in d}), tpu.usable_hbm_bytes(d[0]))\n"
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     got = {line.split()[0]: [int(x) for x in line.split()[1:]] for line in out.stdout.splitlines()}
     for name, (devices, hosts, usable) in got.items():

@@ -1,4 +1,5 @@
 """End-to-end training on the Beam job's output: exact resume, preemption, non-finite stop, export."""
+
 from __future__ import annotations
 
 import logging
@@ -18,10 +19,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cfg(model_dir, **kw):
-    base = dict(model=model_dir, from_scratch=True, batch_size=8, train_steps=20, warmup_steps=4,
-                learning_rate=1e-3, log_every=1, eval_every=0, checkpoint_every=1000, eval_max_examples=64,
-                bucket_lengths=(16, 32), max_seq_length=32, seed=3,
-                pack_row_steps=1)  # a power-of-two row ladder: fewer train-step programs to compile
+    base = dict(
+        model=model_dir,
+        from_scratch=True,
+        batch_size=8,
+        train_steps=20,
+        warmup_steps=4,
+        learning_rate=1e-3,
+        log_every=1,
+        eval_every=0,
+        checkpoint_every=1000,
+        eval_max_examples=64,
+        bucket_lengths=(16, 32),
+        max_seq_length=32,
+        seed=3,
+        pack_row_steps=1,
+    )  # a power-of-two row ladder: fewer train-step programs to compile
     base.update(kw)
     return get_preset("demo").replace(**base)
 
@@ -31,8 +44,9 @@ def _losses(workdir):
 
 
 def _final_params(workdir):
-    from trainer.train.checkpointing import restore_latest_params
     import jax
+
+    from trainer.train.checkpointing import restore_latest_params
 
     params, meta = restore_latest_params(workdir)
     return meta["step"], jax.tree_util.tree_leaves(params)
@@ -95,6 +109,7 @@ def test_exact_resume(tmp_path, straight_run, sample_data_dir, run_cfg):
 
     def on_event(event, **_):
         hits.extend([event] if event == "/jax/compilation_cache/cache_hits" else [])
+
     jax.monitoring.register_event_listener(on_event)
     try:
         first = train(run_cfg, sample_data_dir, workdir, progress=False, stop_at_step=10)
@@ -146,14 +161,15 @@ def test_the_log_shows_the_headline_metrics_as_a_table_and_metrics_jsonl_keeps_t
     evals = [r for r in read_metrics(workdir) if any(k.startswith("eval/") for k in r)]
     first, last = evals[0], evals[-1]  # the full records, before (step 0) and after training
     assert (first["step"], last["step"]) == (0, 20)
-    headline = ["eval/mean_recall@1", "eval/mean_mrr@10"] + [f"eval/ir/sample_ir/{m}" for m in
-                                                             ("ndcg@10", "mrr@10", "recall@100", "map@100")]
+    headline = ["eval/mean_recall@1", "eval/mean_mrr@10"] + [
+        f"eval/ir/sample_ir/{m}" for m in ("ndcg@10", "mrr@10", "recall@100", "map@100")
+    ]
     more = len(last) - 1 - len(headline)  # per corpus and per Matryoshka size
     assert more == 6 + 2 * (2 + 6 + 4)  # 3 corpora x 2 metrics; 2 sizes x (means, corpora, BEIR set)
     for title, columns in (("before", [first]), ("after", [first, last])):
         message = next(m for m in logged if m.startswith(f"evaluation {title} training:"))
         lines = message.splitlines()[1:]
-        assert lines[0].split() == ["metric", "before", "after"][:1 + len(columns)]
+        assert lines[0].split() == ["metric", "before", "after"][: 1 + len(columns)]
         assert len({len(line) for line in lines[:-1]}) == 1  # aligned columns
         assert [line.split()[0] for line in lines[1:-1]] == headline
         for line, name in zip(lines[1:-1], headline):
@@ -165,9 +181,9 @@ def test_the_log_shows_the_headline_metrics_as_a_table_and_metrics_jsonl_keeps_t
 def test_export_loads_in_sentence_transformers_and_matches_our_encoder(straight_run):
     from sentence_transformers import SentenceTransformer
 
-    from trainer.train.checkpointing import restore_latest_params
     from trainer.model.encode import encode, load_tokenizer
     from trainer.model.hf_loading import load_pretrained
+    from trainer.train.checkpointing import restore_latest_params
     from trainer.train.matryoshka import truncate
 
     workdir, result, _ = straight_run
@@ -214,11 +230,25 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, samp
 @pytest.mark.slow  # ~65 s; exact resume stays in test_exact_resume
 def test_sigterm_checkpoints_and_the_same_command_resumes(tmp_path, sample_data_dir, tiny_bert_dir):
     workdir = str(tmp_path / "preempted")
-    cmd = [sys.executable, os.path.join(REPO, "train_main.py"), f"--data_dir={sample_data_dir}",
-           f"--workdir={workdir}", "--config=demo", f"--model={tiny_bert_dir}", "--from_scratch=true",
-           "--batch_size=8", "--train_steps=100000", "--warmup_steps=2", "--log_every=1", "--eval_every=0",
-           "--checkpoint_every=100000", "--max_seq_length=32", "--bucket_lengths=16,32", "--no_progress",
-           "--eval_max_examples=8"]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "train_main.py"),
+        f"--data_dir={sample_data_dir}",
+        f"--workdir={workdir}",
+        "--config=demo",
+        f"--model={tiny_bert_dir}",
+        "--from_scratch=true",
+        "--batch_size=8",
+        "--train_steps=100000",
+        "--warmup_steps=2",
+        "--log_every=1",
+        "--eval_every=0",
+        "--checkpoint_every=100000",
+        "--max_seq_length=32",
+        "--bucket_lengths=16,32",
+        "--no_progress",
+        "--eval_max_examples=8",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics = os.path.join(workdir, "metrics.jsonl")
     deadline = time.time() + 300

@@ -1,5 +1,6 @@
 """The jit train step: its loss and gradients, dropout keys, the non-finite guard, bfloat16, and
 8 devices against 1 (in a subprocess, since XLA_FLAGS is read when JAX starts)."""
+
 import textwrap
 
 import jax
@@ -7,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests._tiny import run_on_cpu_devices, random_batch, tiny_model
+from tests._tiny import random_batch, run_on_cpu_devices, tiny_model
 from trainer.config import TrainConfig
-from trainer.train.loss import contrastive_loss
 from trainer.mesh import create_mesh
+from trainer.train.loss import contrastive_loss
 from trainer.train.train_step import compute_dtype, create_train_state, loss_and_grads, make_train_step
 
 CFG = TrainConfig(learning_rate=1e-3, warmup_steps=2, train_steps=50, batch_size=16, seed=7)
@@ -35,20 +36,30 @@ def test_step_loss_and_gradients_equal_direct_computation(tiny):
     batch = random_batch(0, triplet=True)
 
     def direct(p):
-        emb = [model.apply({"params": p}, batch[f"{c}_ids"], batch[f"{c}_mask"])
-               for c in ("anchor", "positive", "negative")]
-        return contrastive_loss(*emb, anchor_fp=batch["anchor_fp"], positive_fp=batch["positive_fp"],
-                                negative_fp=batch["negative_fp"], directions=CFG.triplet_directions,
-                                partition_mode=CFG.partition_mode)
+        emb = [
+            model.apply({"params": p}, batch[f"{c}_ids"], batch[f"{c}_mask"])
+            for c in ("anchor", "positive", "negative")
+        ]
+        return contrastive_loss(
+            *emb,
+            anchor_fp=batch["anchor_fp"],
+            positive_fp=batch["positive_fp"],
+            negative_fp=batch["negative_fp"],
+            directions=CFG.triplet_directions,
+            partition_mode=CFG.partition_mode,
+        )
+
     want_loss, want_grads = jax.jit(jax.value_and_grad(direct))(params)
     loss, grads = jax.jit(lambda p, b: loss_and_grads(model_apply(model), p, b, CFG, jax.random.PRNGKey(0), True))(
-        params, batch)
+        params, batch
+    )
     assert float(loss) == pytest.approx(float(want_loss), rel=1e-6)
     assert _rel(_leaves(grads), _leaves(want_grads)) < 1e-5
 
 
 def model_apply(model):
     from trainer.train.train_step import as_apply_fn
+
     return as_apply_fn(model)
 
 
@@ -96,8 +107,10 @@ def test_pair_and_triplet_batches_use_their_directions(tiny):
     key = jax.random.PRNGKey(0)
     l_sym, _ = jax.jit(lambda p, b: loss_and_grads(apply, p, b, sym, key, True))(params, batch)
     l_one, _ = jax.jit(lambda p, b: loss_and_grads(apply, p, b, one, key, True))(params, batch)
-    emb = [jax.jit(apply, static_argnums=4)(params, batch[f"{c}_ids"], batch[f"{c}_mask"], None, True, key)
-           for c in ("anchor", "positive")]
+    emb = [
+        jax.jit(apply, static_argnums=4)(params, batch[f"{c}_ids"], batch[f"{c}_mask"], None, True, key)
+        for c in ("anchor", "positive")
+    ]
     fwd = contrastive_loss(*emb, anchor_fp=batch["anchor_fp"], positive_fp=batch["positive_fp"])
     bwd = contrastive_loss(emb[1], emb[0], anchor_fp=batch["positive_fp"], positive_fp=batch["anchor_fp"])
     assert float(l_one) == pytest.approx(float(fwd), rel=1e-6)
@@ -149,7 +162,8 @@ def test_bfloat16_step_is_finite_and_close_to_float32():
         assert jax.tree_util.tree_leaves(new.params)[0].dtype == jnp.float32  # params stay float32
         assert jax.tree_util.tree_leaves(new.opt_state)[1].dtype == jnp.float32
         _, grads = jax.jit(lambda p, b: loss_and_grads(model_apply(model), p, b, cfg, jax.random.PRNGKey(0), True))(
-            params, batch)
+            params, batch
+        )
         out[dtype] = (float(m["loss"]), _leaves(grads))
     (l32, g32), (l16, g16) = out["float32"], out["bfloat16"]
     # Stated tolerance: loss within 2% relative, gradient direction cosine > 0.98.
@@ -215,15 +229,20 @@ def test_a_loss_registered_from_outside_trains_through_caching_and_matryoshka(ti
     def direct(p):  # the toy loss at both sizes, by hand
         a, b = (model.apply({"params": p}, batch[f"{c}_ids"], batch[f"{c}_mask"]) for c in ("anchor", "positive"))
         return sum(w * 2.0 * jnp.mean(jnp.sum((a[:, :d] - b[:, :d]) ** 2, axis=-1)) for d, w in ((16, 1.0), (4, 0.5)))
+
     want_loss, want_grads = jax.jit(jax.value_and_grad(direct))(params)
     loss, grads = jax.jit(lambda p, b: loss_and_grads(model_apply(model), p, b, cfg, jax.random.PRNGKey(0), True))(
-        params, batch)
+        params, batch
+    )
     assert float(loss) == pytest.approx(float(want_loss), rel=1e-5) and float(loss) > 0
     assert _rel(_leaves(grads), _leaves(want_grads)) < 1e-4
     if memory:  # the rest is the same with gradient caching
         return
-    contrastive, _ = jax.jit(lambda p, b: loss_and_grads(model_apply(model), p, b, cfg.replace(loss="contrastive"),
-                                                         jax.random.PRNGKey(0), True))(params, batch)
+    contrastive, _ = jax.jit(
+        lambda p, b: loss_and_grads(
+            model_apply(model), p, b, cfg.replace(loss="contrastive"), jax.random.PRNGKey(0), True
+        )
+    )(params, batch)
     assert abs(float(contrastive) - float(loss)) > 1e-3  # the name chose the loss
 
     mesh = create_mesh()

@@ -11,6 +11,7 @@ A user's mistake (a bad flag, a missing workdir, model directory or file) is one
 `<prog>: error: <message>`, and exit status 2; anything else keeps its traceback. The libraries
 stay free of argparse.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,6 +27,7 @@ MODEL_HELP = f"Hugging Face name, local or gs:// directory, or {DEMO_MODEL}"
 
 def _int_at_least(least: int):
     """An argparse type: an integer >= least."""
+
     def parse(s: str) -> int:
         try:
             v = int(s)
@@ -34,6 +36,7 @@ def _int_at_least(least: int):
         if v is None or v < least:
             raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {s!r}")
         return v
+
     return parse
 
 
@@ -44,6 +47,7 @@ def _encoding_flags(ap: argparse.ArgumentParser, max_seq_length: int | None, hel
 
 
 # ------------------------------------------------------------------------------------------ export
+
 
 def export_main(argv: Sequence[str] | None = None) -> int:
     """set-export: exit 0 with the output directory printed, 2 for a user's mistake."""
@@ -59,8 +63,12 @@ def _export(argv: Sequence[str] | None, prog: str) -> int:
     src.add_argument("--init_from", help=MODEL_HELP)
     src.add_argument("--workdir", help="training workdir: export its latest checkpoint")
     ap.add_argument("--output_dir", required=True, help="local or gs:// directory")
-    ap.add_argument("--max_seq_length", type=_int_at_least(2), default=None,
-                    help="default: the source's sentence_bert_config.json, or the run's max_seq_length")
+    ap.add_argument(
+        "--max_seq_length",
+        type=_int_at_least(2),
+        default=None,
+        help="default: the source's sentence_bert_config.json, or the run's max_seq_length",
+    )
     args = ap.parse_args(argv)
     if args.workdir is not None and not storage.exists(args.workdir):
         raise UserError(f"--workdir={args.workdir}: no such directory")
@@ -78,6 +86,7 @@ def _export(argv: Sequence[str] | None, prog: str) -> int:
 
 # ----------------------------------------------------------------------------------------- STS eval
 
+
 def sts_eval_main(argv: Sequence[str] | None = None) -> int:
     """set-sts-eval: prints the Spearman correlation; exit 2 for a user's mistake."""
     prog = prog_name("set-sts-eval", "python -m trainer.cli sts-eval")
@@ -85,31 +94,44 @@ def sts_eval_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _sts_eval(argv: Sequence[str] | None, prog: str) -> int:
-    ap = ArgumentParser(prog=prog, description="Spearman correlation of the Flax encoder's cosine similarities "
-                        "with an STS file's gold scores (and, with --reference, of sentence-transformers on the "
-                        "same model directory).")
+    ap = ArgumentParser(
+        prog=prog,
+        description="Spearman correlation of the Flax encoder's cosine similarities "
+        "with an STS file's gold scores (and, with --reference, of sentence-transformers on the "
+        "same model directory).",
+    )
     ap.add_argument("--model", required=True, help=MODEL_HELP)
     ap.add_argument("--sts", required=True, help="STS benchmark layout file (local or gs://)")
-    ap.add_argument("--prompt_name", default=None, help="a prompt of the model's config_sentence_transformers.json, "
-                    "prepended to both sentences of every pair (default: none)")
+    ap.add_argument(
+        "--prompt_name",
+        default=None,
+        help="a prompt of the model's config_sentence_transformers.json, "
+        "prepended to both sentences of every pair (default: none)",
+    )
     _encoding_flags(ap, 128)
     ap.add_argument("--reference", action="store_true", help="also run sentence-transformers (needs torch)")
     args = ap.parse_args(argv)
 
-    from trainer.model.encode import encode, load_tokenizer
-    from trainer.prompts import prompt_text
     from trainer.evaluators.sts import read_sts, sts_spearman
+    from trainer.model.encode import encode, load_tokenizer
     from trainer.model.export import sentence_transformers_prompts
     from trainer.model.hf_loading import load_pretrained
+    from trainer.prompts import prompt_text
 
     rows = read_sts(args.sts)
     with as_user_errors(FileNotFoundError):  # the model the flag names
         pre = load_pretrained(args.model)
-    prompt = prompt_text(sentence_transformers_prompts(pre.source_dir)[0], args.prompt_name, "prompt_name",
-                         f"{args.model}'s config_sentence_transformers.json")
+    prompt = prompt_text(
+        sentence_transformers_prompts(pre.source_dir)[0],
+        args.prompt_name,
+        "prompt_name",
+        f"{args.model}'s config_sentence_transformers.json",
+    )
     tok = load_tokenizer(pre.source_dir)
-    ours = sts_spearman(lambda s: encode(pre.model, pre.params, tok, [prompt + x for x in s], args.batch_size,
-                                         args.max_seq_length), rows)
+    ours = sts_spearman(
+        lambda s: encode(pre.model, pre.params, tok, [prompt + x for x in s], args.batch_size, args.max_seq_length),
+        rows,
+    )
     named = f", prompt {args.prompt_name!r}" if args.prompt_name else ""
     print(f"flax encoder: spearman {ours:.4f} ({len(rows)} pairs, max_seq_length {args.max_seq_length}{named})")
     if args.reference:
@@ -125,6 +147,7 @@ def _sts_eval(argv: Sequence[str] | None, prog: str) -> int:
 
 # ------------------------------------------------------------------------------------------ IR eval
 
+
 def ir_eval_main(argv: Sequence[str] | None = None) -> int:
     """set-ir-eval: prints one JSON object of retrieval metrics; exit 2 for a user's mistake."""
     prog = prog_name("set-ir-eval", "python -m trainer.cli ir-eval")
@@ -132,16 +155,21 @@ def ir_eval_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _ir_eval(argv: Sequence[str] | None, prog: str) -> int:
-    ap = ArgumentParser(prog=prog, description="Retrieval metrics of the Flax encoder on a BEIR-format directory "
-                        "(corpus.jsonl, queries.jsonl, qrels/<split>.tsv), as sentence-transformers' "
-                        "InformationRetrievalEvaluator computes them. Progress on stderr, one JSON object on stdout.")
+    ap = ArgumentParser(
+        prog=prog,
+        description="Retrieval metrics of the Flax encoder on a BEIR-format directory "
+        "(corpus.jsonl, queries.jsonl, qrels/<split>.tsv), as sentence-transformers' "
+        "InformationRetrievalEvaluator computes them. Progress on stderr, one JSON object on stdout.",
+    )
     ap.add_argument("--model", required=True, help=MODEL_HELP)
     ap.add_argument("--beir_dir", required=True, help="BEIR-format directory (local or gs://)")
     ap.add_argument("--split", default="test", help="qrels/<split>.tsv (default: test)")
     for role, texts in (("query", "queries"), ("corpus", "documents")):
-        ap.add_argument(f"--{role}_prompt_name", default=None,
-                        help=f"a prompt of the model's config_sentence_transformers.json, prepended to the {texts} "
-                             "(default: none)")
+        ap.add_argument(
+            f"--{role}_prompt_name",
+            default=None,
+            help=f"a prompt of the model's config_sentence_transformers.json, prepended to the {texts} (default: none)",
+        )
     _encoding_flags(ap, None, "default: the model's sentence_bert_config.json, else 128")
     args = ap.parse_args(argv)
 
@@ -150,24 +178,42 @@ def _ir_eval(argv: Sequence[str] | None, prog: str) -> int:
     from trainer.evaluators.ir_data import read_beir
 
     data = read_beir(args.beir_dir, args.split)  # a malformed set stops here, before JAX and the model load
-    from trainer.model.encode import load_tokenizer
     from trainer.evaluators.ir import IrEvaluator
-    from trainer.prompts import ir_prompts
+    from trainer.model.encode import load_tokenizer
     from trainer.model.export import sentence_bert_max_len, sentence_transformers_prompts
     from trainer.model.hf_loading import load_pretrained
+    from trainer.prompts import ir_prompts
 
     with as_user_errors(FileNotFoundError):  # the model the flag names
         pre = load_pretrained(args.model)
     max_len = args.max_seq_length or sentence_bert_max_len(pre.source_dir)
-    prompts = ir_prompts(sentence_transformers_prompts(pre.source_dir)[0], args.query_prompt_name,
-                         args.corpus_prompt_name, f"{args.model}'s config_sentence_transformers.json")
+    prompts = ir_prompts(
+        sentence_transformers_prompts(pre.source_dir)[0],
+        args.query_prompt_name,
+        args.corpus_prompt_name,
+        f"{args.model}'s config_sentence_transformers.json",
+    )
     evaluator = IrEvaluator(pre.model, load_tokenizer(pre.source_dir), [data], max_len, args.batch_size, **prompts)
     metrics = evaluator.evaluate(pre.params, progress=True)[data.name]
-    named = {f"{role}_prompt_name": name for role, name in (("query", args.query_prompt_name),
-                                                            ("corpus", args.corpus_prompt_name)) if name}
-    print(json.dumps({"dataset": data.name, "split": args.split, "queries": len(data.query_ids),
-                      "corpus": len(data.corpus_ids), "max_seq_length": evaluator.max_seq_length,
-                      "pooling": pre.model.pooling, **named, **metrics}))
+    named = {
+        f"{role}_prompt_name": name
+        for role, name in (("query", args.query_prompt_name), ("corpus", args.corpus_prompt_name))
+        if name
+    }
+    print(
+        json.dumps(
+            {
+                "dataset": data.name,
+                "split": args.split,
+                "queries": len(data.query_ids),
+                "corpus": len(data.corpus_ids),
+                "max_seq_length": evaluator.max_seq_length,
+                "pooling": pre.model.pooling,
+                **named,
+                **metrics,
+            }
+        )
+    )
     return 0
 
 

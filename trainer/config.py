@@ -4,6 +4,7 @@
 bundled samples. Command-line flags override single fields (see train_main.py). Every value is
 checked where a TrainConfig is built (`check_config`): a ConfigError names the flag.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,7 @@ DTYPES = ("float32", "bfloat16")  # compute dtype (train_step.COMPUTE_DTYPES) an
 REMAT_MODES = ("none", "dots", "full")  # modeling.REMAT_POLICIES
 # The demo's BEIR-format retrieval set (samples/make_samples.py), found from this file as the Beam job
 # finds the sample corpora (pipeline/options.py), so the demo preset works from any directory.
-SAMPLE_BEIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples", "beir",
-                           "sample_ir")
+SAMPLE_BEIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples", "beir", "sample_ir")
 
 
 # The rules of fields whose modules sit above this one (tests/test_imports.py: the config imports none of
@@ -47,8 +47,10 @@ def validate_loss_options(directions: Sequence[str], partition_mode: str) -> tup
     if partition_mode not in PARTITION_MODES:
         raise ValueError(f"partition_mode must be one of {PARTITION_MODES}, got {partition_mode!r}")
     if partition_mode == "per_direction" and set(directions) & {"query_to_query", "doc_to_doc"}:
-        raise ValueError("partition_mode='per_direction' cannot be used with query_to_query or doc_to_doc "
-                         "(their pools hold no positive); use partition_mode='joint'")
+        raise ValueError(
+            "partition_mode='per_direction' cannot be used with query_to_query or doc_to_doc "
+            "(their pools hold no positive); use partition_mode='joint'"
+        )
     return directions
 
 
@@ -268,16 +270,23 @@ def check_config(cfg: TrainConfig) -> None:
             _refuse(name, v, f"an integer >= {least}" + (f" ({note})" if note else ""))
     for name, (low, low_out, high, high_out) in _RANGES.items():
         v = getattr(cfg, name)
-        if (not isinstance(v, numbers.Real) or isinstance(v, bool) or v < low or (low_out and v == low)
-                or (high is not None and (v > high or (high_out and v == high)))):
+        if (
+            not isinstance(v, numbers.Real)
+            or isinstance(v, bool)
+            or v < low
+            or (low_out and v == low)
+            or (high is not None and (v > high or (high_out and v == high)))
+        ):
             _refuse(name, v, _range_text(low, low_out, high, high_out))
     if cfg.pack_row_steps & (cfg.pack_row_steps - 1):
         _refuse("pack_row_steps", cfg.pack_row_steps, "a power of two (row counts per doubling)")
     if not all(_is_int(b) and b >= 1 for b in cfg.bucket_lengths):
         _refuse("bucket_lengths", cfg.bucket_lengths, "positive integers (comma-separated)")
     if cfg.grad_cache_chunk and cfg.chunk_tokens:
-        raise ConfigError(f"set either --grad_cache_chunk or --chunk_tokens, not both (got {cfg.grad_cache_chunk} "
-                          f"and {cfg.chunk_tokens})")
+        raise ConfigError(
+            f"set either --grad_cache_chunk or --chunk_tokens, not both (got {cfg.grad_cache_chunk} "
+            f"and {cfg.chunk_tokens})"
+        )
     for name, choices in (("dtype", DTYPES), ("adam_mu_dtype", DTYPES), ("remat", REMAT_MODES)):
         if getattr(cfg, name) not in choices:
             _refuse(name, getattr(cfg, name), f"one of {', '.join(choices)}")
@@ -303,8 +312,11 @@ def _check_evaluation_options(cfg: TrainConfig) -> None:
     for name in ("ir_query_prompt_name", "ir_corpus_prompt_name", "sts_prompt_name"):
         if not isinstance(getattr(cfg, name), str):
             _refuse(name, getattr(cfg, name), "a prompt name of the manifest's 'prompts' (or empty: none)")
-    if (not isinstance(cfg.evaluators, tuple) or not all(isinstance(e, str) and e for e in cfg.evaluators)
-            or len(set(cfg.evaluators)) < len(cfg.evaluators)):
+    if (
+        not isinstance(cfg.evaluators, tuple)
+        or not all(isinstance(e, str) and e for e in cfg.evaluators)
+        or len(set(cfg.evaluators)) < len(cfg.evaluators)
+    ):
         _refuse("evaluators", cfg.evaluators, "distinct evaluator names (comma-separated)")
     problem = mteb_spec_problem(cfg.mteb_tasks)
     if problem:
@@ -332,8 +344,14 @@ PRESETS: dict[str, TrainConfig] = {
     # (ZeRO-1), gradient caching only for shapes over 32,768 tokens per core (only the all-long triplet
     # batch: 384 rows x 128), one row length and 12 row counts fitted to the data's lengths, texts dealt
     # evenly over the cores: 1.03 token slots per real token (4 per doubling, per-core slices: 1.14).
-    "reference": TrainConfig(dtype="bfloat16", shard_optimizer=True, chunk_tokens=32768, pack_min_row_length=128,
-                             pack_row_steps=4, pack_programs=12),
+    "reference": TrainConfig(
+        dtype="bfloat16",
+        shard_optimizer=True,
+        chunk_tokens=32768,
+        pack_min_row_length=128,
+        pack_row_steps=4,
+        pack_programs=12,
+    ),
     "demo": TrainConfig(
         model=DEMO_MODEL,
         train_steps=200,

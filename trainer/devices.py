@@ -5,6 +5,7 @@ a machine without a TPU a plain start of JAX loads libtpu and prints initialisat
 `quiet_start()` (called when the trainer package is imported) keeps JAX off a TPU backend that is not
 there. No JAX import here: this runs before JAX starts.
 """
+
 from __future__ import annotations
 
 import glob

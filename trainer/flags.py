@@ -3,6 +3,7 @@
 Shared by train_main.py and the planning tools (trainer/plan), which take the same flags so that a plan
 describes the run it plans; nothing here imports an entry point.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,11 +25,13 @@ def _parse_bool(s: str) -> bool:
 
 def _expecting(parse, what: str):
     """`parse`, with a value it refuses reported as `expected <what>` (argparse names the flag)."""
+
     def parser(s: str):
         try:
             return parse(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}") from None
+
     return parser
 
 
@@ -37,8 +40,10 @@ def _field_parser(tp):
     `X | None` takes 'none'."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     if typing.get_origin(tp) is tuple:
-        return _expecting(lambda s: tuple(args[0](x) for x in s.split(",") if x),
-                          f"comma-separated values, each {TYPE_NAMES[args[0]]}")
+        return _expecting(
+            lambda s: tuple(args[0](x) for x in s.split(",") if x),
+            f"comma-separated values, each {TYPE_NAMES[args[0]]}",
+        )
     if tp is bool:
         return _parse_bool
     if type(None) in typing.get_args(tp):
@@ -56,17 +61,26 @@ def build_parser(prog: str | None = None, description: str | None = None) -> arg
     p.add_argument("--num_processes", type=int, default=None)
     p.add_argument("--process_id", type=int, default=None)
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
-    p.add_argument("--stop_at_step", type=int, default=None,
-                   help="checkpoint and stop after this step, as a preemption would (time-boxed jobs)")
+    p.add_argument(
+        "--stop_at_step",
+        type=int,
+        default=None,
+        help="checkpoint and stop after this step, as a preemption would (time-boxed jobs)",
+    )
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        p.add_argument(f"--{f.name}", type=_field_parser(hints[f.name]), default=None,
-                       help=f"(default from the preset; reference: {f.default!r})")
+        p.add_argument(
+            f"--{f.name}",
+            type=_field_parser(hints[f.name]),
+            default=None,
+            help=f"(default from the preset; reference: {f.default!r})",
+        )
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = get_preset(args.config)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                 if getattr(args, f.name) is not None}
+    overrides = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None
+    }
     return cfg.replace(**overrides)

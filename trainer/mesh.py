@@ -6,6 +6,7 @@ batch, read from its own file shards) and `make_array_from_process_local_data` a
 array; process p's rows are global rows [p * B / P, (p + 1) * B / P) because the mesh lists devices
 in process order.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,8 @@ from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from pipeline.user_errors import UserError
 from trainer.devices import tpu_attached
@@ -50,9 +52,13 @@ def split_cpu_into_devices(count: int = 0) -> int | None:
     return count
 
 
-def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, local_device_ids: Sequence[int] | None = None,
-                           cpu_collectives: str = "gloo") -> bool:
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    local_device_ids: Sequence[int] | None = None,
+    cpu_collectives: str = "gloo",
+) -> bool:
     """Start `jax.distributed` when the run spans several processes; returns whether it did.
 
     From flags when `coordinator_address` is given (GPU clusters, CPU tests); automatically on
@@ -65,8 +71,12 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
         if num_processes > 1 and cpu_collectives:
             # CPU backends need a collectives implementation for cross-process all-reduce.
             jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
-        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                                   process_id=process_id, local_device_ids=local_device_ids)
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id,
+            local_device_ids=local_device_ids,
+        )
         return True
     hosts = [h for h in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
     if len(hosts) > 1:
@@ -108,17 +118,22 @@ def check_batch_layout(global_batch: int, mesh: Mesh, grad_cache_chunk: int = 0)
     """Raise BatchLayoutError, with the numbers and the flag, when the batch does not split evenly."""
     n_dev, n_proc = data_shards(mesh), jax.process_count()
     if global_batch <= 0 or global_batch % n_dev:
-        raise BatchLayoutError(f"--batch_size={global_batch}: the global batch does not divide over {n_dev} "
-                               f"devices; use a multiple of {n_dev}")
+        raise BatchLayoutError(
+            f"--batch_size={global_batch}: the global batch does not divide over {n_dev} "
+            f"devices; use a multiple of {n_dev}"
+        )
     if global_batch % n_proc:
-        raise BatchLayoutError(f"--batch_size={global_batch}: the global batch does not divide over {n_proc} "
-                               f"hosts; use a multiple of {n_proc}")
+        raise BatchLayoutError(
+            f"--batch_size={global_batch}: the global batch does not divide over {n_proc} "
+            f"hosts; use a multiple of {n_proc}"
+        )
     if grad_cache_chunk:
         if global_batch % grad_cache_chunk:
             raise BatchLayoutError(f"--grad_cache_chunk={grad_cache_chunk} does not divide --batch_size={global_batch}")
         if grad_cache_chunk % n_dev:
-            raise BatchLayoutError(f"--grad_cache_chunk={grad_cache_chunk} does not divide over {n_dev} devices; "
-                                   f"use a multiple of {n_dev}")
+            raise BatchLayoutError(
+                f"--grad_cache_chunk={grad_cache_chunk} does not divide over {n_dev} devices; use a multiple of {n_dev}"
+            )
 
 
 def local_batch_size(global_batch: int) -> int:
@@ -130,10 +145,15 @@ def layout_report(global_batch: int, mesh: Mesh, grad_cache_chunk: int = 0) -> s
     """One line for the start-up log: global, per-host and per-device batch, chunking, hosts."""
     check_batch_layout(global_batch, mesh, grad_cache_chunk)
     n_dev = data_shards(mesh)
-    chunk = (f"gradient caching in chunks of {grad_cache_chunk} texts ({grad_cache_chunk // n_dev} per device)"
-             if grad_cache_chunk else "no gradient caching")
-    return (f"global batch {global_batch} = {jax.process_count()} host(s) x {local_batch_size(global_batch)} "
-            f"= {n_dev} device(s) x {global_batch // n_dev} ({jax.devices()[0].platform}); {chunk}")
+    chunk = (
+        f"gradient caching in chunks of {grad_cache_chunk} texts ({grad_cache_chunk // n_dev} per device)"
+        if grad_cache_chunk
+        else "no gradient caching"
+    )
+    return (
+        f"global batch {global_batch} = {jax.process_count()} host(s) x {local_batch_size(global_batch)} "
+        f"= {n_dev} device(s) x {global_batch // n_dev} ({jax.devices()[0].platform}); {chunk}"
+    )
 
 
 def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:

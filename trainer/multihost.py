@@ -6,6 +6,7 @@ bucket length (and, packed, its own row count); one compiled program needs one g
 every host grows its arrays to the largest any host has (trainer/data/shapes.py `agree_on_shape`,
 with `max_over_hosts`).
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """TensorFlow's log level, set before TensorFlow starts (train_main.py, mine_main.py)."""
+
 from __future__ import annotations
 
 import ctypes

@@ -13,6 +13,7 @@ parse) the records already consumed in each corpus's current epoch on this host.
 Every host builds its own batches from its own files; hosts agree on array shapes in the loop
 (trainer/multihost.py), not here.
 """
+
 from __future__ import annotations
 
 import json
@@ -90,12 +91,17 @@ class BatchStream:
         self.names = [c.name for c in self.corpora]
         self.schedule = CorpusSchedule([c.weight for c in self.corpora], self.seed, cfg.mixed_batch_share)
         self._stream_options = StreamOptions(
-            self.seed, process_index, process_count, cfg.shuffle_buffer, self.manifest.compression,
+            self.seed,
+            process_index,
+            process_count,
+            cfg.shuffle_buffer,
+            self.manifest.compression,
             # Cut again only when this run wants shorter texts than the job wrote.
             None if job_len is not None and job_len <= self.max_seq_length else self.max_seq_length,
             max(1, int(read_parallelism)),
             # Keep about two batches of each corpus ready, so a step that picks it rarely waits.
-            max(2, -(-2 * self.batch_size // records.CHUNK)))
+            max(2, -(-2 * self.batch_size // records.CHUNK)),
+        )
         self._step = 0
         self._positions = {c.name: (0, 0) for c in self.corpora}
         self._skipped = 0
@@ -121,27 +127,40 @@ class BatchStream:
             raise DataError(f"corpus {c.name!r} has no training examples in the manifest; drop it from the data config")
         shard_records = len(c.train_files) < self.process_count
         if shard_records and c.train_examples < self.process_count:
-            raise DataError(f"corpus {c.name!r} has {c.train_examples} training examples, fewer than the "
-                                     f"{self.process_count} hosts; drop it or run with fewer hosts")
+            raise DataError(
+                f"corpus {c.name!r} has {c.train_examples} training examples, fewer than the "
+                f"{self.process_count} hosts; drop it or run with fewer hosts"
+            )
         files = c.train_files if shard_records else c.train_files[self.process_index :: self.process_count]
-        return CorpusStream(index, c.name, c.format, c.weight, c.symmetric, tuple(files), shard_records,
-                            zlib.crc32(c.name.encode()))
+        return CorpusStream(
+            index, c.name, c.format, c.weight, c.symmetric, tuple(files), shard_records, zlib.crc32(c.name.encode())
+        )
 
     def _restore(self, state: Mapping[str, Any]) -> None:
         if "hosts" in state:  # every host's position, as saved by a multi-host run (see merge_states)
             hosts = state["hosts"]
             if not isinstance(hosts, list) or len(hosts) != self.process_count:
-                raise DataError(f"input state holds {len(hosts) if isinstance(hosts, list) else '?'} "
-                                         f"host positions, this run has {self.process_count} hosts")
+                raise DataError(
+                    f"input state holds {len(hosts) if isinstance(hosts, list) else '?'} "
+                    f"host positions, this run has {self.process_count} hosts"
+                )
             state = hosts[self.process_index]
         if state.get("version") != STATE_VERSION or state.get("chunk") != records.CHUNK:
-            raise DataError(f"input state has version {state.get('version')} / chunk {state.get('chunk')}; "
-                                     f"this pipeline writes {STATE_VERSION} / {records.CHUNK}")
-        for key, mine in (("seed", self.seed), ("process_index", self.process_index),
-                          ("process_count", self.process_count), ("batch_size", self.batch_size)):
+            raise DataError(
+                f"input state has version {state.get('version')} / chunk {state.get('chunk')}; "
+                f"this pipeline writes {STATE_VERSION} / {records.CHUNK}"
+            )
+        for key, mine in (
+            ("seed", self.seed),
+            ("process_index", self.process_index),
+            ("process_count", self.process_count),
+            ("batch_size", self.batch_size),
+        ):
             if state.get(key) != mine:
-                raise DataError(f"input state was saved with {key}={state.get(key)!r}, "
-                                         f"this run has {mine!r}: the saved position does not apply")
+                raise DataError(
+                    f"input state was saved with {key}={state.get(key)!r}, "
+                    f"this run has {mine!r}: the saved position does not apply"
+                )
         saved = state.get("corpora", {})
         if sorted(saved) != sorted(self.names):
             raise DataError(f"input state covers corpora {sorted(saved)}, this run reads {sorted(self.names)}")
@@ -158,8 +177,10 @@ class BatchStream:
             # An epoch without records would make the repeated stream spin forever: fail clearly instead
             # (record-sharded corpora were checked against train_examples at construction).
             if not corpus.shard_records and not records.has_records(corpus.files, self.manifest.compression):
-                raise DataError(f"corpus {corpus.name!r}: host {self.process_index}'s train files "
-                                         f"{list(corpus.files)} hold no records")
+                raise DataError(
+                    f"corpus {corpus.name!r}: host {self.process_index}'s train files "
+                    f"{list(corpus.files)} hold no records"
+                )
             epoch, offset = self._positions[corpus.name]
 
             def open_chunks(start_epoch: int, skip: int, corpus=corpus):
@@ -205,8 +226,12 @@ class BatchStream:
                 skipped += skipped_here
             name = "mixed"
         self._skipped += skipped
-        longest = max(int(chunk.columns[col][2][rows].max(initial=0))
-                      for parts, _ in slots for chunk, rows in parts for col in columns)
+        longest = max(
+            int(chunk.columns[col][2][rows].max(initial=0))
+            for parts, _ in slots
+            for chunk, rows in parts
+            for col in columns
+        )
         batch = padding.assemble(slots, columns, size, padding.bucket_length(longest, self.buckets), self.pad_id)
         if self._transform is not None:
             batch = self._transform(batch)
@@ -240,8 +265,12 @@ class BatchStream:
             batch, self._state = self._next_with_state()
         else:
             if self._prefetcher is None:
-                self._prefetcher = Prefetcher(self._next_with_state, self._prefetch_depth,
-                                              start=self.warm_up if self._resumed else None, name="input-pipeline")
+                self._prefetcher = Prefetcher(
+                    self._next_with_state,
+                    self._prefetch_depth,
+                    start=self.warm_up if self._resumed else None,
+                    name="input-pipeline",
+                )
             batch, self._state = self._prefetcher.get()
         return batch
 

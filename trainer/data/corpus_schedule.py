@@ -6,6 +6,7 @@ weight. Because the choice depends only on (seed, step) -- a fresh numpy Generat
 host of a multi-host run takes the same corpus at the same step without talking to the others, and a
 resumed run needs nothing but the step number to continue the sequence.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -85,11 +86,14 @@ def corpus_passes(corpora: Sequence[tuple[str, float, int | None]], steps: int, 
     return [CorpusPasses(name, w / total, examples, steps * batch_size * w / total) for name, w, examples in corpora]
 
 
-def passes_report(passes: Sequence[CorpusPasses], steps: int, batch_size: int,
-                  limit: float = PASSES_WARNING) -> tuple[list[str], str | None]:
+def passes_report(
+    passes: Sequence[CorpusPasses], steps: int, batch_size: int, limit: float = PASSES_WARNING
+) -> tuple[list[str], str | None]:
     """(table lines, a warning naming every corpus drawn more than `limit` times per example, or None)."""
-    lines = [f"passes per corpus over {steps:,} steps x {batch_size:,} examples (draws of each example, on average):",
-             f"  {'corpus':<36} {'share':>7} {'examples':>13} {'passes':>9}"]
+    lines = [
+        f"passes per corpus over {steps:,} steps x {batch_size:,} examples (draws of each example, on average):",
+        f"  {'corpus':<36} {'share':>7} {'examples':>13} {'passes':>9}",
+    ]
     for p in passes:
         examples = "unknown" if p.examples is None else f"{p.examples:,}"
         times = "-" if p.passes is None else f"{p.passes:,.2f}"
@@ -97,9 +101,11 @@ def passes_report(passes: Sequence[CorpusPasses], steps: int, batch_size: int,
     over = sorted((p for p in passes if p.passes is not None and p.passes > limit), key=lambda p: -p.passes)
     warning = None
     if over:
-        warning = (f"{len(over)} corpus(es) drawn more than {limit:g} times per example: "
-                   + ", ".join(f"{p.name} ({p.passes:,.0f})" for p in over)
-                   + "; to draw them less, lower their weights in the data config (weights proportional to the "
-                     "corpora's examples give every corpus the same passes) or train fewer steps "
-                     "(docs/pipeline.md, 'Passes per corpus')")
+        warning = (
+            f"{len(over)} corpus(es) drawn more than {limit:g} times per example: "
+            + ", ".join(f"{p.name} ({p.passes:,.0f})" for p in over)
+            + "; to draw them less, lower their weights in the data config (weights proportional to the "
+            "corpora's examples give every corpus the same passes) or train fewer steps "
+            "(docs/pipeline.md, 'Passes per corpus')"
+        )
     return lines, warning

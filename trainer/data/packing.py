@@ -26,6 +26,7 @@ shard, C = columns (anchor, positive[, negative]), T = C * b texts per shard:
                                        is text c * B + s * b + i)
     <column>_fp       int32 [B]        text fingerprints, unchanged (they also name the columns)
 """
+
 from __future__ import annotations
 
 import bisect
@@ -153,9 +154,15 @@ def packed_columns(batch: Mapping[str, object]) -> tuple[str, ...]:
     return tuple(c for c in ID_KEYS if f"{c}_fp" in batch)
 
 
-def place_texts(lengths: np.ndarray, n_shards: int, buckets: Sequence[int], min_row_length: int,
-                row_steps: "int | RowLadder" = 16, rows_for: Callable[[int, int], int] | None = None,
-                even: bool = False):
+def place_texts(
+    lengths: np.ndarray,
+    n_shards: int,
+    buckets: Sequence[int],
+    min_row_length: int,
+    row_steps: "int | RowLadder" = 16,
+    rows_for: Callable[[int, int], int] | None = None,
+    even: bool = False,
+):
     """Where pack_batch puts each text, from the token counts [C, B] alone (the shape simulation of
     trainer/data/shapes.py uses it without token ids). Returns (the texts of each shard's slots
     [S, T] as `deal_texts` gives them, their lengths [S, T], the per-shard placements (bin, offset,
@@ -170,9 +177,18 @@ def place_texts(lengths: np.ndarray, n_shards: int, buckets: Sequence[int], min_
     return source, shard_lengths, placements, rows, row_len
 
 
-def pack_batch(batch: Mapping[str, object], n_shards: int, buckets: Sequence[int], min_row_length: int,
-               pad_id: int, row_steps: "int | RowLadder" = 16, rows_for: Callable[[int, int], int] | None = None,
-               even: bool = False, global_batch: int | None = None, first_row: int = 0) -> dict:
+def pack_batch(
+    batch: Mapping[str, object],
+    n_shards: int,
+    buckets: Sequence[int],
+    min_row_length: int,
+    pad_id: int,
+    row_steps: "int | RowLadder" = 16,
+    rows_for: Callable[[int, int], int] | None = None,
+    even: bool = False,
+    global_batch: int | None = None,
+    first_row: int = 0,
+) -> dict:
     """A padded batch (`<column>_ids/_mask` [B, L], `<column>_fp` [B]) -> the packed batch above.
 
     `buckets`: allowed row lengths (sorted; the last is max_seq_length). Rows per shard: the ladder
@@ -190,8 +206,9 @@ def pack_batch(batch: Mapping[str, object], n_shards: int, buckets: Sequence[int
     mask = np.stack([np.asarray(batch[f"{c}_mask"]) for c in columns]).astype(bool)
     n_cols, n_rows, _ = ids.shape
     lengths = mask.sum(axis=2)  # [C, B]; texts are left-aligned, as the input pipeline pads them
-    source, shard_lengths, placements, rows, row_len = place_texts(lengths, n_shards, buckets, min_row_length,
-                                                                   row_steps, rows_for, even)
+    source, shard_lengths, placements, rows, row_len = place_texts(
+        lengths, n_shards, buckets, min_row_length, row_steps, rows_for, even
+    )
 
     out_ids, out_pos, out_text = (np.full((n_shards, rows, row_len), fill, np.int32) for fill in _fills(pad_id))
     src_ids = ids.reshape(n_cols * n_rows, -1)[source]  # [S, T, L]

@@ -3,6 +3,7 @@
 No TensorFlow here: the input pipeline hands over flat token ids plus lengths, and these functions
 pick the bucket length, pad, build masks, fold fingerprints and drop in-batch duplicate texts.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence

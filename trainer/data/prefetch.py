@@ -4,6 +4,7 @@ The trainer's batches are assembled (and packed) in numpy while the accelerator 
 step; TensorFlow and numpy release the GIL for the heavy parts, so one thread overlaps them well.
 An exception on the thread reaches the consumer at its next `get`, with its traceback.
 """
+
 from __future__ import annotations
 
 import queue
@@ -15,8 +16,9 @@ class Prefetcher:
     """Calls `make()` on a thread, keeping up to `depth` results ready; `get()` returns them in order.
     `start()` runs once on the thread before the first `make()` (e.g. opening streams concurrently)."""
 
-    def __init__(self, make: Callable[[], Any], depth: int, start: Callable[[], None] | None = None,
-                 name: str = "prefetch"):
+    def __init__(
+        self, make: Callable[[], Any], depth: int, start: Callable[[], None] | None = None, name: str = "prefetch"
+    ):
         if depth < 1:
             raise ValueError(f"prefetch depth must be >= 1, got {depth}")
         self._make, self._start = make, start

@@ -6,15 +6,15 @@ is two integers. A reader made from a saved position re-creates the tf.data stre
 holding it (trainer/data/records.py skips the raw records before it, without parsing them) and
 continues with exactly the examples an uninterrupted run would have taken.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from trainer.data import padding
+from trainer.data import padding, records
 from trainer.data.padding import ID_KEYS
-from trainer.data import records
 from trainer.data.records import CorpusStream
 
 

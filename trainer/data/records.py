@@ -13,6 +13,7 @@ Per corpus, on one host:
 Everything here is a pure function of (seed, corpus, host, epoch, position): the data order repeats
 exactly, and a resumed run re-creates a stream from two integers (trainer/data/reader.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -90,37 +91,49 @@ def draw_chunk(corpus: CorpusStream, raw, draw_key, max_len: int | None):
     without negatives gets empty ones. u[:, 0..3] are per-record uniforms: first member / positive /
     negative choice / swap coin; each positive (negative) of a record is drawn with equal chance."""
     fmt, name = corpus.format, corpus.name
-    spec = {k: tf.io.RaggedFeature(v.dtype, row_splits_dtype=tf.int64) for k, v in record_schema.tf_feature_spec().items()}
+    spec = {
+        k: tf.io.RaggedFeature(v.dtype, row_splits_dtype=tf.int64) for k, v in record_schema.tf_feature_spec().items()
+    }
     p = tf.io.parse_example(raw, spec)
     ids, lengths, roles, fingerprints = (p[k] for k in record_schema.FEATURE_NAMES)
     n_texts = lengths.row_lengths()
     checks = [
-        tf.debugging.assert_equal(tf.reduce_sum(lengths, axis=1), ids.row_lengths(),
-                                  message=f"corpus {name}: corrupt record (lengths do not add up to input_ids)"),
+        tf.debugging.assert_equal(
+            tf.reduce_sum(lengths, axis=1),
+            ids.row_lengths(),
+            message=f"corpus {name}: corrupt record (lengths do not add up to input_ids)",
+        ),
         tf.debugging.assert_equal(roles.row_lengths(), n_texts, message=f"corpus {name}: corrupt record (roles)"),
-        tf.debugging.assert_equal(fingerprints.row_lengths(), n_texts,
-                                  message=f"corpus {name}: corrupt record (fingerprints)"),
+        tf.debugging.assert_equal(
+            fingerprints.row_lengths(), n_texts, message=f"corpus {name}: corrupt record (fingerprints)"
+        ),
     ]
     n = tf.shape(raw)[0]
     u = tf.random.stateless_uniform([n, 4], seed=draw_key, dtype=tf.float32)
     zero = tf.zeros([n], tf.int64)
     neg = None
     if fmt.selection == "two_members":  # set: two distinct members
-        checks.append(tf.debugging.assert_greater_equal(
-            n_texts, tf.constant(2, tf.int64), message=f"corpus {name}: a set record has fewer than 2 members"))
+        checks.append(
+            tf.debugging.assert_greater_equal(
+                n_texts, tf.constant(2, tf.int64), message=f"corpus {name}: a set record has fewer than 2 members"
+            )
+        )
         anc = _pick(u[:, 0], n_texts)
         pos = _pick(u[:, 1], n_texts - 1)
         pos = pos + tf.cast(pos >= anc, tf.int64)
     else:  # [ANCHOR, POSITIVE..., NEGATIVE...], one positive[, one negative] drawn: a pair or triplet
         # record from a list line has one of each (texts 0, 1[, 2]); from an object line, maybe more
         n_pos = tf.reduce_sum(tf.cast(roles == fmt.positive_role, tf.int64), axis=1)
-        checks.append(tf.debugging.assert_positive(n_pos, message=f"corpus {name}: a {fmt.name} record has no positive"))
+        checks.append(
+            tf.debugging.assert_positive(n_pos, message=f"corpus {name}: a {fmt.name} record has no positive")
+        )
         anc = zero
         pos = 1 + _pick(u[:, 1], n_pos)
         if fmt.has_negative:
             n_neg = tf.reduce_sum(tf.cast(roles == fmt.negative_role, tf.int64), axis=1)
-            checks.append(tf.debugging.assert_positive(
-                n_neg, message=f"corpus {name}: a {fmt.name} record has no negative"))
+            checks.append(
+                tf.debugging.assert_positive(n_neg, message=f"corpus {name}: a {fmt.name} record has no negative")
+            )
             neg = 1 + n_pos + _pick(u[:, 2], n_neg)
     if corpus.symmetric:
         swap = u[:, 3] < 0.5
@@ -137,9 +150,13 @@ def draw_chunk(corpus: CorpusStream, raw, draw_key, max_len: int | None):
             continue
         idx = first + local
         if not corpus.symmetric or col == "negative":
-            role_checks.append(tf.debugging.assert_equal(
-                tf.gather(roles.flat_values, idx), tf.constant(role, tf.int64),
-                message=f"corpus {name}: record roles do not match record format {fmt.name}"))
+            role_checks.append(
+                tf.debugging.assert_equal(
+                    tf.gather(roles.flat_values, idx),
+                    tf.constant(role, tf.int64),
+                    message=f"corpus {name}: record roles do not match record format {fmt.name}",
+                )
+            )
         picked = tf.gather(texts, idx)
         if max_len is None:
             out += [tf.cast(picked.flat_values, tf.int32), tf.cast(picked.row_lengths(), tf.int32)]
@@ -179,7 +196,10 @@ def corpus_chunks(corpus: CorpusStream, start_epoch: int, skip: int, opts: Strea
         parallel = dict(num_parallel_calls=cycle, deterministic=True) if cycle > 1 else {}
         records = tf.data.Dataset.from_tensor_slices(tf.gather(files, order)).interleave(
             no_autograph(lambda f: tf.data.TFRecordDataset(f, compression_type=opts.compression, buffer_size=1 << 20)),
-            cycle_length=cycle, block_length=1, **parallel)
+            cycle_length=cycle,
+            block_length=1,
+            **parallel,
+        )
         if corpus.shard_records:
             records = records.shard(opts.process_count, opts.process_index)
         shuffle_seed = _fold(base, 2, epoch, opts.process_index)[0]

@@ -9,6 +9,7 @@ per corpus, log-normal token counts per column, from the manifest's measured p50
 (`manifest_profiles`) or the planner's stated table (trainer/plan/length_profiles.py). A pure
 function of the profiles and the config: every host and the planner get the same rungs. Numpy only.
 """
+
 from __future__ import annotations
 
 import collections
@@ -74,8 +75,9 @@ def manifest_profiles(manifest: Manifest) -> list[CorpusProfile]:
             continue
         p50 = max(float(tl["p50"]), 1.0)
         sigma = max(math.log(max(float(tl["p95"]), p50) / p50) / _Z95, 0.05)
-        out.append(CorpusProfile(c.name, c.record_format, c.weight,
-                                 (ColumnProfile(p50, sigma),) * n_columns(c.record_format)))
+        out.append(
+            CorpusProfile(c.name, c.record_format, c.weight, (ColumnProfile(p50, sigma),) * n_columns(c.record_format))
+        )
     return out
 
 
@@ -89,8 +91,14 @@ def sample_lengths(profile: CorpusProfile, n: int, rng: np.random.Generator, max
     return np.clip(np.rint(draws) + prompt, min(3, max_seq_length), max_seq_length).astype(np.int64)
 
 
-def step_lengths(profiles: Sequence[CorpusProfile], schedule: CorpusSchedule, step: int, batch_size: int,
-                 max_seq_length: int, seed: int = 0) -> np.ndarray:
+def step_lengths(
+    profiles: Sequence[CorpusProfile],
+    schedule: CorpusSchedule,
+    step: int,
+    batch_size: int,
+    max_seq_length: int,
+    seed: int = 0,
+) -> np.ndarray:
     """Token counts [C, batch_size] of batch `step`: its corpus's profile (a mixed batch: each slot's
     corpus, anchor and positive only, as the input pipeline builds it), drawn from (seed, step)."""
     rng = np.random.default_rng([_STREAM_TAG, seed & 0xFFFFFFFFFFFFFFFF, int(step)])
@@ -105,8 +113,14 @@ def step_lengths(profiles: Sequence[CorpusProfile], schedule: CorpusSchedule, st
     return out
 
 
-def simulate_needs(profiles: Sequence[CorpusProfile], cfg, n_shards: int, steps: int = 10_000, seed: int = 0,
-                   exact_packer: bool = False) -> tuple[list[Need], list[np.ndarray]]:
+def simulate_needs(
+    profiles: Sequence[CorpusProfile],
+    cfg,
+    n_shards: int,
+    steps: int = 10_000,
+    seed: int = 0,
+    exact_packer: bool = False,
+) -> tuple[list[Need], list[np.ndarray]]:
     """Replays `steps` steps of cfg's corpus schedule (cfg.seed) with lengths drawn from `profiles`
     (seed): each batch's Need, and its token counts [C, B]."""
     if not profiles:
@@ -162,24 +176,35 @@ def fit_rungs(needed: dict[int, int], programs: int, top: int, grow=lambda r: r)
     return sorted(rungs), costs
 
 
-def fit_ladder(profiles: Sequence[CorpusProfile], cfg, n_shards: int, programs: int,
-               steps: int = FIT_STEPS, needs: Sequence[Need] | None = None) -> RowLadder:
+def fit_ladder(
+    profiles: Sequence[CorpusProfile],
+    cfg,
+    n_shards: int,
+    programs: int,
+    steps: int = FIT_STEPS,
+    needs: Sequence[Need] | None = None,
+) -> RowLadder:
     """A RowLadder of `programs` row counts in all, fitted to `steps` simulated batches (seed 0): per
     (kind, row length) the rungs `fit_rungs` gives, and the rungs shared out over the groups to pad the
     fewest token slots; each group's last rung is what its fullest possible batch needs (every text
     at the row length: one per row), so the fitted rungs cover every batch. A pure function of the
     profiles (the manifest or the stated table) and cfg: every host and the planner get the same.
     `needs`: simulate_needs(profiles, cfg, n_shards, >= steps, seed=0)'s, when already at hand."""
-    needs = needs[:steps] if needs is not None and len(needs) >= steps else \
-        simulate_needs(profiles, cfg, n_shards, steps, seed=0)[0]
+    needs = (
+        needs[:steps]
+        if needs is not None and len(needs) >= steps
+        else simulate_needs(profiles, cfg, n_shards, steps, seed=0)[0]
+    )
     chunking = Chunking.from_config(cfg, n_shards)
     groups: dict[tuple[int, int], collections.Counter] = collections.defaultdict(collections.Counter)
     for n in needs:
         if n.packed:
             groups[(n.columns, n.length)][n.rows] += 1
     if programs < len(groups):
-        raise ValueError(f"--pack_programs={programs}: the data needs at least {len(groups)} programs "
-                         f"(one per batch kind and row length)")
+        raise ValueError(
+            f"--pack_programs={programs}: the data needs at least {len(groups)} programs "
+            f"(one per batch kind and row length)"
+        )
     per_device = cfg.batch_size // n_shards
     fits = {}
     for (c, length), needed in sorted(groups.items()):
@@ -199,8 +224,9 @@ def fit_ladder(profiles: Sequence[CorpusProfile], cfg, n_shards: int, programs: 
     rungs = {}
     for (c, length), k in share.items():
         top = max(c * per_device, max(groups[(c, length)]))
-        found, _ = fit_rungs(dict(groups[(c, length)]), k, top,
-                             lambda r, length=length: chunking.packed_rows(r, length))
+        found, _ = fit_rungs(
+            dict(groups[(c, length)]), k, top, lambda r, length=length: chunking.packed_rows(r, length)
+        )
         rungs[(c, length)] = tuple(sorted({chunking.packed_rows(r, length) for r in found}))
     return RowLadder(cfg.pack_row_steps, rungs)
 

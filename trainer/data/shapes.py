@@ -11,6 +11,7 @@ at, the packer the run applies, and the shape the hosts of a multi-host run agre
 trainer/multihost.py). Nothing here compiles or runs on a device; the planner (trainer/plan/) counts
 programs with the same rules.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -132,7 +133,7 @@ def bin_count(lengths: np.ndarray, capacity: int) -> int:
     compares them) and 3-20x faster than the item-by-item loop: a 10,000-step reference simulation
     takes ~12 s instead of ~45 s (2 CPU cores)."""
     hist = np.bincount(np.asarray(lengths, np.int64).ravel(), minlength=capacity + 1)
-    if hist.size > capacity + 1 and hist[capacity + 1:].any():
+    if hist.size > capacity + 1 and hist[capacity + 1 :].any():
         raise ValueError(f"a text is longer than the row length {capacity}")
     free = [0] * (capacity + 1)  # free space -> open bins
     spaces: list[int] = []  # free spaces with open bins, ascending
@@ -144,7 +145,7 @@ def bin_count(lengths: np.ndarray, capacity: int) -> int:
                 bisect.insort(spaces, space)
             free[space] += m
 
-    for n in np.flatnonzero(hist[1:capacity + 1])[::-1].tolist():  # longest first; empty texts take no bin
+    for n in np.flatnonzero(hist[1 : capacity + 1])[::-1].tolist():  # longest first; empty texts take no bin
         n += 1
         k = int(hist[n])
         i = bisect.bisect_left(spaces, n)
@@ -203,12 +204,12 @@ def batch_need(lengths: np.ndarray, cfg, n_shards: int, buckets: Sequence[int], 
     if not cfg.packing:
         return Need(kind, False, bucket_length(int(lengths.max(initial=0)), buckets), 0, 0, real, real_sq)
     if exact_packer:
-        _, _, placements, _, row_len = place_texts(lengths, n_shards, buckets, cfg.pack_min_row_length, 1,
-                                                   even=cfg.pack_even_cores)
+        _, _, placements, _, row_len = place_texts(
+            lengths, n_shards, buckets, cfg.pack_min_row_length, 1, even=cfg.pack_even_cores
+        )
         bins = [p[2] for p in placements]
     else:
-        row_len = bucket_length(min(max(int(lengths.max(initial=0)), cfg.pack_min_row_length), buckets[-1]),
-                                buckets)
+        row_len = bucket_length(min(max(int(lengths.max(initial=0)), cfg.pack_min_row_length), buckets[-1]), buckets)
         _, shard_lengths = deal_texts(lengths, n_shards, cfg.pack_even_cores)
         bins = [bin_count(x, row_len) for x in shard_lengths]
     return Need(kind, True, row_len, max(bins), sum(bins), real, real_sq)
@@ -223,8 +224,15 @@ def need_shape(need: Need, cfg, n_shards: int, chunking: Chunking, ladder: RowLa
     return Shape(need.kind, False, cfg.batch_size // n_shards, need.length, cfg.batch_size // chunk if chunk else 1)
 
 
-def batch_shape(lengths: np.ndarray, cfg, n_shards: int, chunking: Chunking, buckets: Sequence[int],
-                exact_packer: bool = False, ladder: RowLadder | None = None) -> Shape:
+def batch_shape(
+    lengths: np.ndarray,
+    cfg,
+    n_shards: int,
+    chunking: Chunking,
+    buckets: Sequence[int],
+    exact_packer: bool = False,
+    ladder: RowLadder | None = None,
+) -> Shape:
     """The program shape of one batch of token counts [C, B] (`ladder` default: pack_row_steps')."""
     ladder = ladder or RowLadder(cfg.pack_row_steps)
     return need_shape(batch_need(lengths, cfg, n_shards, buckets, exact_packer), cfg, n_shards, chunking, ladder)
@@ -236,8 +244,18 @@ def worst_shapes(cfg, n_shards: int, ladder: RowLadder | None = None) -> list[Sh
     when nothing is chunked."""
     chunking = Chunking.from_config(cfg, n_shards)
     buckets = effective_buckets(cfg.bucket_lengths, cfg.max_seq_length)
-    return [batch_shape(np.full((c, cfg.batch_size), cfg.max_seq_length, np.int64), cfg, n_shards, chunking, buckets,
-                        exact_packer=True, ladder=ladder) for c in (2, 3)]
+    return [
+        batch_shape(
+            np.full((c, cfg.batch_size), cfg.max_seq_length, np.int64),
+            cfg,
+            n_shards,
+            chunking,
+            buckets,
+            exact_packer=True,
+            ladder=ladder,
+        )
+        for c in (2, 3)
+    ]
 
 
 def largest_unchunked_shape(cfg, n_shards: int, kind: str, ladder: RowLadder | None = None) -> Shape | None:
@@ -281,8 +299,9 @@ def memory_check_shapes(cfg, n_shards: int, ladder: RowLadder | None = None) -> 
     return out
 
 
-def batch_packer(cfg: Any, n_shards: int, local_shards: int, pad_id: int, ladder: RowLadder | None = None,
-                 process_index: int = 0) -> Callable[[dict], dict]:
+def batch_packer(
+    cfg: Any, n_shards: int, local_shards: int, pad_id: int, ladder: RowLadder | None = None, process_index: int = 0
+) -> Callable[[dict], dict]:
     """padded batch -> packed batch as the step expects it: this host's `local_shards` devices as the
     shards, row lengths from cfg's buckets, rows from `ladder` (the run's: trainer/data/row_fit.py
     row_ladder; default: pack_row_steps') grown for the memory plan's chunks, texts dealt evenly over
@@ -293,9 +312,19 @@ def batch_packer(cfg: Any, n_shards: int, local_shards: int, pad_id: int, ladder
 
     def pack(batch: dict) -> dict:
         rows = np.shape(batch["anchor_fp"])[0]
-        return pack_batch(batch, local_shards, buckets, cfg.pack_min_row_length, pad_id,
-                          ladder if ladder is not None else cfg.pack_row_steps, chunking.packed_rows,
-                          even=cfg.pack_even_cores, global_batch=rows * hosts, first_row=process_index * rows)
+        return pack_batch(
+            batch,
+            local_shards,
+            buckets,
+            cfg.pack_min_row_length,
+            pad_id,
+            ladder if ladder is not None else cfg.pack_row_steps,
+            chunking.packed_rows,
+            even=cfg.pack_even_cores,
+            global_batch=rows * hosts,
+            first_row=process_index * rows,
+        )
+
     return pack
 
 

@@ -11,6 +11,7 @@ command line (trainer/cli.py: set-ir-eval, python -m trainer.cli ir-eval). A que
 prompt, when given, are prepended to the texts before tokenizing, as sentence-transformers'
 `encode(prompt=...)` does (its evaluator's query_prompt_name / corpus_prompt_name).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -18,16 +19,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from trainer.model.encode import encode_ids, tokenize
 from trainer.evaluators.ir_data import BeirDataset, read_beir
+from trainer.model.encode import encode_ids, tokenize
 from trainer.train.matryoshka import dim_metric, truncate
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "map@100")
 MAX_K = 100
 
 
-def rank_corpus(queries: np.ndarray, corpus: np.ndarray, corpus_ids: Sequence[str], k: int = MAX_K,
-                chunk: int = 50_000) -> np.ndarray:
+def rank_corpus(
+    queries: np.ndarray, corpus: np.ndarray, corpus_ids: Sequence[str], k: int = MAX_K, chunk: int = 50_000
+) -> np.ndarray:
     """Indices [Q, min(k, N)] of each query's best corpus rows, best first: by score (a dot product of
     normalised embeddings), then by ascending corpus id."""
     n = len(corpus_ids)
@@ -37,7 +39,7 @@ def rank_corpus(queries: np.ndarray, corpus: np.ndarray, corpus_ids: Sequence[st
     q = np.asarray(queries, np.float32)
     best_i, best_s = np.zeros((len(q), 0), np.int64), np.zeros((len(q), 0), np.float32)
     for start in range(0, n, chunk):
-        s = q @ np.asarray(corpus[start:start + chunk], np.float32).T
+        s = q @ np.asarray(corpus[start : start + chunk], np.float32).T
         kk = min(k, s.shape[1])
         top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
         # argpartition cuts ties at the k-th score arbitrarily: such rows choose among the tied by id.
@@ -57,7 +59,7 @@ def ir_metrics(ranked: np.ndarray, data: BeirDataset) -> dict[str, float]:
     hits = np.zeros((len(data.query_ids), MAX_K), bool)
     for row, (qid, ranking) in enumerate(zip(data.query_ids, ranked)):
         relevant = data.relevant[qid]
-        hits[row, :ranking.shape[0]] = [data.corpus_ids[j] in relevant for j in ranking[:MAX_K]]
+        hits[row, : ranking.shape[0]] = [data.corpus_ids[j] in relevant for j in ranking[:MAX_K]]
     n_rel = np.array([len(data.relevant[q]) for q in data.query_ids])
     discount = 1.0 / np.log2(np.arange(10) + 2.0)
     ndcg = (hits[:, :10] @ discount) / np.cumsum(discount)[np.minimum(n_rel, 10) - 1]
@@ -69,30 +71,42 @@ def ir_metrics(ranked: np.ndarray, data: BeirDataset) -> dict[str, float]:
     return {name: float(v.mean()) for name, v in zip(METRICS, (ndcg, mrr, recall, ap))}
 
 
-def embedder(model, variables: Any, pad_id: int, batch_size: int, max_seq_length: int,
-             progress: bool = False) -> Callable[[list[list[int]], str], np.ndarray]:
+def embedder(
+    model, variables: Any, pad_id: int, batch_size: int, max_seq_length: int, progress: bool = False
+) -> Callable[[list[list[int]], str], np.ndarray]:
     """embed(token ids, label) -> embeddings, in slices of 16 batches so a progress bar (stderr) can move.
     The texts are sorted by length (longest first) before they are sliced, so each slice's calls pad as
     little as one pass over the whole set would (a slice of texts in file order spans every length)."""
+
     def embed(ids: list[list[int]], label: str) -> np.ndarray:
         order = np.argsort([-len(x) for x in ids], kind="stable")
         step = batch_size * 16
         out = np.empty((len(ids), model.config.hidden_size), np.float32)
         with tqdm(total=len(ids), desc=label, unit="text", disable=not progress) as bar:
             for i in range(0, len(ids), step):
-                part = order[i:i + step]
+                part = order[i : i + step]
                 out[part] = encode_ids(model, variables, [ids[j] for j in part], pad_id, batch_size, max_seq_length)
                 bar.update(len(part))
         return out
+
     return embed
 
 
 class IrEvaluator:
     """eval/ir/<name>/{ndcg@10, mrr@10, recall@100, map@100} per BEIR directory, on given parameters."""
 
-    def __init__(self, model, tokenizer, sets: Sequence[str | BeirDataset], max_seq_length: int,
-                 batch_size: int = 64, split: str = "test", query_prompt: str = "", corpus_prompt: str = "",
-                 dims: Sequence[int] = ()):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        sets: Sequence[str | BeirDataset],
+        max_seq_length: int,
+        batch_size: int = 64,
+        split: str = "test",
+        query_prompt: str = "",
+        corpus_prompt: str = "",
+        dims: Sequence[int] = (),
+    ):
         """`sets`: BEIR directories (read with `split`'s qrels) or data sets already read; the prompts
         are prepended to every query / document (counting toward max_seq_length); `dims`: Matryoshka
         sizes `run` reports besides the full one (trainer/train/matryoshka.py)."""
@@ -103,15 +117,21 @@ class IrEvaluator:
         self.sets = []
         for path in sets:
             data = path if isinstance(path, BeirDataset) else read_beir(path, split)
-            self.sets.append((data, tokenize(tokenizer, [query_prompt + t for t in data.queries], self.max_seq_length),
-                              tokenize(tokenizer, [corpus_prompt + t for t in data.corpus], self.max_seq_length)))
+            self.sets.append(
+                (
+                    data,
+                    tokenize(tokenizer, [query_prompt + t for t in data.queries], self.max_seq_length),
+                    tokenize(tokenizer, [corpus_prompt + t for t in data.corpus], self.max_seq_length),
+                )
+            )
 
     def evaluate(self, params: Any, progress: bool = False) -> dict[str, dict[str, float]]:
         """Set name -> metrics; `params` as the model's apply takes them ({"params": ...})."""
         return self.evaluate_sizes(params, (None,), progress)[None]
 
-    def evaluate_sizes(self, params: Any, dims: Sequence[int | None], progress: bool = False
-                       ) -> dict[int | None, dict[str, dict[str, float]]]:
+    def evaluate_sizes(
+        self, params: Any, dims: Sequence[int | None], progress: bool = False
+    ) -> dict[int | None, dict[str, dict[str, float]]]:
         """Size (None: the full embedding; else a Matryoshka size) -> set name -> metrics; each set is
         embedded once."""
         embed = embedder(self.model, params, self.pad_id, self.batch_size, self.max_seq_length, progress)
@@ -126,5 +146,9 @@ class IrEvaluator:
     def run(self, params: Any) -> dict[str, float]:
         """eval/ir/<set>/<metric>, and eval/dim<d>/ir/<set>/<metric> per Matryoshka size of `dims`."""
         per_dim = self.evaluate_sizes({"params": params}, self.dims)
-        return {dim_metric(f"eval/ir/{name}/{k}", dim): v
-                for dim, sets in per_dim.items() for name, m in sets.items() for k, v in m.items()}
+        return {
+            dim_metric(f"eval/ir/{name}/{k}", dim): v
+            for dim, sets in per_dim.items()
+            for name, m in sets.items()
+            for k, v in m.items()
+        }

@@ -12,6 +12,7 @@ keeps them, so that the metrics are over the same sets; they are counted and log
 missing from the corpus still count in recall's denominator, as in that evaluator. Every malformed
 line is a BeirFormatError (a UserError) naming the file and line.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,7 +22,6 @@ import logging
 from pipeline import storage
 from pipeline.user_errors import UserError
 from trainer.config import ir_dataset_name
-
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,10 @@ class BeirDataset:
 
 def _jsonl(path: str, fields: tuple[str, ...]) -> dict[str, dict]:
     if not storage.exists(path):
-        raise BeirFormatError(f"no {path.rsplit('/', 1)[-1]} at {path} (a BEIR directory has corpus.jsonl, "
-                              "queries.jsonl and qrels/<split>.tsv)")
+        raise BeirFormatError(
+            f"no {path.rsplit('/', 1)[-1]} at {path} (a BEIR directory has corpus.jsonl, "
+            "queries.jsonl and qrels/<split>.tsv)"
+        )
     out: dict[str, dict] = {}
     with storage.open_file(path, "r", encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
@@ -55,10 +57,15 @@ def _jsonl(path: str, fields: tuple[str, ...]) -> dict[str, dict]:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise BeirFormatError(f"{path}:{lineno}: not JSON ({e.msg})") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("_id"), (str, int)) or not all(
-                    isinstance(rec.get(k) or "", str) for k in fields):
-                raise BeirFormatError(f"{path}:{lineno}: expected an object with a string \"_id\" and string "
-                                      f"{', '.join(repr(k) for k in fields)}")
+            if (
+                not isinstance(rec, dict)
+                or not isinstance(rec.get("_id"), (str, int))
+                or not all(isinstance(rec.get(k) or "", str) for k in fields)
+            ):
+                raise BeirFormatError(
+                    f'{path}:{lineno}: expected an object with a string "_id" and string '
+                    f"{', '.join(repr(k) for k in fields)}"
+                )
             key = str(rec["_id"])
             if key in out:
                 raise BeirFormatError(f"{path}:{lineno}: _id {key!r} repeats line {out[key]['line']}")
@@ -77,8 +84,9 @@ def read_qrels(path: str) -> dict[str, set[str]]:
             if not line.strip():
                 continue
             if len(cols) != 3:
-                raise BeirFormatError(f"{path}:{lineno}: expected 3 tab-separated columns (query-id, corpus-id, "
-                                      f"score), found {len(cols)}")
+                raise BeirFormatError(
+                    f"{path}:{lineno}: expected 3 tab-separated columns (query-id, corpus-id, score), found {len(cols)}"
+                )
             try:
                 score = float(cols[2])
             except ValueError:
@@ -101,14 +109,29 @@ def read_beir(path: str, split: str = "test") -> BeirDataset:
     query_text = {k: (q.get("text") or "") for k, q in queries.items()}
     query_ids = [k for k in query_text if relevant.get(k)]
     if not query_ids or not corpus:
-        raise BeirFormatError(f"{path}: no query of queries.jsonl has a relevant document in qrels/{split}.tsv"
-                              if corpus else f"{path}: corpus.jsonl has no documents")
-    data = BeirDataset(ir_dataset_name(path), list(corpus), list(corpus.values()), query_ids,
-                       [query_text[k] for k in query_ids], {k: relevant[k] for k in query_ids},
-                       empty_documents=sum(not t for t in corpus.values()),
-                       empty_queries=sum(not query_text[k] for k in query_ids))
+        raise BeirFormatError(
+            f"{path}: no query of queries.jsonl has a relevant document in qrels/{split}.tsv"
+            if corpus
+            else f"{path}: corpus.jsonl has no documents"
+        )
+    data = BeirDataset(
+        ir_dataset_name(path),
+        list(corpus),
+        list(corpus.values()),
+        query_ids,
+        [query_text[k] for k in query_ids],
+        {k: relevant[k] for k in query_ids},
+        empty_documents=sum(not t for t in corpus.values()),
+        empty_queries=sum(not query_text[k] for k in query_ids),
+    )
     if data.empty_documents or data.empty_queries:
-        log.warning("%s: %d empty document(s) of %d and %d empty query(ies) of %d kept and ranked, as "
-                    "sentence-transformers' evaluator does", path, data.empty_documents, len(data.corpus),
-                    data.empty_queries, len(query_ids))
+        log.warning(
+            "%s: %d empty document(s) of %d and %d empty query(ies) of %d kept and ranked, as "
+            "sentence-transformers' evaluator does",
+            path,
+            data.empty_documents,
+            len(data.corpus),
+            data.empty_queries,
+            len(query_ids),
+        )
     return data

@@ -13,6 +13,7 @@ and no network, say) does not stop the others; its cause is returned and logged.
 `mteb` is not a dependency of this project (`pip install mteb`, or the `.[mteb]` extra); this module
 imports it only when a spec names tasks.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,12 +34,15 @@ class MtebTaskError(UserError):
 
 
 INSTALL_HINT = "pip install mteb, or pip install -e '.[mteb]' in a checkout"
+
+
 def _import_mteb():
     try:
         import mteb
     except ImportError as e:
-        raise MtebTaskError(f"--mteb_tasks needs the mteb package, which is not importable ({e}): "
-                          f"{INSTALL_HINT}") from None
+        raise MtebTaskError(
+            f"--mteb_tasks needs the mteb package, which is not importable ({e}): {INSTALL_HINT}"
+        ) from None
     return mteb
 
 
@@ -72,8 +76,10 @@ def resolve_tasks(spec: str) -> list:
         try:
             tasks.extend(mteb.get_tasks(tasks=[entry]))
         except KeyError as e:  # mteb's message: "KeyError: 'X' not found. Did you mean: 'Y'?"
-            raise MtebTaskError(f"--mteb_tasks: {entry!r} is not an MTEB task of mteb {mteb.__version__} "
-                              f"({str(e.args[0]).removeprefix('KeyError: ')})") from None
+            raise MtebTaskError(
+                f"--mteb_tasks: {entry!r} is not an MTEB task of mteb {mteb.__version__} "
+                f"({str(e.args[0]).removeprefix('KeyError: ')})"
+            ) from None
     names = [t.metadata.name for t in tasks]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -91,8 +97,11 @@ class MtebRun:
 
     def summary(self) -> str:
         """One line: each task's main score per split, the failed tasks, where mteb's files are."""
-        scores = [f"{k.removeprefix('mteb/').removesuffix('/main_score')} {v:.4f}"
-                  for k, v in self.metrics.items() if k.endswith("/main_score")]
+        scores = [
+            f"{k.removeprefix('mteb/').removesuffix('/main_score')} {v:.4f}"
+            for k, v in self.metrics.items()
+            if k.endswith("/main_score")
+        ]
         failed = f"; failed: {', '.join(self.failures)}" if self.failures else ""
         return f"MTEB: {', '.join(scores) or 'no task ran'}{failed} (mteb's results: {self.results_dir})"
 
@@ -115,13 +124,15 @@ def _model(mteb, model_dir: str, step: int):
 
     model = mteb.SentenceTransformerEncoderWrapper(SentenceTransformer(storage.local_dir(model_dir)))
     name = os.path.basename(model_dir.rstrip("/")) or "model"
-    model.mteb_model_meta = model.mteb_model_meta.model_copy(update={"name": f"local/{name}",
-                                                                     "revision": f"step-{step}"})
+    model.mteb_model_meta = model.mteb_model_meta.model_copy(
+        update={"name": f"local/{name}", "revision": f"step-{step}"}
+    )
     return model
 
 
-def run_tasks(tasks: Sequence, model_dir: str, results_dir: str, step: int, batch_size: int = 32,
-              progress: bool = False) -> MtebRun:
+def run_tasks(
+    tasks: Sequence, model_dir: str, results_dir: str, step: int, batch_size: int = 32, progress: bool = False
+) -> MtebRun:
     """Runs each task on the SentenceTransformers directory `model_dir` (local or gs://); mteb writes
     its result files under `results_dir` (local or gs://): results/local__<model dir name>/step-<step>/.
     The model's prompts (config_sentence_transformers.json) are used as mteb uses a model's prompts."""
@@ -141,9 +152,14 @@ def run_tasks(tasks: Sequence, model_dir: str, results_dir: str, step: int, batc
         cache = mteb.ResultCache(cache_path=local_results)
         for task in tasks:
             try:
-                result = mteb.evaluate(model, task, cache=cache, overwrite_strategy="always",
-                                       encode_kwargs={"batch_size": batch_size, "show_progress_bar": progress},
-                                       show_progress_bar=progress)
+                result = mteb.evaluate(
+                    model,
+                    task,
+                    cache=cache,
+                    overwrite_strategy="always",
+                    encode_kwargs={"batch_size": batch_size, "show_progress_bar": progress},
+                    show_progress_bar=progress,
+                )
                 if result.exceptions:  # with raise_error=True mteb raises; this is belt and braces
                     raise RuntimeError("; ".join(e.exception for e in result.exceptions))
                 for task_result in result.task_results:

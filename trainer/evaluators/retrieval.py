@@ -5,6 +5,7 @@ similarity (embeddings are L2-normalised, so a dot product). The metrics are pur
 evaluator reads the splits once (the first anchor and positive of each record, by the record
 format's rule in pipeline/record_schema.py) and embeds them with the parameters it is given.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -18,7 +19,9 @@ from trainer.model.encode import encode_ids
 from trainer.train.matryoshka import dim_metric, truncate
 
 
-def retrieval_metrics(anchors: np.ndarray, positives: np.ndarray, positive_fp: Sequence[int] | None = None) -> dict[str, float]:
+def retrieval_metrics(
+    anchors: np.ndarray, positives: np.ndarray, positive_fp: Sequence[int] | None = None
+) -> dict[str, float]:
     """anchors, positives: [N, H] normalised embeddings, row i of each a true pair.
 
     Duplicated positives (same fingerprint) count as correct for every anchor that owns one of them,
@@ -58,8 +61,9 @@ def validation_pairs(corpus: CorpusEntry, compression: str, max_examples: int, m
         try:
             a, p = corpus.format.first_pair(rec["roles"])
         except ValueError:
-            raise ValueError(f"corpus {corpus.name!r}: a validation record lacks an anchor or positive "
-                             f"(roles {rec['roles']})") from None
+            raise ValueError(
+                f"corpus {corpus.name!r}: a validation record lacks an anchor or positive (roles {rec['roles']})"
+            ) from None
         anchors.append(_cut(rec["texts"][a], max_seq_length))
         positives.append(_cut(rec["texts"][p], max_seq_length))
         if len(anchors) >= max_examples:
@@ -71,8 +75,15 @@ class RetrievalEvaluator:
     """Recall@1 and MRR@10 per corpus with a validation split (and their means), on given parameters;
     also at each Matryoshka size of `dims` (eval/dim<d>/..., trainer/train/matryoshka.py)."""
 
-    def __init__(self, model, manifest: Manifest, max_examples: int, max_seq_length: int, batch_size: int = 64,
-                 dims: Sequence[int] = ()):
+    def __init__(
+        self,
+        model,
+        manifest: Manifest,
+        max_examples: int,
+        max_seq_length: int,
+        batch_size: int = 64,
+        dims: Sequence[int] = (),
+    ):
         self.model, self.pad_id = model, manifest.pad_token_id
         self.max_seq_length, self.batch_size = max_seq_length, batch_size
         self.dims = (None,) + tuple(dims)
@@ -89,8 +100,9 @@ class RetrievalEvaluator:
         variables = {"params": params}
 
         def embed_ids(ids):
-            return encode_ids(self.model, variables, ids, self.pad_id, batch_size=self.batch_size,
-                              max_seq_length=self.max_seq_length)
+            return encode_ids(
+                self.model, variables, ids, self.pad_id, batch_size=self.batch_size, max_seq_length=self.max_seq_length
+            )
 
         out: dict[str, float] = {}
         for name, (anchors, positives, fingerprints) in self.splits.items():
@@ -102,5 +114,6 @@ class RetrievalEvaluator:
         for dim in self.dims if self.splits else ():
             for metric in ("recall@1", "mrr@10"):
                 out[dim_metric(f"eval/mean_{metric}", dim)] = float(
-                    np.mean([out[dim_metric(f"eval/{n}/{metric}", dim)] for n in self.splits]))
+                    np.mean([out[dim_metric(f"eval/{n}/{metric}", dim)] for n in self.splits])
+                )
         return out

@@ -6,6 +6,7 @@ contain stray quote characters. TensorFlow-free; `StsEvaluator` runs it on the t
 A prompt, when given, is prepended to both sentences of every pair before tokenizing (STS is
 symmetric), as sentence-transformers' `encode(prompt=...)` does.
 """
+
 from __future__ import annotations
 
 import csv
@@ -80,8 +81,16 @@ class StsEvaluator:
     size of `dims` (eval/dim<d>/sts_spearman); the file is read once. `prompt` is prepended to every
     sentence (counting toward max_seq_length)."""
 
-    def __init__(self, model, tokenizer, path: str, max_seq_length: int, batch_size: int = 64,
-                 dims: Sequence[int] = (), prompt: str = ""):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        path: str,
+        max_seq_length: int,
+        batch_size: int = 64,
+        dims: Sequence[int] = (),
+        prompt: str = "",
+    ):
         self.model, self.tokenizer = model, tokenizer
         self.max_seq_length, self.batch_size = max_seq_length, batch_size
         self.rows = read_sts(path)
@@ -90,8 +99,18 @@ class StsEvaluator:
         self.prompt = prompt
 
     def run(self, params: Any) -> dict[str, float]:
-        emb = encode(self.model, {"params": params}, self.tokenizer, [self.prompt + s for s in self.sentences],
-                     self.batch_size, self.max_seq_length)
+        emb = encode(
+            self.model,
+            {"params": params},
+            self.tokenizer,
+            [self.prompt + s for s in self.sentences],
+            self.batch_size,
+            self.max_seq_length,
+        )
         row = {s: i for i, s in enumerate(self.sentences)}
-        return {dim_metric("eval/sts_spearman", dim): sts_spearman(
-            lambda s, dim=dim: truncate(emb[[row[x] for x in s]], dim), self.rows) for dim in self.dims}
+        return {
+            dim_metric("eval/sts_spearman", dim): sts_spearman(
+                lambda s, dim=dim: truncate(emb[[row[x] for x in s]], dim), self.rows
+            )
+            for dim in self.dims
+        }

@@ -17,6 +17,7 @@ Retrieval runs on every corpus with a validation split; STS when `sts_dev` is se
 retrieval on each of `ir_eval`'s directories; MTEB tasks on the export when `mteb_tasks` names some.
 `evaluation_table` is what the log shows of the results; metrics.jsonl keeps them all.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -85,8 +86,9 @@ def chosen(cfg: TrainConfig) -> list[EvaluatorSpec]:
     """The entries of cfg.evaluators, in its order; a name not registered is a UserError."""
     unknown = [n for n in cfg.evaluators if n not in EVALUATORS]
     if unknown:
-        raise UserError(f"--evaluators: unknown evaluator(s) {', '.join(map(repr, unknown))}; registered: "
-                        f"{', '.join(EVALUATORS)}")
+        raise UserError(
+            f"--evaluators: unknown evaluator(s) {', '.join(map(repr, unknown))}; registered: {', '.join(EVALUATORS)}"
+        )
     return [EVALUATORS[n] for n in cfg.evaluators]
 
 
@@ -105,6 +107,7 @@ def path_fields() -> set[str]:
 
 # ------------------------------------------------------------------------------------- the built-in ones
 
+
 def _check_sts(cfg: TrainConfig, inputs: RunInputs) -> None:
     if cfg.sts_prompt_name:
         training_sts_prompt(cfg, inputs.manifest)  # the prompt name in the manifest's table
@@ -115,8 +118,10 @@ def _check_ir(cfg: TrainConfig, inputs: RunInputs) -> None:
 
     for d in cfg.ir_eval:
         if not storage.exists(storage.join(d, "corpus.jsonl")):
-            raise UserError(f"--ir_eval={d}: no corpus.jsonl there (a BEIR-format directory: corpus.jsonl, "
-                            "queries.jsonl, qrels/test.tsv)")
+            raise UserError(
+                f"--ir_eval={d}: no corpus.jsonl there (a BEIR-format directory: corpus.jsonl, "
+                "queries.jsonl, qrels/test.tsv)"
+            )
     if cfg.ir_query_prompt_name or cfg.ir_corpus_prompt_name:
         training_ir_prompts(cfg, inputs.manifest)
 
@@ -136,8 +141,9 @@ class MtebOnExport:
     def run_on_export(self, export_dir: str, step: int) -> dict[str, float]:
         from pipeline import storage
 
-        self.last = mteb_tasks.run_tasks(self.tasks, export_dir, storage.join(self.workdir, "mteb"), step,
-                                         progress=self.progress)
+        self.last = mteb_tasks.run_tasks(
+            self.tasks, export_dir, storage.join(self.workdir, "mteb"), step, progress=self.progress
+        )
         mteb_tasks.log.info("%s", self.last.summary())
         return self.last.metrics
 
@@ -158,26 +164,61 @@ def _build_retrieval(cfg: TrainConfig, setup: Setup) -> Any:
 
 
 register(EvaluatorSpec("retrieval", _build_retrieval))
-register(EvaluatorSpec("sts", lambda cfg, s: StsEvaluator(
-    s.model, s.tokenizer, cfg.sts_dev, cfg.max_seq_length, dims=s.dims, prompt=training_sts_prompt(cfg, s.manifest))
-    if cfg.sts_dev else None, _check_sts, path_fields=("sts_dev",)))
-register(EvaluatorSpec("ir", lambda cfg, s: IrEvaluator(
-    s.model, s.tokenizer, cfg.ir_eval, cfg.max_seq_length, dims=s.dims, **training_ir_prompts(cfg, s.manifest))
-    if cfg.ir_eval else None, _check_ir, path_fields=("ir_eval",)))
+register(
+    EvaluatorSpec(
+        "sts",
+        lambda cfg, s: (
+            StsEvaluator(
+                s.model,
+                s.tokenizer,
+                cfg.sts_dev,
+                cfg.max_seq_length,
+                dims=s.dims,
+                prompt=training_sts_prompt(cfg, s.manifest),
+            )
+            if cfg.sts_dev
+            else None
+        ),
+        _check_sts,
+        path_fields=("sts_dev",),
+    )
+)
+register(
+    EvaluatorSpec(
+        "ir",
+        lambda cfg, s: (
+            IrEvaluator(
+                s.model,
+                s.tokenizer,
+                cfg.ir_eval,
+                cfg.max_seq_length,
+                dims=s.dims,
+                **training_ir_prompts(cfg, s.manifest),
+            )
+            if cfg.ir_eval
+            else None
+        ),
+        _check_ir,
+        path_fields=("ir_eval",),
+    )
+)
 register(EvaluatorSpec("mteb", _build_mteb, lambda cfg, inputs: mteb_tasks.resolve_tasks(cfg.mteb_tasks)))
 
 
 # ------------------------------------------------------------------------------------- the suite
 
+
 class EvaluationSuite:
     """The chosen evaluators of a run, built once (each reads its data) and run on parameters and on
     the export."""
 
-    def __init__(self, cfg: TrainConfig, model, tokenizer, manifest: Manifest, workdir: str = "",
-                 progress: bool = False):
+    def __init__(
+        self, cfg: TrainConfig, model, tokenizer, manifest: Manifest, workdir: str = "", progress: bool = False
+    ):
         # Each evaluator reports the Matryoshka sizes too.
-        setup = Setup(model, tokenizer, manifest, eval_dims(cfg.matryoshka_dims, model.config.hidden_size), workdir,
-                      progress)
+        setup = Setup(
+            model, tokenizer, manifest, eval_dims(cfg.matryoshka_dims, model.config.hidden_size), workdir, progress
+        )
         built = [(spec.name, spec.build(cfg, setup)) for spec in chosen(cfg)]
         self.evaluators: list[Any] = [e for _, e in built if e is not None]
 

@@ -7,6 +7,7 @@ stripped text, as the job writes it and the loss compares): one anchor with all 
 line order, as sentence-transformers groups a dataset's rows by anchor. The pool is every distinct
 positive (by fingerprint), then the distinct texts of `--pool` files not already in it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,13 +45,24 @@ class ReadCounts:
     def reject(self, path: str, line_number: int, reason: str, detail: str, raw: bytes) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
         if len(self.examples) < EXAMPLES_KEPT:
-            self.examples.append({"file": path, "line_number": line_number, "reason": reason, "detail": detail,
-                                  "line": raw[:400].decode("utf-8", "replace")})
+            self.examples.append(
+                {
+                    "file": path,
+                    "line_number": line_number,
+                    "reason": reason,
+                    "detail": detail,
+                    "line": raw[:400].decode("utf-8", "replace"),
+                }
+            )
 
     def to_json(self) -> dict:
-        return {"files": self.files, "lines_read": self.lines_read, "accepted": self.accepted,
-                "rejected": {"total": sum(self.rejected.values()), "by_reason": dict(sorted(self.rejected.items()))},
-                "rejected_examples": self.examples}
+        return {
+            "files": self.files,
+            "lines_read": self.lines_read,
+            "accepted": self.accepted,
+            "rejected": {"total": sum(self.rejected.values()), "by_reason": dict(sorted(self.rejected.items()))},
+            "rejected_examples": self.examples,
+        }
 
 
 @dataclasses.dataclass
@@ -90,8 +102,9 @@ def _lines(files: Sequence[str], counts: ReadCounts, max_line_bytes: int):
             too_long = set(batch.too_long)
             for i, raw in enumerate(batch.lines):
                 if i in too_long:
-                    counts.reject(path, batch.first_line + i, parsing.LINE_TOO_LONG,
-                                  "line longer than --max_line_bytes", raw)
+                    counts.reject(
+                        path, batch.first_line + i, parsing.LINE_TOO_LONG, "line longer than --max_line_bytes", raw
+                    )
                 else:
                     yield path, batch.first_line + i, raw
 
@@ -121,8 +134,9 @@ def _add_text(texts: list[str], fps: list[int], index: dict[int, int], text: str
     return index[fp]
 
 
-def read_corpus(pattern: str, record_format: str = "pair", pool_pattern: str | None = None,
-                max_line_bytes: int = MAX_LINE_BYTES) -> MiningCorpus:
+def read_corpus(
+    pattern: str, record_format: str = "pair", pool_pattern: str | None = None, max_line_bytes: int = MAX_LINE_BYTES
+) -> MiningCorpus:
     """Reads `--input` (and `--pool`); a UserError when nothing usable is there."""
     if record_format not in MINABLE_FORMATS:
         raise UserError(f"--record_format={record_format}: mining reads {' or '.join(MINABLE_FORMATS)} lines")
@@ -155,8 +169,11 @@ def read_corpus(pattern: str, record_format: str = "pair", pool_pattern: str | N
                 if p not in positives[q]:
                     positives[q].append(p)
     if not counts.accepted:
-        why = (f"{counts.lines_read} line(s) read, all rejected ({', '.join(f'{k}: {v}' for k, v in sorted(counts.rejected.items()))})"
-               if counts.lines_read else "it is empty")
+        why = (
+            f"{counts.lines_read} line(s) read, all rejected ({', '.join(f'{k}: {v}' for k, v in sorted(counts.rejected.items()))})"
+            if counts.lines_read
+            else "it is empty"
+        )
         raise UserError(f"--input={pattern}: no usable {record_format} line: {why}")
     pool_counts = None
     if pool_pattern:
@@ -169,8 +186,16 @@ def read_corpus(pattern: str, record_format: str = "pair", pool_pattern: str | N
                 continue
             pool_counts.accepted += 1
             _add_text(pool, pool_fps, pool_index, text)
-    return MiningCorpus(queries, np.array(query_fps, np.int64), positives, pool, np.array(pool_fps, np.int64),
-                        max(rows), counts, pool_counts)
+    return MiningCorpus(
+        queries,
+        np.array(query_fps, np.int64),
+        positives,
+        pool,
+        np.array(pool_fps, np.int64),
+        max(rows),
+        counts,
+        pool_counts,
+    )
 
 
 def positive_matrix(positives: Iterable[list[int]], width: int) -> np.ndarray:
@@ -178,5 +203,5 @@ def positive_matrix(positives: Iterable[list[int]], width: int) -> np.ndarray:
     positives = list(positives)
     out = np.full((len(positives), max(width, 1)), -1, np.int32)
     for i, p in enumerate(positives):
-        out[i, :len(p)] = p
+        out[i, : len(p)] = p
     return out

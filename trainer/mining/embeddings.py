@@ -4,6 +4,7 @@ Each shard (`<dir>/<name>-NNNNN.npy`, float32 [rows, hidden], `shard_size` texts
 as it is computed, whole or not at all (`storage.write_bytes`), so a killed run recomputes at most the
 shard it was in; memory holds one shard's texts and embeddings at a time.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,12 +35,19 @@ class Encoder:
     fingerprint: str  # of the model's files (model_fingerprint)
     packing: bool = True  # several texts per row (trainer/model/encode.py): no padding computed
 
-
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         from trainer.model.encode import encode
 
-        return encode(self.model, self.params, self.tokenizer, texts, self.batch_size, self.max_seq_length,
-                      mesh=self.mesh, packing=self.packing)
+        return encode(
+            self.model,
+            self.params,
+            self.tokenizer,
+            texts,
+            self.batch_size,
+            self.max_seq_length,
+            mesh=self.mesh,
+            packing=self.packing,
+        )
 
     def prompted(self, prompt: str) -> Callable[[Sequence[str]], np.ndarray]:
         """This encoder with `prompt` prepended to every text before tokenizing (counting toward
@@ -78,8 +86,17 @@ def load_encoder(model: str, max_seq_length: int | None, batch_size: int, mesh, 
     pre = load_pretrained(model)
     limit = pre.config.max_input_length
     length = min(max_seq_length or sentence_bert_max_len(pre.source_dir), limit)
-    return Encoder(pre.model, pre.params, load_tokenizer(pre.source_dir), length, batch_size, mesh,
-                   pre.source_dir, model_fingerprint(pre.source_dir), packing)
+    return Encoder(
+        pre.model,
+        pre.params,
+        load_tokenizer(pre.source_dir),
+        length,
+        batch_size,
+        mesh,
+        pre.source_dir,
+        model_fingerprint(pre.source_dir),
+        packing,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,16 +125,22 @@ class EmbeddingShards:
         start, stop = self.rows(i)
         emb = np.load(io.BytesIO(storage.read_bytes(self.path(i))))
         if emb.ndim != 2 or emb.shape[0] != stop - start:
-            raise ValueError(f"{self.path(i)} holds {emb.shape}, expected {stop - start} rows: remove the work "
-                             "directory (--overwrite) and run again")
+            raise ValueError(
+                f"{self.path(i)} holds {emb.shape}, expected {stop - start} rows: remove the work "
+                "directory (--overwrite) and run again"
+            )
         return emb
 
     def owned_rows(self, owned: Callable[[int], bool]) -> int:
         return sum(b - a for a, b in map(self.rows, filter(owned, range(self.n_shards))))
 
-    def compute(self, texts: Sequence[str], encoder: Callable[[Sequence[str]], np.ndarray],
-                progress: Callable[[int], None] = lambda n: None,
-                owned: Callable[[int], bool] = lambda i: True) -> int:
+    def compute(
+        self,
+        texts: Sequence[str],
+        encoder: Callable[[Sequence[str]], np.ndarray],
+        progress: Callable[[int], None] = lambda n: None,
+        owned: Callable[[int], bool] = lambda i: True,
+    ) -> int:
         """Embeds and writes every shard that `owned` gives this process (all of them on one host) not
         yet written (what a resumed run skips is reported as progress at once); returns the number of
         texts embedded now."""
@@ -130,7 +153,7 @@ class EmbeddingShards:
                 continue
             parts = []
             for a in range(start, stop, ENCODE_CHUNK):
-                parts.append(encoder(texts[a:min(a + ENCODE_CHUNK, stop)]))
+                parts.append(encoder(texts[a : min(a + ENCODE_CHUNK, stop)]))
                 progress(len(parts[-1]))
             buf = io.BytesIO()
             np.save(buf, np.concatenate(parts).astype(np.float32, copy=False))

@@ -14,6 +14,7 @@ this order:
 The lowest positive score is the margin's reference when an anchor has several positives (the
 harder one). Each rule counts the candidates it removed (not those an earlier rule removed).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +25,15 @@ from pipeline.user_errors import UserError
 
 SAMPLING_STRATEGIES = ("top", "random")
 # The removal counts of the report, in the order the rules apply.
-COUNTED = ("positive_or_anchor", "absolute_margin", "relative_margin", "max_score", "min_score",
-           "outside_rank_range", "not_sampled")
+COUNTED = (
+    "positive_or_anchor",
+    "absolute_margin",
+    "relative_margin",
+    "max_score",
+    "min_score",
+    "outside_rank_range",
+    "not_sampled",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,14 +55,17 @@ class FilterSettings:
         if self.range_min < 0:
             raise UserError(f"--range_min must be non-negative, got {self.range_min}")
         if self.sampling_strategy not in SAMPLING_STRATEGIES:
-            raise UserError(f"--sampling_strategy must be one of {', '.join(SAMPLING_STRATEGIES)}, "
-                            f"got {self.sampling_strategy!r}")
+            raise UserError(
+                f"--sampling_strategy must be one of {', '.join(SAMPLING_STRATEGIES)}, got {self.sampling_strategy!r}"
+            )
         if self.range_max is not None:
             if self.range_min >= self.range_max:
                 raise UserError(f"--range_min={self.range_min} must be smaller than --range_max={self.range_max}")
             if self.num_negatives > self.range_max - self.range_min:
-                raise UserError(f"--num_negatives={self.num_negatives} does not fit in ranks --range_min="
-                                f"{self.range_min} .. --range_max={self.range_max}")
+                raise UserError(
+                    f"--num_negatives={self.num_negatives} does not fit in ranks --range_min="
+                    f"{self.range_min} .. --range_max={self.range_max}"
+                )
 
     def window_range_max(self, max_positive_rows: int) -> int:
         """range_max, or sentence-transformers' default: room for range_min, the negatives (ten times
@@ -70,9 +81,17 @@ class FilterSettings:
         return min(self.window_range_max(max_positive_rows) + max_positive_rows + 1, pool_size)
 
 
-def choose_negatives(scores: np.ndarray, idx: np.ndarray, cand_fp: np.ndarray, excluded_fp: np.ndarray,
-                     excluded_valid: np.ndarray, pos_scores: np.ndarray, settings: FilterSettings,
-                     range_max: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+def choose_negatives(
+    scores: np.ndarray,
+    idx: np.ndarray,
+    cand_fp: np.ndarray,
+    excluded_fp: np.ndarray,
+    excluded_valid: np.ndarray,
+    pos_scores: np.ndarray,
+    settings: FilterSettings,
+    range_max: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, dict]:
     """scores / idx / cand_fp [n, w]: the search's candidates (best first, idx -1: none) and their
     fingerprints; excluded_fp / excluded_valid [n, e]: each anchor's own and its positives'
     fingerprints; pos_scores [n, p] (-inf: padding). Returns the chosen mask [n, w] and the counts."""
@@ -106,7 +125,7 @@ def choose_negatives(scores: np.ndarray, idx: np.ndarray, cand_fp: np.ndarray, e
         chosen = eligible & (rank < settings.range_min + settings.num_negatives)
     else:  # the num_negatives eligible candidates with the smallest random keys
         keys = np.where(eligible, rng.random(scores.shape), np.inf)
-        nth = np.sort(keys, axis=1)[:, min(settings.num_negatives, keys.shape[1]) - 1:][:, :1]
+        nth = np.sort(keys, axis=1)[:, min(settings.num_negatives, keys.shape[1]) - 1 :][:, :1]
         chosen = eligible & (keys <= nth)
     counts["not_sampled"] = int((eligible & ~chosen).sum())
     return chosen, counts

@@ -3,6 +3,7 @@
 Scores are summarised exactly (count, mean, std, min, max) and as a histogram of 40 bins of 0.05
 over [-1, 1] (cosine similarities), accumulated shard by shard so memory stays bounded.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -39,10 +40,14 @@ class ScoreStats:
         if not self.n:
             return {"count": 0}
         mean = self.total / self.n
-        return {"count": self.n, "mean": round(mean, 6),
-                "std": round(float(np.sqrt(max(self.squares / self.n - mean * mean, 0.0))), 6),
-                "min": round(self.low, 6), "max": round(self.high, 6),
-                "histogram": {"edges": [round(float(e), 2) for e in EDGES], "counts": self.counts.tolist()}}
+        return {
+            "count": self.n,
+            "mean": round(mean, 6),
+            "std": round(float(np.sqrt(max(self.squares / self.n - mean * mean, 0.0))), 6),
+            "min": round(self.low, 6),
+            "max": round(self.high, 6),
+            "histogram": {"edges": [round(float(e), 2) for e in EDGES], "counts": self.counts.tolist()},
+        }
 
 
 def corpus_name(output: str) -> str:
@@ -50,25 +55,44 @@ def corpus_name(output: str) -> str:
     base = output.rstrip("/").rsplit("/", 1)[-1]
     for suffix in (".jsonl.gz", ".jsonl"):
         if base.endswith(suffix):
-            base = base[:-len(suffix)]
+            base = base[: -len(suffix)]
     return re.sub(r"[^A-Za-z0-9_.-]", "_", base) or "mined"
 
 
-def data_config_entry(output: str, report_path: str, model: str, model_fp: str, output_sha: str,
-                      prompts: dict[str, str] | None = None) -> dict:
+def data_config_entry(
+    output: str, report_path: str, model: str, model_fp: str, output_sha: str, prompts: dict[str, str] | None = None
+) -> dict:
     """The data-config corpus entry for the mined file. Its description names the mining run (and the
     prompts its embeddings used, {"query": ..., "corpus": ...}); the Beam job's manifest and the trained
     model's card carry it, so a model trained on the file names it."""
     used = "".join(f", {role} prompt {text!r}" for role, text in (prompts or {}).items() if text)
-    return {"name": corpus_name(output), "files": [storage.abspath(output)], "record_format": "query_with_negatives",
-            "weight": 1,
-            "description": (f"Hard negatives mined by mine_main.py with {model} (model fingerprint {model_fp}{used}); "
-                            f"output sha256 {output_sha[:16]}; report {storage.abspath(report_path)}.")}
+    return {
+        "name": corpus_name(output),
+        "files": [storage.abspath(output)],
+        "record_format": "query_with_negatives",
+        "weight": 1,
+        "description": (
+            f"Hard negatives mined by mine_main.py with {model} (model fingerprint {model_fp}{used}); "
+            f"output sha256 {output_sha[:16]}; report {storage.abspath(report_path)}."
+        ),
+    }
 
 
-def build_report(*, settings: dict, model: dict, read: dict, counts: dict, removed: dict, candidates: int,
-                 positive: ScoreStats, negative: ScoreStats, search: dict, timing: dict, output: dict,
-                 entry: dict) -> dict:
+def build_report(
+    *,
+    settings: dict,
+    model: dict,
+    read: dict,
+    counts: dict,
+    removed: dict,
+    candidates: int,
+    positive: ScoreStats,
+    negative: ScoreStats,
+    search: dict,
+    timing: dict,
+    output: dict,
+    entry: dict,
+) -> dict:
     return {
         "report_version": REPORT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

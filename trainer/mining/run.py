@@ -11,6 +11,7 @@ Prompts (sentence-transformers' `query_prompt(_name)` / `corpus_prompt(_name)`) 
 anchors and to the pool texts before embedding only: fingerprints, the exclusions and the output
 lines are the plain texts (the Beam job adds a corpus's own prompts when it tokenizes them).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -72,8 +73,12 @@ class MineSettings:
         self.filters.check()
         if not self.output.endswith(OUTPUT_SUFFIXES):
             raise UserError(f"--output={self.output}: name it OUT.jsonl.gz (or OUT.jsonl)")
-        for flag, value in (("--batch_size", self.batch_size), ("--shard_size", self.shard_size),
-                            ("--query_block", self.query_block), ("--recall_sample", self.recall_sample)):
+        for flag, value in (
+            ("--batch_size", self.batch_size),
+            ("--shard_size", self.shard_size),
+            ("--query_block", self.query_block),
+            ("--recall_sample", self.recall_sample),
+        ):
             if value < 1:
                 raise UserError(f"{flag} must be at least 1, got {value}")
         if self.approx_recall is not None and not 0 < self.approx_recall <= 1:
@@ -81,7 +86,7 @@ class MineSettings:
 
     @property
     def base(self) -> str:
-        return next(self.output[:-len(s)] for s in OUTPUT_SUFFIXES if self.output.endswith(s))
+        return next(self.output[: -len(s)] for s in OUTPUT_SUFFIXES if self.output.endswith(s))
 
     @property
     def report_path(self) -> str:
@@ -107,8 +112,8 @@ def resolve_prompts(s: MineSettings, model_dir: str) -> dict[str, str]:
     """{"query": text, "corpus": text}: each role's literal prompt, else its prompt name looked up in the
     config_sentence_transformers.json of `model_dir` (a name it lacks is a UserError that lists the
     names it has), else ""."""
-    from trainer.prompts import prompt_text
     from trainer.model.export import sentence_transformers_prompts
+    from trainer.prompts import prompt_text
 
     table = sentence_transformers_prompts(model_dir)[0]
     out = {}
@@ -119,8 +124,9 @@ def resolve_prompts(s: MineSettings, model_dir: str) -> dict[str, str]:
                 log.warning("--%s_prompt given: --%s_prompt_name=%s is ignored", role, role, name)
             out[role] = literal
         else:
-            out[role] = prompt_text(table, name, f"{role}_prompt_name",
-                                    f"{s.model}'s config_sentence_transformers.json")
+            out[role] = prompt_text(
+                table, name, f"{role}_prompt_name", f"{s.model}'s config_sentence_transformers.json"
+            )
     return out
 
 
@@ -159,8 +165,10 @@ def _prepare(directory: str, plan: dict, overwrite: bool, what: str, refuse: boo
             if json.load(f) == plan:
                 return
         if refuse and not overwrite:
-            raise UserError(f"{directory} holds {what} of another run (other model, prompts, texts or shard size): "
-                            "pass --overwrite to start afresh, or another --workdir")
+            raise UserError(
+                f"{directory} holds {what} of another run (other model, prompts, texts or shard size): "
+                "pass --overwrite to start afresh, or another --workdir"
+            )
     if write:
         storage.remove_dir(directory)
         storage.write_json(path, plan)
@@ -199,9 +207,14 @@ def mine(s: MineSettings, mesh: Any = None, collect: bool = False) -> MiningResu
     model_s = time.perf_counter() - t0
     n_q, n_pool = len(corpus.queries), len(corpus.pool)
     emb_dir, search_dir = storage.join(s.work, "embeddings"), storage.join(s.work, "search")
-    plan = {"version": PLAN_VERSION, "model_fingerprint": encoder.fingerprint,
-            "max_seq_length": encoder.max_seq_length, "shard_size": s.shard_size,
-            "pool": [n_pool, _digest(corpus.pool_fp)], "anchors": [n_q, _digest(corpus.query_fp)]}
+    plan = {
+        "version": PLAN_VERSION,
+        "model_fingerprint": encoder.fingerprint,
+        "max_seq_length": encoder.max_seq_length,
+        "shard_size": s.shard_size,
+        "pool": [n_pool, _digest(corpus.pool_fp)],
+        "anchors": [n_q, _digest(corpus.query_fp)],
+    }
     if any(prompts.values()):  # the texts prepended (absent without: work directories of older runs stay valid)
         plan["prompts"] = prompts
     # Several processes: each embeds and searches the shards i with i % processes == its index, in the
@@ -228,46 +241,91 @@ def mine(s: MineSettings, mesh: Any = None, collect: bool = False) -> MiningResu
     search_s = time.perf_counter() - t0
     search_info.update(range_max=range_max, processes=n_proc)
     if proc != 0:  # process 0 filters and writes the output and the report
-        log.info("process %d of %d: embedded %d texts, searched %d anchors; process 0 writes %s",
-                 proc, n_proc, embedded, searched, s.output)
+        log.info(
+            "process %d of %d: embedded %d texts, searched %d anchors; process 0 writes %s",
+            proc,
+            n_proc,
+            embedded,
+            searched,
+            s.output,
+        )
         return MiningResult(corpus, {})
 
     t0 = time.perf_counter()
     result = MiningResult(corpus, {}, *([[] for _ in range(3)] if collect else [None] * 3))
     stats = _write(s, corpus, search_dir, k, range_max, result)
     write_s = time.perf_counter() - t0
-    info = {"name": s.model, "fingerprint": encoder.fingerprint, "max_seq_length": encoder.max_seq_length,
-            "dim": encoder.dim}
+    info = {
+        "name": s.model,
+        "fingerprint": encoder.fingerprint,
+        "max_seq_length": encoder.max_seq_length,
+        "dim": encoder.dim,
+    }
     result.report = report_lib.build_report(
-        settings={**{k_: v for k_, v in dataclasses.asdict(s).items() if k_ not in ("filters", "progress")},
-                  **dataclasses.asdict(f), "prompts": prompts},
-        model=info, read={"input": corpus.corpus_counts.to_json(),
-                          "pool": corpus.pool_counts.to_json() if corpus.pool_counts else None},
-        counts=stats["counts"], removed=stats["removed"], candidates=stats["candidates"],
-        positive=stats["positive"], negative=stats["negative"], search=search_info,
-        timing={"read_s": round(read_s, 3), "model_s": round(model_s, 3),
-                "embed_s": round(embed_s, 3), "texts_embedded": embedded,
-                "texts_per_s": round(embedded / embed_s, 1) if embedded else None,
-                "search_s": round(search_s, 3), "anchors_searched": searched,
-                "anchors_per_s": round(searched / search_s, 1) if searched else None,
-                "filter_and_write_s": round(write_s, 3)},
+        settings={
+            **{k_: v for k_, v in dataclasses.asdict(s).items() if k_ not in ("filters", "progress")},
+            **dataclasses.asdict(f),
+            "prompts": prompts,
+        },
+        model=info,
+        read={
+            "input": corpus.corpus_counts.to_json(),
+            "pool": corpus.pool_counts.to_json() if corpus.pool_counts else None,
+        },
+        counts=stats["counts"],
+        removed=stats["removed"],
+        candidates=stats["candidates"],
+        positive=stats["positive"],
+        negative=stats["negative"],
+        search=search_info,
+        timing={
+            "read_s": round(read_s, 3),
+            "model_s": round(model_s, 3),
+            "embed_s": round(embed_s, 3),
+            "texts_embedded": embedded,
+            "texts_per_s": round(embedded / embed_s, 1) if embedded else None,
+            "search_s": round(search_s, 3),
+            "anchors_searched": searched,
+            "anchors_per_s": round(searched / search_s, 1) if searched else None,
+            "filter_and_write_s": round(write_s, 3),
+        },
         output={"path": s.output, "sha256": stats["sha256"]},
-        entry=report_lib.data_config_entry(s.output, s.report_path, s.model, encoder.fingerprint, stats["sha256"],
-                                           prompts))
+        entry=report_lib.data_config_entry(
+            s.output, s.report_path, s.model, encoder.fingerprint, stats["sha256"], prompts
+        ),
+    )
     storage.write_json(s.report_path, result.report)
     return result
 
 
-def _search(s: MineSettings, corpus: MiningCorpus, mesh, pool_shards: EmbeddingShards,
-            query_shards: EmbeddingShards, emb_dir: str, search_dir: str, k: int,
-            owned: Callable[[int], bool]) -> tuple[int, dict]:
+def _search(
+    s: MineSettings,
+    corpus: MiningCorpus,
+    mesh,
+    pool_shards: EmbeddingShards,
+    query_shards: EmbeddingShards,
+    emb_dir: str,
+    search_dir: str,
+    k: int,
+    owned: Callable[[int], bool],
+) -> tuple[int, dict]:
     """Top-k candidates of every anchor shard of this process not yet searched, each written to
     `search_dir`; returns the anchors searched now and the search's part of the report."""
     width = max(len(p) for p in corpus.positives)
     first = owned(0)  # process 0 (owner of shard 0) writes the search plan
-    _prepare(search_dir, {"version": PLAN_VERSION, "k": k, "approx_recall": s.approx_recall,
-                          "embeddings": storage.read_bytes(storage.join(emb_dir, "plan.json")).decode()},
-             s.overwrite, "search results", refuse=False, write=first)
+    _prepare(
+        search_dir,
+        {
+            "version": PLAN_VERSION,
+            "k": k,
+            "approx_recall": s.approx_recall,
+            "embeddings": storage.read_bytes(storage.join(emb_dir, "plan.json")).decode(),
+        },
+        s.overwrite,
+        "search results",
+        refuse=False,
+        write=first,
+    )
     _barrier("mine: search plan")
     searcher = Searcher(mesh, pool_shards, k, width, s.query_block, s.device_pool_gib * 2**30)
     searched = 0
@@ -278,28 +336,41 @@ def _search(s: MineSettings, corpus: MiningCorpus, mesh, pool_shards: EmbeddingS
             if storage.exists(path):
                 bar.update(b - a)
                 continue
-            scores, idx, pos = searcher.search(query_shards.load(i), positive_matrix(corpus.positives[a:b], width),
-                                               s.approx_recall, bar.update)
+            scores, idx, pos = searcher.search(
+                query_shards.load(i), positive_matrix(corpus.positives[a:b], width), s.approx_recall, bar.update
+            )
             _save_npz(path, scores=scores, idx=idx, pos=pos)
             searched += b - a
-    info = {"method": "exact top_k" if s.approx_recall is None else "approx_max_k", "k": k,
-            "devices": int(mesh.devices.size), "platform": mesh.devices.flat[0].platform,
-            "approx_recall_target": s.approx_recall}
+    info = {
+        "method": "exact top_k" if s.approx_recall is None else "approx_max_k",
+        "k": k,
+        "devices": int(mesh.devices.size),
+        "platform": mesh.devices.flat[0].platform,
+        "approx_recall_target": s.approx_recall,
+    }
     if s.approx_recall is not None and first:  # the approximate search's recall against the exact one
-        sample = query_shards.load(0)[:s.recall_sample]
-        exact = searcher.search(sample, positive_matrix(corpus.positives[:len(sample)], width))[1]
-        approx = _load_npz(storage.join(search_dir, f"top{k}-00000.npz"))["idx"][:len(sample)]
+        sample = query_shards.load(0)[: s.recall_sample]
+        exact = searcher.search(sample, positive_matrix(corpus.positives[: len(sample)], width))[1]
+        approx = _load_npz(storage.join(search_dir, f"top{k}-00000.npz"))["idx"][: len(sample)]
         info.update(recall_vs_exact=recall_against_exact(approx, exact), recall_sample=len(sample))
     return searched, info
 
 
-def _write(s: MineSettings, corpus: MiningCorpus, search_dir: str, k: int, range_max: int,
-           result: MiningResult) -> dict:
+def _write(
+    s: MineSettings, corpus: MiningCorpus, search_dir: str, k: int, range_max: int, result: MiningResult
+) -> dict:
     """Filters each anchor shard's candidates and writes the lines; returns the counts and statistics."""
     removed = dict.fromkeys(COUNTED, 0)
-    counts = {"anchors": len(corpus.queries), "positive_pairs": sum(map(len, corpus.positives)),
-              "pool": len(corpus.pool), "max_positive_rows": corpus.max_positive_rows, "anchors_written": 0,
-              "anchors_without_negatives": 0, "anchors_with_fewer_negatives": 0, "negatives_written": 0}
+    counts = {
+        "anchors": len(corpus.queries),
+        "positive_pairs": sum(map(len, corpus.positives)),
+        "pool": len(corpus.pool),
+        "max_positive_rows": corpus.max_positive_rows,
+        "anchors_written": 0,
+        "anchors_without_negatives": 0,
+        "anchors_with_fewer_negatives": 0,
+        "negatives_written": 0,
+    }
     positive, negative = report_lib.ScoreStats(), report_lib.ScoreStats()
     candidates = 0
     sha = hashlib.sha256()
@@ -309,13 +380,22 @@ def _write(s: MineSettings, corpus: MiningCorpus, search_dir: str, k: int, range
             a = i * s.shard_size
             z = _load_npz(storage.join(search_dir, f"top{k}-{i:05d}.npz"))
             n = len(z["idx"])
-            positives = corpus.positives[a:a + n]
+            positives = corpus.positives[a : a + n]
             pos_idx = positive_matrix(positives, z["pos"].shape[1])
             # Never negatives: the anchor's own text and its positives (by fingerprint).
-            excluded = np.concatenate([corpus.query_fp[a:a + n, None], corpus.pool_fp[np.maximum(pos_idx, 0)]], 1)
+            excluded = np.concatenate([corpus.query_fp[a : a + n, None], corpus.pool_fp[np.maximum(pos_idx, 0)]], 1)
             valid = np.concatenate([np.ones((n, 1), bool), pos_idx >= 0], 1)
-            chosen, c = choose_negatives(z["scores"], z["idx"], corpus.pool_fp[np.maximum(z["idx"], 0)], excluded,
-                                         valid, z["pos"], s.filters, range_max, np.random.default_rng([s.seed, i]))
+            chosen, c = choose_negatives(
+                z["scores"],
+                z["idx"],
+                corpus.pool_fp[np.maximum(z["idx"], 0)],
+                excluded,
+                valid,
+                z["pos"],
+                s.filters,
+                range_max,
+                np.random.default_rng([s.seed, i]),
+            )
             for name in removed:
                 removed[name] += c[name]
             candidates += int((z["idx"] >= 0).sum())
@@ -328,18 +408,33 @@ def _write(s: MineSettings, corpus: MiningCorpus, search_dir: str, k: int, range
                 if result.negatives is not None:
                     result.negatives.append(negs.tolist())
                     result.negative_scores.append(z["scores"][j][chosen[j]].tolist())
-                    result.positive_scores.append(z["pos"][j][:len(positives[j])].tolist())
+                    result.positive_scores.append(z["pos"][j][: len(positives[j])].tolist())
                 if not len(negs):  # a query_with_negatives line needs one negative at least
                     counts["anchors_without_negatives"] += 1
                     continue
                 counts["anchors_written"] += 1
                 counts["negatives_written"] += len(negs)
-                lines.append(json.dumps({"query": corpus.queries[a + j], "pos": [corpus.pool[p] for p in positives[j]],
-                                         "neg": [corpus.pool[p] for p in negs]}, ensure_ascii=False) + "\n")
+                lines.append(
+                    json.dumps(
+                        {
+                            "query": corpus.queries[a + j],
+                            "pos": [corpus.pool[p] for p in positives[j]],
+                            "neg": [corpus.pool[p] for p in negs],
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
             data = "".join(lines).encode("utf-8")
             sha.update(data)
             out.write(data)
         if out is not raw:
             out.close()
-    return {"counts": counts, "removed": removed, "candidates": candidates, "positive": positive,
-            "negative": negative, "sha256": sha.hexdigest()}
+    return {
+        "counts": counts,
+        "removed": removed,
+        "candidates": candidates,
+        "positive": positive,
+        "negative": negative,
+        "sha256": sha.hexdigest(),
+    }

@@ -13,6 +13,7 @@ come from the very products the candidates are ranked by.
 `approx_recall` swaps the per-block `top_k` for `jax.lax.approx_max_k` (approximate on TPU only;
 elsewhere XLA computes it exactly); `recall_against_exact` measures what it costs.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,7 +22,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from trainer.mesh import DATA_AXIS, data_shards, replicated
 from trainer.mining.embeddings import EmbeddingShards
@@ -62,8 +64,14 @@ def _step(mesh, k: int, approx_recall: float | None):
 def _init(mesh, q: int, k: int, n_pos: int):
     shard = NamedSharding(mesh, P(DATA_AXIS))
     d = data_shards(mesh)
-    return jax.jit(lambda: (jnp.full((d, q, k), -jnp.inf, jnp.float32), jnp.full((d, q, k), -1, jnp.int32),
-                            jnp.full((d, q, n_pos), -jnp.inf, jnp.float32)), out_shardings=(shard,) * 3)
+    return jax.jit(
+        lambda: (
+            jnp.full((d, q, k), -jnp.inf, jnp.float32),
+            jnp.full((d, q, k), -1, jnp.int32),
+            jnp.full((d, q, n_pos), -jnp.inf, jnp.float32),
+        ),
+        out_shardings=(shard,) * 3,
+    )
 
 
 @functools.partial(jax.jit, static_argnums=3)
@@ -80,8 +88,16 @@ def _merge(run_s, run_i, run_p, k: int):
 class Searcher:
     """Top-k search of query embeddings over the pool's embedding shards."""
 
-    def __init__(self, mesh, pool: EmbeddingShards, k: int, n_pos: int, query_block: int = 1024,
-                 device_budget_bytes: float = 4 * 2**30, block_rows: int = 4096):
+    def __init__(
+        self,
+        mesh,
+        pool: EmbeddingShards,
+        k: int,
+        n_pos: int,
+        query_block: int = 1024,
+        device_budget_bytes: float = 4 * 2**30,
+        block_rows: int = 4096,
+    ):
         if not 1 <= k <= pool.n:
             raise ValueError(f"k={k} must be between 1 and the pool size {pool.n}")
         self.mesh, self.pool, self.k, self.n_pos, self.query_block = mesh, pool, k, max(n_pos, 1), query_block
@@ -101,17 +117,27 @@ class Searcher:
         blocks, nbytes = [], 0
         for a in range(0, len(emb), br):
             padded = np.zeros((br, emb.shape[1]), np.float32)
-            padded[:min(br, len(emb) - a)] = emb[a:a + br]
-            blocks.append((jax.device_put(padded, NamedSharding(self.mesh, P(DATA_AXIS))),
-                           jax.device_put(np.int32(first + a), rep), jax.device_put(np.int32(end), rep)))
+            padded[: min(br, len(emb) - a)] = emb[a : a + br]
+            blocks.append(
+                (
+                    jax.device_put(padded, NamedSharding(self.mesh, P(DATA_AXIS))),
+                    jax.device_put(np.int32(first + a), rep),
+                    jax.device_put(np.int32(end), rep),
+                )
+            )
             nbytes += padded.nbytes // d
         if self._cached_bytes + nbytes <= self._budget:
             self._cache[i] = blocks  # kept on the devices for the next query shard
             self._cached_bytes += nbytes
         return blocks
 
-    def search(self, queries: np.ndarray, pos_idx: np.ndarray, approx_recall: float | None = None,
-               progress: Callable[[int], None] = lambda n: None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def search(
+        self,
+        queries: np.ndarray,
+        pos_idx: np.ndarray,
+        approx_recall: float | None = None,
+        progress: Callable[[int], None] = lambda n: None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """queries float32 [n, H], pos_idx int32 [n, P] (-1: none) -> top-k scores float32 [n, k] and
         pool indices int32 [n, k] (best first; -1 where the pool has fewer candidates), and the
         positives' scores float32 [n, P] (-inf for -1)."""
@@ -121,9 +147,9 @@ class Searcher:
         blocks = []
         for a in range(0, n, qb):  # query blocks, padded to one shape; padding rows are dropped below
             q = np.zeros((qb, queries.shape[1]), np.float32)
-            q[:min(qb, n - a)] = queries[a:a + qb]
+            q[: min(qb, n - a)] = queries[a : a + qb]
             p = np.full((qb, self.n_pos), -1, np.int32)
-            p[:min(qb, n - a)] = pos_idx[a:a + qb]
+            p[: min(qb, n - a)] = pos_idx[a : a + qb]
             blocks.append((jax.device_put(q, rep), jax.device_put(p, rep), *_init(self.mesh, qb, self.k, self.n_pos)()))
         # Pool blocks outside, query blocks inside: each pool block is loaded once per call.
         for i in range(self.pool.n_shards):

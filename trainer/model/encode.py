@@ -7,6 +7,7 @@ and about `max_tokens` token slots: long texts go in fewer rows per call (16 x 2
 ~1.2x per token what 8 x 256 does on a 2-core CPU, 64 x 128 ~1.8x what 16 x 128 does: the
 attention's [L, L] tensors and the activations fall out of cache). TensorFlow-free.
 """
+
 from __future__ import annotations
 
 import functools
@@ -123,7 +124,7 @@ def _encode_padded(model, params, ids, lengths, pad_id, batch_size, buckets, sha
     while start < n:
         width = padding.bucket_length(int(lengths[order[start]]), buckets)
         rows = rows_per_call(width, batch_size, max_tokens, shards)
-        idx = order[start:start + rows]
+        idx = order[start : start + rows]
         start += len(idx)
         # A short last batch keeps the full row count (filler rows are all padding) so shapes stay static.
         batch = np.full((rows, width), pad_id, np.int32)
@@ -141,8 +142,9 @@ def _encode_padded(model, params, ids, lengths, pad_id, batch_size, buckets, sha
 
 @functools.lru_cache(maxsize=16)
 def _jitted_packed(model, num_texts: int) -> Any:
-    return jax.jit(lambda params, ids, pos, text: model.apply(params, ids, pos, text, num_texts,
-                                                              method=type(model).packed))
+    return jax.jit(
+        lambda params, ids, pos, text: model.apply(params, ids, pos, text, num_texts, method=type(model).packed)
+    )
 
 
 def _encode_packed(model, params, ids, lengths, pad_id, batch_size, buckets, shards, put) -> np.ndarray:
@@ -173,11 +175,11 @@ def _encode_packed(model, params, ids, lengths, pad_id, batch_size, buckets, sha
         count = np.zeros(shards, np.int64)
         for b in range(first, min(first + rows * shards, n_bins)):
             s, r = divmod(b - first, rows)
-            for i in by_bin[starts[b]:starts[b + 1]].tolist():
+            for i in by_bin[starts[b] : starts[b + 1]].tolist():
                 o, k, t = int(offsets[i]), int(lengths[i]), int(count[s])
-                p_ids[s, r, o:o + k] = ids[i]
-                p_pos[s, r, o:o + k] = np.arange(k)
-                p_text[s, r, o:o + k] = t
+                p_ids[s, r, o : o + k] = ids[i]
+                p_pos[s, r, o : o + k] = np.arange(k)
+                p_text[s, r, o : o + k] = t
                 slots[s, t] = i
                 count[s] += 1
         outs.append((apply(params, put(p_ids), put(p_pos), put(p_text)), slots))

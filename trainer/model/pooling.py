@@ -7,6 +7,7 @@ segment ops, and give the same vectors. A text without tokens (batch filler) poo
 mode, so no NaN reaches the loss. The mode is read from a SentenceTransformers directory's
 `1_Pooling/config.json` (either key layout) and written back by the export (`pooling_config`).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,14 @@ from pipeline.user_errors import UserError
 from trainer.config import POOLING_MODES
 
 # sentence-transformers' legacy boolean keys, in the order it concatenates them.
-_LEGACY_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
-                "pooling_mode_mean_tokens": "mean", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-                "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+_LEGACY_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
 
 
 def check_mode(mode: str) -> str:
@@ -51,8 +57,9 @@ def pool(hidden: jax.Array, attention_mask: jax.Array, mode: str = "mean") -> ja
     return jnp.where(jnp.any(m, axis=1)[:, None], out, 0.0)
 
 
-def packed_pool(hidden: jax.Array, text_index: jax.Array, positions: jax.Array, num_texts: int,
-                mode: str = "mean") -> jax.Array:
+def packed_pool(
+    hidden: jax.Array, text_index: jax.Array, positions: jax.Array, num_texts: int, mode: str = "mean"
+) -> jax.Array:
     """Token states [N, H] of packed rows, flattened, with each token's text (text_index [N], -1 =
     padding) and 0-based position in its text (positions [N]) -> float32 [num_texts, H]."""
     check_mode(mode)
@@ -78,6 +85,7 @@ def packed_pool(hidden: jax.Array, text_index: jax.Array, positions: jax.Array, 
 
 # ------------------------------------------------------------------------------ the config file
 
+
 def _st_modules(st_dir: str) -> list[dict]:
     path = os.path.join(st_dir, "modules.json")
     if not os.path.isfile(path):
@@ -93,8 +101,9 @@ def _st_root(model_dir: str) -> str | None:
         return model_dir
     parent = os.path.dirname(os.path.abspath(model_dir))
     for m in _st_modules(parent):
-        if m.get("type", "").endswith("Transformer") and \
-                os.path.abspath(os.path.join(parent, m.get("path", ""))) == os.path.abspath(model_dir):
+        if m.get("type", "").endswith("Transformer") and os.path.abspath(
+            os.path.join(parent, m.get("path", ""))
+        ) == os.path.abspath(model_dir):
             return parent
     return None
 
@@ -119,8 +128,10 @@ def source_pooling_mode(model_dir: str) -> str | None:
         modes = [mode for key, mode in _LEGACY_KEYS.items() if cfg.get(key)] or ["mean"]
     modes = [modes] if isinstance(modes, str) else list(modes)
     if len(modes) != 1 or modes[0] not in POOLING_MODES:
-        raise UserError(f"{path}: pooling {'+'.join(map(str, modes))} is not implemented by the Flax encoder "
-                        f"(it has {', '.join(POOLING_MODES)}); choose one with --pooling")
+        raise UserError(
+            f"{path}: pooling {'+'.join(map(str, modes))} is not implemented by the Flax encoder "
+            f"(it has {', '.join(POOLING_MODES)}); choose one with --pooling"
+        )
     return modes[0]
 
 

@@ -6,6 +6,7 @@ attention scores and values. Executed FLOPs add what a memory plan recomputes: g
 the forward twice, full rematerialisation recomputes each block's forward, "dots" remat only the
 attention part. Both count what runs: padded or packed slots at their full length.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -10,6 +10,7 @@ tokenizer); after it, the manifest's p50 / p95 replace it (the job measured the 
 nothing is added). Numpy only: no TensorFlow, no JAX (the tokenizer, when prompts need it, is
 transformers').
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,7 +20,6 @@ from typing import Any, Callable, Iterable, Mapping
 
 # The profiles and the manifest's live below the planner: the run fits its row counts to them.
 from trainer.data.row_fit import ColumnProfile, CorpusProfile, manifest_profiles, n_columns, sample_lengths  # noqa: F401
-
 
 # Text kinds: (median tokens, sigma).
 KINDS: dict[str, ColumnProfile] = {
@@ -32,15 +32,25 @@ KINDS: dict[str, ColumnProfile] = {
 # Per corpus of data_config.json, the kind of each column (anchor, positive[, negative]).
 STATED: dict[str, tuple[str, ...]] = {
     # question or title -> answer or body
-    **dict.fromkeys(("gooaq", "paq", "yahoo_answers_title_answer", "yahoo_answers_title_question", "wikihow"),
-                    ("short", "medium")),
+    **dict.fromkeys(
+        ("gooaq", "paq", "yahoo_answers_title_answer", "yahoo_answers_title_question", "wikihow"), ("short", "medium")
+    ),
     # question or title -> passage, abstract or evidence
-    **dict.fromkeys(("eli5", "searchqa", "trivia_qa", "squad", "natural_questions", "s2orc_title_abstract"),
-                    ("short", "long")),
+    **dict.fromkeys(
+        ("eli5", "searchqa", "trivia_qa", "squad", "natural_questions", "s2orc_title_abstract"), ("short", "long")
+    ),
     "msmarco": ("short", "long", "long"),  # query, relevant passage, hard-negative passage
     # duplicate questions, citing / cited titles, captions of one image
-    **dict.fromkeys(("wikianswers", "stackexchange_duplicate_questions", "s2orc_citation_pairs",
-                     "flickr30k_captions", "coco_captions"), ("short", "short")),
+    **dict.fromkeys(
+        (
+            "wikianswers",
+            "stackexchange_duplicate_questions",
+            "s2orc_citation_pairs",
+            "flickr30k_captions",
+            "coco_captions",
+        ),
+        ("short", "short"),
+    ),
     **dict.fromkeys(("quora_duplicates", "specter"), ("short", "short", "short")),  # questions; paper titles
     # sentence paraphrases and compressions; NLI premise, entailment, contradiction
     **dict.fromkeys(("simple_wiki", "altlex", "sentence_compression"), ("sentence", "sentence")),
@@ -50,6 +60,7 @@ STATED: dict[str, tuple[str, ...]] = {
     "codesearchnet": ("medium", "long"),  # docstring -> code
     "s2orc_citation_abstract": ("long", "long"),  # citing abstract -> cited abstract
 }
+
 
 def _field(corpus: Any, key: str) -> Any:
     """A field of a DataConfig corpus (attribute) or of a manifest entry (dict key)."""
@@ -79,11 +90,15 @@ def stated_profiles(corpora: Iterable[Any], prompt_tokens: Callable[[str], int] 
         prompts = _prompt_texts(c)
         if prompts:
             if prompt_tokens is None:
-                raise ValueError(f"corpus {_field(c, 'name')!r} has prompts: counting their tokens needs the "
-                                 "model's tokenizer (prompt_tokens)")
+                raise ValueError(
+                    f"corpus {_field(c, 'name')!r} has prompts: counting their tokens needs the "
+                    "model's tokenizer (prompt_tokens)"
+                )
             keys = ("anchor",) + ("candidate",) * (n - 1)
-            columns = tuple(dataclasses.replace(col, prompt_tokens=prompt_tokens(prompts[key])) if key in prompts
-                            else col for col, key in zip(columns, keys))
+            columns = tuple(
+                dataclasses.replace(col, prompt_tokens=prompt_tokens(prompts[key])) if key in prompts else col
+                for col, key in zip(columns, keys)
+            )
         out.append(CorpusProfile(_field(c, "name"), record_format, float(_field(c, "weight")), columns))
     return out
 
@@ -93,6 +108,7 @@ def prompt_token_counter(tokenizer) -> Callable[[str], int]:
     count of prompt + a word less that of the word, special tokens left out. (Tokenized alone, a
     prompt's trailing space is a token of its own in byte-level BPE (RoBERTa) and SentencePiece
     vocabularies; in front of a text it joins the text's first word.)"""
+
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -102,6 +118,7 @@ def prompt_token_counter(tokenizer) -> Callable[[str], int]:
 def model_prompt_counter(model: str) -> Callable[[str], int]:
     """prompt_token_counter of `model`'s tokenizer (a Hugging Face name, a local or gs:// directory, or
     the demo model), loaded when the first prompt is counted; one that does not load is a UserError."""
+
     @functools.lru_cache(maxsize=None)
     def counter() -> Callable[[str], int]:
         from transformers import AutoTokenizer
@@ -112,8 +129,11 @@ def model_prompt_counter(model: str) -> Callable[[str], int]:
         try:
             return prompt_token_counter(AutoTokenizer.from_pretrained(resolve_model_source(model)))
         except Exception as e:  # noqa: BLE001 - no network, no tokenizer files: one line naming the flag
-            raise UserError(f"--model={model}: the data config's prompts are counted with the model's tokenizer, "
-                            f"which did not load: {type(e).__name__}: {e}") from None
+            raise UserError(
+                f"--model={model}: the data config's prompts are counted with the model's tokenizer, "
+                f"which did not load: {type(e).__name__}: {e}"
+            ) from None
+
     return lambda prompt: counter()(prompt)
 
 
@@ -130,4 +150,6 @@ def corpus_profiles(manifest: Any, data_config: str | None, model: str) -> list:
 
 def shipped_data_config() -> str:
     """The path of the repository's data_config.json (the public corpora)."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data_config.json")
+    return os.path.join(
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data_config.json"
+    )

@@ -16,6 +16,7 @@ It also prints how many times the whole run (--train_steps x --batch_size) draws
 
 Nothing is compiled and no device is needed.
 """
+
 from __future__ import annotations
 
 import collections
@@ -78,7 +79,7 @@ class Simulation:
         uneven: the rows a device pads to the fullest device's count; ladder: the rows the ladder
         (and the memory plan's chunk rounding) adds above that."""
         out = {"gaps": 0, "uneven": 0, "ladder": 0}
-        for s in ([shape] if shape is not None else self.counts):
+        for s in [shape] if shape is not None else self.counts:
             steps, real, _, used, full = self.parts[s]
             slots = steps * s.tokens_per_device * self.n_shards
             if not s.packed:
@@ -90,18 +91,29 @@ class Simulation:
         return out
 
 
-def simulate(profiles: Sequence[CorpusProfile], cfg, n_shards: int, steps: int = 10_000, seed: int = 0,
-             exact_packer: bool = False, ladder: RowLadder | None = None) -> Simulation:
+def simulate(
+    profiles: Sequence[CorpusProfile],
+    cfg,
+    n_shards: int,
+    steps: int = 10_000,
+    seed: int = 0,
+    exact_packer: bool = False,
+    ladder: RowLadder | None = None,
+) -> Simulation:
     """Replays `steps` steps of cfg's corpus schedule (cfg.seed) with lengths drawn from `profiles`
     (seed) and counts the batch shapes, with `ladder` (default: the run's, `row_ladder`).
     `exact_packer`: place with packing.place_texts itself instead of the equal, faster `bin_count`
     (for checking it)."""
     fitting = ladder is None and cfg.packing and cfg.pack_programs and seed == 0 and not exact_packer
-    needs, batches = simulate_needs(profiles, cfg, n_shards, max(steps, FIT_STEPS) if fitting else steps, seed,
-                                    exact_packer)
+    needs, batches = simulate_needs(
+        profiles, cfg, n_shards, max(steps, FIT_STEPS) if fitting else steps, seed, exact_packer
+    )
     if ladder is None:  # the run's; its fit replays the first FIT_STEPS of these same steps
-        ladder = fit_ladder(profiles, cfg, n_shards, cfg.pack_programs, needs=needs) if fitting else \
-            row_ladder(cfg, profiles, n_shards)
+        ladder = (
+            fit_ladder(profiles, cfg, n_shards, cfg.pack_programs, needs=needs)
+            if fitting
+            else row_ladder(cfg, profiles, n_shards)
+        )
     needs, batches = needs[:steps], batches[:steps]
     chunking = Chunking.from_config(cfg, n_shards)
     counts: collections.Counter = collections.Counter()
@@ -118,10 +130,19 @@ def simulate(profiles: Sequence[CorpusProfile], cfg, n_shards: int, steps: int =
         for column in lengths:
             longest = -(-int(column.max(initial=1)) // FLAX_2021_MULTIPLE) * FLAX_2021_MULTIPLE
             baselines["flax2021"][min(longest, cfg.max_seq_length)] += column.size
-    return Simulation(dict(counts), int(steps), sum(n.real for n in needs), slot,
-                      sum(x.size for x in batches) * cfg.max_seq_length, cfg.batch_size, n_shards,
-                      cfg.max_seq_length, {k: tuple(int(x) for x in v) for k, v in parts.items()},
-                      {k: dict(v) for k, v in baselines.items()}, ladder)
+    return Simulation(
+        dict(counts),
+        int(steps),
+        sum(n.real for n in needs),
+        slot,
+        sum(x.size for x in batches) * cfg.max_seq_length,
+        cfg.batch_size,
+        n_shards,
+        cfg.max_seq_length,
+        {k: tuple(int(x) for x in v) for k, v in parts.items()},
+        {k: dict(v) for k, v in baselines.items()},
+        ladder,
+    )
 
 
 def typical_shapes(sim: Simulation) -> list[Shape]:
@@ -133,17 +154,24 @@ def typical_shapes(sim: Simulation) -> list[Shape]:
 
 
 def summary_lines(sim: Simulation) -> list[str]:
-    lines = [f"{sim.steps} steps of batch {sim.batch_size} over {sim.n_shards} devices: "
-             f"{sim.programs} programs (distinct batch shapes)"]
+    lines = [
+        f"{sim.steps} steps of batch {sim.batch_size} over {sim.n_shards} devices: "
+        f"{sim.programs} programs (distinct batch shapes)"
+    ]
     for shape, n in sorted(sim.counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        lines.append(f"  {shape.label:<32} {n:>7} steps  {n / max(sim.steps, 1):6.1%}  "
-                     f"{shape.tokens_per_device} tokens/device")
-    lines.append(f"padding: {sim.padding:.3f} token slots per real token (seed way, every text padded to "
-                 f"{sim.max_seq_length}: {sim.seed_padding:.2f}x); compute saved vs seed way: "
-                 f"{sim.compute_saved:.2f}x")
+        lines.append(
+            f"  {shape.label:<32} {n:>7} steps  {n / max(sim.steps, 1):6.1%}  {shape.tokens_per_device} tokens/device"
+        )
+    lines.append(
+        f"padding: {sim.padding:.3f} token slots per real token (seed way, every text padded to "
+        f"{sim.max_seq_length}: {sim.seed_padding:.2f}x); compute saved vs seed way: "
+        f"{sim.compute_saved:.2f}x"
+    )
     parts = sim.padding_parts()
-    lines.append("padding slots per real token by cause: " + ", ".join(
-        f"{k} {v / max(sim.real_tokens, 1):.3f}" for k, v in parts.items()))
+    lines.append(
+        "padding slots per real token by cause: "
+        + ", ".join(f"{k} {v / max(sim.real_tokens, 1):.3f}" for k, v in parts.items())
+    )
     if sim.ladder is not None and sim.ladder.rungs:
         lines.append(f"row counts fitted to the lengths: {sim.ladder.describe()}")
     return lines
@@ -161,10 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(config="reference")
     p.add_argument("--devices", type=int, default=8, help="data shards (devices) the batch splits over")
     p.add_argument("--steps", type=int, default=10_000, help="steps to simulate")
-    p.add_argument("--manifest", default=None,
-                   help="the Beam job's output dir or manifest.json: measured lengths instead of the stated table")
-    p.add_argument("--data_config", default=None,
-                   help="corpora for the stated table (without --manifest; default: data_config.json)")
+    p.add_argument(
+        "--manifest",
+        default=None,
+        help="the Beam job's output dir or manifest.json: measured lengths instead of the stated table",
+    )
+    p.add_argument(
+        "--data_config",
+        default=None,
+        help="corpora for the stated table (without --manifest; default: data_config.json)",
+    )
     p.add_argument("--sim_seed", type=int, default=0, help="seed of the simulated token lengths")
     p.add_argument("--exact_packer", action="store_true", help="place with packing.place_texts itself (slower)")
     args = p.parse_args(argv)
@@ -176,13 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     sim = simulate(profiles, cfg, args.devices, args.steps, args.sim_seed, args.exact_packer)
     took = time.perf_counter() - start
-    print(f"{len(profiles)} corpora ({source}); packing={cfg.packing} pack_min_row_length="
-          f"{cfg.pack_min_row_length} pack_row_steps={cfg.pack_row_steps} pack_programs={cfg.pack_programs} "
-          f"pack_even_cores={cfg.pack_even_cores} chunk_tokens={cfg.chunk_tokens} "
-          f"grad_cache_chunk={cfg.grad_cache_chunk} mixed_batch_share={cfg.mixed_batch_share}")
+    print(
+        f"{len(profiles)} corpora ({source}); packing={cfg.packing} pack_min_row_length="
+        f"{cfg.pack_min_row_length} pack_row_steps={cfg.pack_row_steps} pack_programs={cfg.pack_programs} "
+        f"pack_even_cores={cfg.pack_even_cores} chunk_tokens={cfg.chunk_tokens} "
+        f"grad_cache_chunk={cfg.grad_cache_chunk} mixed_batch_share={cfg.mixed_batch_share}"
+    )
     print("\n".join(summary_lines(sim)))
-    print("memory check shapes: " + ", ".join(f"{case} {s.label}" for case, s in
-                                              memory_check_shapes(cfg, args.devices, sim.ladder)))
+    print(
+        "memory check shapes: "
+        + ", ".join(f"{case} {s.label}" for case, s in memory_check_shapes(cfg, args.devices, sim.ladder))
+    )
     print(f"simulated in {took:.1f} s")
     lines, warning = passes_report(run_passes(cfg, manifest, args.data_config), cfg.train_steps, cfg.batch_size)
     print("\n".join(lines) + (f"\nwarning: {warning}" if warning else ""))
@@ -198,8 +236,9 @@ def run_passes(cfg, manifest, data_config: str | None) -> list[CorpusPasses]:
         from pipeline.data_config import load_data_config
         from trainer.plan.length_profiles import shipped_data_config
 
-        corpora = [(c.name, c.weight, c.expected_lines)
-                   for c in load_data_config(data_config or shipped_data_config()).corpora]
+        corpora = [
+            (c.name, c.weight, c.expected_lines) for c in load_data_config(data_config or shipped_data_config()).corpora
+        ]
     return corpus_passes(corpora, cfg.train_steps, cfg.batch_size)
 
 

@@ -24,6 +24,7 @@ Model configurations come from a config.json: a --model path that exists is read
 roberta-base's ship in trainer/plan/model_configs/ for those hub names, the demo model's with its package;
 other names need the model directory (or the hub).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,6 +41,7 @@ MODEL_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_
 
 
 # ------------------------------------------------------------------------------------- the model
+
 
 def read_model_config(model: str) -> dict:
     """The Hugging Face config.json of `model`: a config file or a directory's (a path that exists wins), a
@@ -69,6 +71,7 @@ def build_model(cfg: TrainConfig, hf_config: dict):
 
 # ------------------------------------------------------------------------------------- projection
 
+
 def shape_step_flops(enc: Any, shape: Any, n_shards: int, cfg: TrainConfig) -> tuple[float, float]:
     """(model, executed) FLOPs of one step of `shape` over all devices."""
     columns = 3 if shape.kind == "triplet" else 2
@@ -79,8 +82,15 @@ def shape_step_flops(enc: Any, shape: Any, n_shards: int, cfg: TrainConfig) -> t
 PARTS = ("useful", "gaps", "attention across texts", "uneven cores", "ladder", "recompute")
 
 
-def project(sim: Any, enc: Any, cfg: TrainConfig, n_shards: int, peak_tflops: float, efficiency: float,
-            compiled: dict | None = None) -> dict:
+def project(
+    sim: Any,
+    enc: Any,
+    cfg: TrainConfig,
+    n_shards: int,
+    peak_tflops: float,
+    efficiency: float,
+    compiled: dict | None = None,
+) -> dict:
     """Days and pairs/s of cfg.train_steps steps with the simulated shape mix, on executed FLOPs at
     `efficiency` of the slice's peak, split into what they are spent on.
 
@@ -120,10 +130,10 @@ def project(sim: Any, enc: Any, cfg: TrainConfig, n_shards: int, peak_tflops: fl
         parts["useful"] += dense_tok * real + attn_sq * real_sq
         if not shape.packed:
             parts["gaps"] += dense_tok * (slot_rows * shape.length - real)
-            parts["attention across texts"] += attn_sq * (slot_rows * shape.length ** 2 - real_sq)
+            parts["attention across texts"] += attn_sq * (slot_rows * shape.length**2 - real_sq)
         else:
             parts["gaps"] += dense_tok * (used * shape.length - real)
-            parts["attention across texts"] += attn_sq * (used * shape.length ** 2 - real_sq)
+            parts["attention across texts"] += attn_sq * (used * shape.length**2 - real_sq)
             parts["uneven cores"] += (full - used) * row(shape.length)
             parts["ladder"] += (slot_rows - full) * row(shape.length)
         parts["recompute"] += e - m
@@ -131,20 +141,29 @@ def project(sim: Any, enc: Any, cfg: TrainConfig, n_shards: int, peak_tflops: fl
     def days(flops: float) -> float:
         return flops / sim.steps / (efficiency * peak) * cfg.train_steps / 86400
 
-    baselines = {name: days(sum(n * row(length) for length, n in texts.items()))
-                 for name, texts in sim.baselines.items()}
+    baselines = {
+        name: days(sum(n * row(length) for length, n in texts.items())) for name, texts in sim.baselines.items()
+    }
     step_s = executed / sim.steps / (efficiency * peak)
     return {
-        "efficiency": efficiency, "train_steps": cfg.train_steps,
-        "model_tflops_per_step": model / sim.steps / 1e12, "executed_tflops_per_step": executed / sim.steps / 1e12,
-        "step_s": step_s, "pairs_per_s": cfg.batch_size / step_s, "days": days(executed),
-        "useful_share": parts["useful"] / executed, "slots_per_real_token": sim.padding,
+        "efficiency": efficiency,
+        "train_steps": cfg.train_steps,
+        "model_tflops_per_step": model / sim.steps / 1e12,
+        "executed_tflops_per_step": executed / sim.steps / 1e12,
+        "step_s": step_s,
+        "pairs_per_s": cfg.batch_size / step_s,
+        "days": days(executed),
+        "useful_share": parts["useful"] / executed,
+        "slots_per_real_token": sim.padding,
         "parts_days": {k: days(v) for k, v in parts.items()},
         # Not a measurement: the assumed efficiency times the useful share.
         "projected_mfu": efficiency * parts["useful"] / executed,
         "compiled_step_share": compiled_steps / sim.steps,
-        "seed_way_days": baselines["seed"], "flax2021_days": baselines["flax2021"],
-        "compute_saved": baselines["seed"] / days(executed), "programs": sim.programs, "padding": sim.padding,
+        "seed_way_days": baselines["seed"],
+        "flax2021_days": baselines["flax2021"],
+        "compute_saved": baselines["seed"] / days(executed),
+        "programs": sim.programs,
+        "padding": sim.padding,
     }
 
 
@@ -169,18 +188,23 @@ def projection_lines(proj: dict, cfg: TrainConfig, sim: Any) -> list[str]:
 
 # ------------------------------------------------------------------------------------- CLI
 
+
 def _gib(n: float) -> str:
     return f"{n / GIB:5.2f}"
 
 
 def format_report(r: ShapeReport, s: tpu.Slice | None) -> str:
     verdict = "fits" if r.fits else "DOES NOT FIT"
-    line = (f"{r.case:>9} {r.shape.label:<28} args {_gib(r.argument_bytes)}  temps {_gib(r.temp_bytes)}  "
-            f"total {_gib(r.total_bytes)} / {_gib(r.usable_bytes)} GiB  {verdict:<12}  compile {r.compile_s:4.0f} s")
+    line = (
+        f"{r.case:>9} {r.shape.label:<28} args {_gib(r.argument_bytes)}  temps {_gib(r.temp_bytes)}  "
+        f"total {_gib(r.total_bytes)} / {_gib(r.usable_bytes)} GiB  {verdict:<12}  compile {r.compile_s:4.0f} s"
+    )
     if r.flops is not None:
         line += f"  {r.flops / 1e12:6.2f} TFLOP/device"
         if s is not None:
-            line += f"  roofline {1e3 * flops_lib.roofline_s(r.flops, r.bytes_accessed, s.peak_tflops, s.hbm_gbps):6.1f} ms"
+            line += (
+                f"  roofline {1e3 * flops_lib.roofline_s(r.flops, r.bytes_accessed, s.peak_tflops, s.hbm_gbps):6.1f} ms"
+            )
         if r.shape.chunks > 1:  # XLA's cost analysis counts a while loop's body once
             line += " (one chunk of the scans)"
     return line
@@ -189,8 +213,8 @@ def format_report(r: ShapeReport, s: tpu.Slice | None) -> str:
 def slice_mesh(slice_: tpu.Slice) -> Any:
     """A `data` mesh over the slice's devices as the compiler sees them (hosts in order), for compiling."""
     tpu.prepare_offline_compile(slice_.accelerator_type)
-    from jax.sharding import Mesh
     import numpy as np
+    from jax.sharding import Mesh
 
     from trainer.mesh import DATA_AXIS
 
@@ -199,9 +223,19 @@ def slice_mesh(slice_: tpu.Slice) -> Any:
     return Mesh(np.array(devices), (DATA_AXIS,))
 
 
-def plan(cfg: TrainConfig, slice_: tpu.Slice, shapes: Sequence[str] = ("worst", "typical"), sim_steps: int = 10_000,
-         profiles: list | None = None, efficiency: float = 0.4, jobs: int = 1, memory_budget_gib: float = 0.0,
-         log=print, cache: str | None = None, compile_missing: bool = True) -> dict:
+def plan(
+    cfg: TrainConfig,
+    slice_: tpu.Slice,
+    shapes: Sequence[str] = ("worst", "typical"),
+    sim_steps: int = 10_000,
+    profiles: list | None = None,
+    efficiency: float = 0.4,
+    jobs: int = 1,
+    memory_budget_gib: float = 0.0,
+    log=print,
+    cache: str | None = None,
+    compile_missing: bool = True,
+) -> dict:
     """Compile and project; returns the JSON report (with "fits"). `memory_budget_gib` > 0 lowers the
     budget below the compiler's usable HBM (to leave headroom). `cache`, `compile_missing`: as
     compile_shapes takes them (programs left out are projected analytically)."""
@@ -212,37 +246,66 @@ def plan(cfg: TrainConfig, slice_: tpu.Slice, shapes: Sequence[str] = ("worst", 
     n = mesh.devices.size
     usable = tpu.usable_hbm_bytes(mesh.devices.flat[0])
     enc, model = build_model(cfg, read_model_config(cfg.model))
-    log(f"{slice_.name}: {n} devices on {slice_.hosts} host(s), {usable / GIB:.2f} GiB usable HBM per device "
+    log(
+        f"{slice_.name}: {n} devices on {slice_.hosts} host(s), {usable / GIB:.2f} GiB usable HBM per device "
         f"(compiler), {slice_.peak_tflops:g} TFLOP/s bf16 peak per device; model {cfg.model} "
         f"({enc.num_hidden_layers} x {enc.hidden_size}); global batch {cfg.batch_size}; memory plan: "
         f"chunk_tokens={cfg.chunk_tokens} grad_cache_chunk={cfg.grad_cache_chunk} "
-        f"shard_optimizer={cfg.shard_optimizer} remat={cfg.remat} adam_mu_dtype={cfg.adam_mu_dtype}")
-    sim = simulate(profiles if profiles is not None else corpus_profiles(None, None, cfg.model), cfg, n,
-                   steps=sim_steps)
+        f"shard_optimizer={cfg.shard_optimizer} remat={cfg.remat} adam_mu_dtype={cfg.adam_mu_dtype}"
+    )
+    sim = simulate(
+        profiles if profiles is not None else corpus_profiles(None, None, cfg.model), cfg, n, steps=sim_steps
+    )
     if sim.ladder.rungs:
         log(f"packed row counts fitted to the lengths (--pack_programs={cfg.pack_programs}): {sim.ladder.describe()}")
     todo = memory_check_shapes(cfg, n, sim.ladder) if "worst" in shapes else []
     if "typical" in shapes:
         todo += [("typical", s) for s in typical_shapes(sim) if s not in {t for _, t in todo}]
     if "mix" in shapes:  # every program the run compiles, the most FLOPs first (where XLA may rematerialise)
-        todo += [("mix", s) for s in sorted(sim.counts, key=lambda s: (-s.tokens_per_device, s))
-                 if s not in {t for _, t in todo}]
+        todo += [
+            ("mix", s)
+            for s in sorted(sim.counts, key=lambda s: (-s.tokens_per_device, s))
+            if s not in {t for _, t in todo}
+        ]
     if memory_budget_gib:
         usable = min(usable, int(memory_budget_gib * GIB))
-    reports = compile_shapes(model, cfg, mesh, todo, usable, jobs=jobs, cache=cache, compile_missing=compile_missing,
-                             on_report=lambda r: log("  compiled: " + format_report(r, None).strip()))
+    reports = compile_shapes(
+        model,
+        cfg,
+        mesh,
+        todo,
+        usable,
+        jobs=jobs,
+        cache=cache,
+        compile_missing=compile_missing,
+        on_report=lambda r: log("  compiled: " + format_report(r, None).strip()),
+    )
     left_out = [s.label for _, s in todo if s not in {r.shape for r in reports}]
     if left_out:
         log(f"not compiled (not in the cache): {', '.join(left_out)}")
     for r in reports:
         log(format_report(r, slice_))
-    proj = project(sim, enc, cfg, n, slice_.peak_tflops, efficiency,
-                   {r.shape: r.flops for r in reports if r.flops is not None and r.error is None})
+    proj = project(
+        sim,
+        enc,
+        cfg,
+        n,
+        slice_.peak_tflops,
+        efficiency,
+        {r.shape: r.flops for r in reports if r.flops is not None and r.error is None},
+    )
     for line in projection_lines(proj, cfg, sim):
         log(line)
     log("(compiler figures and a projection, not measured TPU time)")
-    return {"topology": slice_.name, "devices": n, "usable_bytes": usable, "model": cfg.model,
-            "config": cfg.to_json(), "shapes": [r.to_json() for r in reports], "projection": proj,
-            "worst_total_bytes": max((r.total_bytes for r in reports), default=None),
-            "row_ladder": {f"{c}x{n}": list(r) for (c, n), r in sim.ladder.rungs.items()},
-            "fits": all(r.fits for r in reports)}
+    return {
+        "topology": slice_.name,
+        "devices": n,
+        "usable_bytes": usable,
+        "model": cfg.model,
+        "config": cfg.to_json(),
+        "shapes": [r.to_json() for r in reports],
+        "projection": proj,
+        "worst_total_bytes": max((r.total_bytes for r in reports), default=None),
+        "row_ladder": {f"{c}x{n}": list(r) for (c, n), r in sim.ladder.rungs.items()},
+        "fits": all(r.fits for r in reports),
+    }

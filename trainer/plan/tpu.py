@@ -5,6 +5,7 @@
 (trainer/train/aot.py) for a slice that way. On such a machine JAX itself stays off the absent TPU
 (trainer/devices.py `quiet_start`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,13 +37,16 @@ class Slice:
 
 # Public figures (../shared/reference/tpu.md; Cloud TPU system architecture pages). A v3 chip is two
 # cores, each its own JAX device: 123 TFLOP/s, 32 GiB and 900 GB/s per chip are halved per device.
-SLICES = {s.name: s for s in (
-    Slice("v3-8", "v3:2x2", "default", (2, 2, 1), 8, 1, 16.0, 61.5, 450.0),
-    Slice("v3-32", "v3:4x4", "default", (2, 2, 1), 32, 4, 16.0, 61.5, 450.0),
-    Slice("v4-8", "v4:2x2x1", "megacore", (2, 2, 1), 4, 1, 32.0, 275.0, 1228.0),
-    Slice("v5litepod-8", "v5e:2x4", "default", (2, 4, 1), 8, 1, 16.0, 197.0, 819.0),
-    Slice("v5p-8", "v5p:2x2x1", "megacore", (2, 2, 1), 4, 1, 95.0, 459.0, 2765.0),
-)}
+SLICES = {
+    s.name: s
+    for s in (
+        Slice("v3-8", "v3:2x2", "default", (2, 2, 1), 8, 1, 16.0, 61.5, 450.0),
+        Slice("v3-32", "v3:4x4", "default", (2, 2, 1), 32, 4, 16.0, 61.5, 450.0),
+        Slice("v4-8", "v4:2x2x1", "megacore", (2, 2, 1), 4, 1, 32.0, 275.0, 1228.0),
+        Slice("v5litepod-8", "v5e:2x4", "default", (2, 4, 1), 8, 1, 16.0, 197.0, 819.0),
+        Slice("v5p-8", "v5p:2x2x1", "megacore", (2, 2, 1), 4, 1, 95.0, 459.0, 2765.0),
+    )
+}
 
 
 def get_slice(name: str) -> Slice:
@@ -67,12 +71,14 @@ def prepare_offline_compile(accelerator_type: str) -> None:
 def topology_devices(s: Slice) -> list[Any]:
     """The slice's devices (all hosts) to compile for; needs libtpu (`pip install 'jax[tpu]'`)."""
     if importlib.util.find_spec("libtpu") is None:
-        raise RuntimeError("compiling for a TPU topology needs libtpu: pip install 'jax[tpu]==0.10.2' "
-                           "(or the project's [tpu] extra)")
+        raise RuntimeError(
+            "compiling for a TPU topology needs libtpu: pip install 'jax[tpu]==0.10.2' (or the project's [tpu] extra)"
+        )
     from jax.experimental import topologies
 
-    topo = topologies.get_topology_desc(topology_name=s.topology, platform="tpu", chip_config_name=s.chip_config,
-                                        chips_per_host_bounds=s.chips_per_host)
+    topo = topologies.get_topology_desc(
+        topology_name=s.topology, platform="tpu", chip_config_name=s.chip_config, chips_per_host_bounds=s.chips_per_host
+    )
     return list(topo.devices)
 
 
@@ -85,7 +91,8 @@ def usable_hbm_bytes(device: Any) -> int:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     sharding = NamedSharding(Mesh(np.array([device]), ("x",)), P())
     too_big = jax.jit(lambda x: jnp.zeros((1 << 40,), jnp.uint8) + x, out_shardings=sharding)

@@ -5,6 +5,7 @@ a budget, compile seconds and the compiler's FLOPs; `cache`: compiled programs' 
 `program_key`, so a planner run does not compile a program again. Nothing is materialised: the state and batch are
 abstract (ShapeDtypeStructs with their shardings), so roberta-large compiles on a laptop.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,10 +17,11 @@ from typing import Any, Sequence
 
 from trainer.config import TrainConfig
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 # ------------------------------------------------------------------------------------- abstract inputs
+
 
 def abstract_state(model: Any, cfg: TrainConfig, mesh: Any) -> Any:
     """The TrainState as ShapeDtypeStructs with its shardings (memory plan included): no parameters
@@ -65,6 +67,7 @@ def abstract_batch(shape: Any, cfg: TrainConfig, mesh: Any) -> dict:
 
 # ------------------------------------------------------------------------------------- compile
 
+
 @dataclasses.dataclass
 class ShapeReport:
     """Per device: bytes of the compiled step for one batch shape."""
@@ -100,8 +103,16 @@ class ShapeReport:
 _NEEDS = re.compile(r"required for HLO temporaries \(([0-9.]+)([KMGT]?)\)")
 
 
-_CACHED = ("argument_bytes", "output_bytes", "temp_bytes", "alias_bytes", "compile_s", "flops", "bytes_accessed",
-           "error")
+_CACHED = (
+    "argument_bytes",
+    "output_bytes",
+    "temp_bytes",
+    "alias_bytes",
+    "compile_s",
+    "flops",
+    "bytes_accessed",
+    "error",
+)
 
 
 def program_key(lowered: Any, mesh: Any) -> str:
@@ -112,8 +123,15 @@ def program_key(lowered: Any, mesh: Any) -> str:
     import jax
 
     d = mesh.devices.flat[0]
-    text = "\n".join((lowered.as_text(), str(mesh.devices.shape), getattr(d, "device_kind", d.platform),
-                      jax.__version__, _libtpu_version()))
+    text = "\n".join(
+        (
+            lowered.as_text(),
+            str(mesh.devices.shape),
+            getattr(d, "device_kind", d.platform),
+            jax.__version__,
+            _libtpu_version(),
+        )
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -137,9 +155,18 @@ def _read_cache(path: str | None) -> dict:
     return out
 
 
-def compile_shapes(model: Any, cfg: TrainConfig, mesh: Any, shapes: Sequence[tuple[str, Any]], usable_bytes: int,
-                   state: Any = None, jobs: int = 1, cache: str | None = None, on_report=None,
-                   compile_missing: bool = True) -> list[ShapeReport]:
+def compile_shapes(
+    model: Any,
+    cfg: TrainConfig,
+    mesh: Any,
+    shapes: Sequence[tuple[str, Any]],
+    usable_bytes: int,
+    state: Any = None,
+    jobs: int = 1,
+    cache: str | None = None,
+    on_report=None,
+    compile_missing: bool = True,
+) -> list[ShapeReport]:
     """Lower the train step for each (case, shape) on `mesh` (real devices or a TPU topology's), then
     compile them, `jobs` at a time (XLA compiles outside the GIL: 2 cores, half the wait). `state`:
     the train state, abstract or concrete (default: `abstract_state`). `cache`: a JSON-lines file of
@@ -148,16 +175,19 @@ def compile_shapes(model: Any, cfg: TrainConfig, mesh: Any, shapes: Sequence[tup
     finishes (a long planner run that stops keeps what it compiled). `on_report(report)`: called as each
     program finishes.
     `compile_missing=False`: programs not in the cache are left out of the result (nothing compiles)."""
-    from concurrent.futures import ThreadPoolExecutor
     import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     import jax
 
     from trainer.train.train_step import make_train_step
 
     # A concrete state (the preflight's) compiles as its shapes, dtypes and shardings.
-    state = abstract_state(model, cfg, mesh) if state is None else jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    state = (
+        abstract_state(model, cfg, mesh)
+        if state is None
+        else jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    )
     step = make_train_step(model, cfg, mesh, state_sharding=jax_shardings(state))
     lowered = [step.lower(state, abstract_batch(shape, cfg, mesh)) for _, shape in shapes]
     cached = _read_cache(cache)
@@ -176,8 +206,10 @@ def compile_shapes(model: Any, cfg: TrainConfig, mesh: Any, shapes: Sequence[tup
             report = _compile_one(lowered[i], case, shape, usable_bytes, state)
             if cache:
                 with lock, open(cache, "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"key": key, "shape": shape.label,
-                                        **{k: getattr(report, k) for k in _CACHED}}) + "\n")
+                    f.write(
+                        json.dumps({"key": key, "shape": shape.label, **{k: getattr(report, k) for k in _CACHED}})
+                        + "\n"
+                    )
         if on_report is not None:
             on_report(report)
         return report

@@ -4,6 +4,7 @@ Layout: <workdir>/checkpoints/<step>/{state,data,meta}. `state` is the TrainStat
 input pipeline's small JSON position (so resume continues with the very next batch), `meta` the
 configuration and model description needed to export from a workdir alone. TensorFlow-free.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -73,9 +74,7 @@ def restore_latest_params(workdir: str) -> tuple[Any, dict]:
     step = manager.latest_step()
     if step is None:
         raise FileNotFoundError(f"no checkpoint under {checkpoint_dir(workdir)}")
-    out = manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
-    )
+    out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
     manager.close()
     state = out["state"]
     params = state["params"] if isinstance(state, dict) else state.params

@@ -15,13 +15,15 @@ Mesh: a chunk takes the same number of rows from every device's slice of the bat
 regrouped [D, K, b] -> [K, D, b] by reshapes that need no communication), so every device works
 on every chunk.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from trainer.mesh import DATA_AXIS
 
@@ -61,8 +63,17 @@ def _constrain(x: jax.Array, mesh: Mesh | None, spec: P) -> jax.Array:
     return x if mesh is None else jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
-def embed_in_chunks(apply_fn: ApplyFn, params: Any, ids: jax.Array, masks: jax.Array, token_ids: jax.Array,
-                    key: jax.Array, chunk: int, deterministic: bool, mesh: Mesh | None = None) -> jax.Array:
+def embed_in_chunks(
+    apply_fn: ApplyFn,
+    params: Any,
+    ids: jax.Array,
+    masks: jax.Array,
+    token_ids: jax.Array,
+    key: jax.Array,
+    chunk: int,
+    deterministic: bool,
+    mesh: Mesh | None = None,
+) -> jax.Array:
     """Embeddings [C, B, H] (float32) of token ids [C, B, L], one encoder call per chunk (a scan).
 
     Differentiable, but differentiating it keeps every chunk's activations: the cached path below
@@ -79,9 +90,18 @@ def embed_in_chunks(apply_fn: ApplyFn, params: Any, ids: jax.Array, masks: jax.A
     return from_chunks(embs, n_cols, n_shards)
 
 
-def cached_value_and_grad(apply_fn: ApplyFn, params: Any, ids: jax.Array, masks: jax.Array, token_ids: jax.Array,
-                          loss_of_embeddings: Callable[[jax.Array], jax.Array], key: jax.Array,
-                          chunk: int, deterministic: bool, mesh: Mesh | None = None) -> tuple[jax.Array, Any]:
+def cached_value_and_grad(
+    apply_fn: ApplyFn,
+    params: Any,
+    ids: jax.Array,
+    masks: jax.Array,
+    token_ids: jax.Array,
+    loss_of_embeddings: Callable[[jax.Array], jax.Array],
+    key: jax.Array,
+    chunk: int,
+    deterministic: bool,
+    mesh: Mesh | None = None,
+) -> tuple[jax.Array, Any]:
     """(loss, d loss / d params) with activation memory of one chunk.
 
     ids, masks, token_ids: [C, B, L] (columns anchor, positive[, negative]); loss_of_embeddings:
@@ -91,13 +111,15 @@ def cached_value_and_grad(apply_fn: ApplyFn, params: Any, ids: jax.Array, masks:
 
     # Pass 1: embeddings without activations kept.
     embs = jax.lax.stop_gradient(
-        embed_in_chunks(apply_fn, params, ids, masks, token_ids, key, chunk, deterministic, mesh))
+        embed_in_chunks(apply_fn, params, ids, masks, token_ids, key, chunk, deterministic, mesh)
+    )
     # The loss over the whole global batch, and its gradient w.r.t. the embeddings.
     loss, g_embs = jax.value_and_grad(loss_of_embeddings)(embs)
 
     # Pass 2: per chunk, recompute (same masks) and pull the embedding gradient back.
-    chunks = tuple(_constrain(to_chunks(x, chunk, n_shards), mesh, P(None, DATA_AXIS))
-                   for x in (ids, masks, token_ids, g_embs))
+    chunks = tuple(
+        _constrain(to_chunks(x, chunk, n_shards), mesh, P(None, DATA_AXIS)) for x in (ids, masks, token_ids, g_embs)
+    )
 
     def body(acc, xs):
         i, m, t, g = (_constrain(x, mesh, P(DATA_AXIS)) for x in xs)
@@ -126,16 +148,26 @@ def columns_to_packed(x: jax.Array, n_shards: int, source: jax.Array | None = No
     """Inverse of `packed_to_columns`: [C, S * b, H] -> [S, C * b, H]."""
     c, sb = x.shape[:2]
     if source is not None:
-        return x.reshape((c * sb,) + x.shape[2:])[source.reshape(-1)].reshape((n_shards, c * sb // n_shards)
-                                                                               + x.shape[2:])
+        return x.reshape((c * sb,) + x.shape[2:])[source.reshape(-1)].reshape(
+            (n_shards, c * sb // n_shards) + x.shape[2:]
+        )
     x = jnp.swapaxes(x.reshape((c, n_shards, sb // n_shards) + x.shape[2:]), 0, 1)
     return x.reshape((n_shards, sb // n_shards * c) + x.shape[3:])
 
 
-def cached_value_and_grad_packed(packed_fn: Callable, params: Any, arrays: Sequence[jax.Array], n_texts: int,
-                                 loss_of_embeddings: Callable[[jax.Array], jax.Array], n_columns: int,
-                                 key: jax.Array, n_chunks: int, deterministic: bool,
-                                 mesh: Mesh | None = None, source: jax.Array | None = None) -> tuple[jax.Array, Any]:
+def cached_value_and_grad_packed(
+    packed_fn: Callable,
+    params: Any,
+    arrays: Sequence[jax.Array],
+    n_texts: int,
+    loss_of_embeddings: Callable[[jax.Array], jax.Array],
+    n_columns: int,
+    key: jax.Array,
+    n_chunks: int,
+    deterministic: bool,
+    mesh: Mesh | None = None,
+    source: jax.Array | None = None,
+) -> tuple[jax.Array, Any]:
     """Gradient caching of a packed batch (trainer/data/packing.py): chunk k is rows k*r..(k+1)*r-1 of
     every shard (r = R / n_chunks). A text lies in one row, so each chunk embeds whole texts; its
     output is zero for the texts of other chunks (and so is its derivative), and the chunks' outputs
@@ -178,5 +210,4 @@ def cached_value_and_grad_packed(packed_fn: Callable, params: Any, arrays: Seque
 
 def stack_columns(batch: dict[str, jax.Array], columns: Sequence[str]) -> tuple[jax.Array, jax.Array]:
     """[C, B, L] ids and masks from the batch dict's `<column>_ids` / `<column>_mask`."""
-    return (jnp.stack([batch[f"{c}_ids"] for c in columns]),
-            jnp.stack([batch[f"{c}_mask"] for c in columns]))
+    return (jnp.stack([batch[f"{c}_ids"] for c in columns]), jnp.stack([batch[f"{c}_mask"] for c in columns]))

@@ -32,6 +32,7 @@ the row's target fingerprint (the candidate is the same text as the answer: a fa
 the row's own fingerprint (the candidate is a copy of the row's text, e.g. a duplicate question in
 a symmetric corpus or a hard negative equal to the query). The true-pair column is never masked.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
@@ -40,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from trainer.config import validate_loss_options
+
 
 def _normalize(x: jax.Array) -> jax.Array:
     # Same epsilon as torch.nn.functional.normalize (used by ST's cos_sim).
@@ -74,8 +76,9 @@ def contrastive_loss(
     *_fp: int [B] text fingerprints, required when mask_false_negatives is True.
     """
     directions = validate_loss_options(directions, partition_mode)
-    if mask_false_negatives and (anchor_fp is None or positive_fp is None
-                                 or (negative is not None and negative_fp is None)):
+    if mask_false_negatives and (
+        anchor_fp is None or positive_fp is None or (negative is not None and negative_fp is None)
+    ):
         raise ValueError("mask_false_negatives needs anchor_fp, positive_fp (and negative_fp for triplets)")
     q = _normalize(anchor.astype(jnp.float32))
     dpos = _normalize(positive.astype(jnp.float32))
@@ -144,14 +147,22 @@ def loss_named(name: str) -> LossFactory:
 def contrastive_from_config(cfg: Any, batch: Mapping[str, Any]) -> Callable[[jax.Array], jax.Array]:
     """`contrastive_loss` with cfg's scale, masking and partition mode, and the directions of the batch's
     kind: cfg.triplet_directions for three columns (a negative), else cfg.pair_directions."""
+
     def loss(embs: jax.Array) -> jax.Array:
         triplet = embs.shape[0] == 3
         return contrastive_loss(
-            embs[0], embs[1], embs[2] if triplet else None,
-            anchor_fp=batch.get("anchor_fp"), positive_fp=batch.get("positive_fp"),
-            negative_fp=batch.get("negative_fp"), scale=cfg.scale,
+            embs[0],
+            embs[1],
+            embs[2] if triplet else None,
+            anchor_fp=batch.get("anchor_fp"),
+            positive_fp=batch.get("positive_fp"),
+            negative_fp=batch.get("negative_fp"),
+            scale=cfg.scale,
             directions=cfg.triplet_directions if triplet else cfg.pair_directions,
-            partition_mode=cfg.partition_mode, mask_false_negatives=cfg.mask_false_negatives)
+            partition_mode=cfg.partition_mode,
+            mask_false_negatives=cfg.mask_false_negatives,
+        )
+
     return loss
 
 

@@ -11,6 +11,7 @@ hand the loss the same array (trainer/train_step.make_loss_of_embeddings). ST's 
 `truncate` is the evaluation side: the first d components, re-normalised, so every evaluator can
 report each size from the embeddings it computed once (metric names: `dim_metric`).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -20,8 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def matryoshka_loss(loss_of_embeddings: Callable[[jax.Array], jax.Array], embs: jax.Array,
-                    dims: Sequence[int], weights: Sequence[float] = ()) -> jax.Array:
+def matryoshka_loss(
+    loss_of_embeddings: Callable[[jax.Array], jax.Array],
+    embs: jax.Array,
+    dims: Sequence[int],
+    weights: Sequence[float] = (),
+) -> jax.Array:
     """sum_d weight_d * loss_of_embeddings(embs[..., :d]); the plain loss when dims is empty.
     `loss_of_embeddings` must normalise its inputs (trainer/loss.contrastive_loss does)."""
     if not dims:

@@ -18,6 +18,7 @@ behind it: docs/training_step.md, "Memory plan"):
 Dropout is a function of each token's identity (modeling.dropout_token_ids), so every plan gives the
 same losses and gradients (tests/test_layout_invariance.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from trainer.mesh import DATA_AXIS, data_shards, replicated
 
@@ -46,8 +48,7 @@ def state_shardings(state: Any, mesh: Mesh, shard_optimizer: bool) -> Any:
         return jax.tree_util.tree_map(lambda _: rep, state)
     n = data_shards(mesh)
     opt = jax.tree_util.tree_map(lambda x: NamedSharding(mesh, moment_spec(np.shape(x), n)), state.opt_state)
-    return state.replace(step=rep, params=jax.tree_util.tree_map(lambda _: rep, state.params), opt_state=opt,
-                         rng=rep)
+    return state.replace(step=rep, params=jax.tree_util.tree_map(lambda _: rep, state.params), opt_state=opt, rng=rep)
 
 
 def state_bytes_per_device(state: Any, shardings: Any) -> int:

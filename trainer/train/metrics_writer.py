@@ -3,6 +3,7 @@
 Only the main process writes. TensorBoard goes through tf.summary when TensorFlow is importable
 (the trainer's input pipeline needs it anyway); metrics.jsonl is always written.
 """
+
 from __future__ import annotations
 
 import json

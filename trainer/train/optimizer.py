@@ -1,5 +1,6 @@
 """AdamW with linear warm-up and linear decay to zero, global-norm clipping, no decay on biases and
 LayerNorm parameters: the reference recipe (transformers' AdamW + get_linear_schedule_with_warmup)."""
+
 from __future__ import annotations
 
 from typing import Any

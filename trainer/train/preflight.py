@@ -10,16 +10,17 @@ device's own memory limit (`memory_stats()["bytes_limit"]`, GPU and TPU), or cfg
 a CPU has no limit to check against unless that flag sets one. With the persistent compilation cache
 on (cfg.compilation_cache), the training step later finds these programs compiled.
 """
+
 from __future__ import annotations
 
 import logging
 from typing import Any, Iterable
 
 from pipeline.user_errors import UserError
-from trainer.train.aot import GIB, ShapeReport, compile_shapes
 from trainer.config import TrainConfig
-from trainer.mesh import data_shards
 from trainer.data.shapes import memory_check_shapes
+from trainer.mesh import data_shards
+from trainer.train.aot import GIB, ShapeReport, compile_shapes
 
 log = logging.getLogger("trainer")
 
@@ -64,36 +65,50 @@ def check_reports(reports: Iterable[ShapeReport], cfg: TrainConfig) -> None:
     if not bad:
         return
     r = bad[0]
-    what = (f"the worst-case {r.shape.label} batch (every text at {cfg.max_seq_length} tokens)" if r.case == "worst"
-            else f"the largest unchunked {r.shape.label} batch (the most tokens per device under "
-                 f"--chunk_tokens={cfg.chunk_tokens}, run without gradient caching)")
+    what = (
+        f"the worst-case {r.shape.label} batch (every text at {cfg.max_seq_length} tokens)"
+        if r.case == "worst"
+        else f"the largest unchunked {r.shape.label} batch (the most tokens per device under "
+        f"--chunk_tokens={cfg.chunk_tokens}, run without gradient caching)"
+    )
     raise PreflightError(
         f"preflight: {what} needs "
         f"{r.total_bytes / GIB:.2f} GiB per device (state and batch {(r.argument_bytes) / GIB:.2f}, temporaries "
         f"{r.temp_bytes / GIB:.2f}) but the budget is {r.usable_bytes / GIB:.2f} GiB. Fix: {_suggestion(r, cfg)}. "
-        f"Plan offline with: python -m trainer.plan.planner --topology=... --config=... [flags]")
+        f"Plan offline with: python -m trainer.plan.planner --topology=... --config=... [flags]"
+    )
 
 
-def preflight_shapes(cfg: TrainConfig, n_shards: int, kinds: Iterable[str], ladder: Any = None) -> list[tuple[str, Any]]:
+def preflight_shapes(
+    cfg: TrainConfig, n_shards: int, kinds: Iterable[str], ladder: Any = None
+) -> list[tuple[str, Any]]:
     """(case, shape) of the memory check for each kind the data has, for aot.compile_shapes, under the
     run's row `ladder` (trainer/data/row_fit.py row_ladder; default: pack_row_steps')."""
     kinds = set(kinds)
     return [(case, s) for case, s in memory_check_shapes(cfg, n_shards, ladder) if s.kind in kinds]
 
 
-def run_preflight(model: Any, cfg: TrainConfig, mesh: Any, state: Any, kinds: Iterable[str],
-                  ladder: Any = None) -> list[ShapeReport]:
+def run_preflight(
+    model: Any, cfg: TrainConfig, mesh: Any, state: Any, kinds: Iterable[str], ladder: Any = None
+) -> list[ShapeReport]:
     """Compile the memory-check shapes of `kinds` ("pair", "triplet") on `mesh`; raise PreflightError
     if one does not fit. `cfg` carries the effective max_seq_length (shapes.with_effective_length).
     Returns the reports ([] when no budget is known)."""
     budget = memory_budget(cfg, mesh.devices.flat[0])
     if budget is None:
-        log.info("preflight: %s devices report no memory limit; skipped (set --memory_budget_gib to check)",
-                 mesh.devices.flat[0].platform)
+        log.info(
+            "preflight: %s devices report no memory limit; skipped (set --memory_budget_gib to check)",
+            mesh.devices.flat[0].platform,
+        )
         return []
     reports = compile_shapes(model, cfg, mesh, preflight_shapes(cfg, data_shards(mesh), kinds, ladder), budget, state)
     for r in reports:
-        log.info("preflight: %s: %.2f GiB of %.2f GiB per device (compiled in %.0f s)", r.shape.label,
-                 r.total_bytes / GIB, budget / GIB, r.compile_s)
+        log.info(
+            "preflight: %s: %.2f GiB of %.2f GiB per device (compiled in %.0f s)",
+            r.shape.label,
+            r.total_bytes / GIB,
+            budget / GIB,
+            r.compile_s,
+        )
     check_reports(reports, cfg)
     return reports

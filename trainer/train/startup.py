@@ -1,6 +1,7 @@
 """What a training run prepares before its first step: the compilation cache, the model, a copy of
 its source files in the workdir, the check that the data was tokenized with its vocabulary, and the
 log of how many times the run draws each corpus's examples."""
+
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,14 @@ from pipeline.tokenizing import vocab_fingerprint
 from pipeline.user_errors import UserError
 from trainer.config import TrainConfig, check_dims
 from trainer.data.corpus_schedule import CorpusPasses, corpus_passes, passes_report
-from trainer.model.hf_loading import Pretrained, init_random, load_pretrained, read_hf_config, resolve_model_dir, tokenizer_files
+from trainer.model.hf_loading import (
+    Pretrained,
+    init_random,
+    load_pretrained,
+    read_hf_config,
+    resolve_model_dir,
+    tokenizer_files,
+)
 from trainer.model.modeling import EncoderConfig
 from trainer.model.pooling import source_pooling_mode
 from trainer.train.train_step import compute_dtype
@@ -50,8 +58,14 @@ def load_model(cfg: TrainConfig) -> Pretrained:
     if cfg.from_scratch:
         model_dir = resolve_model_dir(cfg.model)
         config = EncoderConfig.from_hf_dict(read_hf_config(model_dir))
-        pretrained = init_random(config, seed=cfg.seed, dtype=dtype, source_dir=model_dir, remat=cfg.remat,
-                                 pooling=pooling or source_pooling_mode(model_dir) or "mean")
+        pretrained = init_random(
+            config,
+            seed=cfg.seed,
+            dtype=dtype,
+            source_dir=model_dir,
+            remat=cfg.remat,
+            pooling=pooling or source_pooling_mode(model_dir) or "mean",
+        )
     else:
         pretrained = load_pretrained(cfg.model, dtype=dtype, remat=cfg.remat, pooling=pooling)
     check_matryoshka_dims(cfg, pretrained.config.hidden_size)
@@ -64,8 +78,12 @@ def check_matryoshka_dims(cfg: TrainConfig, hidden_size: int) -> None:
     except ValueError as e:
         raise UserError(f"--{e}") from None
     if cfg.matryoshka_dims and hidden_size not in cfg.matryoshka_dims:
-        log.warning("--matryoshka_dims %s leaves out the model's full size %d: the untruncated embedding is "
-                    "not trained directly", ",".join(map(str, cfg.matryoshka_dims)), hidden_size)
+        log.warning(
+            "--matryoshka_dims %s leaves out the model's full size %d: the untruncated embedding is "
+            "not trained directly",
+            ",".join(map(str, cfg.matryoshka_dims)),
+            hidden_size,
+        )
 
 
 def save_model_source(pretrained: Pretrained, workdir: str) -> str:
@@ -89,14 +107,16 @@ def check_tokenizer(manifest: Manifest, tokenizer) -> None:
     if want and want != have:
         raise TokenizerMismatchError(
             f"the data was tokenized with {manifest.tokenizer.get('name')!r} whose vocabulary differs from "
-            f"the model's; rerun beam_main.py with --tokenizer set to the model ({want[:12]} != {have[:12]})")
+            f"the model's; rerun beam_main.py with --tokenizer set to the model ({want[:12]} != {have[:12]})"
+        )
 
 
 def log_corpus_passes(cfg: TrainConfig, manifest: Manifest) -> list[CorpusPasses]:
     """Logs, per corpus of the manifest, how many times train_steps x batch_size draws each of its
     training examples on average, with a warning naming the corpora drawn more than 20 times."""
-    passes = corpus_passes([(c.name, c.weight, c.train_examples) for c in manifest.corpora], cfg.train_steps,
-                           cfg.batch_size)
+    passes = corpus_passes(
+        [(c.name, c.weight, c.train_examples) for c in manifest.corpora], cfg.train_steps, cfg.batch_size
+    )
     lines, warning = passes_report(passes, cfg.train_steps, cfg.batch_size)
     log.info("%s", "\n".join(lines))
     if warning:

@@ -5,6 +5,7 @@ with --mteb_tasks).
 checkpoint when there is one (parameters, optimizer, step and the data position), so rerunning the
 same command after a preemption continues exactly where the last checkpoint left off.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,16 +19,16 @@ from tqdm import tqdm
 from pipeline import storage
 from pipeline.manifest import Manifest, load_manifest
 from trainer import multihost
-from trainer.train import startup
-from trainer.train.checkpointing import Checkpointer
 from trainer.config import TrainConfig
 from trainer.data.batches import BatchStream
-from trainer.data.shapes import Chunking, agree_on_shape, batch_packer, with_effective_length
-from trainer.model.encode import load_tokenizer
-from trainer.evaluators.suite import EvaluationSuite, evaluation_table, path_fields
-from trainer.model.export import export_sentence_transformers
 from trainer.data.row_fit import manifest_profiles, row_ladder
+from trainer.data.shapes import Chunking, agree_on_shape, batch_packer, with_effective_length
+from trainer.evaluators.suite import EvaluationSuite, evaluation_table, path_fields
 from trainer.mesh import create_mesh, data_shards, layout_report, shard_batch
+from trainer.model.encode import load_tokenizer
+from trainer.model.export import export_sentence_transformers
+from trainer.train import startup
+from trainer.train.checkpointing import Checkpointer
 from trainer.train.metrics_writer import MetricsWriter, truncate_metrics
 from trainer.train.preflight import run_preflight
 from trainer.train.train_step import create_train_state, make_train_step, train_state_sharding
@@ -79,10 +80,17 @@ def itstime(step: int, every: int) -> bool:
 def model_card(cfg: TrainConfig, manifest: Manifest, step: int, evaluation: dict, before: dict) -> dict:
     total = sum(c.weight for c in manifest.corpora)
     # A corpus's description (data config -> manifest) rides along: a mined corpus's names its mining run.
-    mix = {c.name: {"record_format": c.record_format, "weight": c.weight, "probability": round(c.weight / total, 4),
-                    "train_examples": c.train_examples, **({"description": c.description} if c.description else {}),
-                    **({"prompts": {k: p.name for k, p in c.prompts.items()}} if c.prompts else {})}
-           for c in manifest.corpora}
+    mix = {
+        c.name: {
+            "record_format": c.record_format,
+            "weight": c.weight,
+            "probability": round(c.weight / total, 4),
+            "train_examples": c.train_examples,
+            **({"description": c.description} if c.description else {}),
+            **({"prompts": {k: p.name for k, p in c.prompts.items()}} if c.prompts else {}),
+        }
+        for c in manifest.corpora
+    }
     card = {
         "base_model": cfg.model,
         # Paths of this machine are no part of the model: the export's and the evaluators' files.
@@ -94,13 +102,16 @@ def model_card(cfg: TrainConfig, manifest: Manifest, step: int, evaluation: dict
         "evaluation_before_training": before,
     }
     if cfg.matryoshka_dims:
-        card["matryoshka"] = {"dims": list(cfg.matryoshka_dims),
-                              "weights": list(cfg.matryoshka_weights or [1.0] * len(cfg.matryoshka_dims))}
+        card["matryoshka"] = {
+            "dims": list(cfg.matryoshka_dims),
+            "weights": list(cfg.matryoshka_weights or [1.0] * len(cfg.matryoshka_dims)),
+        }
     return card
 
 
-def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
-          stop_at_step: int | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True, stop_at_step: int | None = None
+) -> TrainResult:
     """Runs (or resumes) training to cfg.train_steps, then evaluates and exports.
 
     `stop_at_step` behaves like a preemption at that step (checkpoint, then return): a time-boxed job
@@ -134,8 +145,9 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
         log.info("packed row counts fitted to the data (--pack_programs=%d): %s", cfg.pack_programs, ladder.describe())
     if cfg.preflight:  # before any thread starts: a refusal leaves nothing running
         kinds = {"triplet" if c.has_negative else "pair" for c in manifest.corpora}
-        run_preflight(pretrained.model, data_cfg, mesh, state, (kinds | {"pair"}) if cfg.mixed_batch_share else kinds,
-                      ladder)
+        run_preflight(
+            pretrained.model, data_cfg, mesh, state, (kinds | {"pair"}) if cfg.mixed_batch_share else kinds, ladder
+        )
     checkpointer = Checkpointer(workdir, keep=cfg.keep_checkpoints)
     data_state = None
     if checkpointer.latest_step() is not None:
@@ -144,16 +156,29 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
         if is_main:
             truncate_metrics(workdir, int(state.step))
     start_step = int(state.step)
-    meta = {"model": cfg.model, "model_source": source_dir, "hf_config": pretrained.hf_config,
-            "config": cfg.to_json(), "data_dir": data_dir, "pooling": pretrained.model.pooling,
-            "prompts": manifest.prompts, "default_prompt_name": manifest.default_prompt_name,
-            "data_cleaning": manifest.raw.get("cleaning")}
+    meta = {
+        "model": cfg.model,
+        "model_source": source_dir,
+        "hf_config": pretrained.hf_config,
+        "config": cfg.to_json(),
+        "data_dir": data_dir,
+        "pooling": pretrained.model.pooling,
+        "prompts": manifest.prompts,
+        "default_prompt_name": manifest.default_prompt_name,
+        "data_cleaning": manifest.raw.get("cleaning"),
+    }
 
     chunking = Chunking.from_config(cfg, data_shards(mesh))
-    packer = (batch_packer(data_cfg, data_shards(mesh), data_shards(mesh) // jax.process_count(), pad_id, ladder,
-                           jax.process_index()) if cfg.packing else None)
-    batches = BatchStream(manifest, data_cfg, jax.process_index(), jax.process_count(), state=data_state,
-                          transform=packer)
+    packer = (
+        batch_packer(
+            data_cfg, data_shards(mesh), data_shards(mesh) // jax.process_count(), pad_id, ladder, jax.process_index()
+        )
+        if cfg.packing
+        else None
+    )
+    batches = BatchStream(
+        manifest, data_cfg, jax.process_index(), jax.process_count(), state=data_state, transform=packer
+    )
     step_fn = make_train_step(pretrained.model, cfg, mesh, state_sharding=train_state_sharding(state, cfg, mesh))
     evaluators = EvaluationSuite(cfg, pretrained.model, tokenizer, manifest, workdir, progress)
     writer = MetricsWriter(workdir, enabled=is_main)
@@ -185,13 +210,21 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
                     raise NonFiniteLossError(
                         f"non-finite loss or gradient at step {step} (loss={float(metrics['loss'])}, corpus {corpus}); "
                         f"stopping. The last good checkpoint (step {checkpointer.latest_step()}) is kept; "
-                        f"lower --learning_rate or check the data.")
+                        f"lower --learning_rate or check the data."
+                    )
                 bar.update(1)
                 if itstime(step, cfg.log_every) or step == cfg.train_steps:
                     elapsed = time.perf_counter() - t0
-                    writer.write(step, {"loss": float(metrics["loss"]), "learning_rate": float(metrics["learning_rate"]),
-                                        "grad_norm": float(metrics["grad_norm"]),
-                                        "pairs_per_second": pairs / max(elapsed, 1e-9), "corpus": corpus})
+                    writer.write(
+                        step,
+                        {
+                            "loss": float(metrics["loss"]),
+                            "learning_rate": float(metrics["learning_rate"]),
+                            "grad_norm": float(metrics["grad_norm"]),
+                            "pairs_per_second": pairs / max(elapsed, 1e-9),
+                            "corpus": corpus,
+                        },
+                    )
                     bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", corpus=corpus)
                     t0, pairs = time.perf_counter(), 0
                 if itstime(step, cfg.eval_every) and step < cfg.train_steps:
@@ -200,8 +233,11 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
                 if itstime(step, cfg.checkpoint_every) or interrupted:
                     save(step)
                 if interrupted:
-                    log.warning("stopping at step %d (signal %s): checkpointed; rerun the same command to resume",
-                                step, preemption.signal)
+                    log.warning(
+                        "stopping at step %d (signal %s): checkpointed; rerun the same command to resume",
+                        step,
+                        preemption.signal,
+                    )
                     checkpointer.wait()
                     return TrainResult(step, finished=False, signal=preemption.signal)
         if checkpointer.latest_step() != step:
@@ -213,12 +249,19 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
             log.info("evaluation after training:\n%s", evaluation_table(before, final, writer.path))
         export_dir = cfg.export_dir or storage.join(workdir, "export")
         if is_main:
-            export_sentence_transformers({"params": jax.device_get(state.params)}, pretrained.config,
-                                         pretrained.hf_config, source_dir, export_dir,
-                                         max_seq_length=cfg.max_seq_length,
-                                         model_card=model_card(cfg, manifest, step, final, before),
-                                         extra_tensors=pretrained.extras, pooling=pretrained.model.pooling,
-                                         prompts=manifest.prompts, default_prompt_name=manifest.default_prompt_name)
+            export_sentence_transformers(
+                {"params": jax.device_get(state.params)},
+                pretrained.config,
+                pretrained.hf_config,
+                source_dir,
+                export_dir,
+                max_seq_length=cfg.max_seq_length,
+                model_card=model_card(cfg, manifest, step, final, before),
+                extra_tensors=pretrained.extras,
+                pooling=pretrained.model.pooling,
+                prompts=manifest.prompts,
+                default_prompt_name=manifest.default_prompt_name,
+            )
             log.info("exported the model to %s", export_dir)
     finally:
         bar.close()
@@ -230,5 +273,6 @@ def train(cfg: TrainConfig, data_dir: str, workdir: str, progress: bool = True,
         if on_export:
             writer.write(step, on_export)
         failures = evaluators.failures()
-    return TrainResult(step, finished=True, evaluation=final, evaluation_before=before, export_dir=export_dir,
-                       export_failures=failures)
+    return TrainResult(
+        step, finished=True, evaluation=final, evaluation_before=before, export_dir=export_dir, export_failures=failures
+    )

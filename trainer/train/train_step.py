@@ -12,28 +12,33 @@ device count and any gradient-caching chunks (trainer/data/shapes.py) give the s
 non-finite loss or gradient leaves the state untouched (metrics["finite"] is False) so the loop can
 stop with the last good state and checkpoint intact.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
 import flax
-from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax import linen as nn
 from jax.sharding import Mesh
 
 from trainer.config import TrainConfig
-from trainer.train.grad_cache import (cached_value_and_grad, cached_value_and_grad_packed, packed_to_columns,
-                                stack_columns)
+from trainer.data.packing import PACKED_KEYS, PACKED_SOURCE, packed_columns, texts_per_shard
+from trainer.data.shapes import Chunking
+from trainer.mesh import batch_sharding, check_batch_layout, data_shards, replicated
+from trainer.model.modeling import dropout_token_ids
+from trainer.train.grad_cache import (
+    cached_value_and_grad,
+    cached_value_and_grad_packed,
+    packed_to_columns,
+    stack_columns,
+)
 from trainer.train.loss import loss_named, validate_loss_options
 from trainer.train.matryoshka import matryoshka_loss
 from trainer.train.memory import state_shardings
-from trainer.mesh import batch_sharding, check_batch_layout, data_shards, replicated
-from trainer.model.modeling import dropout_token_ids
 from trainer.train.optimizer import learning_rate_schedule, make_optimizer
-from trainer.data.packing import PACKED_KEYS, PACKED_SOURCE, packed_columns, texts_per_shard
-from trainer.data.shapes import Chunking
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -59,14 +64,16 @@ def train_state_sharding(state: TrainState, cfg: TrainConfig, mesh: Mesh) -> Any
     return state_shardings(state, mesh, cfg.shard_optimizer)
 
 
-def create_train_state(params: Any, cfg: TrainConfig, mesh: Mesh | None = None,
-                       tx: optax.GradientTransformation | None = None) -> TrainState:
+def create_train_state(
+    params: Any, cfg: TrainConfig, mesh: Mesh | None = None, tx: optax.GradientTransformation | None = None
+) -> TrainState:
     """A fresh state (step 0) around float32 params; placed on the mesh when one is given."""
     tx = tx or make_optimizer(cfg)
     # A copy: the step donates the state, which must not delete the caller's arrays.
     params = jax.tree_util.tree_map(lambda p: jnp.array(p, jnp.float32, copy=True), params)
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                       rng=jax.random.PRNGKey(cfg.seed))
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=jax.random.PRNGKey(cfg.seed)
+    )
     if mesh is not None:
         state = jax.device_put(state, train_state_sharding(state, cfg, mesh))
     return state
@@ -76,10 +83,13 @@ def as_apply_fn(model: Any) -> Callable:
     """apply_fn(params, ids, mask, token_ids, deterministic, key) -> [N, H] for a Flax SentenceEncoder
     (or a ready function of that signature)."""
     if isinstance(model, nn.Module):
+
         def apply_fn(params, ids, mask, token_ids, deterministic, key):
             rngs = None if deterministic else {"dropout": key}
-            return model.apply({"params": params}, ids, mask, deterministic=deterministic, token_ids=token_ids,
-                               rngs=rngs)
+            return model.apply(
+                {"params": params}, ids, mask, deterministic=deterministic, token_ids=token_ids, rngs=rngs
+            )
+
         return apply_fn
     return model
 
@@ -91,21 +101,33 @@ def as_packed_apply_fn(model: Any) -> Callable:
 
     def packed_fn(params, ids, positions, text_index, token_ids, num_texts, deterministic, key):
         rngs = None if deterministic else {"dropout": key}
-        return model.apply({"params": params}, ids, positions, text_index, num_texts, deterministic=deterministic,
-                           token_ids=token_ids, rngs=rngs, method="packed")
+        return model.apply(
+            {"params": params},
+            ids,
+            positions,
+            text_index,
+            num_texts,
+            deterministic=deterministic,
+            token_ids=token_ids,
+            rngs=rngs,
+            method="packed",
+        )
+
     return packed_fn
 
 
 def padded_token_ids(n_columns: int, batch_size: int, length: int) -> jax.Array:
     """Dropout identities [C, B, L] of a padded global batch: text c * B + row, position = column."""
     shape = (n_columns, batch_size, length)
-    text = (jax.lax.broadcasted_iota(jnp.int32, shape, 0) * batch_size + jax.lax.broadcasted_iota(jnp.int32, shape, 1))
-    return dropout_token_ids(text, jax.lax.broadcasted_iota(jnp.int32, shape, 2), num_texts=n_columns * batch_size,
-                             length=length)
+    text = jax.lax.broadcasted_iota(jnp.int32, shape, 0) * batch_size + jax.lax.broadcasted_iota(jnp.int32, shape, 1)
+    return dropout_token_ids(
+        text, jax.lax.broadcasted_iota(jnp.int32, shape, 2), num_texts=n_columns * batch_size, length=length
+    )
 
 
-def packed_token_ids(text_index: jax.Array, positions: jax.Array, batch_size: int, n_texts: int,
-                     source: jax.Array | None = None) -> jax.Array:
+def packed_token_ids(
+    text_index: jax.Array, positions: jax.Array, batch_size: int, n_texts: int, source: jax.Array | None = None
+) -> jax.Array:
     """Dropout identities [S, R, L] of packed rows: shard s's local text t = c * b + i (b = B / S) is
     global text c * B + s * b + i, the same number `padded_token_ids` gives it; with `source` [S, T]
     (the packer dealt texts over the shards) it is source[s, t]. `n_texts`: texts per shard
@@ -134,11 +156,19 @@ def make_loss_of_embeddings(cfg: TrainConfig, batch: Mapping[str, Any]) -> Calla
 
     def loss_of_embeddings(embs):
         return matryoshka_loss(loss, embs, cfg.matryoshka_dims, cfg.matryoshka_weights)
+
     return loss_of_embeddings
 
 
-def loss_and_grads(apply_fn: Callable, params: Any, batch: Mapping[str, jax.Array], cfg: TrainConfig,
-                   step_key: jax.Array, deterministic: bool, mesh: Mesh | None = None):
+def loss_and_grads(
+    apply_fn: Callable,
+    params: Any,
+    batch: Mapping[str, jax.Array],
+    cfg: TrainConfig,
+    step_key: jax.Array,
+    deterministic: bool,
+    mesh: Mesh | None = None,
+):
     """(loss, grads) of one batch: plain autodiff, or gradient caching where the memory plan
     (cfg.grad_cache_chunk / cfg.chunk_tokens, trainer/train/memory.py) chunks this batch's shape.
     `apply_fn` is the model's (as_apply_fn) or, for a packed batch, as_packed_apply_fn's."""
@@ -154,30 +184,56 @@ def loss_and_grads(apply_fn: Callable, params: Any, batch: Mapping[str, jax.Arra
         arrays = (ids, pos, text, packed_token_ids(text, pos, batch_size, n_texts, source))
         n_chunks = chunking.packed_chunks(*ids.shape[1:])
         if n_chunks > 1:
-            return cached_value_and_grad_packed(apply_fn, params, arrays, n_texts, loss_fn, len(columns), step_key,
-                                                n_chunks, deterministic, mesh, source)
+            return cached_value_and_grad_packed(
+                apply_fn,
+                params,
+                arrays,
+                n_texts,
+                loss_fn,
+                len(columns),
+                step_key,
+                n_chunks,
+                deterministic,
+                mesh,
+                source,
+            )
 
         def packed_loss(p):
             embs = apply_fn(p, *arrays, n_texts, deterministic, step_key)
             return loss_fn(packed_to_columns(embs.astype(jnp.float32), len(columns), source))
+
         return jax.value_and_grad(packed_loss)(params)
     ids, masks = stack_columns(batch, columns)
     token_ids = padded_token_ids(*ids.shape)
     chunking = Chunking(ids.shape[1], n_shards, cfg.grad_cache_chunk, cfg.chunk_tokens)
     chunk = chunking.padded_chunk(len(columns), ids.shape[2])
     if chunk:
-        return cached_value_and_grad(apply_fn, params, ids, masks, token_ids, loss_fn, step_key, chunk,
-                                     deterministic, mesh)
+        return cached_value_and_grad(
+            apply_fn, params, ids, masks, token_ids, loss_fn, step_key, chunk, deterministic, mesh
+        )
 
     def full_loss(p):
-        embs = jnp.stack([apply_fn(p, ids[c], masks[c], token_ids[c], deterministic, step_key).astype(jnp.float32)
-                          for c in range(len(columns))])
+        embs = jnp.stack(
+            [
+                apply_fn(p, ids[c], masks[c], token_ids[c], deterministic, step_key).astype(jnp.float32)
+                for c in range(len(columns))
+            ]
+        )
         return loss_fn(embs)
+
     return jax.value_and_grad(full_loss)(params)
 
 
-def make_train_step(model: Any, cfg: TrainConfig, mesh: Mesh, *, state_sharding: Any = None,
-                    tx: optax.GradientTransformation | None = None, dropout: bool = True, donate: bool = True):
+def make_train_step(
+    model: Any,
+    cfg: TrainConfig,
+    mesh: Mesh,
+    *,
+    state_sharding: Any = None,
+    tx: optax.GradientTransformation | None = None,
+    dropout: bool = True,
+    donate: bool = True,
+):
     """jit(step)(state, batch) -> (state, metrics{loss, grad_norm, learning_rate, finite}).
 
     `batch`: dict of `anchor_ids/anchor_mask/positive_ids/positive_mask[/negative_*]` int32 [B, L] (or
@@ -202,20 +258,26 @@ def make_train_step(model: Any, cfg: TrainConfig, mesh: Mesh, *, state_sharding:
         check_batch_layout(batch["anchor_fp"].shape[0], mesh, cfg.grad_cache_chunk)
         step_key = jax.random.fold_in(state.rng, state.step)
         fn = as_packed_apply_fn(model) if packed else apply_fn
-        loss, grads = loss_and_grads(fn, state.params, batch, cfg, step_key, not dropout, mesh if n_shards > 1 else None)
+        loss, grads = loss_and_grads(
+            fn, state.params, batch, cfg, step_key, not dropout, mesh if n_shards > 1 else None
+        )
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
         def update(state):
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                                 opt_state=opt_state)
+            return state.replace(
+                step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
+            )
+
         # A branch, not a select over the whole state: one pass over params and moments fewer.
         new = jax.lax.cond(finite, update, lambda state: state, state)
-        metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
-                   "finite": finite}
+        metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step), "finite": finite}
         return new, metrics
 
-    return jax.jit(step, in_shardings=(state_sharding, batch_sharding(mesh)),
-                   out_shardings=(state_sharding, replicated(mesh)),
-                   donate_argnums=(0,) if donate else ())
+    return jax.jit(
+        step,
+        in_shardings=(state_sharding, batch_sharding(mesh)),
+        out_shardings=(state_sharding, replicated(mesh)),
+        donate_argnums=(0,) if donate else (),
+    )
