@@ -72,7 +72,7 @@ def main() -> int:
         ids[:, 0], ids[:, -1] = 101, 102
         mask = np.ones_like(ids)
         ours_emb = apply(pre.params, ids, mask).block_until_ready()
-        ours = _best_seconds(lambda: apply(pre.params, ids, mask).block_until_ready(), args.repeats)
+        ours = _best_seconds(lambda ids=ids, mask=mask: apply(pre.params, ids, mask).block_until_ready(), args.repeats)
         feats = {
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "attention_mask": torch.tensor(mask),
@@ -80,7 +80,7 @@ def main() -> int:
         }
         with torch.inference_mode():
             theirs_emb = st(dict(feats))["sentence_embedding"]
-            theirs = _best_seconds(lambda: st(dict(feats)), args.repeats)
+            theirs = _best_seconds(lambda feats=feats: st(dict(feats)), args.repeats)
         diff = float(np.abs(np.asarray(ours_emb) - theirs_emb.numpy()).max())
         xla_mm, torch_mm = _dense_chain(pre.model.config, b, length, mesh, args.repeats)
         separate = _separate_matmuls(pre.model.config, b * length, args.repeats)

@@ -195,7 +195,8 @@ def main() -> int:
     load = os.getloadavg()[0]
     print(
         f"{len(anchors)} pairs, pool {pool} texts, all-MiniLM-L6-v2 (max_seq_length 256), batch {args.batch_size}, "
-        f"{SETTINGS}; our packing {args.packing}, our devices {jax.device_count()}; torch threads {args.threads}, cpu count {os.cpu_count()}, load average {load:.1f}; "
+        f"{SETTINGS}; our packing {args.packing}, our devices {jax.device_count()}; "
+        f"torch threads {args.threads}, cpu count {os.cpu_count()}, load average {load:.1f}; "
         f"sentence-transformers search: {'faiss' if use_faiss else 'torch'}"
     )
     rows = []

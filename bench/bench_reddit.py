@@ -211,11 +211,11 @@ def main(argv=None) -> None:
             best["read+decode"] = min(best["read+decode"] or (wall, cpu), (wall, cpu), key=lambda x: x[1])
             out_dir = os.path.join(tmp, f"out{r}")
             os.makedirs(out_dir)
-            wall, cpu, counts = measure(lambda: reddit_pairs(path, out_dir))
+            wall, cpu, counts = measure(lambda out_dir=out_dir: reddit_pairs(path, out_dir))
             best["RedditPairs"] = min(best["RedditPairs"] or (wall, cpu), (wall, cpu), key=lambda x: x[1])
             job_dir = os.path.join(tmp, f"job{r}")
             os.makedirs(job_dir)
-            wall, cpu, entry = measure(lambda: whole_job(path, job_dir))
+            wall, cpu, entry = measure(lambda job_dir=job_dir: whole_job(path, job_dir))
             assert entry["lines_read"] == entry["source"]["counts"]["pairs_written"] == counts["pairs_written"]
             best["whole job"] = min(best["whole job"] or (wall, cpu), (wall, cpu), key=lambda x: x[1])
         assert check_reddit_counts(counts) == [] and counts["lines_read"] == len(lines)

@@ -4,8 +4,9 @@ listing and start-up check) without them.
 
 The faults are set per file name in `<state dir>/spec.json` ({name: {"nth_read": N, "times": T}}):
 the N-th read() or readline() of the file's raw bytes raises OSError("injected fault ..."), the first T times;
-T = 0: from then on every read of the file fails (a file that became unreadable). The state dir is `$FAULTY_FS_STATE`, so worker processes share it; each
-injected fault is one line in `<state dir>/injected.log`, which tests count.
+T = 0: from then on every read of the file fails (a file that became unreadable). The state dir is
+`$FAULTY_FS_STATE`, so worker processes share it; each injected fault is one line in
+`<state dir>/injected.log`, which tests count.
 """
 
 from __future__ import annotations

@@ -370,8 +370,8 @@ def _prompted(fmt="pair", symmetric=False, top=None, **corpus_prompts):
         ),
         (
             _prompted("pair", True, anchor="query", candidate="passage"),
-            "corpus 'c': field 'prompts': a symmetric corpus swaps anchor and positive, so 'anchor' and 'candidate' must "
-            "name the same prompt (got 'query' and 'passage')",
+            "corpus 'c': field 'prompts': a symmetric corpus swaps anchor and positive, so 'anchor' and "
+            "'candidate' must name the same prompt (got 'query' and 'passage')",
         ),
     ],
 )

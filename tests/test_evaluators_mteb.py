@@ -2,8 +2,9 @@
 against our own STS evaluator on the same pairs, and a training run that logs an MTEB task's score.
 
 `mteb` is not a dependency (it is the `.[mteb]` extra), and CI does not install it: there, this module
-is skipped. The training run is marked slow (`-m slow`). With no network, the tasks run here are tests/_mteb_task.py's LocalSTS, an STS task whose
-20 pairs are made locally: a task class of the user's own, as `--mteb_tasks=module:Class` takes it.
+is skipped. The training run is marked slow (`-m slow`). With no network, the tasks run here are
+tests/_mteb_task.py's LocalSTS, an STS task whose 20 pairs are made locally: a task class of the
+user's own, as `--mteb_tasks=module:Class` takes it.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def test_dropout_is_the_same_in_both_passes_and_in_every_chunking(tiny):
     plain, plain_g = jax.jit(lambda p, b: loss_and_grads(apply_fn, p, b, CFG, key, False))(params, batch)
     for chunk in (8, 16):  # 4 is `cfg` above
         c = CFG.replace(grad_cache_chunk=chunk)
-        got, got_g = jax.jit(lambda p, b: loss_and_grads(apply_fn, p, b, c, key, False))(params, batch)
+        got, got_g = jax.jit(lambda p, b, c=c: loss_and_grads(apply_fn, p, b, c, key, False))(params, batch)
         assert float(got) == pytest.approx(float(plain), rel=1e-5), chunk
         assert _rel(_leaves(got_g), _leaves(plain_g)) < 1e-5, chunk
 

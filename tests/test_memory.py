@@ -66,7 +66,8 @@ ZERO = textwrap.dedent("""
         mu = state.opt_state[1][0].mu["encoder"]["layer_0"]["intermediate"]["kernel"]
         res[str(zero)] = {"losses": losses, "bytes": state_bytes_per_device(state, sharding),
                           "mu_shard": list(mu.addressable_shards[0].data.shape),
-                          "params": np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(state.params)]).tolist()}
+                          "params": np.concatenate(
+                              [np.ravel(x) for x in jax.tree_util.tree_leaves(state.params)]).tolist()}
     print("RESULT" + json.dumps(res))
 """)
 

@@ -101,7 +101,8 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.slow  # two JAX processes for ~2 min on 2 cores; tests/test_multihost_training.py (slow) trains and resumes on two
+# Slow: two JAX processes for ~2 min on 2 cores; tests/test_multihost_training.py (slow) trains and resumes on two
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_four_devices(tmp_path):
     addr = f"localhost:{_free_port()}"
     env1 = cpu_devices_env(4)

@@ -91,7 +91,8 @@ for i in range(shards.n_shards):
     a, b = shards.rows(i); buf = io.BytesIO(); np.save(buf, x[a:b]); storage.write_bytes(shards.path(i), buf.getvalue())
 pos = np.arange(100, dtype=np.int32)[:, None] * 4
 s, i, p = Searcher(create_mesh(), shards, 20, 1, 32).search(x[400:], pos)
-print("RESULT" + json.dumps({"devices": jax.device_count(), "scores": s.tolist(), "idx": i.tolist(), "pos": p.tolist()}))
+print("RESULT" + json.dumps({"devices": jax.device_count(), "scores": s.tolist(), "idx": i.tolist(),
+                             "pos": p.tolist()}))
 """
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bz2
 import collections
+import dataclasses
 import gzip
 import io
 import json
@@ -225,7 +226,7 @@ def run_reddit(out_dir, sources, mode="in_memory"):
     results = {}
     for name in sources:
 
-        def read(ext):
+        def read(ext, name=name):
             with open(os.path.join(out_dir, name + ext)) as f:
                 return [json.loads(line) for line in f]
 
@@ -439,7 +440,7 @@ def test_polyai_filters_and_trim():
     assert trim("hello world", 8) == "hello " and trim("hello world", 11) == "hello world"
     assert trim("Hello, world! How", 9) == "Hello, " and trim("a" * 20, 5) == ""
     assert pickle.loads(pickle.dumps(o)) == o
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         o.min_length = 3
     for bad in (
         dict(min_length=0),

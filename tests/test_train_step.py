@@ -161,9 +161,11 @@ def test_bfloat16_step_is_finite_and_close_to_float32():
         assert bool(m["finite"])
         assert jax.tree_util.tree_leaves(new.params)[0].dtype == jnp.float32  # params stay float32
         assert jax.tree_util.tree_leaves(new.opt_state)[1].dtype == jnp.float32
-        _, grads = jax.jit(lambda p, b: loss_and_grads(model_apply(model), p, b, cfg, jax.random.PRNGKey(0), True))(
-            params, batch
-        )
+        _, grads = jax.jit(
+            lambda p, b, model=model, cfg=cfg: loss_and_grads(
+                model_apply(model), p, b, cfg, jax.random.PRNGKey(0), True
+            )
+        )(params, batch)
         out[dtype] = (float(m["loss"]), _leaves(grads))
     (l32, g32), (l16, g16) = out["float32"], out["bfloat16"]
     # Stated tolerance: loss within 2% relative, gradient direction cosine > 0.98.

@@ -170,7 +170,8 @@ def read_corpus(
                     positives[q].append(p)
     if not counts.accepted:
         why = (
-            f"{counts.lines_read} line(s) read, all rejected ({', '.join(f'{k}: {v}' for k, v in sorted(counts.rejected.items()))})"
+            f"{counts.lines_read} line(s) read, all rejected "
+            f"({', '.join(f'{k}: {v}' for k, v in sorted(counts.rejected.items()))})"
             if counts.lines_read
             else "it is empty"
         )

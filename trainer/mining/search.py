@@ -2,13 +2,13 @@
 
 The pool's embeddings are swept one block at a time: each embedding shard cut into blocks of
 `block_rows` (the last padded to full size, so that one program serves every pool size and the
-warm-up's), each block split by rows over the devices (`data` axis). Per step a device scores a block of queries against its rows
-(one [Q, R] matmul at full float32 precision), takes `jax.lax.top_k` of them and merges it into its
-running top-k; after the sweep the devices' lists are merged into one. No device ever holds more
-than its share of one block plus the running lists, so the pool may be far larger than a device's
-memory (blocks that fit the `device_budget` stay on the devices for the next query shard, the rest
-are read again per query shard). The same sweep picks out each anchor's positive scores, so they
-come from the very products the candidates are ranked by.
+warm-up's), each block split by rows over the devices (`data` axis). Per step a device scores a
+block of queries against its rows (one [Q, R] matmul at full float32 precision), takes
+`jax.lax.top_k` of them and merges it into its running top-k; after the sweep the devices' lists are
+merged into one. No device ever holds more than its share of one block plus the running lists, so
+the pool may be far larger than a device's memory (blocks that fit the `device_budget` stay on the
+devices for the next query shard, the rest are read again per query shard). The same sweep picks out
+each anchor's positive scores, so they come from the very products the candidates are ranked by.
 
 `approx_recall` swaps the per-block `top_k` for `jax.lax.approx_max_k` (approximate on TPU only;
 elsewhere XLA computes it exactly); `recall_against_exact` measures what it costs.

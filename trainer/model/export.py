@@ -108,8 +108,9 @@ def render_model_card(
             "description",
             (
                 f"A [sentence-transformers](https://www.SBERT.net) model: it maps sentences and paragraphs to a "
-                f"{config.hidden_size}-dimensional unit vector ({pooling} pooling, L2 normalisation); compare them by cosine "
-                f"similarity (a dot product). Trained with a contrastive in-batch-negatives loss in JAX/Flax."
+                f"{config.hidden_size}-dimensional unit vector ({pooling} pooling, L2 normalisation); "
+                f"compare them by cosine similarity (a dot product). "
+                f"Trained with a contrastive in-batch-negatives loss in JAX/Flax."
             ),
         )
     )

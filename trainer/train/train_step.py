@@ -1,8 +1,8 @@
 """The training state and one jit-compiled training step over a device mesh.
 
 The step embeds every column of the global batch (sharded on the mesh's `data` axis), computes the
-loss (cfg.loss; the contrastive loss by default) over the whole global batch (XLA inserts the gathers the similarity matrix needs),
-clips, applies AdamW and returns the new state with metrics. Pair batches use
+loss (cfg.loss; the contrastive loss by default) over the whole global batch (XLA inserts the gathers
+the similarity matrix needs), clips, applies AdamW and returns the new state with metrics. Pair batches use
 `cfg.pair_directions`, triplet batches (a `negative_ids` column) `cfg.triplet_directions`.
 
 Dropout: one key per step, fold_in(seed, step), so a resumed run draws the same dropout; each mask is
@@ -95,7 +95,8 @@ def as_apply_fn(model: Any) -> Callable:
 
 
 def as_packed_apply_fn(model: Any) -> Callable:
-    """packed_fn(params, ids, positions, text_index, token_ids [S, R, L], num_texts, deterministic, key) -> [S, T, H]."""
+    """packed_fn(params, ids, positions, text_index, token_ids [S, R, L], num_texts, deterministic, key)
+    -> [S, T, H]."""
     if not isinstance(model, nn.Module):
         raise ValueError("packed batches need the Flax SentenceEncoder module, not a bare apply function")
 
