@@ -222,7 +222,10 @@ def test_planted_duplicates_and_evaluation_texts_are_removed_and_the_rest_kept(r
     )
     assert m["totals"]["duplicates_removed"] == 6 and m["totals"]["decontaminated"] == 3
     (path,) = glob.glob(os.path.join(out, "decontaminated", "*.jsonl"))
-    removed = [json.loads(line) for line in open(path, encoding="utf-8")]
+    # Sorted: a bucket's removed tuples come in order, the buckets in the order they arrive.
+    removed = sorted(
+        (json.loads(line) for line in open(path, encoding="utf-8")), key=lambda r: (r["corpus"], r["line_number"])
+    )
     # Sorted: a bucket's removed tuples come in order, the buckets in the order they arrive.
     assert sorted(
         (r["corpus"], r["line_number"], r["matches"][0]["rule"], r["matches"][0]["set"]) for r in removed
