@@ -192,7 +192,9 @@ def test_packed_steps_on_eight_devices_equal_the_padded_step_on_one():
         np.testing.assert_allclose(res[name]["params"], res["padded1"]["params"], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("chunk", [0, 4])
+# Unchunked is -m slow (suite time): the chunked case covers the even-cores packing in CI, and
+# test_layout_invariance.py's packed runs use it (on by default).
+@pytest.mark.parametrize("chunk", [pytest.param(0, marks=pytest.mark.slow), 4])
 def test_even_cores_give_today_s_loss_with_fewer_rows(chunk):
     """Texts dealt over the shards (even=True) give the per-shard packing's loss and gradients, dropout
     on (each slot's packed_source keeps its text's dropout identity), plain and in gradient-caching

@@ -217,7 +217,11 @@ def _toy_loss(cfg, batch):
     return lambda embs: cfg.scale * jnp.mean(jnp.sum((embs[0] - embs[1]) ** 2, axis=-1))
 
 
-@pytest.mark.parametrize("memory", [{}, {"grad_cache_chunk": 4}], ids=["plain", "grad_cache"])
+# The plain step is -m slow (suite time): the gradient-caching case runs the registered loss through
+# Matryoshka and the cache, which wrap the same loss_of_embeddings the plain step uses.
+@pytest.mark.parametrize(
+    "memory", [pytest.param({}, marks=pytest.mark.slow), {"grad_cache_chunk": 4}], ids=["plain", "grad_cache"]
+)
 def test_a_loss_registered_from_outside_trains_through_caching_and_matryoshka(tiny, monkeypatch, memory):
     """--loss picks a loss registered in trainer/train/loss.py LOSSES; the step, gradient caching and the
     Matryoshka sizes take it as they take the contrastive loss."""
