@@ -45,10 +45,6 @@ SLOWEST_FIRST = [
     "test_preflight.py",
     "test_memory.py",
     "test_export.py",
-    "test_job.py",
-    "test_public_corpora.py",
-    "test_input_formats.py",
-    "test_evaluators_suite.py",
 ]
 
 
