@@ -152,3 +152,27 @@ def prompted_minilm(tmp_path_factory, demo_model_dir) -> str:
         json.dumps({"prompts": MINILM_PROMPTS, "default_prompt_name": None})
     )
     return str(d)
+
+
+# The suite's time budget (8 minutes from a fresh clone, README): `TEST_CPU_LOG=path pytest ...` appends
+# one JSON line per test with its CPU seconds (this process and the subprocesses it waited for) and
+# wall seconds, setup and teardown included. CPU seconds move far less than wall time on a shared
+# machine, so they say which files to make cheaper or move behind `-m slow` (scripts/test_cpu_report.py).
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    path = os.environ.get("TEST_CPU_LOG")
+    if not path:
+        yield
+        return
+    import resource
+    import time
+
+    def cpu() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    c0, t0 = cpu(), time.perf_counter()
+    yield
+    entry = {"test": item.nodeid, "cpu_s": round(cpu() - c0, 2), "wall_s": round(time.perf_counter() - t0, 2)}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")

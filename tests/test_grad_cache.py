@@ -121,6 +121,7 @@ MESH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # 8 CPU devices in a fresh process, ~20 s; CI: the layout-invariance test (chunked on 8)
 def test_cached_step_on_eight_devices_equals_plain_step_on_one():
     res = run_on_cpu_devices(MESH, 8)
     np.testing.assert_allclose(res["cached8"]["metrics"], res["plain1"]["metrics"], rtol=1e-5)

@@ -72,6 +72,7 @@ ZERO = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # 8 CPU devices in a fresh process, ~30 s; CI: the layout-invariance test, the one below
 def test_zero1_shards_the_moments_and_changes_no_number():
     res = run_on_cpu_devices(ZERO, 8)
     plain, zero = res["False"], res["True"]
