@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import gzip
 import json
+import math
 import os
 
 import pytest
@@ -285,6 +286,10 @@ def test_two_runs_write_the_same_bytes(runs):
     # Every file byte for byte (shards dealt by record hash, sorted within: pipeline/writing.py), and
     # the same manifest but for when it was written.
     _same_bytes_and_manifest(runs["on"], runs["manifest_on"], runs["again"], runs["manifest_again"])
+    # Train files: ceil(expected_lines / --records_per_shard); validation files: counted, the same rule.
+    for c in runs["manifest_on"]["corpora"]:
+        assert len(c["train_files"]) == math.ceil(c["expected_lines"] / 20), c["name"]
+        assert len(c["validation_files"]) == max(1, math.ceil(c["validation_examples"] / 20)), c["name"]
     assert "clean_pairs/train-00002-of-00003.tfrecord.gz" in _file_bytes(runs["on"])
 
 
