@@ -16,6 +16,9 @@ With --deduplicate (the default) or --decontaminate, the records go through the 
 ProcessLineBatch and the writers; removed tuples are counted, and contaminated ones written to
 decontaminated/.
 
+Every file is written by pipeline/writing.py's WriteShards: items dealt to shards by their hash and
+sorted within a shard, so two runs (any runner, any number of workers) write the same bytes.
+
 WriteManifest runs once, after everything else; it refuses (fails the job) when the lines counted
 by the reader differ from the lines the processing step accounted for, and when a corpus of files
 read line by line (input_format "lines") read another number of lines than its data config's
@@ -55,7 +58,7 @@ def train_shards(corpus, opts: options_lib.JobOptions) -> int:
         return opts.train_shards
     if corpus.expected_lines:
         return max(1, math.ceil(corpus.expected_lines / opts.records_per_shard))
-    return 0  # runner decides
+    return 0  # counted: ceil(records / records_per_shard) (pipeline/writing.py)
 
 
 class CountMismatch(JobFailure):
@@ -205,24 +208,29 @@ def build_pipeline(
             written.append(
                 cleaned.outputs[cleaning_lib.DECONTAMINATED]
                 | "Write/decontaminated"
-                >> beam.io.WriteToText(
+                >> writing.WriteShards(
                     join(opts.output_dir, cleaning_lib.DECONTAMINATED_DIR, "decontaminated"),
-                    file_name_suffix=".jsonl",
-                    num_shards=1,
+                    writing.JSON_LINES,
+                    per_shard=writing.LINES_PER_SHARD,
                 )
             )
     for c in config.corpora:
         for split in splitting.SPLITS:
-            shards = train_shards(c, opts) if split == splitting.TRAIN else 1
+            shards = train_shards(c, opts) if split == splitting.TRAIN else 0  # 0: counted
             written.append(
                 records[processing.output_tag(c.name, split)]
-                | f"Write/{c.name}/{split}" >> writing.WriteRecordBatches(join(opts.output_dir, c.name, split), shards)
+                | f"Write/{c.name}/{split}"
+                >> writing.WriteShards(
+                    join(opts.output_dir, c.name, split), writing.TFRECORDS, shards, opts.records_per_shard
+                )
             )
     written.append(
         [results[processing.REJECTED], *sources.rejected]
         | "AllRejected" >> beam.Flatten()
         | "Write/rejected"
-        >> beam.io.WriteToText(join(opts.output_dir, REJECTED_DIR, "rejected"), file_name_suffix=".jsonl", num_shards=1)
+        >> writing.WriteShards(
+            join(opts.output_dir, REJECTED_DIR, "rejected"), writing.JSON_LINES, per_shard=writing.LINES_PER_SHARD
+        )
     )
     combined = (
         stats_parts

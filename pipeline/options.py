@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--train_shards",
         type=int,
         default=0,
-        help="train files per corpus; 0: ceil(expected_lines / records_per_shard), or runner-chosen "
-        "when the corpus has no expected_lines",
+        help="train files per corpus; 0: ceil(expected_lines / records_per_shard), or ceil(records / "
+        "records_per_shard) counted when the corpus has no expected_lines",
     )
     p.add_argument("--records_per_shard", type=int, default=1_000_000, help="see --train_shards")
     p.add_argument(
