@@ -46,9 +46,10 @@ def test_minilm_reference_step_fits_a_v3_8_with_the_compilers_numbers():
         # the preset's plan; a few odd-sized vectors stay replicated), plus the batch.
         assert 5 * 4 * n_params // 4 <= s["argument_bytes"] <= 5 * 4 * n_params // 4 * 1.05
         assert 0 < s["temp_bytes"] < s["usable_bytes"] and s["total_bytes"] < s["usable_bytes"]
-        # The compiler's FLOPs (per core) against the analytic model FLOPs of what runs: +2.7% (pair) and
-        # +2.6% (triplet) measured (libtpu 0.0.42.1); the compiler also counts softmax, norms and the loss.
-        assert 1.0 <= s["flops"] * 8 / step_flops(enc, rows, 128)[0] <= 1.03
+        # The compiler's FLOPs (per core) against the analytic executed FLOPs of what runs (model FLOPs and
+        # the attention backward's recomputed scores): +2.7% (pair) and +2.6% (triplet) over model FLOPs
+        # measured (libtpu 0.0.42.1) before that recompute; the compiler also counts softmax, norms, the loss.
+        assert 1.0 <= s["flops"] * 8 / step_flops(enc, rows, 128)[1] <= 1.03
         assert s["compile_s"] > 0
     assert any("pair 16x128" in line and "fits" in line and "GiB" in line for line in lines)
     proj = report["projection"]
