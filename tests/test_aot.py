@@ -16,6 +16,7 @@ pytest.importorskip("libtpu")
 from tests.test_length_profiles import write_manifest  # noqa: E402
 from trainer.config import DEMO_MODEL, get_preset  # noqa: E402
 from trainer.model.modeling import EncoderConfig  # noqa: E402
+from trainer.plan import flops as flops_lib  # noqa: E402
 from trainer.plan import planner, projection, tpu  # noqa: E402
 from trainer.plan.flops import step_flops  # noqa: E402
 from trainer.train import aot  # noqa: E402
@@ -179,7 +180,7 @@ def test_the_projection_is_the_executed_flops_it_sums():
     from trainer.plan.length_profiles import corpus_profiles
     from trainer.plan.program_count import simulate
 
-    cfg = get_preset("reference").replace(model=DEMO_MODEL, batch_size=64, pack_programs=6)
+    cfg = get_preset("reference").replace(model=DEMO_MODEL, batch_size=64, pack_programs=6, remat="none")
     enc = EncoderConfig.from_hf_dict(projection.read_model_config(DEMO_MODEL))
     sim = simulate(corpus_profiles(None, None, cfg.model), cfg, 8, steps=60)
     analytic = projection.project(sim, enc, cfg, 8, 123.0, 0.4)
@@ -192,8 +193,26 @@ def test_the_projection_is_the_executed_flops_it_sums():
     assert proj["days"] == pytest.approx(1.1 * analytic["days"], rel=1e-9)
     assert sum(proj["parts_days"].values()) == pytest.approx(proj["days"], rel=1e-9)
     parts = proj["parts_days"]
-    assert parts["recompute"] == pytest.approx(0.1 * analytic["days"], rel=1e-6)  # model FLOPs are analytic
-    assert analytic["parts_days"]["recompute"] == pytest.approx(0, abs=1e-9)  # no remat, no chunks in the plan
+    # Model FLOPs are analytic: the recompute is the analytic one plus the 10%.
+    assert parts["recompute"] == pytest.approx(0.1 * analytic["days"] + analytic["parts_days"]["recompute"], rel=1e-6)
+    # No remat, no chunks in the plan: the attention backward's recomputed scores alone (half its forward).
+    attention = sum(
+        n * 0.5 * flops_lib.forward_flops(enc, 8 * s.rows * (1 if s.packed else s.columns), s.length)[1]
+        for s, n in sim.counts.items()
+    )
+    assert analytic["parts_days"]["recompute"] == pytest.approx(days * attention / executed, rel=1e-9)
+    # 10% over model FLOPs: every program is over 3%, and their excess is the recompute part.
+    assert {o["shape"] for o in proj["over_3pct"]} == {s.label for s in sim.counts} and not analytic["over_3pct"]
+    assert sum(o["days"] for o in proj["over_3pct"]) == pytest.approx(parts["recompute"], rel=1e-9)
+    assert all(o["counted_by"] == "compiler" and o["remat"] == "none" for o in proj["over_3pct"])
+    # --remat=auto: each program's own mode, here qkv over 1,000 tokens per device (its recompute counted).
+    auto = cfg.replace(remat="auto")
+    qkv = projection.project(
+        sim, enc, auto, 8, 123.0, 0.4, remat_of=lambda s: "qkv" if s.rows * s.length > 1000 else "none"
+    )
+    assert qkv["days"] > analytic["days"] and {o["remat"] for o in qkv["over_3pct"]} == {"qkv"}
+    with pytest.raises(ValueError, match="program's own mode"):
+        projection.project(sim, enc, auto, 8, 123.0, 0.4)
     assert proj["useful_share"] == pytest.approx(parts["useful"] / proj["days"], rel=1e-9)
     assert proj["slots_per_real_token"] == sim.padding and proj["programs"] == sim.programs
     # The 2021 ways: every text at 128 costs more than columns at their longest rounded up to 64.

@@ -418,6 +418,8 @@ REMAT_POLICIES = {
 
 def remat_mode(remat: bool | str) -> str:
     mode = ("full" if remat else "none") if isinstance(remat, bool) else remat
+    if mode == "auto":  # chosen per program shape by the train step (trainer/train/memory.py RematPlan)
+        return "none"
     if mode not in REMAT_POLICIES:
         raise ValueError(f"remat must be one of {', '.join(REMAT_POLICIES)}, got {remat!r}")
     return mode
