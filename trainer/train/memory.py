@@ -67,21 +67,24 @@ def state_bytes_per_device(state: Any, shardings: Any) -> int:
 #
 # What one pass keeps for its backward pass, in bytes per token, per layer and per hidden unit at a
 # 2-byte compute dtype (float32 doubles it), with modeling.attention (nothing of the scores' size is
-# kept). Fitted to the TPU compiler's figures for roberta-large on v3-8 (libtpu 0.0.42.1, docs/tpu.md
-# "Remat per program shape"): temporaries = FIXED_PARAM_COPIES x the float32 parameters (gradients and
-# the update) + tokens x layers x hidden x the mode's bytes. "full" keeps each block's input (one value)
-# plus one block's activations while it is recomputed. "dots" is not an `auto` choice: with the fused
-# attention it keeps nearly what "none" keeps (its point was the float32 scores, no longer stored).
-ACTIVATION_BYTES = {"none": 20.0, "qkv": 12.1}
+# kept). Fitted to the TPU compiler's temporaries for roberta-large's 256 x 128 pair per v3 core
+# (libtpu 0.0.42.1; docs/tpu.md "Remat per program shape"): 17.66 GiB under "none", 11.74 under
+# "qkv", less the fixed part, taken as one float32 copy of the parameters (the gradient). "full" keeps
+# each block's input (one value) plus one block's activations while it is recomputed. "dots" is not an
+# `auto` choice: with the fused attention it keeps nearly what "none" keeps (its point was the float32
+# scores, no longer stored). AUTO_HEADROOM: the share of the budget an estimate may fill (what a
+# linear estimate misses: XLA's scheduling, gradient caching's embeddings).
+ACTIVATION_BYTES = {"none": 21.8, "qkv": 13.9}
 FULL_KEPT_BYTES = 2.0
 FIXED_PARAM_COPIES = 1.0
+AUTO_HEADROOM = 0.95
 AUTO_ORDER = ("none", "qkv", "full")  # the fewest recomputed FLOPs first (trainer/plan/flops.py)
 
 
 @dataclasses.dataclass(frozen=True)
 class RematPlan:
     """The remat mode of each compiled program: `mode` (cfg.remat) everywhere, or for "auto" the first
-    of AUTO_ORDER whose estimated bytes per device fit `budget` (None: no limit known, as on CPU:
+    of AUTO_ORDER whose estimated bytes per device fit AUTO_HEADROOM of `budget` (None: no limit, as on CPU:
     "none"). A pure function of the shape and the configuration, so every host picks the same program;
     the parameter tree is the same under every mode (checkpoints interchange)."""
 
@@ -108,7 +111,8 @@ class RematPlan:
             return self.mode
         if self.budget is None:
             return "none"
-        return next((m for m in AUTO_ORDER if self.estimate(m, tokens) <= self.budget), AUTO_ORDER[-1])
+        room = AUTO_HEADROOM * self.budget
+        return next((m for m in AUTO_ORDER if self.estimate(m, tokens) <= room), AUTO_ORDER[-1])
 
     def for_shape(self, shape: Any) -> str:
         """The mode of a `shapes.Shape`'s program (one pass: a chunk's tokens when it is chunked)."""
