@@ -326,10 +326,14 @@ def plan(
         log(f"not compiled (not in the cache): {', '.join(left_out)}")
     for r in reports:
         log(format_report(r, slice_, shape_step_flops(enc, r.shape, n, cfg, r.remat)[0] / n))
-    remat_of = remat_plan_of(model, cfg, mesh, usable).for_shape
+    remat = remat_plan_of(model, cfg, mesh, usable)
+    remat_of = remat.for_shape
     if cfg.remat == "auto":
-        chosen = ", ".join(f"{s.label}: {remat_of(s)}" for s in sorted(sim.counts, key=lambda s: -s.tokens_per_device))
-        log(f"remat per program (--remat=auto, estimated against {usable / GIB:.2f} GiB): {chosen}")
+        chosen = ", ".join(
+            f"{s.label}: {remat_of(s)} {remat.shape_estimate(s) / GIB:.2f}"
+            for s in sorted({*sim.counts, *(t for _, t in todo)}, key=lambda s: -s.tokens_per_device)
+        )
+        log(f"remat per program (--remat=auto; estimated GiB per device, of {usable / GIB:.2f}): {chosen}")
     proj = project(
         sim,
         enc,

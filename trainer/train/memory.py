@@ -67,16 +67,17 @@ def state_bytes_per_device(state: Any, shardings: Any) -> int:
 #
 # What one pass keeps for its backward pass, in bytes per token, per layer and per hidden unit at a
 # 2-byte compute dtype (float32 doubles it), with modeling.attention (nothing of the scores' size is
-# kept). Fitted to the TPU compiler's temporaries for roberta-large's 256 x 128 pair per v3 core
-# (libtpu 0.0.42.1; docs/tpu.md "Remat per program shape"): 17.66 GiB under "none", 11.74 under
-# "qkv", less the fixed part, taken as one float32 copy of the parameters (the gradient). "full" keeps
-# each block's input (one value) plus one block's activations while it is recomputed. "dots" is not an
-# `auto` choice: with the fused attention it keeps nearly what "none" keeps (its point was the float32
+# kept), plus a fixed part in float32 copies of the parameters (the gradient, the update's
+# temporaries). Fitted to the TPU compiler's temporaries for roberta-large per v3 core (libtpu
+# 0.0.42.1; docs/tpu.md "Remat per program shape"): "none" 11.30 GiB at 132 x 128 and 17.66 at
+# 256 x 128 (slope and fixed part), "qkv" 11.74 at 256 x 128. "full" keeps each block's input (one
+# value) plus one block's activations while it is recomputed (not fitted). "dots" is not an `auto`
+# choice: with the fused attention it keeps nearly what "none" keeps (its point was the float32
 # scores, no longer stored). AUTO_HEADROOM: the share of the budget an estimate may fill (what a
-# linear estimate misses: XLA's scheduling, gradient caching's embeddings).
-ACTIVATION_BYTES = {"none": 21.8, "qkv": 13.9}
+# linear fit misses: other models' shapes, gradient caching's embeddings, another libtpu).
+ACTIVATION_BYTES = {"none": 17.5, "qkv": 9.6}
 FULL_KEPT_BYTES = 2.0
-FIXED_PARAM_COPIES = 1.0
+FIXED_PARAM_COPIES = 3.43
 AUTO_HEADROOM = 0.95
 AUTO_ORDER = ("none", "qkv", "full")  # the fewest recomputed FLOPs first (trainer/plan/flops.py)
 
@@ -116,7 +117,16 @@ class RematPlan:
 
     def for_shape(self, shape: Any) -> str:
         """The mode of a `shapes.Shape`'s program (one pass: a chunk's tokens when it is chunked)."""
-        return self.for_tokens(-(-shape.tokens_per_device // shape.chunks))
+        return self.for_tokens(pass_tokens(shape))
+
+    def shape_estimate(self, shape: Any) -> int:
+        """Estimated bytes per device of a `shapes.Shape`'s program under its mode."""
+        return self.estimate(self.for_shape(shape), pass_tokens(shape))
+
+
+def pass_tokens(shape: Any) -> int:
+    """Tokens per device of one encoder pass of a `shapes.Shape` (a chunk's when it is chunked)."""
+    return -(-shape.tokens_per_device // shape.chunks)
 
 
 def remat_plan(cfg: Any, enc: Any, state: Any, shardings: Any, budget: int | None) -> RematPlan:
