@@ -146,8 +146,8 @@ def test_the_projection_is_labelled_as_one_at_the_stated_efficiency(monkeypatch,
     line = next(x for x in err.splitlines() if "projection at" in x)
     assert "an assumed 25% of peak" in line and "projected MFU" in line and " (MFU" not in line
     # The preset's --remat=auto: every MiniLM program fits a v3 core without recomputation.
-    remat = next(x for x in err.splitlines() if x.startswith("remat per program (--remat=auto"))
-    assert "pair 256x128: none" in remat and "qkv" not in remat and "full" not in remat
+    remat = next(x for x in err.splitlines() if x.strip().startswith("remat per program (--remat=auto"))
+    assert "triplet 249x128: none" in remat and "qkv" not in remat and "full" not in remat
 
 
 @pytest.mark.slow  # 2 shapes of a 6-layer model, 1-3 min on 2 cores; CI: the same refusal in tests/test_preflight.py
