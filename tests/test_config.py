@@ -24,7 +24,7 @@ def test_presets_validate(name):
         ({"adam_b2": 1.0}, "--adam_b2 must be a number in [0, 1), got 1.0"),
         ({"mixed_batch_share": 1.5}, "--mixed_batch_share must be a number in [0, 1], got 1.5"),
         ({"dtype": "float16"}, "--dtype must be one of float32, bfloat16, got 'float16'"),
-        ({"remat": "all"}, "--remat must be one of none, dots, full, got 'all'"),
+        ({"remat": "all"}, "--remat must be one of none, dots, full, qkv, auto, got 'all'"),
         ({"pack_row_steps": 12}, "--pack_row_steps must be a power of two (row counts per doubling), got 12"),
         ({"bucket_lengths": (16, 0)}, "--bucket_lengths must be positive integers (comma-separated), got '16,0'"),
         ({"partition_mode": "both"}, "--partition_mode must be one of joint, per_direction, got 'both'"),

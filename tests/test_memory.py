@@ -1,14 +1,16 @@
-"""The memory plan: chunk counts as a function of shape, rows the packer emits for them, and ZeRO-1
-shardings of the optimizer state (8 virtual devices, in a subprocess)."""
+"""The memory plan: chunk counts as a function of shape, rows the packer emits for them, remat per
+shape, and ZeRO-1 shardings of the optimizer state (8 virtual devices, in a subprocess)."""
 
+import dataclasses
+import math
 import textwrap
 
 import numpy as np
 import pytest
 
 from tests._tiny import run_on_cpu_devices
-from trainer.data.shapes import Chunking
-from trainer.train.memory import moment_spec
+from trainer.data.shapes import Chunking, Shape
+from trainer.train.memory import AUTO_HEADROOM, RematPlan, moment_spec
 
 
 def test_chunks_follow_the_shape_and_rows_divide_into_them():
@@ -103,4 +105,40 @@ def test_zero1_frees_what_the_docstring_says_for_roberta_large():
     assert (
         f"from {gib[False]:.2f} to {gib[True]:.2f} GiB: {gib[False] - gib[True]:.2f} GiB per device freed"
         in " ".join(memory.__doc__.split())
+    )
+
+
+def _roberta_large_plan(mode="auto", budget=int(15.48 * 2**30)):
+    """roberta-large's figures on a v3-8 core under the reference preset: ZeRO-1 state 1.65 GiB."""
+    return RematPlan(mode, 1024, 24, 2, int(1.65 * 2**30), 4 * 355_359_744, budget)
+
+
+def test_auto_remat_is_the_cheapest_mode_that_fits_each_shape():
+    plan = _roberta_large_plan()
+    # The reference's fitted rows: 132 x 128 runs plain, the 247-256-row programs recompute q, k, v.
+    assert plan.for_shape(Shape("pair", True, 132, 128)) == "none"
+    assert plan.for_shape(Shape("pair", True, 256, 128)) == plan.for_shape(Shape("triplet", True, 249, 128)) == "qkv"
+    # A chunked program is planned at one chunk's tokens: 384 rows in 2 chunks of 192.
+    assert plan.for_shape(Shape("triplet", True, 384, 128, 2)) == plan.for_tokens(192 * 128) == "qkv"
+    assert plan.for_tokens(166 * 128) == "none" and plan.for_tokens(168 * 128) == "qkv"
+    # The estimates give back the compiler's figures they were fitted to (GiB per core, within 0.05).
+    gib = lambda mode, rows: plan.estimate(mode, rows * 128) / 2**30
+    assert abs(gib("qkv", 256) - 13.40) < 0.05 and abs(gib("none", 132) - 12.95) < 0.05
+    assert abs(gib("none", 256) - 19.31) < 0.05
+    # The mode whose estimate fits the headroom, and only it: just enough budget for qkv, qkv; a byte less, full.
+    tokens = 256 * 128
+    assert plan.estimate("none", tokens) > plan.estimate("qkv", tokens) > plan.estimate("full", tokens)
+    at = lambda budget: dataclasses.replace(plan, budget=budget).for_tokens(tokens)
+    need = lambda mode: math.ceil(plan.estimate(mode, tokens) / AUTO_HEADROOM)
+    assert at(need("qkv")) == "qkv" and at(need("qkv") - 2) == "full"
+    assert at(need("none")) == "none" and at(1) == "full"  # nothing fits: the least memory
+    assert at(None) == "none"  # no limit known (CPU)
+    # float32 compute keeps twice the bytes per activation.
+    f32 = dataclasses.replace(plan, dtype_bytes=4)
+    assert f32.estimate("none", tokens) - f32.estimate("none", 0) == 2 * (
+        plan.estimate("none", tokens) - plan.estimate("none", 0)
+    )
+    # An explicit mode is used everywhere, fits or not.
+    assert (
+        _roberta_large_plan("none").for_tokens(tokens) == "none" and _roberta_large_plan("dots").for_tokens(1) == "dots"
     )

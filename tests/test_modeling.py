@@ -111,16 +111,56 @@ def test_dropout_uses_dropout_rng_and_remat_changes_nothing():
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 1e-3 and np.abs(a - det).max() > 1e-3
 
-    remat = SentenceEncoder(config, remat=True)
-
     def loss(m):
         return lambda p: jnp.sum(
             m.apply(p, ids, mask, deterministic=False, rngs={"dropout": jax.random.PRNGKey(3)})[:, 0]
         )
 
     g1 = jax.jit(jax.grad(loss(model)))(params)
-    g2 = jax.jit(jax.grad(loss(remat)))(params)
-    jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), g1, g2)
+    for mode in (True, "qkv"):  # every block recomputed; the query/key/value matmul and attention recomputed
+        g2 = jax.jit(jax.grad(loss(SentenceEncoder(config, remat=mode))))(params)
+        jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), g1, g2)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("dropout", [False, True])
+def test_attention_and_its_gradient_match_the_softmax_formulation(packed, dropout):
+    """The fused attention (late normalisation, a custom VJP that recomputes the scores and the dropout
+    mask) against autodiff of softmax(masked scores) -> dropout -> product, with an all-padding row
+    (uniform attention) and, packed, a block-diagonal mask."""
+    from trainer.model.modeling import attention, attention_keep_mask, dropout_token_ids
+
+    rng = np.random.default_rng(0)
+    b, n, l, d, rate, seed = 3, 4, 10, 8, 0.3, jnp.uint32(1234)
+    q, k, v, w = (jnp.asarray(rng.standard_normal((b, n, l, d)), jnp.float32) for _ in range(4))
+    if packed:  # row 0: texts of 4 and 6 tokens; row 1: 7 tokens and padding; row 2: all padding
+        text = jnp.asarray([[0] * 4 + [1] * 6, [0] * 7 + [-1] * 3, [-1] * 10])
+        keep = ((text[:, :, None] == text[:, None, :]) & (text[:, None, :] >= 0))[:, None]
+    else:
+        mask = np.ones((b, l), bool)
+        mask[1, 6:] = mask[2] = False
+        keep = jnp.asarray(mask)[:, None, None, :]
+    tok = dropout_token_ids(
+        jnp.broadcast_to(jnp.arange(b)[:, None], (b, l)), jnp.broadcast_to(jnp.arange(l), (b, l)), num_texts=b, length=l
+    )
+
+    def ref(q, k, v):
+        p = jax.nn.softmax(jnp.where(keep, jnp.einsum("bnqd,bnkd->bnqk", q, k), jnp.finfo(jnp.float32).min), -1)
+        if dropout:
+            p = jnp.where(attention_keep_mask(seed, tok, n, rate), p / (1 - rate), 0.0)
+        return jnp.einsum("bnqk,bnkd->bnqd", p, v)
+
+    def ours(q, k, v):
+        return attention(q, k, v, keep, rate, seed, tok) if dropout else attention(q, k, v, keep)
+
+    np.testing.assert_allclose(ours(q, k, v), ref(q, k, v), atol=2e-6)
+    g_ref = jax.grad(lambda *a: jnp.sum(ref(*a) * w), argnums=(0, 1, 2))(q, k, v)
+    g_ours = jax.jit(jax.grad(lambda *a: jnp.sum(ours(*a) * w), argnums=(0, 1, 2)))(q, k, v)
+    for x, y in zip(g_ours, g_ref):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+    assert float(jnp.abs(g_ref[2][2]).max()) > 0.1  # the all-padding row attends uniformly, with a gradient
+    with pytest.raises(ValueError, match="dropout identities"):
+        attention(q, k, v, keep, rate, seed)
 
 
 def test_padding_rows_and_pooling():

@@ -1,6 +1,7 @@
 """The jit train step: its loss and gradients, dropout keys, the non-finite guard, bfloat16, and
 8 devices against 1 (in a subprocess, since XLA_FLAGS is read when JAX starts)."""
 
+import math
 import textwrap
 
 import jax
@@ -255,3 +256,30 @@ def test_a_loss_registered_from_outside_trains_through_caching_and_matryoshka(ti
     state, metrics = make_train_step(model, cfg, mesh, dropout=False)(create_train_state(params, cfg, mesh), batch)
     assert int(state.step) == 1 and bool(metrics["finite"])
     assert float(metrics["loss"]) == pytest.approx(float(want_loss), rel=1e-5)
+
+
+def test_auto_remat_recomputes_only_the_shapes_over_the_budget_and_changes_no_number(tiny):
+    """--remat=auto: a batch shape whose estimated bytes exceed the budget compiles with qkv remat, a
+    smaller one without (its program has no remat); the same parameters, loss and update as --remat=none
+    (dropout on)."""
+    from trainer.mesh import replicated
+    from trainer.train.memory import AUTO_HEADROOM, remat_plan
+    from trainer.train.train_step import batch_program_shape
+
+    model, params = tiny
+    mesh = create_mesh()
+    auto, none = CFG.replace(remat="auto"), CFG.replace(remat="none")
+    big, small = random_batch(4, length=12), random_batch(5, length=4)
+    plan = remat_plan(auto, model.config, create_train_state(params, auto), replicated(mesh), None)
+    tokens = batch_program_shape(big, auto, 1).tokens_per_device
+    assert tokens == 2 * 16 * 12 and batch_program_shape(small, auto, 1).tokens_per_device == 2 * 16 * 4
+    budget = math.ceil(plan.estimate("qkv", tokens) / AUTO_HEADROOM)  # room for qkv, not for none
+    steps = {c.remat: make_train_step(model, c, mesh, memory_budget=budget, donate=False) for c in (auto, none)}
+    state = create_train_state(params, auto, mesh)
+    assert "remat" in str(steps["auto"].trace(state, big).jaxpr)
+    assert "remat" not in str(steps["auto"].trace(state, small).jaxpr)
+    (s1, m1), (s2, m2) = (steps[mode](state, big) for mode in ("auto", "none"))
+    assert float(m1["loss"]) == pytest.approx(float(m2["loss"]), rel=1e-6)
+    assert float(m1["grad_norm"]) == pytest.approx(float(m2["grad_norm"]), rel=1e-5)
+    assert jax.tree_util.tree_structure(s1.params) == jax.tree_util.tree_structure(s2.params)
+    np.testing.assert_allclose(_leaves(s1.params), _leaves(s2.params), rtol=1e-5, atol=1e-7)

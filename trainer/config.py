@@ -19,7 +19,7 @@ from pipeline.model_source import DEMO_MODEL
 from pipeline.user_errors import UserError
 
 DTYPES = ("float32", "bfloat16")  # compute dtype (train_step.COMPUTE_DTYPES) and AdamW's mu (optimizer.MU_DTYPES)
-REMAT_MODES = ("none", "dots", "full")  # modeling.REMAT_POLICIES
+REMAT_MODES = ("none", "dots", "full", "qkv", "auto")  # modeling.REMAT_POLICIES; auto: memory.RematPlan
 # The demo's BEIR-format retrieval set (samples/make_samples.py), found from this file as the Beam job
 # finds the sample corpora (pipeline/options.py), so the demo preset works from any directory.
 SAMPLE_BEIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples", "beir", "sample_ir")
@@ -141,7 +141,7 @@ class TrainConfig:
     grad_cache_chunk: int = 0  # 0 = off; else embed every batch in chunks of this many texts
     chunk_tokens: int = 0  # per device, most tokens one encoder pass holds; larger shapes are chunked
     shard_optimizer: bool = False  # ZeRO-1: AdamW moments sharded over the devices
-    remat: str = "none"  # none | dots | full: recompute parts of each block in the backward pass
+    remat: str = "none"  # none | dots | full | qkv | auto (per program shape): recompute in the backward pass
     # Data
     mixed_batch_share: float = 0.0  # share of batches drawn from all corpora (reference: 0)
     # Each batch is padded to the smallest bucket that fits it: static shapes (one compiled program
@@ -348,6 +348,7 @@ PRESETS: dict[str, TrainConfig] = {
         dtype="bfloat16",
         shard_optimizer=True,
         chunk_tokens=32768,
+        remat="auto",
         pack_min_row_length=128,
         pack_row_steps=4,
         pack_programs=12,

@@ -20,12 +20,14 @@ the compute dtype; `trainer/model/hf_loading.py` maps them to and from Hugging F
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from jax.ad_checkpoint import checkpoint_name
 
 from trainer.model.pooling import check_mode, packed_pool, pool
 
@@ -234,9 +236,10 @@ def attention_keep_mask(seed: jax.Array, token_ids: jax.Array, heads: int, rate:
 
 
 class Dropout(nn.Module):
-    """Inverted dropout (as nn.Dropout) with layout-invariant masks: `hidden_keep_mask` for [B, L, H]
-    activations, `attention_keep_mask` for [B, heads, L, L] probabilities. The seed is this site's
-    draw from the "dropout" rng (Flax folds in the module path), so sites and steps differ."""
+    """Inverted dropout (as nn.Dropout) of [B, L, H] activations with layout-invariant masks
+    (`hidden_keep_mask`); `attention` applies `attention_keep_mask` itself, from this module's `seed`.
+    The seed is this site's draw from the "dropout" rng (Flax folds in the module path), so sites and
+    steps differ."""
 
     rate: float
 
@@ -246,12 +249,88 @@ class Dropout(nn.Module):
             return x
         if self.rate >= 1.0:
             return jnp.zeros_like(x)
-        seed = jax.random.bits(self.make_rng("dropout"), (), jnp.uint32)
-        if x.ndim == 4:
-            keep = attention_keep_mask(seed, token_ids, x.shape[1], self.rate)
-        else:
-            keep = hidden_keep_mask(seed, token_ids, x.shape[-1], self.rate)
+        keep = hidden_keep_mask(self.seed(), token_ids, x.shape[-1], self.rate)
         return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros((), x.dtype))
+
+    def seed(self) -> jax.Array:
+        """This site's uint32 seed for the step (for callers that apply the mask themselves: `attention`)."""
+        return jax.random.bits(self.make_rng("dropout"), (), jnp.uint32)
+
+
+# ------------------------------------------------------------------------------------- attention
+#
+# softmax(q k^T, masked) v with dropout on the probabilities, in a form that stores nothing of the
+# scores' size: the forward keeps the unnormalised exp(s - max) only inside its fusion and divides the
+# [L, d] product by the row sums (not the [L, L] probabilities); the backward (a custom VJP, as flash
+# attention's) recomputes the scores from q and k and the dropout mask from its hash, so a training
+# step saves q, k, v, the output and two float32 per query and head per layer. Without it XLA keeps
+# float32 scores, probabilities and masks of every layer for the backward pass, and on TPU recomputed
+# matmuls to fit them (+25.7% FLOPs at roberta-large's 256 x 128 rows per v3 core; this attention with
+# --remat=qkv: +9.9%, docs/tpu.md). Scores are float32 in float32 and as the compute
+# dtype rounds them in bfloat16, then widened: the softmax's max, exp and row sums run in float32.
+
+
+def _scores(q, k, keep):
+    s = jnp.einsum("bnqd,bnkd->bnqk", q, k).astype(jnp.float32)
+    # Masked keys get the float32 minimum (a `where`, not an add, so nothing overflows): an
+    # all-padding row (batch filler) then attends uniformly instead of producing NaN.
+    return jnp.where(keep, s, jnp.finfo(jnp.float32).min)
+
+
+def _dropped(p, rate, seed, token_ids):
+    """Inverted dropout of [B, heads, L, L] probabilities (`attention_keep_mask`): p itself at rate 0."""
+    if seed is None:
+        return p
+    keep = attention_keep_mask(seed, token_ids, p.shape[1], rate)
+    return jnp.where(keep, p * jnp.asarray(1.0 / (1.0 - rate), p.dtype), jnp.zeros((), p.dtype))
+
+
+def _attention_forward(q, k, v, keep, rate, seed, token_ids):
+    s = _scores(q, k, keep)
+    m = jnp.max(s, axis=-1, keepdims=True)
+    e = jnp.exp(s - m)
+    den = jnp.sum(e, axis=-1, keepdims=True)
+    ctx = jnp.einsum(
+        "bnqk,bnkd->bnqd", _dropped(e, rate, seed, token_ids).astype(q.dtype), v, preferred_element_type=jnp.float32
+    )
+    # The row max and sum, not their log-sum-exp: on an all-masked row the max is the float32 minimum,
+    # which absorbs log(den), and the recomputed probabilities would be 1, not 1/L.
+    return (ctx / den).astype(q.dtype), (m, den)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _attention(q, k, v, keep, rate, seed, token_ids):
+    return _attention_forward(q, k, v, keep, rate, seed, token_ids)[0]
+
+
+def _attention_fwd(q, k, v, keep, rate, seed, token_ids):
+    out, stats = _attention_forward(q, k, v, keep, rate, seed, token_ids)
+    return out, (q, k, v, keep, seed, token_ids, out, stats)
+
+
+def _attention_bwd(rate, res, g):
+    q, k, v, keep, seed, token_ids, out, (m, den) = res
+    p = jnp.exp(_scores(q, k, keep) - m) / den  # the forward's probabilities, recomputed
+    dv = jnp.einsum("bnqk,bnqd->bnkd", _dropped(p, rate, seed, token_ids).astype(v.dtype), g)
+    dp = _dropped(jnp.einsum("bnqd,bnkd->bnqk", g, v).astype(jnp.float32), rate, seed, token_ids)
+    # softmax's backward, p (dp - sum_k p dp): the row sum equals sum_d g * out (dropout included).
+    row = jnp.sum(g.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+    ds = jnp.where(keep, p * (dp - row), 0.0).astype(q.dtype)
+    dq = jnp.einsum("bnqk,bnkd->bnqd", ds, k)
+    dk = jnp.einsum("bnqk,bnqd->bnkd", ds, q)
+    return dq, dk, dv, None, None, None
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+def attention(q, k, v, keep, rate: float = 0.0, seed=None, token_ids=None) -> jax.Array:
+    """Context [B, heads, L, d] of q (already scaled by 1/sqrt(d)), k, v [B, heads, L, d] in the compute
+    dtype; `keep`: bool, broadcastable to [B, heads, L, L] (True: the query sees the key). Dropout of
+    the probabilities at `rate` with `attention_keep_mask(seed, token_ids, ...)` when `seed` is given."""
+    if seed is not None and token_ids is None:
+        raise ValueError("attention dropout needs the tokens' dropout identities (token_ids)")
+    return _attention(q, k, v, keep, rate, seed, token_ids)
 
 
 class Embeddings(nn.Module):
@@ -296,22 +375,27 @@ class Layer(nn.Module):
         kernel = jnp.concatenate([wq[0], wk[0], wv[0]], axis=1).astype(self.dtype)
         bias = jnp.concatenate([wq[1], wk[1], wv[1]]).astype(self.dtype)
         qkv = (jnp.dot(x.astype(self.dtype), kernel) + bias).reshape(b, l, 3, n, d)
-        q, k, v = qkv[:, :, 0] * jnp.asarray(1.0 / math.sqrt(d), self.dtype), qkv[:, :, 1], qkv[:, :, 2]
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-        # Masked keys get the float32 minimum (a `where`, not an add, so nothing overflows): an
-        # all-padding row (batch filler) then attends uniformly instead of producing NaN.
+        # Heads first ([3, B, heads, L, d]): the attention's batched products then run on contiguous
+        # [L, d] blocks (XLA's CPU dot otherwise copies per head; 2x faster at 16 x 256).
+        q, k, v = jnp.transpose(qkv, (2, 0, 3, 1, 4))
+        q = q * jnp.asarray(1.0 / math.sqrt(d), self.dtype)
         # [B, L] key mask, or [B, L, L] query-key mask (packed rows: block-diagonal per text).
         keep = (attention_mask[:, None, None, :] if attention_mask.ndim == 2 else attention_mask[:, None]).astype(bool)
-        scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)  # softmax in float32 even under bf16
-        probs = Dropout(cfg.attention_probs_dropout_prob)(probs, token_ids, deterministic)
-        ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, l, h)
-        a = _dense(h, cfg, self.dtype, "attention_output")(ctx)
+        # The attention-probability dropout's seed is drawn by the site that drew it before (Dropout_0),
+        # so the masks, and the losses, are those of the unfused formulation.
+        drop = Dropout(cfg.attention_probs_dropout_prob)
+        rate = 0.0 if deterministic else cfg.attention_probs_dropout_prob
+        seed = drop.seed() if 0.0 < rate < 1.0 else None
+        ctx = attention(q, k, v, keep, rate, seed, token_ids if seed is not None else None)
+        if rate >= 1.0:
+            ctx = jnp.zeros_like(ctx)
+        ctx = jnp.transpose(ctx, (0, 2, 1, 3)).reshape(b, l, h)
+        a = checkpoint_name(_dense(h, cfg, self.dtype, "attention_output")(ctx), "attention_output")
         a = Dropout(cfg.hidden_dropout_prob)(a, token_ids, deterministic)
         x = _layer_norm(cfg, self.dtype, "attention_layer_norm")(a + x)
 
-        f = _ACTIVATIONS[cfg.hidden_act](_dense(cfg.intermediate_size, cfg, self.dtype, "intermediate")(x))
-        f = _dense(h, cfg, self.dtype, "output")(f)
+        f = checkpoint_name(_dense(cfg.intermediate_size, cfg, self.dtype, "intermediate")(x), "intermediate")
+        f = checkpoint_name(_dense(h, cfg, self.dtype, "output")(_ACTIVATIONS[cfg.hidden_act](f)), "output")
         f = Dropout(cfg.hidden_dropout_prob)(f, token_ids, deterministic)
         return _layer_norm(cfg, self.dtype, "output_layer_norm")(f + x)
 
@@ -320,11 +404,22 @@ class Layer(nn.Module):
 #   "none": keep every activation; "full": keep only each block's input (~1/3 more compute);
 #   "dots": keep the outputs of the weight matmuls, recompute the cheap rest (attention scores,
 #           softmax, GELU, LayerNorm, dropout): most of the memory saving for a few % of compute.
-REMAT_POLICIES = {"none": None, "full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+#   "qkv":  keep the block's input and the attention-output, intermediate and output matmuls' results;
+#           recompute the query/key/value matmul and the attention (1/4 of the block's forward
+#           FLOPs, +8.3% of a step's): roberta-large's 256 x 128 rows per v3 core then fit with
+#           +9.9% executed FLOPs where XLA's own rematerialisation needed +25.7% (docs/tpu.md).
+REMAT_POLICIES = {
+    "none": None,
+    "full": None,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "qkv": jax.checkpoint_policies.save_only_these_names("attention_output", "intermediate", "output"),
+}
 
 
 def remat_mode(remat: bool | str) -> str:
     mode = ("full" if remat else "none") if isinstance(remat, bool) else remat
+    if mode == "auto":  # chosen per program shape by the train step (trainer/train/memory.py RematPlan)
+        return "none"
     if mode not in REMAT_POLICIES:
         raise ValueError(f"remat must be one of {', '.join(REMAT_POLICIES)}, got {remat!r}")
     return mode

@@ -4,7 +4,8 @@ Model FLOPs (the MFU convention): forward + backward = 3 x forward, where the fo
 tokens through a layer costs 2 x (its non-embedding parameters) per token plus 4 L^2 H for the
 attention scores and values. Executed FLOPs add what a memory plan recomputes: gradient caching runs
 the forward twice, full rematerialisation recomputes each block's forward, "dots" remat only the
-attention part. Both count what runs: padded or packed slots at their full length.
+attention part, "qkv" the query/key/value matmul and the attention; the attention's backward always
+recomputes its scores (half its forward). Both count what runs: padded or packed slots at their full length.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ def step_flops(enc: Any, rows: int, length: int, chunked: bool = False, remat: s
     dense, attention = forward_flops(enc, rows, length)
     fwd = dense + attention
     model = 3.0 * fwd
-    executed = model + (fwd if chunked else 0.0)
-    executed += {"none": 0.0, "dots": attention, "full": fwd}[remat]
+    # The attention's backward recomputes the scores (modeling.attention's custom VJP): half its forward.
+    executed = model + 0.5 * attention + (fwd if chunked else 0.0)
+    qkv = 6.0 * enc.hidden_size**2 * enc.num_hidden_layers * rows * length  # the query/key/value matmul
+    executed += {"none": 0.0, "dots": attention, "full": fwd, "qkv": qkv + attention}[remat]
     return model, executed
 
 

@@ -72,11 +72,17 @@ def build_model(cfg: TrainConfig, hf_config: dict):
 # ------------------------------------------------------------------------------------- projection
 
 
-def shape_step_flops(enc: Any, shape: Any, n_shards: int, cfg: TrainConfig) -> tuple[float, float]:
-    """(model, executed) FLOPs of one step of `shape` over all devices."""
+def shape_step_flops(
+    enc: Any, shape: Any, n_shards: int, cfg: TrainConfig, remat: str | None = None
+) -> tuple[float, float]:
+    """(model, executed) FLOPs of one step of `shape` over all devices, under `remat` (default cfg.remat;
+    "auto" needs the program's own mode: memory.RematPlan.for_shape)."""
     columns = 3 if shape.kind == "triplet" else 2
     rows = shape.rows * n_shards * (1 if shape.packed else columns)
-    return flops_lib.step_flops(enc, rows, shape.length, chunked=shape.chunks > 1, remat=cfg.remat)
+    remat = remat or cfg.remat
+    if remat == "auto":
+        raise ValueError("remat=auto: pass the program's own mode (memory.RematPlan.for_shape)")
+    return flops_lib.step_flops(enc, rows, shape.length, chunked=shape.chunks > 1, remat=remat)
 
 
 PARTS = ("useful", "gaps", "attention across texts", "uneven cores", "ladder", "recompute")
@@ -90,6 +96,7 @@ def project(
     peak_tflops: float,
     efficiency: float,
     compiled: dict | None = None,
+    remat_of: Any = None,
 ) -> dict:
     """Days and pairs/s of cfg.train_steps steps with the simulated shape mix, on executed FLOPs at
     `efficiency` of the slice's peak, split into what they are spent on.
@@ -106,8 +113,11 @@ def project(
     caching's second forward, and the compiler's own count of norms, softmax, loss, optimizer).
     Beside them: the 2021 ways of padding (`Simulation.baselines`, analytic model FLOPs at the same
     efficiency): "seed" every text at max_seq_length, "flax2021" each column at its longest text
-    rounded up to 64."""
+    rounded up to 64.
+    `remat_of(shape)`: each program's remat mode (default cfg.remat). "over_3pct": the programs whose
+    executed FLOPs exceed their model FLOPs by more than 3%, with the excess in days."""
     compiled = compiled or {}
+    remat_of = remat_of or (lambda shape: cfg.remat)
     peak = peak_tflops * 1e12 * n_shards
     dense_tok, attn_sq = (3.0 * x for x in flops_lib.forward_flops(enc, 1, 1))  # per token, per length^2
 
@@ -116,6 +126,7 @@ def project(
 
     parts = dict.fromkeys(PARTS, 0.0)
     executed = model = compiled_steps = 0.0
+    over = []
     for shape, count in sim.counts.items():
         steps, real, real_sq, used, full = sim.parts[shape]
         columns = 3 if shape.kind == "triplet" else 2
@@ -125,8 +136,10 @@ def project(
             e = compiled[shape] * n_shards * count
             compiled_steps += count
         else:
-            e = shape_step_flops(enc, shape, n_shards, cfg)[1] * count
+            e = shape_step_flops(enc, shape, n_shards, cfg, remat_of(shape))[1] * count
         executed, model = executed + e, model + m
+        if e > 1.03 * m:
+            over.append((shape, e, m, shape in compiled and shape.chunks == 1))
         parts["useful"] += dense_tok * real + attn_sq * real_sq
         if not shape.packed:
             parts["gaps"] += dense_tok * (slot_rows * shape.length - real)
@@ -164,6 +177,17 @@ def project(
         "compute_saved": baselines["seed"] / days(executed),
         "programs": sim.programs,
         "padding": sim.padding,
+        "over_3pct": [
+            {
+                "shape": shape.label,
+                "remat": remat_of(shape),
+                "excess": e / m - 1,
+                "days": days(e - m),
+                "step_share": sim.counts[shape] / sim.steps,
+                "counted_by": "compiler" if by_compiler else "analytic",
+            }
+            for shape, e, m, by_compiler in sorted(over, key=lambda x: -(x[1] - x[2]))
+        ],
     }
 
 
@@ -183,6 +207,10 @@ def projection_lines(proj: dict, cfg: TrainConfig, sim: Any) -> list[str]:
         f"the 2021 ways, model FLOPs at {eff:g}%: every text padded to {cfg.max_seq_length} (the seed's way) "
         f"{proj['seed_way_days']:.2f} days; each column padded to its longest text rounded up to 64 (the 2021 "
         f"Flax script) {proj['flax2021_days']:.2f} days; compute saved vs the seed's way {proj['compute_saved']:.2f}x",
+    ] + [
+        f"  over 3% above model FLOPs: {o['shape']} (remat {o['remat']}, {o['step_share']:.1%} of steps): "
+        f"{o['excess']:+.1%} ({o['counted_by']}), {o['days']:.2f} days"
+        for o in proj["over_3pct"]
     ]
 
 
@@ -193,14 +221,18 @@ def _gib(n: float) -> str:
     return f"{n / GIB:5.2f}"
 
 
-def format_report(r: ShapeReport, s: tpu.Slice | None) -> str:
+def format_report(r: ShapeReport, s: tpu.Slice | None, model_flops: float | None = None) -> str:
+    """One program's line; `model_flops`: its model FLOPs per device, printed beside the compiler's."""
     verdict = "fits" if r.fits else "DOES NOT FIT"
     line = (
-        f"{r.case:>9} {r.shape.label:<28} args {_gib(r.argument_bytes)}  temps {_gib(r.temp_bytes)}  "
-        f"total {_gib(r.total_bytes)} / {_gib(r.usable_bytes)} GiB  {verdict:<12}  compile {r.compile_s:4.0f} s"
+        f"{r.case:>9} {r.shape.label:<28} remat {r.remat:<4}  args {_gib(r.argument_bytes)}  "
+        f"temps {_gib(r.temp_bytes)}  total {_gib(r.total_bytes)} / {_gib(r.usable_bytes)} GiB  {verdict:<12}  "
+        f"compile {r.compile_s:4.0f} s"
     )
     if r.flops is not None:
         line += f"  {r.flops / 1e12:6.2f} TFLOP/device"
+        if model_flops:
+            line += f" (model {model_flops / 1e12:.2f}, {r.flops / model_flops - 1:+.1%})"
         if s is not None:
             line += (
                 f"  roofline {1e3 * flops_lib.roofline_s(r.flops, r.bytes_accessed, s.peak_tflops, s.hbm_gbps):6.1f} ms"
@@ -208,6 +240,15 @@ def format_report(r: ShapeReport, s: tpu.Slice | None) -> str:
         if r.shape.chunks > 1:  # XLA's cost analysis counts a while loop's body once
             line += " (one chunk of the scans)"
     return line
+
+
+def remat_plan_of(model: Any, cfg: TrainConfig, mesh: Any, usable: int) -> Any:
+    """The run's memory.RematPlan on `mesh` against `usable` bytes per device (as compile_shapes makes it)."""
+    from trainer.train.aot import abstract_state, jax_shardings
+    from trainer.train.memory import remat_plan
+
+    state = abstract_state(model, cfg, mesh)
+    return remat_plan(cfg, model.config, state, jax_shardings(state), usable)
 
 
 def slice_mesh(slice_: tpu.Slice) -> Any:
@@ -284,7 +325,15 @@ def plan(
     if left_out:
         log(f"not compiled (not in the cache): {', '.join(left_out)}")
     for r in reports:
-        log(format_report(r, slice_))
+        log(format_report(r, slice_, shape_step_flops(enc, r.shape, n, cfg, r.remat)[0] / n))
+    remat = remat_plan_of(model, cfg, mesh, usable)
+    remat_of = remat.for_shape
+    if cfg.remat == "auto":
+        chosen = ", ".join(
+            f"{s.label}: {remat_of(s)} {remat.shape_estimate(s) / GIB:.2f}"
+            for s in sorted({*sim.counts, *(t for _, t in todo)}, key=lambda s: -s.tokens_per_device)
+        )
+        log(f"remat per program (--remat=auto; estimated GiB per device, of {usable / GIB:.2f}): {chosen}")
     proj = project(
         sim,
         enc,
@@ -293,6 +342,7 @@ def plan(
         slice_.peak_tflops,
         efficiency,
         {r.shape: r.flops for r in reports if r.flops is not None and r.error is None},
+        remat_of,
     )
     for line in projection_lines(proj, cfg, sim):
         log(line)

@@ -84,6 +84,7 @@ class ShapeReport:
     bytes_accessed: float | None = None
     error: str | None = None
     cached: bool = False  # figures from compile_shapes' cache, not compiled by this call
+    remat: str = "none"  # the program's remat mode (cfg.remat, or auto's choice: memory.RematPlan)
 
     @property
     def total_bytes(self) -> int:
@@ -180,6 +181,7 @@ def compile_shapes(
 
     import jax
 
+    from trainer.train.memory import remat_plan
     from trainer.train.train_step import make_train_step
 
     # A concrete state (the preflight's) compiles as its shapes, dtypes and shardings.
@@ -188,8 +190,9 @@ def compile_shapes(
         if state is None
         else jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
     )
-    step = make_train_step(model, cfg, mesh, state_sharding=jax_shardings(state))
+    step = make_train_step(model, cfg, mesh, state_sharding=jax_shardings(state), memory_budget=usable_bytes)
     lowered = [step.lower(state, abstract_batch(shape, cfg, mesh)) for _, shape in shapes]
+    plan = remat_plan(cfg, model.config, state, jax_shardings(state), usable_bytes)
     cached = _read_cache(cache)
     lock = threading.Lock()
 
@@ -210,6 +213,7 @@ def compile_shapes(
                         json.dumps({"key": key, "shape": shape.label, **{k: getattr(report, k) for k in _CACHED}})
                         + "\n"
                     )
+        report.remat = plan.for_shape(shape)
         if on_report is not None:
             on_report(report)
         return report

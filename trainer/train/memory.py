@@ -13,7 +13,9 @@ behind it: docs/training_step.md, "Memory plan"):
   plus an all-gather of the new parameters. For roberta-large on 8 devices the state per device drops
   from 3.96 to 1.65 GiB: 2.31 GiB per device freed (tests/test_memory.py computes it).
 - `adam_mu_dtype`: the first moment in bfloat16 (optax's `mu_dtype`; the second moment stays float32).
-- `remat` (trainer/model/modeling.py REMAT_POLICIES): recompute parts of each block in the backward pass.
+- `remat` (trainer/model/modeling.py REMAT_POLICIES): recompute parts of each block in the backward pass;
+  `auto` chooses per compiled program shape (`RematPlan`): none where the step fits, else `qkv`, else
+  `full`.
 
 Dropout is a function of each token's identity (modeling.dropout_token_ids), so every plan gives the
 same losses and gradients (tests/test_layout_invariance.py).
@@ -21,6 +23,7 @@ same losses and gradients (tests/test_layout_invariance.py).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -58,3 +61,88 @@ def state_bytes_per_device(state: Any, shardings: Any) -> int:
         shard = s.shard_shape(np.shape(x)) if np.ndim(x) else ()
         total += math.prod(shard) * np.dtype(x.dtype).itemsize
     return total
+
+
+# ------------------------------------------------------------------------------------- remat per shape
+#
+# What one pass keeps for its backward pass, in bytes per token, per layer and per hidden unit at a
+# 2-byte compute dtype (float32 doubles it), with modeling.attention (nothing of the scores' size is
+# kept), plus a fixed part in float32 copies of the parameters (the gradient, the update's
+# temporaries). Fitted to the TPU compiler's temporaries for roberta-large per v3 core (libtpu
+# 0.0.42.1; docs/tpu.md "Remat per program shape"): "none" 11.30 GiB at 132 x 128 and 17.66 at
+# 256 x 128 (slope and fixed part), "qkv" 11.74 at 256 x 128. "full" keeps each block's input (one
+# value) plus one block's activations while it is recomputed (not fitted). "dots" is not an `auto`
+# choice: with the fused attention it keeps nearly what "none" keeps (its point was the float32
+# scores, no longer stored). AUTO_HEADROOM: the share of the budget an estimate may fill (what a
+# linear fit misses: other models' shapes, gradient caching's embeddings, another libtpu).
+ACTIVATION_BYTES = {"none": 17.5, "qkv": 9.6}
+FULL_KEPT_BYTES = 2.0
+FIXED_PARAM_COPIES = 3.43
+AUTO_HEADROOM = 0.95
+AUTO_ORDER = ("none", "qkv", "full")  # the fewest recomputed FLOPs first (trainer/plan/flops.py)
+
+
+@dataclasses.dataclass(frozen=True)
+class RematPlan:
+    """The remat mode of each compiled program: `mode` (cfg.remat) everywhere, or for "auto" the first
+    of AUTO_ORDER whose estimated bytes per device fit AUTO_HEADROOM of `budget` (None: no limit, as on CPU:
+    "none"). A pure function of the shape and the configuration, so every host picks the same program;
+    the parameter tree is the same under every mode (checkpoints interchange)."""
+
+    mode: str
+    hidden: int
+    layers: int
+    dtype_bytes: int  # the compute dtype's
+    state_bytes: int  # per device: parameters and optimizer state under the plan's sharding
+    param_bytes: int  # float32 parameters (the gradient's size)
+    budget: int | None
+
+    def estimate(self, mode: str, tokens: int) -> int:
+        """Bytes per device of a pass over `tokens` tokens per device under `mode`."""
+        scale = tokens * self.hidden * self.dtype_bytes / 2
+        if mode == "full":
+            kept = FULL_KEPT_BYTES * self.layers + ACTIVATION_BYTES["none"]
+        else:
+            kept = ACTIVATION_BYTES[mode] * self.layers
+        return int(self.state_bytes + FIXED_PARAM_COPIES * self.param_bytes + scale * kept)
+
+    def for_tokens(self, tokens: int) -> str:
+        """The mode of a pass over `tokens` tokens per device (a chunk's, for gradient caching)."""
+        if self.mode != "auto":
+            return self.mode
+        if self.budget is None:
+            return "none"
+        room = AUTO_HEADROOM * self.budget
+        return next((m for m in AUTO_ORDER if self.estimate(m, tokens) <= room), AUTO_ORDER[-1])
+
+    def for_shape(self, shape: Any) -> str:
+        """The mode of a `shapes.Shape`'s program (one pass: a chunk's tokens when it is chunked)."""
+        return self.for_tokens(pass_tokens(shape))
+
+    def shape_estimate(self, shape: Any) -> int:
+        """Estimated bytes per device of a `shapes.Shape`'s program under its mode."""
+        return self.estimate(self.for_shape(shape), pass_tokens(shape))
+
+
+def pass_tokens(shape: Any) -> int:
+    """Tokens per device of one encoder pass of a `shapes.Shape` (a chunk's when it is chunked)."""
+    return -(-shape.tokens_per_device // shape.chunks)
+
+
+def remat_plan(cfg: Any, enc: Any, state: Any, shardings: Any, budget: int | None) -> RematPlan:
+    """cfg.remat's plan for the encoder config `enc` and a (possibly abstract) TrainState with its
+    `shardings` (a tree, or one sharding for all), against `budget` bytes per device."""
+    import jax.numpy as jnp
+
+    if not isinstance(shardings, type(state)):
+        shardings = jax.tree_util.tree_map(lambda _: shardings, state)
+    n_params = sum(math.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(state.params))
+    return RematPlan(
+        cfg.remat,
+        enc.hidden_size,
+        enc.num_hidden_layers,
+        jnp.dtype(jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32).itemsize,
+        state_bytes_per_device(state, shardings),
+        4 * n_params,
+        budget,
+    )

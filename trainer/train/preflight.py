@@ -54,7 +54,7 @@ def _suggestion(r: ShapeReport, cfg: TrainConfig) -> str:
         if tokens < r.shape.tokens_per_device:
             fixes.append(f"--chunk_tokens={tokens} (gradient caching on shapes over {tokens} tokens per device)")
     if cfg.remat == "none":
-        fixes.append("--remat=dots")
+        fixes.append("--remat=auto (recompute in the programs that need it)")
     if not fixes:
         fixes.append("a smaller --batch_size or --max_seq_length, or more devices")
     return "; or ".join(fixes)

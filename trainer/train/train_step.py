@@ -26,7 +26,7 @@ from jax.sharding import Mesh
 
 from trainer.config import TrainConfig
 from trainer.data.packing import PACKED_KEYS, PACKED_SOURCE, packed_columns, texts_per_shard
-from trainer.data.shapes import Chunking
+from trainer.data.shapes import Chunking, Shape
 from trainer.mesh import batch_sharding, check_batch_layout, data_shards, replicated
 from trainer.model.modeling import dropout_token_ids
 from trainer.train.grad_cache import (
@@ -37,7 +37,7 @@ from trainer.train.grad_cache import (
 )
 from trainer.train.loss import loss_named, validate_loss_options
 from trainer.train.matryoshka import matryoshka_loss
-from trainer.train.memory import state_shardings
+from trainer.train.memory import remat_plan, state_shardings
 from trainer.train.optimizer import learning_rate_schedule, make_optimizer
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -225,6 +225,20 @@ def loss_and_grads(
     return jax.value_and_grad(full_loss)(params)
 
 
+def batch_program_shape(batch: Mapping[str, Any], cfg: TrainConfig, n_shards: int) -> Shape:
+    """The `shapes.Shape` of a global batch's arrays (what the planner and the preflight call its program)."""
+    columns = batch_columns(batch)
+    kind = "triplet" if len(columns) == 3 else "pair"
+    batch_size = batch["anchor_fp"].shape[0]
+    chunking = Chunking(batch_size, n_shards, cfg.grad_cache_chunk, cfg.chunk_tokens)
+    if "packed_ids" in batch:
+        rows, length = batch["packed_ids"].shape[1:]
+        return Shape(kind, True, rows, length, chunking.packed_chunks(rows, length))
+    length = batch["anchor_ids"].shape[1]
+    chunk = chunking.padded_chunk(len(columns), length)
+    return Shape(kind, False, batch_size // n_shards, length, batch_size // chunk if chunk else 1)
+
+
 def make_train_step(
     model: Any,
     cfg: TrainConfig,
@@ -234,6 +248,7 @@ def make_train_step(
     tx: optax.GradientTransformation | None = None,
     dropout: bool = True,
     donate: bool = True,
+    memory_budget: int | None = None,
 ):
     """jit(step)(state, batch) -> (state, metrics{loss, grad_norm, learning_rate, finite}).
 
@@ -241,7 +256,9 @@ def make_train_step(
     packed rows, trainer/data/packing.py) and `*_fp` int32 [B] (global arrays from `mesh.shard_batch`, or
     NumPy arrays in a single process). `state_sharding`: `train_state_sharding(state, cfg, mesh)`
     (required with cfg.shard_optimizer; default replicated). `dropout=False` runs the encoder
-    deterministically (tests). The state argument is donated.
+    deterministically (tests). The state argument is donated. With cfg.remat "auto" each batch shape's
+    program runs the model under its own remat mode (memory.RematPlan), against `memory_budget` bytes
+    per device (default: preflight.memory_budget, the flag or the device's limit).
     """
     validate_loss_options(cfg.pair_directions, cfg.partition_mode)
     validate_loss_options(cfg.triplet_directions, cfg.partition_mode)
@@ -253,12 +270,22 @@ def make_train_step(
     tx = tx or make_optimizer(cfg)
     schedule = learning_rate_schedule(cfg)
     n_shards = data_shards(mesh)
+    auto = cfg.remat == "auto" and isinstance(model, nn.Module)
+    if auto and memory_budget is None:
+        from trainer.train.preflight import memory_budget as device_budget
+
+        memory_budget = device_budget(cfg, mesh.devices.flat[0])
 
     def step(state: TrainState, batch: Mapping[str, jax.Array]):
         packed = "packed_ids" in batch
         check_batch_layout(batch["anchor_fp"].shape[0], mesh, cfg.grad_cache_chunk)
         step_key = jax.random.fold_in(state.rng, state.step)
-        fn = as_packed_apply_fn(model) if packed else apply_fn
+        m, fn = model, apply_fn
+        if auto:  # traced once per batch shape: the mode is static in each program
+            plan = remat_plan(cfg, model.config, state, state_sharding, memory_budget)
+            m = model.clone(remat=plan.for_shape(batch_program_shape(batch, cfg, n_shards)))
+            fn = as_apply_fn(m)
+        fn = as_packed_apply_fn(m) if packed else fn
         loss, grads = loss_and_grads(
             fn, state.params, batch, cfg, step_key, not dropout, mesh if n_shards > 1 else None
         )
