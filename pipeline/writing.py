@@ -186,7 +186,9 @@ class WriteShards(beam.PTransform):
             sizes = pcoll | "Sizes" >> (beam.Map(len) if self._format.batched else beam.Map(lambda _: 1))
             side = [beam.pvalue.AsSingleton(sizes | "Count" >> beam.CombineGlobally(sum))]
         keyed = pcoll | "ByShard" >> beam.ParDo(_KeyByShard(*args, self._format.batched), *side)
-        every = pcoll.pipeline | "Once" >> beam.Create([None]) | "EveryShard" >> beam.FlatMap(_every_shard, *args, *side)
+        every = (
+            pcoll.pipeline | "Once" >> beam.Create([None]) | "EveryShard" >> beam.FlatMap(_every_shard, *args, *side)
+        )
         return (
             (keyed, every)
             | "Flatten" >> beam.Flatten()

@@ -226,9 +226,7 @@ def test_planted_duplicates_and_evaluation_texts_are_removed_and_the_rest_kept(r
     (path,) = glob.glob(os.path.join(out, "decontaminated", "decontaminated-00000-of-00001.jsonl"))
     # In the file's own order: by corpus, file and line number (pipeline/writing.py).
     removed = [json.loads(line) for line in open(path, encoding="utf-8")]
-    assert [
-        (r["corpus"], r["line_number"], r["matches"][0]["rule"], r["matches"][0]["set"]) for r in removed
-    ] == [
+    assert [(r["corpus"], r["line_number"], r["matches"][0]["rule"], r["matches"][0]["set"]) for r in removed] == [
         ("pairs_a", 6, "exact", "eval_texts.txt"),
         ("pairs_a", 8, "13_word_span", "eval_texts.txt"),
         ("trip", 1, "exact", "sts-test.csv"),

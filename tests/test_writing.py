@@ -62,14 +62,19 @@ def test_a_counted_shard_count_writes_empty_and_many_shards(tmp_path):
     # shards=0: ceil(items / per_shard) files; none at all still writes one, empty.
     _write(tmp_path / "none" / "rejected", [], JSON_LINES, shards=0, per_shard=2)
     assert _contents(tmp_path / "none") == {"rejected-00000-of-00001.jsonl": b""}
-    lines = [json.dumps({"corpus": c, "file": "f", "line_number": n, "reason": "bad_json"}) for c in "ba" for n in (10, 9)]
+    lines = [
+        json.dumps({"corpus": c, "file": "f", "line_number": n, "reason": "bad_json"}) for c in "ba" for n in (10, 9)
+    ]
     _write(tmp_path / "one" / "rejected", lines, JSON_LINES, shards=0, per_shard=4)
     # Sorted by corpus, file and line number (not as text: 9 before 10).
-    assert _contents(tmp_path / "one")["rejected-00000-of-00001.jsonl"] == "".join(
-        json.dumps({"corpus": c, "file": "f", "line_number": n, "reason": "bad_json"}) + "\n"
-        for c in "ab"
-        for n in (9, 10)
-    ).encode()
+    assert (
+        _contents(tmp_path / "one")["rejected-00000-of-00001.jsonl"]
+        == "".join(
+            json.dumps({"corpus": c, "file": "f", "line_number": n, "reason": "bad_json"}) + "\n"
+            for c in "ab"
+            for n in (9, 10)
+        ).encode()
+    )
     _write(tmp_path / "many" / "rejected", lines, JSON_LINES, shards=0, per_shard=3)
     many = _contents(tmp_path / "many")
     assert sorted(many) == ["rejected-00000-of-00002.jsonl", "rejected-00001-of-00002.jsonl"]
