@@ -146,3 +146,15 @@ def remat_plan(cfg: Any, enc: Any, state: Any, shardings: Any, budget: int | Non
         4 * n_params,
         budget,
     )
+
+
+def memory_budget(cfg: Any, device: Any) -> int | None:
+    """Bytes per device to fit in: the flag, else the device's limit, else None (no limit known)."""
+    if cfg.memory_budget_gib > 0:
+        return int(cfg.memory_budget_gib * 1024**3)
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # noqa: BLE001 -- backends without memory statistics
+        stats = {}
+    limit = stats.get("bytes_limit")
+    return int(limit) if limit else None

@@ -21,24 +21,13 @@ from trainer.config import TrainConfig
 from trainer.data.shapes import memory_check_shapes
 from trainer.mesh import data_shards
 from trainer.train.aot import GIB, ShapeReport, compile_shapes
+from trainer.train.memory import memory_budget
 
 log = logging.getLogger("trainer")
 
 
 class PreflightError(UserError):
     """A memory-check batch shape does not fit the device memory; the message says what to change."""
-
-
-def memory_budget(cfg: TrainConfig, device: Any) -> int | None:
-    """Bytes per device to fit in: the flag, else the device's limit, else None (no limit known)."""
-    if cfg.memory_budget_gib > 0:
-        return int(cfg.memory_budget_gib * GIB)
-    try:
-        stats = device.memory_stats() or {}
-    except Exception:  # noqa: BLE001 -- backends without memory statistics
-        stats = {}
-    limit = stats.get("bytes_limit")
-    return int(limit) if limit else None
 
 
 def _suggestion(r: ShapeReport, cfg: TrainConfig) -> str:

@@ -37,6 +37,7 @@ from trainer.train.grad_cache import (
 )
 from trainer.train.loss import loss_named, validate_loss_options
 from trainer.train.matryoshka import matryoshka_loss
+from trainer.train.memory import memory_budget as device_budget
 from trainer.train.memory import remat_plan, state_shardings
 from trainer.train.optimizer import learning_rate_schedule, make_optimizer
 
@@ -258,7 +259,7 @@ def make_train_step(
     (required with cfg.shard_optimizer; default replicated). `dropout=False` runs the encoder
     deterministically (tests). The state argument is donated. With cfg.remat "auto" each batch shape's
     program runs the model under its own remat mode (memory.RematPlan), against `memory_budget` bytes
-    per device (default: preflight.memory_budget, the flag or the device's limit).
+    per device (default: memory.memory_budget, the flag or the device's limit).
     """
     validate_loss_options(cfg.pair_directions, cfg.partition_mode)
     validate_loss_options(cfg.triplet_directions, cfg.partition_mode)
@@ -272,8 +273,6 @@ def make_train_step(
     n_shards = data_shards(mesh)
     auto = cfg.remat == "auto" and isinstance(model, nn.Module)
     if auto and memory_budget is None:
-        from trainer.train.preflight import memory_budget as device_budget
-
         memory_budget = device_budget(cfg, mesh.devices.flat[0])
 
     def step(state: TrainState, batch: Mapping[str, jax.Array]):
