@@ -104,7 +104,8 @@ def cleaning_rates(pairs, eval_texts: list[str], tokenizer_json: str) -> None:
         f"{sum(w >= 13 for w in words) / len(words):.0%}"
     )
     t0 = time.process_time()
-    ev = [v for t in eval_texts for v in EvalKeys(1).process(("e", t))]
+    batches = [[("e", t) for t in eval_texts[i : i + 1024]] for i in range(0, len(eval_texts), 1024)]
+    ev = [v for b in batches for v in EvalKeys(1).process(b)]
     t1 = time.process_time()
     cands = list(JoinKeys(1).process((0, {"train": [v for _, v in keys], "eval": [v for _, v in ev]})))
     t2 = time.process_time()
