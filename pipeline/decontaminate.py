@@ -51,11 +51,8 @@ class EvalKeys(beam.DoFn):
         self._buckets = buckets
 
     def process(self, batch):
-        entries = []
-        for name, text in batch:
-            norm = normalize.normalize(text)
-            if norm:
-                entries.append((name, norm, text))
+        norms = normalize.normalize_many([text for _, text in batch])
+        entries = [(name, norm, text) for (name, text), norm in zip(batch, norms) if norm]
         if not entries:
             return
         keys, of = normalize.batch_text_keys([e[1] for e in entries])

@@ -34,6 +34,17 @@ def normalize(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
+def normalize_many(texts: list[str]) -> list[str]:
+    """[normalize(t) for t in texts], with NFKC and case folding done once over the texts joined by NUL:
+    NUL is a starter that composes with nothing and folds to itself, so normalising the joined string
+    equals joining the normalised texts. Texts that hold a NUL themselves take the per-text path."""
+    joined = "\x00".join(texts)
+    if joined.count("\x00") != len(texts) - 1:
+        return [normalize(t) for t in texts]
+    parts = unicodedata.normalize("NFKC", joined).casefold().split("\x00") if texts else []
+    return [" ".join(p.split()) for p in parts]
+
+
 def _digest(s: str) -> bytes:
     return hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=8).digest()
 

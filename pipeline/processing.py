@@ -135,22 +135,23 @@ class ProcessLineBatch(beam.DoFn):
         c = self._cleaning
         symmetric, decontaminate = c["symmetric"][batch.corpus], c["decontaminate"]
         tuples = defaultdict(list)
-        all_norms, text_tuple, tks = [], [], []  # the batch's texts, each one's tuple (index in tks)
-        for split, records in out.items():
-            for i, raw, texts, roles, record in records:
-                norms = [normalize.normalize(t) for t in texts]
-                tk = dedup.tuple_key(record_format, symmetric, norms, roles)
-                number = batch.first_line + i if batch.first_line else 0
-                tuples[dedup.tuple_bucket(tk, c["tuple_buckets"])].append(
-                    (tk, number, dedup.line_digest(raw), split, record, norms if decontaminate else ())
-                )
-                if decontaminate:
-                    text_tuple.extend([len(tks)] * len(norms))
-                    all_norms.extend(norms)
-                    tks.append(tk)
+        lines = [(split, *r) for split, records in out.items() for r in records]
+        all_norms = normalize.normalize_many([t for line in lines for t in line[3]])  # the batch's texts, in order
+        text_tuple, tks = [], []  # each text's tuple (its index in tks), the tuple keys
+        pos = 0
+        for split, i, raw, texts, roles, record in lines:
+            norms = all_norms[pos : pos + len(texts)]
+            pos += len(texts)
+            tk = dedup.tuple_key(record_format, symmetric, norms, roles)
+            number = batch.first_line + i if batch.first_line else 0
+            tuples[dedup.tuple_bucket(tk, c["tuple_buckets"])].append(
+                (tk, number, dedup.line_digest(raw), split, record, norms if decontaminate else ())
+            )
+            text_tuple.extend([len(tks)] * len(norms))
+            tks.append(tk)
         for b, entries in tuples.items():
             yield beam.pvalue.TaggedOutput(TUPLES, (b, dedup.pack_entries(batch.corpus, batch.path, entries)))
-        if all_norms:
+        if decontaminate and all_norms:
             # A tuple's keys: the union of its texts' keys, computed for the whole batch at once.
             keys, of = normalize.batch_text_keys(all_norms, text_tuple)
             key_tks = np.frombuffer(b"".join(tks), f"S{TK}")[of]

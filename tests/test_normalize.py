@@ -116,3 +116,14 @@ def test_batch_keys_by_group_are_the_union_and_never_span_two_texts():
     # Two texts side by side in one group make no 13-word window across their boundary.
     a, b = " ".join(WORDS[:13]), " ".join(WORDS[13:27])
     assert set(batch_text_keys([a, b], [0, 0])[0].tolist()) == text_keys(a) | text_keys(b)
+
+
+def test_normalize_many_equals_normalize_one_by_one():
+    rng = random.Random(3)
+    # Combining marks at a text's start or end, Hangul jamo, ligatures, full width, spaces of every kind.
+    pieces = ["a", "B", "\u0301", "\u0327", "e\u0301", "\u1100", "\u1161", "\u11a8", "ﬁ", "Ａ", "ß", "İ", "Σ"]
+    pieces += [" ", "\u00a0", "\u3000", "\t", "\n", "\x1c", "\u2028", ".", "日本", "😀"]
+    texts = ["", " ", "\u0301", *("".join(rng.choice(pieces) for _ in range(rng.randint(0, 12))) for _ in range(500))]
+    assert normalize.normalize_many(texts) == [norm(t) for t in texts]
+    assert normalize.normalize_many(["a\x00 B", "C"]) == ["a\x00 b", "c"]  # a NUL inside: one by one
+    assert normalize.normalize_many([]) == []
