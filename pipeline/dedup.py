@@ -102,17 +102,23 @@ def pack_entries(corpus: str, path: str, entries: list) -> tuple:
 
 
 def unpack_entries(packed: tuple):
-    """(tuple key, order key, split, record, normalised texts) per entry of pack_entries."""
+    """(tuple key, order key, split, record, normalised texts joined by TEXT_SEP: `entry_texts` splits
+    them, for the few tuples that need them) per entry of pack_entries."""
     corpus, path, tks, lines, digests, splits, records, texts = packed
-    norms = texts.split(ENTRY_SEP) if texts else [""] * len(records)
+    joined = texts.split(ENTRY_SEP) if texts else [""] * len(records)
     for i, line in enumerate(np.frombuffer(lines, "<i8").tolist()):
         yield (
             tks[16 * i : 16 * i + 16],
             (corpus, path, line, digests[8 * i : 8 * i + 8]),
             SPLIT_OF_CODE[splits[i]],
             records[i],
-            tuple(norms[i].split(TEXT_SEP)) if norms[i] else (),
+            joined[i],
         )
+
+
+def entry_texts(joined: str) -> tuple[str, ...]:
+    """An unpacked entry's normalised texts ("" when not decontaminating: none)."""
+    return tuple(joined.split(TEXT_SEP)) if joined else ()
 
 
 def _verified(norms, candidates) -> list[dict]:
@@ -150,8 +156,11 @@ class Decide(beam.DoFn):
         kept = []
         removed = []
         for tk, group in copies.items():
+            if len(group) == 1 and tk not in hits:  # most tuples: one copy, no candidate; what the rest does to it
+                kept.append(group[0])
+                continue
             group.sort(key=lambda e: e[1])
-            matched = _verified(group[0][4], sorted(hits[tk])) if tk in hits else []
+            matched = _verified(entry_texts(group[0][4]), sorted(hits[tk])) if tk in hits else []
             corpora = sorted({e[1][0] for e in group})
             for a in corpora:  # overlap: every tuple, contaminated or not
                 for b in corpora:
@@ -188,7 +197,7 @@ class Decide(beam.DoFn):
                         "line_number": line or None,
                         "split": split,
                         "matches": matched,
-                        "texts": list(norms),
+                        "texts": list(entry_texts(norms)),
                     },
                     ensure_ascii=False,
                 ),

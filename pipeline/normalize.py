@@ -92,11 +92,12 @@ def batch_text_keys(norms: list[str], groups=None) -> tuple[np.ndarray, np.ndarr
     groups = np.arange(len(norms)) if groups is None else np.asarray(groups, dtype=np.int64)
     keys = [_hash_array(["\x00" + n for n in norms])]
     owner = [groups]
-    long = [i for i, n in enumerate(norms) if n.count(" ") >= SPAN_WORDS - 1]
+    spaces = [n.count(" ") for n in norms]
+    long = [i for i, c in enumerate(spaces) if c >= SPAN_WORDS - 1]
     if long:
         texts = [norms[i] for i in long]
         words = " ".join(texts).split(" ")  # the texts' words back to back (split(" ") inverts join)
-        text_of = np.repeat(np.arange(len(texts)), [t.count(" ") + 1 for t in texts])
+        text_of = np.repeat(np.arange(len(texts)), [spaces[i] + 1 for i in long])
         wh = _word_hash_array(words)
         n = len(wh) - KGRAM + 1
         shingles = wh[:n].copy()
