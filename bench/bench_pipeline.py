@@ -93,7 +93,7 @@ def cleaning_rates(pairs, eval_texts: list[str], tokenizer_json: str) -> None:
         f"us/tuple (+{(results['on'][0] - results['off'][0]) / n * 1e6:.1f})"
     )
     records = sum(len(r) for v in tuples for r in v[1][6])
-    texts = sum(len(t.encode()) for v in tuples for t in v[1][7])
+    texts = sum(len(v[1][7].encode()) for v in tuples)  # one string per packed element
     print(
         f"shuffle per tuple: tuple entry {tuple_bytes / n:.0f} B (record {records / n:.0f} B, normalised texts "
         f"{texts / n:.0f} B); {n_keys / n:.2f} text keys, {key_bytes / n:.0f} B"
