@@ -65,17 +65,18 @@ def _hash_array(strings) -> np.ndarray:
 
 
 def _word_hash_array(words: list[str]) -> np.ndarray:
-    """hash64 of each word, as uint64: a cache lookup per word in C (map), blake2b only for new words."""
+    """hash64 of each word, as uint64: a cache lookup per word in C (map), blake2b only for new words.
+    The digests are collected in a list of this call's own, so a thread clearing the shared cache
+    meanwhile (Beam runs DoFns in threads) cannot take one away."""
     cache = _WORDS
-    try:
-        return np.frombuffer(b"".join(map(cache.__getitem__, words)), "<u8")
-    except KeyError:
-        new = set(words).difference(cache)
-        if len(cache) + len(new) > _WORDS_MAX:
+    digests = list(map(cache.get, words))
+    if None in digests:
+        if len(cache) > _WORDS_MAX:
             cache.clear()
-            new = set(words)
-        cache.update(zip(new, map(_digest, new)))
-        return np.frombuffer(b"".join(map(cache.__getitem__, words)), "<u8")
+        for i, d in enumerate(digests):
+            if d is None:
+                digests[i] = cache[words[i]] = _digest(words[i])
+    return np.frombuffer(b"".join(digests), "<u8")
 
 
 def batch_text_keys(norms: list[str], groups=None) -> tuple[np.ndarray, np.ndarray]:

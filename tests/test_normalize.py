@@ -127,3 +127,21 @@ def test_normalize_many_equals_normalize_one_by_one():
     assert normalize.normalize_many(texts) == [norm(t) for t in texts]
     assert normalize.normalize_many(["a\x00 B", "C"]) == ["a\x00 b", "c"]  # a NUL inside: one by one
     assert normalize.normalize_many([]) == []
+
+
+def test_keys_stay_the_same_when_the_word_cache_fills_up(monkeypatch):
+    monkeypatch.setattr(normalize, "_WORDS", {})
+    monkeypatch.setattr(normalize, "_WORDS_MAX", 20)
+    rng = random.Random(4)
+    # Each text brings words of its own, so the cache passes its bound and is cleared again and again.
+    texts = [" ".join(f"t{j}w{rng.randint(0, 30)}" for _ in range(rng.randint(5, 30))) for j in range(40)]
+    sizes = []
+    for t in texts:
+        assert text_keys(t) == reference_text_keys(t)
+        sizes.append(len(normalize._WORDS))
+    assert max(sizes) <= 20 + 30 and sizes != sorted(sizes)  # bounded: cleared, not grown without end
+    keys, owner = batch_text_keys(texts)
+    got = [set() for _ in texts]
+    for k, o in zip(keys.tolist(), owner.tolist()):
+        got[o].add(k)
+    assert got == [reference_text_keys(t) for t in texts]
