@@ -93,7 +93,7 @@ def cleaning_rates(pairs, eval_texts: list[str], tokenizer_json: str) -> None:
         f"us/tuple (+{(results['on'][0] - results['off'][0]) / n * 1e6:.1f})"
     )
     records = sum(len(r) for v in tuples for r in v[1][6])
-    texts = sum(len(t.encode()) for v in tuples for t in v[1][7])
+    texts = sum(len(v[1][7].encode()) for v in tuples)  # one string per packed element
     print(
         f"shuffle per tuple: tuple entry {tuple_bytes / n:.0f} B (record {records / n:.0f} B, normalised texts "
         f"{texts / n:.0f} B); {n_keys / n:.2f} text keys, {key_bytes / n:.0f} B"
@@ -104,7 +104,8 @@ def cleaning_rates(pairs, eval_texts: list[str], tokenizer_json: str) -> None:
         f"{sum(w >= 13 for w in words) / len(words):.0%}"
     )
     t0 = time.process_time()
-    ev = [v for t in eval_texts for v in EvalKeys(1).process(("e", t))]
+    batches = [[("e", t) for t in eval_texts[i : i + 1024]] for i in range(0, len(eval_texts), 1024)]
+    ev = [v for b in batches for v in EvalKeys(1).process(b)]
     t1 = time.process_time()
     cands = list(JoinKeys(1).process((0, {"train": [v for _, v in keys], "eval": [v for _, v in ev]})))
     t2 = time.process_time()

@@ -41,6 +41,8 @@ OUT_BATCH = 512
 def canonical(record_format: str, symmetric: bool, norms, roles) -> str:
     """The canonical form of a tuple's normalised texts (module docstring), as a string."""
     fmt = FORMATS[record_format]
+    if fmt.selection == "fixed" and not symmetric:  # the common case, without the groups below
+        return "\x1e".join([record_format, *norms])
     if fmt.selection == "two_members":
         groups = [sorted(norms)]
     elif fmt.selection == "fixed":
@@ -78,13 +80,15 @@ def line_digest(raw: bytes) -> bytes:
 SPLIT_CODES = {"train": b"t", "validation": b"v"}
 SPLIT_OF_CODE = {v[0]: k for k, v in SPLIT_CODES.items()}
 TEXT_SEP = "\x1f"  # between a tuple's normalised texts (normalisation leaves none inside them)
+ENTRY_SEP = "\x1e"  # between the entries' texts in a packed element
 
 
 def pack_entries(corpus: str, path: str, entries: list) -> tuple:
     """A bucket's share of one batch as few objects as possible (Beam's coder pays per object, and the
     shuffle carries a billion of these): (corpus, path, tuple keys (16 bytes each), line numbers
-    (int64), raw-line hashes (8 bytes each), splits (a byte each), [record], [normalised texts joined
-    by TEXT_SEP, or "" when not decontaminating]). entries: (tk, line, digest, split, record, norms)."""
+    (int64), raw-line hashes (8 bytes each), splits (a byte each), [record], the normalised texts as
+    one string (TEXT_SEP between a tuple's texts, ENTRY_SEP between entries; "" when not
+    decontaminating)). entries: (tk, line, digest, split, record, norms)."""
     return (
         corpus,
         path,
@@ -93,21 +97,28 @@ def pack_entries(corpus: str, path: str, entries: list) -> tuple:
         b"".join(e[2] for e in entries),
         b"".join(SPLIT_CODES[e[3]] for e in entries),
         [e[4] for e in entries],
-        [TEXT_SEP.join(e[5]) for e in entries],
+        ENTRY_SEP.join([TEXT_SEP.join(e[5]) for e in entries]) if entries[0][5] else "",
     )
 
 
 def unpack_entries(packed: tuple):
-    """(tuple key, order key, split, record, normalised texts) per entry of pack_entries."""
-    corpus, path, tks, lines, digests, splits, records, norms = packed
+    """(tuple key, order key, split, record, normalised texts joined by TEXT_SEP: `entry_texts` splits
+    them, for the few tuples that need them) per entry of pack_entries."""
+    corpus, path, tks, lines, digests, splits, records, texts = packed
+    joined = texts.split(ENTRY_SEP) if texts else [""] * len(records)
     for i, line in enumerate(np.frombuffer(lines, "<i8").tolist()):
         yield (
             tks[16 * i : 16 * i + 16],
             (corpus, path, line, digests[8 * i : 8 * i + 8]),
             SPLIT_OF_CODE[splits[i]],
             records[i],
-            tuple(norms[i].split(TEXT_SEP)) if norms[i] else (),
+            joined[i],
         )
+
+
+def entry_texts(joined: str) -> tuple[str, ...]:
+    """An unpacked entry's normalised texts ("" when not decontaminating: none)."""
+    return tuple(joined.split(TEXT_SEP)) if joined else ()
 
 
 def _verified(norms, candidates) -> list[dict]:
@@ -145,8 +156,11 @@ class Decide(beam.DoFn):
         kept = []
         removed = []
         for tk, group in copies.items():
+            if len(group) == 1 and tk not in hits:  # most tuples: one copy, no candidate; what the rest does to it
+                kept.append(group[0])
+                continue
             group.sort(key=lambda e: e[1])
-            matched = _verified(group[0][4], sorted(hits[tk])) if tk in hits else []
+            matched = _verified(entry_texts(group[0][4]), sorted(hits[tk])) if tk in hits else []
             corpora = sorted({e[1][0] for e in group})
             for a in corpora:  # overlap: every tuple, contaminated or not
                 for b in corpora:
@@ -183,7 +197,7 @@ class Decide(beam.DoFn):
                         "line_number": line or None,
                         "split": split,
                         "matches": matched,
-                        "texts": list(norms),
+                        "texts": list(entry_texts(norms)),
                     },
                     ensure_ascii=False,
                 ),

@@ -19,9 +19,10 @@ import json
 from collections import defaultdict
 
 import apache_beam as beam
+import numpy as np
 
 from pipeline import dedup, normalize, parsing, splitting, stats
-from pipeline.decontaminate import pack_keys
+from pipeline.decontaminate import TK, pack_keys
 from pipeline.reading import LineBatch
 from pipeline.record_schema import encode_record, fingerprint
 from pipeline.tokenizing import BatchTokenizer
@@ -134,22 +135,24 @@ class ProcessLineBatch(beam.DoFn):
         c = self._cleaning
         symmetric, decontaminate = c["symmetric"][batch.corpus], c["decontaminate"]
         tuples = defaultdict(list)
-        keys, key_tks = [], []
-        for split, records in out.items():
-            for i, raw, texts, roles, record in records:
-                norms = [normalize.normalize(t) for t in texts]
-                tk = dedup.tuple_key(record_format, symmetric, norms, roles)
-                number = batch.first_line + i if batch.first_line else 0
-                tuples[dedup.tuple_bucket(tk, c["tuple_buckets"])].append(
-                    (tk, number, dedup.line_digest(raw), split, record, norms if decontaminate else ())
-                )
-                if decontaminate:
-                    text_keys = set().union(*map(normalize.text_keys, norms))
-                    keys.extend(text_keys)
-                    key_tks.append(tk * len(text_keys))
+        lines = [(split, *r) for split, records in out.items() for r in records]
+        all_norms = normalize.normalize_many([t for line in lines for t in line[3]])  # the batch's texts, in order
+        text_tuple, tks = [], []  # each text's tuple (its index in tks), the tuple keys
+        pos = 0
+        for split, i, raw, texts, roles, record in lines:
+            norms = all_norms[pos : pos + len(texts)]
+            pos += len(texts)
+            tk = dedup.tuple_key(record_format, symmetric, norms, roles)
+            number = batch.first_line + i if batch.first_line else 0
+            tuples[dedup.tuple_bucket(tk, c["tuple_buckets"])].append(
+                (tk, number, dedup.line_digest(raw), split, record, norms if decontaminate else ())
+            )
+            text_tuple.extend([len(tks)] * len(norms))
+            tks.append(tk)
         for b, entries in tuples.items():
             yield beam.pvalue.TaggedOutput(TUPLES, (b, dedup.pack_entries(batch.corpus, batch.path, entries)))
-        if keys:
-            yield from (
-                beam.pvalue.TaggedOutput(KEYS, kb) for kb in pack_keys(keys, b"".join(key_tks), c["key_buckets"])
-            )
+        if decontaminate and all_norms:
+            # A tuple's keys: the union of its texts' keys, computed for the whole batch at once.
+            keys, of = normalize.batch_text_keys(all_norms, text_tuple)
+            key_tks = np.frombuffer(b"".join(tks), f"S{TK}")[of]
+            yield from (beam.pvalue.TaggedOutput(KEYS, kb) for kb in pack_keys(keys, key_tks, c["key_buckets"]))

@@ -51,7 +51,8 @@ def _pack(entries):
 def test_packing_round_trips():
     entries = [_entry("a", 3, ["x", "y"]), _entry("a", 0, ["Z"], "validation")]
     packed = dedup.pack_entries("a", "/in/a.jsonl.gz", [(e[0], e[1][2], e[1][3], e[2], e[3], e[4]) for e in entries])
-    assert list(dedup.unpack_entries(packed)) == entries
+    assert [(*e[:4], dedup.entry_texts(e[4])) for e in dedup.unpack_entries(packed)] == entries
+    assert [e[4] for e in dedup.unpack_entries(packed)] == ["x\x1fy", "z"]
 
 
 def _decide(copies, hits=(), deduplicate=True):

@@ -2,8 +2,10 @@
 
 import random
 
+import numpy as np
+
 from pipeline import normalize
-from pipeline.normalize import EXACT, SPAN, matches, spans, text_keys
+from pipeline.normalize import EXACT, SPAN, batch_text_keys, matches, spans, text_keys
 from pipeline.normalize import normalize as norm
 
 WORDS = [f"w{i}" for i in range(400)]
@@ -53,3 +55,93 @@ def test_keys_are_fewer_than_words_and_stable():
         keys == text_keys(text) and normalize.hash64("abc") == 0x5995D533D814BBD8
     )  # pinned: the same on every machine
     assert text_keys("short text") == {normalize.hash64("\x00short text")}
+
+
+def reference_text_keys(norm: str) -> set[int]:
+    """The keys as the module's docstring defines them, one text at a time in plain Python: a rolling
+    polynomial hash over the words' hash64 mod 2^64, the minimum of every WINDOW consecutive shingles."""
+    mask, base = (1 << 64) - 1, 0x9E3779B97F4A7C15
+    base_top = pow(base, normalize.KGRAM - 1, 1 << 64)
+    keys = {normalize.hash64("\x00" + norm)}
+    words = norm.split(" ")
+    if len(words) >= normalize.SPAN_WORDS:
+        wh = [normalize.hash64(w) for w in words]
+        h = 0
+        for x in wh[: normalize.KGRAM]:
+            h = (h * base + x) & mask
+        shingles = [h]
+        for old, new in zip(wh, wh[normalize.KGRAM :]):
+            h = ((h - old * base_top) * base + new) & mask
+            shingles.append(h)
+        keys.update(min(shingles[i : i + normalize.WINDOW]) for i in range(len(shingles) - normalize.WINDOW + 1))
+    return keys
+
+
+def _random_texts(rng, n):
+    vocab = [*WORDS[:40], "é", "straße", "日本語", "😀", "a.b", "x\u0301", "\ud800"]  # a lone surrogate too
+    texts = ["", "x", *(" ".join(WORDS[:k]) for k in (12, 13, 14, 19, 20))]
+    texts += [" ".join(rng.choice(vocab) for _ in range(rng.randint(1, 45))) for _ in range(n)]
+    return texts
+
+
+def test_batch_keys_equal_the_reference_per_text():
+    rng = random.Random(1)
+    texts = _random_texts(rng, 400)
+    rng.shuffle(texts)
+    keys, owner = batch_text_keys(texts)
+    got = [set() for _ in texts]
+    for k, o in zip(keys.tolist(), owner.tolist()):
+        got[o].add(k)
+    assert got == [reference_text_keys(t) for t in texts]
+    assert len(keys) == sum(map(len, got))  # each (text, key) once
+    assert [text_keys(t) for t in texts[:50]] == [reference_text_keys(t) for t in texts[:50]]
+    assert len(text_keys(" ".join(WORDS[:12]))) == 1 and len(text_keys(" ".join(WORDS[:13]))) == 2
+    empty_keys, empty_owner = batch_text_keys([])
+    assert empty_keys.dtype == np.uint64 and len(empty_keys) == len(empty_owner) == 0
+
+
+def test_batch_keys_by_group_are_the_union_and_never_span_two_texts():
+    rng = random.Random(2)
+    texts = _random_texts(rng, 300)
+    groups = [i // 3 for i in range(len(texts))]  # neighbours share a group: windows must still stop at a text's end
+    keys, owner = batch_text_keys(texts, groups)
+    assert np.all(np.diff(owner) >= 0) and len(set(zip(owner.tolist(), keys.tolist()))) == len(keys)
+    got = {}
+    for k, o in zip(keys.tolist(), owner.tolist()):
+        got.setdefault(o, set()).add(k)
+    want = {}
+    for t, g in zip(texts, groups):
+        want.setdefault(g, set()).update(reference_text_keys(t))
+    assert got == want
+    # Two texts side by side in one group make no 13-word window across their boundary.
+    a, b = " ".join(WORDS[:13]), " ".join(WORDS[13:27])
+    assert set(batch_text_keys([a, b], [0, 0])[0].tolist()) == text_keys(a) | text_keys(b)
+
+
+def test_normalize_many_equals_normalize_one_by_one():
+    rng = random.Random(3)
+    # Combining marks at a text's start or end, Hangul jamo, ligatures, full width, spaces of every kind.
+    pieces = ["a", "B", "\u0301", "\u0327", "e\u0301", "\u1100", "\u1161", "\u11a8", "ﬁ", "Ａ", "ß", "İ", "Σ"]
+    pieces += [" ", "\u00a0", "\u3000", "\t", "\n", "\x1c", "\u2028", ".", "日本", "😀"]
+    texts = ["", " ", "\u0301", *("".join(rng.choice(pieces) for _ in range(rng.randint(0, 12))) for _ in range(500))]
+    assert normalize.normalize_many(texts) == [norm(t) for t in texts]
+    assert normalize.normalize_many(["a\x00 B", "C"]) == ["a\x00 b", "c"]  # a NUL inside: one by one
+    assert normalize.normalize_many([]) == []
+
+
+def test_keys_stay_the_same_when_the_word_cache_fills_up(monkeypatch):
+    monkeypatch.setattr(normalize, "_WORDS", {})
+    monkeypatch.setattr(normalize, "_WORDS_MAX", 20)
+    rng = random.Random(4)
+    # Each text brings words of its own, so the cache passes its bound and is cleared again and again.
+    texts = [" ".join(f"t{j}w{rng.randint(0, 30)}" for _ in range(rng.randint(5, 30))) for j in range(40)]
+    sizes = []
+    for t in texts:
+        assert text_keys(t) == reference_text_keys(t)
+        sizes.append(len(normalize._WORDS))
+    assert max(sizes) <= 20 + 30 and sizes != sorted(sizes)  # bounded: cleared, not grown without end
+    keys, owner = batch_text_keys(texts)
+    got = [set() for _ in texts]
+    for k, o in zip(keys.tolist(), owner.tolist()):
+        got[o].add(k)
+    assert got == [reference_text_keys(t) for t in texts]
