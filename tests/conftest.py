@@ -173,6 +173,12 @@ def pytest_runtest_protocol(item, nextitem):
 
     c0, t0 = cpu(), time.perf_counter()
     yield
-    entry = {"test": item.nodeid, "cpu_s": round(cpu() - c0, 2), "wall_s": round(time.perf_counter() - t0, 2)}
+    entry = {
+        "test": item.nodeid,
+        "cpu_s": round(cpu() - c0, 2),
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+        "end": round(time.time(), 2),
+    }
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")

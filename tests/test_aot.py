@@ -58,12 +58,27 @@ def test_minilm_reference_step_fits_a_v3_8_with_the_compilers_numbers():
     assert any("compiler figures and a projection" in line for line in lines)
 
 
-def test_planner_exit_status_multi_host_slice_and_chunked_shapes(tmp_path, tiny_bert_dir, capsys):
-    """A 2-layer BERT on the multi-host v3-32 (4 hosts of 8 cores) with chunked long shapes compiles;
-    against a budget it cannot meet the planner exits 1, with the JSON saying why (exit 0 when all
-    fit: the MiniLM test above). The data's manifest says its texts were cut at 64 tokens: the run's
-    --max_seq_length=128 is planned at 64, as training caps it. Each chunked worst case brings the
-    largest shape of its kind that runs unchunked."""
+# CI compiles the two unchunked worst shapes; -m slow also the chunked plan's four programs (each
+# chunked worst case with the largest shape of its kind that runs whole; compiled on CPU in CI by
+# tests/test_preflight.py, and its shapes checked in tests/test_program_count.py).
+CHUNKED = [
+    ("worst", "pair 4x64 (2 chunks)"),
+    ("unchunked", "pair 2x64"),
+    ("worst", "triplet 6x64 (3 chunks)"),
+    ("unchunked", "triplet 2x64"),
+]
+
+
+@pytest.mark.parametrize(
+    "chunk_tokens,want",
+    [(0, [("worst", "pair 4x64"), ("worst", "triplet 6x64")]), pytest.param(128, CHUNKED, marks=pytest.mark.slow)],
+    ids=["whole", "chunked"],
+)
+def test_planner_exit_status_multi_host_slice_and_chunked_shapes(tmp_path, tiny_bert_dir, capsys, chunk_tokens, want):
+    """A 2-layer BERT on the multi-host v3-32 (4 hosts of 8 cores) compiles (with chunked long shapes:
+    `chunked`); against a budget it cannot meet the planner exits 1, with the JSON saying why (exit 0
+    when all fit: the MiniLM test above). The data's manifest says its texts were cut at 64 tokens: the
+    run's --max_seq_length=128 is planned at 64, as training caps it."""
     bad, cache = tmp_path / "bad.json", tmp_path / "cache.jsonl"
     argv = [
         f"--model={tiny_bert_dir}",
@@ -73,7 +88,7 @@ def test_planner_exit_status_multi_host_slice_and_chunked_shapes(tmp_path, tiny_
         "--sim_steps=50",
         "--topology=v3-32",
         "--jobs=2",
-        "--chunk_tokens=128",
+        f"--chunk_tokens={chunk_tokens}",
         "--max_seq_length=128",
         "--pack_programs=0",
         f"--manifest={write_manifest(tmp_path, 64)}",
@@ -84,7 +99,7 @@ def test_planner_exit_status_multi_host_slice_and_chunked_shapes(tmp_path, tiny_
     out = capsys.readouterr().out
     report = json.loads(bad.read_text())
     # The cache holds every compiled program: a re-run compiles nothing and reports the same figures.
-    assert len(cache.read_text().splitlines()) == 4
+    assert len(cache.read_text().splitlines()) == len(want)
     again = tmp_path / "again.json"
     assert planner.main([*argv, "--no_compile", f"--json={again}"]) == 1
     shapes = json.loads(again.read_text())["shapes"]
@@ -92,17 +107,11 @@ def test_planner_exit_status_multi_host_slice_and_chunked_shapes(tmp_path, tiny_
     assert not any(s.pop("cached") for s in report["shapes"]) and shapes == report["shapes"]
     assert report["devices"] == 32 and not report["fits"] and report["config"]["max_seq_length"] == 64
     # Per core 2 pairs (4 texts) or 2 triplets (6) of 64 tokens; chunks of at most 128 tokens = 2 rows.
-    assert [(s["case"], s["shape"]) for s in report["shapes"]] == [
-        ("worst", "pair 4x64 (2 chunks)"),
-        ("unchunked", "pair 2x64"),
-        ("worst", "triplet 6x64 (3 chunks)"),
-        ("unchunked", "triplet 2x64"),
-    ]
+    assert [(s["case"], s["shape"]) for s in report["shapes"]] == want
     assert all(0 < s["total_bytes"] < 2**30 and not s["fits"] for s in report["shapes"])  # compiled, over budget
-    assert (
-        sum("unchunked" in line and "DOES NOT FIT" in line and "compiled:" not in line for line in out.splitlines())
-        == 2
-    )
+    assert sum(
+        "unchunked" in line and "DOES NOT FIT" in line and "compiled:" not in line for line in out.splitlines()
+    ) == sum(case == "unchunked" for case, _ in want)
 
 
 @pytest.mark.slow
