@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 # (import tensorflow: 25 s instead of 8 s, measured).
 unset PYTHONDONTWRITEBYTECODE
 bash scripts/setup.sh
-# Two workers, each test file on one (module fixtures such as a Beam run are built once per file),
-# handed out slowest file first (tests/conftest.py: SLOWEST_FIRST).
-exec .venv/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder "$@"
+# Three workers on 2 cores, each test file on one (module fixtures such as a Beam run are built once per
+# file), handed out slowest file first (tests/conftest.py: SLOWEST_FIRST). A third worker fills the time
+# a worker spends waiting (subprocess start-ups, TensorFlow's input threads): from a fresh clone
+# 455 s against 491 s with two (BENCHMARKS.md, "Test suite time").
+exec .venv/bin/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder "$@"

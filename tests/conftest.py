@@ -22,7 +22,7 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 if FAST_COMPILE not in os.environ["XLA_FLAGS"]:  # tests/_xla.py says why
     os.environ["XLA_FLAGS"] += " " + FAST_COMPILE
 
-# The slowest files (measured: `pytest --durations`), slowest first. scripts/test.sh runs two xdist
+# The slowest files (measured: `pytest --durations`), slowest first. scripts/test.sh runs three xdist
 # workers with --dist loadfile --no-loadscope-reorder, so files are handed out in collection order:
 # starting the long ones first keeps one worker from running a long file alone at the end (xdist's
 # default order, most tests first, put these few-test files last). Order only; nothing is skipped.
