@@ -100,8 +100,8 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
-    from trainer.evaluators.ir_data import read_beir
     from trainer.evaluators.ir import METRICS, IrEvaluator
+    from trainer.evaluators.ir_data import read_beir
     from trainer.model.encode import load_tokenizer
     from trainer.model.hf_loading import load_pretrained
 
