@@ -145,7 +145,7 @@ class ProcessLineBatch(beam.DoFn):
             tk = dedup.tuple_key(record_format, symmetric, norms, roles)
             number = batch.first_line + i if batch.first_line else 0
             tuples[dedup.tuple_bucket(tk, c["tuple_buckets"])].append(
-                (tk, number, dedup.line_digest(raw), split, record, norms if decontaminate else ())
+                (tk, number, dedup.line_digest(raw, number), split, record, norms if decontaminate else ())
             )
             text_tuple.extend([len(tks)] * len(norms))
             tks.append(tk)
