@@ -87,22 +87,29 @@ TEXT_SEP = "\x1f"  # between a tuple's normalised texts (normalisation leaves no
 ENTRY_SEP = "\x1e"  # between the entries' texts in a packed element
 
 
-def pack_entries(corpus: str, path: str, entries: list) -> tuple:
+def pack_columns(corpus: str, path: str, tks, lines, digests, splits, records, texts) -> tuple:
     """A bucket's share of one batch as few objects as possible (Beam's coder pays per object, and the
     shuffle carries a billion of these): (corpus, path, tuple keys (16 bytes each), line numbers
     (int64), raw-line hashes (8 bytes each), splits (a byte each), [record], the normalised texts as
-    one string (TEXT_SEP between a tuple's texts, ENTRY_SEP between entries; "" when not
-    decontaminating)). entries: (tk, line, digest, split, record, norms)."""
+    one string (ENTRY_SEP between entries; "" when not decontaminating)). The arguments are columns,
+    one item an entry; texts: each entry's normalised texts joined by TEXT_SEP, or None."""
     return (
         corpus,
         path,
-        b"".join(e[0] for e in entries),
-        np.array([e[1] for e in entries], "<i8").tobytes(),
-        b"".join(e[2] for e in entries),
-        b"".join(SPLIT_CODES[e[3]] for e in entries),
-        [e[4] for e in entries],
-        ENTRY_SEP.join([TEXT_SEP.join(e[5]) for e in entries]) if entries[0][5] else "",
+        b"".join(tks),
+        np.array(lines, "<i8").tobytes(),
+        b"".join(digests),
+        b"".join([SPLIT_CODES[s] for s in splits]),
+        list(records),
+        ENTRY_SEP.join(texts) if texts else "",
     )
+
+
+def pack_entries(corpus: str, path: str, entries: list) -> tuple:
+    """pack_columns of entries (tk, line, digest, split, record, norms); norms () when not decontaminating."""
+    tks, lines, digests, splits, records, norms = zip(*entries)
+    texts = [TEXT_SEP.join(n) for n in norms] if norms[0] else None
+    return pack_columns(corpus, path, tks, lines, digests, splits, records, texts)
 
 
 def unpack_entries(packed: tuple, which=None):

@@ -41,7 +41,12 @@ def normalize_many(texts: list[str]) -> list[str]:
     if joined.count("\x00") != len(texts) - 1:
         return [normalize(t) for t in texts]
     parts = unicodedata.normalize("NFKC", joined).casefold().split("\x00") if texts else []
-    return [" ".join(p.split()) for p in parts]
+    # Most texts are collapsed already: no whitespace but single inner spaces (every other whitespace
+    # character is non-printable), which is cheaper to check than to split and join.
+    return [
+        p if p.isprintable() and "  " not in p and p[:1] != " " and p[-1:] != " " else " ".join(p.split())
+        for p in parts
+    ]
 
 
 # The word and text hashes (module docstring). Odd multipliers: multiplication by them is invertible mod 2^64.

@@ -1,6 +1,7 @@
 """The cleaning stages' normalisation, keys and 13-word rule (pipeline/normalize.py)."""
 
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -150,6 +151,10 @@ def test_normalize_many_equals_normalize_one_by_one():
     assert normalize.normalize_many(texts) == [norm(t) for t in texts]
     assert normalize.normalize_many(["a\x00 B", "C"]) == ["a\x00 b", "c"]  # a NUL inside: one by one
     assert normalize.normalize_many([]) == []
+    # Its fast path takes a printable text without double, leading or trailing spaces as collapsed:
+    # every character str.split() splits at, but the space, is non-printable.
+    splitting = [c for c in map(chr, range(sys.maxunicode + 1)) if len(("a" + c + "b").split()) != 1]
+    assert len(splitting) > 20 and [c for c in splitting if c.isprintable()] == [" "]
 
 
 def test_keys_stay_the_same_when_the_powers_grow(monkeypatch):
