@@ -3,7 +3,7 @@
 
   ProcessLineBatch --tuples (bucket, [entries])----------------------------+
                    --keys (key bucket, [(key, tuple key)])--+               |
-  evaluation sets -> (set, text) -> EvalKeys ---------------+-CoGroupByKey--+-> JoinKeys: candidates
+  evaluation sets -> [(set, text)...] -> EvalKeys ----------+-CoGroupByKey--+-> JoinKeys: candidates
                                                                             +-CoGroupByKey(tuple bucket)
                                                                                 -> Decide -> kept records,
                                                                                    decontaminated/, stats
@@ -28,7 +28,6 @@ from pipeline.eval_texts import EvalSet, ReadEvalTexts
 
 UNKNOWN_LINES = 10_000_000  # a corpus without expected_lines counts as this many lines when sizing buckets
 KEY_BUCKET_SHARE = 16
-EVAL_BATCH = 1024  # evaluation texts keyed at once (EvalKeys): numpy per batch, one shuffle element per bucket
 DECONTAMINATED_DIR = "decontaminated"
 DECONTAMINATED = dedup.DECONTAMINATED  # the Decide output tag of removed tuples
 
@@ -78,11 +77,7 @@ def clean(p, results, c: dict, eval_sets: tuple[EvalSet, ...], tags: list[str], 
     if eval_sets:
         evals = p | "EvaluationSets" >> ReadEvalTexts(eval_sets)
         eval_counts = evals.counts
-        eval_keys = (
-            evals.texts
-            | "EvalBatches" >> beam.BatchElements(min_batch_size=EVAL_BATCH, max_batch_size=EVAL_BATCH)
-            | "EvalKeys" >> beam.ParDo(EvalKeys(c["key_buckets"]))
-        )
+        eval_keys = evals.batches | "EvalKeys" >> beam.ParDo(EvalKeys(c["key_buckets"]))
         groups["hits"] = (
             {"train": results[processing.KEYS], "eval": eval_keys}
             | "ByTextKey" >> beam.CoGroupByKey()

@@ -42,7 +42,7 @@ def pack_keys(keys: np.ndarray, tks: np.ndarray, buckets: int):
 
 
 class EvalKeys(beam.DoFn):
-    """[(set, text), ...] (a batch: beam.BatchElements) -> per key bucket (bucket, (keys as uint64 bytes,
+    """[(set, text), ...] (a batch of eval_texts.ReadEvalTexts) -> per key bucket (bucket, (keys as uint64 bytes,
     their entries' numbers as int32 bytes, [(set, normalised text, text), ...] the entries)): the keys of
     a whole batch at once (normalize.batch_text_keys), one element per bucket. A text that is empty
     once normalised has no key (it can match nothing)."""

@@ -70,11 +70,15 @@ def tuple_bucket(tk: bytes, buckets: int) -> int:
     return int.from_bytes(tk[:8], "little") % buckets
 
 
-def line_digest(raw: bytes) -> bytes:
+NO_DIGEST = bytes(8)
+
+
+def line_digest(raw: bytes, line: int) -> bytes:
     """The last part of the order key (corpus, path, line number, line digest): which copy stays is the
     smallest. Sources without line numbers (Parquet rows, joined records) have line 0, and the raw
-    line's hash breaks their ties (equal raw lines give equal records anyway)."""
-    return hashlib.blake2b(raw, digest_size=8).digest()
+    line's hash breaks their ties (equal raw lines give equal records anyway); a numbered line is
+    already told apart by its number, so it gets NO_DIGEST and costs no hash."""
+    return NO_DIGEST if line else hashlib.blake2b(raw, digest_size=8).digest()
 
 
 SPLIT_CODES = {"train": b"t", "validation": b"v"}
@@ -83,37 +87,60 @@ TEXT_SEP = "\x1f"  # between a tuple's normalised texts (normalisation leaves no
 ENTRY_SEP = "\x1e"  # between the entries' texts in a packed element
 
 
-def pack_entries(corpus: str, path: str, entries: list) -> tuple:
+def pack_columns(corpus: str, path: str, tks, lines, digests, splits, records, texts) -> tuple:
     """A bucket's share of one batch as few objects as possible (Beam's coder pays per object, and the
     shuffle carries a billion of these): (corpus, path, tuple keys (16 bytes each), line numbers
     (int64), raw-line hashes (8 bytes each), splits (a byte each), [record], the normalised texts as
-    one string (TEXT_SEP between a tuple's texts, ENTRY_SEP between entries; "" when not
-    decontaminating)). entries: (tk, line, digest, split, record, norms)."""
+    one string (ENTRY_SEP between entries; "" when not decontaminating)). The arguments are columns,
+    one item an entry; texts: each entry's normalised texts joined by TEXT_SEP, or None."""
     return (
         corpus,
         path,
-        b"".join(e[0] for e in entries),
-        np.array([e[1] for e in entries], "<i8").tobytes(),
-        b"".join(e[2] for e in entries),
-        b"".join(SPLIT_CODES[e[3]] for e in entries),
-        [e[4] for e in entries],
-        ENTRY_SEP.join([TEXT_SEP.join(e[5]) for e in entries]) if entries[0][5] else "",
+        b"".join(tks),
+        np.array(lines, "<i8").tobytes(),
+        b"".join(digests),
+        b"".join([SPLIT_CODES[s] for s in splits]),
+        list(records),
+        ENTRY_SEP.join(texts) if texts else "",
     )
 
 
-def unpack_entries(packed: tuple):
+def pack_entries(corpus: str, path: str, entries: list) -> tuple:
+    """pack_columns of entries (tk, line, digest, split, record, norms); norms () when not decontaminating."""
+    tks, lines, digests, splits, records, norms = zip(*entries)
+    texts = [TEXT_SEP.join(n) for n in norms] if norms[0] else None
+    return pack_columns(corpus, path, tks, lines, digests, splits, records, texts)
+
+
+def unpack_entries(packed: tuple, which=None):
     """(tuple key, order key, split, record, normalised texts joined by TEXT_SEP: `entry_texts` splits
-    them, for the few tuples that need them) per entry of pack_entries."""
+    them, for the few tuples that need them) per entry of pack_entries, or per entry number in `which`."""
     corpus, path, tks, lines, digests, splits, records, texts = packed
-    joined = texts.split(ENTRY_SEP) if texts else [""] * len(records)
-    for i, line in enumerate(np.frombuffer(lines, "<i8").tolist()):
+    joined = texts.split(ENTRY_SEP) if texts else None
+    lines = np.frombuffer(lines, "<i8")
+    for i in range(len(records)) if which is None else which:
         yield (
             tks[16 * i : 16 * i + 16],
-            (corpus, path, line, digests[8 * i : 8 * i + 8]),
+            (corpus, path, int(lines[i]), digests[8 * i : 8 * i + 8]),
             SPLIT_OF_CODE[splits[i]],
             records[i],
-            joined[i],
+            joined[i] if joined else "",
         )
+
+
+def _special(packs: list, hit_keys) -> list[np.ndarray]:
+    """Per packed element, a mask of the entries `Decide` looks at one by one: those whose tuple key's
+    first 8 bytes occur more than once in the bucket (a tuple with copies or, rarely, another tuple
+    sharing the prefix: the full key tells them apart) or are a candidate's. Computed with numpy over
+    the bucket's keys, so the tuples with one copy and no candidate (most) cost no Python object each."""
+    prefixes = [np.frombuffer(p[2], "<u8")[::2] for p in packs]
+    every = np.concatenate(prefixes)
+    order = np.argsort(every, kind="stable")
+    same = every[order[1:]] == every[order[:-1]]
+    special = np.isin(every, np.frombuffer(b"".join(hit_keys), "<u8")[::2])
+    special[order[1:][same]] = True
+    special[order[:-1][same]] = True
+    return np.split(special, np.cumsum([len(x) for x in prefixes])[:-1])
 
 
 def entry_texts(joined: str) -> tuple[str, ...]:
@@ -148,17 +175,24 @@ class Decide(beam.DoFn):
         hits = defaultdict(set)
         for tk, name, norm, text in grouped.get("hits", ()):
             hits[tk].add((name, norm, text))
-        copies = defaultdict(list)
-        for packed in grouped["copies"]:
-            for e in unpack_entries(packed):
-                copies[e[0]].append(e)
+        packs = list(grouped["copies"])
+        if not packs:
+            return
         acc = defaultdict(lambda: stats.new_stats(self._max_seq_length))
+        out = defaultdict(list)
+        copies = defaultdict(list)
+        for packed, special in zip(packs, _special(packs, list(hits))):
+            corpus, records, splits = packed[0], packed[6], np.frombuffer(packed[5], np.uint8)
+            for code, split in SPLIT_OF_CODE.items():  # the plain entries: kept, by split, as they come
+                plain = np.flatnonzero(~special & (splits == code)).tolist()
+                if plain:
+                    out[(corpus, split)].extend([records[i] for i in plain])
+                    acc[corpus][split] += len(plain)
+            for e in unpack_entries(packed, np.flatnonzero(special).tolist()):
+                copies[e[0]].append(e)
         kept = []
         removed = []
         for tk, group in copies.items():
-            if len(group) == 1 and tk not in hits:  # most tuples: one copy, no candidate; what the rest does to it
-                kept.append(group[0])
-                continue
             group.sort(key=lambda e: e[1])
             matched = _verified(entry_texts(group[0][4]), sorted(hits[tk])) if tk in hits else []
             corpora = sorted({e[1][0] for e in group})
@@ -175,7 +209,6 @@ class Decide(beam.DoFn):
             for e in group[len(stay) :]:
                 acc[e[1][0]]["duplicates"] += 1
         kept.sort(key=lambda e: e[1])
-        out = defaultdict(list)
         for _, (corpus, *_rest), split, record, _norms in kept:
             acc[corpus][split] += 1
             out[(corpus, split)].append(record)

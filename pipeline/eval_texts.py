@@ -11,9 +11,12 @@ Each PATH is one set, named by its last path component (names must differ), of o
   text   any other file (.gz allowed): each non-blank line is a text
 
 The files are read and joined on the workers (the BEIR queries with their qrels by query id, documents
-by document id), never in the launcher's memory. Output: (set name, text) elements, and per set the
-counters `texts` (texts taken, repeats included) and `skipped` (lines that give no text: bad JSON, an
-STS header or short row, a BEIR line the BEIR readers reject; listed in the manifest, not fatal).
+by document id), never in the launcher's memory. A text, JSON-lines or STS file is read by one DoFn
+call in batches of lines, as the corpora are (pipeline/reading.py), so no step pays Beam's cost per
+text. Output: batches, lists of up to EVAL_BATCH (set name, text) of one set, and per set the counters
+`texts` (texts taken, repeats included) and `skipped` (lines that give no text: bad JSON, an STS
+header or short row, a BEIR line the BEIR readers reject; listed in the manifest, not fatal), counted
+per batch.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ from typing import NamedTuple
 
 import apache_beam as beam
 
-from pipeline import beir, storage
+from pipeline import beir, reading, storage
 from pipeline.user_errors import UserError
 
 BEIR_SPLIT = "test"
 STS_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 COUNTERS = ("texts", "skipped")
+EVAL_BATCH = 1024  # evaluation texts a batch: keyed at once (decontaminate.EvalKeys), one shuffle element per bucket
+MAX_LINE_BYTES = 1 << 30  # an evaluation file's line is read whole, however long (a text is never cut)
 
 
 class DecontaminateError(UserError):
@@ -118,27 +123,39 @@ def jsonl_text(raw: bytes) -> str | None:
     return obj if isinstance(obj, str) else None
 
 
-class _TextsOfLines(beam.DoFn):
-    def __init__(self, name: str, kind: str):
-        self._name, self._kind = name, kind
-
-    def process(self, raw: bytes):
-        if self._kind == "sts":
-            texts = sts_sentences(raw)
-        elif self._kind == "jsonl":
-            text = jsonl_text(raw)
-            texts = None if text is None else [text]
-        else:
-            text = raw.decode("utf-8", "replace").strip()
-            texts = [text] if text else None
-        if texts is None:
-            yield beam.pvalue.TaggedOutput(COUNTS, (self._name, "skipped"))
-            return
-        for t in texts:
-            yield self._name, t
+def texts_of_line(kind: str, raw: bytes) -> list[str] | None:
+    """The texts of one line of a text, JSON-lines or STS file; None for a line that gives none."""
+    if kind == "sts":
+        return sts_sentences(raw)
+    if kind == "jsonl":
+        text = jsonl_text(raw)
+        return None if text is None else [text]
+    text = raw.decode("utf-8", "replace").strip()
+    return [text] if text else None
 
 
 COUNTS = "counts"
+
+
+class _ReadLineFile(beam.DoFn):
+    """(set name, path, kind) of a text, jsonl or sts set -> batches [(set, text), ...], and ((set,
+    counter), n) on COUNTS per batch of lines read."""
+
+    def process(self, element):
+        name, path, kind = element
+        for batch in reading.iter_line_batches(name, path, EVAL_BATCH, MAX_LINE_BYTES):
+            texts, skipped = [], 0
+            for raw in batch.lines:
+                found = texts_of_line(kind, raw)
+                if found is None:
+                    skipped += 1
+                else:
+                    texts.extend((name, t) for t in found)
+            if texts:
+                yield texts
+            for counter, n in (("texts", len(texts)), ("skipped", skipped)):
+                if n:
+                    yield beam.pvalue.TaggedOutput(COUNTS, ((name, counter), n))
 
 
 class _ReadBeirSet(beam.PTransform):
@@ -181,9 +198,15 @@ class _ReadBeirSet(beam.PTransform):
         skipped_counts = (
             skipped
             | "AllSkipped" >> beam.Flatten()
-            | "SkippedCount" >> beam.Map(lambda _, name: (name, "skipped"), s.name)
+            | "SkippedCount" >> beam.Map(lambda _, name: ((name, "skipped"), 1), s.name)
         )
-        return texts | "Texts" >> beam.Flatten(), skipped_counts
+        batches = (
+            texts
+            | "Texts" >> beam.Flatten()
+            | "Batches" >> beam.BatchElements(min_batch_size=EVAL_BATCH, max_batch_size=EVAL_BATCH)
+        )
+        taken = batches | "TextCount" >> beam.Map(lambda batch, name: ((name, "texts"), len(batch)), s.name)
+        return batches, (skipped_counts, taken) | "Counts" >> beam.Flatten()
 
 
 def _judged_texts(element, name: str):
@@ -196,7 +219,7 @@ def _judged_texts(element, name: str):
 
 
 class EvalTexts(NamedTuple):
-    texts: object  # PCollection of (set name, text)
+    batches: object  # PCollection of [(set name, text), ...], up to EVAL_BATCH texts of one set
     counts: object  # PCollection of ((set name, counter), n)
 
 
@@ -206,19 +229,21 @@ class ReadEvalTexts(beam.PTransform):
         self._sets = sets
 
     def expand(self, p):
-        texts, counts = [], []
+        batches, counts = [], []
+        files = [(s.name, s.path, s.kind) for s in self._sets if s.kind != "beir"]
         for i, s in enumerate(self._sets):
             if s.kind == "beir":
-                t, c = p | f"Set{i}" >> _ReadBeirSet(s)
-            else:
-                out = (
-                    p
-                    | f"Set{i}/Read" >> beam.io.ReadFromText(s.path, coder=beam.coders.BytesCoder())
-                    | f"Set{i}/Texts" >> beam.ParDo(_TextsOfLines(s.name, s.kind)).with_outputs(COUNTS, main="main")
-                )
-                t, c = out.main, out[COUNTS]
-            texts.append(t)
-            counts += [c, t | f"Set{i}/Taken" >> beam.Map(lambda kv: (kv[0], "texts"))]
-        texts = texts | "EvalTexts" >> beam.Flatten()
-        counts = counts | "EvalCounts" >> beam.Flatten() | "CountEval" >> beam.combiners.Count.PerElement()
-        return EvalTexts(texts, counts)
+                b, c = p | f"Set{i}" >> _ReadBeirSet(s)
+                batches.append(b)
+                counts.append(c)
+        if files:
+            read = (
+                p
+                | "LineFiles" >> beam.Create(files, reshuffle=False)
+                | "ReadLineFiles" >> beam.ParDo(_ReadLineFile()).with_outputs(COUNTS, main="main")
+            )
+            batches.append(read.main)
+            counts.append(read[COUNTS])
+        batches = batches | "EvalBatches" >> beam.Flatten()
+        counts = counts | "EvalCounts" >> beam.Flatten() | "CountEval" >> beam.CombinePerKey(sum)
+        return EvalTexts(batches, counts)

@@ -17,7 +17,6 @@ keys per word instead of one per word. Keys only propose candidates: `matches` d
 
 from __future__ import annotations
 
-import hashlib
 import unicodedata
 
 import numpy as np
@@ -42,41 +41,57 @@ def normalize_many(texts: list[str]) -> list[str]:
     if joined.count("\x00") != len(texts) - 1:
         return [normalize(t) for t in texts]
     parts = unicodedata.normalize("NFKC", joined).casefold().split("\x00") if texts else []
-    return [" ".join(p.split()) for p in parts]
+    # Most texts are collapsed already: no whitespace but single inner spaces (every other whitespace
+    # character is non-printable), which is cheaper to check than to split and join.
+    return [
+        p if p.isprintable() and "  " not in p and p[:1] != " " and p[-1:] != " " else " ".join(p.split())
+        for p in parts
+    ]
 
 
-def _digest(s: str) -> bytes:
-    return hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+# The word and text hashes (module docstring). Odd multipliers: multiplication by them is invertible mod 2^64.
+_BYTE_BASE = 0xC2B2AE3D27D4EB4F  # a word: polynomial over its UTF-8 bytes
+_WORD_BASE = 0x165667B19E3779F9  # a text's exact key: polynomial over its word hashes
+_BASE = np.uint64(0x9E3779B97F4A7C15)  # a shingle: polynomial over its KGRAM word hashes
+_LENGTH = np.uint64(0x27D4EB2F165667C5)  # times the length, added before the final mix
+# base -> base^0, base^1, ... mod 2^64, grown on demand to the longest batch (8 bytes a byte of it), per process
+_POWERS: dict[int, np.ndarray] = {}
 
 
-def hash64(s: str) -> int:
-    """A stable unsigned 64-bit hash (blake2b: the same on every worker, unlike Python's salted hash())."""
-    return int.from_bytes(_digest(s), "little")
+def _powers(base: int, n: int) -> np.ndarray:
+    """At least n powers of base mod 2^64 (uint64 products wrap, as the hash wants)."""
+    p = _POWERS.get(base)
+    if p is None or len(p) < n:
+        size = max(n, 64, 2 * len(p) if p is not None else 0)
+        p = np.ones(size, np.uint64)
+        p[1:] = np.cumprod(np.full(size - 1, base, np.uint64))
+        _POWERS[base] = p  # a whole new array: a thread still using the old one is not disturbed
+    return p
 
 
-_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd: multiplication by it is invertible mod 2^64
-_WORDS: dict[str, bytes] = {}  # word -> its hash64 as 8 little-endian bytes, per worker process (Zipf: words repeat)
-_WORDS_MAX = 1 << 20
+def _mix(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser, in place: a bijection of uint64 that spreads every input bit
+    over the output, so the polynomial sums' linear structure does not carry into the keys."""
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
 
 
-def _hash_array(strings) -> np.ndarray:
-    """hash64 of each string, as uint64 (one blake2b call each, no Python int per hash)."""
-    return np.frombuffer(b"".join(map(_digest, strings)), "<u8")
-
-
-def _word_hash_array(words: list[str]) -> np.ndarray:
-    """hash64 of each word, as uint64: a cache lookup per word in C (map), blake2b only for new words.
-    The digests are collected in a list of this call's own, so a thread clearing the shared cache
-    meanwhile (Beam runs DoFns in threads) cannot take one away."""
-    cache = _WORDS
-    digests = list(map(cache.get, words))
-    if None in digests:
-        if len(cache) > _WORDS_MAX:
-            cache.clear()
-        for i, d in enumerate(digests):
-            if d is None:
-                digests[i] = cache[words[i]] = _digest(words[i])
-    return np.frombuffer(b"".join(digests), "<u8")
+def _segment_hashes(values: np.ndarray, base: int, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Per segment (starts, lengths > 0, back to back, covering `values`, which this overwrites):
+    mix(sum(values[start + k] * base^k) + length * _LENGTH) mod 2^64. Each value is weighted by base to
+    its position in the whole array, the segments summed by np.add.reduceat, and each sum brought back
+    to its segment's start by base's inverse to the power of that start: a few passes in C, no gather
+    per value."""
+    n = len(values)
+    values *= _powers(base, n)[:n]
+    h = np.add.reduceat(values, starts)
+    h *= _powers(pow(base, -1, 1 << 64), n)[starts]
+    h += lengths.astype(np.uint64) * _LENGTH
+    return _mix(h)
 
 
 def batch_text_keys(norms: list[str], groups=None) -> tuple[np.ndarray, np.ndarray]:
@@ -84,22 +99,36 @@ def batch_text_keys(norms: list[str], groups=None) -> tuple[np.ndarray, np.ndarr
     (group, key), sorted by group then key. groups[i]: the group of norms[i] (its index by default;
     the processing step passes each text's tuple, whose keys are the union of its texts' keys).
 
-    A text's keys: its exact hash, and for texts of SPAN_WORDS words or more its winnowed shingle
-    hashes (a shingle's hash: the polynomial sum(word hash * _BASE^(KGRAM-1-j)) mod 2^64 over its
-    words, as a rolling hash computes it). A key that meets another by accident (an exact key and a
-    shingle hash, two shingles) only proposes a candidate, which `matches` then refutes on the words.
-    Computed over the batch's words in one array: shingles and window minima by shifted slices (uint64
-    wraps mod 2^64), windows that cross from one text into the next masked out."""
+    A word's hash: _segment_hashes over its UTF-8 bytes + 1 (base _BYTE_BASE); a text's exact key: the
+    same over its word hashes (base _WORD_BASE); for texts of SPAN_WORDS words or more, its winnowed
+    shingle hashes (a shingle's hash: the polynomial sum(word hash * _BASE^(KGRAM-1-j)) mod 2^64 over
+    its words, as a rolling hash computes it). All of it numpy over the batch's bytes in one array
+    (words end at a space, texts at a newline: normalised texts hold neither otherwise), with no
+    Python work per word: the same keys on every machine and run (no salted hash()). A key that meets
+    another by accident (two words, an exact key and a shingle) only proposes a candidate, which
+    `matches` then refutes on the words, so collisions cost work, never a wrong removal or a miss."""
     groups = np.arange(len(norms)) if groups is None else np.asarray(groups, dtype=np.int64)
-    keys = [_hash_array(["\x00" + n for n in norms])]
+    if not norms:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    data = np.frombuffer(("\n".join(norms) + "\n").encode("utf-8", "surrogatepass"), np.uint8)
+    ends = np.flatnonzero((data == 32) | (data == 10))  # each word's end: the space or newline after it
+    last = data[ends] == 10  # the word ends its text
+    if np.count_nonzero(last) != len(norms):
+        raise ValueError("batch_text_keys takes normalised texts (no newline inside)")
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    values = data.astype(np.uint64)
+    values += np.uint64(1)
+    values[ends] = 0  # a word's segment runs up to its separator, which adds nothing
+    word_hashes = _segment_hashes(values, _BYTE_BASE, starts, ends - starts + 1)
+    text_ends = np.flatnonzero(last)
+    words = np.diff(text_ends, prepend=-1)  # words per text
+    keys = [_segment_hashes(word_hashes.copy(), _WORD_BASE, text_ends - words + 1, words)]
     owner = [groups]
-    spaces = [n.count(" ") for n in norms]
-    long = [i for i, c in enumerate(spaces) if c >= SPAN_WORDS - 1]
-    if long:
-        texts = [norms[i] for i in long]
-        words = " ".join(texts).split(" ")  # the texts' words back to back (split(" ") inverts join)
-        text_of = np.repeat(np.arange(len(texts)), [spaces[i] + 1 for i in long])
-        wh = _word_hash_array(words)
+    long = np.flatnonzero(words >= SPAN_WORDS)
+    if len(long):
+        in_long = np.repeat(words >= SPAN_WORDS, words)
+        wh = word_hashes[in_long]  # the long texts' words back to back
+        text_of = np.repeat(np.arange(len(long)), words[long])
         n = len(wh) - KGRAM + 1
         shingles = wh[:n].copy()
         for j in range(1, KGRAM):
@@ -123,8 +152,6 @@ def batch_text_keys(norms: list[str], groups=None) -> tuple[np.ndarray, np.ndarr
 
 def text_keys(norm: str) -> set[int]:
     """The join keys of one normalised text (batch_text_keys), as a set of ints."""
-    if norm.count(" ") < SPAN_WORDS - 1:  # a short text has its exact key only: no arrays for one hash
-        return {hash64("\x00" + norm)}
     return set(batch_text_keys([norm])[0].tolist())
 
 

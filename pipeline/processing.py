@@ -16,13 +16,12 @@ batch (dedup.pack_entries), and, when decontaminating, its texts' keys go to "ke
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 
 import apache_beam as beam
 import numpy as np
 
 from pipeline import dedup, normalize, parsing, splitting, stats
-from pipeline.decontaminate import TK, pack_keys
+from pipeline.decontaminate import TK, by_bucket, pack_keys
 from pipeline.reading import LineBatch
 from pipeline.record_schema import encode_record, fingerprint
 from pipeline.tokenizing import BatchTokenizer
@@ -131,28 +130,40 @@ class ProcessLineBatch(beam.DoFn):
         yield beam.pvalue.TaggedOutput(STATS, (corpus, acc))
 
     def _to_cleaning(self, batch: LineBatch, record_format: str, out: dict):
-        """Entries of the cleaning stages (module docstring), packed by bucket: one element per bucket."""
+        """Entries of the cleaning stages (module docstring), packed by bucket: one element per bucket.
+        Built as columns over the batch (no Python object per entry beyond its tuple key)."""
         c = self._cleaning
         symmetric, decontaminate = c["symmetric"][batch.corpus], c["decontaminate"]
-        tuples = defaultdict(list)
-        lines = [(split, *r) for split, records in out.items() for r in records]
+        lines = [
+            (split, *r) for split, records in out.items() for r in records
+        ]  # (split, i, raw, texts, roles, record)
+        if not lines:
+            return
         all_norms = normalize.normalize_many([t for line in lines for t in line[3]])  # the batch's texts, in order
-        text_tuple, tks = [], []  # each text's tuple (its index in tks), the tuple keys
-        pos = 0
-        for split, i, raw, texts, roles, record in lines:
-            norms = all_norms[pos : pos + len(texts)]
-            pos += len(texts)
-            tk = dedup.tuple_key(record_format, symmetric, norms, roles)
-            number = batch.first_line + i if batch.first_line else 0
-            tuples[dedup.tuple_bucket(tk, c["tuple_buckets"])].append(
-                (tk, number, dedup.line_digest(raw), split, record, norms if decontaminate else ())
-            )
-            text_tuple.extend([len(tks)] * len(norms))
-            tks.append(tk)
-        for b, entries in tuples.items():
-            yield beam.pvalue.TaggedOutput(TUPLES, (b, dedup.pack_entries(batch.corpus, batch.path, entries)))
+        counts = [len(line[3]) for line in lines]
+        bounds = np.cumsum([0, *counts]).tolist()
+        norms = [all_norms[a:b] for a, b in zip(bounds, bounds[1:])]
+        tks = [dedup.tuple_key(record_format, symmetric, n, line[4]) for n, line in zip(norms, lines)]
+        first = batch.first_line
+        numbers = [first + line[1] for line in lines] if first else [0] * len(lines)
+        columns = (
+            tks,
+            numbers,
+            [dedup.line_digest(line[2], number) for line, number in zip(lines, numbers)],
+            [line[0] for line in lines],
+            [line[5] for line in lines],
+            [dedup.TEXT_SEP.join(n) for n in norms] if decontaminate else None,
+        )
+        prefixes = np.frombuffer(b"".join(tks), "<u8")[::2]  # dedup.tuple_bucket of all the batch's keys
+        for b, part in by_bucket(prefixes, c["tuple_buckets"]):
+            if not isinstance(part, slice):
+                part = part.tolist()
+                columns_b = [col if col is None else [col[i] for i in part] for col in columns]
+            else:
+                columns_b = columns
+            yield beam.pvalue.TaggedOutput(TUPLES, (b, dedup.pack_columns(batch.corpus, batch.path, *columns_b)))
         if decontaminate and all_norms:
             # A tuple's keys: the union of its texts' keys, computed for the whole batch at once.
-            keys, of = normalize.batch_text_keys(all_norms, text_tuple)
+            keys, of = normalize.batch_text_keys(all_norms, np.repeat(np.arange(len(lines)), counts))
             key_tks = np.frombuffer(b"".join(tks), f"S{TK}")[of]
             yield from (beam.pvalue.TaggedOutput(KEYS, kb) for kb in pack_keys(keys, key_tks, c["key_buckets"]))

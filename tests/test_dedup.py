@@ -36,7 +36,7 @@ def _entry(corpus, line, texts, split="train", fmt="pair", roles=PAIR):
     norms = tuple(normalize.normalize(t) for t in texts)
     return (
         dedup.tuple_key(fmt, False, norms, roles),
-        (corpus, f"/in/{corpus}.jsonl.gz", line, dedup.line_digest(b"r")),
+        (corpus, f"/in/{corpus}.jsonl.gz", line, dedup.line_digest(b"r", line)),
         split,
         f"{corpus}:{line}".encode(),
         norms,

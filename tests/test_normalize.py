@@ -1,8 +1,10 @@
 """The cleaning stages' normalisation, keys and 13-word rule (pipeline/normalize.py)."""
 
 import random
+import sys
 
 import numpy as np
+import pytest
 
 from pipeline import normalize
 from pipeline.normalize import EXACT, SPAN, batch_text_keys, matches, spans, text_keys
@@ -51,27 +53,49 @@ def test_keys_are_fewer_than_words_and_stable():
     text = " ".join(WORDS[:200])
     keys = text_keys(text)
     assert 1 < len(keys) < 200 * 0.4  # about 2 / (WINDOW + 1) per word, plus the exact key
-    assert (
-        keys == text_keys(text) and normalize.hash64("abc") == 0x5995D533D814BBD8
-    )  # pinned: the same on every machine
-    assert text_keys("short text") == {normalize.hash64("\x00short text")}
+    assert keys == text_keys(text)
+    assert text_keys("short text") == {0xD830858392713F06}  # pinned: the same on every machine and run
+    assert text_keys("short text") == reference_text_keys("short text")
+
+
+MASK = (1 << 64) - 1
+
+
+def _mix(h: int) -> int:
+    """MurmurHash3's 64-bit finaliser, in plain Python."""
+    h ^= h >> 33
+    h = h * 0xFF51AFD7ED558CCD & MASK
+    h ^= h >> 33
+    h = h * 0xC4CEB9FE1A85EC53 & MASK
+    return h ^ (h >> 33)
+
+
+def _polynomial(values, base: int, length: int) -> int:
+    return _mix((sum(v * pow(base, k, 1 << 64) for k, v in enumerate(values)) + length * int(normalize._LENGTH)) & MASK)
+
+
+def word_hash(word: str) -> int:
+    """A word's hash as the module's docstring defines it: over its UTF-8 bytes + 1 and the space after it."""
+    data = word.encode("utf-8", "surrogatepass")
+    return _polynomial([b + 1 for b in data], normalize._BYTE_BASE, len(data) + 1)
 
 
 def reference_text_keys(norm: str) -> set[int]:
-    """The keys as the module's docstring defines them, one text at a time in plain Python: a rolling
-    polynomial hash over the words' hash64 mod 2^64, the minimum of every WINDOW consecutive shingles."""
-    mask, base = (1 << 64) - 1, 0x9E3779B97F4A7C15
+    """The keys as the module's docstring defines them, one text at a time in plain Python: the exact
+    key over the word hashes, and a rolling polynomial hash over the word hashes mod 2^64 whose minimum
+    over every WINDOW consecutive shingles is a key."""
+    base = int(normalize._BASE)
     base_top = pow(base, normalize.KGRAM - 1, 1 << 64)
-    keys = {normalize.hash64("\x00" + norm)}
     words = norm.split(" ")
+    wh = [word_hash(w) for w in words]
+    keys = {_polynomial(wh, normalize._WORD_BASE, len(words))}
     if len(words) >= normalize.SPAN_WORDS:
-        wh = [normalize.hash64(w) for w in words]
         h = 0
         for x in wh[: normalize.KGRAM]:
-            h = (h * base + x) & mask
+            h = (h * base + x) & MASK
         shingles = [h]
         for old, new in zip(wh, wh[normalize.KGRAM :]):
-            h = ((h - old * base_top) * base + new) & mask
+            h = ((h - old * base_top) * base + new) & MASK
             shingles.append(h)
         keys.update(min(shingles[i : i + normalize.WINDOW]) for i in range(len(shingles) - normalize.WINDOW + 1))
     return keys
@@ -127,21 +151,30 @@ def test_normalize_many_equals_normalize_one_by_one():
     assert normalize.normalize_many(texts) == [norm(t) for t in texts]
     assert normalize.normalize_many(["a\x00 B", "C"]) == ["a\x00 b", "c"]  # a NUL inside: one by one
     assert normalize.normalize_many([]) == []
+    # Its fast path takes a printable text without double, leading or trailing spaces as collapsed:
+    # every character str.split() splits at, but the space, is non-printable.
+    splitting = [c for c in map(chr, range(sys.maxunicode + 1)) if len(("a" + c + "b").split()) != 1]
+    assert len(splitting) > 20 and [c for c in splitting if c.isprintable()] == [" "]
 
 
-def test_keys_stay_the_same_when_the_word_cache_fills_up(monkeypatch):
-    monkeypatch.setattr(normalize, "_WORDS", {})
-    monkeypatch.setattr(normalize, "_WORDS_MAX", 20)
+def test_keys_stay_the_same_when_the_powers_grow(monkeypatch):
+    monkeypatch.setattr(normalize, "_POWERS", {})
     rng = random.Random(4)
-    # Each text brings words of its own, so the cache passes its bound and is cleared again and again.
+    # Texts of every size one after the other (a long word, non-ASCII, an empty text), so the cached
+    # powers grow between calls; and all of them in one batch.
     texts = [" ".join(f"t{j}w{rng.randint(0, 30)}" for _ in range(rng.randint(5, 30))) for j in range(40)]
-    sizes = []
+    texts += ["", "x" * 3000 + " é 😀 " + " ".join(WORDS[:20]), "日本 語", "a"]
+    rng.shuffle(texts)
     for t in texts:
         assert text_keys(t) == reference_text_keys(t)
-        sizes.append(len(normalize._WORDS))
-    assert max(sizes) <= 20 + 30 and sizes != sorted(sizes)  # bounded: cleared, not grown without end
+    assert len(normalize._POWERS[normalize._BYTE_BASE]) > 3000
     keys, owner = batch_text_keys(texts)
     got = [set() for _ in texts]
     for k, o in zip(keys.tolist(), owner.tolist()):
         got[o].add(k)
     assert got == [reference_text_keys(t) for t in texts]
+
+
+def test_a_text_that_is_not_normalised_is_refused():
+    with pytest.raises(ValueError):
+        batch_text_keys(["two\nlines"])
