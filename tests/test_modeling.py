@@ -163,6 +163,20 @@ def test_attention_and_its_gradient_match_the_softmax_formulation(packed, dropou
         attention(q, k, v, keep, rate, seed)
 
 
+def test_mask_as_a_bias_is_the_where_bit_for_bit():
+    """Masked scores are the float32 minimum exactly (an added bias, not a `where`): scores up to
+    1e30 in size are absorbed, none overflows to -inf."""
+    from trainer.model.modeling import _scores
+
+    rng = np.random.default_rng(2)
+    q = jnp.asarray(rng.standard_normal((2, 3, 5, 4)) * np.array([1.0, 1e3, 1e29, -1e29]), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((2, 3, 5, 4)), jnp.float32)
+    keep = jnp.asarray(rng.random((2, 1, 5, 5)) < 0.5)
+    s = jnp.einsum("bnqd,bnkd->bnqk", q, k)
+    assert float(jnp.abs(s).max()) > 1e28
+    np.testing.assert_array_equal(_scores(q, k, keep), jnp.where(keep, s, jnp.finfo(jnp.float32).min))
+
+
 @pytest.mark.parametrize("packed", [False, True])
 def test_blocked_inference_attention_equals_the_fused_one(packed):
     """Inference on CPU splits the queries into blocks once the scores outgrow max_block_scores: the
