@@ -301,23 +301,24 @@ def _attention_forward(q, k, v, keep, rate, seed, token_ids):
     return (ctx / den).astype(q.dtype), (m, den)
 
 
-# Inference on CPU splits the queries into blocks (a loop over blocks, each seeing every key) when the
-# scores would exceed this many elements: XLA's CPU code writes the scores and their exp to memory
-# between its fusions, and a block's that stays in the last-level cache (2^23 float32 = 32 MiB, the
-# L3 of the 2-core development machine; global shapes, the batch split over its 2 devices) halves
-# the attention's time at 8 x 512 and 32 x 256 (BENCHMARKS.md, "Long texts"). Each query row still
-# reduces over all its keys in one piece, so the numbers are those of the unblocked form.
-SCORE_BLOCK_ELEMENTS = 1 << 23
+# Inference on CPU splits the queries into blocks (a loop over blocks, each seeing every key) when a
+# text's [L, L] scores per head exceed this many elements: XLA's CPU library fusion (YNNPACK) runs
+# the softmax and the product with v per row and head, and past about 2^16 float32 (256 KiB; the
+# development machine's L2 is 1 MiB per core) it slows 2-3x (8 x 512: 204 ms CPU per layer
+# unblocked, 76 ms in 4 blocks of 128 queries; 8 x 384: 75 and 45 ms; up to 256 x 256, blocks only
+# add work). Each query row still reduces over all its keys in one piece, so the numbers are those
+# of the unblocked form.
+SCORE_BLOCK_ELEMENTS = 1 << 16
 
 
 def query_blocks(shape: tuple[int, ...], max_scores: int | None = None) -> int:
     """How many query blocks attention at q's shape [B, heads, L, d] uses: the fewest (a power of two
-    dividing L, blocks of at least 16 queries) whose [B, heads, L / blocks, L] scores fit max_scores
-    (default SCORE_BLOCK_ELEMENTS)."""
-    b, n, l, _ = shape
+    dividing L, blocks of at least 16 queries) whose [L / blocks, L] scores per text and head fit
+    max_scores (default SCORE_BLOCK_ELEMENTS)."""
+    l = shape[2]
     max_scores = SCORE_BLOCK_ELEMENTS if max_scores is None else max_scores
     blocks = 1
-    while b * n * (l // blocks) * l > max_scores and l % (2 * blocks) == 0 and l // (2 * blocks) >= 16:
+    while (l // blocks) * l > max_scores and l % (2 * blocks) == 0 and l // (2 * blocks) >= 16:
         blocks *= 2
     return blocks
 
