@@ -23,6 +23,7 @@ quiet_tensorflow()  # before anything imports TensorFlow
 
 from pipeline.model_source import DEMO_MODEL
 from pipeline.user_errors import ArgumentParser, as_user_errors, prog_name, run_cli
+from trainer.cli import cpu_devices_flag
 from trainer.mining.corpus import MAX_LINE_BYTES, MINABLE_FORMATS
 from trainer.mining.filters import SAMPLING_STRATEGIES, FilterSettings
 from trainer.mining.run import MineSettings
@@ -86,14 +87,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="pack several texts into each row (no padding computed); false: one text per row, "
         "padded to a length bucket",
     )
-    e.add_argument(
-        "--cpu_devices",
-        type=int,
-        default=0,
-        help="on a CPU: devices to split it into, each batch spread over them (0: one per core; "
-        "1: one device on all cores); XLA_FLAGS' --xla_force_host_platform_device_count "
-        "wins; accelerators are not affected",
-    )
+    cpu_devices_flag(e)
     e.add_argument("--shard_size", type=int, default=16384, help="texts per embedding shard (and per pool block)")
     e.add_argument("--query_block", type=int, default=1024, help="anchors scored per step")
     e.add_argument(
@@ -172,8 +166,6 @@ def settings_from_args(args: argparse.Namespace) -> MineSettings:
 def _mine(argv: list[str] | None) -> int:
     parser = build_parser(program_name())
     args = parser.parse_args(argv)
-    if args.cpu_devices < 0:
-        parser.error(f"--cpu_devices must be 0 (one per core) or more, not {args.cpu_devices}")
     settings = settings_from_args(args)
     settings.check()  # every value checked before the model loads
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

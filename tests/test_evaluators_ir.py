@@ -145,6 +145,9 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         ir_eval_main(["--beir_dir=x"])
     assert e.value.code == 2 and "the following arguments are required: --model" in _one_line(capsys)
+    with pytest.raises(SystemExit) as e:
+        ir_eval_main(["--model=x", "--beir_dir=x", "--cpu_devices=-1"])
+    assert e.value.code == 2 and "argument --cpu_devices: expected an integer >= 0, got '-1'" in _one_line(capsys)
 
 
 def test_module_form_names_itself():

@@ -68,8 +68,8 @@ def test_bad_flags_are_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         mine_main.main(["--input=x", "--output=y.jsonl.gz", "--cpu_devices=-1"])
     assert e.value.code == 2
-    assert (
-        _one_line(capsys) == "mine_main.py: error: --cpu_devices must be 0 (one per core) or more, not -1 (see --help)"
+    assert _one_line(capsys).startswith(
+        "mine_main.py: error: argument --cpu_devices: expected an integer >= 0, got '-1'"
     )
 
 

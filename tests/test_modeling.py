@@ -163,6 +163,48 @@ def test_attention_and_its_gradient_match_the_softmax_formulation(packed, dropou
         attention(q, k, v, keep, rate, seed)
 
 
+def test_mask_as_a_bias_is_the_where_bit_for_bit():
+    """Masked scores are the float32 minimum exactly (an added bias, not a `where`): scores up to
+    1e30 in size are absorbed, none overflows to -inf."""
+    from trainer.model.modeling import _scores
+
+    rng = np.random.default_rng(2)
+    q = jnp.asarray(rng.standard_normal((2, 3, 5, 4)) * np.array([1.0, 1e3, 1e29, -1e29]), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((2, 3, 5, 4)), jnp.float32)
+    keep = jnp.asarray(rng.random((2, 1, 5, 5)) < 0.5)
+    s = jnp.einsum("bnqd,bnkd->bnqk", q, k)
+    assert float(jnp.abs(s).max()) > 1e28
+    np.testing.assert_array_equal(_scores(q, k, keep), jnp.where(keep, s, jnp.finfo(jnp.float32).min))
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_blocked_inference_attention_equals_the_fused_one(packed):
+    """Inference on CPU splits the queries into blocks once the scores outgrow max_block_scores: the
+    same numbers as one fusion (each query still reduces over all its keys), the loop really in the
+    program, and the gradient (the custom VJP, unblocked) unchanged."""
+    from trainer.model.modeling import attention, query_blocks
+
+    rng = np.random.default_rng(1)
+    b, n, l, d = 2, 3, 64, 8
+    q, k, v, w = (jnp.asarray(rng.standard_normal((b, n, l, d)), jnp.float32) for _ in range(4))
+    if packed:  # row 0: texts of 20 and 44 tokens; row 1: 50 tokens and padding
+        text = jnp.asarray([[0] * 20 + [1] * 44, [0] * 50 + [-1] * 14])
+        keep = ((text[:, :, None] == text[:, None, :]) & (text[:, None, :] >= 0))[:, None]
+    else:
+        keep = jnp.asarray(np.arange(l) < np.array([[l], [37]]))[:, None, None, :]
+    small = 16 * l  # four blocks of 16 queries
+    assert query_blocks(q.shape, small) == 4 and query_blocks(q.shape) == 1
+    assert [query_blocks((8, 12, length, 32)) for length in (128, 256, 384, 512)] == [1, 1, 4, 4]
+
+    blocked = jax.jit(lambda q, k, v: attention(q, k, v, keep, max_block_scores=small))
+    fused = jax.jit(lambda q, k, v: attention(q, k, v, keep))
+    assert "while" in blocked.lower(q, k, v).as_text() and "while" not in fused.lower(q, k, v).as_text()
+    np.testing.assert_allclose(blocked(q, k, v), fused(q, k, v), atol=1e-6)
+    grads = [jax.grad(lambda *a, f=f: jnp.sum(f(*a) * w), argnums=(0, 1, 2))(q, k, v) for f in (blocked, fused)]
+    for x, y in zip(*grads):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_padding_rows_and_pooling():
     config = EncoderConfig(**TINY)
     ids, mask = _batch(0)

@@ -46,6 +46,18 @@ def _encoding_flags(ap: argparse.ArgumentParser, max_seq_length: int | None, hel
     ap.add_argument("--batch_size", type=_int_at_least(1), default=64)
 
 
+def cpu_devices_flag(ap) -> None:
+    """--cpu_devices, as every tool that embeds many texts takes it (trainer/mesh.py split_cpu_into_devices)."""
+    ap.add_argument(
+        "--cpu_devices",
+        type=_int_at_least(0),
+        default=0,
+        help="on a CPU: devices to split it into, each batch spread over them (0: one per core; "
+        "1: one device on all cores); XLA_FLAGS' --xla_force_host_platform_device_count "
+        "wins; accelerators are not affected",
+    )
+
+
 # ------------------------------------------------------------------------------------------ export
 
 
@@ -171,13 +183,16 @@ def _ir_eval(argv: Sequence[str] | None, prog: str) -> int:
             help=f"a prompt of the model's config_sentence_transformers.json, prepended to the {texts} (default: none)",
         )
     _encoding_flags(ap, None, "default: the model's sentence_bert_config.json, else 128")
+    cpu_devices_flag(ap)
     args = ap.parse_args(argv)
 
     import json
 
     from trainer.evaluators.ir_data import read_beir
+    from trainer.mesh import local_mesh, split_cpu_into_devices
 
     data = read_beir(args.beir_dir, args.split)  # a malformed set stops here, before JAX and the model load
+    split_cpu_into_devices(args.cpu_devices)  # before any JAX backend starts
     from trainer.evaluators.ir import IrEvaluator
     from trainer.model.encode import load_tokenizer
     from trainer.model.export import sentence_bert_max_len, sentence_transformers_prompts
@@ -193,7 +208,9 @@ def _ir_eval(argv: Sequence[str] | None, prog: str) -> int:
         args.corpus_prompt_name,
         f"{args.model}'s config_sentence_transformers.json",
     )
-    evaluator = IrEvaluator(pre.model, load_tokenizer(pre.source_dir), [data], max_len, args.batch_size, **prompts)
+    evaluator = IrEvaluator(
+        pre.model, load_tokenizer(pre.source_dir), [data], max_len, args.batch_size, mesh=local_mesh(), **prompts
+    )
     metrics = evaluator.evaluate(pre.params, progress=True)[data.name]
     named = {
         f"{role}_prompt_name": name

@@ -102,6 +102,11 @@ def create_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.array(devices), (DATA_AXIS,))
 
 
+def local_mesh() -> Mesh:
+    """The mesh of this process's devices (what encoding on one host splits its batches over)."""
+    return create_mesh(jax.local_devices())
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
 

@@ -72,11 +72,18 @@ def ir_metrics(ranked: np.ndarray, data: BeirDataset) -> dict[str, float]:
 
 
 def embedder(
-    model, variables: Any, pad_id: int, batch_size: int, max_seq_length: int, progress: bool = False
+    model,
+    variables: Any,
+    pad_id: int,
+    batch_size: int,
+    max_seq_length: int,
+    progress: bool = False,
+    mesh: Any = None,
 ) -> Callable[[list[list[int]], str], np.ndarray]:
     """embed(token ids, label) -> embeddings, in slices of 16 batches so a progress bar (stderr) can move.
     The texts are sorted by length (longest first) before they are sliced, so each slice's calls pad as
-    little as one pass over the whole set would (a slice of texts in file order spans every length)."""
+    little as one pass over the whole set would (a slice of texts in file order spans every length).
+    With a `mesh` (one host's devices) each call's rows are split over its devices (encode_ids)."""
 
     def embed(ids: list[list[int]], label: str) -> np.ndarray:
         order = np.argsort([-len(x) for x in ids], kind="stable")
@@ -85,7 +92,9 @@ def embedder(
         with tqdm(total=len(ids), desc=label, unit="text", disable=not progress) as bar:
             for i in range(0, len(ids), step):
                 part = order[i : i + step]
-                out[part] = encode_ids(model, variables, [ids[j] for j in part], pad_id, batch_size, max_seq_length)
+                out[part] = encode_ids(
+                    model, variables, [ids[j] for j in part], pad_id, batch_size, max_seq_length, mesh=mesh
+                )
                 bar.update(len(part))
         return out
 
@@ -106,11 +115,13 @@ class IrEvaluator:
         query_prompt: str = "",
         corpus_prompt: str = "",
         dims: Sequence[int] = (),
+        mesh: Any = None,
     ):
         """`sets`: BEIR directories (read with `split`'s qrels) or data sets already read; the prompts
         are prepended to every query / document (counting toward max_seq_length); `dims`: Matryoshka
-        sizes `run` reports besides the full one (trainer/train/matryoshka.py)."""
-        self.model, self.batch_size = model, batch_size
+        sizes `run` reports besides the full one (trainer/train/matryoshka.py); `mesh`: one host's
+        devices to split each call's rows over (default: JAX's default device)."""
+        self.model, self.batch_size, self.mesh = model, batch_size, mesh
         self.dims = (None,) + tuple(dims)
         self.max_seq_length = min(max_seq_length, model.config.max_input_length)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.config.pad_token_id
@@ -134,7 +145,7 @@ class IrEvaluator:
     ) -> dict[int | None, dict[str, dict[str, float]]]:
         """Size (None: the full embedding; else a Matryoshka size) -> set name -> metrics; each set is
         embedded once."""
-        embed = embedder(self.model, params, self.pad_id, self.batch_size, self.max_seq_length, progress)
+        embed = embedder(self.model, params, self.pad_id, self.batch_size, self.max_seq_length, progress, self.mesh)
         out: dict[int | None, dict[str, dict[str, float]]] = {dim: {} for dim in dims}
         for data, q, c in self.sets:
             queries, corpus = embed(q, "queries"), embed(c, "corpus")

@@ -272,9 +272,12 @@ class Dropout(nn.Module):
 
 def _scores(q, k, keep):
     s = jnp.einsum("bnqd,bnkd->bnqk", q, k).astype(jnp.float32)
-    # Masked keys get the float32 minimum (a `where`, not an add, so nothing overflows): an
-    # all-padding row (batch filler) then attends uniformly instead of producing NaN.
-    return jnp.where(keep, s, jnp.finfo(jnp.float32).min)
+    # Masked keys get the float32 minimum, as an added bias of 0 or the minimum: s + 0 is s, and the
+    # minimum absorbs any score under 1e31 without overflowing, so these are the numbers of a `where`
+    # (bit for bit), but XLA's CPU library fusion takes the add into the softmax instead of a pass of
+    # its own over the scores (-25% of the attention's time at 8 x 512). An all-padding row (batch
+    # filler) then attends uniformly instead of producing NaN.
+    return s + jnp.where(keep, 0.0, jnp.finfo(jnp.float32).min)
 
 
 def _dropped(p, rate, seed, token_ids):
@@ -298,17 +301,64 @@ def _attention_forward(q, k, v, keep, rate, seed, token_ids):
     return (ctx / den).astype(q.dtype), (m, den)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _attention(q, k, v, keep, rate, seed, token_ids):
+# Inference on CPU splits the queries into blocks (a loop over blocks, each seeing every key) when a
+# text's [L, L] scores per head exceed this many elements: XLA's CPU library fusion (YNNPACK) runs
+# the softmax and the product with v per row and head, and past about 2^16 float32 (256 KiB; the
+# development machine's L2 is 1 MiB per core) it slows 2-3x (8 x 512: 204 ms CPU per layer
+# unblocked, 76 ms in 4 blocks of 128 queries; 8 x 384: 75 and 45 ms; up to 256 x 256, blocks only
+# add work). Each query row still reduces over all its keys in one piece, so the numbers are those
+# of the unblocked form.
+SCORE_BLOCK_ELEMENTS = 1 << 16
+
+
+def query_blocks(shape: tuple[int, ...], max_scores: int | None = None) -> int:
+    """How many query blocks attention at q's shape [B, heads, L, d] uses: the fewest (a power of two
+    dividing L, blocks of at least 16 queries) whose [L / blocks, L] scores per text and head fit
+    max_scores (default SCORE_BLOCK_ELEMENTS)."""
+    l = shape[2]
+    max_scores = SCORE_BLOCK_ELEMENTS if max_scores is None else max_scores
+    blocks = 1
+    while (l // blocks) * l > max_scores and l % (2 * blocks) == 0 and l // (2 * blocks) >= 16:
+        blocks *= 2
+    return blocks
+
+
+def _blocked_forward(q, k, v, keep, blocks):
+    """The inference forward (no dropout) one block of queries at a time: [B, heads, L, d]."""
+    b, n, l, d = q.shape
+
+    def split(t):  # [B, heads, L, last] -> [blocks, B, heads, L / blocks, last]
+        return jnp.moveaxis(t.reshape(*t.shape[:2], blocks, l // blocks, t.shape[-1]), 2, 0)
+
+    if keep.shape[2] == 1:  # a key mask: the same for every block
+        out = jax.lax.map(lambda qi: _attention_forward(qi, k, v, keep, 0.0, None, None)[0], split(q))
+    else:  # a query-key mask (packed rows): each block takes its rows
+        keep = jnp.broadcast_to(keep, (b, keep.shape[1], l, l))
+        out = jax.lax.map(lambda a: _attention_forward(a[0], k, v, a[1], 0.0, None, None)[0], (split(q), split(keep)))
+    return jnp.moveaxis(out, 0, 2).reshape(b, n, l, d)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 7))
+def _attention(q, k, v, keep, rate, seed, token_ids, blocks):
+    # Not differentiated (inference): blocked on CPU; other platforms (the TPU plan) keep one fusion.
+    if seed is None and blocks > 1:
+        return jax.lax.platform_dependent(
+            q,
+            k,
+            v,
+            keep,
+            cpu=functools.partial(_blocked_forward, blocks=blocks),
+            default=lambda *a: _attention_forward(*a, 0.0, None, None)[0],
+        )
     return _attention_forward(q, k, v, keep, rate, seed, token_ids)[0]
 
 
-def _attention_fwd(q, k, v, keep, rate, seed, token_ids):
+def _attention_fwd(q, k, v, keep, rate, seed, token_ids, blocks):
     out, stats = _attention_forward(q, k, v, keep, rate, seed, token_ids)
     return out, (q, k, v, keep, seed, token_ids, out, stats)
 
 
-def _attention_bwd(rate, res, g):
+def _attention_bwd(rate, blocks, res, g):
     q, k, v, keep, seed, token_ids, out, (m, den) = res
     p = jnp.exp(_scores(q, k, keep) - m) / den  # the forward's probabilities, recomputed
     dv = jnp.einsum("bnqk,bnqd->bnkd", _dropped(p, rate, seed, token_ids).astype(v.dtype), g)
@@ -324,13 +374,16 @@ def _attention_bwd(rate, res, g):
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-def attention(q, k, v, keep, rate: float = 0.0, seed=None, token_ids=None) -> jax.Array:
+def attention(
+    q, k, v, keep, rate: float = 0.0, seed=None, token_ids=None, max_block_scores: int | None = None
+) -> jax.Array:
     """Context [B, heads, L, d] of q (already scaled by 1/sqrt(d)), k, v [B, heads, L, d] in the compute
     dtype; `keep`: bool, broadcastable to [B, heads, L, L] (True: the query sees the key). Dropout of
-    the probabilities at `rate` with `attention_keep_mask(seed, token_ids, ...)` when `seed` is given."""
+    the probabilities at `rate` with `attention_keep_mask(seed, token_ids, ...)` when `seed` is given.
+    Inference on CPU runs `query_blocks(q.shape, max_block_scores)` blocks of queries in turn."""
     if seed is not None and token_ids is None:
         raise ValueError("attention dropout needs the tokens' dropout identities (token_ids)")
-    return _attention(q, k, v, keep, rate, seed, token_ids)
+    return _attention(q, k, v, keep, rate, seed, token_ids, query_blocks(q.shape, max_block_scores))
 
 
 class Embeddings(nn.Module):
