@@ -71,7 +71,8 @@ def state_bytes_per_device(state: Any, shardings: Any) -> int:
 # temporaries). Fitted to the TPU compiler's temporaries for roberta-large per v3 core (libtpu
 # 0.0.42.1; docs/tpu.md "Remat per program shape"): "none" 11.30 GiB at 132 x 128 and 17.66 at
 # 256 x 128 (slope and fixed part), "qkv" 11.74 at 256 x 128; "dots" keeps 5.5 more than "qkv" (the
-# compiler's 4-layer roberta-large at 256 x 128: +0.172 GiB a layer). "full" keeps each block's input
+# compiler's 4-layer roberta-large at 256 x 128: +0.172 GiB a layer; its 24-layer mixes at 246-256
+# rows come out 0.01-0.13 GiB above the estimate, within the headroom). "full" keeps each block's input
 # (FULL_KEPT_BYTES) plus one block's activations while it is recomputed (not fitted). AUTO_HEADROOM:
 # the share of the budget an estimate may fill (what a linear fit misses: other models' shapes,
 # gradient caching's embeddings, another libtpu).
