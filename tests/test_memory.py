@@ -10,6 +10,8 @@ import pytest
 
 from tests._tiny import run_on_cpu_devices
 from trainer.data.shapes import Chunking, Shape
+from trainer.model.modeling import EncoderConfig
+from trainer.plan.flops import step_flops
 from trainer.train.memory import AUTO_HEADROOM, RematPlan, moment_spec
 
 
@@ -108,6 +110,9 @@ def test_zero1_frees_what_the_docstring_says_for_roberta_large():
     )
 
 
+_LARGE = EncoderConfig("roberta", 50265, 1024, 24, 16, 4096, max_position_embeddings=514, pad_token_id=1)
+
+
 def _roberta_large_plan(mode="auto", budget=int(15.48 * 2**30)):
     """roberta-large's figures on a v3-8 core under the reference preset: ZeRO-1 state 1.65 GiB."""
     return RematPlan(mode, 1024, 24, 2, int(1.65 * 2**30), 4 * 355_359_744, budget)
@@ -115,18 +120,30 @@ def _roberta_large_plan(mode="auto", budget=int(15.48 * 2**30)):
 
 def test_auto_remat_is_the_cheapest_mode_that_fits_each_shape():
     plan = _roberta_large_plan()
-    # The reference's fitted rows: 132 x 128 runs plain, the 247-256-row programs recompute q, k, v.
+    # The reference's fitted rows: 132 x 128 runs plain; the 246-256-row programs recompute the
+    # attention's forward in some layers and the query/key/value matmul as well in the others.
     assert plan.for_shape(Shape("pair", True, 132, 128)) == "none"
-    assert plan.for_shape(Shape("pair", True, 256, 128)) == plan.for_shape(Shape("triplet", True, 249, 128)) == "qkv"
+    assert plan.for_shape(Shape("pair", True, 256, 128)) == "dots:7,qkv:17"
+    assert plan.for_shape(Shape("triplet", True, 249, 128)) == plan.for_tokens(246 * 128) == "dots:9,qkv:15"
     # A chunked program is planned at one chunk's tokens: 384 rows in 2 chunks of 192.
-    assert plan.for_shape(Shape("triplet", True, 384, 128, 2)) == plan.for_tokens(192 * 128) == "qkv"
-    assert plan.for_tokens(166 * 128) == "none" and plan.for_tokens(168 * 128) == "qkv"
+    assert plan.for_shape(Shape("triplet", True, 384, 128, 2)) == plan.for_tokens(192 * 128) == "dots"
+    assert plan.for_tokens(166 * 128) == "none" and plan.for_tokens(167 * 128) == "none:23,dots:1"
+    # The candidates run from none to full, each recomputing more and keeping less than the one before.
+    tokens = 256 * 128
+    candidates = plan.auto_candidates()
+    assert candidates[0] == "none" and candidates[-1] == "full" and len(candidates) == 1 + 2 * 24 + 1
+    assert "dots" in candidates and "qkv" in candidates and "dots:23,qkv:1" in candidates
+    flops = [step_flops(_LARGE, 2048, 128, remat=m)[1] for m in candidates]
+    kept = [plan.estimate(m, tokens) for m in candidates]
+    assert all(a < b for a, b in zip(flops, flops[1:])) and all(a > b for a, b in zip(kept, kept[1:]))
+    # A chosen mix keeps, and recomputes, what its layers do: 7 layers of dots and 17 of qkv.
+    for f in (lambda m: plan.estimate(m, tokens), lambda m: step_flops(_LARGE, 2048, 128, remat=m)[1]):
+        assert f("dots:7,qkv:17") == pytest.approx((7 * f("dots") + 17 * f("qkv")) / 24, rel=1e-9)
     # The estimates give back the compiler's figures they were fitted to (GiB per core, within 0.05).
     gib = lambda mode, rows: plan.estimate(mode, rows * 128) / 2**30
     assert abs(gib("qkv", 256) - 13.40) < 0.05 and abs(gib("none", 132) - 12.95) < 0.05
     assert abs(gib("none", 256) - 19.31) < 0.05
     # The mode whose estimate fits the headroom, and only it: just enough budget for qkv, qkv; a byte less, full.
-    tokens = 256 * 128
     assert plan.estimate("none", tokens) > plan.estimate("qkv", tokens) > plan.estimate("full", tokens)
     at = lambda budget: dataclasses.replace(plan, budget=budget).for_tokens(tokens)
     need = lambda mode: math.ceil(plan.estimate(mode, tokens) / AUTO_HEADROOM)

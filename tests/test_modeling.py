@@ -117,7 +117,9 @@ def test_dropout_uses_dropout_rng_and_remat_changes_nothing():
         )
 
     g1 = jax.jit(jax.grad(loss(model)))(params)
-    for mode in (True, "qkv"):  # every block recomputed; the query/key/value matmul and attention recomputed
+    # Every block recomputed; per layer, the attention's forward (dots), and with it the query/key/value
+    # matmul (qkv).
+    for mode in (True, "dots:1,qkv:1"):
         g2 = jax.jit(jax.grad(loss(SentenceEncoder(config, remat=mode))))(params)
         jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), g1, g2)
 
@@ -345,3 +347,15 @@ def test_packed_rows_give_the_embeddings_of_padded_rows(model_type):
     for s in range(2):
         for c in range(2):
             np.testing.assert_allclose(got[s, c * 3 : (c + 1) * 3], want[c][s * 3 : (s + 1) * 3], atol=2e-6)
+
+
+def test_a_remat_mix_names_each_layers_mode():
+    from trainer.model.modeling import layer_modes, remat_mix
+
+    assert layer_modes("dots:2,qkv:1", 3) == ("dots", "dots", "qkv") and layer_modes("qkv", 2) == ("qkv", "qkv")
+    assert layer_modes(True, 2) == ("full", "full") and layer_modes("auto", 1) == ("none",)
+    assert remat_mix({"none": 0, "dots": 3}) == "dots" and remat_mix({"dots": 1, "qkv": 2}) == "dots:1,qkv:2"
+    with pytest.raises(ValueError, match="covers 2 layers"):
+        layer_modes("dots:1,qkv:1", 3)
+    with pytest.raises(ValueError, match="remat must be"):
+        layer_modes("fast:3", 3)

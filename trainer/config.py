@@ -342,8 +342,8 @@ def _check_loss_options(cfg: TrainConfig) -> None:
 PRESETS: dict[str, TrainConfig] = {
     # The TPU v3-8 memory plan, from the compiler (docs/tpu.md): AdamW moments sharded over the 8 cores
     # (ZeRO-1), gradient caching only for shapes over 32,768 tokens per core (only the all-long triplet
-    # batch: 384 rows x 128), one row length and 12 row counts fitted to the data's lengths, texts dealt
-    # evenly over the cores: 1.03 token slots per real token (4 per doubling, per-core slices: 1.14).
+    # batch: 384 rows x 128), one row length and 16 row counts fitted to the data's lengths, texts dealt
+    # evenly over the cores: 1.026 token slots per real token (4 per doubling, per-core slices: 1.14).
     "reference": TrainConfig(
         dtype="bfloat16",
         shard_optimizer=True,
@@ -351,7 +351,7 @@ PRESETS: dict[str, TrainConfig] = {
         remat="auto",
         pack_min_row_length=128,
         pack_row_steps=4,
-        pack_programs=12,
+        pack_programs=16,
     ),
     "demo": TrainConfig(
         model=DEMO_MODEL,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 from typing import Any, Callable
 
 import jax
@@ -455,12 +456,14 @@ class Layer(nn.Module):
 
 # Rematerialisation (activation checkpointing) of each encoder block in the backward pass:
 #   "none": keep every activation; "full": keep only each block's input (~1/3 more compute);
-#   "dots": keep the outputs of the weight matmuls, recompute the cheap rest (attention scores,
-#           softmax, GELU, LayerNorm, dropout): most of the memory saving for a few % of compute.
+#   "dots": keep the outputs of the weight matmuls, recompute the cheap rest (the attention's forward,
+#           GELU, LayerNorm, dropout): +0.8% of a step's FLOPs for ~2.5 of the ~14 [tokens, hidden]
+#           bfloat16 values "none" keeps per block (4-layer roberta-large at 256 x 128 per v3 core).
 #   "qkv":  keep the block's input and the attention-output, intermediate and output matmuls' results;
 #           recompute the query/key/value matmul and the attention (1/4 of the block's forward
-#           FLOPs, +8.3% of a step's): roberta-large's 256 x 128 rows per v3 core then fit with
-#           +9.9% executed FLOPs where XLA's own rematerialisation needed +25.7% (docs/tpu.md).
+#           FLOPs, +8.3% of a step's): ~3 values per token fewer than "dots" (docs/tpu.md).
+# A per-layer mix "dots:7,qkv:17" (counts in layer order, summing to the layer count) gives each block
+# its own mode: memory.RematPlan chooses it per program, recomputing only as many blocks as must be.
 REMAT_POLICIES = {
     "none": None,
     "full": None,
@@ -470,12 +473,38 @@ REMAT_POLICIES = {
 
 
 def remat_mode(remat: bool | str) -> str:
+    """The remat spec of `remat` (a flag value, or a per-layer mix as `layer_modes` reads it)."""
     mode = ("full" if remat else "none") if isinstance(remat, bool) else remat
     if mode == "auto":  # chosen per program shape by the train step (trainer/train/memory.py RematPlan)
         return "none"
-    if mode not in REMAT_POLICIES:
-        raise ValueError(f"remat must be one of {', '.join(REMAT_POLICIES)}, got {remat!r}")
+    if mode not in REMAT_POLICIES and not _MIX.fullmatch(mode):
+        raise ValueError(f"remat must be one of {', '.join(REMAT_POLICIES)} or a mix like dots:7,qkv:17, got {remat!r}")
     return mode
+
+
+_MIX = re.compile(rf"(?:{'|'.join(REMAT_POLICIES)}):\d+(?:,(?:{'|'.join(REMAT_POLICIES)}):\d+)*")
+
+
+def layer_modes(remat: bool | str, layers: int) -> tuple[str, ...]:
+    """Each block's remat mode: one mode for all, or a mix "dots:7,qkv:17" whose counts sum to `layers`."""
+    mode = remat_mode(remat)
+    if mode in REMAT_POLICIES:
+        return (mode,) * layers
+    out = tuple(m for part in mode.split(",") for m, n in [part.split(":")] for _ in range(int(n)))
+    if len(out) != layers:
+        raise ValueError(f"remat mix {mode!r} covers {len(out)} layers, the encoder has {layers}")
+    return out
+
+
+def remat_mix(counts: dict[str, int]) -> str:
+    """The spec of `counts` (mode -> layers, in the order given): one mode's name when one mode has them all."""
+    parts = [(m, n) for m, n in counts.items() if n > 0]
+    return parts[0][0] if len(parts) == 1 else ",".join(f"{m}:{n}" for m, n in parts)
+
+
+@functools.cache  # one remat class per mode, not per layer
+def _block(mode: str) -> Any:
+    return Layer if mode == "none" else nn.remat(Layer, static_argnums=(4,), policy=REMAT_POLICIES[mode])
 
 
 class Encoder(nn.Module):
@@ -497,10 +526,8 @@ class Encoder(nn.Module):
         if token_ids is None and not deterministic:  # identities bound the length: inference needs none
             token_ids = default_dropout_token_ids(input_ids.shape, positions)
         x = Embeddings(self.config, self.dtype, name="embeddings")(input_ids, token_ids, deterministic, positions)
-        mode = remat_mode(self.remat)
-        block = Layer if mode == "none" else nn.remat(Layer, static_argnums=(4,), policy=REMAT_POLICIES[mode])
-        for i in range(self.config.num_hidden_layers):
-            x = block(self.config, self.dtype, name=f"layer_{i}")(x, attention_mask, token_ids, deterministic)
+        for i, mode in enumerate(layer_modes(self.remat, self.config.num_hidden_layers)):
+            x = _block(mode)(self.config, self.dtype, name=f"layer_{i}")(x, attention_mask, token_ids, deterministic)
         return x
 
 

@@ -4,13 +4,16 @@ Model FLOPs (the MFU convention): forward + backward = 3 x forward, where the fo
 tokens through a layer costs 2 x (its non-embedding parameters) per token plus 4 L^2 H for the
 attention scores and values. Executed FLOPs add what a memory plan recomputes: gradient caching runs
 the forward twice, full rematerialisation recomputes each block's forward, "dots" remat only the
-attention part, "qkv" the query/key/value matmul and the attention; the attention's backward always
-recomputes its scores (half its forward). Both count what runs: padded or packed slots at their full length.
+attention part, "qkv" the query/key/value matmul and the attention, a per-layer mix ("dots:7,qkv:17")
+each layer its own; the attention's backward always recomputes its scores (half its forward). Both
+count what runs: padded or packed slots at their full length.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from trainer.model.modeling import layer_modes
 
 
 def nonembed_params(hidden: int, layers: int, intermediate: int) -> int:
@@ -35,7 +38,9 @@ def step_flops(enc: Any, rows: int, length: int, chunked: bool = False, remat: s
     # The attention's backward recomputes the scores (modeling.attention's custom VJP): half its forward.
     executed = model + 0.5 * attention + (fwd if chunked else 0.0)
     qkv = 6.0 * enc.hidden_size**2 * enc.num_hidden_layers * rows * length  # the query/key/value matmul
-    executed += {"none": 0.0, "dots": attention, "full": fwd, "qkv": qkv + attention}[remat]
+    extra = {"none": 0.0, "dots": attention, "full": fwd, "qkv": qkv + attention}
+    modes = layer_modes(remat, enc.num_hidden_layers)  # a per-layer mix: each layer its share
+    executed += sum(extra[m] for m in modes) / len(modes)
     return model, executed
 
 

@@ -14,8 +14,8 @@ behind it: docs/training_step.md, "Memory plan"):
   from 3.96 to 1.65 GiB: 2.31 GiB per device freed (tests/test_memory.py computes it).
 - `adam_mu_dtype`: the first moment in bfloat16 (optax's `mu_dtype`; the second moment stays float32).
 - `remat` (trainer/model/modeling.py REMAT_POLICIES): recompute parts of each block in the backward pass;
-  `auto` chooses per compiled program shape (`RematPlan`): none where the step fits, else `qkv`, else
-  `full`.
+  `auto` chooses per compiled program shape (`RematPlan`): none where the step fits, else as few
+  layers under `dots`, then `qkv`, then `full` as make it fit.
 
 Dropout is a function of each token's identity (modeling.dropout_token_ids), so every plan gives the
 same losses and gradients (tests/test_layout_invariance.py).
@@ -70,24 +70,31 @@ def state_bytes_per_device(state: Any, shardings: Any) -> int:
 # kept), plus a fixed part in float32 copies of the parameters (the gradient, the update's
 # temporaries). Fitted to the TPU compiler's temporaries for roberta-large per v3 core (libtpu
 # 0.0.42.1; docs/tpu.md "Remat per program shape"): "none" 11.30 GiB at 132 x 128 and 17.66 at
-# 256 x 128 (slope and fixed part), "qkv" 11.74 at 256 x 128. "full" keeps each block's input (one
-# value) plus one block's activations while it is recomputed (not fitted). "dots" is not an `auto`
-# choice: with the fused attention it keeps nearly what "none" keeps (its point was the float32
-# scores, no longer stored). AUTO_HEADROOM: the share of the budget an estimate may fill (what a
-# linear fit misses: other models' shapes, gradient caching's embeddings, another libtpu).
-ACTIVATION_BYTES = {"none": 17.5, "qkv": 9.6}
+# 256 x 128 (slope and fixed part), "qkv" 11.74 at 256 x 128; "dots" keeps 5.5 more than "qkv" (the
+# compiler's 4-layer roberta-large at 256 x 128: +0.172 GiB a layer; its 24-layer mixes at 246-256
+# rows come out 0.01-0.13 GiB above the estimate, within the headroom). "full" keeps each block's input
+# (FULL_KEPT_BYTES) plus one block's activations while it is recomputed (not fitted). AUTO_HEADROOM:
+# the share of the budget an estimate may fill (what a linear fit misses: other models' shapes,
+# gradient caching's embeddings, another libtpu).
+ACTIVATION_BYTES = {"none": 17.5, "dots": 15.1, "qkv": 9.6}
 FULL_KEPT_BYTES = 2.0
 FIXED_PARAM_COPIES = 3.43
 AUTO_HEADROOM = 0.95
-AUTO_ORDER = ("none", "qkv", "full")  # the fewest recomputed FLOPs first (trainer/plan/flops.py)
+# Modes by recomputed FLOPs (trainer/plan/flops.py), the fewest first; each frees more bytes per
+# recomputed FLOP than the next, so `auto` moves layers from one to the next, a layer at a time, and
+# past qkv recomputes every block whole (a mix with "full" would add a block's transient activations).
+AUTO_ORDER = ("none", "dots", "qkv", "full")
+_MIXED = AUTO_ORDER[:-1]
 
 
 @dataclasses.dataclass(frozen=True)
 class RematPlan:
     """The remat mode of each compiled program: `mode` (cfg.remat) everywhere, or for "auto" the first
-    of AUTO_ORDER whose estimated bytes per device fit AUTO_HEADROOM of `budget` (None: no limit, as on CPU:
-    "none"). A pure function of the shape and the configuration, so every host picks the same program;
-    the parameter tree is the same under every mode (checkpoints interchange)."""
+    candidate (`auto_candidates`: every layer under one of AUTO_ORDER, or the layers split between
+    none and dots or dots and qkv, the fewest recomputed FLOPs first) whose estimated bytes per device fit
+    AUTO_HEADROOM of `budget` (None: no limit, as on CPU: "none"). A pure function of the shape and the
+    configuration, so every host picks the same program; the parameter tree is the same under every
+    mode (checkpoints interchange)."""
 
     mode: str
     hidden: int
@@ -98,13 +105,24 @@ class RematPlan:
     budget: int | None
 
     def estimate(self, mode: str, tokens: int) -> int:
-        """Bytes per device of a pass over `tokens` tokens per device under `mode`."""
+        """Bytes per device of a pass over `tokens` tokens per device under `mode` (a mix included)."""
+        from trainer.model.modeling import layer_modes
+
+        modes = layer_modes(mode, self.layers)
+        kept = sum(FULL_KEPT_BYTES if m == "full" else ACTIVATION_BYTES[m] for m in modes)
+        if "full" in modes:  # one block's activations while it is recomputed
+            kept += ACTIVATION_BYTES["none"]
         scale = tokens * self.hidden * self.dtype_bytes / 2
-        if mode == "full":
-            kept = FULL_KEPT_BYTES * self.layers + ACTIVATION_BYTES["none"]
-        else:
-            kept = ACTIVATION_BYTES[mode] * self.layers
         return int(self.state_bytes + FIXED_PARAM_COPIES * self.param_bytes + scale * kept)
+
+    def auto_candidates(self) -> list[str]:
+        """`auto`'s choices in order: none, then layer by layer to dots and to qkv, then full."""
+        from trainer.model.modeling import remat_mix
+
+        out = [AUTO_ORDER[0]]
+        for cheap, dear in zip(_MIXED, _MIXED[1:]):
+            out += [remat_mix({cheap: self.layers - k, dear: k}) for k in range(1, self.layers + 1)]
+        return out + list(AUTO_ORDER[len(_MIXED) :])
 
     def for_tokens(self, tokens: int) -> str:
         """The mode of a pass over `tokens` tokens per device (a chunk's, for gradient caching)."""
@@ -113,7 +131,8 @@ class RematPlan:
         if self.budget is None:
             return "none"
         room = AUTO_HEADROOM * self.budget
-        return next((m for m in AUTO_ORDER if self.estimate(m, tokens) <= room), AUTO_ORDER[-1])
+        candidates = self.auto_candidates()
+        return next((m for m in candidates if self.estimate(m, tokens) <= room), candidates[-1])
 
     def for_shape(self, shape: Any) -> str:
         """The mode of a `shapes.Shape`'s program (one pass: a chunk's tokens when it is chunked)."""
