@@ -70,6 +70,12 @@ def tuple_bucket(tk: bytes, buckets: int) -> int:
     return int.from_bytes(tk[:8], "little") % buckets
 
 
+def tuple_prefixes(joined: bytes) -> np.ndarray:
+    """The first 8 bytes of each 16-byte tuple key of `joined` (keys back to back), as the uint64s
+    `tuple_bucket` reads: a batch's buckets and a bucket's repeats with numpy."""
+    return np.frombuffer(joined, "<u8")[::2]
+
+
 NO_DIGEST = bytes(8)
 
 
@@ -133,7 +139,7 @@ def _special(packs: list, hit_keys) -> list[np.ndarray]:
     first 8 bytes occur more than once in the bucket (a tuple with copies or, rarely, another tuple
     sharing the prefix: the full key tells them apart) or are a candidate's. Computed with numpy over
     the bucket's keys, so the tuples with one copy and no candidate (most) cost no Python object each."""
-    prefixes = [np.frombuffer(p[2], "<u8")[::2] for p in packs]
+    prefixes = [tuple_prefixes(p[2]) for p in packs]
     every = np.concatenate(prefixes)
     order = np.argsort(every, kind="stable")
     same = every[order[1:]] == every[order[:-1]]

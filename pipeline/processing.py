@@ -134,9 +134,8 @@ class ProcessLineBatch(beam.DoFn):
         Built as columns over the batch (no Python object per entry beyond its tuple key)."""
         c = self._cleaning
         symmetric, decontaminate = c["symmetric"][batch.corpus], c["decontaminate"]
-        lines = [
-            (split, *r) for split, records in out.items() for r in records
-        ]  # (split, i, raw, texts, roles, record)
+        # (split, i, raw, texts, roles, record) per line
+        lines = [(split, *r) for split, records in out.items() for r in records]
         if not lines:
             return
         all_norms = normalize.normalize_many([t for line in lines for t in line[3]])  # the batch's texts, in order
@@ -154,8 +153,7 @@ class ProcessLineBatch(beam.DoFn):
             [line[5] for line in lines],
             [dedup.TEXT_SEP.join(n) for n in norms] if decontaminate else None,
         )
-        prefixes = np.frombuffer(b"".join(tks), "<u8")[::2]  # dedup.tuple_bucket of all the batch's keys
-        for b, part in by_bucket(prefixes, c["tuple_buckets"]):
+        for b, part in by_bucket(dedup.tuple_prefixes(b"".join(tks)), c["tuple_buckets"]):
             if not isinstance(part, slice):
                 part = part.tolist()
                 columns_b = [col if col is None else [col[i] for i in part] for col in columns]

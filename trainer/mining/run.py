@@ -196,11 +196,10 @@ def mine(s: MineSettings, mesh: Any = None, collect: bool = False) -> MiningResu
     t0 = time.perf_counter()
     corpus = read_corpus(s.input, s.record_format, s.pool, s.max_line_bytes)
     read_s = time.perf_counter() - t0
-    import jax
 
-    from trainer.mesh import create_mesh
+    from trainer.mesh import local_mesh
 
-    mesh = mesh if mesh is not None else create_mesh(jax.local_devices())
+    mesh = mesh if mesh is not None else local_mesh()
     t0 = time.perf_counter()
     encoder = load_encoder(s.model, s.max_seq_length, s.batch_size, mesh, s.packing)
     prompts = resolve_prompts(s, encoder.source_dir)

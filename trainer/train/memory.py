@@ -33,6 +33,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from trainer.mesh import DATA_AXIS, data_shards, replicated
+from trainer.model.modeling import layer_modes, remat_mix
 
 
 def moment_spec(shape: tuple[int, ...], n_shards: int) -> P:
@@ -106,8 +107,6 @@ class RematPlan:
 
     def estimate(self, mode: str, tokens: int) -> int:
         """Bytes per device of a pass over `tokens` tokens per device under `mode` (a mix included)."""
-        from trainer.model.modeling import layer_modes
-
         modes = layer_modes(mode, self.layers)
         kept = sum(FULL_KEPT_BYTES if m == "full" else ACTIVATION_BYTES[m] for m in modes)
         if "full" in modes:  # one block's activations while it is recomputed
@@ -117,8 +116,6 @@ class RematPlan:
 
     def auto_candidates(self) -> list[str]:
         """`auto`'s choices in order: none, then layer by layer to dots and to qkv, then full."""
-        from trainer.model.modeling import remat_mix
-
         out = [AUTO_ORDER[0]]
         for cheap, dear in zip(_MIXED, _MIXED[1:]):
             out += [remat_mix({cheap: self.layers - k, dear: k}) for k in range(1, self.layers + 1)]
