@@ -81,6 +81,28 @@ def check_expected_lines(corpus, read: int, tolerance: float) -> None:
         )
 
 
+class CombineStats(beam.CombineFn):
+    """Sums pipeline/stats.py accumulators per corpus across workers."""
+
+    def __init__(self, max_seq_length: int):
+        self._max_seq_length = max_seq_length
+
+    def create_accumulator(self):
+        return stats.new_stats(self._max_seq_length)
+
+    def add_input(self, acc, part):
+        return stats.merge_into(acc, part)
+
+    def merge_accumulators(self, accs):
+        out = self.create_accumulator()  # a fresh one: never alias an accumulator the runner may still hold
+        for a in accs:
+            stats.merge_into(out, a)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
 class WriteManifest(beam.DoFn):
     """Runs once, after every write is finalised (its side inputs force that order)."""
 
@@ -235,7 +257,7 @@ def build_pipeline(
     combined = (
         stats_parts
         | "AllStats" >> beam.Flatten()
-        | "CombineStats" >> beam.CombinePerKey(stats.CombineStats(opts.max_seq_length))
+        | "CombineStats" >> beam.CombinePerKey(CombineStats(opts.max_seq_length))
     )
     all_written = written | "AllWritten" >> beam.Flatten()
     return (

@@ -1,4 +1,5 @@
-"""Per-corpus counters and token-length statistics, combined across workers with a Beam CombineFn.
+"""Per-corpus counters and token-length statistics (combined across workers by pipeline/job.py's
+`CombineStats`). No Beam here: the trainer reads manifests through this module.
 
 Token lengths are bounded by max_seq_length, so a histogram (one counter per length) is small and
 gives exact percentiles after combining, with no sampling.
@@ -7,8 +8,6 @@ gives exact percentiles after combining, with no sampling.
 from __future__ import annotations
 
 import math
-
-import apache_beam as beam
 
 # The accumulator is a plain dict (cheap to pickle between stages):
 #   lines_read, train, validation, texts, truncated: int; rejected: {reason: int};
@@ -72,23 +71,3 @@ def token_length_summary(acc: dict) -> dict:
         "max": max(length for length, c in enumerate(hist) if c),
         "truncated_share": round(acc["truncated"] / n, 6),
     }
-
-
-class CombineStats(beam.CombineFn):
-    def __init__(self, max_seq_length: int):
-        self._max_seq_length = max_seq_length
-
-    def create_accumulator(self):
-        return new_stats(self._max_seq_length)
-
-    def add_input(self, acc, stats):
-        return merge_into(acc, stats)
-
-    def merge_accumulators(self, accs):
-        out = self.create_accumulator()  # a fresh one: never alias an accumulator the runner may still hold
-        for a in accs:
-            merge_into(out, a)
-        return out
-
-    def extract_output(self, acc):
-        return acc

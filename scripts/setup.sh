@@ -15,5 +15,16 @@ if [ ! -f "$stamp" ]; then
   # The CPU build of torch first: sentence-transformers (tests only) would otherwise pull a CUDA build.
   .venv/bin/pip install -q --no-compile torch==2.13.0
   .venv/bin/pip install -q --no-compile -e '.[dev]'
+  # Byte-compile what every job, trainer and test process imports, once, in two processes side by
+  # side: pytest's three workers (and the first subprocesses) would otherwise each compile the same
+  # TensorFlow, torch and JAX sources at the same time (23 CPU s apiece, measured: BENCHMARKS.md).
+  warm() { env -u PYTHONDONTWRITEBYTECODE TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python -c "import $1" 2>"$2" || { cat "$2"; return 1; }; }
+  log=$(mktemp -d)
+  warm tensorflow,apache_beam "$log/a" &
+  a=$!
+  warm torch,sentence_transformers,jax,flax,optax,orbax.checkpoint "$log/b" &
+  b=$!
+  wait "$a" && wait "$b"
+  rm -rf "$log"
   rm -f .venv/.installed-* && touch "$stamp"
 fi

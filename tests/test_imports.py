@@ -155,8 +155,10 @@ def test_every_module_is_on_its_floor():
 
 
 def test_the_device_side_and_host_agreement_import_without_tensorflow():
+    # Nor Beam: the trainer reads the job's manifest (pipeline/manifest.py, pipeline/stats.py) without it
+    # (2 CPU s of every training process's start-up, with pandas and pymongo behind it).
     code = (
-        "import sys; sys.modules['tensorflow'] = None\n"  # an import of it fails
+        "import sys; sys.modules['tensorflow'] = sys.modules['apache_beam'] = None\n"  # an import of either fails
         "import trainer.multihost, trainer.model.modeling, trainer.train.loss, trainer.train.train_step\n"
         "import trainer.evaluators.suite  # train_main.py checks its inputs before TensorFlow starts\n"
         "print('ok')"

@@ -1,6 +1,7 @@
 import pytest
 
-from pipeline.stats import CombineStats, merge_into, new_stats, token_length_summary
+from pipeline.job import CombineStats
+from pipeline.stats import merge_into, new_stats, token_length_summary
 
 
 def _acc(lengths, truncated=0, **counts):
