@@ -48,7 +48,7 @@ def moment_spec(shape: tuple[int, ...], n_shards: int) -> P:
 
 
 def state_shardings(state: Any, mesh: Mesh, shard_optimizer: bool) -> Any:
-    """Shardings of a TrainState: all replicated, or (ZeRO-1) the optimizer state's arrays sharded."""
+    """Shardings of a TrainState: all replicated, or (ZeRO) the optimizer state's arrays sharded."""
     rep = replicated(mesh)
     if not shard_optimizer or data_shards(mesh) == 1:
         return jax.tree_util.tree_map(lambda _: rep, state)

@@ -61,7 +61,8 @@ class TrainState:
 
 def train_state_sharding(state: TrainState, cfg: TrainConfig, mesh: Mesh) -> Any:
     """Per-leaf shardings of `state` (or of its abstract shapes): replicated, or with the optimizer
-    state sharded over the devices when cfg.shard_optimizer (ZeRO-1)."""
+    state sharded over the devices when cfg.shard_optimizer (ZeRO-2's state: the gradients and
+    the update are sharded inside the step, `sharded_update`)."""
     return state_shardings(state, mesh, cfg.shard_optimizer)
 
 
