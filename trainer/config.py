@@ -140,7 +140,7 @@ class TrainConfig:
     # Memory plan (trainer/train/memory.py; none of it changes the numbers, only memory and speed):
     grad_cache_chunk: int = 0  # 0 = off; else embed every batch in chunks of this many texts
     chunk_tokens: int = 0  # per device, most tokens one encoder pass holds; larger shapes are chunked
-    shard_optimizer: bool = False  # ZeRO-1: AdamW moments sharded over the devices
+    shard_optimizer: bool = False  # ZeRO-2: AdamW moments, gradients and update sharded over the devices
     remat: str = "none"  # none | dots | full | qkv | auto (per program shape): recompute in the backward pass
     # Data
     mixed_batch_share: float = 0.0  # share of batches drawn from all corpora (reference: 0)
@@ -340,10 +340,11 @@ def _check_loss_options(cfg: TrainConfig) -> None:
 
 
 PRESETS: dict[str, TrainConfig] = {
-    # The TPU v3-8 memory plan, from the compiler (docs/tpu.md): AdamW moments sharded over the 8 cores
-    # (ZeRO-1), gradient caching only for shapes over 32,768 tokens per core (only the all-long triplet
-    # batch: 384 rows x 128), one row length and 16 row counts fitted to the data's lengths, texts dealt
-    # evenly over the cores: 1.026 token slots per real token (4 per doubling, per-core slices: 1.14).
+    # The TPU v3-8 memory plan, from the compiler (docs/tpu.md): AdamW moments, gradients and update
+    # sharded over the 8 cores (ZeRO-2), gradient caching only for shapes over 32,768 tokens per core
+    # (only the all-long triplet batch: 384 rows x 128), one row length and 16 row counts fitted to the
+    # data's lengths, texts dealt evenly over the cores: 1.026 token slots per real token (4 per
+    # doubling, per-core slices: 1.14).
     "reference": TrainConfig(
         dtype="bfloat16",
         shard_optimizer=True,

@@ -8,10 +8,12 @@ behind it: docs/training_step.md, "Memory plan"):
   (the chunk count of each shape: trainer/data/shapes.py `Chunking`);
   shapes under it take the plain step. Chosen per shape, statically, from the batch's array shape, so
   short-text corpora never pay the extra forward pass that long-text corpora need.
-- `shard_optimizer` (ZeRO stage 1): AdamW's two moments are sharded over the `data` axis instead of
-  replicated; parameters and gradients stay replicated, and XLA turns the update into a sharded update
-  plus an all-gather of the new parameters. For roberta-large on 8 devices the state per device drops
-  from 3.96 to 1.65 GiB: 2.31 GiB per device freed (tests/test_memory.py computes it).
+- `shard_optimizer` (ZeRO stage 2): AdamW's two moments are sharded over the `data` axis instead of
+  replicated, and so are the gradients (`gradient_shardings`: each one as its moments) and the update;
+  the parameters stay replicated, and the step all-gathers the updates and adds them in place
+  (train_step.sharded_update). For roberta-large on 8 devices the state per device drops from 3.96 to
+  1.65 GiB: 2.31 GiB per device freed (tests/test_memory.py computes it); the in-place update frees a
+  float32 copy of the parameters that ZeRO-1's update held through the backward pass (`ZERO2_PARAM_COPIES`).
 - `adam_mu_dtype`: the first moment in bfloat16 (optax's `mu_dtype`; the second moment stays float32).
 - `remat` (trainer/model/modeling.py REMAT_POLICIES): recompute parts of each block in the backward pass;
   `auto` chooses per compiled program shape (`RematPlan`): none where the step fits, else as few
@@ -46,13 +48,22 @@ def moment_spec(shape: tuple[int, ...], n_shards: int) -> P:
 
 
 def state_shardings(state: Any, mesh: Mesh, shard_optimizer: bool) -> Any:
-    """Shardings of a TrainState: all replicated, or (ZeRO-1) the optimizer state's arrays sharded."""
+    """Shardings of a TrainState: all replicated, or (ZeRO) the optimizer state's arrays sharded."""
     rep = replicated(mesh)
     if not shard_optimizer or data_shards(mesh) == 1:
         return jax.tree_util.tree_map(lambda _: rep, state)
     n = data_shards(mesh)
     opt = jax.tree_util.tree_map(lambda x: NamedSharding(mesh, moment_spec(np.shape(x), n)), state.opt_state)
     return state.replace(step=rep, params=jax.tree_util.tree_map(lambda _: rep, state.params), opt_state=opt, rng=rep)
+
+
+def gradient_shardings(params: Any, mesh: Mesh, shard_optimizer: bool) -> Any:
+    """ZeRO-2: each gradient sharded as its moments are (`moment_spec`), so the step reduce-scatters it
+    where it is produced and updates its shard; None (replicated gradients) without shard_optimizer."""
+    if not shard_optimizer or data_shards(mesh) == 1:
+        return None
+    n = data_shards(mesh)
+    return jax.tree_util.tree_map(lambda x: NamedSharding(mesh, moment_spec(np.shape(x), n)), params)
 
 
 def state_bytes_per_device(state: Any, shardings: Any) -> int:
@@ -80,6 +91,11 @@ def state_bytes_per_device(state: Any, shardings: Any) -> int:
 ACTIVATION_BYTES = {"none": 17.5, "dots": 15.1, "qkv": 9.6}
 FULL_KEPT_BYTES = 2.0
 FIXED_PARAM_COPIES = 3.43
+# The fixed part under ZeRO-2's update (shard_optimizer on more than one device: train_step.sharded_update,
+# which frees the float32 parameter copy ZeRO-1's update held through the backward pass): fitted to the
+# compiler's pair 256 x 128 under dots:7,qkv:17, 12.60 GiB of temporaries (13.06 under ZeRO-1's update);
+# its pair 132 x 128 under "none" (11.20, was 11.30) comes out 0.24 GiB above the estimate, within the headroom.
+ZERO2_PARAM_COPIES = 3.17
 AUTO_HEADROOM = 0.95
 # Modes by recomputed FLOPs (trainer/plan/flops.py), the fewest first; each frees more bytes per
 # recomputed FLOP than the next, so `auto` moves layers from one to the next, a layer at a time, and
@@ -104,6 +120,7 @@ class RematPlan:
     state_bytes: int  # per device: parameters and optimizer state under the plan's sharding
     param_bytes: int  # float32 parameters (the gradient's size)
     budget: int | None
+    fixed_copies: float = FIXED_PARAM_COPIES  # ZERO2_PARAM_COPIES when the update is sharded
 
     def estimate(self, mode: str, tokens: int) -> int:
         """Bytes per device of a pass over `tokens` tokens per device under `mode` (a mix included)."""
@@ -112,7 +129,7 @@ class RematPlan:
         if "full" in modes:  # one block's activations while it is recomputed
             kept += ACTIVATION_BYTES["none"]
         scale = tokens * self.hidden * self.dtype_bytes / 2
-        return int(self.state_bytes + FIXED_PARAM_COPIES * self.param_bytes + scale * kept)
+        return int(self.state_bytes + self.fixed_copies * self.param_bytes + scale * kept)
 
     def auto_candidates(self) -> list[str]:
         """`auto`'s choices in order: none, then layer by layer to dots and to qkv, then full."""
@@ -153,6 +170,8 @@ def remat_plan(cfg: Any, enc: Any, state: Any, shardings: Any, budget: int | Non
     if not isinstance(shardings, type(state)):
         shardings = jax.tree_util.tree_map(lambda _: shardings, state)
     n_params = sum(math.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(state.params))
+    # The step's update is ZeRO-2's (train_step.sharded_update) where the moments are sharded.
+    sharded = any(not getattr(s, "is_fully_replicated", True) for s in jax.tree_util.tree_leaves(shardings.opt_state))
     return RematPlan(
         cfg.remat,
         enc.hidden_size,
@@ -161,6 +180,7 @@ def remat_plan(cfg: Any, enc: Any, state: Any, shardings: Any, budget: int | Non
         state_bytes_per_device(state, shardings),
         4 * n_params,
         budget,
+        ZERO2_PARAM_COPIES if sharded else FIXED_PARAM_COPIES,
     )
 
 

@@ -37,8 +37,8 @@ from trainer.train.grad_cache import (
 )
 from trainer.train.loss import loss_named, validate_loss_options
 from trainer.train.matryoshka import matryoshka_loss
+from trainer.train.memory import gradient_shardings, remat_plan, state_shardings
 from trainer.train.memory import memory_budget as device_budget
-from trainer.train.memory import remat_plan, state_shardings
 from trainer.train.optimizer import learning_rate_schedule, make_optimizer
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -61,7 +61,8 @@ class TrainState:
 
 def train_state_sharding(state: TrainState, cfg: TrainConfig, mesh: Mesh) -> Any:
     """Per-leaf shardings of `state` (or of its abstract shapes): replicated, or with the optimizer
-    state sharded over the devices when cfg.shard_optimizer (ZeRO-1)."""
+    state sharded over the devices when cfg.shard_optimizer (ZeRO-2's state: the gradients and
+    the update are sharded inside the step, `sharded_update`)."""
     return state_shardings(state, mesh, cfg.shard_optimizer)
 
 
@@ -170,10 +171,12 @@ def loss_and_grads(
     step_key: jax.Array,
     deterministic: bool,
     mesh: Mesh | None = None,
+    grad_sharding: Any = None,
 ):
     """(loss, grads) of one batch: plain autodiff, or gradient caching where the memory plan
     (cfg.grad_cache_chunk / cfg.chunk_tokens, trainer/train/memory.py) chunks this batch's shape.
-    `apply_fn` is the model's (as_apply_fn) or, for a packed batch, as_packed_apply_fn's."""
+    `apply_fn` is the model's (as_apply_fn) or, for a packed batch, as_packed_apply_fn's.
+    `grad_sharding`: the gradients' shardings under ZeRO-2 (memory.gradient_shardings), or None."""
     columns = batch_columns(batch)
     loss_fn = make_loss_of_embeddings(cfg, batch)
     n_shards = 1 if mesh is None else data_shards(mesh)
@@ -198,6 +201,7 @@ def loss_and_grads(
                 deterministic,
                 mesh,
                 source,
+                grad_sharding,
             )
 
         def packed_loss(p):
@@ -211,7 +215,7 @@ def loss_and_grads(
     chunk = chunking.padded_chunk(len(columns), ids.shape[2])
     if chunk:
         return cached_value_and_grad(
-            apply_fn, params, ids, masks, token_ids, loss_fn, step_key, chunk, deterministic, mesh
+            apply_fn, params, ids, masks, token_ids, loss_fn, step_key, chunk, deterministic, mesh, grad_sharding
         )
 
     def full_loss(p):
@@ -238,6 +242,29 @@ def batch_program_shape(batch: Mapping[str, Any], cfg: TrainConfig, n_shards: in
     length = batch["anchor_ids"].shape[1]
     chunk = chunking.padded_chunk(len(columns), length)
     return Shape(kind, False, batch_size // n_shards, length, batch_size // chunk if chunk else 1)
+
+
+def sharded_update(
+    state: TrainState, grads: Any, finite: jax.Array, tx: optax.GradientTransformation, grad_sharding: Any, rep: Any
+) -> TrainState:
+    """ZeRO-2's update: AdamW on each device's shard of the gradients and moments; the updates (not the
+    new parameters) are all-gathered and added to the replicated parameters in place, so the donated
+    parameter buffers are written once, after the backward pass. (A `lax.cond` over the state, or
+    all-gathering the new parameters, makes the compiler copy every float32 parameter at the start of
+    the step, a copy held through the backward pass: docs/tpu.md, "ZeRO-2".) A non-finite step keeps
+    the old state by a select on each leaf (p + u is the same float either way)."""
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates = jax.lax.with_sharding_constraint(updates, grad_sharding)
+    updates = jax.lax.with_sharding_constraint(updates, jax.tree_util.tree_map(lambda _: rep, updates))
+
+    def keep(new, old):
+        return jnp.where(finite, new, old)
+
+    return state.replace(
+        step=state.step + finite.astype(state.step.dtype),
+        params=jax.tree_util.tree_map(lambda p, u: keep(optax.apply_updates(p, u), p), state.params, updates),
+        opt_state=jax.tree_util.tree_map(keep, opt_state, state.opt_state),
+    )
 
 
 def make_train_step(
@@ -285,20 +312,26 @@ def make_train_step(
             m = model.clone(remat=plan.for_shape(batch_program_shape(batch, cfg, n_shards)))
             fn = as_apply_fn(m)
         fn = as_packed_apply_fn(m) if packed else fn
+        gshard = gradient_shardings(state.params, mesh, cfg.shard_optimizer)
         loss, grads = loss_and_grads(
-            fn, state.params, batch, cfg, step_key, not dropout, mesh if n_shards > 1 else None
+            fn, state.params, batch, cfg, step_key, not dropout, mesh if n_shards > 1 else None, gshard
         )
+        if gshard is not None:
+            grads = jax.lax.with_sharding_constraint(grads, gshard)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if gshard is not None:
+            new = sharded_update(state, grads, finite, tx, gshard, replicated(mesh))
+        else:
 
-        def update(state):
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            return state.replace(
-                step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
-            )
+            def update(state):
+                updates, opt_state = tx.update(grads, state.opt_state, state.params)
+                return state.replace(
+                    step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
+                )
 
-        # A branch, not a select over the whole state: one pass over params and moments fewer.
-        new = jax.lax.cond(finite, update, lambda state: state, state)
+            # A branch, not a select over the whole state: one pass over params and moments fewer.
+            new = jax.lax.cond(finite, update, lambda state: state, state)
         metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step), "finite": finite}
         return new, metrics
 
