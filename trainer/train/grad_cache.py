@@ -63,22 +63,6 @@ def _constrain(x: jax.Array, mesh: Mesh | None, spec: P) -> jax.Array:
     return x if mesh is None else jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
-def _constrain_tree(tree: Any, shardings: Any) -> Any:
-    return tree if shardings is None else jax.lax.with_sharding_constraint(tree, shardings)
-
-
-def zero_grads(params: Any, grad_sharding: Any = None) -> Any:
-    """The accumulator of pass 2, sharded as the gradients (ZeRO-2: memory.gradient_shardings) or not."""
-    return _constrain_tree(jax.tree_util.tree_map(jnp.zeros_like, params), grad_sharding)
-
-
-def accumulate(acc: Any, grads: Any, grad_sharding: Any = None) -> Any:
-    """acc + one chunk's gradients; under ZeRO-2 each chunk's gradient is summed onto the accumulator's
-    shard, so no replicated float32 accumulator is carried across chunks (XLA already propagates this
-    from the moments' sharding, libtpu 0.0.42.1: the same program either way; here it is explicit)."""
-    return jax.tree_util.tree_map(jnp.add, acc, _constrain_tree(grads, grad_sharding))
-
-
 def embed_in_chunks(
     apply_fn: ApplyFn,
     params: Any,
@@ -117,7 +101,6 @@ def cached_value_and_grad(
     chunk: int,
     deterministic: bool,
     mesh: Mesh | None = None,
-    grad_sharding: Any = None,
 ) -> tuple[jax.Array, Any]:
     """(loss, d loss / d params) with activation memory of one chunk.
 
@@ -142,9 +125,10 @@ def cached_value_and_grad(
         i, m, t, g = (_constrain(x, mesh, P(DATA_AXIS)) for x in xs)
         _, vjp = jax.vjp(lambda p: apply_fn(p, i, m, t, deterministic, key).astype(jnp.float32), params)
         (gp,) = vjp(g)
-        return accumulate(acc, gp, grad_sharding), None
+        return jax.tree_util.tree_map(jnp.add, acc, gp), None
 
-    grads, _ = jax.lax.scan(body, zero_grads(params, grad_sharding), chunks)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    grads, _ = jax.lax.scan(body, zeros, chunks)
     return loss, grads
 
 
@@ -183,7 +167,6 @@ def cached_value_and_grad_packed(
     deterministic: bool,
     mesh: Mesh | None = None,
     source: jax.Array | None = None,
-    grad_sharding: Any = None,
 ) -> tuple[jax.Array, Any]:
     """Gradient caching of a packed batch (trainer/data/packing.py): chunk k is rows k*r..(k+1)*r-1 of
     every shard (r = R / n_chunks). A text lies in one row, so each chunk embeds whole texts; its
@@ -219,9 +202,9 @@ def cached_value_and_grad_packed(
     def grad_body(acc, xs):
         _, vjp = jax.vjp(lambda p: embed(p, xs), params)
         (gp,) = vjp(g)
-        return accumulate(acc, gp, grad_sharding), None
+        return jax.tree_util.tree_map(jnp.add, acc, gp), None
 
-    grads, _ = jax.lax.scan(grad_body, zero_grads(params, grad_sharding), chunks)
+    grads, _ = jax.lax.scan(grad_body, jax.tree_util.tree_map(jnp.zeros_like, params), chunks)
     return loss, grads
 
 

@@ -52,8 +52,7 @@ def state_shardings(state: Any, mesh: Mesh, shard_optimizer: bool) -> Any:
     rep = replicated(mesh)
     if not shard_optimizer or data_shards(mesh) == 1:
         return jax.tree_util.tree_map(lambda _: rep, state)
-    n = data_shards(mesh)
-    opt = jax.tree_util.tree_map(lambda x: NamedSharding(mesh, moment_spec(np.shape(x), n)), state.opt_state)
+    opt = _like_moments(state.opt_state, mesh)
     return state.replace(step=rep, params=jax.tree_util.tree_map(lambda _: rep, state.params), opt_state=opt, rng=rep)
 
 
@@ -62,8 +61,13 @@ def gradient_shardings(params: Any, mesh: Mesh, shard_optimizer: bool) -> Any:
     where it is produced and updates its shard; None (replicated gradients) without shard_optimizer."""
     if not shard_optimizer or data_shards(mesh) == 1:
         return None
+    return _like_moments(params, mesh)
+
+
+def _like_moments(tree: Any, mesh: Mesh) -> Any:
+    """Each array of `tree` sharded over the data axis as `moment_spec` places it."""
     n = data_shards(mesh)
-    return jax.tree_util.tree_map(lambda x: NamedSharding(mesh, moment_spec(np.shape(x), n)), params)
+    return jax.tree_util.tree_map(lambda x: NamedSharding(mesh, moment_spec(np.shape(x), n)), tree)
 
 
 def state_bytes_per_device(state: Any, shardings: Any) -> int:

@@ -171,12 +171,10 @@ def loss_and_grads(
     step_key: jax.Array,
     deterministic: bool,
     mesh: Mesh | None = None,
-    grad_sharding: Any = None,
 ):
     """(loss, grads) of one batch: plain autodiff, or gradient caching where the memory plan
     (cfg.grad_cache_chunk / cfg.chunk_tokens, trainer/train/memory.py) chunks this batch's shape.
-    `apply_fn` is the model's (as_apply_fn) or, for a packed batch, as_packed_apply_fn's.
-    `grad_sharding`: the gradients' shardings under ZeRO-2 (memory.gradient_shardings), or None."""
+    `apply_fn` is the model's (as_apply_fn) or, for a packed batch, as_packed_apply_fn's."""
     columns = batch_columns(batch)
     loss_fn = make_loss_of_embeddings(cfg, batch)
     n_shards = 1 if mesh is None else data_shards(mesh)
@@ -201,7 +199,6 @@ def loss_and_grads(
                 deterministic,
                 mesh,
                 source,
-                grad_sharding,
             )
 
         def packed_loss(p):
@@ -215,7 +212,7 @@ def loss_and_grads(
     chunk = chunking.padded_chunk(len(columns), ids.shape[2])
     if chunk:
         return cached_value_and_grad(
-            apply_fn, params, ids, masks, token_ids, loss_fn, step_key, chunk, deterministic, mesh, grad_sharding
+            apply_fn, params, ids, masks, token_ids, loss_fn, step_key, chunk, deterministic, mesh
         )
 
     def full_loss(p):
@@ -314,9 +311,9 @@ def make_train_step(
         fn = as_packed_apply_fn(m) if packed else fn
         gshard = gradient_shardings(state.params, mesh, cfg.shard_optimizer)
         loss, grads = loss_and_grads(
-            fn, state.params, batch, cfg, step_key, not dropout, mesh if n_shards > 1 else None, gshard
+            fn, state.params, batch, cfg, step_key, not dropout, mesh if n_shards > 1 else None
         )
-        if gshard is not None:
+        if gshard is not None:  # XLA shards them so by itself (the same program either way): stated, not forced
             grads = jax.lax.with_sharding_constraint(grads, gshard)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
