@@ -40,7 +40,9 @@ def _lengths(rng, n):
 
 
 def generate(out_dir: str, records: int, seed: int = 0) -> None:
-    import tensorflow as tf
+    from pipeline.tensorflow_import import import_tensorflow
+
+    tf = import_tensorflow()
 
     from pipeline import record_schema as rs
 
@@ -112,7 +114,9 @@ def _cpu() -> float:
 
 
 def raw_read_rate(data_dir: str) -> tuple[float, float, int]:
-    import tensorflow as tf
+    from pipeline.tensorflow_import import import_tensorflow
+
+    tf = import_tensorflow()
 
     with open(os.path.join(data_dir, "manifest.json")) as f:
         manifest = json.load(f)

@@ -171,6 +171,7 @@ def decode_record(serialized: bytes) -> dict:
 
 def tf_feature_spec():
     """The `tf.io.parse_example` spec the trainer reads records with: every feature a 1-D int64 tensor."""
-    import tensorflow as tf
+    from pipeline.tensorflow_import import import_tensorflow
 
+    tf = import_tensorflow()
     return {name: tf.io.RaggedFeature(tf.int64) for name in FEATURE_NAMES}

@@ -1,6 +1,8 @@
 """Reading back what the job wrote, with TensorFlow's own TFRecord reader (it checks every CRC)."""
 
-import tensorflow as tf
+from pipeline.tensorflow_import import import_tensorflow
+
+tf = import_tensorflow()
 
 
 def read_tfrecords(path: str) -> list[bytes]:

@@ -13,16 +13,18 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from pipeline import record_schema as rs
 from pipeline.manifest import ManifestError, load_manifest
+from pipeline.tensorflow_import import import_tensorflow
 from trainer.config import TrainConfig
 from trainer.data import padding, records
 from trainer.data.batches import BatchStream, DataError
 from trainer.data.corpus_schedule import CorpusSchedule
 from trainer.evaluators.retrieval import validation_pairs
 from trainer.multihost import merge_states
+
+tf = import_tensorflow()
 
 CLS, SEP, PAD, FILL = 101, 102, 0, 7
 

@@ -7,10 +7,12 @@ from a list line has one of each and always gives the same example."""
 import collections
 
 import pytest
-import tensorflow as tf
 
 from pipeline import record_schema as rs
+from pipeline.tensorflow_import import import_tensorflow
 from trainer.data import records
+
+tf = import_tensorflow()
 
 
 def _stream(record_format, symmetric=False):

@@ -108,7 +108,9 @@ def test_manifest_round_trip_through_a_bucket(bucket):
 
 
 def _records(path: str) -> list[bytes]:
-    import tensorflow as tf
+    from pipeline.tensorflow_import import import_tensorflow
+
+    tf = import_tensorflow()
 
     from pipeline.record_schema import COMPRESSION
 

@@ -20,7 +20,9 @@ CASES = [
 
 def _tf_example(token_ids, roles, fps):
     """The same record built with TensorFlow's protobuf classes (the reference encoding)."""
-    import tensorflow as tf
+    from pipeline.tensorflow_import import import_tensorflow
+
+    tf = import_tensorflow()
 
     def ints(v):
         return tf.train.Feature(int64_list=tf.train.Int64List(value=list(v)))
@@ -39,7 +41,9 @@ def _tf_example(token_ids, roles, fps):
 
 @pytest.mark.parametrize("token_ids,roles,texts", CASES)
 def test_encoding_matches_tensorflow_protobuf(token_ids, roles, texts):
-    import tensorflow as tf
+    from pipeline.tensorflow_import import import_tensorflow
+
+    tf = import_tensorflow()
 
     fps = [fingerprint(t) for t in texts]
     data = encode_record(token_ids, roles, fps)

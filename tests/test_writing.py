@@ -34,7 +34,9 @@ def test_shards_are_gzip_tfrecords_that_tensorflow_reads(tmp_path):
     _write(tmp_path / "c" / "train", batches)
     files = list_files(str(tmp_path), "c/train-*")
     assert files == [f"c/train-0000{i}-of-00003.tfrecord.gz" for i in range(3)]
-    import tensorflow as tf
+    from pipeline.tensorflow_import import import_tensorflow
+
+    tf = import_tensorflow()
 
     got = [[x.numpy() for x in tf.data.TFRecordDataset(str(tmp_path / f), compression_type="GZIP")] for f in files]
     assert sorted(r for shard in got for r in shard) == sorted(r for b in batches for r in b)
@@ -87,7 +89,9 @@ def test_framing_is_checked(tmp_path):
     assert read_tfrecords(str(tmp_path / "ok.tfrecord")) == [b"hello", b"world"]
     framed[14] ^= 1  # a byte of the first record's data: its CRC no longer matches
     (tmp_path / "bad.tfrecord").write_bytes(bytes(framed))
-    import tensorflow as tf
+    from pipeline.tensorflow_import import import_tensorflow
+
+    tf = import_tensorflow()
 
     with pytest.raises(tf.errors.DataLossError):
         read_tfrecords(str(tmp_path / "bad.tfrecord"))

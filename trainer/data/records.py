@@ -19,11 +19,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterator, Sequence
 
-import tensorflow as tf
-
 from pipeline import record_schema
 from pipeline.record_schema import RecordFormat
+from pipeline.tensorflow_import import import_tensorflow
 from trainer.data.padding import ID_KEYS
+
+tf = import_tensorflow()
 
 # Records parsed (and drawn) together: large, because every chunk crossing into python costs ~1 ms.
 # Part of the data order (the stateless draws are keyed per chunk); saved positions record it.

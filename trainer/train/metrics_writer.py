@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from pipeline import storage
+from pipeline.tensorflow_import import import_tensorflow
 
 
 def _clean(value: Any) -> Any:
@@ -32,7 +33,7 @@ class MetricsWriter:
             return
         storage.makedirs(workdir)
         try:
-            import tensorflow as tf
+            tf = import_tensorflow()
         except ImportError:  # GPU images without TensorFlow still get metrics.jsonl
             return
         try:
@@ -56,7 +57,7 @@ class MetricsWriter:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(line)
         if self._tb is not None:
-            import tensorflow as tf
+            tf = import_tensorflow()
 
             with self._tb.as_default(step=int(step)):
                 for k, v in record.items():
