@@ -18,11 +18,12 @@ if [ ! -f "$stamp" ]; then
   # Byte-compile what every job, trainer and test process imports, once, in two processes side by
   # side: pytest's three workers (and the first subprocesses) would otherwise each compile the same
   # TensorFlow, torch and JAX sources at the same time (23 CPU s apiece, measured: BENCHMARKS.md).
-  warm() { env -u PYTHONDONTWRITEBYTECODE TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python -c "import $1" 2>"$2" || { cat "$2"; return 1; }; }
+  # TensorFlow as the project imports it (pipeline/tensorflow_import.py: no Keras, scikit-learn, pandas).
+  warm() { env -u PYTHONDONTWRITEBYTECODE TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python -c "$1" 2>"$2" || { cat "$2"; return 1; }; }
   log=$(mktemp -d)
-  warm tensorflow,apache_beam "$log/a" &
+  warm "from pipeline.tensorflow_import import import_tensorflow; import_tensorflow(); import apache_beam" "$log/a" &
   a=$!
-  warm torch,sentence_transformers,jax,flax,optax,orbax.checkpoint "$log/b" &
+  warm "import torch, sentence_transformers, jax, flax, optax, orbax.checkpoint" "$log/b" &
   b=$!
   wait "$a" && wait "$b"
   rm -rf "$log"

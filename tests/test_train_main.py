@@ -187,18 +187,22 @@ def test_script_batch_that_does_not_divide_over_the_devices(tmp_path):
 
 # What a CPU start-up of train_main does that reaches TensorFlow's devices: its environment defaults,
 # then the input pipeline's first tf.data op (TensorFlow starts its runtime and probes CUDA there).
+# TensorFlow comes in through the input pipeline's module, without Keras, scikit-learn and pandas
+# (pipeline/tensorflow_import.py), and Keras still imports afterwards for whoever wants it.
 _START_UP = """
-import os
+import os, sys
 import train_main
-import tensorflow as tf
-from trainer.data.records import hide_accelerators_from_tensorflow
+from trainer.data.records import hide_accelerators_from_tensorflow, tf
 hide_accelerators_from_tensorflow()
 print(list(tf.data.Dataset.range(3).as_numpy_iterator()))
 print(os.environ["TF_CPP_MIN_LOG_LEVEL"])
+print(sorted(m for m in ("keras", "sklearn", "pandas", "keras.src.optimizers") if m in sys.modules))
+import keras
+print(tf.keras.layers.Dense.__name__)
 """
 
 
-def test_a_cpu_start_up_prints_no_error_lines():
+def test_a_cpu_start_up_prints_no_error_lines_and_imports_no_keras():
     """No `failed call to cuInit` (TensorFlow probing CUDA where there is no driver) nor any other
     error line: a newcomer reads one as a failure."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as in a user's shell
@@ -208,6 +212,6 @@ def test_a_cpu_start_up_prints_no_error_lines():
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Where a driver is installed (a GPU machine), TensorFlow's errors stay on.
     level = "2" if cuda_driver_installed() else "3"
-    assert proc.stdout.split("\n")[:2] == ["[np.int64(0), np.int64(1), np.int64(2)]", level]
+    assert proc.stdout.split("\n")[:4] == ["[np.int64(0), np.int64(1), np.int64(2)]", level, "[]", "Dense"]
     errors = [line for line in proc.stderr.splitlines() if re.match(r"[EF]\d{4} ", line) or "cuInit" in line]
     assert not errors, errors
