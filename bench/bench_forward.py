@@ -88,6 +88,7 @@ def main() -> int:
         diff = float(np.abs(np.asarray(ours_emb) - theirs_emb.numpy()).max())
         xla_mm, torch_mm = _dense_chain(pre.model.config, b, length, mesh, args.repeats)
         separate = _separate_matmuls(pre.model.config, b * length, args.repeats)
+        att_flops, xla_att, torch_att = _attention_products(pre.model.config, b, length, mesh, args.repeats)
         print(
             f"[{b} x {length}] ours {ours * 1e3:7.1f} ms ({b * length / ours:8.0f} tokens/s), sentence-transformers "
             f"{theirs * 1e3:7.1f} ms ({b * length / theirs:8.0f} tokens/s); speed ratio ours / theirs "
@@ -105,7 +106,58 @@ def main() -> int:
             f"{separate * 1e3:7.1f} ms ({flops / separate / 1e9:5.1f} GFLOP/s; {separate / ours:.0%} of our "
             f"forward); the ceiling it gave: {theirs / separate:.2f}x"
         )
+        print(
+            f"[{b} x {length}] the attention's batched products alone (scores and context, every layer, "
+            f"{att_flops / 1e9:.1f} GFLOP, in the forward's query blocks): XLA {xla_att * 1e3:7.1f} ms "
+            f"({att_flops / xla_att / 1e9:5.1f} GFLOP/s; {xla_att / ours:.0%} of our forward); torch's whole "
+            f"attention (scaled_dot_product_attention, softmax included) {torch_att * 1e3:7.1f} ms"
+        )
     return 0
+
+
+def _attention_products(config, b: int, length: int, mesh, repeats: int) -> tuple[float, float, float]:
+    """(FLOPs, XLA seconds, torch seconds) of the attention's two batched products per forward: scores
+    q k^T and context p v, per head ([L / blocks, d] x [d, L] and [L / blocks, L] x [L, d]), in the
+    query blocks our CPU forward uses, chained layer after layer as in _dense_chain, with the forward's
+    sharding; against torch's whole attention as its BERT runs it (scaled_dot_product_attention: the
+    same products, and the softmax, in one fused kernel)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    from trainer.mesh import batch_sharding
+    from trainer.model.modeling import query_blocks
+
+    n = config.num_attention_heads
+    d = config.hidden_size // n
+    blocks = query_blocks((b, n, length, d))
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((b, n, length, d)).astype(np.float32) / np.sqrt(d) for _ in range(3))
+
+    def chain(q, k, v):
+        for _ in range(config.num_hidden_layers):
+            qs = jnp.split(q, blocks, axis=2)
+            s = [jax.lax.optimization_barrier(jnp.einsum("bnqd,bnkd->bnqk", qi, k)) for qi in qs]
+            q = jnp.concatenate(
+                [jax.lax.optimization_barrier(jnp.einsum("bnqk,bnkd->bnqd", si, v)) for si in s], axis=2
+            )
+        return q
+
+    fused = jax.jit(chain, in_shardings=(batch_sharding(mesh),) * 3, out_shardings=batch_sharding(mesh))
+    args = [jax.device_put(x, batch_sharding(mesh)) for x in (q, k, v)]
+    xla = _best_seconds(lambda: fused(*args).block_until_ready(), repeats)
+    pq, pk, pv = (torch.from_numpy(x) for x in (q, k, v))
+
+    def torch_chain():  # transformers' BERT attention as sentence-transformers runs it: one SDPA call
+        y = pq
+        for _ in range(config.num_hidden_layers):
+            y = torch.nn.functional.scaled_dot_product_attention(y, pk, pv)
+        return y
+
+    with torch.inference_mode():
+        pt = _best_seconds(torch_chain, repeats)
+    return 4.0 * b * n * length * length * d * config.num_hidden_layers, xla, pt
 
 
 def _dense_shapes(config, tokens: int) -> list[tuple[int, int, int]]:
