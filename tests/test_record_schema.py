@@ -10,6 +10,9 @@ from pipeline.record_schema import (
     fingerprint,
     tf_feature_spec,
 )
+from pipeline.tensorflow_import import import_tensorflow
+
+tf = import_tensorflow()
 
 CASES = [
     ([[101, 2054, 102], [101, 7592, 2088, 102]], [ROLE_ANCHOR, ROLE_POSITIVE], ["what", "hello world"]),
@@ -20,9 +23,6 @@ CASES = [
 
 def _tf_example(token_ids, roles, fps):
     """The same record built with TensorFlow's protobuf classes (the reference encoding)."""
-    from pipeline.tensorflow_import import import_tensorflow
-
-    tf = import_tensorflow()
 
     def ints(v):
         return tf.train.Feature(int64_list=tf.train.Int64List(value=list(v)))
@@ -41,10 +41,6 @@ def _tf_example(token_ids, roles, fps):
 
 @pytest.mark.parametrize("token_ids,roles,texts", CASES)
 def test_encoding_matches_tensorflow_protobuf(token_ids, roles, texts):
-    from pipeline.tensorflow_import import import_tensorflow
-
-    tf = import_tensorflow()
-
     fps = [fingerprint(t) for t in texts]
     data = encode_record(token_ids, roles, fps)
     assert tf.train.Example.FromString(data) == _tf_example(token_ids, roles, fps)

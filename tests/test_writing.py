@@ -6,6 +6,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.tensorflow_import import import_tensorflow
 from pipeline.writing import (
     JSON_LINES,
     TFRECORDS,
@@ -18,6 +19,8 @@ from pipeline.writing import (
     shard_of,
 )
 from tests._tfrecords import read_tfrecords
+
+tf = import_tensorflow()
 
 
 def _write(out, batches, file_format=TFRECORDS, shards=3, per_shard=1, runner="FnApiRunner", options=()):
@@ -34,10 +37,6 @@ def test_shards_are_gzip_tfrecords_that_tensorflow_reads(tmp_path):
     _write(tmp_path / "c" / "train", batches)
     files = list_files(str(tmp_path), "c/train-*")
     assert files == [f"c/train-0000{i}-of-00003.tfrecord.gz" for i in range(3)]
-    from pipeline.tensorflow_import import import_tensorflow
-
-    tf = import_tensorflow()
-
     got = [[x.numpy() for x in tf.data.TFRecordDataset(str(tmp_path / f), compression_type="GZIP")] for f in files]
     assert sorted(r for shard in got for r in shard) == sorted(r for b in batches for r in b)
     # Each record in the shard its digest picks, a shard sorted by digest.
@@ -89,10 +88,6 @@ def test_framing_is_checked(tmp_path):
     assert read_tfrecords(str(tmp_path / "ok.tfrecord")) == [b"hello", b"world"]
     framed[14] ^= 1  # a byte of the first record's data: its CRC no longer matches
     (tmp_path / "bad.tfrecord").write_bytes(bytes(framed))
-    from pipeline.tensorflow_import import import_tensorflow
-
-    tf = import_tensorflow()
-
     with pytest.raises(tf.errors.DataLossError):
         read_tfrecords(str(tmp_path / "bad.tfrecord"))
 
